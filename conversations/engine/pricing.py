@@ -1,0 +1,134 @@
+"""Usage buckets and the money maths (design.md 2.1 and 2.2).
+
+The API's counters overlap (prompt_tokens includes cached_tokens, completion_tokens includes
+reasoning_tokens); every peer has shipped a double count at least once. Here usage is split
+into non-overlapping buckets first, and only buckets are ever priced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from .types import Usage
+
+PER_MILLION = Decimal(1_000_000)
+# Stored costs keep 12 decimal places: one gpt-4.1-nano cached token costs $0.000000025.
+COST_PLACES = Decimal("0.000000000001")
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def usage_from_dict(raw: dict[str, Any]) -> Usage:
+    """Flatten an API `usage` object; missing detail fields count as zero."""
+    prompt = _int(raw.get("prompt_tokens"))
+    completion = _int(raw.get("completion_tokens"))
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    cache_write = prompt_details.get("cache_write_tokens")
+    total = raw.get("total_tokens")
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=_int(total) if total is not None else prompt + completion,
+        cached_tokens=_int(prompt_details.get("cached_tokens")),
+        reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
+        cache_write_tokens=_int(cache_write) if cache_write is not None else None,
+        prompt_audio_tokens=_int(prompt_details.get("audio_tokens")),
+        completion_audio_tokens=_int(completion_details.get("audio_tokens")),
+        raw=raw,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """Non-overlapping token buckets: their sum is exactly prompt + completion tokens.
+    `reasoning` is NOT a bucket of its own: it is the part of `output` spent reasoning."""
+
+    input_uncached: int
+    input_cached: int
+    input_cache_write: int
+    output: int
+    reasoning: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_uncached + self.input_cached + self.input_cache_write
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output
+
+
+def buckets_from_usage(usage: Usage) -> Buckets:
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    write = min(usage.cache_write_tokens or 0, usage.prompt_tokens - cached)
+    return Buckets(
+        input_uncached=usage.prompt_tokens - cached - write,
+        input_cached=cached,
+        input_cache_write=write,
+        output=usage.completion_tokens,
+        reasoning=min(usage.reasoning_tokens, usage.completion_tokens),
+    )
+
+
+def buckets_from_counts(*, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Buckets:
+    cached = min(cached_tokens, prompt_tokens)
+    return Buckets(
+        input_uncached=prompt_tokens - cached,
+        input_cached=cached,
+        input_cache_write=0,
+        output=completion_tokens,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """USD per 1M tokens for one call, already chosen for its service tier and context tier.
+    cached_input None means "no caching discount" (the Batch API): cached tokens pay `input`."""
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    reasoning: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    input_uncached: Decimal
+    input_cached: Decimal
+    input_cache_write: Decimal
+    output: Decimal
+
+    @property
+    def input(self) -> Decimal:
+        return self.input_uncached + self.input_cached + self.input_cache_write
+
+    @property
+    def total(self) -> Decimal:
+        return self.input + self.output
+
+
+def _money(tokens: int, rate: Decimal) -> Decimal:
+    return (Decimal(tokens) * rate / PER_MILLION).quantize(COST_PLACES)
+
+
+def price_buckets(buckets: Buckets, rates: Rates) -> Cost:
+    cached_rate = rates.cached_input if rates.cached_input is not None else rates.input
+    write_rate = rates.cache_write if rates.cache_write is not None else rates.input
+    if rates.reasoning is not None:
+        output = _money(buckets.output - buckets.reasoning, rates.output) + _money(
+            buckets.reasoning, rates.reasoning
+        )
+    else:
+        output = _money(buckets.output, rates.output)
+    return Cost(
+        input_uncached=_money(buckets.input_uncached, rates.input),
+        input_cached=_money(buckets.input_cached, cached_rate),
+        input_cache_write=_money(buckets.input_cache_write, write_rate),
+        output=output,
+    )

@@ -1,0 +1,70 @@
+"""Plain data shared by the parsers (formats/), the engine and the Django layer.
+
+Nothing here imports Django: parsers produce these objects, the engine analyses them,
+services store them. Messages stay in OpenAI chat format (dicts) because that is what the
+API renders into tokens; keeping them as-is means counting what was actually sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# An OpenAI chat-format message: {"role", "content", optional "name", "tool_calls",
+# "tool_call_id", "refusal"}; content is a string, a list of parts, or None.
+ChatMessage = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A response's `usage` object, flattened. Overlaps are kept as the API reports them:
+    prompt_tokens INCLUDES cached_tokens, completion_tokens INCLUDES reasoning_tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_tokens: int | None = None
+    prompt_audio_tokens: int = 0
+    completion_audio_tokens: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(slots=True)
+class Call:
+    """One API call: which messages it sent and which assistant message came back.
+
+    `request` and `response` index into the owning Transcript.messages, so a prefix flow
+    stores each message once however many calls re-send it (design.md 2.5)."""
+
+    request: list[int]
+    response: int | None  # None: a pending request that got no reply (yet)
+    model: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None  # from the RESPONSE when known (what was billed)
+    started_at: datetime | None = None
+    latency_ms: int | None = None
+    max_output_tokens: int | None = None
+    usage: Usage | None = None  # reported by the API; None when only estimated
+    batch: bool = False  # Batch API: batch rates, no caching discount
+    external_id: str | None = None  # response id, or batch custom_id
+    location: str = ""  # "file.jsonl line 12": where this call came from, for errors
+
+
+@dataclass(slots=True)
+class Transcript:
+    """One conversation as parsed from a file."""
+
+    messages: list[ChatMessage]
+    calls: list[Call] | None = None  # None: rebuild turns from messages (design.md 2.5)
+    external_id: str | None = None
+    title: str = ""
+    model: str | None = None
+    created_at: datetime | None = None
+    message_times: list[datetime | None] | None = None  # parallel to messages when known
+    location: str = ""  # file (and zip entry) and line/record it came from
+    warnings: list[str] = field(default_factory=list)
