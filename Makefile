@@ -1,0 +1,41 @@
+# costlab: `make run` for a local dashboard with demo data, `make test` for the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test lint typecheck check install migrate clean bench
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+# Web server and a real Celery worker, on SQLite and a filesystem broker (no server needed).
+run: migrate
+	COSTLAB_DEV=true DEBUG=true $(BIN)/python manage.py seed_demo
+	COSTLAB_DEV=true DEBUG=true PORT=$(PORT) bin/run
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy conversations costlab
+
+check: lint typecheck test
+
+bench: install
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,105 @@
+"""Selector output -> Plotly figure dicts. The template carries them with json_script and
+static/js/charts.js draws every [data-figure] element, swapped partials included."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from .models import Turn
+
+Figure = dict[str, Any]
+
+COLORS = {"cached": "#2a9d8f", "uncached": "#e76f51", "output": "#264653", "cost": "#f4a261"}
+BASE_LAYOUT: dict[str, Any] = {
+    "margin": {"l": 60, "r": 60, "t": 30, "b": 40},
+    "legend": {"orientation": "h", "y": -0.2},
+    "hovermode": "x unified",
+    "height": 320,
+}
+
+
+def _money(value: Decimal | None) -> float | None:
+    # Plotly wants numbers; the exact Decimal stays in tables and exports.
+    return float(value) if value is not None else None
+
+
+def cost_by_model_figure(rows: list[dict[str, Any]]) -> Figure:
+    priced = [r for r in rows if r["cost"] is not None]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": [r["model"] or "(no model)" for r in priced],
+                "y": [_money(r["cost"]) for r in priced],
+                "customdata": [r["calls"] for r in priced],
+                "hovertemplate": "%{x}: $%{y:.4f} over %{customdata} calls<extra></extra>",
+                "marker": {"color": COLORS["output"]},
+            }
+        ],
+        "layout": {**BASE_LAYOUT, "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"}},
+    }
+
+
+def cost_by_day_figure(rows: list[dict[str, Any]]) -> Figure:
+    days = [r["day"].isoformat() for r in rows]
+    parts = (("uncached", "Uncached input"), ("cached", "Cached input"), ("output", "Output"))
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "name": label,
+                "x": days,
+                "y": [_money(r[key]) for r in rows],
+                "marker": {"color": COLORS[key]},
+            }
+            for key, label in parts
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "barmode": "stack",
+            "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
+        },
+    }
+
+
+def conversation_turns_figure(turns: list[Turn]) -> Figure:
+    """Per-turn stacked tokens (cached, uncached, output) and the cumulative cost line."""
+    x = [t.index + 1 for t in turns]
+    billing = [getattr(t, "billing", None) for t in turns]
+    cumulative: list[float | None] = []
+    running = Decimal(0)
+    unpriced_seen = False
+    for record in billing:
+        if record is None or record.cost_total is None:
+            unpriced_seen = True
+        else:
+            running += record.cost_total
+        # Once a turn is unpriced the running total is unknown: say so with a gap.
+        cumulative.append(None if unpriced_seen else float(running))
+
+    def series(field: str) -> list[int]:
+        return [getattr(r, field) if r else 0 for r in billing]
+
+    return {
+        "data": [
+            {"type": "bar", "name": "Cached input", "x": x, "y": series("input_cached"),
+             "marker": {"color": COLORS["cached"]}},
+            {"type": "bar", "name": "Uncached input", "x": x,
+             "y": [(r.input_uncached + r.input_cache_write) if r else 0 for r in billing],
+             "marker": {"color": COLORS["uncached"]}},
+            {"type": "bar", "name": "Output", "x": x, "y": series("output"),
+             "marker": {"color": COLORS["output"]}},
+            {"type": "scatter", "mode": "lines+markers", "name": "Cumulative cost", "x": x,
+             "y": cumulative, "yaxis": "y2", "line": {"color": COLORS["cost"], "width": 3}},
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "height": 380,
+            "barmode": "stack",
+            "xaxis": {"title": {"text": "Turn (API call)"}, "dtick": 1 if len(x) <= 40 else None},
+            "yaxis": {"title": {"text": "Tokens"}},
+            "yaxis2": {"title": {"text": "Cumulative USD"}, "overlaying": "y", "side": "right",
+                       "tickprefix": "$", "rangemode": "tozero"},
+        },
+    }

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from .formats import FORMATS
+from .selectors import CONVERSATION_SORTS, UsageFilter
+
+FORMAT_CHOICES = [("", "Detect automatically")] + [(f, f.replace("_", " ")) for f in FORMATS]
+
+
+class UsageFilterForm(forms.Form):
+    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    model = forms.CharField(required=False, max_length=200)
+    sort = forms.ChoiceField(required=False, choices=[(s, s) for s in CONVERSATION_SORTS])
+
+    def to_filter(self) -> UsageFilter:
+        data = self.cleaned_data if self.is_valid() else {}
+        return UsageFilter(
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            model=data.get("model") or "",
+        )
+
+    @property
+    def sort_value(self) -> str:
+        return (self.cleaned_data.get("sort") if self.is_valid() else None) or "-cost"
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(help_text="JSON, JSONL or a .zip holding them.")
+    second_file = forms.FileField(
+        required=False,
+        label="Batch output file",
+        help_text="Only for the Batch API: the output file that goes with the input file.",
+    )
+    format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
+
+    def clean(self) -> dict[str, object]:
+        cleaned = super().clean() or {}
+        limit = settings.COSTLAB_MAX_UPLOAD_BYTES
+        for name in ("file", "second_file"):
+            upload = cleaned.get(name)
+            if upload is not None and upload.size > limit:
+                self.add_error(
+                    name,
+                    f"{upload.name} is {upload.size:,} bytes; the limit is {limit:,} bytes "
+                    "(COSTLAB_MAX_UPLOAD_BYTES). Split the file, or ask your admin to raise it.",
+                )
+        return cleaned

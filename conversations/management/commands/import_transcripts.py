@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from conversations import services
+from conversations.formats import FORMATS
+from conversations.models import ImportStatus, Organization
+
+
+class Command(BaseCommand):
+    help = (
+        "Import transcripts or API logs into an organization, all or nothing. "
+        "Two files are a Batch API input file and its output file."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("files", nargs="+", type=Path)
+        parser.add_argument("--org", required=True, help="Organization slug.")
+        parser.add_argument("--format", choices=FORMATS, help="Skip detection.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        organization = Organization.objects.filter(slug=options["org"]).first()
+        if organization is None:
+            raise CommandError(f"no organization with slug {options['org']!r}")
+        paths: list[Path] = options["files"]
+        for path in paths:
+            if not path.is_file():
+                raise CommandError(f"{path}: no such file")
+        job = services.import_path(
+            organization=organization, paths=paths, format=options["format"] or ""
+        )
+        if job.status == ImportStatus.DUPLICATE:
+            self.stdout.write(f"{job.original_name}: already imported, nothing new created.")
+            return
+        if job.status != ImportStatus.SUCCEEDED:
+            raise CommandError(f"{job.error}\nNothing was stored.")
+        cost = f"${job.cost:.6f}" if job.cost is not None else "unpriced"
+        self.stdout.write(
+            f"{job.original_name}: {job.conversations} conversations, {job.turns} turns, "
+            f"{job.messages} messages, {job.tokens:,} tokens, {cost}"
+            + (f" ({job.unpriced_turns} unpriced turns)" if job.unpriced_turns else "")
+        )
+        for warning in job.warnings[:20]:
+            self.stdout.write(f"  warning: {warning}")

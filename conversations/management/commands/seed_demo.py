@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import services
+from conversations.demo import demo_transcripts
+from conversations.models import Membership, Organization, Role
+
+
+class Command(BaseCommand):
+    help = "Development only: a demo organization, a demo user and demo conversations."
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        organization, created = Organization.objects.get_or_create(
+            slug="demo", defaults={"name": "Demo organization"}
+        )
+        user, _ = get_user_model().objects.get_or_create(username="demo")
+        # A fresh password each start; printed because this is the local dev mode only.
+        password = secrets.token_urlsafe(9)
+        user.set_password(password)
+        user.is_staff = user.is_superuser = True
+        user.save()
+        Membership.objects.update_or_create(
+            user=user, organization=organization, defaults={"role": Role.ADMIN}
+        )
+        if created or not organization.conversations.exists():
+            totals = services.transcripts_store(
+                organization=organization, transcripts=demo_transcripts(timezone.now())
+            )
+            self.stdout.write(f"Demo data: {totals.conversations} conversations, {totals.turns} turns.")
+        self.stdout.write(self.style.SUCCESS(f"Log in as demo / {password}"))

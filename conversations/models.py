@@ -1,0 +1,425 @@
+"""costlab's data model.
+
+One Turn is one API call. Messages are stored once per conversation and a turn names the
+messages it sent as index ranges, so a prefix flow of n turns stores O(n) rows, not O(n^2)
+(design.md 2.5). Usage is kept as received plus non-overlapping buckets (design.md 2.1);
+money is Decimal and NULL when no price applies (design.md 2.2).
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# Rates are USD per 1M tokens: 6 places hold $0.025 / 1M (nano cached input) exactly.
+RATE = {"max_digits": 14, "decimal_places": 6, "null": True, "blank": True}
+# Costs keep 12 places: one cached nano token is $0.000000025.
+MONEY = {"max_digits": 24, "decimal_places": 12, "null": True, "blank": True}
+
+
+class Organization(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    ANALYST = "analyst", "Analyst"
+    ADMIN = "admin", "Admin"
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organization"], name="membership_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+    @property
+    def can_import(self) -> bool:
+        return self.role in (Role.ANALYST, Role.ADMIN)
+
+
+class Encoding(models.TextChoices):
+    O200K = "o200k_base", "o200k_base"
+    CL100K = "cl100k_base", "cl100k_base"
+
+
+class PriceSource(models.TextChoices):
+    CATALOGUE = "catalogue", "Default catalogue"
+    LITELLM = "litellm", "LiteLLM import"
+    ADMIN = "admin", "Entered by an admin"
+
+
+class ModelPrice(models.Model):
+    """One row of the price book: one model (or pattern), one scope, one start date.
+
+    Rows are never rewritten by imports: a new price is a new row with a later
+    effective_from, so history stays explainable (design.md 2.3)."""
+
+    organization = models.ForeignKey(
+        Organization,
+        models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="prices",
+        help_text="Empty for the global price book; set for an organization's negotiated price.",
+    )
+    model = models.CharField(
+        max_length=200,
+        help_text="Exact model name (gpt-4o), or a pattern with * (gpt-4o-*). Dated snapshots "
+        "such as gpt-4o-2024-08-06 fall back to the gpt-4o row when no closer row exists.",
+    )
+    effective_from = models.DateTimeField(help_text="Applies to calls at or after this time.")
+    source = models.CharField(max_length=12, choices=PriceSource.choices, default=PriceSource.ADMIN)
+
+    input_per_1m = models.DecimalField("input $/1M", max_digits=14, decimal_places=6)
+    cached_input_per_1m = models.DecimalField("cached input $/1M", **RATE)  # type: ignore[call-overload]
+    output_per_1m = models.DecimalField("output $/1M", max_digits=14, decimal_places=6)
+    cache_write_per_1m = models.DecimalField("cache write $/1M", **RATE)  # type: ignore[call-overload]
+    reasoning_per_1m = models.DecimalField("reasoning $/1M", **RATE)  # type: ignore[call-overload]
+    audio_input_per_1m = models.DecimalField("audio input $/1M", **RATE)  # type: ignore[call-overload]
+    audio_output_per_1m = models.DecimalField("audio output $/1M", **RATE)  # type: ignore[call-overload]
+
+    # Service tiers, chosen by the RESPONSE's service_tier. Batch has no caching discount.
+    batch_input_per_1m = models.DecimalField("batch input $/1M", **RATE)  # type: ignore[call-overload]
+    batch_output_per_1m = models.DecimalField("batch output $/1M", **RATE)  # type: ignore[call-overload]
+    flex_input_per_1m = models.DecimalField("flex input $/1M", **RATE)  # type: ignore[call-overload]
+    flex_cached_input_per_1m = models.DecimalField("flex cached $/1M", **RATE)  # type: ignore[call-overload]
+    flex_output_per_1m = models.DecimalField("flex output $/1M", **RATE)  # type: ignore[call-overload]
+    priority_input_per_1m = models.DecimalField("priority input $/1M", **RATE)  # type: ignore[call-overload]
+    priority_cached_input_per_1m = models.DecimalField("priority cached $/1M", **RATE)  # type: ignore[call-overload]
+    priority_output_per_1m = models.DecimalField("priority output $/1M", **RATE)  # type: ignore[call-overload]
+
+    # Long-context tier: above the threshold its rates apply to the WHOLE request.
+    long_context_threshold = models.PositiveIntegerField(null=True, blank=True)
+    long_input_per_1m = models.DecimalField("long-context input $/1M", **RATE)  # type: ignore[call-overload]
+    long_cached_input_per_1m = models.DecimalField("long-context cached $/1M", **RATE)  # type: ignore[call-overload]
+    long_output_per_1m = models.DecimalField("long-context output $/1M", **RATE)  # type: ignore[call-overload]
+
+    # Model facts used by token counting and context-window checks.
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    encoding = models.CharField(max_length=20, choices=Encoding.choices, default=Encoding.O200K)
+    tokens_per_message = models.SmallIntegerField(default=3)
+    tokens_per_name = models.SmallIntegerField(default=1)
+    reply_priming = models.SmallIntegerField(default=3)
+
+    notes = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One row per (scope, model, start); NULLS NOT DISTINCT makes the global scope
+            # unique too (PostgreSQL 15+; SQLite ignores the option).
+            models.UniqueConstraint(
+                fields=["organization", "model", "effective_from"],
+                name="modelprice_unique_start",
+                nulls_distinct=False,
+            ),
+            models.CheckConstraint(
+                condition=Q(input_per_1m__gte=0) & Q(output_per_1m__gte=0),
+                name="modelprice_rates_not_negative",
+            ),
+        ]
+        indexes = [
+            # Price resolution: rows of a scope for a model, newest start first.
+            models.Index(fields=["model", "organization", "-effective_from"], name="price_lookup"),
+        ]
+        ordering = ["model", "-effective_from"]
+
+    def __str__(self) -> str:
+        scope = self.organization.slug if self.organization_id else "global"
+        return f"{self.model} [{scope}] from {self.effective_from:%Y-%m-%d}"
+
+    @property
+    def is_pattern(self) -> bool:
+        return "*" in self.model
+
+
+class ImportStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    RUNNING = "running", "Importing"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+    DUPLICATE = "duplicate", "Already imported"
+
+
+def import_upload_path(instance: ImportJob, filename: str) -> str:
+    return f"imports/{instance.organization_id}/{instance.code}/{filename}"
+
+
+class ImportJob(models.Model):
+    """One uploaded file (or a command-line import) and what became of it."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    file = models.FileField(upload_to=import_upload_path, max_length=500, blank=True)
+    second_file = models.FileField(upload_to=import_upload_path, max_length=500, blank=True)
+    original_name = models.CharField(max_length=300)
+    format = models.CharField(max_length=20, blank=True, help_text="Empty: detect.")
+    size_bytes = models.BigIntegerField(default=0)
+    content_sha256 = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING)
+    bytes_done = models.BigIntegerField(default=0)
+    conversations = models.PositiveIntegerField(default=0)
+    turns = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    unpriced_turns = models.PositiveIntegerField(default=0)
+    warnings = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    duplicate_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The same content imported twice into one org creates nothing new.
+            models.UniqueConstraint(
+                fields=["organization", "content_sha256"],
+                condition=Q(status="succeeded"),
+                name="importjob_unique_content",
+            ),
+        ]
+        indexes = [
+            # The imports page: an org's jobs, newest first.
+            models.Index(fields=["organization", "-created"], name="importjob_org_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED, ImportStatus.DUPLICATE)
+
+    @property
+    def percent(self) -> int:
+        if self.is_finished:
+            return 100
+        if not self.size_bytes:
+            return 0
+        return min(99, int(100 * self.bytes_done / self.size_bytes))
+
+
+class ConversationSource(models.TextChoices):
+    IMPORT = "import", "Imported transcript"
+    API_LOG = "api_log", "Imported API log"
+    BATCH = "batch", "Batch API"
+    LIVE = "live", "Live conversation"
+    REPLAY = "replay", "Replay"
+
+
+class Conversation(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="conversations")
+    import_job = models.ForeignKey(
+        ImportJob, models.SET_NULL, null=True, blank=True, related_name="conversation_set"
+    )
+    source = models.CharField(max_length=10, choices=ConversationSource.choices, default="import")
+    external_id = models.CharField(max_length=300, blank=True)
+    title = models.CharField(max_length=300, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # Transcripts without timestamps are simulated as one continuous session; say so.
+    has_timestamps = models.BooleanField(default=False)
+    warnings = models.JSONField(default=list, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The overview's conversation list: an org's conversations, newest first.
+            models.Index(fields=["organization", "-created"], name="conversation_org_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or str(self.code)
+
+
+class Message(models.Model):
+    """A message as sent to or received from the API, stored once per conversation."""
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="messages")
+    index = models.PositiveIntegerField()
+    role = models.CharField(max_length=20)
+    # The OpenAI chat-format dict as sent: content, name, tool_calls... (counted as-is).
+    data = models.JSONField()
+    tokens = models.PositiveIntegerField(default=0, help_text="Content tokens, no overhead.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "index"], name="message_unique_index"),
+        ]
+        ordering = ["conversation", "index"]
+
+    def __str__(self) -> str:
+        return f"#{self.index} {self.role}"
+
+    @property
+    def text(self) -> str:
+        content: Any = self.data.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return ""
+
+
+class MissReason(models.TextChoices):
+    BELOW_MINIMUM = "below_minimum", "Below 1024 tokens"
+    COLD = "cold", "First sight (cold cache)"
+    PREFIX_CHANGED = "prefix_changed", "Prefix changed"
+    EXPIRED = "expired", "Expired after idle gap"
+    OVERFLOW = "overflow", "Overflow (too many requests/min)"
+    BATCH = "batch", "Batch API (no caching)"
+
+
+class Turn(models.Model):
+    """One API call: the messages it sent and the assistant message it got back."""
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="turns")
+    index = models.PositiveIntegerField()
+    # Half-open [start, end) ranges of Message.index that the request sent, in order:
+    # a prefix flow is one range per turn, which keeps storage linear.
+    request_ranges = models.JSONField()
+    response = models.ForeignKey(
+        Message, models.SET_NULL, null=True, blank=True, related_name="produced_by"
+    )
+    model = models.CharField(max_length=200, blank=True)
+    service_tier = models.CharField(max_length=20, blank=True)
+    prompt_cache_key = models.CharField(max_length=300, blank=True)
+    is_batch = models.BooleanField(default=False)
+    tools = models.JSONField(null=True, blank=True)
+    response_format = models.JSONField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    external_id = models.CharField(max_length=300, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # What the engine worked out for this call.
+    estimated_prompt_tokens = models.PositiveIntegerField(default=0)
+    estimated_completion_tokens = models.PositiveIntegerField(default=0)
+    simulated_cached_tokens = models.PositiveIntegerField(default=0)
+    miss_reason = models.CharField(max_length=20, choices=MissReason.choices, blank=True)
+    miss_detail = models.CharField(max_length=300, blank=True)
+    over_context = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "index"], name="turn_unique_index"),
+        ]
+        ordering = ["conversation", "index"]
+
+    def __str__(self) -> str:
+        return f"turn {self.index} of {self.conversation_id}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.response_id is None
+
+    def request_indexes(self) -> list[int]:
+        return [i for start, end in self.request_ranges for i in range(start, end)]
+
+
+class UsageSource(models.TextChoices):
+    REPORTED = "reported", "Reported by the API"
+    ESTIMATED = "estimated", "Estimated by costlab"
+    SIMULATED = "simulated", "Simulated"
+
+
+class UsageRecord(models.Model):
+    """Token usage and cost of one turn from one source.
+
+    A turn has an `estimated` record (our tokenizer, cache from the simulator) and, when the
+    API reported usage, a `reported` one. Exactly one per turn has is_billing=True: the
+    reported one when it exists, since reported usage always wins."""
+
+    turn = models.ForeignKey(Turn, models.CASCADE, related_name="usage_records")
+    # Denormalized from the turn so org pages aggregate without joining three tables.
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="usage_records")
+    occurred_at = models.DateTimeField()
+    model = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=10, choices=UsageSource.choices)
+    cache_source = models.CharField(max_length=10, choices=UsageSource.choices, blank=True)
+    is_billing = models.BooleanField(default=False)
+    raw = models.JSONField(null=True, blank=True, help_text="The usage JSON exactly as received.")
+
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    # Non-overlapping buckets: they add up to total_tokens.
+    input_uncached = models.PositiveIntegerField(default=0)
+    input_cached = models.PositiveIntegerField(default=0)
+    input_cache_write = models.PositiveIntegerField(default=0)
+    output = models.PositiveIntegerField(default=0)
+
+    price = models.ForeignKey(ModelPrice, models.PROTECT, null=True, blank=True, related_name="+")
+    cost_input_uncached = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    cost_input_cached = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    cost_input_cache_write = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    cost_output = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    cost_total = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    # What the same call would have cost with no cache at all: the base of "cost reduction".
+    cost_uncached = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+
+    class Meta:
+        constraints = [
+            # A re-delivered task or a retried import can never double-record a turn.
+            models.UniqueConstraint(fields=["turn", "source"], name="usage_unique_turn_source"),
+            models.UniqueConstraint(
+                fields=["turn"], condition=Q(is_billing=True), name="usage_one_billing_per_turn"
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_total__isnull=True) | Q(price__isnull=False),
+                name="usage_priced_has_price_row",
+            ),
+        ]
+        indexes = [
+            # Overview totals, cost by day and by model: an org's billing records by time.
+            models.Index(
+                fields=["organization", "occurred_at"],
+                condition=Q(is_billing=True),
+                name="usage_org_billing_time",
+            ),
+            # Conversation list sorted by cost: billing records of one conversation.
+            models.Index(
+                fields=["conversation"], condition=Q(is_billing=True), name="usage_conv_billing"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} usage of {self.turn_id}"
+
+    @property
+    def is_priced(self) -> bool:
+        return self.cost_total is not None
+
+
+def zero_if_none(value: Decimal | None) -> Decimal:
+    return value if value is not None else Decimal(0)

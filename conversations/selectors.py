@@ -1,0 +1,294 @@
+"""Read paths. Every query starts from an organization the caller is a member of, and
+aggregates in the database: pages never loop over usage rows in Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDate
+from django.http import Http404
+
+from .models import (
+    Conversation,
+    ImportJob,
+    Membership,
+    Organization,
+    Turn,
+    UsageRecord,
+    UsageSource,
+)
+
+AnyUser = AbstractBaseUser | AnonymousUser
+
+
+def user_organizations(user: AnyUser) -> list[Organization]:
+    if not user.is_authenticated:
+        return []
+    return list(Organization.objects.filter(memberships__user=user).order_by("name"))
+
+
+def membership_get(*, user: AnyUser, slug: str) -> Membership:
+    """The user's membership of the organization, or 404: a non-member must not even
+    learn that the organization exists."""
+    if not user.is_authenticated:
+        raise Http404
+    try:
+        return Membership.objects.select_related("organization").get(
+            user=user, organization__slug=slug
+        )
+    except Membership.DoesNotExist:
+        raise Http404 from None
+
+
+def conversation_get(*, organization: Organization, code: Any) -> Conversation:
+    try:
+        return Conversation.objects.get(organization=organization, code=code)
+    except (Conversation.DoesNotExist, ValueError):
+        raise Http404 from None
+
+
+def import_job_get(*, organization: Organization, code: Any) -> ImportJob:
+    try:
+        return ImportJob.objects.get(organization=organization, code=code)
+    except (ImportJob.DoesNotExist, ValueError):
+        raise Http404 from None
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    date_from: date | None = None
+    date_to: date | None = None
+    model: str = ""
+
+    def apply(self, records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+        if self.date_from:
+            records = records.filter(occurred_at__date__gte=self.date_from)
+        if self.date_to:
+            records = records.filter(occurred_at__date__lte=self.date_to)
+        if self.model:
+            records = records.filter(model=self.model)
+        return records
+
+
+def billing_records(organization: Organization, filters: UsageFilter) -> QuerySet[UsageRecord]:
+    """The usage that counts: one record per turn, reported when the API reported it."""
+    return filters.apply(UsageRecord.objects.filter(organization=organization, is_billing=True))
+
+
+@dataclass(frozen=True)
+class OrgTotals:
+    calls: int
+    priced_calls: int
+    cost: Decimal | None
+    cost_uncached: Decimal | None
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    eligible_calls: int
+    hit_calls: int
+    unpriced_models: list[tuple[str, int]]
+    conversations: int
+
+    @property
+    def priced_coverage(self) -> float | None:
+        return self.priced_calls / self.calls if self.calls else None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def hit_rate_requests(self) -> float | None:
+        return self.hit_calls / self.eligible_calls if self.eligible_calls else None
+
+    @property
+    def hit_rate_tokens(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+    @property
+    def cost_reduction(self) -> float | None:
+        if not self.cost_uncached or self.cost is None:
+            return None
+        return float(1 - self.cost / self.cost_uncached)
+
+
+# A prompt can only be cached from 1024 tokens on (seed 002): below, a miss is no failure.
+CACHE_MINIMUM = 1024
+
+
+def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
+    records = billing_records(organization, filters)
+    agg = records.aggregate(
+        calls=Count("id"),
+        priced_calls=Count("id", filter=Q(cost_total__isnull=False)),
+        cost=Sum("cost_total"),
+        cost_uncached=Sum("cost_uncached", filter=Q(cost_total__isnull=False)),
+        prompt=Coalesce(Sum("prompt_tokens"), 0),
+        cached=Coalesce(Sum("input_cached"), 0),
+        completion=Coalesce(Sum("completion_tokens"), 0),
+        eligible=Count("id", filter=Q(prompt_tokens__gte=CACHE_MINIMUM)),
+        hits=Count("id", filter=Q(input_cached__gt=0)),
+        conversations=Count("conversation", distinct=True),
+    )
+    unpriced = list(
+        records.filter(cost_total__isnull=True)
+        .values("model")
+        .annotate(calls=Count("id"))
+        .order_by("-calls", "model")
+        .values_list("model", "calls")
+    )
+    return OrgTotals(
+        calls=agg["calls"],
+        priced_calls=agg["priced_calls"],
+        cost=agg["cost"],
+        cost_uncached=agg["cost_uncached"],
+        prompt_tokens=agg["prompt"],
+        cached_tokens=agg["cached"],
+        completion_tokens=agg["completion"],
+        eligible_calls=agg["eligible"],
+        hit_calls=agg["hits"],
+        unpriced_models=[(m or "(no model)", n) for m, n in unpriced],
+        conversations=agg["conversations"],
+    )
+
+
+def cost_by_model(organization: Organization, filters: UsageFilter) -> list[dict[str, Any]]:
+    return list(
+        billing_records(organization, filters)
+        .values("model")
+        .annotate(
+            cost=Sum("cost_total"),
+            calls=Count("id"),
+            tokens=Sum("total_tokens"),
+            unpriced=Count("id", filter=Q(cost_total__isnull=True)),
+        )
+        .order_by(F("cost").desc(nulls_last=True), "model")
+    )
+
+
+def cost_by_day(organization: Organization, filters: UsageFilter) -> list[dict[str, Any]]:
+    return list(
+        billing_records(organization, filters)
+        .annotate(day=TruncDate("occurred_at"))
+        .values("day")
+        .annotate(
+            cost=Sum("cost_total"),
+            cached=Sum("cost_input_cached"),
+            uncached=Sum("cost_input_uncached"),
+            output=Sum("cost_output"),
+            calls=Count("id"),
+        )
+        .order_by("day")
+    )
+
+
+def models_used(organization: Organization) -> list[str]:
+    return list(
+        UsageRecord.objects.filter(organization=organization, is_billing=True)
+        .values_list("model", flat=True)
+        .distinct()
+        .order_by("model")
+    )
+
+
+CONVERSATION_SORTS = {
+    "cost": F("cost").asc(nulls_first=True),
+    "-cost": F("cost").desc(nulls_last=True),
+    "turns": F("turn_count").asc(),
+    "-turns": F("turn_count").desc(),
+    "tokens": F("tokens").asc(nulls_first=True),
+    "-tokens": F("tokens").desc(nulls_last=True),
+    "created": F("created").asc(),
+    "-created": F("created").desc(),
+    "title": F("title").asc(),
+    "-title": F("title").desc(),
+}
+
+
+def conversation_list(
+    organization: Organization, filters: UsageFilter, *, sort: str = "-cost"
+) -> QuerySet[Conversation]:
+    usage = Q(usage_records__is_billing=True)
+    if filters.date_from:
+        usage &= Q(usage_records__occurred_at__date__gte=filters.date_from)
+    if filters.date_to:
+        usage &= Q(usage_records__occurred_at__date__lte=filters.date_to)
+    if filters.model:
+        usage &= Q(usage_records__model=filters.model)
+    conversations = (
+        Conversation.objects.filter(organization=organization)
+        .annotate(
+            cost=Sum("usage_records__cost_total", filter=usage),
+            tokens=Sum("usage_records__total_tokens", filter=usage),
+            turn_count=Count("usage_records", filter=usage),
+            cached=Sum("usage_records__input_cached", filter=usage),
+            prompt=Sum("usage_records__prompt_tokens", filter=usage),
+            unpriced=Count("usage_records", filter=usage & Q(usage_records__cost_total__isnull=True)),
+            last_call=Max("usage_records__occurred_at", filter=usage),
+        )
+        .filter(turn_count__gt=0)
+    )
+    return conversations.order_by(CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"]), "id")
+
+
+def conversation_turns(conversation: Conversation) -> list[Turn]:
+    """Turns with their usage records attached as `.billing`, `.estimated`, `.reported`."""
+    turns = list(
+        conversation.turns.select_related("response").prefetch_related("usage_records").order_by("index")
+    )
+    for turn in turns:
+        by_source = {r.source: r for r in turn.usage_records.all()}
+        turn.reported = by_source.get(UsageSource.REPORTED)  # type: ignore[attr-defined]
+        turn.estimated = by_source.get(UsageSource.ESTIMATED)  # type: ignore[attr-defined]
+        turn.billing = turn.reported or turn.estimated  # type: ignore[attr-defined]
+    return turns
+
+
+def import_jobs(organization: Organization, *, limit: int = 20) -> list[ImportJob]:
+    return list(organization.import_jobs.order_by("-created")[:limit])
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    cost: Decimal | None
+    unpriced: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reported_turns: int
+    estimated_prompt_of_reported: int
+    reported_prompt: int
+
+    @property
+    def hit_rate_tokens(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+    @property
+    def estimate_gap(self) -> float | None:
+        """How far costlab's prompt estimate is from what the API reported (+ = over)."""
+        if not self.reported_prompt:
+            return None
+        return (self.estimated_prompt_of_reported - self.reported_prompt) / self.reported_prompt
+
+
+def conversation_summary(turns: list[Turn]) -> ConversationSummary:
+    """Totals over turns already loaded by conversation_turns (no extra query)."""
+    billing = [t.billing for t in turns if t.billing is not None]  # type: ignore[attr-defined]
+    priced = [r.cost_total for r in billing if r.cost_total is not None]
+    reported = [t for t in turns if t.reported is not None and t.estimated is not None]  # type: ignore[attr-defined]
+    return ConversationSummary(
+        cost=sum(priced, Decimal(0)) if priced else None,
+        unpriced=len(billing) - len(priced),
+        prompt_tokens=sum(r.prompt_tokens for r in billing),
+        cached_tokens=sum(r.input_cached for r in billing),
+        completion_tokens=sum(r.completion_tokens for r in billing),
+        reported_turns=len(reported),
+        estimated_prompt_of_reported=sum(t.estimated.prompt_tokens for t in reported),  # type: ignore[attr-defined]
+        reported_prompt=sum(t.reported.prompt_tokens for t in reported),  # type: ignore[attr-defined]
+    )

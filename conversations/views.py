@@ -1,0 +1,148 @@
+"""Thin views: parse the request, call a selector or a service, render.
+
+Every view resolves the organization through the user's membership first, so a user of
+organization A gets a 404 for anything of organization B, pages and partials alike."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseStopPolling
+
+from . import charts, selectors, services
+from .forms import UploadForm, UsageFilterForm
+from .models import Role
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    organizations = selectors.user_organizations(request.user)
+    if len(organizations) == 1:
+        return redirect("org_overview", slug=organizations[0].slug)
+    return render(request, "conversations/home.html", {"organizations": organizations})
+
+
+@login_required
+@require_GET
+def org_overview(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    organization = membership.organization
+    form = UsageFilterForm(request.GET)
+    filters = form.to_filter()
+    totals = selectors.org_totals(organization, filters)
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "form": form,
+        "totals": totals,
+        "models": selectors.models_used(organization),
+        "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
+        "day_figure": charts.cost_by_day_figure(selectors.cost_by_day(organization, filters)),
+        "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value)[:200],
+        "sort": form.sort_value,
+        "query": request.GET.urlencode(),
+    }
+    template = "conversations/overview.html"
+    if request.htmx:
+        template += "#dashboard"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def conversation_table(request: HttpRequest, slug: str) -> HttpResponse:
+    """The sortable conversation list alone, for HTMX swaps (it also renders standalone)."""
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    form = UsageFilterForm(request.GET)
+    conversations = selectors.conversation_list(
+        membership.organization, form.to_filter(), sort=form.sort_value
+    )[:200]
+    return render(
+        request,
+        "conversations/overview.html#conversation-table",
+        {
+            "organization": membership.organization,
+            "conversations": conversations,
+            "sort": form.sort_value,
+            "form": form,
+        },
+    )
+
+
+@login_required
+@require_GET
+def conversation_detail(request: HttpRequest, slug: str, code: str) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    conversation = selectors.conversation_get(organization=membership.organization, code=code)
+    turns = selectors.conversation_turns(conversation)
+    summary = selectors.conversation_summary(turns)
+    context = {
+        "organization": membership.organization,
+        "conversation": conversation,
+        "turns": turns,
+        "summary": summary,
+        "messages_by_index": {m.index: m for m in conversation.messages.all()},
+        "turn_figure": charts.conversation_turns_figure(turns),
+    }
+    return render(request, "conversations/conversation.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def imports(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    organization = membership.organization
+    can_import = membership.role in (Role.ANALYST, Role.ADMIN)
+    form = UploadForm()
+    if request.method == "POST":
+        if not can_import:
+            return HttpResponse("Viewers cannot import.", status=403)
+        form = UploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            job = services.import_job_create(
+                organization=organization,
+                user=request.user,
+                upload=form.cleaned_data["file"],
+                second_upload=form.cleaned_data.get("second_file"),
+                format=form.cleaned_data.get("format") or "",
+            )
+            if job.duplicate_of_id:
+                messages.info(request, f"{job.original_name} was already imported: nothing new.")
+            return redirect("import_job_detail", slug=slug, code=job.code)
+    context = {
+        "organization": organization,
+        "form": form,
+        "can_import": can_import,
+        "jobs": selectors.import_jobs(organization),
+    }
+    return render(request, "conversations/imports.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def import_job_detail(request: HttpRequest, slug: str, code: str) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    job = selectors.import_job_get(organization=membership.organization, code=code)
+    services.import_progress_apply(job)
+    context = {"organization": membership.organization, "job": job}
+    return render(request, "conversations/import_job.html", context)
+
+
+@login_required
+@require_GET
+def import_job_progress(request: HttpRequest, slug: str, code: str) -> HttpResponse:
+    """Polled by the progress bar every second; a finished job answers 286 (HTMX's
+    'stop polling') with its final state."""
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    job = selectors.import_job_get(organization=membership.organization, code=code)
+    services.import_progress_apply(job)
+    context = {"organization": membership.organization, "job": job}
+    response = render(request, "conversations/import_job.html#progress", context)
+    if job.is_finished and request.htmx:
+        stop = HttpResponseStopPolling(response.content)
+        return stop
+    return response

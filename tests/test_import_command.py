@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from conversations.models import (
+    Conversation,
+    ImportJob,
+    ImportStatus,
+    Message,
+    Turn,
+    UsageRecord,
+    UsageSource,
+)
+from conversations.services import request_ranges
+
+from .factories import OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_rebuilds_turns_from_a_transcript_and_prices_the_estimate(fixtures, capsys):
+    org = OrganizationFactory()
+    call_command("import_transcripts", str(fixtures / "chat_small.json"), "--org", org.slug)
+    conversation = Conversation.objects.get(organization=org)
+    assert conversation.title == "Capital cities"
+    assert Message.objects.filter(conversation=conversation).count() == 6
+    turns = list(Turn.objects.filter(conversation=conversation).order_by("index"))
+    # Two answered calls, then the trailing user message as a pending request.
+    assert [t.request_ranges for t in turns] == [[[0, 2]], [[0, 4]], [[0, 6]]]
+    assert [t.response.index if t.response else None for t in turns] == [2, 4, None]
+    records = UsageRecord.objects.filter(conversation=conversation).order_by("turn__index")
+    assert [r.source for r in records] == [UsageSource.ESTIMATED] * 3
+    assert all(r.is_billing for r in records)
+    # Prompt grows every turn; the pending request produced no output.
+    assert records[0].prompt_tokens < records[1].prompt_tokens < records[2].prompt_tokens
+    assert records[2].completion_tokens == 0
+    for r in records:
+        expected = (Decimal(r.input_uncached) * Decimal("2.5") + Decimal(r.output) * 10) / 10**6
+        assert r.cost_total == expected
+        assert r.price.model == "gpt-4o"
+    assert "1 conversations, 3 turns" in capsys.readouterr().out
+
+
+def test_it_stores_nothing_from_an_invalid_file_and_names_line_and_field(fixtures):
+    org = OrganizationFactory()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_transcripts", str(fixtures / "chat_bad_role.jsonl"), "--org", org.slug)
+    message = str(excinfo.value)
+    assert "chat_bad_role.jsonl" in message
+    assert "line 2" in message
+    assert "messages[1].role" in message
+    assert not Conversation.objects.filter(organization=org).exists()
+    assert not Message.objects.exists() and not UsageRecord.objects.exists()
+    job = ImportJob.objects.get(organization=org)
+    assert job.status == ImportStatus.FAILED and "line 2" in job.error
+
+
+def test_it_creates_nothing_new_when_the_same_content_comes_again(fixtures, capsys):
+    org = OrganizationFactory()
+    path = str(fixtures / "chat_small.json")
+    call_command("import_transcripts", path, "--org", org.slug)
+    call_command("import_transcripts", path, "--org", org.slug)
+    assert Conversation.objects.filter(organization=org).count() == 1
+    assert "already imported" in capsys.readouterr().out
+    # Another organization importing the same file is not a duplicate.
+    other = OrganizationFactory()
+    call_command("import_transcripts", path, "--org", other.slug)
+    assert Conversation.objects.filter(organization=other).count() == 1
+
+
+def test_it_compresses_requests_into_ranges():
+    assert request_ranges([0, 1, 2, 5, 6]) == [[0, 3], [5, 7]]
+    assert request_ranges([]) == []
+    assert request_ranges([4, 0, 1]) == [[4, 5], [0, 2]]
+
+
+def test_it_keeps_storage_linear_for_a_long_prefix_flow(tmp_path):
+    import json
+
+    messages = [{"role": "system", "content": "s"}]
+    for i in range(500):
+        messages += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"model": "gpt-4o-mini", "messages": messages}))
+    org = OrganizationFactory()
+    call_command("import_transcripts", str(path), "--org", org.slug)
+    assert Turn.objects.count() == 500
+    assert Message.objects.count() == 1001
+    # One range per turn: the request of turn t is messages [0, 2t+2).
+    assert all(len(t.request_ranges) == 1 for t in Turn.objects.all())

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from conversations.admin import ModelPriceForm
+from conversations.engine.pricing import buckets_from_usage, price_buckets, usage_from_dict
+from conversations.models import ModelPrice
+from conversations.pricebook import PriceBook, rates_for
+from conversations.services import usage_price
+
+from .factories import ModelPriceFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_it_prices_cached_tokens_at_the_cached_rate_without_double_counting():
+    row = PriceBook.for_organization(None).resolve("gpt-4o", NOW)
+    assert row is not None and row.input_per_1m == Decimal("2.5")
+    usage = usage_from_dict(
+        {"prompt_tokens": 1_000_000, "completion_tokens": 0, "total_tokens": 1_000_000,
+         "prompt_tokens_details": {"cached_tokens": 900_000}}
+    )
+    buckets = buckets_from_usage(usage)
+    assert (buckets.input_uncached, buckets.input_cached) == (100_000, 900_000)
+    cost = price_buckets(buckets, rates_for(row, service_tier=None, batch=False, prompt_tokens=10**6))
+    # 100k uncached at $2.50 + 900k cached at $1.25 = $0.25 + $1.125, not $2.50 + $1.125.
+    assert cost.input == Decimal("1.375")
+    assert cost.total == Decimal("1.375")
+
+
+def test_it_prices_reasoning_inside_output_unless_the_row_has_a_reasoning_rate():
+    usage = usage_from_dict(
+        {"prompt_tokens": 0, "completion_tokens": 1_000_000,
+         "completion_tokens_details": {"reasoning_tokens": 400_000}}
+    )
+    row = ModelPriceFactory(model="r-model", output_per_1m=Decimal("8"))
+    rates = rates_for(row, service_tier=None, batch=False, prompt_tokens=0)
+    assert price_buckets(buckets_from_usage(usage), rates).output == Decimal("8")
+    row.reasoning_per_1m = Decimal("20")
+    rates = rates_for(row, service_tier=None, batch=False, prompt_tokens=0)
+    assert price_buckets(buckets_from_usage(usage), rates).output == Decimal("4.8") + Decimal("8")
+
+
+def test_it_resolves_prices_by_date():
+    ModelPriceFactory(model="dated", effective_from=datetime(2025, 1, 1, tzinfo=UTC), input_per_1m=1)
+    ModelPriceFactory(model="dated", effective_from=datetime(2025, 6, 1, tzinfo=UTC), input_per_1m=2)
+    book = PriceBook.for_organization(None)
+    assert book.resolve("dated", datetime(2024, 12, 31, tzinfo=UTC)) is None
+    assert book.resolve("dated", datetime(2025, 1, 1, tzinfo=UTC)).input_per_1m == 1
+    assert book.resolve("dated", datetime(2025, 5, 31, 23, 59, tzinfo=UTC)).input_per_1m == 1
+    assert book.resolve("dated", datetime(2025, 6, 1, tzinfo=UTC)).input_per_1m == 2
+
+
+def test_it_prefers_the_organization_row_and_hides_it_from_other_organizations():
+    acme, other = OrganizationFactory(), OrganizationFactory()
+    ModelPriceFactory(model="scoped", input_per_1m=10)
+    ModelPriceFactory(model="scoped", organization=acme, input_per_1m=7)
+    assert PriceBook.for_organization(acme).resolve("scoped", NOW).input_per_1m == 7
+    assert PriceBook.for_organization(other).resolve("scoped", NOW).input_per_1m == 10
+
+
+def test_it_prefers_exact_names_over_snapshot_fallback_over_patterns():
+    book = PriceBook.for_organization(None)
+    assert book.resolve("gpt-4o-2024-08-06", NOW).model == "gpt-4o"
+    assert book.resolve("gpt-4o-mini-2024-07-18", NOW).model == "gpt-4o-mini"
+    assert book.resolve("gpt-4-0613", NOW).model == "gpt-4"
+    ModelPriceFactory(model="ft:gpt-4o*", input_per_1m=Decimal("3.75"))
+    ModelPriceFactory(model="ft:*", input_per_1m=Decimal("99"))
+    assert book.resolve("ft:gpt-4o:acme::abc", NOW) is None  # the book was loaded before
+    book = PriceBook.for_organization(None)
+    assert book.resolve("ft:gpt-4o:acme::abc", NOW).input_per_1m == Decimal("3.75")
+    ModelPriceFactory(model="gpt-4o-2024-08-06", input_per_1m=Decimal("5"))
+    book = PriceBook.for_organization(None)
+    assert book.resolve("gpt-4o-2024-08-06", NOW).input_per_1m == Decimal("5")
+
+
+def test_it_leaves_unknown_models_unpriced_not_free():
+    book = PriceBook.for_organization(None)
+    priced = usage_price(
+        book=book, model="my-local-llama", at=NOW,
+        buckets=buckets_from_usage(usage_from_dict({"prompt_tokens": 10, "completion_tokens": 5})),
+        service_tier=None, batch=False,
+    )
+    assert priced.row is None and priced.cost is None and priced.cost_uncached is None
+
+
+def test_it_uses_the_response_service_tier_and_gives_batch_no_cache_discount():
+    row = PriceBook.for_organization(None).resolve("gpt-4o", NOW)
+    usage = buckets_from_usage(usage_from_dict(
+        {"prompt_tokens": 2_000_000, "completion_tokens": 0,
+         "prompt_tokens_details": {"cached_tokens": 1_000_000}}))
+    priority = price_buckets(usage, rates_for(row, service_tier="priority", batch=False, prompt_tokens=0))
+    assert priority.input == Decimal("4.25") + Decimal("2.125")
+    batch = price_buckets(usage, rates_for(row, service_tier=None, batch=True, prompt_tokens=0))
+    assert batch.input == Decimal("1.25") * 2  # cached tokens pay the full batch rate
+
+
+def test_it_applies_the_long_context_tier_to_the_whole_request():
+    row = ModelPriceFactory(model="long", input_per_1m=Decimal("1"), output_per_1m=Decimal("2"),
+                            long_context_threshold=200_000, long_input_per_1m=Decimal("2"),
+                            long_output_per_1m=Decimal("4"))
+    short = rates_for(row, service_tier=None, batch=False, prompt_tokens=200_000)
+    long = rates_for(row, service_tier=None, batch=False, prompt_tokens=200_001)
+    assert (short.input, short.output) == (Decimal("1"), Decimal("2"))
+    assert (long.input, long.output) == (Decimal("2"), Decimal("4"))
+
+
+def test_it_warns_when_a_rate_looks_a_million_times_off():
+    data = {"model": "x", "effective_from": "2026-01-01 00:00", "source": "admin",
+            "input_per_1m": "0.0000025", "output_per_1m": "10", "encoding": "o200k_base",
+            "tokens_per_message": 3, "tokens_per_name": 1, "reply_priming": 3}
+    form = ModelPriceForm(data=data)
+    assert not form.is_valid()
+    assert "looks like a price per token" in str(form.errors)
+    assert ModelPriceForm(data={**data, "confirm_units": "on"}).is_valid()
+    assert ModelPriceForm(data={**data, "input_per_1m": "2.5"}).is_valid()
+
+
+def test_it_ships_a_default_catalogue():
+    models = set(ModelPrice.objects.filter(organization=None).values_list("model", flat=True))
+    expected = {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini",
+                "gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-4", "gpt-3.5-turbo"}
+    assert expected <= models
+    nano = ModelPrice.objects.get(model="gpt-4.1-nano")
+    assert (nano.cached_input_per_1m, nano.context_window, nano.encoding) == (
+        Decimal("0.025"), 1047576, "o200k_base")
+    assert ModelPrice.objects.get(model="gpt-4").encoding == "cl100k_base"
+
+
+def test_it_imports_litellm_prices_as_new_dated_rows_without_rewriting(oracles, capsys):
+    path = oracles / "litellm_model_prices_and_context_window.json"
+    before = ModelPrice.objects.get(model="gpt-4o", organization=None)
+    call_command("import_prices", str(path), "--effective-from", "2026-11-01")
+    rows = ModelPrice.objects.filter(model="gpt-4o", organization=None).order_by("effective_from")
+    # Same rates as the catalogue: nothing new for gpt-4o, and the old row is untouched.
+    assert [r.pk for r in rows] == [before.pk]
+    assert rows[0].input_per_1m == before.input_per_1m
+    imported = ModelPrice.objects.get(model="gpt-4o-2024-05-13", source="litellm")
+    data = json.loads(path.read_text())["gpt-4o-2024-05-13"]
+    assert imported.input_per_1m == Decimal(repr(data["input_cost_per_token"])) * 1_000_000
+    count = ModelPrice.objects.count()
+    call_command("import_prices", str(path), "--effective-from", "2026-11-01")
+    assert ModelPrice.objects.count() == count
+    out = capsys.readouterr().out
+    assert "0 new rows" in out

@@ -1,0 +1,69 @@
+"""A user of organization A gets a 404 for anything of organization B."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from conversations.models import Conversation, ImportJob
+
+from .factories import MembershipFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup(client):
+    mine = MembershipFactory()
+    theirs = OrganizationFactory()
+    conversation = Conversation.objects.create(organization=theirs, title="secret plans")
+    job = ImportJob.objects.create(organization=theirs, original_name="secret.jsonl")
+    client.force_login(mine.user)
+    return mine, theirs, conversation, job
+
+
+def test_it_hides_other_organizations_pages_and_partials(client, setup):
+    mine, theirs, conversation, job = setup
+    urls = [
+        reverse("org_overview", args=[theirs.slug]),
+        reverse("conversation_table", args=[theirs.slug]),
+        reverse("conversation_detail", args=[theirs.slug, conversation.code]),
+        reverse("imports", args=[theirs.slug]),
+        reverse("import_job_detail", args=[theirs.slug, job.code]),
+        reverse("import_job_progress", args=[theirs.slug, job.code]),
+    ]
+    for url in urls:
+        assert client.get(url).status_code == 404, url
+        assert client.get(url, headers={"HX-Request": "true"}).status_code == 404, url
+
+
+def test_it_hides_another_orgs_objects_behind_my_own_org_slug(client, setup):
+    mine, theirs, conversation, job = setup
+    slug = mine.organization.slug
+    assert client.get(reverse("conversation_detail", args=[slug, conversation.code])).status_code == 404
+    assert client.get(reverse("import_job_detail", args=[slug, job.code])).status_code == 404
+    assert client.get(reverse("import_job_progress", args=[slug, job.code])).status_code == 404
+
+
+def test_it_refuses_uploads_into_another_org(client, setup, fixtures):
+    mine, theirs, conversation, job = setup
+    with (fixtures / "chat_small.json").open("rb") as handle:
+        response = client.post(reverse("imports", args=[theirs.slug]), {"file": handle})
+    assert response.status_code == 404
+    assert not ImportJob.objects.filter(organization=theirs).exclude(pk=job.pk).exists()
+
+
+def test_it_requires_login(client, setup):
+    mine, theirs, conversation, job = setup
+    client.logout()
+    response = client.get(reverse("org_overview", args=[mine.organization.slug]))
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    assert b"secret plans" not in client.get(reverse("home"), follow=True).content
+
+
+def test_it_shows_my_own_conversation(client, setup):
+    mine, *_ = setup
+    conversation = Conversation.objects.create(organization=mine.organization, title="my plans")
+    response = client.get(reverse("conversation_detail", args=[mine.organization.slug, conversation.code]))
+    assert response.status_code == 200
+    assert b"my plans" in response.content
