@@ -47,7 +47,7 @@ class ModelPriceForm(forms.ModelForm):
 
     class Meta:
         model = ModelPrice
-        fields = "__all__"
+        fields = [f.name for f in ModelPrice._meta.fields if f.name not in ("id", "created")]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

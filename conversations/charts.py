@@ -83,15 +83,36 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
 
     return {
         "data": [
-            {"type": "bar", "name": "Cached input", "x": x, "y": series("input_cached"),
-             "marker": {"color": COLORS["cached"]}},
-            {"type": "bar", "name": "Uncached input", "x": x,
-             "y": [(r.input_uncached + r.input_cache_write) if r else 0 for r in billing],
-             "marker": {"color": COLORS["uncached"]}},
-            {"type": "bar", "name": "Output", "x": x, "y": series("output"),
-             "marker": {"color": COLORS["output"]}},
-            {"type": "scatter", "mode": "lines+markers", "name": "Cumulative cost", "x": x,
-             "y": cumulative, "yaxis": "y2", "line": {"color": COLORS["cost"], "width": 3}},
+            {
+                "type": "bar",
+                "name": "Cached input",
+                "x": x,
+                "y": series("input_cached"),
+                "marker": {"color": COLORS["cached"]},
+            },
+            {
+                "type": "bar",
+                "name": "Uncached input",
+                "x": x,
+                "y": [(r.input_uncached + r.input_cache_write) if r else 0 for r in billing],
+                "marker": {"color": COLORS["uncached"]},
+            },
+            {
+                "type": "bar",
+                "name": "Output",
+                "x": x,
+                "y": series("output"),
+                "marker": {"color": COLORS["output"]},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "Cumulative cost",
+                "x": x,
+                "y": cumulative,
+                "yaxis": "y2",
+                "line": {"color": COLORS["cost"], "width": 3},
+            },
         ],
         "layout": {
             **BASE_LAYOUT,
@@ -99,7 +120,12 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
             "barmode": "stack",
             "xaxis": {"title": {"text": "Turn (API call)"}, "dtick": 1 if len(x) <= 40 else None},
             "yaxis": {"title": {"text": "Tokens"}},
-            "yaxis2": {"title": {"text": "Cumulative USD"}, "overlaying": "y", "side": "right",
-                       "tickprefix": "$", "rangemode": "tozero"},
+            "yaxis2": {
+                "title": {"text": "Cumulative USD"},
+                "overlaying": "y",
+                "side": "right",
+                "tickprefix": "$",
+                "rangemode": "tozero",
+            },
         },
     }

@@ -10,11 +10,7 @@ from datetime import datetime, timedelta
 from .engine.pricing import usage_from_dict
 from .engine.types import Call, Transcript
 
-WORDS = (
-    "cache prefix tokens model request history budget latency invoice summary context "
-    "window customer support order refund policy shipping account password update report "
-    "analysis quarter revenue forecast pipeline deploy service error retry timeout"
-).split()
+WORDS = ["cache", "prefix", "tokens", "model", "request", "history", "budget", "latency", "invoice", "summary", "context", "window", "customer", "support", "order", "refund", "policy", "shipping", "account", "password", "update", "report", "analysis", "quarter", "revenue", "forecast", "pipeline", "deploy", "service", "error", "retry", "timeout"]
 
 
 def _text(rng: random.Random, words: int) -> str:
@@ -28,8 +24,16 @@ def _policy(rng: random.Random) -> str:
     )
 
 
-def _growing(rng: random.Random, *, title: str, model: str, system: str, start: datetime,
-             turns: int, gap_seconds: int) -> Transcript:
+def _growing(
+    rng: random.Random,
+    *,
+    title: str,
+    model: str,
+    system: str,
+    start: datetime,
+    turns: int,
+    gap_seconds: int,
+) -> Transcript:
     messages: list[dict[str, object]] = [{"role": "system", "content": system}]
     times: list[datetime | None] = [start]
     at = start
@@ -39,8 +43,9 @@ def _growing(rng: random.Random, *, title: str, model: str, system: str, start: 
         at += timedelta(seconds=gap_seconds)
         messages.append({"role": "assistant", "content": _text(rng, rng.randint(40, 220))})
         times.append(at)
-    return Transcript(messages=messages, title=title, model=model, message_times=times,
-                      created_at=start)
+    return Transcript(
+        messages=messages, title=title, model=model, message_times=times, created_at=start
+    )
 
 
 def demo_transcripts(now: datetime) -> list[Transcript]:
@@ -48,24 +53,64 @@ def demo_transcripts(now: datetime) -> list[Transcript]:
     policy = _policy(rng)
     day = now.replace(hour=9, minute=0, second=0, microsecond=0)
     result = [
-        _growing(rng, title="Refund policy questions (cache-friendly)", model="gpt-4o",
-                 system=policy, start=day - timedelta(days=3), turns=12, gap_seconds=40),
-        _growing(rng, title="Order tracking, long idle gaps", model="gpt-4o",
-                 system=policy, start=day - timedelta(days=2), turns=6, gap_seconds=15 * 60),
-        _growing(rng, title="Password reset (short prompt, never cacheable)", model="gpt-4.1-mini",
-                 system="You are a terse helpdesk bot.", start=day - timedelta(days=2, hours=3),
-                 turns=5, gap_seconds=30),
-        _growing(rng, title="Quarterly report draft (self-hosted model, no price)", model="llama-3-70b",
-                 system="You write reports.", start=day - timedelta(days=1), turns=4, gap_seconds=60),
+        _growing(
+            rng,
+            title="Refund policy questions (cache-friendly)",
+            model="gpt-4o",
+            system=policy,
+            start=day - timedelta(days=3),
+            turns=12,
+            gap_seconds=40,
+        ),
+        _growing(
+            rng,
+            title="Order tracking, long idle gaps",
+            model="gpt-4o",
+            system=policy,
+            start=day - timedelta(days=2),
+            turns=6,
+            gap_seconds=15 * 60,
+        ),
+        _growing(
+            rng,
+            title="Password reset (short prompt, never cacheable)",
+            model="gpt-4.1-mini",
+            system="You are a terse helpdesk bot.",
+            start=day - timedelta(days=2, hours=3),
+            turns=5,
+            gap_seconds=30,
+        ),
+        _growing(
+            rng,
+            title="Quarterly report draft (self-hosted model, no price)",
+            model="llama-3-70b",
+            system="You write reports.",
+            start=day - timedelta(days=1),
+            turns=4,
+            gap_seconds=60,
+        ),
     ]
     # A timestamp at the top of the system prompt changes the prefix on every call.
-    stamped = _growing(rng, title="Timestamped system prompt (breaks the cache)", model="gpt-4o-mini",
-                       system=policy, start=day - timedelta(days=1, hours=2), turns=6, gap_seconds=45)
+    stamped = _growing(
+        rng,
+        title="Timestamped system prompt (breaks the cache)",
+        model="gpt-4o-mini",
+        system=policy,
+        start=day - timedelta(days=1, hours=2),
+        turns=6,
+        gap_seconds=45,
+    )
     calls = []
     for i in range(1, len(stamped.messages), 2):
         when = stamped.message_times[i] if stamped.message_times else None
-        calls.append(Call(request=[len(stamped.messages) + i // 2] + list(range(1, i + 1)),
-                          response=i + 1, model="gpt-4o-mini", started_at=when))
+        calls.append(
+            Call(
+                request=[len(stamped.messages) + i // 2, *range(1, i + 1)],
+                response=i + 1,
+                model="gpt-4o-mini",
+                started_at=when,
+            )
+        )
     for i in range(1, len(stamped.messages), 2):
         when = stamped.message_times[i] if stamped.message_times else None
         stamp = when.isoformat() if when else ""
@@ -74,18 +119,35 @@ def demo_transcripts(now: datetime) -> list[Transcript]:
     stamped.calls = calls
     result.append(stamped)
     # An API log with reported usage: reported numbers win, the estimate stays beside them.
-    logged = _growing(rng, title="API log with reported usage", model="gpt-4.1", system=policy,
-                      start=day - timedelta(hours=5), turns=5, gap_seconds=20)
+    logged = _growing(
+        rng,
+        title="API log with reported usage",
+        model="gpt-4.1",
+        system=policy,
+        start=day - timedelta(hours=5),
+        turns=5,
+        gap_seconds=20,
+    )
     logged.calls = []
     for n, i in enumerate(range(2, len(logged.messages), 2)):
         prompt = 1500 + 260 * n
         cached = 0 if n == 0 else ((prompt - 260) // 128) * 128
-        logged.calls.append(Call(
-            request=list(range(i)), response=i, model="gpt-4.1-2025-04-14",
-            started_at=logged.message_times[i] if logged.message_times else None, latency_ms=900 - 60 * n,
-            usage=usage_from_dict({"prompt_tokens": prompt, "completion_tokens": 180,
-                                   "total_tokens": prompt + 180,
-                                   "prompt_tokens_details": {"cached_tokens": cached}}),
-        ))
+        logged.calls.append(
+            Call(
+                request=list(range(i)),
+                response=i,
+                model="gpt-4.1-2025-04-14",
+                started_at=logged.message_times[i] if logged.message_times else None,
+                latency_ms=900 - 60 * n,
+                usage=usage_from_dict(
+                    {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": 180,
+                        "total_tokens": prompt + 180,
+                        "prompt_tokens_details": {"cached_tokens": cached},
+                    }
+                ),
+            )
+        )
     result.append(logged)
     return result

@@ -84,7 +84,9 @@ def entries(data: Any, *, providers: set[str] | None) -> list[PriceEntry]:
                 fields["long_context_threshold"] = threshold
                 fields["long_input_per_1m"] = per_million(entry[key], key=key, model=model)
                 out_key = f"output_cost_per_token_above_{threshold // 1000}k_tokens"
-                fields["long_output_per_1m"] = per_million(entry.get(out_key), key=out_key, model=model)
+                fields["long_output_per_1m"] = per_million(
+                    entry.get(out_key), key=out_key, model=model
+                )
                 cached_key = f"cache_read_input_token_cost_above_{threshold // 1000}k_tokens"
                 fields["long_cached_input_per_1m"] = per_million(
                     entry.get(cached_key), key=cached_key, model=model

@@ -181,7 +181,9 @@ class ImportJob(models.Model):
     format = models.CharField(max_length=20, blank=True, help_text="Empty: detect.")
     size_bytes = models.BigIntegerField(default=0)
     content_sha256 = models.CharField(max_length=64, blank=True)
-    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING)
+    status = models.CharField(
+        max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING
+    )
     bytes_done = models.BigIntegerField(default=0)
     conversations = models.PositiveIntegerField(default=0)
     turns = models.PositiveIntegerField(default=0)
@@ -191,7 +193,9 @@ class ImportJob(models.Model):
     unpriced_turns = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
-    duplicate_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="+")
+    duplicate_of = models.ForeignKey(
+        "self", models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)

@@ -109,7 +109,9 @@ def rates_for(
         return Rates(
             input=_d(row.long_input_per_1m),
             cached_input=row.long_cached_input_per_1m,
-            output=row.long_output_per_1m if row.long_output_per_1m is not None else row.output_per_1m,
+            output=row.long_output_per_1m
+            if row.long_output_per_1m is not None
+            else row.output_per_1m,
             cache_write=row.cache_write_per_1m,
             reasoning=row.reasoning_per_1m,
         )
@@ -149,4 +151,3 @@ def _d(value: Decimal | None) -> Decimal:
 
 def _first(value: Decimal | None, fallback: Decimal) -> Decimal:
     return value if value is not None else fallback
-

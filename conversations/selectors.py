@@ -229,7 +229,9 @@ def conversation_list(
             turn_count=Count("usage_records", filter=usage),
             cached=Sum("usage_records__input_cached", filter=usage),
             prompt=Sum("usage_records__prompt_tokens", filter=usage),
-            unpriced=Count("usage_records", filter=usage & Q(usage_records__cost_total__isnull=True)),
+            unpriced=Count(
+                "usage_records", filter=usage & Q(usage_records__cost_total__isnull=True)
+            ),
             last_call=Max("usage_records__occurred_at", filter=usage),
         )
         .filter(turn_count__gt=0)
@@ -240,7 +242,9 @@ def conversation_list(
 def conversation_turns(conversation: Conversation) -> list[Turn]:
     """Turns with their usage records attached as `.billing`, `.estimated`, `.reported`."""
     turns = list(
-        conversation.turns.select_related("response").prefetch_related("usage_records").order_by("index")
+        conversation.turns.select_related("response")
+        .prefetch_related("usage_records")
+        .order_by("index")
     )
     for turn in turns:
         by_source = {r.source: r for r in turn.usage_records.all()}

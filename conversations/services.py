@@ -71,14 +71,21 @@ class Priced:
 
 
 def usage_price(
-    *, book: PriceBook, model: str | None, at: datetime, buckets: Buckets, service_tier: str | None,
+    *,
+    book: PriceBook,
+    model: str | None,
+    at: datetime,
+    buckets: Buckets,
+    service_tier: str | None,
     batch: bool,
 ) -> Priced:
     """Price buckets with the row that applies at `at`; no row means cost NULL, never 0."""
     row = book.resolve(model, at)
     if row is None:
         return Priced(row=None, cost=None, cost_uncached=None)
-    rates = rates_for(row, service_tier=service_tier, batch=batch, prompt_tokens=buckets.prompt_tokens)
+    rates = rates_for(
+        row, service_tier=service_tier, batch=batch, prompt_tokens=buckets.prompt_tokens
+    )
     no_cache = Buckets(
         input_uncached=buckets.prompt_tokens,
         input_cached=0,
@@ -94,9 +101,20 @@ def usage_price(
 
 
 def _usage_record(
-    *, turn: Turn, conversation: Conversation, source: str, cache_source: str, raw: Any,
-    buckets: Buckets, prompt: int, completion: int, total: int, priced: Priced, model: str,
-    at: datetime, billing: bool,
+    *,
+    turn: Turn,
+    conversation: Conversation,
+    source: str,
+    cache_source: str,
+    raw: Any,
+    buckets: Buckets,
+    prompt: int,
+    completion: int,
+    total: int,
+    priced: Priced,
+    model: str,
+    at: datetime,
+    billing: bool,
 ) -> UsageRecord:
     cost = priced.cost
     return UsageRecord(
@@ -180,8 +198,14 @@ def _miss_fields(reason: EngineMissReason | None) -> tuple[str, str]:
 
 
 def _store_conversation(
-    *, organization: Organization, job: ImportJob | None, book: PriceBook, transcript: Transcript,
-    results: list[CallResult], fallback_time: datetime, totals: ImportTotals,
+    *,
+    organization: Organization,
+    job: ImportJob | None,
+    book: PriceBook,
+    transcript: Transcript,
+    results: list[CallResult],
+    fallback_time: datetime,
+    totals: ImportTotals,
 ) -> None:
     calls: list[Call] = [r.call for r in results]
     times = [c.started_at for c in calls if c.started_at is not None]
@@ -236,8 +260,12 @@ def _store_conversation(
     for turn, result in zip(turns, results, strict=True):
         records.extend(
             _turn_usage(
-                turn=turn, conversation=conversation, result=result, book=book,
-                at=result.call.started_at or conversation.started_at or fallback_time, totals=totals,
+                turn=turn,
+                conversation=conversation,
+                result=result,
+                book=book,
+                at=result.call.started_at or conversation.started_at or fallback_time,
+                totals=totals,
             )
         )
     UsageRecord.objects.bulk_create(records)
@@ -249,7 +277,12 @@ def _store_conversation(
 
 
 def _turn_usage(
-    *, turn: Turn, conversation: Conversation, result: CallResult, book: PriceBook, at: datetime,
+    *,
+    turn: Turn,
+    conversation: Conversation,
+    result: CallResult,
+    book: PriceBook,
+    at: datetime,
     totals: ImportTotals,
 ) -> list[UsageRecord]:
     call = result.call
@@ -260,16 +293,28 @@ def _turn_usage(
         completion_tokens=result.completion_tokens,
     )
     estimated_priced = usage_price(
-        book=book, model=model, at=at, buckets=estimated_buckets, service_tier=call.service_tier,
+        book=book,
+        model=model,
+        at=at,
+        buckets=estimated_buckets,
+        service_tier=call.service_tier,
         batch=call.batch,
     )
     reported = call.usage
     estimated = _usage_record(
-        turn=turn, conversation=conversation, source=UsageSource.ESTIMATED,
-        cache_source=UsageSource.SIMULATED, raw=None, buckets=estimated_buckets,
-        prompt=result.prompt_tokens, completion=result.completion_tokens,
-        total=result.prompt_tokens + result.completion_tokens, priced=estimated_priced,
-        model=model, at=at, billing=reported is None,
+        turn=turn,
+        conversation=conversation,
+        source=UsageSource.ESTIMATED,
+        cache_source=UsageSource.SIMULATED,
+        raw=None,
+        buckets=estimated_buckets,
+        prompt=result.prompt_tokens,
+        completion=result.completion_tokens,
+        total=result.prompt_tokens + result.completion_tokens,
+        priced=estimated_priced,
+        model=model,
+        at=at,
+        billing=reported is None,
     )
     if reported is None:
         totals.tokens += estimated.total_tokens
@@ -278,14 +323,27 @@ def _turn_usage(
     # Reported usage always wins: it is the billing record; the estimate stays beside it.
     buckets = buckets_from_usage(reported)
     priced = usage_price(
-        book=book, model=model, at=at, buckets=buckets, service_tier=call.service_tier,
+        book=book,
+        model=model,
+        at=at,
+        buckets=buckets,
+        service_tier=call.service_tier,
         batch=call.batch,
     )
     record = _usage_record(
-        turn=turn, conversation=conversation, source=UsageSource.REPORTED,
-        cache_source=UsageSource.REPORTED, raw=reported.raw, buckets=buckets,
-        prompt=reported.prompt_tokens, completion=reported.completion_tokens,
-        total=reported.total_tokens, priced=priced, model=model, at=at, billing=True,
+        turn=turn,
+        conversation=conversation,
+        source=UsageSource.REPORTED,
+        cache_source=UsageSource.REPORTED,
+        raw=reported.raw,
+        buckets=buckets,
+        prompt=reported.prompt_tokens,
+        completion=reported.completion_tokens,
+        total=reported.total_tokens,
+        priced=priced,
+        model=model,
+        at=at,
+        billing=True,
     )
     totals.tokens += record.total_tokens
     totals.add_cost(record.cost_total)
@@ -311,7 +369,10 @@ def _chunks(items: Iterable[Transcript], size: int) -> Iterator[list[Transcript]
 
 
 def transcripts_store(
-    *, organization: Organization, transcripts: Iterable[Transcript], job: ImportJob | None = None,
+    *,
+    organization: Organization,
+    transcripts: Iterable[Transcript],
+    job: ImportJob | None = None,
     retention_seconds: int = DEFAULT_RETENTION_SECONDS,
     on_chunk: Callable[[ImportTotals], None] | None = None,
 ) -> ImportTotals:
@@ -327,7 +388,9 @@ def transcripts_store(
         row = book.resolve(call.model, call.started_at or now)
         if row is None:
             return None
-        return rates_for(row, service_tier=call.service_tier, batch=call.batch, prompt_tokens=prompt_tokens)
+        return rates_for(
+            row, service_tier=call.service_tier, batch=call.batch, prompt_tokens=prompt_tokens
+        )
 
     for chunk in _chunks(transcripts, CHUNK):
         analysis = analyze(
@@ -339,8 +402,13 @@ def transcripts_store(
         )
         for transcript, result in zip(chunk, analysis.conversations, strict=True):
             _store_conversation(
-                organization=organization, job=job, book=book, transcript=transcript,
-                results=result.calls, fallback_time=now, totals=totals,
+                organization=organization,
+                job=job,
+                book=book,
+                transcript=transcript,
+                results=result.calls,
+                fallback_time=now,
+                totals=totals,
             )
         if on_chunk is not None:
             on_chunk(totals)
@@ -376,8 +444,12 @@ def _save_upload(job: ImportJob, field_name: str, upload: UploadedFile) -> str:
 
 
 def import_job_create(
-    *, organization: Organization, user: AbstractBaseUser | AnonymousUser, upload: UploadedFile,
-    second_upload: UploadedFile | None = None, format: str = "",
+    *,
+    organization: Organization,
+    user: AbstractBaseUser | AnonymousUser,
+    upload: UploadedFile,
+    second_upload: UploadedFile | None = None,
+    format: str = "",
 ) -> ImportJob:
     """Store an upload and queue it. The same content already imported into the org
     creates a job marked duplicate and nothing else."""
@@ -451,8 +523,12 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
     def on_chunk(totals: ImportTotals) -> None:
         cache.set(
             _progress_key(job),
-            {"bytes_done": bytes_done, "conversations": totals.conversations,
-             "turns": totals.turns, "messages": totals.messages},
+            {
+                "bytes_done": bytes_done,
+                "conversations": totals.conversations,
+                "turns": totals.turns,
+                "messages": totals.messages,
+            },
             timeout=24 * 3600,
         )
 
@@ -471,8 +547,16 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             if totals.conversations == 0:
                 raise ImportFailed(f"{job.original_name}: no conversations found in the file")
             job.status = ImportStatus.SUCCEEDED
-            job.conversations, job.turns, job.messages = totals.conversations, totals.turns, totals.messages
-            job.tokens, job.cost, job.unpriced_turns = totals.tokens, totals.cost, totals.unpriced_turns
+            job.conversations, job.turns, job.messages = (
+                totals.conversations,
+                totals.turns,
+                totals.messages,
+            )
+            job.tokens, job.cost, job.unpriced_turns = (
+                totals.tokens,
+                totals.cost,
+                totals.unpriced_turns,
+            )
             job.warnings = totals.warnings
             job.bytes_done = job.size_bytes
             job.finished = timezone.now()
@@ -482,7 +566,8 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
     except IntegrityError:
         # Another job with the same content won the race: this one is a duplicate.
         previous = ImportJob.objects.filter(
-            organization=job.organization, content_sha256=job.content_sha256,
+            organization=job.organization,
+            content_sha256=job.content_sha256,
             status=ImportStatus.SUCCEEDED,
         ).first()
         if previous is None:
@@ -497,13 +582,20 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
 
 def _fail(job: ImportJob, error: str) -> None:
     ImportJob.objects.filter(id=job.id).update(
-        status=ImportStatus.FAILED, error=error[:5000], finished=timezone.now(),
-        conversations=0, turns=0, messages=0,
+        status=ImportStatus.FAILED,
+        error=error[:5000],
+        finished=timezone.now(),
+        conversations=0,
+        turns=0,
+        messages=0,
     )
 
 
 def import_path(
-    *, organization: Organization, paths: list[Path], format: str = "",
+    *,
+    organization: Organization,
+    paths: list[Path],
+    format: str = "",
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
     digest = file_sha256(paths)
@@ -542,12 +634,17 @@ class PriceImportResult:
 
 
 def _same_rates(row: ModelPrice, fields: dict[str, Any]) -> bool:
-    return all(getattr(row, name) == value for name, value in fields.items() if name.endswith("_per_1m"))
+    return all(
+        getattr(row, name) == value for name, value in fields.items() if name.endswith("_per_1m")
+    )
 
 
 @transaction.atomic
 def prices_import(
-    *, entries: list[Any], effective_from: datetime, organization: Organization | None = None,
+    *,
+    entries: list[Any],
+    effective_from: datetime,
+    organization: Organization | None = None,
 ) -> PriceImportResult:
     """Add dated rows from an external price table. Never rewrites a row: a model whose
     current rates are unchanged gets nothing new; a row already starting at that instant
@@ -558,7 +655,9 @@ def prices_import(
         if scope.filter(effective_from=effective_from).exists():
             result.existing.append(entry.model)
             continue
-        current = scope.filter(effective_from__lte=effective_from).order_by("-effective_from").first()
+        current = (
+            scope.filter(effective_from__lte=effective_from).order_by("-effective_from").first()
+        )
         if current is not None and _same_rates(current, entry.fields):
             result.unchanged.append(entry.model)
             continue

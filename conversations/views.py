@@ -42,7 +42,9 @@ def org_overview(request: HttpRequest, slug: str) -> HttpResponse:
         "models": selectors.models_used(organization),
         "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
         "day_figure": charts.cost_by_day_figure(selectors.cost_by_day(organization, filters)),
-        "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value)[:200],
+        "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value)[
+            :200
+        ],
         "sort": form.sort_value,
         "query": request.GET.urlencode(),
     }
@@ -119,7 +121,9 @@ def imports(request: HttpRequest, slug: str) -> HttpResponse:
         "can_import": can_import,
         "jobs": selectors.import_jobs(organization),
     }
-    return render(request, "conversations/imports.html", context, status=400 if form.errors else 200)
+    return render(
+        request, "conversations/imports.html", context, status=400 if form.errors else 200
+    )
 
 
 @login_required

@@ -31,7 +31,9 @@ if not SECRET_KEY:
         raise RuntimeError("SECRET_KEY must be set when COSTLAB_DEV is off")
     # Development only: a fixed key keeps sessions valid across restarts of `make run`.
     SECRET_KEY = "costlab-dev-insecure-key-do-not-use-in-production"
-ALLOWED_HOSTS = [h for h in os.getenv("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+ALLOWED_HOSTS = [
+    h for h in os.getenv("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h
+]
 CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
@@ -166,7 +168,9 @@ STATICFILES_FINDERS = [
 # files under var/ by default (one machine), Redis when CACHE_URL points at it.
 CACHE_URL = os.getenv("CACHE_URL", "")
 if CACHE_URL.startswith("redis"):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    }
 else:
     CACHES = {
         "default": {

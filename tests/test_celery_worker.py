@@ -46,10 +46,27 @@ def worker(settings, tmp_path):
     previous = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = queue
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "costlab", "worker", "--pool=solo",
-         "--concurrency=1", "--loglevel=INFO", "-Q", queue, "--without-heartbeat",
-         "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "costlab",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--loglevel=INFO",
+            "-Q",
+            queue,
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     yield process
     celery_app.conf.task_default_queue = previous
@@ -82,8 +99,13 @@ def test_it_imports_an_upload_with_a_real_worker(client, worker, fixtures):
     assert job.status == ImportStatus.SUCCEEDED, job.error
     assert (job.conversations, job.turns, job.messages) == (1, 3, 6)
     assert Conversation.objects.filter(organization=membership.organization).count() == 1
-    assert UsageRecord.objects.filter(organization=membership.organization, is_billing=True).count() == 3
-    progress = client.get(reverse("import_job_progress", args=[slug, job.code]), headers={"HX-Request": "true"})
+    assert (
+        UsageRecord.objects.filter(organization=membership.organization, is_billing=True).count()
+        == 3
+    )
+    progress = client.get(
+        reverse("import_job_progress", args=[slug, job.code]), headers={"HX-Request": "true"}
+    )
     assert progress.status_code == 286  # htmx: stop polling, the job is over
     assert b"Done" in progress.content
 

@@ -82,7 +82,10 @@ def test_it_keeps_storage_linear_for_a_long_prefix_flow(tmp_path):
 
     messages = [{"role": "system", "content": "s"}]
     for i in range(500):
-        messages += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+        messages += [
+            {"role": "user", "content": f"q{i}"},
+            {"role": "assistant", "content": f"a{i}"},
+        ]
     path = tmp_path / "long.json"
     path.write_text(json.dumps({"model": "gpt-4o-mini", "messages": messages}))
     org = OrganizationFactory()

@@ -23,12 +23,18 @@ def test_it_prices_cached_tokens_at_the_cached_rate_without_double_counting():
     row = PriceBook.for_organization(None).resolve("gpt-4o", NOW)
     assert row is not None and row.input_per_1m == Decimal("2.5")
     usage = usage_from_dict(
-        {"prompt_tokens": 1_000_000, "completion_tokens": 0, "total_tokens": 1_000_000,
-         "prompt_tokens_details": {"cached_tokens": 900_000}}
+        {
+            "prompt_tokens": 1_000_000,
+            "completion_tokens": 0,
+            "total_tokens": 1_000_000,
+            "prompt_tokens_details": {"cached_tokens": 900_000},
+        }
     )
     buckets = buckets_from_usage(usage)
     assert (buckets.input_uncached, buckets.input_cached) == (100_000, 900_000)
-    cost = price_buckets(buckets, rates_for(row, service_tier=None, batch=False, prompt_tokens=10**6))
+    cost = price_buckets(
+        buckets, rates_for(row, service_tier=None, batch=False, prompt_tokens=10**6)
+    )
     # 100k uncached at $2.50 + 900k cached at $1.25 = $0.25 + $1.125, not $2.50 + $1.125.
     assert cost.input == Decimal("1.375")
     assert cost.total == Decimal("1.375")
@@ -36,8 +42,11 @@ def test_it_prices_cached_tokens_at_the_cached_rate_without_double_counting():
 
 def test_it_prices_reasoning_inside_output_unless_the_row_has_a_reasoning_rate():
     usage = usage_from_dict(
-        {"prompt_tokens": 0, "completion_tokens": 1_000_000,
-         "completion_tokens_details": {"reasoning_tokens": 400_000}}
+        {
+            "prompt_tokens": 0,
+            "completion_tokens": 1_000_000,
+            "completion_tokens_details": {"reasoning_tokens": 400_000},
+        }
     )
     row = ModelPriceFactory(model="r-model", output_per_1m=Decimal("8"))
     rates = rates_for(row, service_tier=None, batch=False, prompt_tokens=0)
@@ -48,8 +57,12 @@ def test_it_prices_reasoning_inside_output_unless_the_row_has_a_reasoning_rate()
 
 
 def test_it_resolves_prices_by_date():
-    ModelPriceFactory(model="dated", effective_from=datetime(2025, 1, 1, tzinfo=UTC), input_per_1m=1)
-    ModelPriceFactory(model="dated", effective_from=datetime(2025, 6, 1, tzinfo=UTC), input_per_1m=2)
+    ModelPriceFactory(
+        model="dated", effective_from=datetime(2025, 1, 1, tzinfo=UTC), input_per_1m=1
+    )
+    ModelPriceFactory(
+        model="dated", effective_from=datetime(2025, 6, 1, tzinfo=UTC), input_per_1m=2
+    )
     book = PriceBook.for_organization(None)
     assert book.resolve("dated", datetime(2024, 12, 31, tzinfo=UTC)) is None
     assert book.resolve("dated", datetime(2025, 1, 1, tzinfo=UTC)).input_per_1m == 1
@@ -83,28 +96,44 @@ def test_it_prefers_exact_names_over_snapshot_fallback_over_patterns():
 def test_it_leaves_unknown_models_unpriced_not_free():
     book = PriceBook.for_organization(None)
     priced = usage_price(
-        book=book, model="my-local-llama", at=NOW,
+        book=book,
+        model="my-local-llama",
+        at=NOW,
         buckets=buckets_from_usage(usage_from_dict({"prompt_tokens": 10, "completion_tokens": 5})),
-        service_tier=None, batch=False,
+        service_tier=None,
+        batch=False,
     )
     assert priced.row is None and priced.cost is None and priced.cost_uncached is None
 
 
 def test_it_uses_the_response_service_tier_and_gives_batch_no_cache_discount():
     row = PriceBook.for_organization(None).resolve("gpt-4o", NOW)
-    usage = buckets_from_usage(usage_from_dict(
-        {"prompt_tokens": 2_000_000, "completion_tokens": 0,
-         "prompt_tokens_details": {"cached_tokens": 1_000_000}}))
-    priority = price_buckets(usage, rates_for(row, service_tier="priority", batch=False, prompt_tokens=0))
+    usage = buckets_from_usage(
+        usage_from_dict(
+            {
+                "prompt_tokens": 2_000_000,
+                "completion_tokens": 0,
+                "prompt_tokens_details": {"cached_tokens": 1_000_000},
+            }
+        )
+    )
+    priority = price_buckets(
+        usage, rates_for(row, service_tier="priority", batch=False, prompt_tokens=0)
+    )
     assert priority.input == Decimal("4.25") + Decimal("2.125")
     batch = price_buckets(usage, rates_for(row, service_tier=None, batch=True, prompt_tokens=0))
     assert batch.input == Decimal("1.25") * 2  # cached tokens pay the full batch rate
 
 
 def test_it_applies_the_long_context_tier_to_the_whole_request():
-    row = ModelPriceFactory(model="long", input_per_1m=Decimal("1"), output_per_1m=Decimal("2"),
-                            long_context_threshold=200_000, long_input_per_1m=Decimal("2"),
-                            long_output_per_1m=Decimal("4"))
+    row = ModelPriceFactory(
+        model="long",
+        input_per_1m=Decimal("1"),
+        output_per_1m=Decimal("2"),
+        long_context_threshold=200_000,
+        long_input_per_1m=Decimal("2"),
+        long_output_per_1m=Decimal("4"),
+    )
     short = rates_for(row, service_tier=None, batch=False, prompt_tokens=200_000)
     long = rates_for(row, service_tier=None, batch=False, prompt_tokens=200_001)
     assert (short.input, short.output) == (Decimal("1"), Decimal("2"))
@@ -112,9 +141,17 @@ def test_it_applies_the_long_context_tier_to_the_whole_request():
 
 
 def test_it_warns_when_a_rate_looks_a_million_times_off():
-    data = {"model": "x", "effective_from": "2026-01-01 00:00", "source": "admin",
-            "input_per_1m": "0.0000025", "output_per_1m": "10", "encoding": "o200k_base",
-            "tokens_per_message": 3, "tokens_per_name": 1, "reply_priming": 3}
+    data = {
+        "model": "x",
+        "effective_from": "2026-01-01 00:00",
+        "source": "admin",
+        "input_per_1m": "0.0000025",
+        "output_per_1m": "10",
+        "encoding": "o200k_base",
+        "tokens_per_message": 3,
+        "tokens_per_name": 1,
+        "reply_priming": 3,
+    }
     form = ModelPriceForm(data=data)
     assert not form.is_valid()
     assert "looks like a price per token" in str(form.errors)
@@ -124,12 +161,27 @@ def test_it_warns_when_a_rate_looks_a_million_times_off():
 
 def test_it_ships_a_default_catalogue():
     models = set(ModelPrice.objects.filter(organization=None).values_list("model", flat=True))
-    expected = {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini",
-                "gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-4", "gpt-3.5-turbo"}
+    expected = {
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "o3",
+        "o4-mini",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "gpt-4",
+        "gpt-3.5-turbo",
+    }
     assert expected <= models
     nano = ModelPrice.objects.get(model="gpt-4.1-nano")
     assert (nano.cached_input_per_1m, nano.context_window, nano.encoding) == (
-        Decimal("0.025"), 1047576, "o200k_base")
+        Decimal("0.025"),
+        1047576,
+        "o200k_base",
+    )
     assert ModelPrice.objects.get(model="gpt-4").encoding == "cl100k_base"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.urls import reverse
 
@@ -19,11 +21,11 @@ def setup(client):
     conversation = Conversation.objects.create(organization=theirs, title="secret plans")
     job = ImportJob.objects.create(organization=theirs, original_name="secret.jsonl")
     client.force_login(mine.user)
-    return mine, theirs, conversation, job
+    return SimpleNamespace(mine=mine, theirs=theirs, conversation=conversation, job=job)
 
 
 def test_it_hides_other_organizations_pages_and_partials(client, setup):
-    mine, theirs, conversation, job = setup
+    theirs, conversation, job = setup.theirs, setup.conversation, setup.job
     urls = [
         reverse("org_overview", args=[theirs.slug]),
         reverse("conversation_table", args=[theirs.slug]),
@@ -38,15 +40,18 @@ def test_it_hides_other_organizations_pages_and_partials(client, setup):
 
 
 def test_it_hides_another_orgs_objects_behind_my_own_org_slug(client, setup):
-    mine, theirs, conversation, job = setup
+    mine, conversation, job = setup.mine, setup.conversation, setup.job
     slug = mine.organization.slug
-    assert client.get(reverse("conversation_detail", args=[slug, conversation.code])).status_code == 404
+    assert (
+        client.get(reverse("conversation_detail", args=[slug, conversation.code])).status_code
+        == 404
+    )
     assert client.get(reverse("import_job_detail", args=[slug, job.code])).status_code == 404
     assert client.get(reverse("import_job_progress", args=[slug, job.code])).status_code == 404
 
 
 def test_it_refuses_uploads_into_another_org(client, setup, fixtures):
-    mine, theirs, conversation, job = setup
+    theirs, job = setup.theirs, setup.job
     with (fixtures / "chat_small.json").open("rb") as handle:
         response = client.post(reverse("imports", args=[theirs.slug]), {"file": handle})
     assert response.status_code == 404
@@ -54,7 +59,7 @@ def test_it_refuses_uploads_into_another_org(client, setup, fixtures):
 
 
 def test_it_requires_login(client, setup):
-    mine, theirs, conversation, job = setup
+    mine = setup.mine
     client.logout()
     response = client.get(reverse("org_overview", args=[mine.organization.slug]))
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
@@ -62,8 +67,10 @@ def test_it_requires_login(client, setup):
 
 
 def test_it_shows_my_own_conversation(client, setup):
-    mine, *_ = setup
+    mine = setup.mine
     conversation = Conversation.objects.create(organization=mine.organization, title="my plans")
-    response = client.get(reverse("conversation_detail", args=[mine.organization.slug, conversation.code]))
+    response = client.get(
+        reverse("conversation_detail", args=[mine.organization.slug, conversation.code])
+    )
     assert response.status_code == 200
     assert b"my plans" in response.content

@@ -30,7 +30,9 @@ class Command(BaseCommand):
             help="LiteLLM provider to import (repeatable); default openai.",
         )
         parser.add_argument("--all-providers", action="store_true")
-        parser.add_argument("--org", help="Organization slug for negotiated prices; default global.")
+        parser.add_argument(
+            "--org", help="Organization slug for negotiated prices; default global."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -66,7 +68,9 @@ class Command(BaseCommand):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError as exc:
-            raise CommandError(f"--effective-from {value!r}: use YYYY-MM-DD or an ISO datetime") from exc
+            raise CommandError(
+                f"--effective-from {value!r}: use YYYY-MM-DD or an ISO datetime"
+            ) from exc
         if len(value) == 10:
             parsed = datetime.combine(parsed.date(), time.min)
         return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)

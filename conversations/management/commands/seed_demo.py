@@ -34,5 +34,7 @@ class Command(BaseCommand):
             totals = services.transcripts_store(
                 organization=organization, transcripts=demo_transcripts(timezone.now())
             )
-            self.stdout.write(f"Demo data: {totals.conversations} conversations, {totals.turns} turns.")
+            self.stdout.write(
+                f"Demo data: {totals.conversations} conversations, {totals.turns} turns."
+            )
         self.stdout.write(self.style.SUCCESS(f"Log in as demo / {password}"))
