@@ -5,6 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.validators import DecimalValidator
 
 from .models import (
     Conversation,
@@ -48,6 +49,18 @@ class ModelPriceForm(forms.ModelForm):
     class Meta:
         model = ModelPrice
         fields = [f.name for f in ModelPrice._meta.fields if f.name not in ("id", "created")]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Accept any number of places here so that a per-token price (2.5e-06) reaches the
+        # unit check below and gets a useful message; the model still stores 6 places.
+        for name in RATE_FIELDS:
+            field = self.fields.get(name)
+            if isinstance(field, forms.DecimalField):
+                field.decimal_places = field.max_digits = None
+                field.validators = [
+                    v for v in field.validators if not isinstance(v, DecimalValidator)
+                ]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

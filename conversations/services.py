@@ -25,7 +25,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .engine.analysis import CallResult, analyze
+from .engine.analysis import CallAnalysis, analyze
 from .engine.cache import MissReason as EngineMissReason
 from .engine.pricing import Buckets, Cost, buckets_from_counts, buckets_from_usage, price_buckets
 from .engine.types import Call, Transcript
@@ -203,7 +203,7 @@ def _store_conversation(
     job: ImportJob | None,
     book: PriceBook,
     transcript: Transcript,
-    results: list[CallResult],
+    results: list[CallAnalysis],
     fallback_time: datetime,
     totals: ImportTotals,
 ) -> None:
@@ -237,7 +237,7 @@ def _store_conversation(
             index=n,
             request_ranges=request_ranges(r.call.request),
             response=messages[r.call.response] if r.call.response is not None else None,
-            model=(r.call.model or conversation.model)[:200],
+            model=(r.model or conversation.model)[:200],
             service_tier=(r.call.service_tier or "")[:20],
             prompt_cache_key=(r.call.prompt_cache_key or "")[:300],
             is_batch=r.call.batch,
@@ -247,8 +247,8 @@ def _store_conversation(
             external_id=(r.call.external_id or "")[:300],
             started_at=r.call.started_at,
             latency_ms=r.call.latency_ms,
-            estimated_prompt_tokens=r.prompt_tokens,
-            estimated_completion_tokens=r.completion_tokens,
+            estimated_prompt_tokens=r.estimated_prompt_tokens,
+            estimated_completion_tokens=r.estimated_completion_tokens,
             simulated_cached_tokens=r.simulated_cached_tokens,
             miss_reason=_miss_fields(r.miss_reason)[0],
             miss_detail=_miss_fields(r.miss_reason)[1],
@@ -280,7 +280,7 @@ def _turn_usage(
     *,
     turn: Turn,
     conversation: Conversation,
-    result: CallResult,
+    result: CallAnalysis,
     book: PriceBook,
     at: datetime,
     totals: ImportTotals,
@@ -288,9 +288,9 @@ def _turn_usage(
     call = result.call
     model = turn.model
     estimated_buckets = buckets_from_counts(
-        prompt_tokens=result.prompt_tokens,
+        prompt_tokens=result.estimated_prompt_tokens,
         cached_tokens=result.simulated_cached_tokens,
-        completion_tokens=result.completion_tokens,
+        completion_tokens=result.estimated_completion_tokens,
     )
     estimated_priced = usage_price(
         book=book,
@@ -308,9 +308,9 @@ def _turn_usage(
         cache_source=UsageSource.SIMULATED,
         raw=None,
         buckets=estimated_buckets,
-        prompt=result.prompt_tokens,
-        completion=result.completion_tokens,
-        total=result.prompt_tokens + result.completion_tokens,
+        prompt=result.estimated_prompt_tokens,
+        completion=result.estimated_completion_tokens,
+        total=result.estimated_prompt_tokens + result.estimated_completion_tokens,
         priced=estimated_priced,
         model=model,
         at=at,

@@ -1,6 +1,13 @@
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from django.db import connection
+
+from costlab.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
 # Outside material lives beside the checkout (../shared/oracles), in CI too; never copied in.
@@ -18,3 +25,62 @@ def oracles() -> Path:
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(settings, tmp_path):
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "costlab.settings",
+        "DATABASE_URL": _database_url(),
+        "CELERY_QUEUE": queue,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+    }
+    previous = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "costlab",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--loglevel=INFO",
+            "-Q",
+            queue,
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=env,
+        # A file, not a pipe: a chatty worker must never block on a full pipe.
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    process.log_path = log_path  # type: ignore[attr-defined]
+    yield process
+    celery_app.conf.task_default_queue = previous
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()

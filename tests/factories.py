@@ -12,10 +12,9 @@ from conversations.models import Membership, ModelPrice, Organization, Role
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
-        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", "pw-123456")
+    password = factory.django.Password("pw-123456")
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):

@@ -3,78 +3,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 
 from conversations import tasks
 from conversations.models import Conversation, ImportJob, ImportStatus, UsageRecord
-from costlab.celery import app as celery_app
 
 from .factories import MembershipFactory
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
-
-
-@pytest.fixture
-def worker(settings, tmp_path):
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "costlab.settings",
-        "DATABASE_URL": _database_url(),
-        "CELERY_QUEUE": queue,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-    }
-    previous = celery_app.conf.task_default_queue
-    celery_app.conf.task_default_queue = queue
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "costlab",
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            "--loglevel=INFO",
-            "-Q",
-            queue,
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield process
-    celery_app.conf.task_default_queue = previous
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @pytest.mark.celery_worker
@@ -94,8 +31,7 @@ def test_it_imports_an_upload_with_a_real_worker(client, worker, fixtures):
             break
         time.sleep(0.3)
     if not job.is_finished:
-        worker.terminate()
-        pytest.fail(f"worker did not finish the job; its log:\n{worker.communicate(timeout=20)[0]}")
+        pytest.fail(f"worker did not finish the job; its log:\n{worker.log_path.read_text()}")
     assert job.status == ImportStatus.SUCCEEDED, job.error
     assert (job.conversations, job.turns, job.messages) == (1, 3, 6)
     assert Conversation.objects.filter(organization=membership.organization).count() == 1

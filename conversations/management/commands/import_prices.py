@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -73,4 +73,4 @@ class Command(BaseCommand):
             ) from exc
         if len(value) == 10:
             parsed = datetime.combine(parsed.date(), time.min)
-        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+        return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,267 @@
+"""API request/response logs: one chat.completions call per JSONL line (or per item of a
+JSON array), as teams log them around their client.
+
+Accepted line shape::
+
+    {
+      "request":  {...chat.completions request body: model, messages, tools, ...},
+      "response": {...chat.completion object: id, model, created, choices, usage, ...},
+      "conversation_id": "c-42",          # optional, also metadata.conversation_id
+      "timestamp": 1734986202,            # optional: unix s/ms or ISO 8601; or "started_at"
+      "latency_ms": 850                   # optional
+    }
+
+Aliases: the request body may be under `request`, `request_body` or `body`, the response
+under `response` or `response_body`; a `{"body": {...}}` wrapper around either (as in
+Batch output) is unwrapped. Per line, the Call gets: request = the body's messages;
+response = choices[0].message (other choices warned about); model from the response,
+else the request; service_tier from the response, else the request; prompt_cache_key,
+tools, response_format and max_completion_tokens/max_tokens from the request; usage from
+the response (cached and reasoning tokens included); started_at from `timestamp`, else
+the response's `created`; latency_ms; external_id = the response id. A line with no
+response, or a response holding `error`, becomes a pending call with a warning.
+
+Grouping into conversations: by `conversation_id` (top level, top-level
+`metadata.conversation_id`, or the request body's `metadata.conversation_id`) when
+given; otherwise by prefix continuity: a call whose request starts with an open
+conversation's last request plus its response continues it (the longest such match
+wins, the oldest conversation on a tie), else it opens a new one. `user` is not used: one
+user has many conversations. Calls are taken in file order.
+
+Storage: each conversation stores a message once. A request message maps to the message
+it matches in the conversation's previous call (request + response), in order; others
+(a new user turn, a summary replacing trimmed history) are appended. A prefix flow of n
+calls stores about 2n messages. Memory: every conversation stays open until the end of
+the input (logs interleave conversations and nothing marks an end), costing memory
+linear in its distinct messages, not in the size of the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from conversations.engine.types import Call, ChatMessage, Transcript
+
+from .completions import (
+    Warn,
+    call_from,
+    legacy_functions_warning,
+    request_messages,
+    response_message,
+)
+from .errors import describe
+from .messages import parse_time
+from .records import Record, record_object
+
+_REQUEST_KEYS = ("request", "request_body", "body")
+_RESPONSE_KEYS = ("response", "response_body")
+_TIME_KEYS = ("timestamp", "started_at")
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One log line, validated; `call.request`/`call.response` are filled on grouping."""
+
+    request: list[ChatMessage]
+    response: ChatMessage | None
+    call: Call
+    conversation_id: str | None
+    warnings: list[str]
+
+
+@dataclass(slots=True)
+class _Conversation:
+    key: str | None
+    location: str
+    messages: list[ChatMessage] = field(default_factory=list)
+    times: list[datetime | None] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    thread: list[int] = field(default_factory=list)  # the last call's request + response
+    thread_fps: list[bytes] = field(default_factory=list)
+
+    def add(self, entry: _Entry, fps: list[bytes], response_fp: bytes | None) -> None:
+        call = entry.call
+        # Greedy in-order matching against the previous call: a prefix flow matches every
+        # position; a trimmed window skips the dropped messages and still reuses the rest.
+        positions: dict[bytes, list[int]] = {}
+        for position, fp in enumerate(self.thread_fps):
+            positions.setdefault(fp, []).append(position)
+        indexes: list[int] = []
+        cursor = 0
+        for message, fp in zip(entry.request, fps, strict=True):
+            found = positions.get(fp, [])
+            i = bisect_left(found, cursor)
+            if i < len(found):
+                indexes.append(self.thread[found[i]])
+                cursor = found[i] + 1
+            else:
+                indexes.append(self._append(message, call.started_at))
+        call.request = indexes
+        self.thread, self.thread_fps = list(indexes), list(fps)
+        if entry.response is not None and response_fp is not None:
+            call.response = self._append(entry.response, _received_at(call))
+            self.thread.append(call.response)
+            self.thread_fps.append(response_fp)
+        self.calls.append(call)
+        self.warnings.extend(entry.warnings)
+
+    def _append(self, message: ChatMessage, when: datetime | None) -> int:
+        self.messages.append(message)
+        self.times.append(when)
+        return len(self.messages) - 1
+
+    def transcript(self) -> Transcript:
+        models = [call.model for call in self.calls if call.model]
+        starts = [call.started_at for call in self.calls if call.started_at is not None]
+        return Transcript(
+            messages=self.messages,
+            calls=self.calls,
+            external_id=self.key,
+            model=models[-1] if models else None,
+            created_at=min(starts) if starts else None,
+            message_times=self.times if starts else None,
+            location=self.location,
+            warnings=self.warnings,
+        )
+
+
+def parse_api_log(records: Iterable[Record]) -> Iterator[Transcript]:
+    conversations: list[_Conversation] = []
+    by_id: dict[str, _Conversation] = {}
+    # Conversations without an id, keyed by the chain hash of their last request + response.
+    by_prefix: dict[bytes, list[_Conversation]] = {}
+    for record in records:
+        entry = log_entry(record)
+        fps = [_fingerprint(message) for message in entry.request]
+        chain = _chain(fps)
+        response_fp = None if entry.response is None else _fingerprint(entry.response)
+        if entry.conversation_id is not None:
+            conversation = by_id.get(entry.conversation_id)
+            if conversation is None:
+                conversation = by_id[entry.conversation_id] = _Conversation(
+                    entry.conversation_id, record.location
+                )
+                conversations.append(conversation)
+            conversation.add(entry, fps, response_fp)
+            continue
+        conversation = _continued(by_prefix, chain)
+        if conversation is None:
+            conversation = _Conversation(None, record.location)
+            conversations.append(conversation)
+        conversation.add(entry, fps, response_fp)
+        key = chain[-1] if response_fp is None else _link(chain[-1], response_fp)
+        by_prefix.setdefault(key, []).append(conversation)
+    for conversation in conversations:
+        yield conversation.transcript()
+
+
+def _continued(
+    by_prefix: dict[bytes, list[_Conversation]], chain: list[bytes]
+) -> _Conversation | None:
+    for key in reversed(chain):
+        waiting = by_prefix.get(key)
+        if waiting:
+            conversation = waiting.pop(0)
+            if not waiting:
+                del by_prefix[key]
+            return conversation
+    return None
+
+
+def _fingerprint(message: ChatMessage) -> bytes:
+    canonical = json.dumps(message, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+
+
+def _link(previous: bytes, fp: bytes) -> bytes:
+    return hashlib.blake2b(previous + fp, digest_size=16).digest()
+
+
+def _chain(fps: list[bytes]) -> list[bytes]:
+    """Hash of every prefix of a request: chain[k] identifies its first k + 1 messages."""
+    out: list[bytes] = []
+    previous = b""
+    for fp in fps:
+        previous = _link(previous, fp)
+        out.append(previous)
+    return out
+
+
+def _received_at(call: Call) -> datetime | None:
+    if call.started_at is not None and call.latency_ms is not None:
+        return call.started_at + timedelta(milliseconds=call.latency_ms)
+    return call.started_at
+
+
+def log_entry(record: Record) -> _Entry:
+    """Validate one log line into its messages and a Call (indexes not yet assigned)."""
+    obj = record_object(record)
+    body_path, body = _envelope(obj, _REQUEST_KEYS)
+    if body is None:
+        raise record.error(
+            "missing the request body (expected 'request', 'request_body' or 'body')"
+        )
+    request = request_messages(body, record, body_path)
+    warnings: list[str] = []
+
+    def warn(text: str) -> None:
+        warnings.append(f"{record.location}: {text}")
+
+    response_path, response = _envelope(obj, _RESPONSE_KEYS)
+    if response is not None and not isinstance(response, dict):
+        raise record.error(f"expected the response object, got {describe(response)}", response_path)
+    response = response or {}
+    message = response_message(response, record, response_path, warn)
+    call = call_from(body, response, location=record.location)
+    call.started_at = _started_at(obj, warn) or call.started_at
+    latency = obj.get("latency_ms")
+    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+        call.latency_ms = round(latency)
+    legacy_functions_warning(body, call, warn)
+    return _Entry(request, message, call, _conversation_id(obj, body), warnings)
+
+
+def _envelope(obj: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:
+    for key in keys:
+        value = obj.get(key)
+        if value is None:
+            continue
+        # A transport wrapper ({"status_code", "body": {...}}) around the real object.
+        if (
+            isinstance(value, dict)
+            and isinstance(value.get("body"), dict)
+            and not {"messages", "choices", "error"} & value.keys()
+        ):
+            return f"{key}.body", value["body"]
+        return key, value
+    return keys[0], None
+
+
+def _started_at(obj: dict[str, Any], warn: Warn) -> datetime | None:
+    for key in _TIME_KEYS:
+        value = obj.get(key)
+        if value is not None:
+            parsed = parse_time(value)
+            if parsed is None:
+                warn(f"unreadable {key} {value!r}, ignored")
+            return parsed
+    return None
+
+
+def _conversation_id(obj: dict[str, Any], body: dict[str, Any]) -> str | None:
+    candidates = [obj.get("conversation_id")]
+    for holder in (obj, body):
+        metadata = holder.get("metadata")
+        if isinstance(metadata, dict):
+            candidates.append(metadata.get("conversation_id"))
+    for value in candidates:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None

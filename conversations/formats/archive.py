@@ -1,0 +1,93 @@
+"""Zip archives holding transcript files of any supported format.
+
+Safety before convenience: every member name is checked before a single byte is
+decompressed (no absolute paths, no `..` components: nothing is ever extracted to disk, but
+a name like that means a hostile or broken archive), and the total uncompressed size the
+central directory declares must fit `max_bytes`. Headers can lie, so the byte budget is
+enforced again while members stream (sources.Meter), and zipfile itself stops a member at
+its declared size and checks its CRC. Directories, `__MACOSX/` and Finder/Windows debris are
+skipped. Nested archives are refused: one level only, and the user is told which member to
+extract.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from .errors import ParseError
+from .sources import Source
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_DEBRIS = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def is_zip(head: bytes) -> bool:
+    return head[:4] in ZIP_MAGIC
+
+
+def zip_sources(path: Path, name: str, *, max_bytes: int | None) -> list[Source]:
+    """One Source per transcript member of the archive at `path` (shown to users as `name`)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ParseError(f"not a readable zip archive ({exc})", file=name) from exc
+
+    for info in infos:
+        _check_name(info.filename, name)
+    members = [info for info in infos if not _skipped(info)]
+    for info in members:
+        shown = f"{name}:{info.filename}"
+        if info.flag_bits & 0x1:
+            raise ParseError("encrypted archive members are not supported", file=shown)
+        if info.filename.lower().endswith(".zip"):
+            raise ParseError(
+                "nested archives are not supported: extract this member and upload its files",
+                file=shown,
+            )
+    declared = sum(info.file_size for info in members)
+    if max_bytes is not None and declared > max_bytes:
+        raise ParseError(
+            f"the archive expands to {declared:,} bytes, over the limit of {max_bytes:,} bytes",
+            file=name,
+        )
+    if not members:
+        raise ParseError("the archive holds no transcript files", file=name)
+    return [
+        Source(name=f"{name}:{info.filename}", size=info.file_size, open=_opener(path, info))
+        for info in members
+    ]
+
+
+def _check_name(member: str, archive: str) -> None:
+    parts = re.split(r"[/\\]", member)
+    if member.startswith(("/", "\\")) or _DRIVE.match(member) or ".." in parts:
+        raise ParseError(
+            "unsafe member path (absolute, or with a '..' component); the archive was "
+            "refused before anything was extracted",
+            file=f"{archive}:{member}",
+        )
+
+
+def _skipped(info: zipfile.ZipInfo) -> bool:
+    path = PurePosixPath(info.filename)
+    return (
+        info.is_dir()
+        or path.parts[0] == "__MACOSX"
+        or path.name in _DEBRIS
+        or path.name.startswith("._")  # AppleDouble resource forks
+    )
+
+
+def _opener(path: Path, info: zipfile.ZipInfo) -> Callable[[], IO[bytes]]:
+    def open_member() -> IO[bytes]:
+        # The member keeps the archive's file handle alive after the ZipFile is closed.
+        with zipfile.ZipFile(path) as archive:
+            return archive.open(info)
+
+    return open_member

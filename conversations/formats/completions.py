@@ -1,0 +1,100 @@
+"""chat.completions request bodies and response objects, shared by api_log and batch: both
+formats log the same two objects, only the envelope differs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from conversations.engine.pricing import usage_from_dict
+from conversations.engine.types import Call, ChatMessage
+
+from .errors import describe
+from .messages import normalize_message, parse_time
+from .records import Record
+
+Warn = Callable[[str], None]
+
+
+def request_messages(body: Any, record: Record, path: str) -> list[ChatMessage]:
+    """The request's messages, validated; `path` names the body in errors."""
+    if not isinstance(body, dict):
+        raise record.error(f"expected the request body object, got {describe(body)}", path)
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        problem = "no messages" if raw_messages == [] else "missing"
+        raise record.error(
+            f"{problem}: only chat.completions requests (with messages) are supported",
+            f"{path}.messages",
+        )
+    return [
+        normalize_message(raw, record, f"{path}.messages[{i}]")
+        for i, raw in enumerate(raw_messages)
+    ]
+
+
+def response_message(
+    response: dict[str, Any], record: Record, path: str, warn: Warn
+) -> ChatMessage | None:
+    """choices[0].message of a chat.completion, or None (with a warning) when the call
+    produced none: the call is then kept as pending."""
+    if not response:
+        warn("no response logged: kept as a pending call")
+        return None
+    error = response.get("error")
+    if error:
+        detail = error.get("message") if isinstance(error, dict) else error
+        warn(f"the call failed ({detail}): kept as a pending call")
+        return None
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        warn("the response has no choices: kept as a pending call")
+        return None
+    if len(choices) > 1:
+        warn(f"{len(choices)} choices: only the first is kept (usage covers all of them)")
+    raw = choices[0].get("message")
+    # Some proxies log the message without its role; a choice is always the assistant's.
+    if isinstance(raw, dict) and "role" not in raw:
+        raw = {"role": "assistant", **raw}
+    return normalize_message(raw, record, f"{path}.choices[0].message")
+
+
+def call_from(body: dict[str, Any], response: dict[str, Any], *, location: str) -> Call:
+    """A Call with everything the two objects say; request/response indexes come later.
+    Model and service tier come from the response first: that is what was billed."""
+    usage = response.get("usage")
+    response_format = body.get("response_format")
+    return Call(
+        request=[],
+        response=None,
+        model=text(response.get("model")) or text(body.get("model")),
+        tools=dicts(body.get("tools")),
+        response_format=response_format if isinstance(response_format, dict) else None,
+        prompt_cache_key=text(body.get("prompt_cache_key")),
+        service_tier=text(response.get("service_tier")) or text(body.get("service_tier")),
+        started_at=parse_time(response.get("created")),
+        max_output_tokens=integer(body.get("max_completion_tokens"))
+        or integer(body.get("max_tokens")),
+        usage=usage_from_dict(usage) if isinstance(usage, dict) else None,
+        external_id=text(response.get("id")),
+        location=location,
+    )
+
+
+def legacy_functions_warning(body: dict[str, Any], call: Call, warn: Warn) -> None:
+    if body.get("functions") and not call.tools:
+        warn("legacy 'functions' definitions are not counted in prompt estimates")
+
+
+def text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def dicts(value: Any) -> list[dict[str, Any]] | None:
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return value
+    return None

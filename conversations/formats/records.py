@@ -1,0 +1,287 @@
+"""JSON records out of a byte stream, whatever the container: JSON Lines, a JSON array, or a
+single JSON object. Every format parser consumes records, so "chat JSON" and "chat JSONL"
+(or an api_log kept as a JSON array) share one parser.
+
+Streaming: JSONL is read line by line; JSON documents go through ijson's event parser and
+are built one top-level array item at a time, so a 1 GB export never sits in memory whole.
+The item builder is ours rather than `ijson.items`: ijson tracks a prefix string per
+nesting level, which grows quadratically on hostile input (100k nested arrays), and ours
+stops at MAX_DEPTH instead.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ijson
+
+from .errors import ParseError, describe
+from .sources import READ_CHUNK, Meter, Source, open_metered
+
+# Deeper than any real transcript (a tool schema nested 40 levels is still fine), shallow
+# enough that json.dumps and equality checks downstream never hit the recursion limit.
+MAX_DEPTH = 100
+BOM = b"\xef\xbb\xbf"
+_WHITESPACE = b" \t\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One top-level JSON value and where it came from (line of a JSONL file, 1-based item
+    of a JSON array, or None for a file holding a single JSON object)."""
+
+    value: Any
+    file: str
+    number: int | None
+    unit: str  # "line" or "record"
+
+    @property
+    def location(self) -> str:
+        return self.file if self.number is None else f"{self.file} {self.unit} {self.number}"
+
+    def error(self, message: str, field: str | None = None) -> ParseError:
+        return ParseError(message, file=self.file, line=self.number, field=field, unit=self.unit)
+
+
+def read_records(source: Source, meter: Meter | None) -> Generator[Record, None, None]:
+    """Yield every record of `source`; raise ParseError on the first unreadable one."""
+    with open_metered(source, meter) as stream:
+        first, skipped, newlines = _skip_preamble(stream)
+        if not first:
+            raise ParseError("empty file", file=source.name)
+        if first == b"[":
+            yield from _json_records(stream, source, offset=skipped)
+        elif first == b"{":
+            yield from _object_or_lines(stream, source, first_line=newlines + 1, offset=skipped)
+        else:
+            shown = first.decode("latin-1")
+            raise ParseError(
+                f"not JSON: the file starts with {shown!r}, expected '[' or '{{' "
+                "(a JSON array, a JSON object, or JSON Lines)",
+                file=source.name,
+            )
+
+
+def _skip_preamble(stream: io.BufferedReader) -> tuple[bytes, int, int]:
+    """Consume a UTF-8 BOM and leading whitespace without reading past them.
+
+    Returns the first significant byte (b"" at end of file), the bytes skipped and the
+    newlines among them (JSONL line numbers must count blank lines)."""
+    skipped = newlines = 0
+    head = stream.peek(len(BOM))
+    if head.startswith(BOM):
+        stream.read(len(BOM))
+        skipped = len(BOM)
+    while True:
+        chunk = stream.peek(READ_CHUNK)
+        if not chunk:
+            return b"", skipped, newlines
+        stripped = chunk.lstrip(_WHITESPACE)
+        blank = len(chunk) - len(stripped)
+        newlines += chunk.count(b"\n", 0, blank)
+        skipped += blank
+        stream.read(blank)
+        if stripped:
+            return stripped[:1], skipped, newlines
+
+
+def _object_or_lines(
+    stream: io.BufferedReader, source: Source, *, first_line: int, offset: int
+) -> Iterator[Record]:
+    line = stream.readline()
+    try:
+        value = _decode_line(line, source, first_line)
+    except ParseError as err:
+        # A pretty-printed object's first line ("{" or '{"mapping": {') is valid JSON cut
+        # short at its very end; JSON strings cannot span lines, so anything else is a
+        # malformed first line of a JSONL file.
+        cause = err.__cause__
+        if isinstance(cause, json.JSONDecodeError) and cause.pos >= len(cause.doc.rstrip()):
+            yield from _json_records(_Prefixed(line, stream), source, offset=offset)
+            return
+        raise
+    yield _as_record(value, source, first_line)
+    for number, raw in enumerate(stream, start=first_line + 1):
+        if raw.strip():
+            yield _as_record(_decode_line(raw, source, number), source, number)
+
+
+def _decode_line(raw: bytes, source: Source, number: int) -> Any:
+    if number == 1 and raw.startswith(BOM):
+        raw = raw[len(BOM) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"invalid UTF-8 at byte offset {exc.start} of the line "
+            "(the file must be UTF-8 encoded)",
+            file=source.name,
+            line=number,
+        ) from exc
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(
+            f"malformed JSON: {exc.msg} at column {exc.colno}", file=source.name, line=number
+        ) from exc
+    except RecursionError as exc:
+        raise ParseError(
+            f"JSON nested deeper than {MAX_DEPTH} levels", file=source.name, line=number
+        ) from exc
+    # Counting brackets is a cheap upper bound of the depth: walk the value only when it
+    # could be too deep.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
+        raise ParseError(
+            f"JSON nested deeper than {MAX_DEPTH} levels", file=source.name, line=number
+        )
+    return value
+
+
+def _as_record(value: Any, source: Source, number: int) -> Record:
+    return Record(value=value, file=source.name, number=number, unit="line")
+
+
+def record_object(record: Record) -> dict[str, Any]:
+    """The record as a JSON object, or an error saying what it is instead."""
+    if not isinstance(record.value, dict):
+        raise record.error(f"expected a JSON object, got {describe(record.value)}")
+    return record.value
+
+
+def _too_deep(value: Any) -> bool:
+    if not isinstance(value, (dict, list)):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+class _Prefixed:
+    """A read()-able stream that first replays bytes already consumed."""
+
+    def __init__(self, prefix: bytes, rest: io.BufferedReader) -> None:
+        self._prefix = prefix
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            if size < 0 or size >= len(self._prefix):
+                out, self._prefix = self._prefix, b""
+                return out
+            out, self._prefix = self._prefix[:size], self._prefix[size:]
+            return out
+        return self._rest.read(size)
+
+
+class _Utf8Checked:
+    """Validates UTF-8 ahead of the JSON parser, so the error can give a byte offset (the
+    parser only says "invalid bytes")."""
+
+    def __init__(self, stream: io.BufferedReader | _Prefixed, source: Source, offset: int) -> None:
+        self._stream = stream
+        self._source = source
+        self._offset = offset
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        pending = len(self._decoder.getstate()[0])
+        try:
+            # ijson probes with read(0); only an empty answer to a real read is the end.
+            self._decoder.decode(data, final=size != 0 and not data)
+        except UnicodeDecodeError as exc:
+            at = self._offset - pending + exc.start
+            raise ParseError(
+                f"invalid UTF-8 at byte offset {at:,} (the file must be UTF-8 encoded)",
+                file=self._source.name,
+                byte_offset=at,
+            ) from exc
+        self._offset += len(data)
+        return data
+
+
+class _TooDeepError(Exception):
+    pass
+
+
+_OPENERS = {"start_map", "start_array"}
+_CLOSERS = {"end_map", "end_array"}
+
+
+def _json_records(
+    stream: io.BufferedReader | _Prefixed, source: Source, *, offset: int
+) -> Iterator[Record]:
+    events = ijson.basic_parse(_Utf8Checked(stream, source, offset), use_float=True)
+    number = 0
+    try:
+        event, value = next(events)
+        if event == "start_map":
+            yield Record(_build(event, value, events), source.name, None, "record")
+        else:  # the caller saw '['
+            for event, value in events:
+                if event == "end_array":
+                    break
+                number += 1
+                yield Record(_build(event, value, events), source.name, number, "record")
+        for _ in events:  # drains to the end, so trailing garbage is reported
+            pass
+    except _TooDeepError:
+        raise ParseError(
+            f"JSON nested deeper than {MAX_DEPTH} levels",
+            file=source.name,
+            line=number or None,
+            unit="record",
+        ) from None
+    except ijson.JSONError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid JSON"
+        raise ParseError(
+            f"malformed JSON ({detail})",
+            file=source.name,
+            line=number or None,
+            unit="record",
+        ) from exc
+
+
+def _build(event: str, value: Any, events: Iterator[tuple[str, Any]]) -> Any:
+    """Assemble one JSON value from parser events, iteratively and depth-limited."""
+    if event not in _OPENERS:
+        return value
+    root: Any = {} if event == "start_map" else []
+    stack: list[Any] = [root]
+    keys: list[str] = [""]
+    for event, value in events:
+        if event == "map_key":
+            keys[-1] = value
+            continue
+        if event in _CLOSERS:
+            stack.pop()
+            keys.pop()
+            if not stack:
+                return root
+            continue
+        child: Any = value
+        if event in _OPENERS:
+            child = {} if event == "start_map" else []
+        parent = stack[-1]
+        if isinstance(parent, list):
+            parent.append(child)
+        else:
+            parent[keys[-1]] = child
+        if event in _OPENERS:
+            if len(stack) >= MAX_DEPTH:
+                raise _TooDeepError
+            stack.append(child)
+            keys.append("")
+    raise ijson.IncompleteJSONError("premature end of the JSON document")

@@ -1,0 +1,116 @@
+"""Byte streams to parse: plain files and zip members, read under one byte budget.
+
+Every parser reads through `open_metered`, so the size limit and the progress callback
+hold for all formats alike, and a member whose header understates its size is still
+stopped once the bytes actually read pass the limit.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import ParseError
+
+ProgressCallback = Callable[[int, int], None]
+
+# Report progress about once per megabyte: often enough for a progress bar, cheap enough
+# to leave on for a 1 GB export.
+PROGRESS_STEP = 1 << 20
+READ_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One file to parse. `open` returns raw bytes; `size` is the (uncompressed) byte count
+    known before reading, used for the limit check and as the progress total."""
+
+    name: str
+    size: int
+    open: Callable[[], IO[bytes]]
+
+
+def file_source(path: Path, name: str) -> Source:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ParseError(f"cannot read the file ({exc.strerror or exc})", file=name) from exc
+    return Source(name=name, size=size, open=lambda: path.open("rb"))
+
+
+class Meter:
+    """Counts bytes read across all sources of one import, enforces `max_bytes`, reports
+    progress."""
+
+    def __init__(
+        self,
+        *,
+        total: int,
+        max_bytes: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.total = total
+        self.max_bytes = max_bytes
+        self.on_progress = on_progress
+        self.read = 0
+        self._reported = 0
+
+    def advance(self, n: int, source: Source) -> None:
+        self.read += n
+        if self.max_bytes is not None and self.read > self.max_bytes:
+            raise ParseError(
+                f"more than the limit of {self.max_bytes:,} bytes read; the file is larger "
+                "than it declared (or grew while being read)",
+                file=source.name,
+            )
+        if self.on_progress is not None and self.read - self._reported >= PROGRESS_STEP:
+            self._reported = self.read
+            self.on_progress(self.read, max(self.total, self.read))
+
+    def finish(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.read, max(self.total, self.read))
+
+
+class _MeteredRaw(io.RawIOBase):
+    def __init__(self, inner: IO[bytes], meter: Meter | None, source: Source) -> None:
+        self._inner = inner
+        self._meter = meter
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        try:
+            data = self._inner.read(len(buffer))
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            # A corrupt or truncated member: zipfile checks CRCs and sizes as it goes.
+            raise ParseError(f"corrupt archive member ({exc})", file=self._source.name) from exc
+        n = len(data)
+        buffer[:n] = data
+        if self._meter is not None:
+            self._meter.advance(n, self._source)
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+def open_metered(source: Source, meter: Meter | None) -> io.BufferedReader:
+    """A buffered binary stream over `source` that counts into `meter` (None: uncounted,
+    for sniffing the head of a file)."""
+    try:
+        inner = source.open()
+    except OSError as exc:
+        raise ParseError(f"cannot read the file ({exc.strerror or exc})", file=source.name) from exc
+    except zipfile.BadZipFile as exc:
+        raise ParseError(f"corrupt archive member ({exc})", file=source.name) from exc
+    return io.BufferedReader(_MeteredRaw(inner, meter, source), buffer_size=READ_CHUNK)

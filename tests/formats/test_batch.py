@@ -1,0 +1,92 @@
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conversations.engine.types import Transcript
+from conversations.formats import ParseError
+
+Parse = Callable[..., list[Transcript]]
+
+
+def test_it_joins_the_oracle_pair_by_custom_id(oracles: Path, parse: Parse) -> None:
+    # Output first: which file is which is read from the content, not the order.
+    transcripts = parse(
+        oracles / "litellm_batch_output_sample.jsonl",
+        oracles / "litellm_batch_input_furniture.jsonl",
+    )
+    assert [t.external_id for t in transcripts] == ["request-1", "request-2"]
+    usages = []
+    for transcript in transcripts:
+        assert transcript.calls is not None
+        [call] = transcript.calls
+        assert call.batch
+        assert (call.request, call.response) == ([0, 1], 2)
+        assert call.usage is not None
+        usages.append((call.usage.prompt_tokens, call.usage.completion_tokens))
+        assert transcript.warnings == []
+    assert usages == [(20, 10), (22, 10)]
+    assert transcripts[1].messages[0]["content"] == "You are an unhelpful assistant."
+    assert transcripts[0].messages[2]["content"] == "Hello! How can I assist you today?"
+    assert transcripts[0].calls is not None
+    assert transcripts[0].calls[0].model == "gpt-4o-mini-2024-07-18"
+    assert transcripts[0].calls[0].max_output_tokens == 10
+
+
+def test_it_imports_an_output_file_alone_with_a_warning(oracles: Path, parse: Parse) -> None:
+    [transcript] = parse(oracles / "openai_apiref_batch_output_example.jsonl")
+    assert transcript.calls is not None
+    [call] = transcript.calls
+    assert call.usage is not None
+    assert (call.usage.prompt_tokens, call.usage.completion_tokens, call.usage.total_tokens) == (
+        24,
+        15,
+        39,
+    )
+    assert (call.request, call.response, call.model) == ([], 0, "gpt-4o-mini")
+    assert "no batch input file given: the request messages are unknown" in transcript.warnings[0]
+
+
+def test_it_keeps_failed_and_missing_requests_as_pending(samples: Path, parse: Parse) -> None:
+    ok, missing, failed, orphan = parse(
+        samples / "batch_input.jsonl", samples / "batch_output.jsonl"
+    )
+    assert [t.external_id for t in (ok, missing, failed, orphan)] == ["q-1", "q-2", "q-3", "q-9"]
+    assert ok.calls is not None and ok.calls[0].usage is not None
+    assert ok.calls[0].usage.cached_tokens == 1024
+    assert ok.warnings == []
+    for pending in (missing, failed):
+        assert pending.calls is not None
+        assert (pending.calls[0].request, pending.calls[0].response) == ([0, 1], None)
+    assert missing.warnings == [
+        "batch_input.jsonl line 2: q-2: no line in the batch output: kept as a pending call"
+    ]
+    assert failed.warnings == [
+        "batch_output.jsonl line 1: q-3: status 400 (Invalid 'max_completion_tokens'): kept as a pending call"
+    ]
+    assert "not in the batch input file" in orphan.warnings[0]
+
+
+def test_it_keeps_input_alone_as_pending_calls(samples: Path, parse: Parse) -> None:
+    transcripts = parse(samples / "batch_input.jsonl")
+    assert len(transcripts) == 3
+    assert all("no batch output file given" in t.warnings[0] for t in transcripts)
+
+
+def test_it_refuses_a_repeated_custom_id(samples: Path, parse: Parse) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(samples / "batch_duplicate.jsonl")
+    assert (caught.value.line, caught.value.field) == (2, "custom_id")
+    assert "repeats batch_duplicate.jsonl line 1" in caught.value.message
+
+
+def test_it_refuses_batches_of_other_endpoints(samples: Path, parse: Parse) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(samples / "batch_embeddings_input.jsonl")
+    assert caught.value.field == "url"
+    assert "'/v1/embeddings'" in caught.value.message
+
+
+def test_it_refuses_a_non_batch_file_named_as_batch(samples: Path, parse: Parse) -> None:
+    with pytest.raises(ParseError, match="not a Batch API file"):
+        parse(samples / "chat_unknown_role.jsonl", format="batch")
