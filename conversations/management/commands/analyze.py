@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from conversations.engine.analysis import analyze
+from conversations.engine.cache import parse_retention
+from conversations.engine.pricing import Rates
+from conversations.engine.report import analysis_to_json, render_table
+from conversations.engine.strategies import parse_strategy, plan_strategy
+from conversations.engine.tokens import ModelProfile
+from conversations.engine.types import Call, Transcript
+from conversations.formats import FORMATS, parse_files
+from conversations.formats.errors import ParseError
+from conversations.models import Organization
+from conversations.pricebook import PriceBook, rates_for
+
+# Exit status for input that is not a transcript (argparse uses 2 for bad usage too).
+NOT_A_TRANSCRIPT = 2
+
+
+class Command(BaseCommand):
+    help = (
+        "Analyse a transcript file (any supported format) without storing anything: tokens, "
+        "simulated prompt caching with the reason for each miss, cost per turn."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "files", nargs="+", type=Path, help="A file, or a Batch input + output pair."
+        )
+        parser.add_argument("--model", help="Price and count every call as this model.")
+        parser.add_argument(
+            "--retention", default="10m", help="Cache retention scenario: 5m, 10m, 1h or 24h."
+        )
+        parser.add_argument(
+            "--strategy", default="full", help="full, window:K, trim:TOKENS or summarize:TOKENS."
+        )
+        parser.add_argument("--format", choices=["table", "json"], default="table")
+        parser.add_argument("--input-format", choices=FORMATS, help="Skip format detection.")
+        parser.add_argument("--org", help="Use this organization's negotiated prices too.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            retention = parse_retention(options["retention"])
+            strategy = parse_strategy(options["strategy"])
+        except ValueError as exc:
+            raise CommandError(str(exc), returncode=NOT_A_TRANSCRIPT) from exc
+        organization = None
+        if options["org"]:
+            organization = Organization.objects.filter(slug=options["org"]).first()
+            if organization is None:
+                raise CommandError(f"no organization with slug {options['org']!r}")
+        transcripts = self._read(options["files"], options["input_format"], options["model"])
+        book = PriceBook.for_organization(organization)
+        now = timezone.now()
+
+        def profile_for(model: str | None) -> ModelProfile:
+            return book.profile(model)
+
+        def call_rates(call: Call, prompt_tokens: int) -> Rates | None:
+            row = book.resolve(call.model, call.started_at or now)
+            if row is None:
+                return None
+            return rates_for(
+                row, service_tier=call.service_tier, batch=call.batch, prompt_tokens=prompt_tokens
+            )
+
+        if strategy.kind != "full":
+            transcripts = [
+                plan_strategy(t, strategy, profile_for=profile_for).transcript for t in transcripts
+            ]
+        analysis = analyze(
+            transcripts,
+            profile_for=profile_for,
+            rates_for=call_rates,
+            retention_seconds=retention,
+            default_model=options["model"],
+        )
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(analysis_to_json(analysis), indent=2))
+        else:
+            self.stdout.write(render_table(analysis))
+
+    def _read(
+        self, files: list[Path], input_format: str | None, model: str | None
+    ) -> list[Transcript]:
+        for path in files:
+            if not path.is_file():
+                raise CommandError(f"{path}: no such file", returncode=NOT_A_TRANSCRIPT)
+        try:
+            transcripts = list(parse_files(files, format=input_format))
+        except ParseError as exc:
+            raise CommandError(f"not a transcript: {exc}", returncode=NOT_A_TRANSCRIPT) from exc
+        if not transcripts:
+            raise CommandError(
+                f"not a transcript: no conversations in {', '.join(map(str, files))}",
+                returncode=NOT_A_TRANSCRIPT,
+            )
+        if model:
+            transcripts = [_with_model(t, model) for t in transcripts]
+        return transcripts
+
+
+def _with_model(transcript: Transcript, model: str) -> Transcript:
+    """What-if: the same requests sent to another model."""
+    calls = transcript.calls
+    if calls is not None:
+        calls = [dataclasses.replace(c, model=model) for c in calls]
+    return dataclasses.replace(transcript, model=model, calls=calls)
