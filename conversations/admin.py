@@ -28,7 +28,7 @@ def rate_unit_warnings(values: dict[str, Any]) -> list[str]:
         rate = values.get(name)
         if rate is None or rate == 0:
             continue
-        label = ModelPrice._meta.get_field(name).verbose_name
+        label = getattr(ModelPrice._meta.get_field(name), "verbose_name", name)
         if rate < SUSPICIOUSLY_LOW:
             warnings.append(
                 f"{label} = {rate} looks like a price per token: rates are USD per 1M tokens "

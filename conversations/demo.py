@@ -10,7 +10,40 @@ from datetime import datetime, timedelta
 from .engine.pricing import usage_from_dict
 from .engine.types import Call, Transcript
 
-WORDS = ["cache", "prefix", "tokens", "model", "request", "history", "budget", "latency", "invoice", "summary", "context", "window", "customer", "support", "order", "refund", "policy", "shipping", "account", "password", "update", "report", "analysis", "quarter", "revenue", "forecast", "pipeline", "deploy", "service", "error", "retry", "timeout"]
+WORDS = [
+    "cache",
+    "prefix",
+    "tokens",
+    "model",
+    "request",
+    "history",
+    "budget",
+    "latency",
+    "invoice",
+    "summary",
+    "context",
+    "window",
+    "customer",
+    "support",
+    "order",
+    "refund",
+    "policy",
+    "shipping",
+    "account",
+    "password",
+    "update",
+    "report",
+    "analysis",
+    "quarter",
+    "revenue",
+    "forecast",
+    "pipeline",
+    "deploy",
+    "service",
+    "error",
+    "retry",
+    "timeout",
+]
 
 
 def _text(rng: random.Random, words: int) -> str:

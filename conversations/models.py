@@ -9,7 +9,6 @@ money is Decimal and NULL when no price applies (design.md 2.2).
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -17,10 +16,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-# Rates are USD per 1M tokens: 6 places hold $0.025 / 1M (nano cached input) exactly.
-RATE = {"max_digits": 14, "decimal_places": 6, "null": True, "blank": True}
-# Costs keep 12 places: one cached nano token is $0.000000025.
-MONEY = {"max_digits": 24, "decimal_places": 12, "null": True, "blank": True}
+# Rates are USD per 1M tokens with 6 places ($0.0025 / 1M, gpt-5-nano flex cached, is exact).
+# Costs keep 12 places: one cached gpt-4.1-nano token costs $0.000000025.
 
 
 class Organization(models.Model):
@@ -92,28 +89,60 @@ class ModelPrice(models.Model):
     source = models.CharField(max_length=12, choices=PriceSource.choices, default=PriceSource.ADMIN)
 
     input_per_1m = models.DecimalField("input $/1M", max_digits=14, decimal_places=6)
-    cached_input_per_1m = models.DecimalField("cached input $/1M", **RATE)  # type: ignore[call-overload]
+    cached_input_per_1m = models.DecimalField(
+        "cached input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
     output_per_1m = models.DecimalField("output $/1M", max_digits=14, decimal_places=6)
-    cache_write_per_1m = models.DecimalField("cache write $/1M", **RATE)  # type: ignore[call-overload]
-    reasoning_per_1m = models.DecimalField("reasoning $/1M", **RATE)  # type: ignore[call-overload]
-    audio_input_per_1m = models.DecimalField("audio input $/1M", **RATE)  # type: ignore[call-overload]
-    audio_output_per_1m = models.DecimalField("audio output $/1M", **RATE)  # type: ignore[call-overload]
+    cache_write_per_1m = models.DecimalField(
+        "cache write $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    reasoning_per_1m = models.DecimalField(
+        "reasoning $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    audio_input_per_1m = models.DecimalField(
+        "audio input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    audio_output_per_1m = models.DecimalField(
+        "audio output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
 
     # Service tiers, chosen by the RESPONSE's service_tier. Batch has no caching discount.
-    batch_input_per_1m = models.DecimalField("batch input $/1M", **RATE)  # type: ignore[call-overload]
-    batch_output_per_1m = models.DecimalField("batch output $/1M", **RATE)  # type: ignore[call-overload]
-    flex_input_per_1m = models.DecimalField("flex input $/1M", **RATE)  # type: ignore[call-overload]
-    flex_cached_input_per_1m = models.DecimalField("flex cached $/1M", **RATE)  # type: ignore[call-overload]
-    flex_output_per_1m = models.DecimalField("flex output $/1M", **RATE)  # type: ignore[call-overload]
-    priority_input_per_1m = models.DecimalField("priority input $/1M", **RATE)  # type: ignore[call-overload]
-    priority_cached_input_per_1m = models.DecimalField("priority cached $/1M", **RATE)  # type: ignore[call-overload]
-    priority_output_per_1m = models.DecimalField("priority output $/1M", **RATE)  # type: ignore[call-overload]
+    batch_input_per_1m = models.DecimalField(
+        "batch input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    batch_output_per_1m = models.DecimalField(
+        "batch output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    flex_input_per_1m = models.DecimalField(
+        "flex input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    flex_cached_input_per_1m = models.DecimalField(
+        "flex cached $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    flex_output_per_1m = models.DecimalField(
+        "flex output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    priority_input_per_1m = models.DecimalField(
+        "priority input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    priority_cached_input_per_1m = models.DecimalField(
+        "priority cached $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    priority_output_per_1m = models.DecimalField(
+        "priority output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
 
     # Long-context tier: above the threshold its rates apply to the WHOLE request.
     long_context_threshold = models.PositiveIntegerField(null=True, blank=True)
-    long_input_per_1m = models.DecimalField("long-context input $/1M", **RATE)  # type: ignore[call-overload]
-    long_cached_input_per_1m = models.DecimalField("long-context cached $/1M", **RATE)  # type: ignore[call-overload]
-    long_output_per_1m = models.DecimalField("long-context output $/1M", **RATE)  # type: ignore[call-overload]
+    long_input_per_1m = models.DecimalField(
+        "long-context input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    long_cached_input_per_1m = models.DecimalField(
+        "long-context cached $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    long_output_per_1m = models.DecimalField(
+        "long-context output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
+    )
 
     # Model facts used by token counting and context-window checks.
     context_window = models.PositiveIntegerField(null=True, blank=True)
@@ -147,7 +176,7 @@ class ModelPrice(models.Model):
         ordering = ["model", "-effective_from"]
 
     def __str__(self) -> str:
-        scope = self.organization.slug if self.organization_id else "global"
+        scope = self.organization.slug if self.organization else "global"
         return f"{self.model} [{scope}] from {self.effective_from:%Y-%m-%d}"
 
     @property
@@ -189,7 +218,7 @@ class ImportJob(models.Model):
     turns = models.PositiveIntegerField(default=0)
     messages = models.PositiveIntegerField(default=0)
     tokens = models.BigIntegerField(default=0)
-    cost = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    cost = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     unpriced_turns = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -384,13 +413,17 @@ class UsageRecord(models.Model):
     output = models.PositiveIntegerField(default=0)
 
     price = models.ForeignKey(ModelPrice, models.PROTECT, null=True, blank=True, related_name="+")
-    cost_input_uncached = models.DecimalField(**MONEY)  # type: ignore[call-overload]
-    cost_input_cached = models.DecimalField(**MONEY)  # type: ignore[call-overload]
-    cost_input_cache_write = models.DecimalField(**MONEY)  # type: ignore[call-overload]
-    cost_output = models.DecimalField(**MONEY)  # type: ignore[call-overload]
-    cost_total = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    cost_input_uncached = models.DecimalField(
+        max_digits=24, decimal_places=12, null=True, blank=True
+    )
+    cost_input_cached = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
+    cost_input_cache_write = models.DecimalField(
+        max_digits=24, decimal_places=12, null=True, blank=True
+    )
+    cost_output = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
+    cost_total = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     # What the same call would have cost with no cache at all: the base of "cost reduction".
-    cost_uncached = models.DecimalField(**MONEY)  # type: ignore[call-overload]
+    cost_uncached = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -423,7 +456,3 @@ class UsageRecord(models.Model):
     @property
     def is_priced(self) -> bool:
         return self.cost_total is not None
-
-
-def zero_if_none(value: Decimal | None) -> Decimal:
-    return value if value is not None else Decimal(0)

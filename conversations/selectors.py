@@ -30,7 +30,7 @@ AnyUser = AbstractBaseUser | AnonymousUser
 def user_organizations(user: AnyUser) -> list[Organization]:
     if not user.is_authenticated:
         return []
-    return list(Organization.objects.filter(memberships__user=user).order_by("name"))
+    return list(Organization.objects.filter(memberships__user_id=user.pk).order_by("name"))
 
 
 def membership_get(*, user: AnyUser, slug: str) -> Membership:
@@ -40,7 +40,7 @@ def membership_get(*, user: AnyUser, slug: str) -> Membership:
         raise Http404
     try:
         return Membership.objects.select_related("organization").get(
-            user=user, organization__slug=slug
+            user_id=user.pk, organization__slug=slug
         )
     except Membership.DoesNotExist:
         raise Http404 from None

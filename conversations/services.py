@@ -455,10 +455,10 @@ def import_job_create(
     creates a job marked duplicate and nothing else."""
     job = ImportJob(
         organization=organization,
-        created_by=user if user.is_authenticated else None,
+        created_by_id=user.pk if user.is_authenticated else None,
         original_name=(upload.name or "upload")[:300],
         format=format,
-        size_bytes=upload.size + (second_upload.size if second_upload else 0),
+        size_bytes=(upload.size or 0) + ((second_upload.size or 0) if second_upload else 0),
     )
     digest = _save_upload(job, "file", upload)
     if second_upload is not None:

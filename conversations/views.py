@@ -11,10 +11,15 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseStopPolling
+from django_htmx.middleware import HtmxDetails
 
 from . import charts, selectors, services
 from .forms import UploadForm, UsageFilterForm
 from .models import Role
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 @login_required
@@ -28,7 +33,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def org_overview(request: HttpRequest, slug: str) -> HttpResponse:
+def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
     form = UsageFilterForm(request.GET)
@@ -56,7 +61,7 @@ def org_overview(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def conversation_table(request: HttpRequest, slug: str) -> HttpResponse:
+def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The sortable conversation list alone, for HTMX swaps (it also renders standalone)."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     form = UsageFilterForm(request.GET)
@@ -77,7 +82,7 @@ def conversation_table(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def conversation_detail(request: HttpRequest, slug: str, code: str) -> HttpResponse:
+def conversation_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
     turns = selectors.conversation_turns(conversation)
@@ -95,7 +100,7 @@ def conversation_detail(request: HttpRequest, slug: str, code: str) -> HttpRespo
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def imports(request: HttpRequest, slug: str) -> HttpResponse:
+def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
     can_import = membership.role in (Role.ANALYST, Role.ADMIN)
@@ -128,7 +133,7 @@ def imports(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def import_job_detail(request: HttpRequest, slug: str, code: str) -> HttpResponse:
+def import_job_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     job = selectors.import_job_get(organization=membership.organization, code=code)
     services.import_progress_apply(job)
@@ -138,7 +143,7 @@ def import_job_detail(request: HttpRequest, slug: str, code: str) -> HttpRespons
 
 @login_required
 @require_GET
-def import_job_progress(request: HttpRequest, slug: str, code: str) -> HttpResponse:
+def import_job_progress(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
     """Polled by the progress bar every second; a finished job answers 286 (HTMX's
     'stop polling') with its final state."""
     membership = selectors.membership_get(user=request.user, slug=slug)
