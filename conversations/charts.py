@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from .engine.metrics import HIT_RATE_TARGET
 from .models import Turn
 
 Figure = dict[str, Any]
@@ -127,5 +128,58 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
                 "tickprefix": "$",
                 "rangemode": "tozero",
             },
+        },
+    }
+
+
+def cache_hits_by_day_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Request- and token-weighted hit rates per day, against the seed's 70 % target."""
+    days = [r["day"].isoformat() for r in rows]
+    requests = [r["hits"] / r["eligible"] if r["eligible"] else None for r in rows]
+    tokens = [r["cached_tokens"] / r["prompt"] if r["prompt"] else None for r in rows]
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "Eligible calls that hit",
+                "x": days,
+                "y": requests,
+                "line": {"color": COLORS["cached"]},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "Prompt tokens cached",
+                "x": days,
+                "y": tokens,
+                "line": {"color": COLORS["output"], "dash": "dot"},
+            },
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "yaxis": {"tickformat": ".0%", "range": [0, 1.05]},
+            "shapes": [
+                {
+                    "type": "line",
+                    "xref": "paper",
+                    "x0": 0,
+                    "x1": 1,
+                    "y0": HIT_RATE_TARGET,
+                    "y1": HIT_RATE_TARGET,
+                    "line": {"color": "#999", "dash": "dash"},
+                }
+            ],
+            "annotations": [
+                {
+                    "xref": "paper",
+                    "x": 1,
+                    "y": HIT_RATE_TARGET,
+                    "xanchor": "right",
+                    "yanchor": "bottom",
+                    "text": f"target {HIT_RATE_TARGET:.0%}",
+                    "showarrow": False,
+                }
+            ],
         },
     }

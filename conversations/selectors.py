@@ -10,7 +10,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Avg, Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.http import Http404
 
@@ -94,6 +94,14 @@ class OrgTotals:
     hit_calls: int
     unpriced_models: list[tuple[str, int]]
     conversations: int
+    latency_hit_ms: float | None = None
+    latency_miss_ms: float | None = None
+
+    @property
+    def latency_reduction(self) -> float | None:
+        if self.latency_hit_ms is None or not self.latency_miss_ms:
+            return None
+        return 1 - self.latency_hit_ms / self.latency_miss_ms
 
     @property
     def priced_coverage(self) -> float | None:
@@ -135,6 +143,10 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
         eligible=Count("id", filter=Q(prompt_tokens__gte=CACHE_MINIMUM)),
         hits=Count("id", filter=Q(input_cached__gt=0)),
         conversations=Count("conversation", distinct=True),
+        latency_hit=Avg("turn__latency_ms", filter=Q(input_cached__gt=0)),
+        latency_miss=Avg(
+            "turn__latency_ms", filter=Q(input_cached=0, prompt_tokens__gte=CACHE_MINIMUM)
+        ),
     )
     unpriced = list(
         records.filter(cost_total__isnull=True)
@@ -155,6 +167,8 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
         hit_calls=agg["hits"],
         unpriced_models=[(m or "(no model)", n) for m, n in unpriced],
         conversations=agg["conversations"],
+        latency_hit_ms=agg["latency_hit"],
+        latency_miss_ms=agg["latency_miss"],
     )
 
 
@@ -183,6 +197,10 @@ def cost_by_day(organization: Organization, filters: UsageFilter) -> list[dict[s
             uncached=Sum("cost_input_uncached"),
             output=Sum("cost_output"),
             calls=Count("id"),
+            prompt=Sum("prompt_tokens"),
+            cached_tokens=Sum("input_cached"),
+            eligible=Count("id", filter=Q(prompt_tokens__gte=CACHE_MINIMUM)),
+            hits=Count("id", filter=Q(input_cached__gt=0)),
         )
         .order_by("day")
     )

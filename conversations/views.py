@@ -39,6 +39,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     form = UsageFilterForm(request.GET)
     filters = form.to_filter()
     totals = selectors.org_totals(organization, filters)
+    by_day = selectors.cost_by_day(organization, filters)
     context = {
         "organization": organization,
         "membership": membership,
@@ -46,7 +47,8 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "totals": totals,
         "models": selectors.models_used(organization),
         "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
-        "day_figure": charts.cost_by_day_figure(selectors.cost_by_day(organization, filters)),
+        "day_figure": charts.cost_by_day_figure(by_day),
+        "hits_figure": charts.cache_hits_by_day_figure(by_day),
         "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value)[
             :200
         ],
