@@ -7,6 +7,11 @@ urlpatterns = [
     path("o/<slug:slug>/", views.org_overview, name="org_overview"),
     path("o/<slug:slug>/conversations/", views.conversation_table, name="conversation_table"),
     path("o/<slug:slug>/c/<uuid:code>/", views.conversation_detail, name="conversation_detail"),
+    path(
+        "o/<slug:slug>/c/<uuid:code>/what-if/",
+        views.conversation_what_if,
+        name="conversation_what_if",
+    ),
     path("o/<slug:slug>/imports/", views.imports, name="imports"),
     path("o/<slug:slug>/imports/<uuid:code>/", views.import_job_detail, name="import_job_detail"),
     path(

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
-from . import charts, selectors, services
+from . import charts, insights, selectors, services
 from .forms import UploadForm, UsageFilterForm
 from .models import Role
 
@@ -98,6 +98,24 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpR
         "turn_figure": charts.conversation_turns_figure(turns),
     }
     return render(request, "conversations/conversation.html", context)
+
+
+@login_required
+@require_GET
+def conversation_what_if(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+    """Projection and strategy comparison, loaded after the page so it never slows it."""
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    conversation = selectors.conversation_get(organization=membership.organization, code=code)
+    retention = request.GET.get("retention", insights.DEFAULT_RETENTION)
+    if retention not in insights.RETENTION_SCENARIOS:
+        retention = insights.DEFAULT_RETENTION
+    context = {
+        "organization": membership.organization,
+        "conversation": conversation,
+        "what_if": insights.conversation_what_if(conversation, retention=retention),
+        "retention_scenarios": insights.RETENTION_SCENARIOS,
+    }
+    return render(request, "conversations/conversation.html#what-if", context)
 
 
 @login_required

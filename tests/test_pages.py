@@ -122,3 +122,45 @@ def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(client, 
     assert "Estimate vs report" in html
     assert "est." in html  # the estimate beside the reported prompt tokens
     assert "2,000" in html
+
+
+def test_it_compares_strategies_and_projects_the_next_turns(client, fixtures):
+    from django.core.management import call_command
+
+    membership = MembershipFactory()
+    client.force_login(membership.user)
+    org = membership.organization
+    messages = [{"role": "system", "content": "Rules. " * 600}]
+    for i in range(20):
+        messages += [
+            {"role": "user", "content": f"Question {i}: " + "detail " * 150},
+            {"role": "assistant", "content": f"Answer {i}: " + "because " * 250},
+        ]
+    path = fixtures.parent / "long_tmp.json"
+    try:
+        path.write_text(json.dumps({"model": "gpt-4o", "title": "long", "messages": messages}))
+        call_command("import_transcripts", str(path), "--org", org.slug)
+    finally:
+        path.unlink()
+    conversation = Conversation.objects.get(organization=org)
+    url = reverse("conversation_what_if", args=[org.slug, conversation.code])
+    html = client.get(url, {"retention": "1h"}, headers={"HX-Request": "true"}).content.decode()
+    costs = {
+        label: Decimal(cost.replace("$", "").replace(",", ""))
+        for label, cost in re.findall(
+            r'data-strategy="([^"]+)">.*?<td class="num">\d+</td><td class="num">([^<]+)',
+            html,
+            re.S,
+        )
+    }
+    assert set(costs) == {
+        "full",
+        "window:8",
+        "trim:" + re.search(r"trim:(\d+)", html)[1],
+        "summarize:" + re.search(r"summarize:(\d+)", html)[1],
+    }
+    assert costs["window:8"] < costs["full"]
+    # The full strategy replays exactly what was stored.
+    stored = org_totals(org, UsageFilter()).cost
+    assert costs["full"] == stored.quantize(Decimal("0.0001"))
+    assert "10 more turns" in html and 'value="1h" selected' in html

@@ -30,6 +30,7 @@ def test_it_hides_other_organizations_pages_and_partials(client, setup):
         reverse("org_overview", args=[theirs.slug]),
         reverse("conversation_table", args=[theirs.slug]),
         reverse("conversation_detail", args=[theirs.slug, conversation.code]),
+        reverse("conversation_what_if", args=[theirs.slug, conversation.code]),
         reverse("imports", args=[theirs.slug]),
         reverse("import_job_detail", args=[theirs.slug, job.code]),
         reverse("import_job_progress", args=[theirs.slug, job.code]),
@@ -47,6 +48,10 @@ def test_it_hides_another_orgs_objects_behind_my_own_org_slug(client, setup):
         == 404
     )
     assert client.get(reverse("import_job_detail", args=[slug, job.code])).status_code == 404
+    assert (
+        client.get(reverse("conversation_what_if", args=[slug, conversation.code])).status_code
+        == 404
+    )
     assert client.get(reverse("import_job_progress", args=[slug, job.code])).status_code == 404
 
 
