@@ -134,13 +134,15 @@ COSTLAB_MAX_UPLOAD_BYTES = envint("COSTLAB_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "processed_folder": str(_BROKER_DIR / "processed"),
         "store_processed": False,
+        # Broadcast (pidbox) state; kombu's default is ./control in the working directory.
+        "control_folder": str(_BROKER_DIR / "control"),
     }
 # Job state lives in the database (ImportJob rows), so no result backend is needed.
 CELERY_RESULT_BACKEND = None
