@@ -15,6 +15,12 @@ ORACLES = ROOT.parent / "shared" / "oracles"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    # Factory users and the login form both hash; the default hasher costs ~1 s a test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def oracles() -> Path:
     if not ORACLES.is_dir():
