@@ -156,7 +156,9 @@ def test_it_warns_when_a_rate_looks_a_million_times_off():
     assert not form.is_valid()
     assert "looks like a price per token" in str(form.errors)
     # Confirmed, a tiny rate is kept if it fits the 6 places of a per-1M rate...
-    assert ModelPriceForm(data={**data, "input_per_1m": "0.000003", "confirm_units": "on"}).is_valid()
+    assert ModelPriceForm(
+        data={**data, "input_per_1m": "0.000003", "confirm_units": "on"}
+    ).is_valid()
     # ...and a per-token price with more places can never be stored, confirmed or not.
     assert not ModelPriceForm(data={**data, "confirm_units": "on"}).is_valid()
     assert ModelPriceForm(data={**data, "input_per_1m": "2.5"}).is_valid()
