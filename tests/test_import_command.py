@@ -94,3 +94,52 @@ def test_it_keeps_storage_linear_for_a_long_prefix_flow(tmp_path):
     assert Message.objects.count() == 1001
     # One range per turn: the request of turn t is messages [0, 2t+2).
     assert all(len(t.request_ranges) == 1 for t in Turn.objects.all())
+
+
+def test_it_refuses_a_zip_with_a_traversal_path_and_stores_nothing(tmp_path, fixtures):
+    import zipfile
+
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(fixtures / "chat_small.json", "good.json")
+        z.writestr("../evil.jsonl", '{"messages": [{"role": "user", "content": "x"}]}\n')
+    org = OrganizationFactory()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_transcripts", str(archive), "--org", org.slug)
+    assert "../evil.jsonl" in str(excinfo.value)
+    assert not Conversation.objects.exists()
+
+
+def test_it_imports_the_oracle_batch_pair_with_reported_usage(oracles):
+    org = OrganizationFactory()
+    call_command(
+        "import_transcripts",
+        str(oracles / "litellm_batch_input_furniture.jsonl"),
+        str(oracles / "litellm_batch_output_sample.jsonl"),
+        "--org",
+        org.slug,
+    )
+    records = UsageRecord.objects.filter(organization=org, source=UsageSource.REPORTED)
+    assert sorted((r.prompt_tokens, r.completion_tokens) for r in records) == [(20, 10), (22, 10)]
+    assert all(r.turn.is_batch and r.is_billing for r in records)
+    # gpt-4o-mini at batch rates ($0.075 in, $0.30 out per 1M), no caching discount.
+    costs = sorted(r.cost_total for r in records)
+    assert costs == [Decimal("0.0000045"), Decimal("0.00000465")]
+    assert all(r.turn.conversation.source == "batch" for r in records)
+
+
+def test_it_explains_the_size_limit_on_upload(client, settings, fixtures):
+    from django.urls import reverse
+
+    from .factories import MembershipFactory
+
+    settings.COSTLAB_MAX_UPLOAD_BYTES = 100
+    membership = MembershipFactory()
+    client.force_login(membership.user)
+    with (fixtures / "chat_small.json").open("rb") as handle:
+        response = client.post(
+            reverse("imports", args=[membership.organization.slug]), {"file": handle}
+        )
+    assert response.status_code == 400
+    assert b"the limit is 100 bytes" in response.content
+    assert not ImportJob.objects.exists()
