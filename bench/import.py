@@ -58,7 +58,9 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--keep", action="store_true", help="keep the imported rows")
     args = parser.parse_args()
@@ -67,7 +69,9 @@ def main() -> None:
     if not path.exists():
         started = time.perf_counter()
         generate(path, args.size_mb)
-        print(f"generated {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s")
+        print(
+            f"generated {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s"
+        )
 
     import django
 
@@ -92,11 +96,15 @@ def main() -> None:
     size_mb = path.stat().st_size / 1e6
     print(f"database          {connection.vendor}")
     print(f"file              {size_mb:.0f} MB, {job.conversations:,} conversations")
-    print(f"stored            {job.messages:,} messages, {job.turns:,} turns, {records:,} usage records")
+    print(
+        f"stored            {job.messages:,} messages, {job.turns:,} turns, {records:,} usage records"
+    )
     print(f"tokens            {job.tokens:,}")
     print(f"wall time         {elapsed:.1f} s ({size_mb / elapsed:.1f} MB/s)")
     print(f"rows per second   {rows / elapsed:,.0f} ({rows:,} rows)")
-    print(f"peak RSS          {peak_rss_mb():.0f} MB (before the import: {rss_before:.0f} MB; target < 300 MB)")
+    print(
+        f"peak RSS          {peak_rss_mb():.0f} MB (before the import: {rss_before:.0f} MB; target < 300 MB)"
+    )
     if not args.keep:
         organization.delete()
 

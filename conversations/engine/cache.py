@@ -28,18 +28,22 @@ RATE_WINDOW_SECONDS = 60.0
 MissKind = Literal["below_minimum", "cold", "prefix_changed", "expired", "overflow", "batch"]
 
 
-def hash_block(parent: int, tokens: Sequence[int]) -> int:
-    """Chained hash of one block. Python's tuple hash is 64-bit and deterministic for ints:
-    collisions are negligible for a simulator, and it is the fastest hash available."""
-    return hash((parent, tuple(tokens)))
+def hash_blocks_into(
+    tokens: Sequence[int], step: int, parent: int, out: list[int], start: int = 0
+) -> int:
+    """Append the chained hash of every full block of `tokens[start:]` to `out`; return the
+    last. Python's tuple hash is 64-bit and, for ints, the same in every process: collisions
+    are negligible for a simulator and nothing is faster to compute from a token list."""
+    for begin in range(start, len(tokens) - step + 1, step):
+        parent = hash((parent, tuple(tokens[begin : begin + step])))
+        out.append(parent)
+    return parent
 
 
 def block_hashes(tokens: Sequence[int], *, step: int = STEP, parent: int = ROOT_HASH) -> list[int]:
     """Hashes of every full block of `tokens`; a trailing partial block is never cached."""
     hashes: list[int] = []
-    for start in range(0, len(tokens) - step + 1, step):
-        parent = hash_block(parent, tokens[start : start + step])
-        hashes.append(parent)
+    hash_blocks_into(tokens, step, parent, hashes)
     return hashes
 
 
@@ -154,7 +158,7 @@ class CacheResult:
 
 
 def parse_retention(text: str) -> int:
-    """"5m", "10m", "1h", "24h", "90s" or plain seconds -> seconds."""
+    """Seconds of a retention scenario: "5m", "10m", "1h", "24h", "90s" or plain seconds."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
     if not match:
         raise ValueError(f"retention {text!r}: expected e.g. 5m, 10m, 1h, 24h")
@@ -162,11 +166,36 @@ def parse_retention(text: str) -> int:
     return int(match[1]) * factor
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
 def to_seconds(at: datetime | float | None) -> float | None:
+    """Seconds since the epoch. Naive timestamps are taken as UTC: only differences matter."""
     if at is None or isinstance(at, float | int):
         return at
-    # Naive timestamps are taken as UTC; only differences matter here.
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    return (at - (_EPOCH if at.tzinfo else _NAIVE_EPOCH)).total_seconds()
+
+
+@dataclass(slots=True, eq=False)
+class _Segment:
+    """A run of cached blocks that are always used together, sharing one last-use time.
+
+    A hit refreshes its whole prefix; with one time per block that costs O(blocks) per
+    request, O(n^2) over a conversation. A conversation that keeps extending its prompt grows
+    one segment in place instead, so a refresh walks a handful of segments. A prompt that
+    ends or branches inside a segment splits it first: a segment only ever continues at its
+    end, which makes every segment on a prompt's path wholly part of that prefix."""
+
+    time: float | None  # last use; None when requests had no timestamps
+    parent: int  # hash of the block just before the segment (ROOT_HASH for the first)
+    end: int  # depth just past its last block
+    hashes: list[int]  # a block list holding the segment's blocks at their depths
+    source: TokenSource | None  # that list's prompt, to read its tokens back (diagnosis)
+    branched: bool = False  # something continues at `end`: it can no longer grow in place
+
+    def continuation(self, depth: int) -> int:
+        return self.hashes[depth]
 
 
 @dataclass(slots=True)
@@ -176,9 +205,41 @@ class _Store:
     Routing by the first 256 tokens never changes which entries can match: a hit needs a
     common prefix of >= 1024 tokens, which includes those first 256."""
 
-    last_used: dict[int, float | None] = field(default_factory=dict)
-    # parent block hash -> (latest child block hash, its prompt's tokens): for diagnosis
-    children: dict[int, tuple[int, TokenSource | None]] = field(default_factory=dict)
+    blocks: dict[int, _Segment] = field(default_factory=dict)
+    # block hash -> the latest segment starting right after it (ROOT_HASH: at the start)
+    branches: dict[int, _Segment] = field(default_factory=dict)
+
+    def next_after(self, blocks: list[int], depth: int) -> _Segment | None:
+        """The cached segment holding the block that follows blocks[:depth], if any."""
+        parent = blocks[depth - 1] if depth else ROOT_HASH
+        segment = self.blocks.get(parent) if depth else None
+        if segment is not None and segment.end > depth:
+            return segment  # the prefix continues inside the same segment
+        return self.branches.get(parent)
+
+    def segment_path(self, segment: _Segment | None) -> Iterator[_Segment]:
+        while segment is not None:
+            yield segment
+            segment = self.blocks.get(segment.parent) if segment.parent != ROOT_HASH else None
+
+
+@dataclass(slots=True)
+class _Rate:
+    """Requests on one (prefix, key) route over the last minute. The cache machine serves up
+    to the limit; the rest overflow, so only served requests count against the limit."""
+
+    seen: deque[float] = field(default_factory=deque)
+    served: deque[float] = field(default_factory=deque)
+
+    def admit(self, now: float, limit: int) -> bool:
+        for times in (self.seen, self.served):
+            while times and times[0] <= now - RATE_WINDOW_SECONDS:
+                times.popleft()
+        self.seen.append(now)
+        if len(self.served) >= limit:
+            return False
+        self.served.append(now)
+        return True
 
 
 def _longest(predicate: Callable[[int], bool], upper: int) -> int:
@@ -193,12 +254,10 @@ def _longest(predicate: Callable[[int], bool], upper: int) -> int:
     return low
 
 
-def _iter_blocks(blocks: Sequence[int]) -> Iterator[int]:
-    fast = getattr(blocks, "iter_fast", None)  # render.BlockView iterates in C
-    return fast() if fast is not None else iter(blocks)
-
-
 class CacheSimulator:
+    """One simulated prompt cache for any number of organizations. Feed it requests in time
+    order; each gets the tokens it would have had cached and, short of a full hit, why."""
+
     def __init__(
         self,
         retention_seconds: int,
@@ -215,7 +274,7 @@ class CacheSimulator:
         self.step = step
         self._routing_block = routing_tokens // step - 1
         self._stores: dict[tuple[str, str | None], _Store] = {}
-        self._rates: dict[tuple[str, str | None, int], deque[float]] = {}
+        self._rates: dict[tuple[str, str | None, int], _Rate] = {}
         self._route_keys: dict[tuple[str, int], str | None] = {}
         # Set when a request came without a timestamp: no expiry and no rate judgment for it.
         self.timestamps_missing = False
@@ -230,25 +289,26 @@ class CacheSimulator:
     ) -> CacheResult:
         """Simulate one request: how many tokens hit, and why the rest did not."""
         if prompt.length < self.minimum:
-            reason = MissReason("below_minimum", prompt_tokens=prompt.length, minimum=self.minimum)
-            return CacheResult(0, reason)
+            short = MissReason("below_minimum", prompt_tokens=prompt.length, minimum=self.minimum)
+            return CacheResult(0, short)
         now = to_seconds(at)
         self.timestamps_missing |= now is None
-        blocks = prompt.blocks
+        # One C-level copy, then plain list indexing for the binary searches below.
+        blocks = list(prompt.blocks)
         route = blocks[self._routing_block]
         if now is not None:
-            rpm = self._rate((org, prompt_cache_key, route), now)
-            if rpm > self.rpm_limit:  # served by an overflow machine: cold, stores nothing here
-                return CacheResult(0, MissReason("overflow", rpm=rpm))
+            rate = self._rates.setdefault((org, prompt_cache_key, route), _Rate())
+            if not rate.admit(now, self.rpm_limit):  # a cold overflow machine; nothing stored
+                return CacheResult(0, MissReason("overflow", rpm=len(rate.seen)))
         store = self._stores.setdefault((org, prompt_cache_key), _Store())
-        last_used = store.last_used
-        present = _longest(lambda j: blocks[j] in last_used, len(blocks))
-        live = _longest(lambda j: self._live(last_used[blocks[j]], now), present)
+        cached_blocks = store.blocks
+        present = _longest(lambda j: blocks[j] in cached_blocks, len(blocks))
+        live = _longest(lambda j: self._live(cached_blocks[blocks[j]].time, now), present)
         cached = live * self.step if live * self.step >= self.minimum else 0
-        reason = self._reason(store, prompt, present, live, cached, now)
-        if cached == 0 and reason is not None and reason.kind == "cold":
+        reason = self._reason(store, prompt, blocks, present, live, cached, now)
+        if reason is not None and reason.kind == "cold":
             reason = self._cold(org, prompt_cache_key, route)
-        self._remember(store, prompt, present, now)
+        self._remember(store, blocks, prompt.source, present, now)
         self._route_keys[(org, route)] = prompt_cache_key
         return CacheResult(cached, reason)
 
@@ -269,31 +329,23 @@ class CacheSimulator:
             return True
         return now - last_used <= self.retention_seconds
 
-    def _rate(self, route: tuple[str, str | None, int], now: float) -> int:
-        times = self._rates.setdefault(route, deque())
-        while times and times[0] <= now - RATE_WINDOW_SECONDS:
-            times.popleft()
-        times.append(now)
-        return len(times)
-
     def _reason(
         self,
         store: _Store,
         prompt: CachePrompt,
+        blocks: list[int],
         present: int,
         live: int,
         cached: int,
         now: float | None,
     ) -> MissReason | None:
-        blocks = prompt.blocks
         if live < present and now is not None:
-            idle = now - (store.last_used[blocks[live]] or now)
+            idle = now - (store.blocks[blocks[live]].time or now)
             return MissReason("expired", idle_seconds=idle)
         if present < len(blocks):
-            parent = blocks[present - 1] if present else ROOT_HASH
-            child = store.children.get(parent)
-            if child is not None and child[0] != blocks[present]:
-                token, approximate = self._divergence(prompt.source, child[1], present)
+            other = store.next_after(blocks, present)
+            if other is not None and other.continuation(present) != blocks[present]:
+                token, approximate = self._divergence(prompt.source, other.source, present)
                 if token > 0:
                     message = prompt.source.message_at(token) if prompt.source else None
                     return MissReason(
@@ -321,13 +373,39 @@ class CacheSimulator:
         return MissReason("cold")
 
     def _remember(
-        self, store: _Store, prompt: CachePrompt, present: int, now: float | None
+        self,
+        store: _Store,
+        blocks: list[int],
+        source: TokenSource | None,
+        present: int,
+        now: float | None,
     ) -> None:
-        """Store (or refresh) every full block of the prompt. Refreshing is a C-level dict
-        update; only blocks new to the store get a Python-level children entry."""
-        blocks = prompt.blocks
-        store.last_used.update(zip(_iter_blocks(blocks), repeat(now)))
-        children = store.children
-        for j in range(present, len(blocks)):
-            children[blocks[j - 1] if j else ROOT_HASH] = (blocks[j], prompt.source)
+        """Cache every full block of the prompt: refresh the `present` ones, add the rest."""
+        tip: _Segment | None = None
+        if present:
+            tip = store.blocks[blocks[present - 1]]
+            if tip.end > present:  # the prompt ends or branches inside: split there
+                _split(store, tip, present)
+            for segment in store.segment_path(tip):
+                segment.time = now
+        if present == len(blocks):
+            return
+        if tip is not None and tip.end == present and not tip.branched:
+            grow = tip  # the manual flow: the same segment keeps growing
+        else:
+            parent = blocks[present - 1] if present else ROOT_HASH
+            grow = store.branches[parent] = _Segment(now, parent, present, blocks, source)
+            if tip is not None:
+                tip.branched = True
+        grow.end, grow.hashes, grow.source, grow.time = len(blocks), blocks, source, now
+        store.blocks.update(zip(blocks[present:], repeat(grow)))
 
+
+def _split(store: _Store, segment: _Segment, depth: int) -> None:
+    """Cut `segment` at `depth`: its blocks from there on become a segment of their own."""
+    parent = segment.hashes[depth - 1]
+    tail = _Segment(segment.time, parent, segment.end, segment.hashes, segment.source)
+    tail.branched = segment.branched
+    store.blocks.update(zip(segment.hashes[depth : segment.end], repeat(tail)))
+    store.branches.setdefault(parent, tail)  # a newer branch, if any, stays the latest
+    segment.end, segment.branched = depth, True

@@ -75,7 +75,9 @@ def buckets_from_usage(usage: Usage) -> Buckets:
     )
 
 
-def buckets_from_counts(*, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Buckets:
+def buckets_from_counts(
+    *, prompt_tokens: int, cached_tokens: int, completion_tokens: int
+) -> Buckets:
     cached = min(cached_tokens, prompt_tokens)
     return Buckets(
         input_uncached=prompt_tokens - cached,

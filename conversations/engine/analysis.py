@@ -1,0 +1,353 @@
+"""Whole-transcript analysis: tokens, simulated caching and cost of every call.
+
+Three passes. (1) Per transcript, render every call: messages encoded once, prompt sizes from
+the growing chain, block hashes shared between calls; token lists are then released. (2) The
+cache simulator runs over the calls of ALL transcripts in timestamp order, because an
+organization's cache is shared across conversations. (3) Each call is priced from its buckets:
+reported usage wins over estimates, and both are kept (the gap is a calibration figure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from .cache import CacheResult, CacheSimulator, MissReason, to_seconds
+from .metrics import CacheMetrics, cache_metrics
+from .pricing import (
+    Buckets,
+    Cost,
+    Rates,
+    buckets_from_counts,
+    buckets_from_usage,
+    price_buckets,
+)
+from .render import EncodingCache, RenderedRequest, TranscriptRenderer
+from .tokens import ModelProfile
+from .types import Call, ChatMessage, Transcript, Usage
+
+ProfileFor = Callable[[str | None], ModelProfile]
+RatesFor = Callable[[Call, int], Rates | None]
+CacheSource = Literal["reported", "simulated"]
+
+
+def turns_from_messages(messages: Sequence[ChatMessage]) -> list[Call]:
+    """design.md 2.5: each assistant message closes a turn whose request is every message
+    before it; a trailing non-assistant tail is a final pending request (response None).
+    An assistant message with nothing before it (a canned greeting) is no API call."""
+    calls = [
+        Call(request=list(range(index)), response=index)
+        for index, message in enumerate(messages)
+        if message.get("role") == "assistant" and index > 0
+    ]
+    if messages and messages[-1].get("role") != "assistant":
+        calls.append(Call(request=list(range(len(messages))), response=None))
+    return calls
+
+
+@dataclass(slots=True)
+class CallAnalysis:
+    """One call: estimated, simulated and reported figures side by side, and its price."""
+
+    conversation: int  # index into Analysis.conversations
+    index: int  # call index within its transcript
+    call: Call
+    model: str | None
+    estimated_prompt_tokens: int
+    estimated_completion_tokens: int
+    simulated_cached_tokens: int = 0
+    miss_reason: MissReason | None = None
+    cache_source: CacheSource = "simulated"
+    buckets: Buckets = field(default_factory=lambda: Buckets(0, 0, 0, 0))
+    cost: Cost | None = None
+    cost_no_cache: Cost | None = None
+    cumulative_cost: Decimal | None = None
+    context_window: int | None = None
+    over_context: bool = False
+    unknown_images: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        return self.call.response is None
+
+    @property
+    def reported(self) -> Usage | None:
+        return self.call.usage
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.buckets.prompt_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.buckets.input_cached
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.buckets.output
+
+    @property
+    def latency_ms(self) -> int | None:
+        return self.call.latency_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    calls: int
+    pending_calls: int
+    reported_calls: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    estimated_prompt_tokens: int
+    estimated_completion_tokens: int
+    simulated_cached_tokens: int
+    peak_prompt_tokens: int
+    priced_calls: int
+    unpriced_calls: int
+    unpriced_models: tuple[str, ...]
+    cost: Decimal | None  # priced calls only; None when nothing could be priced
+    over_context_calls: int
+    unknown_images: int
+    metrics: CacheMetrics
+
+
+def totals_of(calls: Sequence[CallAnalysis]) -> Totals:
+    unpriced = [c for c in calls if c.cost is None]
+    metrics = cache_metrics(calls)
+    return Totals(
+        calls=len(calls),
+        pending_calls=sum(c.pending for c in calls),
+        reported_calls=sum(c.cache_source == "reported" for c in calls),
+        prompt_tokens=sum(c.prompt_tokens for c in calls),
+        cached_tokens=sum(c.cached_tokens for c in calls),
+        completion_tokens=sum(c.completion_tokens for c in calls),
+        estimated_prompt_tokens=sum(c.estimated_prompt_tokens for c in calls),
+        estimated_completion_tokens=sum(c.estimated_completion_tokens for c in calls),
+        simulated_cached_tokens=sum(c.simulated_cached_tokens for c in calls),
+        peak_prompt_tokens=max((c.prompt_tokens for c in calls), default=0),
+        priced_calls=len(calls) - len(unpriced),
+        unpriced_calls=len(unpriced),
+        unpriced_models=tuple(sorted({c.model or "(unknown model)" for c in unpriced})),
+        cost=metrics.cost,
+        over_context_calls=sum(c.over_context for c in calls),
+        unknown_images=sum(c.unknown_images for c in calls),
+        metrics=metrics,
+    )
+
+
+@dataclass(slots=True)
+class ConversationAnalysis:
+    transcript: Transcript
+    calls: list[CallAnalysis]
+    timestamps_missing: bool  # simulated as one continuous session, no expiry, no overflow
+    totals: Totals
+
+    @property
+    def model(self) -> str | None:
+        return self.transcript.model or next((c.model for c in self.calls if c.model), None)
+
+
+@dataclass(slots=True)
+class Analysis:
+    conversations: list[ConversationAnalysis]
+    retention_seconds: int
+    org: str
+    timestamps_missing: bool
+    totals: Totals
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A rendered call waiting for the simulator and for pricing."""
+
+    result: CallAnalysis
+    profile: ModelProfile
+    rendered: RenderedRequest
+    at: float | None
+
+
+def _message_time(transcript: Transcript, call: Call) -> datetime | None:
+    times = transcript.message_times
+    if not times:
+        return None
+    # The request leaves right after its last message; fall back to the reply's time.
+    for index in (call.request[-1] if call.request else None, call.response):
+        if index is not None and index < len(times) and times[index] is not None:
+            return times[index]
+    return None
+
+
+def call_time(transcript: Transcript, call: Call) -> float | None:
+    """When a call was sent (epoch seconds): its own start, else its messages' times."""
+    return to_seconds(call.started_at or _message_time(transcript, call))
+
+
+def _render_transcript(
+    number: int,
+    transcript: Transcript,
+    profile_for: ProfileFor,
+    default_model: str | None,
+    cache: EncodingCache | None,
+) -> tuple[list[_Pending], bool]:
+    rebuilt = transcript.calls is None
+    calls = turns_from_messages(transcript.messages) if rebuilt else transcript.calls or []
+    renderers: dict[ModelProfile, TranscriptRenderer] = {}
+    pending: list[_Pending] = []
+    for index, call in enumerate(calls):
+        model = call.model or transcript.model or default_model
+        if rebuilt:  # our own Call objects: fill in what the transcript knows
+            call.model = model
+            call.started_at = _message_time(transcript, call)
+        elif call.model != model:  # rates_for and the reports see the model actually used
+            call = dataclasses.replace(call, model=model)
+        profile = profile_for(model)
+        renderer = renderers.get(profile)
+        if renderer is None:
+            renderer = renderers[profile] = TranscriptRenderer(
+                transcript.messages, profile, cache=cache
+            )
+        rendered = renderer.render(
+            call.request, tools=call.tools, response_format=call.response_format
+        )
+        completion = renderer.messages.body(call.response) if call.response is not None else 0
+        result = CallAnalysis(
+            conversation=number,
+            index=index,
+            call=call,
+            model=model,
+            estimated_prompt_tokens=rendered.length,
+            estimated_completion_tokens=completion,
+            unknown_images=rendered.unknown_images,
+        )
+        pending.append(_Pending(result, profile, rendered, call_time(transcript, call)))
+    for renderer in renderers.values():
+        renderer.release()
+    untimed = any(p.at is None for p in pending)
+    if untimed:  # one missing time makes the order unknowable: one continuous session
+        for item in pending:
+            item.at = None
+    return pending, untimed
+
+
+def _simulate(simulator: CacheSimulator, conversations: list[list[_Pending]], org: str) -> None:
+    untimed = [p for calls in conversations for p in calls if p.at is None]
+    timed = sorted(
+        (p for calls in conversations for p in calls if p.at is not None),
+        key=lambda p: (p.at, p.result.conversation, p.result.index),
+    )
+    # Untimed transcripts first, each as one session in file order; then real time order.
+    for item in [*untimed, *timed]:
+        call = item.result.call
+        if call.batch:
+            outcome = CacheResult(0, MissReason("batch"))
+        else:
+            outcome = simulator.process(
+                item.rendered, org=org, prompt_cache_key=call.prompt_cache_key, at=item.at
+            )
+        item.result.simulated_cached_tokens = outcome.cached_tokens
+        item.result.miss_reason = outcome.reason
+
+
+def _no_cache(buckets: Buckets) -> Buckets:
+    return Buckets(
+        input_uncached=buckets.input_uncached + buckets.input_cached,
+        input_cached=0,
+        input_cache_write=buckets.input_cache_write,
+        output=buckets.output,
+        reasoning=buckets.reasoning,
+    )
+
+
+def _price(item: _Pending, rates_for: RatesFor) -> None:
+    result, call = item.result, item.result.call
+    if call.usage is not None:
+        result.buckets = buckets_from_usage(call.usage)
+        result.cache_source = "reported"
+    else:
+        result.buckets = buckets_from_counts(
+            prompt_tokens=result.estimated_prompt_tokens,
+            cached_tokens=result.simulated_cached_tokens,
+            completion_tokens=result.estimated_completion_tokens,
+        )
+    rates = rates_for(call, result.prompt_tokens)
+    if rates is not None:
+        result.cost = price_buckets(result.buckets, rates)
+        uncached = result.buckets.input_cached == 0
+        result.cost_no_cache = (
+            result.cost if uncached else price_buckets(_no_cache(result.buckets), rates)
+        )
+    else:
+        result.warnings.append(f"no price for model {result.model or '(unknown)'}")
+    window = item.profile.context_window
+    max_output = call.max_output_tokens or item.profile.max_output_tokens or 0
+    result.context_window = window
+    if window is not None and result.prompt_tokens + max_output > window:
+        result.over_context = True
+        result.warnings.append(
+            f"prompt {result.prompt_tokens:,} + max output {max_output:,} exceeds the "
+            f"{window:,}-token context window"
+        )
+    if result.unknown_images:
+        result.warnings.append(
+            f"{result.unknown_images} image(s) or attachment(s) of unknown size counted as 0"
+        )
+
+
+def _finish(transcript: Transcript, pending: list[_Pending], untimed: bool) -> ConversationAnalysis:
+    running: Decimal | None = None
+    for item in pending:
+        cost = item.result.cost
+        if cost is not None:
+            running = (running or Decimal(0)) + cost.total
+        # Running total of the priced calls so far; unpriced calls show up in the totals.
+        item.result.cumulative_cost = running
+    calls = [item.result for item in pending]
+    return ConversationAnalysis(transcript, calls, untimed, totals_of(calls))
+
+
+def analyze(
+    transcripts: Iterable[Transcript],
+    *,
+    profile_for: ProfileFor,
+    rates_for: RatesFor,
+    retention_seconds: int,
+    org: str = "default",
+    default_model: str | None = None,
+    encoding_cache: EncodingCache | None = None,
+) -> Analysis:
+    """Analyse transcripts that share one organization's prompt cache.
+
+    profile_for(model) gives the counting profile; rates_for(call, prompt_tokens) the rates
+    (None: unpriced, cost None). Transcripts without `calls` are rebuilt per design.md 2.5.
+    """
+    transcripts = list(transcripts)
+    profile_for = functools.cache(profile_for)  # callers may hit a database; ask once a model
+    rendered: list[list[_Pending]] = []
+    untimed: list[bool] = []
+    for number, transcript in enumerate(transcripts):
+        calls, missing = _render_transcript(
+            number, transcript, profile_for, default_model, encoding_cache
+        )
+        rendered.append(calls)
+        untimed.append(missing)
+    _simulate(CacheSimulator(retention_seconds), rendered, org)
+    conversations = []
+    for transcript, calls, missing in zip(transcripts, rendered, untimed, strict=True):
+        for item in calls:
+            _price(item, rates_for)
+        conversations.append(_finish(transcript, calls, missing))
+    everything = [c for conversation in conversations for c in conversation.calls]
+    return Analysis(
+        conversations=conversations,
+        retention_seconds=retention_seconds,
+        org=org,
+        timestamps_missing=any(untimed),
+        totals=totals_of(everything),
+    )

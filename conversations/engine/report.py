@@ -1,0 +1,173 @@
+"""Output of an Analysis for the `analyze` management command: JSON and a table for people."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from .analysis import Analysis, CallAnalysis, ConversationAnalysis, Totals
+from .cache import MissReason
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _rate(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def totals_to_json(totals: Totals) -> dict[str, Any]:
+    m = totals.metrics
+    return {
+        "calls": totals.calls,
+        "pending_calls": totals.pending_calls,
+        "reported_calls": totals.reported_calls,
+        "prompt_tokens": totals.prompt_tokens,
+        "cached_tokens": totals.cached_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "estimated_prompt_tokens": totals.estimated_prompt_tokens,
+        "estimated_completion_tokens": totals.estimated_completion_tokens,
+        "simulated_cached_tokens": totals.simulated_cached_tokens,
+        "peak_prompt_tokens": totals.peak_prompt_tokens,
+        "cost": _money(totals.cost),
+        "cost_no_cache": _money(m.cost_no_cache),
+        "priced_calls": totals.priced_calls,
+        "unpriced_calls": totals.unpriced_calls,
+        "unpriced_models": list(totals.unpriced_models),
+        "eligible_calls": m.eligible_calls,
+        "hit_calls": m.hit_calls,
+        "request_hit_rate": _rate(m.request_hit_rate),
+        "token_hit_rate": _rate(m.token_hit_rate),
+        "cached_tokens_per_request": _rate(m.cached_tokens_per_request),
+        "cost_reduction": _rate(m.cost_reduction),
+        "latency_reduction": _rate(m.latency_reduction),
+        "over_context_calls": totals.over_context_calls,
+        "unknown_images": totals.unknown_images,
+    }
+
+
+def _turn(call: CallAnalysis) -> dict[str, Any]:
+    cost = call.cost.total if call.cost is not None else None
+    return {
+        "index": call.index,
+        "prompt_tokens": call.prompt_tokens,
+        "cached_tokens": call.cached_tokens,
+        "completion_tokens": call.completion_tokens,
+        "cost": _money(cost),
+        "cumulative_cost": _money(call.cumulative_cost),
+        "cache_source": call.cache_source,
+        "miss_reason": call.miss_reason.as_dict() if call.miss_reason else None,
+    }
+
+
+def _conversation(number: int, conversation: ConversationAnalysis) -> dict[str, Any]:
+    transcript = conversation.transcript
+    totals = totals_to_json(conversation.totals)
+    totals["timestamps_missing"] = conversation.timestamps_missing
+    return {
+        "id": transcript.external_id if transcript.external_id is not None else str(number),
+        "title": transcript.title,
+        "model": conversation.model,
+        "turns": [_turn(call) for call in conversation.calls],
+        "totals": totals,
+    }
+
+
+def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
+    totals = totals_to_json(analysis.totals)
+    totals["conversations"] = len(analysis.conversations)
+    totals["timestamps_missing"] = analysis.timestamps_missing
+    totals["retention_seconds"] = analysis.retention_seconds
+    return {
+        "conversations": [_conversation(n, c) for n, c in enumerate(analysis.conversations)],
+        "totals": totals,
+    }
+
+
+def _usd(value: Decimal | None) -> str:
+    return "unpriced" if value is None else f"${value:,.6f}"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _why(call: CallAnalysis) -> str:
+    reason: MissReason | None = call.miss_reason
+    if call.cache_source == "reported":
+        note = f"reported (simulated {call.simulated_cached_tokens:,})"
+        return f"{note}; {reason.describe()}" if reason else note
+    prefix = "pending request; " if call.pending else ""
+    if reason is None:
+        return prefix + ("hit" if call.cached_tokens else "")
+    return prefix + reason.describe()
+
+
+_HEADERS = ("turn", "prompt", "cached", "output", "cost", "cumulative", "why")
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
+    lines = []
+    for row in rows:
+        # Numbers right-aligned, the last (words) column left-aligned.
+        cells = [cell.rjust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return lines
+
+
+def _totals_lines(totals: Totals, indent: str = "  ") -> list[str]:
+    m = totals.metrics
+    lines = [
+        f"{indent}calls {totals.calls:,} ({totals.pending_calls} pending, "
+        f"{totals.reported_calls} with reported usage); prompt {totals.prompt_tokens:,} "
+        f"(cached {totals.cached_tokens:,}), output {totals.completion_tokens:,} tokens",
+        f"{indent}cost {_usd(totals.cost)}, without caching {_usd(m.cost_no_cache)} "
+        f"(reduction {_percent(m.cost_reduction)})",
+        f"{indent}hit rate {_percent(m.request_hit_rate)} of {m.eligible_calls} eligible calls, "
+        f"{_percent(m.token_hit_rate)} of prompt tokens; latency reduction "
+        f"{_percent(m.latency_reduction)}",
+    ]
+    if totals.unpriced_calls:
+        lines.append(
+            f"{indent}{totals.unpriced_calls} unpriced call(s): {', '.join(totals.unpriced_models)}"
+        )
+    if totals.over_context_calls:
+        lines.append(f"{indent}{totals.over_context_calls} call(s) over the context window")
+    if totals.unknown_images:
+        lines.append(f"{indent}{totals.unknown_images} image(s) of unknown size counted as 0")
+    return lines
+
+
+def render_table(analysis: Analysis) -> str:
+    """A plain-text report: one aligned table per conversation, then the totals."""
+    out: list[str] = []
+    for number, conversation in enumerate(analysis.conversations):
+        transcript = conversation.transcript
+        name = transcript.external_id or str(number)
+        title = f' "{transcript.title}"' if transcript.title else ""
+        out.append(f"Conversation {name}{title} ({conversation.model or 'unknown model'})")
+        rows: list[tuple[str, ...]] = [_HEADERS]
+        for call in conversation.calls:
+            cost = call.cost.total if call.cost is not None else None
+            rows.append(
+                (
+                    str(call.index),
+                    f"{call.prompt_tokens:,}",
+                    f"{call.cached_tokens:,}",
+                    f"{call.completion_tokens:,}",
+                    _usd(cost),
+                    _usd(call.cumulative_cost),
+                    _why(call),
+                )
+            )
+        out += ["  " + line for line in _table(rows)]
+        if conversation.timestamps_missing:
+            out.append("  no timestamps: simulated as one continuous session")
+        out += _totals_lines(conversation.totals)
+        out.append("")
+    retention = analysis.retention_seconds
+    out.append(f"All conversations ({len(analysis.conversations)}), retention {retention}s")
+    out += _totals_lines(analysis.totals)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,299 @@
+"""Whole-transcript analysis: turns, simulated caching, reported usage, pricing."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from conversations.engine import render
+from conversations.engine.analysis import Analysis, analyze, turns_from_messages
+from conversations.engine.cache import STEP, MissReason
+from conversations.engine.pricing import Rates
+from conversations.engine.render import render_tokens
+from conversations.engine.tokens import (
+    EncodedMessage,
+    ModelProfile,
+    count_request,
+    default_profile,
+    get_encoding,
+)
+from conversations.engine.types import Call, ChatMessage, Transcript, Usage
+
+from .conftest import GPT_4O, T0, conversation, xs
+
+ProfileFor = Callable[[str | None], ModelProfile]
+RatesFor = Callable[[Call, int], Rates | None]
+
+
+def run(
+    transcripts: list[Transcript],
+    profile_for: ProfileFor,
+    rates_for: RatesFor,
+    retention: int = 300,
+    **kwargs: Any,
+) -> Analysis:
+    return analyze(
+        transcripts,
+        profile_for=profile_for,
+        rates_for=rates_for,
+        retention_seconds=retention,
+        **kwargs,
+    )
+
+
+def known_times(transcript: Transcript) -> list[datetime]:
+    return [t for t in transcript.message_times or [] if t is not None]
+
+
+def test_it_builds_one_turn_per_assistant_message_and_a_pending_tail() -> None:
+    messages = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+        {"role": "assistant", "content": "a2"},
+        {"role": "user", "content": "u3"},
+    ]
+    calls = turns_from_messages(messages)
+    assert [(c.request, c.response) for c in calls] == [
+        ([0, 1], 2),
+        ([0, 1, 2, 3], 4),
+        ([0, 1, 2, 3, 4, 5], None),
+    ]
+    assert [c.response for c in turns_from_messages(messages[:5])] == [2, 4]
+    # a canned greeting with nothing before it is no API call
+    assert turns_from_messages([{"role": "assistant", "content": "Hi!"}]) == []
+
+
+def test_it_shows_a_pending_request_as_the_last_turn(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    transcript = conversation(3, gap_seconds=None)
+    transcript.messages.append({"role": "user", "content": "and one more thing"})
+    calls = run([transcript], profile_for, rates_for).conversations[0].calls
+    assert [c.pending for c in calls] == [False, False, False, True]
+    assert calls[-1].completion_tokens == 0
+    assert calls[-1].prompt_tokens > calls[-2].prompt_tokens
+
+
+def test_it_hits_the_128_floor_of_the_previous_turns_prompt(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    calls = run([conversation(12)], profile_for, rates_for).conversations[0].calls
+    for previous, call in itertools.pairwise(calls):
+        expected = previous.prompt_tokens // STEP * STEP
+        assert call.simulated_cached_tokens == (expected if expected >= 1024 else 0)
+        assert call.miss_reason is None or call.miss_reason.kind == "below_minimum"
+    assert calls[0].miss_reason == MissReason("cold")
+    assert sum(c.cached_tokens > 0 for c in calls) == len(calls) - 1
+
+
+def test_it_finds_a_timestamp_changed_in_the_system_prompt(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    def session(clock: str, minutes: int) -> Transcript:
+        system = f"{xs(1100)} Current time: {clock}. {xs(300)}"
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "What changed?"},
+            {"role": "assistant", "content": "Nothing."},
+        ]
+        times: list[datetime | None] = [T0 + timedelta(minutes=minutes)] * 3
+        return Transcript(messages=messages, model="gpt-4o", message_times=times)
+
+    first, second = session("10:31", 0), session("10:32", 1)
+    analysis = run([first, second], profile_for, rates_for)
+    call = analysis.conversations[1].calls[0]
+    profile = default_profile("gpt-4o")
+    before = render_tokens(first.messages[:2], profile=profile)
+    after = render_tokens(second.messages[:2], profile=profile)
+    diverged = next(i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b)
+    assert call.miss_reason == MissReason("prefix_changed", token=diverged, message=0)
+    assert call.cached_tokens == diverged // STEP * STEP >= 1024
+    assert call.miss_reason.describe() == f"prefix changed at token {diverged:,} (message 0)"
+
+
+def test_it_shares_the_cache_across_an_organizations_conversations(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    first, second = conversation(2, seed=1), conversation(2, seed=2)
+    second.messages[0] = first.messages[0]  # same system prompt, a minute later
+    second.message_times = [t + timedelta(minutes=1) for t in known_times(second)]
+    shared = run([first, second], profile_for, rates_for)
+    assert shared.conversations[1].calls[0].cached_tokens >= 1024
+    apart = run([second], profile_for, rates_for)  # alone: nothing to share
+    assert apart.conversations[0].calls[0].cached_tokens == 0
+
+
+def test_it_reports_an_idle_gap_over_retention_as_expired(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    transcript = conversation(4, gap_seconds=30)
+    times = known_times(transcript)
+    # the user comes back 20 minutes after the second reply
+    times = times[:5] + [t + timedelta(minutes=20) for t in times[5:]]
+    transcript.message_times = list(times)
+    calls = run([transcript], profile_for, rates_for, retention=600).conversations[0].calls
+    assert calls[1].cached_tokens > 0
+    gap = (times[5] - times[3]).total_seconds()
+    assert calls[2].cached_tokens == 0
+    assert calls[2].miss_reason == MissReason("expired", idle_seconds=gap)
+    assert calls[3].cached_tokens > 0
+
+
+def test_it_gives_batch_calls_no_caching_discount(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    transcript = conversation(3)
+    transcript.calls = [
+        dataclasses.replace(c, batch=True) for c in turns_from_messages(transcript.messages)
+    ]
+    calls = run([transcript], profile_for, rates_for).conversations[0].calls
+    assert all(c.cached_tokens == 0 for c in calls)
+    assert all(c.miss_reason == MissReason("batch") for c in calls)
+    assert calls[1].cost == calls[1].cost_no_cache
+
+
+def test_it_lets_reported_cached_tokens_win_over_the_simulation(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    transcript = conversation(3)
+    calls = turns_from_messages(transcript.messages)
+    calls[1].usage = Usage(
+        prompt_tokens=1500, completion_tokens=90, total_tokens=1590, cached_tokens=1024
+    )
+    transcript.calls = calls
+    analysed = run([transcript], profile_for, rates_for).conversations[0].calls
+    reported = analysed[1]
+    assert reported.cache_source == "reported"
+    assert (reported.prompt_tokens, reported.cached_tokens, reported.completion_tokens) == (
+        1500,
+        1024,
+        90,
+    )
+    assert reported.simulated_cached_tokens not in (0, 1024)  # both figures are kept
+    assert reported.estimated_prompt_tokens != 1500
+    expected = (
+        Decimal(476) * Decimal("2.50") + Decimal(1024) * Decimal("1.25") + Decimal(90) * Decimal(10)
+    ) / Decimal(1_000_000)
+    assert reported.cost is not None and reported.cost.total == expected
+    assert analysed[0].cache_source == analysed[2].cache_source == "simulated"
+
+
+def test_it_leaves_unpriced_calls_at_none_never_zero(profile_for: ProfileFor) -> None:
+    def gpt4o_only(call: Call, prompt_tokens: int) -> Rates | None:
+        return GPT_4O if call.model == "gpt-4o" else None
+
+    transcript = conversation(2)
+    transcript.calls = [
+        dataclasses.replace(c, model="mystery-1") for c in turns_from_messages(transcript.messages)
+    ]
+    analysis = run([transcript, conversation(2, seed=5)], profile_for, gpt4o_only)
+    unpriced = analysis.conversations[0]
+    assert all(c.cost is None and c.cumulative_cost is None for c in unpriced.calls)
+    assert unpriced.totals.cost is None
+    assert unpriced.totals.unpriced_models == ("mystery-1",)
+    assert analysis.totals.unpriced_calls == 2
+    assert analysis.totals.priced_calls == 2
+    assert analysis.totals.cost == analysis.conversations[1].totals.cost
+
+
+def test_it_adds_up_cumulative_cost(profile_for: ProfileFor, rates_for: RatesFor) -> None:
+    calls = run([conversation(5)], profile_for, rates_for).conversations[0].calls
+    running = Decimal(0)
+    for call in calls:
+        assert call.cost is not None
+        running += call.cost.total
+        assert call.cumulative_cost == running
+
+
+def test_it_flags_prompts_that_do_not_fit_the_context_window(rates_for: RatesFor) -> None:
+    def small(model: str | None) -> ModelProfile:
+        return dataclasses.replace(
+            default_profile(model), context_window=3000, max_output_tokens=1000
+        )
+
+    calls = run([conversation(8)], small, rates_for).conversations[0].calls
+    flagged = [c.prompt_tokens + 1000 > 3000 for c in calls]
+    assert [c.over_context for c in calls] == flagged
+    assert True in flagged and False in flagged
+    assert any("context window" in w for c in calls for w in c.warnings)
+
+
+def test_it_warns_about_images_of_unknown_size(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]},
+        {"role": "assistant", "content": "A cat."},
+    ]
+    analysis = run([Transcript(messages=messages, model="gpt-4o")], profile_for, rates_for)
+    call = analysis.conversations[0].calls[0]
+    assert call.unknown_images == 1
+    assert any("unknown size" in w for w in call.warnings)
+
+
+def test_it_marks_transcripts_without_timestamps(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    analysis = run(
+        [conversation(3, gap_seconds=None), conversation(3, seed=2)], profile_for, rates_for
+    )
+    assert [c.timestamps_missing for c in analysis.conversations] == [True, False]
+    assert analysis.timestamps_missing
+
+
+def test_it_encodes_each_message_once_and_hashes_each_block_once(
+    profile_for: ProfileFor, rates_for: RatesFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[ChatMessage] = []
+    original_encode = render.encode_message
+
+    def counting_encode(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
+        encoded.append(message)
+        return original_encode(message, profile)
+
+    monkeypatch.setattr(render, "encode_message", counting_encode)
+    hashed: list[int] = []
+    original_hash = render.hash_blocks_into
+
+    def counting_hash(
+        tokens: list[int], step: int, parent: int, out: list[int], start: int = 0
+    ) -> int:
+        before = len(out)
+        result = original_hash(tokens, step, parent, out, start)
+        hashed.append(len(out) - before)
+        return result
+
+    monkeypatch.setattr(render, "hash_blocks_into", counting_hash)
+    transcript = conversation(30)
+    calls = run([transcript], profile_for, rates_for).conversations[0].calls
+    assert len(encoded) == len(transcript.messages)
+    final_blocks = calls[-1].estimated_prompt_tokens // STEP
+    # every block of the final prompt once, plus at most one priming block per call;
+    # re-hashing every prompt would cost the sum of all prompts' blocks instead
+    assert sum(hashed) <= final_blocks + len(calls)
+    assert sum(c.estimated_prompt_tokens // STEP for c in calls) > 5 * sum(hashed)
+
+
+def test_it_matches_counting_every_request_from_scratch(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    transcript = conversation(6)
+    transcript.messages.append({"role": "user", "content": "pending"})
+    calls = run([transcript], profile_for, rates_for).conversations[0].calls
+    profile = default_profile("gpt-4o")
+    encoding = get_encoding(profile.encoding)
+    for call in calls:
+        request = [transcript.messages[i] for i in call.call.request]
+        assert call.estimated_prompt_tokens == count_request(request, profile=profile)
+        if call.call.response is not None:
+            reply = transcript.messages[call.call.response]["content"]
+            assert call.estimated_completion_tokens == len(encoding.encode(reply))

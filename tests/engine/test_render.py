@@ -1,0 +1,107 @@
+"""Incremental rendering: each message encoded once, yet identical to rendering from scratch."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from conversations.engine import render
+from conversations.engine.cache import block_hashes
+from conversations.engine.render import TranscriptRenderer, render_tokens
+from conversations.engine.tokens import (
+    EncodedMessage,
+    ModelProfile,
+    count_request,
+    default_profile,
+)
+from conversations.engine.types import ChatMessage
+
+from .conftest import conversation
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+def _check(renderer: TranscriptRenderer, request: list[int], **header: Any) -> None:
+    messages = [renderer.messages.messages[i] for i in request]
+    rendered = renderer.render(request, **header)
+    scratch = render_tokens(messages, profile=renderer.profile, **header)
+    assert (
+        rendered.length
+        == len(scratch)
+        == count_request(messages, profile=renderer.profile, **header)
+    )
+    assert list(rendered.blocks) == block_hashes(scratch)
+    assert list(rendered.source.tokens(0, rendered.length)) == scratch
+
+
+def test_it_renders_a_growing_conversation_like_from_scratch() -> None:
+    transcript = conversation(15)
+    renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
+    for end in range(2, len(transcript.messages), 2):
+        _check(renderer, list(range(end)))
+
+
+def test_it_makes_each_prompt_a_prefix_of_the_next() -> None:
+    # reply priming is the opening of the assistant message that follows
+    transcript = conversation(6)
+    profile = default_profile("gpt-4o")
+    prompts = [
+        render_tokens(transcript.messages[:end], profile=profile)
+        for end in range(2, len(transcript.messages), 2)
+    ]
+    for shorter, longer in itertools.pairwise(prompts):
+        assert longer[: len(shorter)] == shorter
+
+
+def test_it_renders_windows_tools_and_released_tokens_correctly() -> None:
+    transcript = conversation(12)
+    renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
+    for end in range(6, len(transcript.messages), 2):
+        _check(renderer, [0, *range(end - 4, end)])  # a sliding window forks the chain
+        _check(renderer, list(range(end)), tools=WEATHER)  # alternating tool sets
+    renderer.release()
+    _check(renderer, [0, 1, 2, 3])  # read back after release: re-encoded on demand
+
+
+def test_it_maps_tokens_back_to_messages() -> None:
+    transcript = conversation(3)
+    renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
+    rendered = renderer.render([0, 1, 2, 3], tools=WEATHER)
+    source = rendered.source
+    header = len(render_tokens([], profile=renderer.profile, tools=WEATHER)) - 3
+    assert source.message_at(0) is None  # the tools block
+    assert source.message_at(header) == 0
+    assert source.message_at(rendered.length - 4) == 3
+    assert source.message_at(rendered.length - 1) is None  # reply priming
+
+
+def test_it_encodes_each_message_at_most_twice_under_a_sliding_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # manual flow: tokens are dropped once hashed; the first fork switches to keeping them
+    counted: list[int] = []
+    original = render.encode_message
+
+    def counting(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
+        counted.append(1)
+        return original(message, profile)
+
+    monkeypatch.setattr(render, "encode_message", counting)
+    transcript = conversation(20)
+    renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
+    for end in range(2, 14, 2):
+        renderer.render(list(range(end)))
+    for end in range(14, len(transcript.messages), 2):
+        renderer.render([0, *range(end - 6, end)])
+    assert len(counted) <= 2 * len(transcript.messages)
