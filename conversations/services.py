@@ -86,17 +86,10 @@ def usage_price(
     rates = rates_for(
         row, service_tier=service_tier, batch=batch, prompt_tokens=buckets.prompt_tokens
     )
-    no_cache = Buckets(
-        input_uncached=buckets.prompt_tokens,
-        input_cached=0,
-        input_cache_write=0,
-        output=buckets.output,
-        reasoning=buckets.reasoning,
-    )
     return Priced(
         row=row,
         cost=price_buckets(buckets, rates),
-        cost_uncached=price_buckets(no_cache, rates).total,
+        cost_uncached=price_buckets(buckets.without_cache(), rates).total,
     )
 
 

@@ -255,16 +255,6 @@ def _simulate(simulator: CacheSimulator, conversations: list[list[_Pending]], or
         item.result.miss_reason = outcome.reason
 
 
-def _no_cache(buckets: Buckets) -> Buckets:
-    return Buckets(
-        input_uncached=buckets.input_uncached + buckets.input_cached,
-        input_cached=0,
-        input_cache_write=buckets.input_cache_write,
-        output=buckets.output,
-        reasoning=buckets.reasoning,
-    )
-
-
 def _price(item: _Pending, rates_for: RatesFor) -> None:
     result, call = item.result, item.result.call
     if call.usage is not None:
@@ -281,7 +271,7 @@ def _price(item: _Pending, rates_for: RatesFor) -> None:
         result.cost = price_buckets(result.buckets, rates)
         uncached = result.buckets.input_cached == 0
         result.cost_no_cache = (
-            result.cost if uncached else price_buckets(_no_cache(result.buckets), rates)
+            result.cost if uncached else price_buckets(result.buckets.without_cache(), rates)
         )
     else:
         result.warnings.append(f"no price for model {result.model or '(unknown)'}")

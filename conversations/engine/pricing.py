@@ -62,6 +62,16 @@ class Buckets:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.output
 
+    def without_cache(self) -> Buckets:
+        """The same call with no cache hit: the base of "cost reduction" (design.md 2.8)."""
+        return Buckets(
+            input_uncached=self.input_uncached + self.input_cached,
+            input_cached=0,
+            input_cache_write=self.input_cache_write,
+            output=self.output,
+            reasoning=self.reasoning,
+        )
+
 
 def buckets_from_usage(usage: Usage) -> Buckets:
     cached = min(usage.cached_tokens, usage.prompt_tokens)
