@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.core.validators import DecimalValidator
+from django.db import transaction
 
 from .models import (
     Conversation,
+    CostRecompute,
     ImportJob,
     Membership,
     ModelPrice,
@@ -154,11 +157,32 @@ class MembershipInline(admin.TabularInline):
     raw_id_fields = ("user",)
 
 
+@admin.action(description="Re-price stored usage with the current price book")
+def recompute_costs(modeladmin: admin.ModelAdmin, request: Any, queryset: Any) -> None:
+    from .tasks import costs_recompute_run
+
+    for organization in queryset:
+        transaction.on_commit(partial(costs_recompute_run.delay, organization.pk, request.user.pk))
+    modeladmin.message_user(
+        request, f"Re-pricing queued for {queryset.count()} organization(s); see Cost recomputes."
+    )
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "created")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [MembershipInline]
+    actions = [recompute_costs]
+
+
+@admin.register(CostRecompute)
+class CostRecomputeAdmin(admin.ModelAdmin):
+    list_display = ("created", "organization", "records", "changed", "cost_before", "cost_after")
+    readonly_fields = [f.name for f in CostRecompute._meta.fields]
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
 
 
 @admin.register(Conversation)

@@ -456,3 +456,31 @@ class UsageRecord(models.Model):
     @property
     def is_priced(self) -> bool:
         return self.cost_total is not None
+
+
+class CostRecompute(models.Model):
+    """An explicit re-pricing of stored usage with the current price book. Prices never
+    rewrite history silently: each recompute is asked for, and logged here."""
+
+    organization = models.ForeignKey(
+        Organization,
+        models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="recomputes",
+        help_text="Empty: every organization.",
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    since = models.DateTimeField(null=True, blank=True, help_text="Only usage at or after this.")
+    records = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    cost_before = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
+    cost_after = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        scope = self.organization.slug if self.organization else "all organizations"
+        return f"recompute of {scope} at {self.created:%Y-%m-%d %H:%M}"

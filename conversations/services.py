@@ -34,6 +34,7 @@ from .formats.errors import ParseError
 from .models import (
     Conversation,
     ConversationSource,
+    CostRecompute,
     ImportJob,
     ImportStatus,
     Message,
@@ -664,3 +665,103 @@ def prices_import(
         )
         result.created.append(entry.model)
     return result
+
+
+# ---------------------------------------------------------------------------
+# Re-pricing stored usage
+# ---------------------------------------------------------------------------
+
+RECOMPUTE_BATCH = 2000
+COST_FIELDS = [
+    "price",
+    "cost_input_uncached",
+    "cost_input_cached",
+    "cost_input_cache_write",
+    "cost_output",
+    "cost_total",
+    "cost_uncached",
+]
+
+
+def _reprice(record: UsageRecord, book: PriceBook) -> bool:
+    """Price one stored record again from its buckets; True when anything changed."""
+    buckets = Buckets(
+        input_uncached=record.input_uncached,
+        input_cached=record.input_cached,
+        input_cache_write=record.input_cache_write,
+        output=record.output,
+        reasoning=record.reasoning_tokens,
+    )
+    priced = usage_price(
+        book=book,
+        model=record.model,
+        at=record.occurred_at,
+        buckets=buckets,
+        service_tier=record.turn.service_tier or None,
+        batch=record.turn.is_batch,
+    )
+    cost = priced.cost
+    new = {
+        "price_id": priced.row.pk if priced.row else None,
+        "cost_input_uncached": cost.input_uncached if cost else None,
+        "cost_input_cached": cost.input_cached if cost else None,
+        "cost_input_cache_write": cost.input_cache_write if cost else None,
+        "cost_output": cost.output if cost else None,
+        "cost_total": cost.total if cost else None,
+        "cost_uncached": priced.cost_uncached,
+    }
+    if all(getattr(record, name) == value for name, value in new.items()):
+        return False
+    for name, value in new.items():
+        setattr(record, name, value)
+    return True
+
+
+@transaction.atomic
+def costs_recompute(
+    *,
+    organization: Organization | None = None,
+    since: datetime | None = None,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+) -> CostRecompute:
+    """Re-price stored usage with the price book as it is now, and log what changed."""
+    log = CostRecompute.objects.create(
+        organization=organization,
+        since=since,
+        requested_by_id=user.pk if user is not None and user.is_authenticated else None,
+    )
+    records = UsageRecord.objects.select_related("turn").order_by("id")
+    if organization is not None:
+        records = records.filter(organization=organization)
+    if since is not None:
+        records = records.filter(occurred_at__gte=since)
+    books: dict[int, PriceBook] = {}
+    before = after = Decimal(0)
+    batch: list[UsageRecord] = []
+    for record in records.iterator(chunk_size=RECOMPUTE_BATCH):
+        if record.organization_id not in books:
+            books[record.organization_id] = PriceBook.for_organization(
+                Organization.objects.get(pk=record.organization_id)
+            )
+        before += record.cost_total or 0
+        log.records += 1
+        if _reprice(record, books[record.organization_id]):
+            batch.append(record)
+        after += record.cost_total or 0
+        if len(batch) >= RECOMPUTE_BATCH:
+            UsageRecord.objects.bulk_update(batch, COST_FIELDS)
+            log.changed += len(batch)
+            batch = []
+    UsageRecord.objects.bulk_update(batch, COST_FIELDS)
+    log.changed += len(batch)
+    log.cost_before, log.cost_after, log.finished = before, after, timezone.now()
+    log.save()
+    return log
+
+
+def costs_recompute_by_ids(*, organization_id: int | None, user_id: int | None) -> CostRecompute:
+    from django.contrib.auth import get_user_model
+
+    organization = Organization.objects.get(pk=organization_id) if organization_id else None
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    return costs_recompute(organization=organization, user=user)

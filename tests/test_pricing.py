@@ -206,3 +206,63 @@ def test_it_imports_litellm_prices_as_new_dated_rows_without_rewriting(oracles, 
     assert ModelPrice.objects.count() == count
     out = capsys.readouterr().out
     assert "0 new rows" in out
+
+
+def test_it_reprices_history_only_when_asked_and_logs_it(capsys):
+    from django.core.management import call_command as run
+
+    from conversations import services
+    from conversations.engine.types import Call, Transcript
+    from conversations.models import CostRecompute, UsageRecord
+
+    org = OrganizationFactory()
+    messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+    call = Call(
+        request=[0],
+        response=1,
+        model="llama-local",
+        started_at=NOW,
+        usage=usage_from_dict({"prompt_tokens": 1_000_000, "completion_tokens": 0}),
+    )
+    services.transcripts_store(
+        organization=org,
+        transcripts=[Transcript(messages=messages, model="llama-local", calls=[call])],
+    )
+    billing = UsageRecord.objects.get(organization=org, is_billing=True)
+    assert billing.cost_total is None
+    row = ModelPriceFactory(model="llama-local", organization=org, input_per_1m=Decimal("0.20"))
+    billing.refresh_from_db()
+    assert billing.cost_total is None  # a new price does not rewrite history by itself
+    run("recompute_costs", "--org", org.slug)
+    billing.refresh_from_db()
+    assert billing.cost_total == Decimal("0.2") and billing.price == row
+    log = CostRecompute.objects.get()
+    # Both records (reported and estimated) were unpriced and are priced now.
+    assert (log.records, log.changed, log.cost_before) == (2, 2, Decimal(0))
+    assert log.cost_after > Decimal("0.2")
+    assert "2 usage records re-priced, 2 changed" in capsys.readouterr().out
+    run("recompute_costs", "--org", org.slug)
+    assert CostRecompute.objects.latest("id").changed == 0
+
+
+def test_it_queues_a_recompute_from_the_admin_action(client, django_capture_on_commit_callbacks):
+    from conversations.models import CostRecompute
+    from costlab.celery import app as celery_app
+
+    from .factories import UserFactory
+
+    admin_user = UserFactory(is_staff=True, is_superuser=True)
+    org = OrganizationFactory()
+    client.force_login(admin_user)
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                "/admin/conversations/organization/",
+                {"action": "recompute_costs", "_selected_action": [org.pk]},
+            )
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert response.status_code == 302
+    log = CostRecompute.objects.get()
+    assert log.organization == org and log.requested_by == admin_user and log.finished
