@@ -569,6 +569,12 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
         ImportJob.objects.filter(id=job.id).update(
             status=ImportStatus.DUPLICATE, duplicate_of=previous, finished=timezone.now()
         )
+    except Exception as exc:
+        # A bug or a lost database must not leave the job "running" forever; the
+        # transaction already rolled back, so nothing of the file is stored.
+        logger.exception("import job %s crashed", job.id)
+        _fail(job, f"internal error while importing ({type(exc).__name__}); nothing was stored")
+        raise
     job.refresh_from_db()
     cache.delete(_progress_key(job))
     return job

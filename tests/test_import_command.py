@@ -143,3 +143,18 @@ def test_it_explains_the_size_limit_on_upload(client, settings, fixtures):
     assert response.status_code == 400
     assert b"the limit is 100 bytes" in response.content
     assert not ImportJob.objects.exists()
+
+
+def test_it_marks_a_crashed_import_failed_and_stores_nothing(fixtures, monkeypatch):
+    from conversations import services
+
+    def explode(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "transcripts_store", explode)
+    org = OrganizationFactory()
+    with pytest.raises(RuntimeError):
+        services.import_path(organization=org, paths=[fixtures / "chat_small.json"])
+    job = ImportJob.objects.get(organization=org)
+    assert job.status == ImportStatus.FAILED and "internal error" in job.error
+    assert not Conversation.objects.exists()
