@@ -67,12 +67,15 @@ def cost_by_day_figure(rows: list[dict[str, Any]]) -> Figure:
 def conversation_turns_figure(turns: list[Turn]) -> Figure:
     """Per-turn stacked tokens (cached, uncached, output) and the cumulative cost line."""
     x = [t.index + 1 for t in turns]
-    billing = [getattr(t, "billing", None) for t in turns]
+    shown = [getattr(t, "shown", None) for t in turns]
     cumulative: list[float | None] = []
     running = Decimal(0)
     unpriced_seen = False
-    for record in billing:
-        if record is None or record.cost_total is None:
+    for turn in turns:
+        record = getattr(turn, "billing", None)
+        if record is None:
+            pass  # a request that got no reply was not billed: the total stays
+        elif record.cost_total is None:
             unpriced_seen = True
         else:
             running += record.cost_total
@@ -80,7 +83,7 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
         cumulative.append(None if unpriced_seen else float(running))
 
     def series(field: str) -> list[int]:
-        return [getattr(r, field) if r else 0 for r in billing]
+        return [getattr(r, field) if r else 0 for r in shown]
 
     return {
         "data": [
@@ -95,7 +98,7 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
                 "type": "bar",
                 "name": "Uncached input",
                 "x": x,
-                "y": [(r.input_uncached + r.input_cache_write) if r else 0 for r in billing],
+                "y": [(r.input_uncached + r.input_cache_write) if r else 0 for r in shown],
                 "marker": {"color": COLORS["uncached"]},
             },
             {

@@ -258,7 +258,9 @@ def conversation_list(
 
 
 def conversation_turns(conversation: Conversation) -> list[Turn]:
-    """Turns with their usage records attached as `.billing`, `.estimated`, `.reported`."""
+    """Turns with their usage records attached: `.reported`, `.estimated`, `.billing` (the
+    one that counts, None for a request that got no reply) and `.shown` (what the turn
+    table displays: the reported usage when there is one, else the estimate)."""
     turns = list(
         conversation.turns.select_related("response")
         .prefetch_related("usage_records")
@@ -268,7 +270,9 @@ def conversation_turns(conversation: Conversation) -> list[Turn]:
         by_source = {r.source: r for r in turn.usage_records.all()}
         turn.reported = by_source.get(UsageSource.REPORTED)  # type: ignore[attr-defined]
         turn.estimated = by_source.get(UsageSource.ESTIMATED)  # type: ignore[attr-defined]
-        turn.billing = turn.reported or turn.estimated  # type: ignore[attr-defined]
+        turn.shown = turn.reported or turn.estimated  # type: ignore[attr-defined]
+        billing = turn.shown if turn.shown is not None and turn.shown.is_billing else None  # type: ignore[attr-defined]
+        turn.billing = billing  # type: ignore[attr-defined]
     return turns
 
 
@@ -302,6 +306,7 @@ class ConversationSummary:
 def conversation_summary(turns: list[Turn]) -> ConversationSummary:
     """Totals over turns already loaded by conversation_turns (no extra query)."""
     billing = [t.billing for t in turns if t.billing is not None]  # type: ignore[attr-defined]
+    # Pending turns (no reply) have no billing record and stay out of every figure.
     priced = [r.cost_total for r in billing if r.cost_total is not None]
     reported = [t for t in turns if t.reported is not None and t.estimated is not None]  # type: ignore[attr-defined]
     return ConversationSummary(

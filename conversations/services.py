@@ -11,7 +11,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
@@ -23,6 +23,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .engine.analysis import CallAnalysis, analyze
@@ -266,8 +267,9 @@ def _store_conversation(
     totals.conversations += 1
     totals.turns += len(turns)
     totals.messages += len(messages)
+    where = transcript.location or conversation.title
     for warning in transcript.warnings:
-        totals.warn(f"{transcript.location or conversation.title}: {warning}")
+        totals.warn(warning if where and where in warning else f"{where}: {warning}")
 
 
 def _turn_usage(
@@ -308,11 +310,14 @@ def _turn_usage(
         priced=estimated_priced,
         model=model,
         at=at,
-        billing=reported is None,
+        billing=reported is None and not result.pending,
     )
     if reported is None:
-        totals.tokens += estimated.total_tokens
-        totals.add_cost(estimated.cost_total)
+        # A request that got no reply (an error, or a transcript's trailing message) was
+        # not billed: its estimate stays for what-ifs but counts in no total.
+        if estimated.is_billing:
+            totals.tokens += estimated.total_tokens
+            totals.add_cost(estimated.cost_total)
         return [estimated]
     # Reported usage always wins: it is the billing record; the estimate stays beside it.
     buckets = buckets_from_usage(reported)
@@ -490,11 +495,17 @@ def file_sha256(paths: list[Path]) -> str:
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
 
 
-def import_job_claim(job_id: int) -> ImportJob | None:
+def import_job_claim(job_id: int, *, stale_after: timedelta) -> ImportJob | None:
     """Move a pending job to running with one conditional UPDATE: a re-delivered task
-    finds nothing to claim and does nothing."""
-    claimed = ImportJob.objects.filter(id=job_id, status=ImportStatus.PENDING).update(
-        status=ImportStatus.RUNNING, started=timezone.now()
+    finds nothing to claim and does nothing. A job 'running' for longer than a task may
+    live lost its worker (killed, out of memory); its transaction rolled back, so the
+    redelivered task may take it again."""
+    now = timezone.now()
+    claimable = Q(status=ImportStatus.PENDING) | Q(
+        status=ImportStatus.RUNNING, started__lt=now - stale_after
+    )
+    claimed = ImportJob.objects.filter(claimable, id=job_id).update(
+        status=ImportStatus.RUNNING, started=now
     )
     return ImportJob.objects.get(id=job_id) if claimed else None
 
@@ -565,7 +576,14 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             status=ImportStatus.SUCCEEDED,
         ).first()
         if previous is None:
-            raise
+            logger.exception("import job %s refused by the database", job.id)
+            _fail(
+                job,
+                "the database refused a value of this file (a negative or oversized token "
+                "count?); nothing was stored",
+            )
+            job.refresh_from_db()
+            return job
         ImportJob.objects.filter(id=job.id).update(
             status=ImportStatus.DUPLICATE, duplicate_of=previous, finished=timezone.now()
         )
@@ -749,11 +767,13 @@ def costs_recompute(
             books[record.organization_id] = PriceBook.for_organization(
                 Organization.objects.get(pk=record.organization_id)
             )
-        before += record.cost_total or 0
+        if record.is_billing:  # the log's totals are what pages show: billing records only
+            before += record.cost_total or 0
         log.records += 1
         if _reprice(record, books[record.organization_id]):
             batch.append(record)
-        after += record.cost_total or 0
+        if record.is_billing:
+            after += record.cost_total or 0
         if len(batch) >= RECOMPUTE_BATCH:
             UsageRecord.objects.bulk_update(batch, COST_FIELDS)
             log.changed += len(batch)

@@ -4,6 +4,7 @@ re-delivered message finds its job already claimed and does nothing."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 
@@ -23,7 +24,7 @@ IMPORT_TIME_LIMIT = 60 * 60
     time_limit=IMPORT_TIME_LIMIT,
 )
 def import_job_run(job_id: int) -> None:
-    job = services.import_job_claim(job_id)
+    job = services.import_job_claim(job_id, stale_after=timedelta(seconds=IMPORT_TIME_LIMIT))
     if job is None:
         logger.info("import job %s already claimed; nothing to do", job_id)
         return

@@ -94,7 +94,6 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpR
         "conversation": conversation,
         "turns": turns,
         "summary": summary,
-        "messages_by_index": {m.index: m for m in conversation.messages.all()},
         "turn_figure": charts.conversation_turns_figure(turns),
     }
     return render(request, "conversations/conversation.html", context)

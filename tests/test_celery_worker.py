@@ -35,10 +35,9 @@ def test_it_imports_an_upload_with_a_real_worker(client, worker, fixtures):
     assert job.status == ImportStatus.SUCCEEDED, job.error
     assert (job.conversations, job.turns, job.messages) == (1, 3, 6)
     assert Conversation.objects.filter(organization=membership.organization).count() == 1
-    assert (
-        UsageRecord.objects.filter(organization=membership.organization, is_billing=True).count()
-        == 3
-    )
+    records = UsageRecord.objects.filter(organization=membership.organization)
+    # Three turns estimated; the trailing request got no reply, so two are billed.
+    assert (records.count(), records.filter(is_billing=True).count()) == (3, 2)
     progress = client.get(
         reverse("import_job_progress", args=[slug, job.code]), headers={"HX-Request": "true"}
     )

@@ -33,7 +33,8 @@ def test_it_rebuilds_turns_from_a_transcript_and_prices_the_estimate(fixtures, c
     assert [t.response.index if t.response else None for t in turns] == [2, 4, None]
     records = UsageRecord.objects.filter(conversation=conversation).order_by("turn__index")
     assert [r.source for r in records] == [UsageSource.ESTIMATED] * 3
-    assert all(r.is_billing for r in records)
+    # The trailing request got no reply: estimated (for what-ifs) but never billed.
+    assert [r.is_billing for r in records] == [True, True, False]
     # Prompt grows every turn; the pending request produced no output.
     assert records[0].prompt_tokens < records[1].prompt_tokens < records[2].prompt_tokens
     assert records[2].completion_tokens == 0
@@ -42,6 +43,9 @@ def test_it_rebuilds_turns_from_a_transcript_and_prices_the_estimate(fixtures, c
         assert r.cost_total == expected
         assert r.price.model == "gpt-4o"
     assert "1 conversations, 3 turns" in capsys.readouterr().out
+    job = ImportJob.objects.get(organization=org)
+    assert job.cost == records[0].cost_total + records[1].cost_total
+    assert job.tokens == records[0].total_tokens + records[1].total_tokens
 
 
 def test_it_stores_nothing_from_an_invalid_file_and_names_line_and_field(fixtures):
