@@ -6,6 +6,7 @@ Decimal. Going through repr() keeps 2.5e-06 exact: Decimal("2.5e-06") * 1e6 == 2
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -33,8 +34,8 @@ FIELD_MAP = {
     "priority_cached_input_per_1m": "cache_read_input_token_cost_priority",
     "priority_output_per_1m": "output_cost_per_token_priority",
 }
-# Long-context tiers LiteLLM knows, largest threshold first.
-LONG_CONTEXT_TIERS = (200_000, 128_000)
+# Long-context tiers are keyed like input_cost_per_token_above_272k_tokens.
+_LONG_CONTEXT_KEY = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
 
 
 class PriceFileError(ValueError):
@@ -61,6 +62,13 @@ def per_million(value: Any, *, key: str, model: str) -> Decimal | None:
     return rate.quantize(RATE_PLACES)
 
 
+def _long_context_thresholds(entry: dict[str, Any]) -> list[int]:
+    """Thresholds (in tokens) of the entry's long-context tiers, lowest first: costlab keeps
+    one tier per row, the first one a prompt crosses."""
+    found = (_LONG_CONTEXT_KEY.match(key) for key in entry)
+    return sorted(int(match[1]) * 1000 for match in found if match)
+
+
 def entries(data: Any, *, providers: set[str] | None) -> list[PriceEntry]:
     """Chat models of the file as row field dicts; `providers` None keeps every provider."""
     if not isinstance(data, dict):
@@ -78,7 +86,7 @@ def entries(data: Any, *, providers: set[str] | None) -> list[PriceEntry]:
         fields: dict[str, Any] = {}
         for name, key in FIELD_MAP.items():
             fields[name] = per_million(entry.get(key), key=key, model=model)
-        for threshold in LONG_CONTEXT_TIERS:
+        for threshold in _long_context_thresholds(entry):
             key = f"input_cost_per_token_above_{threshold // 1000}k_tokens"
             if entry.get(key) is not None:
                 fields["long_context_threshold"] = threshold

@@ -97,56 +97,56 @@ class PriceBook:
 def rates_for(
     row: ModelPrice, *, service_tier: str | None, batch: bool, prompt_tokens: int
 ) -> Rates:
-    """Pick the rates that apply to one call. A tier whose rate is missing falls back to
-    the standard rate; the Batch API never gets the caching discount (seed 002)."""
-    long_context = (
-        row.long_context_threshold is not None
-        and prompt_tokens > row.long_context_threshold
-        and row.long_input_per_1m is not None
-    )
-    if long_context:
-        # Above the threshold the long-context rates apply to the WHOLE request.
-        return Rates(
-            input=_d(row.long_input_per_1m),
-            cached_input=row.long_cached_input_per_1m,
-            output=row.long_output_per_1m
-            if row.long_output_per_1m is not None
-            else row.output_per_1m,
-            cache_write=row.cache_write_per_1m,
-            reasoning=row.reasoning_per_1m,
-        )
+    """Pick the rates that apply to one call: the service tier first (from the response),
+    then, on the standard tier, the long-context tier for the WHOLE request above its
+    threshold. A tier rate the row lacks falls back to the standard one; the Batch API never
+    gets the caching discount (seed 002), so its cached tokens pay the batch input rate."""
+    extras = {
+        "reasoning": row.reasoning_per_1m,
+        "audio_input": row.audio_input_per_1m,
+        "audio_output": row.audio_output_per_1m,
+    }
     if batch or service_tier == "batch":
         return Rates(
             input=_first(row.batch_input_per_1m, row.input_per_1m),
             cached_input=None,
             output=_first(row.batch_output_per_1m, row.output_per_1m),
-            reasoning=row.reasoning_per_1m,
+            **extras,
         )
     if service_tier == "flex" and row.flex_input_per_1m is not None:
         return Rates(
             input=row.flex_input_per_1m,
-            cached_input=row.flex_cached_input_per_1m,
+            cached_input=_either(row.flex_cached_input_per_1m, row.cached_input_per_1m),
             output=_first(row.flex_output_per_1m, row.output_per_1m),
-            reasoning=row.reasoning_per_1m,
+            **extras,
         )
     if service_tier == "priority" and row.priority_input_per_1m is not None:
         return Rates(
             input=row.priority_input_per_1m,
-            cached_input=row.priority_cached_input_per_1m,
+            cached_input=_either(row.priority_cached_input_per_1m, row.cached_input_per_1m),
             output=_first(row.priority_output_per_1m, row.output_per_1m),
-            reasoning=row.reasoning_per_1m,
+            **extras,
+        )
+    threshold = row.long_context_threshold
+    if threshold is not None and prompt_tokens > threshold and row.long_input_per_1m is not None:
+        return Rates(
+            input=row.long_input_per_1m,
+            cached_input=_either(row.long_cached_input_per_1m, row.cached_input_per_1m),
+            output=_first(row.long_output_per_1m, row.output_per_1m),
+            cache_write=row.cache_write_per_1m,
+            **extras,
         )
     return Rates(
         input=row.input_per_1m,
         cached_input=row.cached_input_per_1m,
         output=row.output_per_1m,
         cache_write=row.cache_write_per_1m,
-        reasoning=row.reasoning_per_1m,
+        **extras,
     )
 
 
-def _d(value: Decimal | None) -> Decimal:
-    return value if value is not None else Decimal(0)
+def _either(value: Decimal | None, fallback: Decimal | None) -> Decimal | None:
+    return value if value is not None else fallback
 
 
 def _first(value: Decimal | None, fallback: Decimal) -> Decimal:

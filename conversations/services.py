@@ -28,7 +28,14 @@ from django.utils import timezone
 
 from .engine.analysis import CallAnalysis, analyze
 from .engine.cache import MissReason as EngineMissReason
-from .engine.pricing import Buckets, Cost, buckets_from_counts, buckets_from_usage, price_buckets
+from .engine.pricing import (
+    Buckets,
+    Cost,
+    buckets_from_counts,
+    buckets_from_usage,
+    price_buckets,
+    usage_from_dict,
+)
 from .engine.types import Call, Transcript
 from .formats import parse_files
 from .formats.errors import ParseError
@@ -709,13 +716,16 @@ COST_FIELDS = [
 
 def _reprice(record: UsageRecord, book: PriceBook) -> bool:
     """Price one stored record again from its buckets; True when anything changed."""
-    buckets = Buckets(
-        input_uncached=record.input_uncached,
-        input_cached=record.input_cached,
-        input_cache_write=record.input_cache_write,
-        output=record.output,
-        reasoning=record.reasoning_tokens,
-    )
+    if record.raw:  # the usage as received is the source of truth (audio parts included)
+        buckets = buckets_from_usage(usage_from_dict(record.raw))
+    else:
+        buckets = Buckets(
+            input_uncached=record.input_uncached,
+            input_cached=record.input_cached,
+            input_cache_write=record.input_cache_write,
+            output=record.output,
+            reasoning=record.reasoning_tokens,
+        )
     priced = usage_price(
         book=book,
         model=record.model,

@@ -267,3 +267,77 @@ def test_it_queues_a_recompute_from_the_admin_action(client, django_capture_on_c
     assert response.status_code == 302
     log = CostRecompute.objects.get()
     assert log.organization == org and log.requested_by == admin_user and log.finished
+
+
+def test_it_chooses_the_tier_before_the_long_context_rates():
+    row = ModelPriceFactory(
+        model="tiered",
+        input_per_1m=Decimal("1"),
+        cached_input_per_1m=Decimal("0.1"),
+        output_per_1m=Decimal("2"),
+        batch_input_per_1m=Decimal("0.5"),
+        batch_output_per_1m=Decimal("1"),
+        flex_input_per_1m=Decimal("0.5"),
+        long_context_threshold=200_000,
+        long_input_per_1m=Decimal("2"),
+        long_cached_input_per_1m=Decimal("0.2"),
+        long_output_per_1m=Decimal("4"),
+    )
+    batch = rates_for(row, service_tier=None, batch=True, prompt_tokens=300_000)
+    assert (batch.input, batch.cached_input, batch.output) == (Decimal("0.5"), None, Decimal("1"))
+    flex = rates_for(row, service_tier="flex", batch=False, prompt_tokens=10)
+    # No flex cached rate on the row: the standard cached rate, not the flex input rate.
+    assert (flex.input, flex.cached_input) == (Decimal("0.5"), Decimal("0.1"))
+    long = rates_for(row, service_tier="default", batch=False, prompt_tokens=300_000)
+    assert (long.input, long.cached_input, long.output) == (
+        Decimal("2"),
+        Decimal("0.2"),
+        Decimal("4"),
+    )
+
+
+def test_it_prices_audio_tokens_at_the_audio_rate_when_the_row_has_one():
+    usage = usage_from_dict(
+        {
+            "prompt_tokens": 1_000_000,
+            "completion_tokens": 1_000_000,
+            "prompt_tokens_details": {"audio_tokens": 400_000},
+            "completion_tokens_details": {"audio_tokens": 500_000},
+        }
+    )
+    buckets = buckets_from_usage(usage)
+    assert (buckets.audio_input, buckets.audio_output) == (400_000, 500_000)
+    row = ModelPriceFactory(
+        model="audio",
+        input_per_1m=Decimal("2.5"),
+        output_per_1m=Decimal("10"),
+        audio_input_per_1m=Decimal("40"),
+        audio_output_per_1m=Decimal("80"),
+    )
+    cost = price_buckets(buckets, rates_for(row, service_tier=None, batch=False, prompt_tokens=0))
+    assert cost.input == Decimal("0.6") * Decimal("2.5") + Decimal("0.4") * 40
+    assert cost.output == Decimal("0.5") * 10 + Decimal("0.5") * 80
+    row.audio_input_per_1m = row.audio_output_per_1m = None
+    text_only = price_buckets(
+        buckets, rates_for(row, service_tier=None, batch=False, prompt_tokens=0)
+    )
+    assert (text_only.input, text_only.output) == (Decimal("2.5"), Decimal("10"))
+
+
+def test_it_imports_every_litellm_long_context_threshold():
+    from conversations import litellm
+
+    data = {
+        "m": {
+            "mode": "chat",
+            "litellm_provider": "openai",
+            "input_cost_per_token": 2.5e-06,
+            "output_cost_per_token": 1.5e-05,
+            "input_cost_per_token_above_272k_tokens": 5e-06,
+            "output_cost_per_token_above_272k_tokens": 2.25e-05,
+        }
+    }
+    (entry,) = litellm.entries(data, providers={"openai"})
+    assert entry.fields["long_context_threshold"] == 272_000
+    assert entry.fields["long_input_per_1m"] == Decimal("5")
+    assert entry.fields["long_output_per_1m"] == Decimal("22.5")

@@ -46,13 +46,16 @@ def usage_from_dict(raw: dict[str, Any]) -> Usage:
 @dataclass(frozen=True, slots=True)
 class Buckets:
     """Non-overlapping token buckets: their sum is exactly prompt + completion tokens.
-    `reasoning` is NOT a bucket of its own: it is the part of `output` spent reasoning."""
+    `reasoning` is NOT a bucket of its own: it is the part of `output` spent reasoning;
+    likewise `audio_input` is part of `input_uncached` and `audio_output` part of `output`."""
 
     input_uncached: int
     input_cached: int
     input_cache_write: int
     output: int
     reasoning: int = 0
+    audio_input: int = 0
+    audio_output: int = 0
 
     @property
     def prompt_tokens(self) -> int:
@@ -70,18 +73,25 @@ class Buckets:
             input_cache_write=self.input_cache_write,
             output=self.output,
             reasoning=self.reasoning,
+            audio_input=self.audio_input,
+            audio_output=self.audio_output,
         )
 
 
 def buckets_from_usage(usage: Usage) -> Buckets:
     cached = min(usage.cached_tokens, usage.prompt_tokens)
     write = min(usage.cache_write_tokens or 0, usage.prompt_tokens - cached)
+    uncached = usage.prompt_tokens - cached - write
     return Buckets(
-        input_uncached=usage.prompt_tokens - cached - write,
+        input_uncached=uncached,
         input_cached=cached,
         input_cache_write=write,
         output=usage.completion_tokens,
         reasoning=min(usage.reasoning_tokens, usage.completion_tokens),
+        audio_input=min(usage.prompt_audio_tokens, uncached),
+        audio_output=min(
+            usage.completion_audio_tokens, usage.completion_tokens - usage.reasoning_tokens
+        ),
     )
 
 
@@ -107,6 +117,8 @@ class Rates:
     cached_input: Decimal | None = None
     cache_write: Decimal | None = None
     reasoning: Decimal | None = None
+    audio_input: Decimal | None = None  # None: audio tokens pay the text rate
+    audio_output: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +144,22 @@ def _money(tokens: int, rate: Decimal) -> Decimal:
 def price_buckets(buckets: Buckets, rates: Rates) -> Cost:
     cached_rate = rates.cached_input if rates.cached_input is not None else rates.input
     write_rate = rates.cache_write if rates.cache_write is not None else rates.input
+    # Special parts of a bucket (reasoning, audio) pay their own rate where the row has one.
+    text_output, output = buckets.output, Decimal(0)
     if rates.reasoning is not None:
-        output = _money(buckets.output - buckets.reasoning, rates.output) + _money(
-            buckets.reasoning, rates.reasoning
-        )
-    else:
-        output = _money(buckets.output, rates.output)
+        text_output -= buckets.reasoning
+        output += _money(buckets.reasoning, rates.reasoning)
+    if rates.audio_output is not None:
+        text_output -= buckets.audio_output
+        output += _money(buckets.audio_output, rates.audio_output)
+    output += _money(max(text_output, 0), rates.output)
+    text_input, uncached = buckets.input_uncached, Decimal(0)
+    if rates.audio_input is not None:
+        text_input -= buckets.audio_input
+        uncached += _money(buckets.audio_input, rates.audio_input)
+    uncached += _money(text_input, rates.input)
     return Cost(
-        input_uncached=_money(buckets.input_uncached, rates.input),
+        input_uncached=uncached,
         input_cached=_money(buckets.input_cached, cached_rate),
         input_cache_write=_money(buckets.input_cache_write, write_rate),
         output=output,
