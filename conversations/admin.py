@@ -16,8 +16,12 @@ from .models import (
     Membership,
     ModelPrice,
     Organization,
+    UsageRecord,
 )
 
+PRICED_ROW_FIELDS = [
+    f.name for f in ModelPrice._meta.fields if f.name not in ("id", "created", "notes")
+]
 RATE_FIELDS = [f.name for f in ModelPrice._meta.get_fields() if f.name.endswith("_per_1m")]
 # The cheapest real rate is a few tenths of a cent per 1M tokens; anything far below is
 # a per-token price typed into a per-1M field (1e6 times too small).
@@ -92,6 +96,14 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_filter = ("source", "organization", "encoding")
     search_fields = ("model",)
     date_hierarchy = "effective_from"
+
+    def get_readonly_fields(self, request: Any, obj: ModelPrice | None = None) -> Any:
+        # A row that priced usage is history: changing it would silently change what those
+        # records mean. A new price is a new row with a later effective_from.
+        if obj is not None and UsageRecord.objects.filter(price=obj).exists():
+            return PRICED_ROW_FIELDS
+        return super().get_readonly_fields(request, obj)
+
     fieldsets = (
         (None, {"fields": ("model", "organization", "effective_from", "source", "notes")}),
         (

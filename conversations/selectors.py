@@ -194,7 +194,9 @@ def cost_by_day(organization: Organization, filters: UsageFilter) -> list[dict[s
         .annotate(
             cost=Sum("cost_total"),
             cached=Sum("cost_input_cached"),
-            uncached=Sum("cost_input_uncached"),
+            # Cache writes are uncached input too (where the API reports them).
+            uncached=Coalesce(Sum("cost_input_uncached"), Decimal(0))
+            + Coalesce(Sum("cost_input_cache_write"), Decimal(0)),
             output=Sum("cost_output"),
             calls=Count("id"),
             prompt=Sum("prompt_tokens"),

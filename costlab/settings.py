@@ -89,7 +89,13 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker share the file: wait for locks instead of failing,
     # and give tests a file (not :memory:) so a real worker process can see their data.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    # WAL lets pages read while an import writes. SQLite still has one writer at a time:
+    # a long import holds it until it commits (PostgreSQL has no such limit).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_costlab.sqlite3")}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 

@@ -341,3 +341,18 @@ def test_it_imports_every_litellm_long_context_threshold():
     assert entry.fields["long_context_threshold"] == 272_000
     assert entry.fields["long_input_per_1m"] == Decimal("5")
     assert entry.fields["long_output_per_1m"] == Decimal("22.5")
+
+
+def test_it_freezes_a_price_row_in_the_admin_once_it_priced_usage(client, fixtures):
+    from django.core.management import call_command as run
+
+    from .factories import UserFactory
+
+    admin_user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin_user)
+    org = OrganizationFactory()
+    row = ModelPrice.objects.get(model="gpt-4o", organization=None)
+    url = f"/admin/conversations/modelprice/{row.pk}/change/"
+    assert b'name="input_per_1m"' in client.get(url).content
+    run("import_transcripts", str(fixtures / "chat_small.json"), "--org", org.slug)
+    assert b'name="input_per_1m"' not in client.get(url).content  # read-only now
