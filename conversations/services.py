@@ -34,6 +34,7 @@ from .engine.pricing import (
     buckets_from_counts,
     buckets_from_usage,
     price_buckets,
+    price_without_cache,
     usage_from_dict,
 )
 from .engine.types import Call, Transcript
@@ -95,11 +96,8 @@ def usage_price(
     rates = rates_for(
         row, service_tier=service_tier, batch=batch, prompt_tokens=buckets.prompt_tokens
     )
-    return Priced(
-        row=row,
-        cost=price_buckets(buckets, rates),
-        cost_uncached=price_buckets(buckets.without_cache(), rates).total,
-    )
+    cost = price_buckets(buckets, rates)
+    return Priced(row=row, cost=cost, cost_uncached=price_without_cache(buckets, rates, cost).total)
 
 
 def _usage_record(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Literal
 
 from .cache import CacheResult, CacheSimulator, MissReason, to_seconds
@@ -26,11 +27,13 @@ from .pricing import (
     buckets_from_counts,
     buckets_from_usage,
     price_buckets,
+    price_without_cache,
 )
 from .render import EncodingCache, RenderedRequest, TranscriptRenderer
 from .tokens import ModelProfile
 from .types import Call, ChatMessage, Transcript, Usage
 
+_NO_BUCKETS = Buckets(0, 0, 0, 0)
 ProfileFor = Callable[[str | None], ModelProfile]
 RatesFor = Callable[[Call, int], Rates | None]
 CacheSource = Literal["reported", "simulated"]
@@ -63,7 +66,7 @@ class CallAnalysis:
     simulated_cached_tokens: int = 0
     miss_reason: MissReason | None = None
     cache_source: CacheSource = "simulated"
-    buckets: Buckets = field(default_factory=lambda: Buckets(0, 0, 0, 0))
+    buckets: Buckets = _NO_BUCKETS  # frozen: one shared instance until the call is priced
     cost: Cost | None = None
     cost_no_cache: Cost | None = None
     cumulative_cost: Decimal | None = None
@@ -119,25 +122,46 @@ class Totals:
 
 
 def totals_of(calls: Sequence[CallAnalysis]) -> Totals:
-    unpriced = [c for c in calls if c.cost is None]
+    # One pass: this runs per conversation and again over an import's every call.
+    pending = reported = prompt = cached = completion = peak = 0
+    estimated_prompt = estimated_completion = simulated = over_context = unknown = 0
+    unpriced_models: set[str] = set()
+    unpriced = 0
+    for c in calls:
+        buckets = c.buckets
+        size = buckets.input_uncached + buckets.input_cached + buckets.input_cache_write
+        prompt += size
+        peak = max(peak, size)
+        cached += buckets.input_cached
+        completion += buckets.output
+        estimated_prompt += c.estimated_prompt_tokens
+        estimated_completion += c.estimated_completion_tokens
+        simulated += c.simulated_cached_tokens
+        pending += c.call.response is None
+        reported += c.cache_source == "reported"
+        over_context += c.over_context
+        unknown += c.unknown_images
+        if c.cost is None:
+            unpriced += 1
+            unpriced_models.add(c.model or "(unknown model)")
     metrics = cache_metrics(calls)
     return Totals(
         calls=len(calls),
-        pending_calls=sum(c.pending for c in calls),
-        reported_calls=sum(c.cache_source == "reported" for c in calls),
-        prompt_tokens=sum(c.prompt_tokens for c in calls),
-        cached_tokens=sum(c.cached_tokens for c in calls),
-        completion_tokens=sum(c.completion_tokens for c in calls),
-        estimated_prompt_tokens=sum(c.estimated_prompt_tokens for c in calls),
-        estimated_completion_tokens=sum(c.estimated_completion_tokens for c in calls),
-        simulated_cached_tokens=sum(c.simulated_cached_tokens for c in calls),
-        peak_prompt_tokens=max((c.prompt_tokens for c in calls), default=0),
-        priced_calls=len(calls) - len(unpriced),
-        unpriced_calls=len(unpriced),
-        unpriced_models=tuple(sorted({c.model or "(unknown model)" for c in unpriced})),
+        pending_calls=pending,
+        reported_calls=reported,
+        prompt_tokens=prompt,
+        cached_tokens=cached,
+        completion_tokens=completion,
+        estimated_prompt_tokens=estimated_prompt,
+        estimated_completion_tokens=estimated_completion,
+        simulated_cached_tokens=simulated,
+        peak_prompt_tokens=peak,
+        priced_calls=len(calls) - unpriced,
+        unpriced_calls=unpriced,
+        unpriced_models=tuple(sorted(unpriced_models)),
         cost=metrics.cost,
-        over_context_calls=sum(c.over_context for c in calls),
-        unknown_images=sum(c.unknown_images for c in calls),
+        over_context_calls=over_context,
+        unknown_images=unknown,
         metrics=metrics,
     )
 
@@ -199,6 +223,8 @@ def _render_transcript(
     rebuilt = transcript.calls is None
     calls = turns_from_messages(transcript.messages) if rebuilt else transcript.calls or []
     renderers: dict[ModelProfile, TranscriptRenderer] = {}
+    # Looked up by model name: hashing a profile (16 fields) for every call adds up.
+    by_model: dict[str | None, tuple[ModelProfile, TranscriptRenderer]] = {}
     pending: list[_Pending] = []
     for index, call in enumerate(calls):
         model = call.model or transcript.model or default_model
@@ -207,12 +233,16 @@ def _render_transcript(
             call.started_at = _message_time(transcript, call)
         elif call.model != model:  # rates_for and the reports see the model actually used
             call = dataclasses.replace(call, model=model)
-        profile = profile_for(model)
-        renderer = renderers.get(profile)
-        if renderer is None:
-            renderer = renderers[profile] = TranscriptRenderer(
-                transcript.messages, profile, cache=cache
-            )
+        known = by_model.get(model)
+        if known is None:
+            profile = profile_for(model)
+            renderer = renderers.get(profile)
+            if renderer is None:  # models that count alike share one renderer
+                renderer = renderers[profile] = TranscriptRenderer(
+                    transcript.messages, profile, cache=cache
+                )
+            known = by_model[model] = (profile, renderer)
+        profile, renderer = known
         rendered = renderer.render(
             call.request, tools=call.tools, response_format=call.response_format
         )
@@ -238,9 +268,10 @@ def _render_transcript(
 
 def _simulate(simulator: CacheSimulator, conversations: list[list[_Pending]], org: str) -> None:
     untimed = [p for calls in conversations for p in calls if p.at is None]
+    # Listed in (conversation, call) order and sorted stably: ties keep that order.
     timed = sorted(
         (p for calls in conversations for p in calls if p.at is not None),
-        key=lambda p: (p.at, p.result.conversation, p.result.index),
+        key=attrgetter("at"),
     )
     # Untimed transcripts first, each as one session in file order; then real time order.
     for item in [*untimed, *timed]:
@@ -269,10 +300,7 @@ def _price(item: _Pending, rates_for: RatesFor) -> None:
     rates = rates_for(call, result.prompt_tokens)
     if rates is not None:
         result.cost = price_buckets(result.buckets, rates)
-        uncached = result.buckets.input_cached == 0
-        result.cost_no_cache = (
-            result.cost if uncached else price_buckets(result.buckets.without_cache(), rates)
-        )
+        result.cost_no_cache = price_without_cache(result.buckets, rates, result.cost)
     else:
         result.warnings.append(f"no price for model {result.model or '(unknown)'}")
     window = item.profile.context_window

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Literal, Protocol
 
+from .tokens import TOKEN_BYTES, pack
+
 STEP = 128
 ROOT_HASH = 0x5EED  # the parent of block 0
 RATE_WINDOW_SECONDS = 60.0
@@ -28,14 +30,15 @@ RATE_WINDOW_SECONDS = 60.0
 MissKind = Literal["below_minimum", "cold", "prefix_changed", "expired", "overflow", "batch"]
 
 
-def hash_blocks_into(
-    tokens: Sequence[int], step: int, parent: int, out: list[int], start: int = 0
-) -> int:
-    """Append the chained hash of every full block of `tokens[start:]` to `out`; return the
-    last. Python's tuple hash is 64-bit and, for ints, the same in every process: collisions
-    are negligible for a simulator and nothing is faster to compute from a token list."""
-    for begin in range(start, len(tokens) - step + 1, step):
-        parent = hash((parent, tuple(tokens[begin : begin + step])))
+def hash_blocks_into(packed: bytes, step: int, parent: int, out: list[int], start: int = 0) -> int:
+    """Append the chained hash of every full block of a packed token sequence (from token
+    `start` on) to `out`; return the last. A block's hash is Python's 64-bit hash of (parent,
+    the block's bytes): a byte slice hashes in C without one object per token. Bytes hashes
+    are salted per process, so hashes are compared within one process, never stored;
+    collisions are negligible for a simulator."""
+    size = step * TOKEN_BYTES
+    for begin in range(start * TOKEN_BYTES, len(packed) - size + 1, size):
+        parent = hash((parent, packed[begin : begin + size]))
         out.append(parent)
     return parent
 
@@ -43,7 +46,7 @@ def hash_blocks_into(
 def block_hashes(tokens: Sequence[int], *, step: int = STEP, parent: int = ROOT_HASH) -> list[int]:
     """Hashes of every full block of `tokens`; a trailing partial block is never cached."""
     hashes: list[int] = []
-    hash_blocks_into(tokens, step, parent, hashes)
+    hash_blocks_into(pack(tokens), step, parent, hashes)
     return hashes
 
 
@@ -61,6 +64,10 @@ class CachePrompt(Protocol):
 
     @property
     def blocks(self) -> Sequence[int]: ...
+
+    def block_list(self) -> list[int]:
+        """The block hashes as a list of the simulator's own (segments keep it)."""
+        ...
 
     @property
     def source(self) -> TokenSource | None: ...
@@ -88,6 +95,9 @@ class PromptBlocks:
     length: int
     blocks: Sequence[int]
     source: TokenSource | None = None
+
+    def block_list(self) -> list[int]:
+        return list(self.blocks)
 
     @classmethod
     def from_tokens(
@@ -172,7 +182,7 @@ _NAIVE_EPOCH = datetime(1970, 1, 1)
 
 def to_seconds(at: datetime | float | None) -> float | None:
     """Seconds since the epoch. Naive timestamps are taken as UTC: only differences matter."""
-    if at is None or isinstance(at, float | int):
+    if at is None or isinstance(at, (float, int)):  # a tuple checks faster than a union
         return at
     return (at - (_EPOCH if at.tzinfo else _NAIVE_EPOCH)).total_seconds()
 
@@ -242,6 +252,27 @@ class _Rate:
         return True
 
 
+def _cached_prefix(blocks: list[int], cached: dict[int, _Segment]) -> int:
+    """How many leading blocks are cached. A chained hash is only ever stored with its whole
+    prefix, so presence is monotone along the prompt. A growing conversation adds a few
+    blocks at its end: gallop back from the end, then bisect the bracket, O(log new)."""
+    high, stride = len(blocks), 1  # blocks[high] is absent (or high is the end)
+    low = 0
+    while high - stride >= 0:
+        probe = high - stride
+        if blocks[probe] in cached:
+            low = probe + 1
+            break
+        high, stride = probe, stride * 2
+    while low < high:  # the first absent block lies in [low, high]
+        middle = (low + high) // 2
+        if blocks[middle] in cached:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 def _longest(predicate: Callable[[int], bool], upper: int) -> int:
     """Largest n <= upper with predicate(j) true for every j < n (predicate is monotone)."""
     low, high = 0, upper
@@ -293,17 +324,20 @@ class CacheSimulator:
             return CacheResult(0, short)
         now = to_seconds(at)
         self.timestamps_missing |= now is None
-        # One C-level copy, then plain list indexing for the binary searches below.
-        blocks = list(prompt.blocks)
+        blocks = prompt.block_list()
         route = blocks[self._routing_block]
         if now is not None:
-            rate = self._rates.setdefault((org, prompt_cache_key, route), _Rate())
+            rate = self._rates.get((org, prompt_cache_key, route))
+            if rate is None:
+                rate = self._rates[(org, prompt_cache_key, route)] = _Rate()
             if not rate.admit(now, self.rpm_limit):  # a cold overflow machine; nothing stored
                 return CacheResult(0, MissReason("overflow", rpm=len(rate.seen)))
-        store = self._stores.setdefault((org, prompt_cache_key), _Store())
+        store = self._stores.get((org, prompt_cache_key))
+        if store is None:
+            store = self._stores[(org, prompt_cache_key)] = _Store()
         cached_blocks = store.blocks
-        present = _longest(lambda j: blocks[j] in cached_blocks, len(blocks))
-        live = _longest(lambda j: self._live(cached_blocks[blocks[j]].time, now), present)
+        present = _cached_prefix(blocks, cached_blocks)
+        live = self._live_prefix(store, blocks, present, now)
         cached = live * self.step if live * self.step >= self.minimum else 0
         reason = self._reason(store, prompt, blocks, present, live, cached, now)
         if reason is not None and reason.kind == "cold":
@@ -323,6 +357,19 @@ class CacheSimulator:
     ) -> CacheResult:
         prompt = PromptBlocks.from_tokens(tokens, boundaries=boundaries, step=self.step)
         return self.process(prompt, org=org, prompt_cache_key=prompt_cache_key, at=at)
+
+    def _live_prefix(
+        self, store: _Store, blocks: list[int], present: int, now: float | None
+    ) -> int:
+        """How many of the `present` blocks are still within retention. Blocks share their
+        segment's time, so the usual answer (all of them) takes one look per segment."""
+        if not present or now is None:
+            return present
+        tip = store.blocks[blocks[present - 1]]
+        if all(self._live(segment.time, now) for segment in store.segment_path(tip)):
+            return present
+        cached_blocks = store.blocks
+        return _longest(lambda j: self._live(cached_blocks[blocks[j]].time, now), present)
 
     def _live(self, last_used: float | None, now: float | None) -> bool:
         if last_used is None or now is None:

@@ -7,7 +7,7 @@ into non-overlapping buckets first, and only buckets are ever priced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -127,25 +127,39 @@ class Cost:
     input_cached: Decimal
     input_cache_write: Decimal
     output: Decimal
+    # Sums computed once: totals, running costs and metrics read them for every call.
+    input: Decimal = field(init=False, compare=False)
+    total: Decimal = field(init=False, compare=False)
 
-    @property
-    def input(self) -> Decimal:
-        return self.input_uncached + self.input_cached + self.input_cache_write
+    def __post_init__(self) -> None:
+        spent = self.input_uncached + self.input_cached + self.input_cache_write
+        object.__setattr__(self, "input", spent)
+        object.__setattr__(self, "total", spent + self.output)
 
-    @property
-    def total(self) -> Decimal:
-        return self.input + self.output
+
+_ZERO = Decimal(0).quantize(COST_PLACES)
 
 
 def _money(tokens: int, rate: Decimal) -> Decimal:
-    return (Decimal(tokens) * rate / PER_MILLION).quantize(COST_PLACES)
+    # tokens * rate is exact and scaleb(-6) only moves the exponent: the same value as
+    # dividing by a million, without Decimal's long division. Rounded once, to 12 places.
+    if not tokens:
+        return _ZERO
+    return (rate * tokens).scaleb(-6).quantize(COST_PLACES)
+
+
+def _price_uncached(tokens: int, audio: int, rates: Rates) -> Decimal:
+    """Uncached input: its audio part pays the audio rate where the row has one."""
+    if rates.audio_input is None:
+        return _money(tokens, rates.input)
+    return _money(audio, rates.audio_input) + _money(tokens - audio, rates.input)
 
 
 def price_buckets(buckets: Buckets, rates: Rates) -> Cost:
     cached_rate = rates.cached_input if rates.cached_input is not None else rates.input
     write_rate = rates.cache_write if rates.cache_write is not None else rates.input
     # Special parts of a bucket (reasoning, audio) pay their own rate where the row has one.
-    text_output, output = buckets.output, Decimal(0)
+    text_output, output = buckets.output, _ZERO
     if rates.reasoning is not None:
         text_output -= buckets.reasoning
         output += _money(buckets.reasoning, rates.reasoning)
@@ -153,14 +167,23 @@ def price_buckets(buckets: Buckets, rates: Rates) -> Cost:
         text_output -= buckets.audio_output
         output += _money(buckets.audio_output, rates.audio_output)
     output += _money(max(text_output, 0), rates.output)
-    text_input, uncached = buckets.input_uncached, Decimal(0)
-    if rates.audio_input is not None:
-        text_input -= buckets.audio_input
-        uncached += _money(buckets.audio_input, rates.audio_input)
-    uncached += _money(text_input, rates.input)
     return Cost(
-        input_uncached=uncached,
+        input_uncached=_price_uncached(buckets.input_uncached, buckets.audio_input, rates),
         input_cached=_money(buckets.input_cached, cached_rate),
         input_cache_write=_money(buckets.input_cache_write, write_rate),
         output=output,
+    )
+
+
+def price_without_cache(buckets: Buckets, rates: Rates, cost: Cost) -> Cost:
+    """`price_buckets(buckets.without_cache(), rates)`, reusing `cost` (the same buckets'
+    price) for what a cache hit does not change: cache writes and output."""
+    if not buckets.input_cached:
+        return cost
+    uncached = buckets.input_uncached + buckets.input_cached
+    return Cost(
+        input_uncached=_price_uncached(uncached, buckets.audio_input, rates),
+        input_cached=_ZERO,
+        input_cache_write=cost.input_cache_write,
+        output=cost.output,
     )

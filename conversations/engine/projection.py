@@ -60,7 +60,7 @@ def _average_body(messages: MessageTokens, role: str) -> int:
 def _message_overhead(role: str, profile: ModelProfile) -> int:
     """Tokens a message of this role costs beyond its content (overhead and role)."""
     empty = {"role": role, "content": role, SYNTHETIC_TOKENS_KEY: 0}
-    return len(encode_message(empty, profile).tokens)
+    return encode_message(empty, profile).length
 
 
 def _median_gap(transcript: Transcript, calls: list[Call]) -> float:

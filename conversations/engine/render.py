@@ -5,6 +5,7 @@ placeholders, role, name, content...), reply priming; its length is `count_reque
 manual flow each request extends the previous one, so a `TranscriptRenderer` keeps one growing
 *chain* (message tokens, full-block hashes, the partial block still open) and a call only pays
 for the messages it adds: no history is re-tokenized and no shared block is re-hashed.
+Token sequences are packed int32 bytes (tokens.pack); `tokens()` unpacks on demand.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from typing import Any, overload
 
 from .cache import ROOT_HASH, STEP, hash_blocks_into
 from .tokens import (
+    TOKEN_BYTES,
     EncodedMessage,
     ModelProfile,
     encode_message,
     encode_response_format,
     encode_tools,
+    pack,
     priming_tokens,
+    unpack,
 )
 from .types import ChatMessage
 
@@ -35,60 +39,77 @@ class EncodingCache:
     of one transcript re-send the same dicts). Keyed by identity, checked against reuse."""
 
     def __init__(self) -> None:
-        self._items: dict[tuple[int, ModelProfile], tuple[ChatMessage, EncodedMessage]] = {}
+        self._profiles: dict[ModelProfile, dict[int, tuple[ChatMessage, EncodedMessage]]] = {}
+
+    def items(self, profile: ModelProfile) -> dict[int, tuple[ChatMessage, EncodedMessage]]:
+        """One profile's encodings by message identity (a profile hashes 16 fields: it is
+        looked up once per transcript, not once per message)."""
+        return self._profiles.setdefault(profile, {})
 
     def encode(self, message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
-        key = (id(message), profile)
-        item = self._items.get(key)
-        if item is None or item[0] is not message:
-            item = (message, encode_message(message, profile))
-            self._items[key] = item
-        return item[1]
+        return _cached_encode(self.items(profile), message, profile)
+
+
+def _cached_encode(
+    items: dict[int, tuple[ChatMessage, EncodedMessage]],
+    message: ChatMessage,
+    profile: ModelProfile,
+) -> EncodedMessage:
+    item = items.get(id(message))
+    if item is None or item[0] is not message:  # an id can be reused once its owner is gone
+        item = items[id(message)] = (message, encode_message(message, profile))
+    return item[1]
 
 
 @functools.lru_cache(maxsize=64)
-def _reencode(profile: ModelProfile, message_json: str) -> list[int]:
+def _reencode(profile: ModelProfile, message_json: str) -> bytes:
     # Diagnosis reads back a few blocks after token lists were released; shared system
     # prompts make the same message come back often, hence the cache.
-    return encode_message(json.loads(message_json), profile).tokens
+    return encode_message(json.loads(message_json), profile).packed
+
+
+def _span(packed: bytes, start: int, end: int) -> bytes:
+    """Tokens [start, end) of a packed sequence, clipped like a list slice of non-negatives."""
+    return packed[max(0, start) * TOKEN_BYTES : max(0, end) * TOKEN_BYTES]
 
 
 class MessageTokens:
     """Each message of one transcript encoded once for one profile; lengths always stay.
 
-    Token lists cost ~36 bytes a token as Python ints, and holding a whole transcript's
-    evicts them from the CPU caches. In the manual flow a message is hashed once, so its
-    tokens are dropped as soon as they are consumed; once requests stop extending each other
-    (a window, a trim) `retain` is set and tokens are kept: re-encoding at most once each."""
+    In the manual flow a message is hashed once, so its tokens are dropped as soon as they
+    are consumed; once requests stop extending each other (a window, a trim) `retain` is set
+    and tokens are kept (packed: 4 bytes a token): re-encoding at most once each."""
 
     def __init__(
         self, messages: list[ChatMessage], profile: ModelProfile, cache: EncodingCache | None = None
     ) -> None:
         self.messages = messages
         self.profile = profile
-        self._cache = cache
-        self._tokens: list[list[int] | None] = [None] * len(messages)
+        self._cache = cache.items(profile) if cache is not None else None
+        self._tokens: list[bytes | None] = [None] * len(messages)
         self._length = [-1] * len(messages)
         self._body = [0] * len(messages)
         self._unknown = [0] * len(messages)
         self.retain = False
         self._released = False
 
-    def _encode(self, index: int) -> list[int]:
+    def _encode(self, index: int) -> bytes:
         message = self.messages[index]
         if self._released:  # diagnosis reading back after the analysis: a small LRU
             return _reencode(self.profile, json.dumps(message, sort_keys=True, default=str))
         if self._cache is not None:
-            encoded = self._cache.encode(message, self.profile)
+            encoded = _cached_encode(self._cache, message, self.profile)
         else:
             encoded = encode_message(message, self.profile)
-        self._length[index] = len(encoded.tokens)
+        packed = encoded.packed
+        self._length[index] = len(packed) // TOKEN_BYTES
         self._body[index] = encoded.body
         self._unknown[index] = encoded.unknown_images
-        self._tokens[index] = encoded.tokens
-        return encoded.tokens
+        self._tokens[index] = packed
+        return packed
 
-    def tokens(self, index: int) -> list[int]:
+    def tokens(self, index: int) -> bytes:
+        """The message's packed tokens."""
         tokens = self._tokens[index]
         return tokens if tokens is not None else self._encode(index)
 
@@ -108,6 +129,16 @@ class MessageTokens:
     def consumed(self, index: int) -> None:
         if not self.retain:
             self._tokens[index] = None
+
+    def take(self, index: int) -> tuple[bytes, int]:
+        """A message's packed tokens and unknown-image count, for a chain that hashes them
+        now: in the manual flow nothing reads them again, so they are not kept."""
+        packed = self._tokens[index]
+        if packed is None:
+            packed = self._encode(index)
+        if not self.retain:
+            self._tokens[index] = None
+        return packed, self._unknown[index]
 
     def release(self) -> None:
         self._tokens = [None] * len(self.messages)
@@ -157,33 +188,39 @@ class _Chain:
     """The token stream of the latest request: header, then messages in request order."""
 
     header_key: str
-    header: list[int]
+    header: bytes  # packed
     indices: list[int]
     offsets: list[int]  # token offset where each message starts
     length: int
     hashes: list[int]  # chained hashes of every full block so far
-    pending: list[int]  # tokens after the last full block (fewer than one block)
+    pending: bytes  # packed tokens after the last full block (fewer than one block)
     unknown: int  # images of unknown size in the messages so far
 
-    def append(self, index: int, tokens: list[int], unknown: int, step: int) -> None:
+    def append(self, index: int, packed: bytes, unknown: int, step: int) -> None:
         self.indices.append(index)
         self.offsets.append(self.length)
         self.unknown += unknown
-        self.feed(tokens, step)
+        self.feed(packed, step)
 
-    def feed(self, tokens: list[int], step: int) -> None:
-        """Add tokens to the stream, hashing every block they complete (without copying
-        them into the stream: only the open block's few tokens are carried over)."""
-        self.length += len(tokens)
-        need = step - len(self.pending)  # tokens that close the open block
-        if len(tokens) < need:
-            self.pending = self.pending + tokens
+    def feed(self, packed: bytes, step: int) -> None:
+        """Add packed tokens to the stream, hashing every block they complete (without
+        copying them into the stream: only the open block's few tokens are carried over)."""
+        size = len(packed)
+        self.length += size // TOKEN_BYTES
+        need = step * TOKEN_BYTES - len(self.pending)  # bytes that close the open block
+        if size < need:
+            self.pending += packed
             return
         hashes = self.hashes
         parent = hashes[-1] if hashes else ROOT_HASH
-        parent = hash_blocks_into([*self.pending, *tokens[:need]], step, parent, hashes)
-        hash_blocks_into(tokens, step, parent, hashes, start=need)
-        self.pending = tokens[len(tokens) - (len(tokens) - need) % step :]
+        parent = hash((parent, self.pending + packed[:need]))
+        hashes.append(parent)
+        block = step * TOKEN_BYTES
+        end = size - (size - need) % block  # hash_blocks_into, inlined: this runs per message
+        for begin in range(need, end, block):
+            parent = hash((parent, packed[begin : begin + block]))
+            hashes.append(parent)
+        self.pending = packed[end:]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -218,7 +255,7 @@ class RenderedRequest:
     )
 
     def __init__(
-        self, messages: MessageTokens, chain: _Chain, priming: list[int], tail: tuple[int, ...]
+        self, messages: MessageTokens, chain: _Chain, priming: bytes, tail: tuple[int, ...]
     ) -> None:
         self._messages = messages
         self._header = chain.header
@@ -230,12 +267,18 @@ class RenderedRequest:
         self._hashes = chain.hashes  # only the first `_full` belong to this request
         self._full = len(chain.hashes)
         self._tail = tail  # the block(s) closed by reply priming
-        self.length = chain.length + len(priming)
+        self.length = chain.length + len(priming) // TOKEN_BYTES
         self.unknown_images = chain.unknown
 
     @property
     def blocks(self) -> BlockView:
         return BlockView(self._hashes, self._full, self._tail)
+
+    def block_list(self) -> list[int]:
+        # C-level slice: the chain's list keeps growing with later calls, so it is copied.
+        blocks = self._hashes[: self._full]
+        blocks += self._tail
+        return blocks
 
     @property
     def source(self) -> RenderedRequest:
@@ -247,17 +290,21 @@ class RenderedRequest:
             return None  # tools/response-format header, or reply priming
         return self._indices[position]
 
-    def tokens(self, start: int, end: int) -> Sequence[int]:
-        out: list[int] = list(self._header[start:end])
+    def packed(self, start: int, end: int) -> bytes:
+        """Tokens [start, end) of the prompt, packed."""
+        parts = [_span(self._header, start, end)]
         first = max(0, bisect.bisect_right(self._offsets, start, 0, self._count) - 1)
         for position in range(first, self._count):
             offset = self._offsets[position]
             if offset >= end:
                 break
-            tokens = self._messages.tokens(self._indices[position])
-            out += tokens[max(0, start - offset) : max(0, end - offset)]
-        out += self._priming[max(0, start - self._end) : max(0, end - self._end)]
-        return out
+            packed = self._messages.tokens(self._indices[position])
+            parts.append(_span(packed, start - offset, end - offset))
+        parts.append(_span(self._priming, start - self._end, end - self._end))
+        return b"".join(parts)
+
+    def tokens(self, start: int, end: int) -> Sequence[int]:
+        return unpack(self.packed(start, end))
 
 
 class TranscriptRenderer:
@@ -274,24 +321,25 @@ class TranscriptRenderer:
         self.messages = MessageTokens(messages, profile, cache)
         self.profile = profile
         self.step = step
-        self._priming = priming_tokens(profile)
-        self._headers: dict[str, list[int]] = {"": []}
+        self._priming = pack(priming_tokens(profile))
+        self._headers: dict[str, bytes] = {"": b""}
         # One chain per tools/format header, so calls that alternate tool sets keep theirs.
         self._chains: dict[str, _Chain] = {}
 
     def _header(
         self, tools: list[dict[str, Any]] | None, response_format: dict[str, Any] | None
-    ) -> tuple[str, list[int]]:
+    ) -> tuple[str, bytes]:
         if not tools and not response_format:
-            return "", []
+            return "", b""
         key = json.dumps([tools, response_format], sort_keys=True, default=str)
         if key not in self._headers:
             header = encode_tools(tools, self.profile)
-            self._headers[key] = header + encode_response_format(response_format, self.profile)
+            header += encode_response_format(response_format, self.profile)
+            self._headers[key] = pack(header)
         return key, self._headers[key]
 
-    def _read(self, chain: _Chain, start: int, end: int) -> list[int]:
-        return list(RenderedRequest(self.messages, chain, [], ()).tokens(start, end))
+    def _read(self, chain: _Chain, start: int, end: int) -> bytes:
+        return RenderedRequest(self.messages, chain, b"", ()).packed(start, end)
 
     def _fork(self, chain: _Chain, keep: int) -> _Chain:
         """A new chain sharing the first `keep` messages: their full blocks are reused, only
@@ -319,24 +367,23 @@ class TranscriptRenderer:
         key, header = self._header(tools, response_format)
         chain = self._chains.get(key)
         if chain is None:
-            chain = _Chain(key, header, [], [], 0, [], [], 0)
+            chain = _Chain(key, header, [], [], 0, [], b"", 0)
             chain.feed(header, self.step)
         keep = _common_prefix(chain.indices, request)
         if keep < len(chain.indices):
             self.messages.retain = True  # requests no longer just grow: messages come back
             chain = self._fork(chain, keep)
         for index in request[keep:]:
-            chain.append(
-                index, self.messages.tokens(index), self.messages.unknown_images(index), self.step
-            )
-            self.messages.consumed(index)
+            packed, unknown = self.messages.take(index)
+            chain.append(index, packed, unknown, self.step)
         self._chains[key] = chain
         return self._snapshot(chain)
 
     def _snapshot(self, chain: _Chain) -> RenderedRequest:
-        parent = chain.hashes[-1] if chain.hashes else ROOT_HASH
         tail: list[int] = []
-        hash_blocks_into([*chain.pending, *self._priming], self.step, parent, tail)
+        if len(chain.pending) + len(self._priming) >= self.step * TOKEN_BYTES:
+            parent = chain.hashes[-1] if chain.hashes else ROOT_HASH
+            hash_blocks_into(chain.pending + self._priming, self.step, parent, tail)
         return RenderedRequest(self.messages, chain, self._priming, tuple(tail))
 
     def release(self) -> None:

@@ -147,7 +147,7 @@ def _summarize(
                 summaries.add(len(out))
                 out.append(_summary_call(call, carried + folded, len(messages) - 1))
                 carried = [len(messages) - 1]
-                carried_tokens = len(encode_message(summary, sizer.messages.profile).tokens)
+                carried_tokens = encode_message(summary, sizer.messages.profile).length
                 cut = folded[-1] + 1
                 request = system + carried + rest[keep:]
         out.append(_strip(call, request))

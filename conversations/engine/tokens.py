@@ -13,11 +13,13 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import sys
 import types
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import tiktoken
 from tiktoken_ext import openai_public
@@ -238,14 +240,74 @@ def _with_overhead(
     return tokens + filler if after else filler + tokens
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedMessage:
-    """One message's tokens, overhead included. `body` counts content, refusal and tool calls
-    only: the completion-token estimate when this message is a response."""
+# --- Packed token sequences --------------------------------------------------------------
+#
+# The engine keeps token sequences as bytes of native int32 ("packed"), not as lists of Python
+# ints: a list costs ~36 bytes and one object allocation per token, a packed sequence 4 bytes
+# and none. Blocks are then hashed straight from byte slices, and retained messages stay small.
+# Every id fits: real ids are < 2**31 and the placeholders above are > -2**31.
+PACKED: Final = "i"
+TOKEN_BYTES = array(PACKED).itemsize
+if TOKEN_BYTES != 4:  # pragma: no cover - every platform CPython supports has a 4-byte int
+    raise ImportError("costlab needs a 4-byte C int for packed token sequences")
+_NATIVE = sys.byteorder
 
-    tokens: list[int]
+
+def pack(tokens: Iterable[int]) -> bytes:
+    return array(PACKED, tokens).tobytes()
+
+
+def unpack(packed: bytes) -> list[int]:
+    return memoryview(packed).cast(PACKED).tolist()
+
+
+_NO_SPECIAL: frozenset[str] = frozenset()
+
+
+def _encode_text_packed(enc: tiktoken.Encoding, text: str) -> bytes:
+    """encode_ordinary's tokens, packed, without building a Python int per token."""
+    return _packer(enc.name)(text)
+
+
+@functools.cache
+def _packer(encoding: str) -> Callable[[str], bytes]:
+    """tiktoken's public encoders return lists; its core writes a uint32 buffer (what
+    `encode_to_numpy` wraps). With no special token allowed, the core encodes
+    "<|endoftext|>" typed by a user as text, exactly as encode_ordinary does (tested)."""
+    enc = get_encoding(encoding)
+    core = getattr(enc, "_core_bpe", None)
+    if core is None or _NATIVE != "little":  # pragma: no cover - another tiktoken layout
+        return lambda text: pack(enc.encode_ordinary(text))
+    encode = core.encode_to_tiktoken_buffer
+    return lambda text: bytes(encode(text, _NO_SPECIAL))
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_text_packed(encoding: str, text: str) -> bytes:
+    # System and developer prompts repeat across an organization's conversations: they are
+    # encoded once per process instead of once per conversation.
+    return _packer(encoding)(text)
+
+
+_SHARED_ROLES = frozenset({"system", "developer"})
+
+
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field
+class EncodedMessage:
+    """One message's tokens (packed), overhead included. `body` counts content, refusal and
+    tool calls only: the completion-token estimate when this message is a response."""
+
+    packed: bytes
     body: int
     unknown_images: int = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.packed) // TOKEN_BYTES
+
+    @property
+    def tokens(self) -> list[int]:
+        return unpack(self.packed)
 
 
 def _encode_text(enc: tiktoken.Encoding, text: Any) -> list[int]:
@@ -301,20 +363,29 @@ def _role_tokens(encoding: str, role: str) -> tuple[int, ...]:
     return tuple(get_encoding(encoding).encode_ordinary(role))
 
 
+@functools.cache
+def _framing_packed(encoding: str, role: str, tokens_per_message: int) -> tuple[bytes, bytes]:
+    """The packed tokens around a plain message's content: START role MESSAGE, then ENDs."""
+    head = pack((START, *_role_tokens(encoding, role), MESSAGE))
+    return head, pack(_fillers(_END, tokens_per_message - 2))
+
+
 def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
     """Tokens of one message by the cookbook rule: tokens_per_message, the role, every value,
     tokens_per_name when there is a name. Keys outside the chat format are not counted."""
-    enc = get_encoding(profile.encoding)
     content = message.get("content")
     if len(message) == 2 and isinstance(content, str) and profile.tokens_per_message >= 2:
-        # The common case, {"role", "content": str}, without the general path's lookups.
-        tokens = _encode_text(enc, content)
-        size = len(tokens)
-        role = _role_tokens(profile.encoding, str(message.get("role") or ""))
-        # In place: a front insert moves pointers, a new list would touch every token.
-        tokens[0:0] = (START, *role, MESSAGE)
-        tokens += _fillers(_END, profile.tokens_per_message - 2)
-        return EncodedMessage(tokens=tokens, body=size)
+        # The common case, {"role", "content": str}: packed pieces joined, no per-token work.
+        role = str(message.get("role") or "")
+        if not content:
+            text = b""
+        elif role in _SHARED_ROLES:
+            text = _shared_text_packed(profile.encoding, content)
+        else:
+            text = _packer(profile.encoding)(content)
+        opening, closing = _framing_packed(profile.encoding, role, profile.tokens_per_message)
+        return EncodedMessage(opening + text + closing, len(text) // TOKEN_BYTES)
+    enc = get_encoding(profile.encoding)
     synthetic = message.get(SYNTHETIC_TOKENS_KEY)
     unknown = 0
     if isinstance(synthetic, int):
@@ -334,7 +405,7 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
         tokens = [START, *head, MESSAGE, *tail, *_fillers(_END, overhead - 2)]
     else:
         tokens = _with_overhead(START, overhead, head + tail)
-    return EncodedMessage(tokens=tokens, body=len(body), unknown_images=unknown)
+    return EncodedMessage(pack(tokens), body=len(body), unknown_images=unknown)
 
 
 def priming_tokens(profile: ModelProfile) -> list[int]:
@@ -403,7 +474,7 @@ def encode_response_format(
 
 
 def count_message(message: ChatMessage, profile: ModelProfile) -> int:
-    return len(encode_message(message, profile).tokens)
+    return encode_message(message, profile).length
 
 
 def count_request(

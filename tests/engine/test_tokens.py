@@ -187,3 +187,41 @@ def test_it_keeps_overheads_configurable() -> None:
     assert cookbook == 26
     lean = ModelProfile(tokens_per_message=0, reply_priming=0)
     assert count_request(messages, profile=lean) == cookbook - 2 * 3 - 3
+
+
+PACKED_TEXTS = [
+    "Hello, world!",
+    "a user typing <|endoftext|> and <|im_start|> means text, not a special token",
+    "naïve café — 東京 🚀 \u200b tabs\tand\nnewlines",
+    " " * 300 + "x" * 5000,
+    "0123456789" * 50,
+]
+
+
+@pytest.mark.parametrize("encoding", tokens.ENCODINGS)
+def test_it_packs_exactly_the_tokens_encode_ordinary_gives(encoding: str) -> None:
+    enc = get_encoding(encoding)
+    for text in PACKED_TEXTS:
+        expected = enc.encode_ordinary(text)
+        packed = tokens._encode_text_packed(enc, text)
+        assert tokens.unpack(packed) == expected
+        assert len(packed) == 4 * len(expected)
+    # negative placeholders and real ids round-trip through the packed form
+    assert tokens.unpack(tokens.pack([tokens.START, 199_999, -(10**6) - 2**30 + 1])) == [
+        tokens.START,
+        199_999,
+        -(10**6) - 2**30 + 1,
+    ]
+
+
+def test_it_encodes_a_shared_system_prompt_once_and_counts_it_the_same() -> None:
+    profile = default_profile("gpt-4o")
+    prompt = "You are a careful assistant. " * 200
+    tokens._shared_text_packed.cache_clear()
+    first = encode_message({"role": "system", "content": prompt}, profile)
+    second = encode_message({"role": "system", "content": prompt}, profile)
+    assert tokens._shared_text_packed.cache_info().hits == 1
+    as_user = encode_message({"role": "user", "content": prompt}, profile)
+    assert first.packed == second.packed
+    assert first.body == as_user.body == len(get_encoding("o200k_base").encode_ordinary(prompt))
+    assert first.length == as_user.length == first.body + 4  # START, role, MESSAGE, END
