@@ -9,9 +9,11 @@ reported usage wins over estimates, and both are kept (the gap is a calibration 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -33,7 +35,6 @@ from .render import EncodingCache, RenderedRequest, TranscriptRenderer
 from .tokens import ModelProfile
 from .types import Call, ChatMessage, Transcript, Usage
 
-_NO_BUCKETS = Buckets(0, 0, 0, 0)
 ProfileFor = Callable[[str | None], ModelProfile]
 RatesFor = Callable[[Call, int], Rates | None]
 CacheSource = Literal["reported", "simulated"]
@@ -66,7 +67,7 @@ class CallAnalysis:
     simulated_cached_tokens: int = 0
     miss_reason: MissReason | None = None
     cache_source: CacheSource = "simulated"
-    buckets: Buckets = _NO_BUCKETS  # frozen: one shared instance until the call is priced
+    buckets: Buckets = field(default_factory=lambda: Buckets(0, 0, 0, 0))
     cost: Cost | None = None
     cost_no_cache: Cost | None = None
     cumulative_cost: Decimal | None = None
@@ -241,6 +242,7 @@ def _render_transcript(
                 renderer = renderers[profile] = TranscriptRenderer(
                     transcript.messages, profile, cache=cache
                 )
+                renderer.messages.encode_all()
             known = by_model[model] = (profile, renderer)
         profile, renderer = known
         rendered = renderer.render(
@@ -347,6 +349,38 @@ def analyze(
     """
     transcripts = list(transcripts)
     profile_for = functools.cache(profile_for)  # callers may hit a database; ask once a model
+    with _collector_paused():
+        return _analyze(
+            transcripts, profile_for, rates_for, retention_seconds, org, default_model,
+            encoding_cache,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """An analysis builds several container objects per call and frees none before it
+    returns, so the cyclic collector would only re-scan a growing heap (measured: 3 % of
+    the time at 1,000 conversations, growing with the heap). Nothing here forms a cycle;
+    reference counting frees it all. Paused for the whole process: others' cycles wait."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _analyze(
+    transcripts: list[Transcript],
+    profile_for: ProfileFor,
+    rates_for: RatesFor,
+    retention_seconds: int,
+    org: str,
+    default_model: str | None,
+    encoding_cache: EncodingCache | None,
+) -> Analysis:
     rendered: list[list[_Pending]] = []
     untimed: list[bool] = []
     for number, transcript in enumerate(transcripts):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -297,3 +298,31 @@ def test_it_matches_counting_every_request_from_scratch(
         if call.call.response is not None:
             reply = transcript.messages[call.call.response]["content"]
             assert call.estimated_completion_tokens == len(encoding.encode(reply))
+
+
+def test_it_pauses_the_cyclic_collector_only_while_it_runs(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    seen: list[bool] = []
+
+    def watching(call: Call, prompt_tokens: int) -> Rates | None:
+        seen.append(gc.isenabled())
+        return rates_for(call, prompt_tokens)
+
+    assert gc.isenabled()
+    run([conversation(3)], profile_for, watching)
+    assert seen and not any(seen)  # paused during the analysis
+    assert gc.isenabled()  # and back on after it
+    gc.disable()
+    try:
+        run([conversation(3)], profile_for, watching)
+        assert not gc.isenabled()  # a caller's own pause is left alone
+    finally:
+        gc.enable()
+
+    def failing(call: Call, prompt_tokens: int) -> Rates | None:
+        raise RuntimeError("price book unavailable")
+
+    with pytest.raises(RuntimeError):
+        run([conversation(3)], profile_for, failing)
+    assert gc.isenabled()  # back on after a failure too
