@@ -29,7 +29,7 @@ class UsageFilterForm(forms.Form):
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField(help_text="JSON, JSONL or a .zip holding them.")
+    file = forms.FileField(help_text="JSON, JSONL, gzip-compressed (.gz) or a .zip holding them.")
     second_file = forms.FileField(
         required=False,
         label="Batch output file",

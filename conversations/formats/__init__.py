@@ -4,7 +4,8 @@ Pure Python, no Django import. `parse_files` streams: JSONL line by line, JSON a
 item at a time, zip members without extracting them; the only formats that hold state
 until the end are api_log (conversations are grouped across the whole log) and batch (the
 output file is joined against the input file). Every problem is a ParseError naming the
-file, line or record and field.
+file, line or record and field. A gzip-compressed file (`.json.gz`, `.jsonl.gz`) is read
+as its decompressed content, streamed like any other file.
 
 Formats (FORMATS): chat_json, chat_jsonl, api_log, batch, sharegpt, chatgpt_export, zip.
 A named format picks the record parser; the container (JSON Lines, JSON array, single JSON
@@ -22,7 +23,7 @@ from pathlib import Path
 from conversations.engine.types import Transcript
 
 from .api_log import parse_api_log
-from .archive import is_zip, zip_sources
+from .archive import is_zip, local_source, zip_sources
 from .batch import INPUT, OUTPUT, parse_batch
 from .chat import parse_chat
 from .chatgpt_export import parse_chatgpt_export
@@ -75,9 +76,10 @@ def parse_files(
             f"{total:,} bytes to read in all, over the limit of {max_bytes:,} bytes",
             file=", ".join(names.get(path, path.name) for path in paths),
         )
-    # Sniffing reads only each file's first record and is not metered: the budget counts
-    # the bytes the parse itself reads, so progress ends at exactly the total.
-    plan = [(source, *_format_of(source, format)) for source in sources]
+    # Sniffing reads only each file's first record, under its own budget (a gzip's first
+    # record can be a bomb): the import's meter counts the bytes the parse itself reads, so
+    # progress ends at exactly the total.
+    plan = [(source, *_format_of(source, format, max_bytes)) for source in sources]
     meter = Meter(total=total, max_bytes=max_bytes, on_progress=on_progress)
 
     for source, kind, _role in plan:
@@ -97,23 +99,23 @@ def parse_files(
 def _expand(path: Path, name: str, format: str | None, max_bytes: int | None) -> list[Source]:
     if path.is_dir():
         raise ParseError("is a directory, expected a file", file=name)
-    source = file_source(path, name)
-    with open_metered(source, None) as stream:
+    with open_metered(file_source(path, name), None) as stream:
         head = stream.read(4)
     if is_zip(head):
         return zip_sources(path, name, max_bytes=max_bytes)
     if format == "zip":
         raise ParseError("not a zip archive", file=name)
-    return [source]
+    return [local_source(path, name)]
 
 
-def _format_of(source: Source, format: str | None) -> tuple[str, str | None]:
+def _format_of(source: Source, format: str | None, max_bytes: int | None) -> tuple[str, str | None]:
     if format is not None and (format in _PER_RECORD or format == "api_log"):
         return format, None
-    kind, role = sniff(source)
+    kind, role = sniff(source, max_bytes=max_bytes)
     if kind == "zip":
         raise ParseError(
-            "nested archives are not supported: extract this member and upload its files",
+            "nested archives are not supported: extract this member (or decompress this "
+            "file) and upload what it holds",
             file=source.name,
         )
     if format == "batch" and kind != "batch":

@@ -1,17 +1,17 @@
 """Which format a file is in, from its content: zip by magic bytes, otherwise the keys of
-its first JSON record. File names are never trusted (uploads arrive as temp files)."""
+its first JSON record (a gzip file's once decompressed). File names are never trusted
+(uploads arrive as temp files)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .archive import is_zip
+from .archive import is_gzip, is_zip, local_source
 from .batch import batch_role
 from .errors import ParseError
 from .records import read_records
-from .sources import Source, file_source, open_metered
+from .sources import Meter, Source, open_metered
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _API_LOG_KEYS = {"request", "request_body", "response", "response_body"}
 _EXPECTED = (
     "expected 'messages' (chat), 'request' and 'response' (api_log), 'custom_id' with 'body' "
@@ -21,21 +21,25 @@ _EXPECTED = (
 
 
 def detect_format(path: Path) -> str:
-    """The format name (one of FORMATS) of the file at `path`."""
-    return sniff(file_source(path, path.name))[0]
+    """The format name (one of FORMATS) of the file at `path` (gzip: of its content)."""
+    return sniff(local_source(path, path.name))[0]
 
 
-def sniff(source: Source) -> tuple[str, str | None]:
-    """(format, batch role) of a source; the role is "input"/"output" for batch files."""
+def sniff(source: Source, *, max_bytes: int | None = None) -> tuple[str, str | None]:
+    """(format, batch role) of a source; the role is "input"/"output" for batch files.
+    Reading stops at `max_bytes` even when the first record has not ended."""
     with open_metered(source, None) as stream:
         head = stream.read(4)
     if is_zip(head):
         return "zip", None
-    if head.startswith(_GZIP_MAGIC):
+    if is_gzip(head):  # compressed twice, or a .gz member of a zip
         raise ParseError(
-            "gzip-compressed file: upload it uncompressed or inside a .zip", file=source.name
+            "gzip-compressed data inside a gzip or a zip is not supported: decompress it "
+            "and upload the file",
+            file=source.name,
         )
-    records = read_records(source, None)
+    meter = Meter(total=source.size, max_bytes=max_bytes)
+    records = read_records(source, meter)
     try:
         record = next(records, None)
     finally:

@@ -7,6 +7,7 @@ stopped once the bytes actually read pass the limit.
 
 from __future__ import annotations
 
+import gzip
 import io
 import zipfile
 import zlib
@@ -89,9 +90,10 @@ class _MeteredRaw(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         try:
             data = self._inner.read(len(buffer))
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            # A corrupt or truncated member: zipfile checks CRCs and sizes as it goes.
-            raise ParseError(f"corrupt archive member ({exc})", file=self._source.name) from exc
+        except (zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+            # Corrupt or truncated compressed data: zipfile and gzip check CRCs and sizes
+            # as they go (gzip raises EOFError for a cut-off file).
+            raise ParseError(f"corrupt compressed data ({exc})", file=self._source.name) from exc
         n = len(data)
         buffer[:n] = data
         if self._meter is not None:

@@ -1,3 +1,4 @@
+import gzip
 from pathlib import Path
 
 import pytest
@@ -57,13 +58,14 @@ def test_it_says_which_keys_it_could_not_place(tmp_path: Path) -> None:
     assert "cannot tell the format from the keys (completion, prompt)" in str(caught.value)
 
 
-def test_it_asks_for_gzip_to_be_unpacked(tmp_path: Path) -> None:
-    import gzip
-
+def test_it_detects_the_content_of_a_gzip_file_and_refuses_gzip_twice(tmp_path: Path) -> None:
     path = tmp_path / "chats.jsonl.gz"
     path.write_bytes(gzip.compress(b'{"messages": []}\n'))
-    with pytest.raises(ParseError, match="gzip-compressed"):
-        detect_format(path)
+    assert detect_format(path) == "chat_jsonl"
+    twice = tmp_path / "chats.jsonl.gz.gz"
+    twice.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(ParseError, match="gzip-compressed data inside a gzip"):
+        detect_format(twice)
 
 
 def test_it_says_empty_file(samples: Path) -> None:
