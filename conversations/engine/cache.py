@@ -157,7 +157,7 @@ class MissReason:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, but built per request: a frozen init costs a setattr per field
 class CacheResult:
     cached_tokens: int
     reason: MissReason | None = None
@@ -365,10 +365,15 @@ class CacheSimulator:
         segment's time, so the usual answer (all of them) takes one look per segment."""
         if not present or now is None:
             return present
-        tip = store.blocks[blocks[present - 1]]
-        if all(self._live(segment.time, now) for segment in store.segment_path(tip)):
-            return present
         cached_blocks = store.blocks
+        retention = self.retention_seconds
+        segment: _Segment | None = cached_blocks[blocks[present - 1]]
+        while segment is not None:  # segment_path, inlined: this runs for every request
+            if segment.time is not None and now - segment.time > retention:  # as _live
+                break
+            segment = cached_blocks.get(segment.parent) if segment.parent != ROOT_HASH else None
+        else:
+            return present
         return _longest(lambda j: self._live(cached_blocks[blocks[j]].time, now), present)
 
     def _live(self, last_used: float | None, now: float | None) -> bool:
@@ -433,8 +438,10 @@ class CacheSimulator:
             tip = store.blocks[blocks[present - 1]]
             if tip.end > present:  # the prompt ends or branches inside: split there
                 _split(store, tip, present)
-            for segment in store.segment_path(tip):
+            segment: _Segment | None = tip
+            while segment is not None:  # segment_path, inlined: this runs for every request
                 segment.time = now
+                segment = store.blocks.get(segment.parent) if segment.parent != ROOT_HASH else None
         if present == len(blocks):
             return
         if tip is not None and tip.end == present and not tip.branched:

@@ -33,6 +33,12 @@ from .tokens import (
 )
 from .types import ChatMessage
 
+# Prompts usually diverge early: a shared system prompt, then each conversation's own first
+# message. The messages starting in a prompt's first EARLY_TOKENS keep their tokens (4 bytes
+# each, ~16 kB a transcript at most) so that diagnosing that divergence reads them instead of
+# encoding them again; later messages are re-encoded on the rare divergence that deep.
+EARLY_TOKENS = 4096
+
 
 class EncodingCache:
     """Encoded messages shared between analyses of the same message objects (the strategies
@@ -92,6 +98,7 @@ class MessageTokens:
         self._unknown = [0] * len(messages)
         self.retain = False
         self._released = False
+        self._early: set[int] = set()
 
     def _encode(self, index: int) -> bytes:
         message = self.messages[index]
@@ -137,18 +144,24 @@ class MessageTokens:
         if not self.retain:
             self._tokens[index] = None
 
-    def take(self, index: int) -> tuple[bytes, int]:
+    def take(self, index: int, *, early: bool = False) -> tuple[bytes, int]:
         """A message's packed tokens and unknown-image count, for a chain that hashes them
-        now: in the manual flow nothing reads them again, so they are not kept."""
+        now: in the manual flow nothing reads them again, so they are not kept, except for
+        an `early` message (one starting in the first EARLY_TOKENS of a prompt)."""
         packed = self._tokens[index]
         if packed is None:
             packed = self._encode(index)
-        if not self.retain:
+        if early:
+            self._early.add(index)
+        elif not self.retain:
             self._tokens[index] = None
         return packed, self._unknown[index]
 
     def release(self) -> None:
-        self._tokens = [None] * len(self.messages)
+        """Drop every token list but the early messages' (lengths always stay)."""
+        self._tokens = [
+            tokens if index in self._early else None for index, tokens in enumerate(self._tokens)
+        ]
         self._released = True
 
 
@@ -381,7 +394,7 @@ class TranscriptRenderer:
             self.messages.retain = True  # requests no longer just grow: messages come back
             chain = self._fork(chain, keep)
         for index in request[keep:]:
-            packed, unknown = self.messages.take(index)
+            packed, unknown = self.messages.take(index, early=chain.length < EARLY_TOKENS)
             chain.append(index, packed, unknown, self.step)
         self._chains[key] = chain
         return self._snapshot(chain)
@@ -394,7 +407,8 @@ class TranscriptRenderer:
         return RenderedRequest(self.messages, chain, self._priming, tuple(tail))
 
     def release(self) -> None:
-        """Drop token lists (lengths and hashes stay); diagnosis re-encodes on demand."""
+        """Drop token lists but the early ones (lengths and hashes stay); diagnosis
+        re-encodes the rest on demand."""
         self.messages.release()
 
 

@@ -17,7 +17,7 @@ import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, cast
 
 from .errors import ParseError
 from .sources import Source, file_source, open_metered
@@ -112,7 +112,11 @@ def gzip_source(path: Path, name: str) -> Source:
             declared = int.from_bytes(raw.read(4), "little")
     except OSError as exc:
         raise ParseError(f"not a readable gzip file ({exc.strerror or exc})", file=name) from exc
-    return Source(name=name, size=declared, open=lambda: gzip.open(path, "rb"))
+    return Source(name=name, size=declared, open=lambda: _open_gzip(path))
+
+
+def _open_gzip(path: Path) -> IO[bytes]:
+    return cast(IO[bytes], gzip.open(path, "rb"))  # a GzipFile is a binary stream
 
 
 def local_source(path: Path, name: str) -> Source:
