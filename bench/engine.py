@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import random
 import resource
+import statistics
 import sys
 import time
 from collections import Counter
@@ -156,6 +157,17 @@ def _rss_mib() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _run_only(phase: str, corpus: list[Transcript], args: argparse.Namespace) -> None:
+    floor_seconds(corpus[:1])  # first-use costs outside the counted runs
+    for _ in range(args.repeat):
+        if phase == "floor":
+            floor_seconds(corpus)
+        elif phase == "analysis":
+            analysis_seconds(corpus, args.retention)
+        else:
+            recount_seconds(corpus)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--conversations", type=int, default=1000)
@@ -163,9 +175,17 @@ def main() -> None:
     parser.add_argument("--recount-sample", type=int, default=50)
     parser.add_argument("--retention", type=int, default=600)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs; the best one counts")
+    parser.add_argument(
+        "--only",
+        choices=("floor", "analysis", "recount"),
+        help="run just this phase --repeat times, untimed (for bench/instructions.sh)",
+    )
     args = parser.parse_args()
 
     get_encoding(default_profile(MODEL).encoding)  # vocabulary load is not part of the race
+    if args.only:
+        _run_only(args.only, build_corpus(args.conversations, args.turns), args)
+        return
     corpus = build_corpus(args.conversations, args.turns)
     messages = sum(len(t.messages) for t in corpus)
     print(f"corpus: {len(corpus):,} conversations x {args.turns} turns, {messages:,} messages")
@@ -235,6 +255,13 @@ def main() -> None:
     print(
         f"analysis speed-up over per-call recount: {speedup:.1f}x wall, {cpu_speedup:.1f}x cpu "
         f"(target >= 20x: {'ok' if speedup >= 20 else 'MISSED'} on wall time)"
+    )
+    # Bests can come from different moments of a machine whose speed drifts; the rounds
+    # ran back to back, so their own ratios show how much of a figure is the machine.
+    rounds = sorted(r.wall * scale / a.wall for r, a in zip(recounts, runs, strict=True))
+    print(
+        f"  speed-up round by round (each round: floor, analysis, recount, back to back): {_list(rounds)}; "
+        f"median {statistics.median(rounds):.2f}x"
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
