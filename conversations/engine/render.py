@@ -34,9 +34,9 @@ from .tokens import (
 from .types import ChatMessage
 
 # Prompts usually diverge early: a shared system prompt, then each conversation's own first
-# message. The messages starting in a prompt's first EARLY_TOKENS keep their tokens (4 bytes
-# each, ~16 kB a transcript at most) so that diagnosing that divergence reads them instead of
-# encoding them again; later messages are re-encoded on the rare divergence that deep.
+# message. Messages that start in a prompt's first EARLY_TOKENS and are no longer than that
+# keep their tokens (4 bytes each: under 32 kB a transcript) so that diagnosing that
+# divergence reads them instead of encoding them again; others are re-encoded on demand.
 EARLY_TOKENS = 4096
 
 
@@ -147,11 +147,12 @@ class MessageTokens:
     def take(self, index: int, *, early: bool = False) -> tuple[bytes, int]:
         """A message's packed tokens and unknown-image count, for a chain that hashes them
         now: in the manual flow nothing reads them again, so they are not kept, except for
-        an `early` message (one starting in the first EARLY_TOKENS of a prompt)."""
+        an `early` message (one starting in the first EARLY_TOKENS of a prompt) that is
+        itself no longer than EARLY_TOKENS."""
         packed = self._tokens[index]
         if packed is None:
             packed = self._encode(index)
-        if early:
+        if early and self._length[index] <= EARLY_TOKENS:
             self._early.add(index)
         elif not self.retain:
             self._tokens[index] = None

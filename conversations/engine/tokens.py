@@ -279,14 +279,25 @@ def _packer(encoding: str) -> Callable[[str], bytes]:
     if core is None or _NATIVE != "little":  # pragma: no cover - another tiktoken layout
         return lambda text: pack(enc.encode_ordinary(text))
     encode = core.encode_to_tiktoken_buffer
-    return lambda text: bytes(encode(text, _NO_SPECIAL))
+
+    def packed(text: str) -> bytes:
+        try:
+            return bytes(encode(text, _NO_SPECIAL))
+        except UnicodeEncodeError:  # a lone surrogate (half an emoji, legal in JSON):
+            return pack(enc.encode_ordinary(text))  # tiktoken's own repair, then encode
+
+    return packed
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _shared_text_packed(encoding: str, text: str) -> bytes:
     # System and developer prompts repeat across an organization's conversations: they are
-    # encoded once per process instead of once per conversation.
+    # encoded once per process instead of once per conversation. At most 64 prompts of at
+    # most SHARED_TEXT_CHARS each stay cached (the text and its tokens: ~13 MB at worst).
     return _packer(encoding)(text)
+
+
+SHARED_TEXT_CHARS = 100_000
 
 
 _SHARED_ROLES = frozenset({"system", "developer"})
@@ -379,7 +390,7 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
         role = str(message.get("role") or "")
         if not content:
             text = b""
-        elif role in _SHARED_ROLES:
+        elif role in _SHARED_ROLES and len(content) <= SHARED_TEXT_CHARS:
             text = _shared_text_packed(profile.encoding, content)
         else:
             text = _packer(profile.encoding)(content)

@@ -71,9 +71,10 @@ def parse_files(
     for path in paths:
         sources.extend(_expand(path, names.get(path, path.name), format, max_bytes))
     total = sum(source.size for source in sources)
-    if max_bytes is not None and total > max_bytes:
+    declared = sum(source.size for source in sources if source.size_is_exact)
+    if max_bytes is not None and declared > max_bytes:
         raise ParseError(
-            f"{total:,} bytes to read in all, over the limit of {max_bytes:,} bytes",
+            f"{declared:,} bytes to read in all, over the limit of {max_bytes:,} bytes",
             file=", ".join(names.get(path, path.name) for path in paths),
         )
     # Sniffing reads only each file's first record, under its own budget (a gzip's first

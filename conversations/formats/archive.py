@@ -104,15 +104,15 @@ def is_gzip(head: bytes) -> bool:
 def gzip_source(path: Path, name: str) -> Source:
     """A gzip-compressed file (a rotated `.jsonl.gz` log, say) read as its decompressed
     bytes. Its declared size is the gzip trailer's ISIZE (the uncompressed size modulo
-    4 GiB): good enough for progress and the up-front check, and the byte budget is
-    enforced again on the bytes actually decompressed, so a lying trailer cannot pass."""
+    4 GiB, garbage when the file is cut off): it drives progress only; the byte budget is
+    enforced on the bytes actually decompressed, so a lying trailer cannot pass."""
     try:
         with path.open("rb") as raw:
             raw.seek(-4, 2)
             declared = int.from_bytes(raw.read(4), "little")
     except OSError as exc:
         raise ParseError(f"not a readable gzip file ({exc.strerror or exc})", file=name) from exc
-    return Source(name=name, size=declared, open=lambda: _open_gzip(path))
+    return Source(name=name, size=declared, open=lambda: _open_gzip(path), size_is_exact=False)
 
 
 def _open_gzip(path: Path) -> IO[bytes]:

@@ -34,6 +34,9 @@ class Source:
     name: str
     size: int
     open: Callable[[], IO[bytes]]
+    # False when `size` is only a hint (a gzip trailer, unreadable on a truncated file): it
+    # then drives progress but not the up-front limit check; the meter still enforces it.
+    size_is_exact: bool = True
 
 
 def file_source(path: Path, name: str) -> Source:

@@ -132,3 +132,24 @@ def test_it_keeps_the_early_messages_tokens_for_diagnosis_after_release(
     late = rendered[-1].source.tokens(rendered[-1].length - 200, rendered[-1].length)
     assert late == scratch[-200:]
     assert 0 < len(counted) < encoded  # the late messages come back re-encoded
+
+
+def test_it_does_not_keep_a_long_early_message_after_release() -> None:
+    # a shared 10k-token system prompt starts at token 0 but is longer than EARLY_TOKENS:
+    # keeping it in every transcript would cost 40 kB each
+    long_prompt = "costly words " * 6000
+    messages: list[ChatMessage] = [
+        {"role": "system", "content": long_prompt},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]
+    renderer = TranscriptRenderer(messages, default_profile("gpt-4o"))
+    renderer.render([0, 1])
+    assert renderer.messages.length(0) > render.EARLY_TOKENS
+    renderer.release()
+    kept = [renderer.messages._tokens[i] is not None for i in range(3)]
+    assert kept == [False, False, False]  # the user message starts after EARLY_TOKENS too
+    short = TranscriptRenderer(conversation(3).messages, default_profile("gpt-4o"))
+    short.render([0, 1])
+    short.release()
+    assert short.messages._tokens[0] is not None and short.messages._tokens[1] is not None

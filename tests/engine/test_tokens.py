@@ -225,3 +225,12 @@ def test_it_encodes_a_shared_system_prompt_once_and_counts_it_the_same() -> None
     assert first.packed == second.packed
     assert first.body == as_user.body == len(get_encoding("o200k_base").encode_ordinary(prompt))
     assert first.length == as_user.length == first.body + 4  # START, role, MESSAGE, END
+
+
+def test_it_counts_text_with_a_lone_surrogate_like_encode_ordinary() -> None:
+    # JSON may carry half an emoji ("\ud83d"); tiktoken repairs it before encoding
+    profile = default_profile("gpt-4o")
+    text = "cut \ud83d emoji"
+    encoded = encode_message({"role": "user", "content": text}, profile)
+    assert encoded.body == len(get_encoding("o200k_base").encode_ordinary(text))
+    assert encoded.length == encoded.body + 4
