@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -274,7 +275,19 @@ def _store_conversation(
     totals.messages += len(messages)
     where = transcript.location or conversation.title
     for warning in transcript.warnings:
-        totals.warn(warning if where and where in warning else f"{where}: {warning}")
+        totals.warn(_located(warning, where))
+
+
+_POSITION = re.compile(r" (?:line|record) \d+$")
+
+
+def _located(warning: str, where: str | None) -> str:
+    """The warning with one location: an api_log warning names its own line already
+    ("log.jsonl line 4: ..."), which is more precise than the conversation's first line."""
+    if not where:
+        return warning
+    source = _POSITION.sub("", where)
+    return warning if warning.startswith(source) else f"{where}: {warning}"
 
 
 def _turn_usage(

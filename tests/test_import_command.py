@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 from decimal import Decimal
 
 import pytest
@@ -162,3 +163,18 @@ def test_it_marks_a_crashed_import_failed_and_stores_nothing(fixtures, monkeypat
     job = ImportJob.objects.get(organization=org)
     assert job.status == ImportStatus.FAILED and "internal error" in job.error
     assert not Conversation.objects.exists()
+
+
+def test_it_imports_a_gzipped_api_log_with_each_warning_located_once(tmp_path, fixtures):
+    plain = fixtures / "formats" / "api_log_conversation_id.jsonl"
+    packed = tmp_path / "calls.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    org = OrganizationFactory()
+    call_command("import_transcripts", str(packed), "--org", org.slug)
+    job = ImportJob.objects.get(organization=org)
+    assert job.status == ImportStatus.SUCCEEDED
+    assert (job.conversations, job.turns) == (2, 5)
+    # the failed call's warning names its own line, once, under the .gz file's name
+    assert job.warnings == [
+        "calls.jsonl.gz line 4: the call failed (Rate limit reached): kept as a pending call"
+    ]
