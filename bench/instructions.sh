@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per call of each phase of bench/engine.py, counted by valgrind's callgrind:
-# repeatable whatever else the machine is doing, unlike wall time on a shared 2-core VM.
+# repeatable (to ~0.1 %) whatever else the machine is doing, unlike wall time on a shared VM.
 # Each phase runs once and three times in separate processes; the difference, divided by
 # the two extra runs' calls, is one run's cost without start-up (imports, vocabulary).
 #
