@@ -44,13 +44,16 @@ def turns_from_messages(messages: Sequence[ChatMessage]) -> list[Call]:
     """design.md 2.5: each assistant message closes a turn whose request is every message
     before it; a trailing non-assistant tail is a final pending request (response None).
     An assistant message with nothing before it (a canned greeting) is no API call."""
+    # Requests are slices of one index list: a slice copies pointers, while list(range(k))
+    # builds an int object for every index above 256, at every turn.
+    indices = list(range(len(messages)))
     calls = [
-        Call(request=list(range(index)), response=index)
+        Call(request=indices[:index], response=index)
         for index, message in enumerate(messages)
         if message.get("role") == "assistant" and index > 0
     ]
     if messages and messages[-1].get("role") != "assistant":
-        calls.append(Call(request=list(range(len(messages))), response=None))
+        calls.append(Call(request=indices[:], response=None))
     return calls
 
 
