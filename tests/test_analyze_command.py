@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,25 @@ def test_it_compares_strategies_on_a_long_conversation(tmp_path, capsys):
     window = run_json(str(path), "--strategy", "window:6", capsys=capsys)["totals"]
     assert float(window["cost"]) < float(full["cost"])
     assert window["peak_prompt_tokens"] < full["peak_prompt_tokens"]
+
+
+def test_it_asks_for_migrate_instead_of_a_traceback_on_a_new_database(fixtures, tmp_path):
+    # a real, empty SQLite database in a fresh var folder, whatever DATABASE_URL says
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["COSTLAB_VAR_DIR"] = str(tmp_path / "var")
+    for command in (
+        ["analyze", str(fixtures / "chat_small.json")],
+        ["import_transcripts", str(fixtures / "chat_small.json"), "--org", "demo"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "unapplied migration(s): run `python manage.py migrate` first" in lines[0]

@@ -17,6 +17,7 @@ from conversations.engine.tokens import ModelProfile
 from conversations.engine.types import Call, Transcript
 from conversations.formats import FORMATS, parse_files
 from conversations.formats.errors import ParseError
+from conversations.management.database import require_migrated
 from conversations.models import Organization
 from conversations.pricebook import PriceBook, rates_for
 
@@ -51,12 +52,14 @@ class Command(BaseCommand):
             strategy = parse_strategy(options["strategy"])
         except ValueError as exc:
             raise CommandError(str(exc), returncode=NOT_A_TRANSCRIPT) from exc
+        # The input is judged first (exit status 2), then the price book is read.
+        transcripts = self._read(options["files"], options["input_format"], options["model"])
+        require_migrated()
         organization = None
         if options["org"]:
             organization = Organization.objects.filter(slug=options["org"]).first()
             if organization is None:
                 raise CommandError(f"no organization with slug {options['org']!r}")
-        transcripts = self._read(options["files"], options["input_format"], options["model"])
         book = PriceBook.for_organization(organization)
         now = timezone.now()
 

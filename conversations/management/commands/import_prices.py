@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from conversations import litellm, services
+from conversations.management.database import require_migrated
 from conversations.models import Organization
 
 
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated()
         path: Path = options["file"]
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

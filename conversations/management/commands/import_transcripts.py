@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import services
 from conversations.formats import FORMATS
+from conversations.management.database import require_migrated
 from conversations.models import ImportStatus, Organization
 
 
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=FORMATS, help="Skip detection.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated()
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:
             raise CommandError(f"no organization with slug {options['org']!r}")

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import services
+from conversations.management.database import require_migrated
 from conversations.models import Organization
 
 
@@ -20,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--since", help="Only usage on or after this date (YYYY-MM-DD).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated()
         organization = None
         if options["org"]:
             organization = Organization.objects.filter(slug=options["org"]).first()
