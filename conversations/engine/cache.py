@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -227,10 +227,9 @@ class _Store:
             return segment  # the prefix continues inside the same segment
         return self.branches.get(parent)
 
-    def segment_path(self, segment: _Segment | None) -> Iterator[_Segment]:
-        while segment is not None:
-            yield segment
-            segment = self.blocks.get(segment.parent) if segment.parent != ROOT_HASH else None
+    def parent(self, segment: _Segment) -> _Segment | None:
+        """The segment holding the block just before `segment` (None at the prompt start)."""
+        return self.blocks.get(segment.parent) if segment.parent != ROOT_HASH else None
 
 
 @dataclass(slots=True)
@@ -368,10 +367,10 @@ class CacheSimulator:
         cached_blocks = store.blocks
         retention = self.retention_seconds
         segment: _Segment | None = cached_blocks[blocks[present - 1]]
-        while segment is not None:  # segment_path, inlined: this runs for every request
+        while segment is not None:  # toward the prompt's start: a handful of segments
             if segment.time is not None and now - segment.time > retention:  # as _live
                 break
-            segment = cached_blocks.get(segment.parent) if segment.parent != ROOT_HASH else None
+            segment = store.parent(segment)
         else:
             return present
         return _longest(lambda j: self._live(cached_blocks[blocks[j]].time, now), present)
@@ -439,9 +438,9 @@ class CacheSimulator:
             if tip.end > present:  # the prompt ends or branches inside: split there
                 _split(store, tip, present)
             segment: _Segment | None = tip
-            while segment is not None:  # segment_path, inlined: this runs for every request
+            while segment is not None:  # toward the prompt's start: a hit refreshes it all
                 segment.time = now
-                segment = store.blocks.get(segment.parent) if segment.parent != ROOT_HASH else None
+                segment = store.parent(segment)
         if present == len(blocks):
             return
         if tip is not None and tip.end == present and not tip.branched:

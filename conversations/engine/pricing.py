@@ -13,7 +13,6 @@ from typing import Any
 
 from .types import Usage
 
-PER_MILLION = Decimal(1_000_000)
 # Stored costs keep 12 decimal places: one gpt-4.1-nano cached token costs $0.000000025.
 COST_PLACES = Decimal("0.000000000001")
 

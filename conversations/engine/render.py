@@ -52,9 +52,6 @@ class EncodingCache:
         looked up once per transcript, not once per message)."""
         return self._profiles.setdefault(profile, {})
 
-    def encode(self, message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
-        return _cached_encode(self.items(profile), message, profile)
-
 
 def _cached_encode(
     items: dict[int, tuple[ChatMessage, EncodedMessage]],
@@ -139,10 +136,6 @@ class MessageTokens:
     def unknown_images(self, index: int) -> int:
         self.length(index)
         return self._unknown[index]
-
-    def consumed(self, index: int) -> None:
-        if not self.retain:
-            self._tokens[index] = None
 
     def take(self, index: int, *, early: bool = False) -> tuple[bytes, int]:
         """A message's packed tokens and unknown-image count, for a chain that hashes them
@@ -236,12 +229,8 @@ class _Chain:
         parent = hashes[-1] if hashes else ROOT_HASH
         parent = hash((parent, self.pending + packed[:need]))
         hashes.append(parent)
-        block = step * TOKEN_BYTES
-        end = size - (size - need) % block  # hash_blocks_into, inlined: this runs per message
-        for begin in range(need, end, block):
-            parent = hash((parent, packed[begin : begin + block]))
-            hashes.append(parent)
-        self.pending = packed[end:]
+        hash_blocks_into(packed, step, parent, hashes, start=need // TOKEN_BYTES)
+        self.pending = packed[size - (size - need) % (step * TOKEN_BYTES) :]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

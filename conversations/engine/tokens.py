@@ -264,14 +264,11 @@ def unpack(packed: bytes) -> list[int]:
 _NO_SPECIAL: frozenset[str] = frozenset()
 
 
-def _encode_text_packed(enc: tiktoken.Encoding, text: str) -> bytes:
-    """encode_ordinary's tokens, packed, without building a Python int per token."""
-    return _packer(enc.name)(text)
-
-
 @functools.cache
 def _packer(encoding: str) -> Callable[[str], bytes]:
-    """tiktoken's public encoders return lists; its core writes a uint32 buffer (what
+    """encode_ordinary's tokens, packed, without building a Python int per token.
+
+    tiktoken's public encoders return lists; its core writes a uint32 buffer (what
     `encode_to_numpy` wraps). With no special token allowed, the core encodes
     "<|endoftext|>" typed by a user as text, exactly as encode_ordinary does (tested)."""
     enc = get_encoding(encoding)

@@ -9,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 
+from conversations.engine import render
 from conversations.engine.pricing import Rates
-from conversations.engine.tokens import ModelProfile, default_profile
+from conversations.engine.tokens import EncodedMessage, ModelProfile, default_profile
 from conversations.engine.types import Call, ChatMessage, Transcript
 
 # gpt-4o, USD per 1M tokens
@@ -65,3 +66,17 @@ def rates_for() -> Callable[[Call, int], Rates | None]:
 def fast_passwords() -> None:
     """The engine needs no Django: this overrides the suite-wide autouse fixture of the same
     name (it needs pytest-django's `settings`), so `pytest -p no:django tests/engine` runs."""
+
+
+@pytest.fixture
+def encoded(monkeypatch: pytest.MonkeyPatch) -> list[ChatMessage]:
+    """Every message the renderer encodes (re-encodes included), in order."""
+    seen: list[ChatMessage] = []
+    original = render.encode_message
+
+    def counting(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
+        seen.append(message)
+        return original(message, profile)
+
+    monkeypatch.setattr(render, "encode_message", counting)
+    return seen

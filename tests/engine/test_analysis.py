@@ -18,7 +18,6 @@ from conversations.engine.cache import STEP, MissReason
 from conversations.engine.pricing import Rates
 from conversations.engine.render import render_tokens
 from conversations.engine.tokens import (
-    EncodedMessage,
     ModelProfile,
     count_request,
     default_profile,
@@ -252,16 +251,11 @@ def test_it_marks_transcripts_without_timestamps(
 
 
 def test_it_encodes_each_message_once_and_hashes_each_block_once(
-    profile_for: ProfileFor, rates_for: RatesFor, monkeypatch: pytest.MonkeyPatch
+    profile_for: ProfileFor,
+    rates_for: RatesFor,
+    monkeypatch: pytest.MonkeyPatch,
+    encoded: list[ChatMessage],
 ) -> None:
-    encoded: list[ChatMessage] = []
-    original_encode = render.encode_message
-
-    def counting_encode(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
-        encoded.append(message)
-        return original_encode(message, profile)
-
-    monkeypatch.setattr(render, "encode_message", counting_encode)
     hashed: list[int] = []
 
     def counting_hash(value: object) -> int:

@@ -5,14 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import pytest
-
 from conversations.engine import render
 from conversations.engine.cache import block_hashes
 from conversations.engine.render import TranscriptRenderer, render_tokens
 from conversations.engine.tokens import (
-    EncodedMessage,
-    ModelProfile,
     count_request,
     default_profile,
 )
@@ -87,51 +83,35 @@ def test_it_maps_tokens_back_to_messages() -> None:
 
 
 def test_it_encodes_each_message_at_most_twice_under_a_sliding_window(
-    monkeypatch: pytest.MonkeyPatch,
+    encoded: list[ChatMessage],
 ) -> None:
     # manual flow: tokens are dropped once hashed; the first fork switches to keeping them
-    counted: list[int] = []
-    original = render.encode_message
-
-    def counting(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
-        counted.append(1)
-        return original(message, profile)
-
-    monkeypatch.setattr(render, "encode_message", counting)
     transcript = conversation(20)
     renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
     for end in range(2, 14, 2):
         renderer.render(list(range(end)))
     for end in range(14, len(transcript.messages), 2):
         renderer.render([0, *range(end - 6, end)])
-    assert len(counted) <= 2 * len(transcript.messages)
+    assert len(encoded) <= 2 * len(transcript.messages)
 
 
 def test_it_keeps_the_early_messages_tokens_for_diagnosis_after_release(
-    monkeypatch: pytest.MonkeyPatch,
+    encoded: list[ChatMessage],
 ) -> None:
-    counted: list[int] = []
-    original = render.encode_message
-
-    def counting(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
-        counted.append(1)
-        return original(message, profile)
-
-    monkeypatch.setattr(render, "encode_message", counting)
     transcript = conversation(40)
     renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
     rendered = [renderer.render(list(range(end))) for end in range(2, 81, 2)]
     assert rendered[-1].length > 2 * render.EARLY_TOKENS  # some messages start late
     renderer.release()
-    encoded = len(counted)
+    first_pass = len(encoded)
     scratch = render_tokens(transcript.messages[:80], profile=renderer.profile)
-    counted.clear()
+    encoded.clear()
     early = rendered[-1].source.tokens(0, render.EARLY_TOKENS)
     assert early == scratch[: render.EARLY_TOKENS]
-    assert counted == []  # read back without encoding anything again
+    assert encoded == []  # read back without encoding anything again
     late = rendered[-1].source.tokens(rendered[-1].length - 200, rendered[-1].length)
     assert late == scratch[-200:]
-    assert 0 < len(counted) < encoded  # the late messages come back re-encoded
+    assert 0 < len(encoded) < first_pass  # the late messages come back re-encoded
 
 
 def test_it_does_not_keep_a_long_early_message_after_release() -> None:

@@ -203,7 +203,7 @@ def test_it_packs_exactly_the_tokens_encode_ordinary_gives(encoding: str) -> Non
     enc = get_encoding(encoding)
     for text in PACKED_TEXTS:
         expected = enc.encode_ordinary(text)
-        packed = tokens._encode_text_packed(enc, text)
+        packed = tokens._packer(encoding)(text)
         assert tokens.unpack(packed) == expected
         assert len(packed) == 4 * len(expected)
     # negative placeholders and real ids round-trip through the packed form
