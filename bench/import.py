@@ -4,7 +4,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/costlab_bench .venv/bin/python bench/import.py
 
 Generates the file once under bench/out/ (deterministic), imports it into a throwaway
-organization with services.import_path (parse -> tokenize -> cache simulation -> price ->
+organization with conversations.services.imports.import_path (parse -> tokenize -> cache simulation -> price ->
 bulk insert, one transaction), and prints rows per second and peak RSS. Target: < 300 MB RSS.
 """
 
@@ -79,15 +79,15 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from conversations import services
     from conversations.models import Organization, UsageRecord
+    from conversations.services import imports
 
     call_command("migrate", verbosity=0)
     Organization.objects.filter(slug="bench-import").delete()
     organization = Organization.objects.create(name="bench", slug="bench-import")
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    job = services.import_path(organization=organization, paths=[path])
+    job = imports.import_path(organization=organization, paths=[path])
     elapsed = time.perf_counter() - started
     if job.status != "succeeded":
         raise SystemExit(f"import failed: {job.status} {job.error}")

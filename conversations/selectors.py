@@ -14,6 +14,7 @@ from django.db.models import Avg, Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.http import Http404
 
+from .engine.types import Call, Transcript
 from .models import (
     Conversation,
     ImportJob,
@@ -320,4 +321,28 @@ def conversation_summary(turns: list[Turn]) -> ConversationSummary:
         reported_turns=len(reported),
         estimated_prompt_of_reported=sum(t.estimated.prompt_tokens for t in reported),  # type: ignore[attr-defined]
         reported_prompt=sum(t.reported.prompt_tokens for t in reported),  # type: ignore[attr-defined]
+    )
+
+
+def conversation_transcript(conversation: Conversation) -> Transcript:
+    """Rebuild the engine's view of a stored conversation: messages once, calls by index."""
+    messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
+    calls = [
+        Call(
+            request=turn.request_indexes(),
+            response=turn.response.index if turn.response else None,
+            model=turn.model or None,
+            tools=turn.tools,
+            response_format=turn.response_format,
+            prompt_cache_key=turn.prompt_cache_key or None,
+            service_tier=turn.service_tier or None,
+            started_at=turn.started_at,
+            latency_ms=turn.latency_ms,
+            max_output_tokens=turn.max_output_tokens,
+            batch=turn.is_batch,
+        )
+        for turn in conversation.turns.select_related("response").order_by("index")
+    ]
+    return Transcript(
+        messages=messages, calls=calls, title=conversation.title, model=conversation.model or None
     )

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from . import services
+from .services import imports
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +24,8 @@ IMPORT_TIME_LIMIT = 60 * 60
     time_limit=IMPORT_TIME_LIMIT,
 )
 def import_job_run(job_id: int) -> None:
-    job = services.import_job_claim(job_id, stale_after=timedelta(seconds=IMPORT_TIME_LIMIT))
+    job = imports.import_job_claim(job_id, stale_after=timedelta(seconds=IMPORT_TIME_LIMIT))
     if job is None:
         logger.info("import job %s already claimed; nothing to do", job_id)
         return
-    services.import_job_process(job)
-
-
-@shared_task(soft_time_limit=IMPORT_SOFT_TIME_LIMIT, time_limit=IMPORT_TIME_LIMIT)
-def costs_recompute_run(organization_id: int | None, user_id: int | None = None) -> None:
-    # Not acks_late: a re-run is harmless (it changes nothing the second time) but logged twice.
-    services.costs_recompute_by_ids(organization_id=organization_id, user_id=user_id)
+    imports.import_job_process(job)

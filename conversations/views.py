@@ -13,9 +13,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
-from . import charts, insights, selectors, services
+from . import charts, selectors, what_if
 from .forms import UploadForm, UsageFilterForm
 from .models import Role
+from .services import imports as import_services
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -105,14 +106,14 @@ def conversation_what_if(request: HtmxHttpRequest, slug: str, code: str) -> Http
     """Projection and strategy comparison, loaded after the page so it never slows it."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
-    retention = request.GET.get("retention", insights.DEFAULT_RETENTION)
-    if retention not in insights.RETENTION_SCENARIOS:
-        retention = insights.DEFAULT_RETENTION
+    retention = request.GET.get("retention", what_if.DEFAULT_RETENTION)
+    if retention not in what_if.RETENTION_SCENARIOS:
+        retention = what_if.DEFAULT_RETENTION
     context = {
         "organization": membership.organization,
         "conversation": conversation,
-        "what_if": insights.conversation_what_if(conversation, retention=retention),
-        "retention_scenarios": insights.RETENTION_SCENARIOS,
+        "what_if": what_if.conversation_what_if(conversation, retention=retention),
+        "retention_scenarios": what_if.RETENTION_SCENARIOS,
     }
     return render(request, "conversations/conversation.html#what-if", context)
 
@@ -129,7 +130,7 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             return HttpResponse("Viewers cannot import.", status=403)
         form = UploadForm(request.POST, request.FILES)
         if form.is_valid():
-            job = services.import_job_create(
+            job = import_services.import_job_create(
                 organization=organization,
                 user=request.user,
                 upload=form.cleaned_data["file"],
@@ -155,7 +156,7 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def import_job_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     job = selectors.import_job_get(organization=membership.organization, code=code)
-    services.import_progress_apply(job)
+    import_services.import_progress_apply(job)
     context = {"organization": membership.organization, "job": job}
     return render(request, "conversations/import_job.html", context)
 
@@ -167,7 +168,7 @@ def import_job_progress(request: HtmxHttpRequest, slug: str, code: str) -> HttpR
     'stop polling') with its final state."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     job = selectors.import_job_get(organization=membership.organization, code=code)
-    services.import_progress_apply(job)
+    import_services.import_progress_apply(job)
     context = {"organization": membership.organization, "job": job}
     response = render(request, "conversations/import_job.html#progress", context)
     if job.is_finished and request.htmx:

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "conversations",
+    "pricing",
 ]
 
 MIDDLEWARE = [

@@ -6,7 +6,8 @@ from decimal import Decimal
 import factory
 from django.contrib.auth import get_user_model
 
-from conversations.models import Membership, ModelPrice, Organization, Role
+from conversations.models import Membership, Organization, Role
+from pricing.models import ModelPrice
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -30,9 +30,9 @@ from conversations.models import (
     ImportJob,
     ImportStatus,
     Message,
-    ModelPrice,
     UsageRecord,
 )
+from pricing.models import ModelPrice
 
 from .factories import MembershipFactory, OrganizationFactory
 
@@ -77,7 +77,7 @@ def price_book() -> None:
     """The default price book is a data migration, and every transactional test flushes
     the database when it ends: load it again when an earlier test took it away."""
     if not ModelPrice.objects.filter(organization=None).exists():
-        catalogue = importlib.import_module("conversations.migrations.0002_default_catalogue")
+        catalogue = importlib.import_module("pricing.migrations.0002_default_catalogue")
         catalogue.load(django_apps, None)
 
 

@@ -15,7 +15,7 @@ from conversations.models import (
     UsageRecord,
     UsageSource,
 )
-from conversations.services import request_ranges
+from conversations.ranges import request_ranges
 
 from .factories import OrganizationFactory
 
@@ -151,15 +151,15 @@ def test_it_explains_the_size_limit_on_upload(client, settings, fixtures):
 
 
 def test_it_marks_a_crashed_import_failed_and_stores_nothing(fixtures, monkeypatch):
-    from conversations import services
+    from conversations.services import imports
 
     def explode(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(services, "transcripts_store", explode)
+    monkeypatch.setattr(imports, "transcripts_store", explode)
     org = OrganizationFactory()
     with pytest.raises(RuntimeError):
-        services.import_path(organization=org, paths=[fixtures / "chat_small.json"])
+        imports.import_path(organization=org, paths=[fixtures / "chat_small.json"])
     job = ImportJob.objects.get(organization=org)
     assert job.status == ImportStatus.FAILED and "internal error" in job.error
     assert not Conversation.objects.exists()

@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from conversations import services
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
 from conversations.models import Conversation
 from conversations.selectors import UsageFilter, org_totals
+from conversations.services.transcripts import transcripts_store
 
 from .factories import MembershipFactory
 
@@ -42,7 +42,7 @@ def org_with_data(client):
     membership = MembershipFactory()
     org = membership.organization
     hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
-    services.transcripts_store(
+    transcripts_store(
         organization=org,
         transcripts=[
             Transcript(

@@ -7,11 +7,10 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 
-from conversations.admin import ModelPriceForm
 from conversations.engine.pricing import buckets_from_usage, price_buckets, usage_from_dict
-from conversations.models import ModelPrice
-from conversations.pricebook import PriceBook, rates_for
-from conversations.services import usage_price
+from pricing.admin import ModelPriceForm
+from pricing.book import PriceBook, rates_for
+from pricing.models import CostRecompute, ModelPrice
 
 from .factories import ModelPriceFactory, OrganizationFactory
 
@@ -95,8 +94,7 @@ def test_it_prefers_exact_names_over_snapshot_fallback_over_patterns():
 
 def test_it_leaves_unknown_models_unpriced_not_free():
     book = PriceBook.for_organization(None)
-    priced = usage_price(
-        book=book,
+    priced = book.price(
         model="my-local-llama",
         at=NOW,
         buckets=buckets_from_usage(usage_from_dict({"prompt_tokens": 10, "completion_tokens": 5})),
@@ -211,9 +209,9 @@ def test_it_imports_litellm_prices_as_new_dated_rows_without_rewriting(oracles, 
 def test_it_reprices_history_only_when_asked_and_logs_it(capsys):
     from django.core.management import call_command as run
 
-    from conversations import services
     from conversations.engine.types import Call, Transcript
-    from conversations.models import CostRecompute, UsageRecord
+    from conversations.models import UsageRecord
+    from conversations.services.transcripts import transcripts_store
 
     org = OrganizationFactory()
     messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
@@ -224,7 +222,7 @@ def test_it_reprices_history_only_when_asked_and_logs_it(capsys):
         started_at=NOW,
         usage=usage_from_dict({"prompt_tokens": 1_000_000, "completion_tokens": 0}),
     )
-    services.transcripts_store(
+    transcripts_store(
         organization=org,
         transcripts=[Transcript(messages=messages, model="llama-local", calls=[call])],
     )
@@ -247,7 +245,6 @@ def test_it_reprices_history_only_when_asked_and_logs_it(capsys):
 
 
 def test_it_queues_a_recompute_from_the_admin_action(client, django_capture_on_commit_callbacks):
-    from conversations.models import CostRecompute
     from costlab.celery import app as celery_app
 
     from .factories import UserFactory
@@ -325,7 +322,7 @@ def test_it_prices_audio_tokens_at_the_audio_rate_when_the_row_has_one():
 
 
 def test_it_imports_every_litellm_long_context_threshold():
-    from conversations import litellm
+    from pricing import litellm
 
     data = {
         "m": {
@@ -352,7 +349,7 @@ def test_it_freezes_a_price_row_in_the_admin_once_it_priced_usage(client, fixtur
     client.force_login(admin_user)
     org = OrganizationFactory()
     row = ModelPrice.objects.get(model="gpt-4o", organization=None)
-    url = f"/admin/conversations/modelprice/{row.pk}/change/"
+    url = f"/admin/pricing/modelprice/{row.pk}/change/"
     assert b'name="input_per_1m"' in client.get(url).content
     run("import_transcripts", str(fixtures / "chat_small.json"), "--org", org.slug)
     assert b'name="input_per_1m"' not in client.get(url).content  # read-only now

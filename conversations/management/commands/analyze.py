@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,13 @@ from django.utils import timezone
 
 from conversations.engine.analysis import analyze
 from conversations.engine.cache import parse_retention
-from conversations.engine.pricing import Rates
 from conversations.engine.report import analysis_to_json, render_table
 from conversations.engine.strategies import parse_strategy, plan_strategy
-from conversations.engine.tokens import ModelProfile
-from conversations.engine.types import Call, Transcript
+from conversations.engine.types import Transcript
 from conversations.formats import FORMATS, parse_files
 from conversations.formats.errors import ParseError
-from conversations.management.database import require_migrated
-from conversations.models import Organization
-from conversations.pricebook import PriceBook, rates_for
+from conversations.management.cli import organization_option, require_migrated
+from pricing.book import PriceBook
 
 # Exit status for input that is not a transcript (argparse uses 2 for bad usage too).
 NOT_A_TRANSCRIPT = 2
@@ -55,33 +53,18 @@ class Command(BaseCommand):
         # The input is judged first (exit status 2), then the price book is read.
         transcripts = self._read(options["files"], options["input_format"], options["model"])
         require_migrated()
-        organization = None
-        if options["org"]:
-            organization = Organization.objects.filter(slug=options["org"]).first()
-            if organization is None:
-                raise CommandError(f"no organization with slug {options['org']!r}")
+        organization = organization_option(options["org"])
         book = PriceBook.for_organization(organization)
         now = timezone.now()
 
-        def profile_for(model: str | None) -> ModelProfile:
-            return book.profile(model)
-
-        def call_rates(call: Call, prompt_tokens: int) -> Rates | None:
-            row = book.resolve(call.model, call.started_at or now)
-            if row is None:
-                return None
-            return rates_for(
-                row, service_tier=call.service_tier, batch=call.batch, prompt_tokens=prompt_tokens
-            )
-
         if strategy.kind != "full":
             transcripts = [
-                plan_strategy(t, strategy, profile_for=profile_for).transcript for t in transcripts
+                plan_strategy(t, strategy, profile_for=book.profile).transcript for t in transcripts
             ]
         analysis = analyze(
             transcripts,
-            profile_for=profile_for,
-            rates_for=call_rates,
+            profile_for=book.profile,
+            rates_for=partial(book.call_rates, now=now),
             retention_seconds=retention,
             default_model=options["model"],
         )

@@ -5,10 +5,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations import services
 from conversations.formats import FORMATS
-from conversations.management.database import require_migrated
-from conversations.models import ImportStatus, Organization
+from conversations.management.cli import organization_by_slug, require_migrated
+from conversations.models import ImportStatus
+from conversations.services import imports
 
 
 class Command(BaseCommand):
@@ -24,14 +24,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_migrated()
-        organization = Organization.objects.filter(slug=options["org"]).first()
-        if organization is None:
-            raise CommandError(f"no organization with slug {options['org']!r}")
+        organization = organization_by_slug(options["org"])
         paths: list[Path] = options["files"]
         for path in paths:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
-        job = services.import_path(
+        job = imports.import_path(
             organization=organization, paths=paths, format=options["format"] or ""
         )
         if job.status == ImportStatus.DUPLICATE:

@@ -8,9 +8,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import services
 from conversations.demo import demo_transcripts
 from conversations.models import Membership, Organization, Role
+from conversations.services.transcripts import transcripts_store
 
 
 class Command(BaseCommand):
@@ -31,7 +31,7 @@ class Command(BaseCommand):
             user=user, organization=organization, defaults={"role": Role.ADMIN}
         )
         if created or not organization.conversations.exists():
-            totals = services.transcripts_store(
+            totals = transcripts_store(
                 organization=organization, transcripts=demo_transcripts(timezone.now())
             )
             self.stdout.write(

@@ -5,9 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations import services
-from conversations.management.database import require_migrated
-from conversations.models import Organization
+from conversations.management.cli import organization_option, require_migrated
+from pricing import services
 
 
 class Command(BaseCommand):
@@ -22,11 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_migrated()
-        organization = None
-        if options["org"]:
-            organization = Organization.objects.filter(slug=options["org"]).first()
-            if organization is None:
-                raise CommandError(f"no organization with slug {options['org']!r}")
+        organization = organization_option(options["org"])
         since = None
         if options["since"]:
             try:

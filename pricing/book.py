@@ -11,13 +11,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from typing import Any
 
 from django.db.models import Q
 from django.utils import timezone
 
-from .engine.pricing import Rates
-from .engine.tokens import ModelProfile, default_profile
-from .models import ModelPrice, Organization
+from conversations.engine.pricing import (
+    Buckets,
+    Cost,
+    Rates,
+    price_buckets,
+    price_without_cache,
+)
+from conversations.engine.tokens import ModelProfile, default_profile
+from conversations.engine.types import Call
+from conversations.models import Organization
+
+from .models import ModelPrice
 
 # Dated snapshots fall back to their family row: gpt-4o-2024-08-06 -> gpt-4o, gpt-4-0613 -> gpt-4.
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -77,6 +87,38 @@ class PriceBook:
             self._cache[key] = best[1] if best else None
         return self._cache[key]
 
+    def price(
+        self,
+        *,
+        model: str | None,
+        at: datetime,
+        buckets: Buckets,
+        service_tier: str | None,
+        batch: bool,
+    ) -> Priced:
+        """Price buckets with the row that applies at `at`."""
+        row = self.resolve(model, at)
+        if row is None:
+            return UNPRICED
+        rates = rates_for(
+            row, service_tier=service_tier, batch=batch, prompt_tokens=buckets.prompt_tokens
+        )
+        cost = price_buckets(buckets, rates)
+        uncached = price_without_cache(buckets, rates, cost).total
+        return Priced(row=row, cost=cost, cost_uncached=uncached)
+
+    def call_rates(
+        self, call: Call, prompt_tokens: int, *, now: datetime, default_model: str | None = None
+    ) -> Rates | None:
+        """The engine's rate lookup for one call: the row at the call's time (or `now`
+        when the call has none), the call's model or else `default_model`."""
+        row = self.resolve(call.model or default_model, call.started_at or now)
+        if row is None:
+            return None
+        return rates_for(
+            row, service_tier=call.service_tier, batch=call.batch, prompt_tokens=prompt_tokens
+        )
+
     def profile(self, model: str | None, at: datetime | None = None) -> ModelProfile:
         """Token-counting facts for a model: the engine's defaults, overridden by the row."""
         base = default_profile(model)
@@ -92,6 +134,31 @@ class PriceBook:
             context_window=row.context_window or base.context_window,
             max_output_tokens=row.max_output_tokens or base.max_output_tokens,
         )
+
+
+@dataclass(frozen=True)
+class Priced:
+    """One call's cost and the row that priced it; row None means cost NULL, never 0."""
+
+    row: ModelPrice | None
+    cost: Cost | None
+    cost_uncached: Decimal | None
+
+    def cost_fields(self) -> dict[str, Any]:
+        """The usage record's price link and cost columns, in one place for every writer."""
+        cost = self.cost
+        return {
+            "price_id": self.row.pk if self.row else None,
+            "cost_input_uncached": cost.input_uncached if cost else None,
+            "cost_input_cached": cost.input_cached if cost else None,
+            "cost_input_cache_write": cost.input_cache_write if cost else None,
+            "cost_output": cost.output if cost else None,
+            "cost_total": cost.total if cost else None,
+            "cost_uncached": self.cost_uncached,
+        }
+
+
+UNPRICED = Priced(row=None, cost=None, cost_uncached=None)
 
 
 def rates_for(

@@ -8,9 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from conversations import litellm, services
-from conversations.management.database import require_migrated
-from conversations.models import Organization
+from conversations.management.cli import organization_option, require_migrated
+from pricing import litellm, services
 
 
 class Command(BaseCommand):
@@ -49,11 +48,7 @@ class Command(BaseCommand):
             entries = litellm.entries(data, providers=providers)
         except litellm.PriceFileError as exc:
             raise CommandError(f"{path}: {exc}") from exc
-        organization = None
-        if options["org"]:
-            organization = Organization.objects.filter(slug=options["org"]).first()
-            if organization is None:
-                raise CommandError(f"no organization with slug {options['org']!r}")
+        organization = organization_option(options["org"])
         result = services.prices_import(
             entries=entries,
             effective_from=self._when(options["effective_from"]),

@@ -1,50 +1,28 @@
 """What-if figures for one stored conversation: the next turns under the manual flow, and
-the same calls under other context strategies. Derived on demand from stored messages and
-turns (each message encoded once), never stored: they change with the price book."""
+the same calls under other context strategies.
+
+A read path, but not a selector: the figures are computed by the engine on demand from the
+stored messages and turns (each message encoded once), never aggregated in the database nor
+stored, because they change with the price book and the chosen scenario."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from functools import partial
 
 from django.utils import timezone
 
+from pricing.book import PriceBook, rates_for
+
+from . import selectors
 from .engine.cache import parse_retention
-from .engine.pricing import Rates
 from .engine.projection import Projection, project
 from .engine.strategies import StrategyResult, compare_strategies
-from .engine.tokens import ModelProfile
-from .engine.types import Call, Transcript
 from .models import Conversation
-from .pricebook import PriceBook, rates_for
 
 RETENTION_SCENARIOS = ("5m", "10m", "1h", "24h")
 DEFAULT_RETENTION = "10m"
 PROJECTED_TURNS = 10
-
-
-def conversation_transcript(conversation: Conversation) -> Transcript:
-    """Rebuild the engine's view of a stored conversation: messages once, calls by index."""
-    messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
-    calls = [
-        Call(
-            request=turn.request_indexes(),
-            response=turn.response.index if turn.response else None,
-            model=turn.model or None,
-            tools=turn.tools,
-            response_format=turn.response_format,
-            prompt_cache_key=turn.prompt_cache_key or None,
-            service_tier=turn.service_tier or None,
-            started_at=turn.started_at,
-            latency_ms=turn.latency_ms,
-            max_output_tokens=turn.max_output_tokens,
-            batch=turn.is_batch,
-        )
-        for turn in conversation.turns.select_related("response").order_by("index")
-    ]
-    return Transcript(
-        messages=messages, calls=calls, title=conversation.title, model=conversation.model or None
-    )
 
 
 @dataclass(frozen=True)
@@ -59,26 +37,16 @@ def conversation_what_if(
     conversation: Conversation, *, retention: str = DEFAULT_RETENTION
 ) -> WhatIf:
     book = PriceBook.for_organization(conversation.organization)
-    transcript = conversation_transcript(conversation)
+    transcript = selectors.conversation_transcript(conversation)
     now = timezone.now()
     seconds = parse_retention(retention)
 
-    def profile_for(model: str | None) -> ModelProfile:
-        return book.profile(model)
-
-    def call_rates(call: Call, prompt_tokens: int) -> Rates | None:
-        at: datetime = call.started_at or now
-        row = book.resolve(call.model or conversation.model, at)
-        if row is None:
-            return None
-        return rates_for(
-            row, service_tier=call.service_tier, batch=call.batch, prompt_tokens=prompt_tokens
-        )
+    call_rates = partial(book.call_rates, now=now, default_model=conversation.model)
 
     full = compare_strategies(
         transcript,
         ["full"],
-        profile_for=profile_for,
+        profile_for=book.profile,
         rates_for=call_rates,
         retention_seconds=seconds,
         org=str(conversation.organization.code),
@@ -89,7 +57,7 @@ def conversation_what_if(
     others = compare_strategies(
         transcript,
         ["window:8", f"trim:{budget}", f"summarize:{budget}"],
-        profile_for=profile_for,
+        profile_for=book.profile,
         rates_for=call_rates,
         retention_seconds=seconds,
         org=str(conversation.organization.code),

@@ -1,0 +1,8 @@
+"""Write paths of conversations, one module per concern:
+
+- `usage`: the usage records of one turn (estimated and reported), priced from the book;
+- `transcripts`: analysed transcripts stored as conversations, messages, turns and usage;
+- `imports`: import jobs, from upload or command line to their all-or-nothing outcome.
+
+Price-book writes (LiteLLM imports, re-pricing) live in `pricing.services`.
+"""

@@ -1,0 +1,117 @@
+"""Usage records of one turn: costlab's estimate always, the API's report when there is
+one. Reported usage wins: it is the billing record and the estimate stays beside it
+(design.md 2.1, 2.4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pricing.book import PriceBook, Priced
+
+from ..engine.analysis import CallAnalysis
+from ..engine.pricing import Buckets, buckets_from_counts, buckets_from_usage
+from ..models import Conversation, Turn, UsageRecord, UsageSource
+
+
+def usage_record_build(
+    *,
+    turn: Turn,
+    conversation: Conversation,
+    source: str,
+    cache_source: str,
+    raw: Any,
+    buckets: Buckets,
+    prompt: int,
+    completion: int,
+    total: int,
+    priced: Priced,
+    at: datetime,
+    billing: bool,
+) -> UsageRecord:
+    """An unsaved record: callers write them in bulk."""
+    return UsageRecord(
+        turn=turn,
+        organization_id=conversation.organization_id,
+        conversation=conversation,
+        occurred_at=at,
+        model=turn.model,
+        source=source,
+        cache_source=cache_source,
+        is_billing=billing,
+        raw=raw,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        reasoning_tokens=buckets.reasoning,
+        input_uncached=buckets.input_uncached,
+        input_cached=buckets.input_cached,
+        input_cache_write=buckets.input_cache_write,
+        output=buckets.output,
+        **priced.cost_fields(),
+    )
+
+
+def turn_usage_records(
+    *,
+    turn: Turn,
+    conversation: Conversation,
+    result: CallAnalysis,
+    book: PriceBook,
+    at: datetime,
+) -> list[UsageRecord]:
+    """The estimated record, then the reported one when the API reported usage. At most
+    one of them is billing: a request that got no reply (an error, or a transcript's
+    trailing message) was not billed, so its estimate stays for what-ifs but counts in no
+    total."""
+    call = result.call
+    estimated_buckets = buckets_from_counts(
+        prompt_tokens=result.estimated_prompt_tokens,
+        cached_tokens=result.simulated_cached_tokens,
+        completion_tokens=result.estimated_completion_tokens,
+    )
+    reported = call.usage
+    estimated = usage_record_build(
+        turn=turn,
+        conversation=conversation,
+        source=UsageSource.ESTIMATED,
+        cache_source=UsageSource.SIMULATED,
+        raw=None,
+        buckets=estimated_buckets,
+        prompt=result.estimated_prompt_tokens,
+        completion=result.estimated_completion_tokens,
+        total=result.estimated_prompt_tokens + result.estimated_completion_tokens,
+        priced=book.price(
+            model=turn.model,
+            at=at,
+            buckets=estimated_buckets,
+            service_tier=call.service_tier,
+            batch=call.batch,
+        ),
+        at=at,
+        billing=reported is None and not result.pending,
+    )
+    if reported is None:
+        return [estimated]
+    buckets = buckets_from_usage(reported)
+    record = usage_record_build(
+        turn=turn,
+        conversation=conversation,
+        source=UsageSource.REPORTED,
+        cache_source=UsageSource.REPORTED,
+        raw=reported.raw,
+        buckets=buckets,
+        prompt=reported.prompt_tokens,
+        completion=reported.completion_tokens,
+        total=reported.total_tokens,
+        priced=book.price(
+            model=turn.model,
+            at=at,
+            buckets=buckets,
+            service_tier=call.service_tier,
+            batch=call.batch,
+        ),
+        at=at,
+        billing=True,
+    )
+    return [estimated, record]

@@ -1,0 +1,160 @@
+"""Write paths of the price book: rows from LiteLLM's table, and explicit re-pricing of
+stored usage. Prices never rewrite history silently (design.md 2.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.engine.pricing import Buckets, buckets_from_usage, usage_from_dict
+from conversations.models import Organization, UsageRecord
+
+from .book import PriceBook
+from .litellm import PriceEntry
+from .models import CostRecompute, ModelPrice, PriceSource
+
+
+@dataclass
+class PriceImportResult:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+
+def _same_rates(row: ModelPrice, fields: dict[str, Any]) -> bool:
+    return all(
+        getattr(row, name) == value for name, value in fields.items() if name.endswith("_per_1m")
+    )
+
+
+@transaction.atomic
+def prices_import(
+    *,
+    entries: list[PriceEntry],
+    effective_from: datetime,
+    organization: Organization | None = None,
+) -> PriceImportResult:
+    """Add dated rows from an external price table. Never rewrites a row: a model whose
+    current rates are unchanged gets nothing new; a row already starting at that instant
+    is left as it is."""
+    result = PriceImportResult()
+    for entry in entries:
+        scope = ModelPrice.objects.filter(organization=organization, model=entry.model)
+        if scope.filter(effective_from=effective_from).exists():
+            result.existing.append(entry.model)
+            continue
+        current = (
+            scope.filter(effective_from__lte=effective_from).order_by("-effective_from").first()
+        )
+        if current is not None and _same_rates(current, entry.fields):
+            result.unchanged.append(entry.model)
+            continue
+        ModelPrice.objects.create(
+            organization=organization,
+            model=entry.model,
+            effective_from=effective_from,
+            source=PriceSource.LITELLM,
+            notes="Imported from LiteLLM's model_prices_and_context_window.json.",
+            **entry.fields,
+        )
+        result.created.append(entry.model)
+    return result
+
+
+RECOMPUTE_BATCH = 2000
+COST_FIELDS = [
+    "price",
+    "cost_input_uncached",
+    "cost_input_cached",
+    "cost_input_cache_write",
+    "cost_output",
+    "cost_total",
+    "cost_uncached",
+]
+
+
+def _stored_buckets(record: UsageRecord) -> Buckets:
+    if record.raw:  # the usage as received is the source of truth (audio parts included)
+        return buckets_from_usage(usage_from_dict(record.raw))
+    return Buckets(
+        input_uncached=record.input_uncached,
+        input_cached=record.input_cached,
+        input_cache_write=record.input_cache_write,
+        output=record.output,
+        reasoning=record.reasoning_tokens,
+    )
+
+
+def _reprice(record: UsageRecord, book: PriceBook) -> bool:
+    """Price one stored record again from its buckets; True when anything changed."""
+    priced = book.price(
+        model=record.model,
+        at=record.occurred_at,
+        buckets=_stored_buckets(record),
+        service_tier=record.turn.service_tier or None,
+        batch=record.turn.is_batch,
+    )
+    new = priced.cost_fields()
+    if all(getattr(record, name) == value for name, value in new.items()):
+        return False
+    for name, value in new.items():
+        setattr(record, name, value)
+    return True
+
+
+@transaction.atomic
+def costs_recompute(
+    *,
+    organization: Organization | None = None,
+    since: datetime | None = None,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+) -> CostRecompute:
+    """Re-price stored usage with the price book as it is now, and log what changed."""
+    log = CostRecompute.objects.create(
+        organization=organization,
+        since=since,
+        requested_by_id=user.pk if user is not None and user.is_authenticated else None,
+    )
+    records = UsageRecord.objects.select_related("turn").order_by("id")
+    if organization is not None:
+        records = records.filter(organization=organization)
+    if since is not None:
+        records = records.filter(occurred_at__gte=since)
+    books: dict[int, PriceBook] = {}
+    before = after = Decimal(0)
+    batch: list[UsageRecord] = []
+    for record in records.iterator(chunk_size=RECOMPUTE_BATCH):
+        if record.organization_id not in books:
+            books[record.organization_id] = PriceBook.for_organization(
+                Organization.objects.get(pk=record.organization_id)
+            )
+        if record.is_billing:  # the log's totals are what pages show: billing records only
+            before += record.cost_total or 0
+        log.records += 1
+        if _reprice(record, books[record.organization_id]):
+            batch.append(record)
+        if record.is_billing:
+            after += record.cost_total or 0
+        if len(batch) >= RECOMPUTE_BATCH:
+            UsageRecord.objects.bulk_update(batch, COST_FIELDS)
+            log.changed += len(batch)
+            batch = []
+    UsageRecord.objects.bulk_update(batch, COST_FIELDS)
+    log.changed += len(batch)
+    log.cost_before, log.cost_after, log.finished = before, after, timezone.now()
+    log.save()
+    return log
+
+
+def costs_recompute_by_ids(*, organization_id: int | None, user_id: int | None) -> CostRecompute:
+    organization = Organization.objects.get(pk=organization_id) if organization_id else None
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    return costs_recompute(organization=organization, user=user)
