@@ -9,11 +9,13 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.validators import DecimalValidator
+from django.utils.html import format_html, format_html_join
 
 from conversations.models import UsageRecord
 from costlab import jobs
 
-from .models import CostRecompute, ModelPrice
+from .matrix import BASE, BUCKETS, EXTENDED, STANDARD
+from .models import CostRecompute, ModelPrice, PriceRate
 
 PRICED_ROW_FIELDS = [
     f.name for f in ModelPrice._meta.fields if f.name not in ("id", "created", "notes")
@@ -75,9 +77,83 @@ class ModelPriceForm(forms.ModelForm):
         return cleaned
 
 
+class PriceRateForm(forms.ModelForm):
+    class Meta:
+        model = PriceRate
+        fields = ["bucket", "tier", "band", "retention", "rate_per_1m"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        warnings = rate_unit_warnings({"rate_per_1m": cleaned.get("rate_per_1m")})
+        if warnings:
+            raise forms.ValidationError(warnings)
+        return cleaned
+
+
+class PriceRateInline(admin.TabularInline):
+    model = PriceRate
+    form = PriceRateForm
+    extra = 0
+    verbose_name = "matrix cell"
+    verbose_name_plural = (
+        "Other tiers, the long-context band and extended-retention writes (USD per 1M)"
+    )
+
+    def has_change_permission(self, request: Any, obj: ModelPrice | None = None) -> bool:
+        return not _priced(obj) and super().has_change_permission(request, obj)
+
+    def has_add_permission(self, request: Any, obj: ModelPrice | None = None) -> bool:
+        return not _priced(obj) and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request: Any, obj: ModelPrice | None = None) -> bool:
+        return not _priced(obj) and super().has_delete_permission(request, obj)
+
+
+def _priced(obj: ModelPrice | None) -> bool:
+    # A row that priced usage is history: changing it would silently change what those
+    # records mean. A new price is a new row with a later effective_from.
+    return obj is not None and UsageRecord.objects.filter(price=obj).exists()
+
+
+def matrix_rows(row: ModelPrice) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The matrix as a table: one column per (tier, band, retention) that has a cell, one
+    line per bucket; each cell shows the rate a call there pays, fallbacks applied."""
+    matrix = row.matrix()
+    columns = sorted(
+        {(t, b, r) for (_, t, b, r) in matrix.cells},
+        key=lambda c: (c[0] != STANDARD, c[0], c[1] != BASE, c[2]),
+    )
+    headers = [f"{t} / {b}" + (" / 24h" if r == EXTENDED else "") for t, b, r in columns]
+    lines = []
+    for bucket in BUCKETS:
+        cells = [matrix.rate(bucket, t, b, r) for t, b, r in columns]
+        if any(c is not None for c in cells):
+            lines.append((bucket, ["" if c is None else f"{c.normalize():f}" for c in cells]))
+    return headers, lines
+
+
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     form = ModelPriceForm
+    inlines = [PriceRateInline]
+    readonly_fields = ("matrix_table",)
+
+    @admin.display(description="rates a call pays, by tier / band")
+    def matrix_table(self, obj: ModelPrice | None) -> str:
+        if obj is None or obj.pk is None:
+            return "Save the row to see its matrix."
+        headers, lines = matrix_rows(obj)
+        head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+        body = format_html_join(
+            "",
+            "<tr><th>{}</th>{}</tr>",
+            (
+                (bucket, format_html_join("", "<td>{}</td>", ((c,) for c in cells)))
+                for bucket, cells in lines
+            ),
+        )
+        return format_html("<table><tr><th>bucket</th>{}</tr>{}</table>", head, body)
+
     list_display = (
         "model",
         "organization",
@@ -94,10 +170,8 @@ class ModelPriceAdmin(admin.ModelAdmin):
     date_hierarchy = "effective_from"
 
     def get_readonly_fields(self, request: Any, obj: ModelPrice | None = None) -> Any:
-        # A row that priced usage is history: changing it would silently change what those
-        # records mean. A new price is a new row with a later effective_from.
-        if obj is not None and UsageRecord.objects.filter(price=obj).exists():
-            return PRICED_ROW_FIELDS
+        if _priced(obj):
+            return [*PRICED_ROW_FIELDS, "matrix_table"]
         return super().get_readonly_fields(request, obj)
 
     fieldsets = (
@@ -118,30 +192,8 @@ class ModelPriceAdmin(admin.ModelAdmin):
             },
         ),
         (
-            "Service tiers (chosen by the response's service_tier)",
-            {
-                "fields": (
-                    "batch_input_per_1m",
-                    "batch_output_per_1m",
-                    "flex_input_per_1m",
-                    "flex_cached_input_per_1m",
-                    "flex_output_per_1m",
-                    "priority_input_per_1m",
-                    "priority_cached_input_per_1m",
-                    "priority_output_per_1m",
-                )
-            },
-        ),
-        (
-            "Long-context tier (applies to the whole request above the threshold)",
-            {
-                "fields": (
-                    "long_context_threshold",
-                    "long_input_per_1m",
-                    "long_cached_input_per_1m",
-                    "long_output_per_1m",
-                )
-            },
+            "The whole matrix (read-only summary; edit cells below)",
+            {"fields": ("long_context_threshold", "matrix_table")},
         ),
         (
             "Model facts",

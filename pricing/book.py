@@ -27,6 +27,7 @@ from conversations.engine.tokens import ModelProfile, default_profile
 from conversations.engine.types import Call
 from conversations.models import Organization
 
+from .matrix import RateMatrix
 from .models import ModelPrice
 
 # Dated snapshots fall back to their family row: gpt-4o-2024-08-06 -> gpt-4o, gpt-4-0613 -> gpt-4.
@@ -59,13 +60,20 @@ class PriceBook:
 
     rows: list[ModelPrice]
     _cache: dict[tuple[str, str], ModelPrice | None] = field(default_factory=dict)
+    _matrices: dict[int, RateMatrix] = field(default_factory=dict)
+
+    def matrix(self, row: ModelPrice) -> RateMatrix:
+        """The row's matrix, built once: a book prices thousands of calls with few rows."""
+        if row.pk not in self._matrices:
+            self._matrices[row.pk] = row.matrix()
+        return self._matrices[row.pk]
 
     @classmethod
     def for_organization(cls, organization: Organization | None) -> PriceBook:
         scope = Q(organization__isnull=True)
         if organization is not None:
             scope |= Q(organization=organization)
-        return cls(rows=list(ModelPrice.objects.filter(scope)))
+        return cls(rows=list(ModelPrice.objects.filter(scope).prefetch_related("rates")))
 
     def resolve(self, model: str | None, at: datetime) -> ModelPrice | None:
         """The most specific row: organization over global, exact name over snapshot
@@ -95,13 +103,17 @@ class PriceBook:
         buckets: Buckets,
         service_tier: str | None,
         batch: bool,
+        extended_retention: bool = False,
     ) -> Priced:
         """Price buckets with the row that applies at `at`."""
         row = self.resolve(model, at)
         if row is None:
             return UNPRICED
-        rates = rates_for(
-            row, service_tier=service_tier, batch=batch, prompt_tokens=buckets.prompt_tokens
+        rates = self.matrix(row).rates(
+            service_tier=service_tier,
+            batch=batch,
+            prompt_tokens=buckets.prompt_tokens,
+            extended_retention=extended_retention,
         )
         cost = price_buckets(buckets, rates)
         uncached = price_without_cache(buckets, rates, cost).total
@@ -115,8 +127,11 @@ class PriceBook:
         row = self.resolve(call.model or default_model, call.started_at or now)
         if row is None:
             return None
-        return rates_for(
-            row, service_tier=call.service_tier, batch=call.batch, prompt_tokens=prompt_tokens
+        return self.matrix(row).rates(
+            service_tier=call.service_tier,
+            batch=call.batch,
+            prompt_tokens=prompt_tokens,
+            extended_retention=is_extended(call.cache_retention),
         )
 
     def profile(self, model: str | None, at: datetime | None = None) -> ModelProfile:
@@ -162,59 +177,23 @@ UNPRICED = Priced(row=None, cost=None, cost_uncached=None)
 
 
 def rates_for(
-    row: ModelPrice, *, service_tier: str | None, batch: bool, prompt_tokens: int
+    row: ModelPrice,
+    *,
+    service_tier: str | None,
+    batch: bool,
+    prompt_tokens: int,
+    extended_retention: bool = False,
 ) -> Rates:
-    """Pick the rates that apply to one call: the service tier first (from the response),
-    then, on the standard tier, the long-context tier for the WHOLE request above its
-    threshold. A tier rate the row lacks falls back to the standard one; the Batch API never
-    gets the caching discount (seed 002), so its cached tokens pay the batch input rate."""
-    extras = {
-        "reasoning": row.reasoning_per_1m,
-        "audio_input": row.audio_input_per_1m,
-        "audio_output": row.audio_output_per_1m,
-    }
-    if batch or service_tier == "batch":
-        return Rates(
-            input=_first(row.batch_input_per_1m, row.input_per_1m),
-            cached_input=None,
-            output=_first(row.batch_output_per_1m, row.output_per_1m),
-            **extras,
-        )
-    if service_tier == "flex" and row.flex_input_per_1m is not None:
-        return Rates(
-            input=row.flex_input_per_1m,
-            cached_input=_either(row.flex_cached_input_per_1m, row.cached_input_per_1m),
-            output=_first(row.flex_output_per_1m, row.output_per_1m),
-            **extras,
-        )
-    if service_tier == "priority" and row.priority_input_per_1m is not None:
-        return Rates(
-            input=row.priority_input_per_1m,
-            cached_input=_either(row.priority_cached_input_per_1m, row.cached_input_per_1m),
-            output=_first(row.priority_output_per_1m, row.output_per_1m),
-            **extras,
-        )
-    threshold = row.long_context_threshold
-    if threshold is not None and prompt_tokens > threshold and row.long_input_per_1m is not None:
-        return Rates(
-            input=row.long_input_per_1m,
-            cached_input=_either(row.long_cached_input_per_1m, row.cached_input_per_1m),
-            output=_first(row.long_output_per_1m, row.output_per_1m),
-            cache_write=row.cache_write_per_1m,
-            **extras,
-        )
-    return Rates(
-        input=row.input_per_1m,
-        cached_input=row.cached_input_per_1m,
-        output=row.output_per_1m,
-        cache_write=row.cache_write_per_1m,
-        **extras,
+    """The rates that apply to one call, from the row's matrix (pricing/matrix.py says
+    which cell wins and how a missing one falls back)."""
+    return row.matrix().rates(
+        service_tier=service_tier,
+        batch=batch,
+        prompt_tokens=prompt_tokens,
+        extended_retention=extended_retention,
     )
 
 
-def _either(value: Decimal | None, fallback: Decimal | None) -> Decimal | None:
-    return value if value is not None else fallback
-
-
-def _first(value: Decimal | None, fallback: Decimal) -> Decimal:
-    return value if value is not None else fallback
+def is_extended(retention: str | None) -> bool:
+    """Whether a request's prompt_cache_retention asks for the extended (24h) retention."""
+    return retention is not None and retention not in ("in_memory", "in-memory", "default")

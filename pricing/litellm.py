@@ -7,35 +7,49 @@ Decimal. Going through repr() keeps 2.5e-06 exact: Decimal("2.5e-06") * 1e6 == 2
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from conversations.engine.tokens import default_profile
 
+from .matrix import ABOVE, BASE, BATCH, DEFAULT, EXTENDED, STANDARD, Cell
+
 ONE_MILLION = Decimal(1_000_000)
 RATE_PLACES = Decimal("0.000001")
 
-# costlab field <- LiteLLM key (per token).
-FIELD_MAP = {
-    "input_per_1m": "input_cost_per_token",
-    "cached_input_per_1m": "cache_read_input_token_cost",
-    "output_per_1m": "output_cost_per_token",
-    "cache_write_per_1m": "cache_creation_input_token_cost",
-    "reasoning_per_1m": "output_cost_per_reasoning_token",
-    "audio_input_per_1m": "input_cost_per_audio_token",
-    "audio_output_per_1m": "output_cost_per_audio_token",
-    "batch_input_per_1m": "input_cost_per_token_batches",
-    "batch_output_per_1m": "output_cost_per_token_batches",
-    "flex_input_per_1m": "input_cost_per_token_flex",
-    "flex_cached_input_per_1m": "cache_read_input_token_cost_flex",
-    "flex_output_per_1m": "output_cost_per_token_flex",
-    "priority_input_per_1m": "input_cost_per_token_priority",
-    "priority_cached_input_per_1m": "cache_read_input_token_cost_priority",
-    "priority_output_per_1m": "output_cost_per_token_priority",
+# LiteLLM's per-token keys, by bucket. A key may carry, in this order, a retention
+# (_above_12hr, cache writes only), a context band (_above_272k_tokens) and a tier suffix
+# (_batches, _flex, _priority, ...): cache_read_input_token_cost_above_272k_tokens_priority.
+BUCKET_KEYS = {
+    "input_cost_per_token": "input",
+    "cache_read_input_token_cost": "cached_input",
+    "cache_creation_input_token_cost": "cache_write",
+    "output_cost_per_token": "output",
+    "output_cost_per_reasoning_token": "reasoning",
+    "input_cost_per_audio_token": "audio_input",
+    "output_cost_per_audio_token": "audio_output",
 }
-# Long-context tiers are keyed like input_cost_per_token_above_272k_tokens.
-_LONG_CONTEXT_KEY = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
+_KEY = re.compile(
+    r"^(?P<base>" + "|".join(BUCKET_KEYS) + r")"
+    r"(?P<extended>_above_12hr)?"
+    r"(?:_above_(?P<band>\d+)k_tokens)?"
+    r"(?:_(?P<tier>[a-z]+))?$"
+)
+# LiteLLM spells the Batch API's tier "batches".
+_TIER_NAMES = {"batches": BATCH}
+
+
+def parse_key(key: str) -> tuple[str, str, int | None, str] | None:
+    """(bucket, tier, band threshold or None, retention) of a LiteLLM rate key, or None
+    when the key is not a token rate (search_context_cost_per_query, ...)."""
+    match = _KEY.match(key)
+    if match is None:
+        return None
+    tier = match["tier"] or STANDARD
+    band = int(match["band"]) * 1000 if match["band"] else None
+    retention = EXTENDED if match["extended"] else DEFAULT
+    return BUCKET_KEYS[match["base"]], _TIER_NAMES.get(tier, tier), band, retention
 
 
 class PriceFileError(ValueError):
@@ -45,7 +59,8 @@ class PriceFileError(ValueError):
 @dataclass(frozen=True)
 class PriceEntry:
     model: str
-    fields: dict[str, Any]
+    fields: dict[str, Any]  # ModelPrice columns: plain rates and model facts
+    cells: dict[Cell, Decimal] = field(default_factory=dict)  # the rest of the matrix
 
 
 def per_million(value: Any, *, key: str, model: str) -> Decimal | None:
@@ -62,13 +77,6 @@ def per_million(value: Any, *, key: str, model: str) -> Decimal | None:
     return rate.quantize(RATE_PLACES)
 
 
-def _long_context_thresholds(entry: dict[str, Any]) -> list[int]:
-    """Thresholds (in tokens) of the entry's long-context tiers, lowest first: costlab keeps
-    one tier per row, the first one a prompt crosses."""
-    found = (_LONG_CONTEXT_KEY.match(key) for key in entry)
-    return sorted(int(match[1]) * 1000 for match in found if match)
-
-
 def entries(data: Any, *, providers: set[str] | None) -> list[PriceEntry]:
     """Chat models of the file as row field dicts; `providers` None keeps every provider."""
     if not isinstance(data, dict):
@@ -83,23 +91,7 @@ def entries(data: Any, *, providers: set[str] | None) -> list[PriceEntry]:
             continue
         if entry.get("input_cost_per_token") is None or entry.get("output_cost_per_token") is None:
             continue
-        fields: dict[str, Any] = {}
-        for name, key in FIELD_MAP.items():
-            fields[name] = per_million(entry.get(key), key=key, model=model)
-        for threshold in _long_context_thresholds(entry):
-            key = f"input_cost_per_token_above_{threshold // 1000}k_tokens"
-            if entry.get(key) is not None:
-                fields["long_context_threshold"] = threshold
-                fields["long_input_per_1m"] = per_million(entry[key], key=key, model=model)
-                out_key = f"output_cost_per_token_above_{threshold // 1000}k_tokens"
-                fields["long_output_per_1m"] = per_million(
-                    entry.get(out_key), key=out_key, model=model
-                )
-                cached_key = f"cache_read_input_token_cost_above_{threshold // 1000}k_tokens"
-                fields["long_cached_input_per_1m"] = per_million(
-                    entry.get(cached_key), key=cached_key, model=model
-                )
-                break
+        fields, cells = _rates(model, entry)
         max_input, max_output = entry.get("max_input_tokens"), entry.get("max_output_tokens")
         fields["context_window"] = max_input if isinstance(max_input, int) else None
         fields["max_output_tokens"] = max_output if isinstance(max_output, int) else None
@@ -108,5 +100,31 @@ def entries(data: Any, *, providers: set[str] | None) -> list[PriceEntry]:
         fields["tokens_per_message"] = profile.tokens_per_message
         fields["tokens_per_name"] = profile.tokens_per_name
         fields["reply_priming"] = profile.reply_priming
-        result.append(PriceEntry(model=model, fields=fields))
+        result.append(PriceEntry(model=model, fields=fields, cells=cells))
     return result
+
+
+def _rates(model: str, entry: dict[str, Any]) -> tuple[dict[str, Any], dict[Cell, Decimal]]:
+    """The plain columns (standard tier, base band) and the other cells of one entry.
+    costlab keeps one long-context band per row: the lowest threshold a prompt crosses."""
+    parsed = {key: parse_key(key) for key in entry}
+    thresholds = sorted({p[2] for p in parsed.values() if p is not None and p[2] is not None})
+    threshold = thresholds[0] if thresholds else None
+    fields: dict[str, Any] = {f"{bucket}_per_1m": None for bucket in BUCKET_KEYS.values()}
+    fields["long_context_threshold"] = threshold
+    cells: dict[Cell, Decimal] = {}
+    for key, found in parsed.items():
+        if found is None or entry[key] is None:
+            continue
+        bucket, tier, band_threshold, retention = found
+        if band_threshold is not None and band_threshold != threshold:
+            continue
+        rate = per_million(entry[key], key=key, model=model)
+        if rate is None:
+            continue
+        band = ABOVE if band_threshold is not None else BASE
+        if (tier, band, retention) == (STANDARD, BASE, DEFAULT):
+            fields[f"{bucket}_per_1m"] = rate
+        else:
+            cells[(bucket, tier, band, retention)] = rate
+    return fields, cells

@@ -7,10 +7,15 @@ existing database migrated forward without copying a row (see migrations/0001_in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from .matrix import ABOVE, BASE, BUCKETS, DEFAULT, EXTENDED, STANDARD, Cell, RateMatrix
 
 # Rates are USD per 1M tokens with 6 places ($0.0025 / 1M, gpt-5-nano flex cached, is exact).
 
@@ -66,43 +71,9 @@ class ModelPrice(models.Model):
         "audio output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
     )
 
-    # Service tiers, chosen by the RESPONSE's service_tier. Batch has no caching discount.
-    batch_input_per_1m = models.DecimalField(
-        "batch input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    batch_output_per_1m = models.DecimalField(
-        "batch output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    flex_input_per_1m = models.DecimalField(
-        "flex input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    flex_cached_input_per_1m = models.DecimalField(
-        "flex cached $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    flex_output_per_1m = models.DecimalField(
-        "flex output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    priority_input_per_1m = models.DecimalField(
-        "priority input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    priority_cached_input_per_1m = models.DecimalField(
-        "priority cached $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    priority_output_per_1m = models.DecimalField(
-        "priority output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-
-    # Long-context tier: above the threshold its rates apply to the WHOLE request.
+    # Above this many prompt tokens the "above" band's rates (PriceRate rows) apply to the
+    # WHOLE request; rates of other tiers and bands live in PriceRate (the matrix).
     long_context_threshold = models.PositiveIntegerField(null=True, blank=True)
-    long_input_per_1m = models.DecimalField(
-        "long-context input $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    long_cached_input_per_1m = models.DecimalField(
-        "long-context cached $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
-    long_output_per_1m = models.DecimalField(
-        "long-context output $/1M", max_digits=14, decimal_places=6, null=True, blank=True
-    )
 
     # Model facts used by token counting and context-window checks.
     context_window = models.PositiveIntegerField(null=True, blank=True)
@@ -144,6 +115,77 @@ class ModelPrice(models.Model):
     @property
     def is_pattern(self) -> bool:
         return "*" in self.model
+
+    def base_cells(self) -> dict[Cell, Decimal]:
+        """The plain columns: the standard tier, base band, default retention."""
+        cells = {}
+        for bucket in BUCKETS:
+            value = getattr(self, f"{bucket}_per_1m")
+            if value is not None:
+                cells[(bucket, STANDARD, BASE, DEFAULT)] = value
+        return cells
+
+    def matrix(self, rates: Iterable[PriceRate] | None = None) -> RateMatrix:
+        """The row's whole matrix; `rates` saves a query when they are loaded already."""
+        cells = self.base_cells()
+        for cell in rates if rates is not None else self.rates.all():
+            cells[cell.key] = cell.rate_per_1m
+        return RateMatrix(cells=cells, long_context_threshold=self.long_context_threshold)
+
+
+class Tier(models.TextChoices):
+    STANDARD = STANDARD, "standard"
+    BATCH = "batch", "batch (Batch API)"
+    FLEX = "flex", "flex"
+    PRIORITY = "priority", "priority"
+
+
+class Band(models.TextChoices):
+    BASE = BASE, "up to the long-context threshold"
+    ABOVE = ABOVE, "above the long-context threshold"
+
+
+class Retention(models.TextChoices):
+    DEFAULT = DEFAULT, "default"
+    EXTENDED = EXTENDED, "extended (24h)"
+
+
+class Bucket(models.TextChoices):
+    INPUT = "input", "input"
+    CACHED_INPUT = "cached_input", "cached input"
+    CACHE_WRITE = "cache_write", "cache write"
+    OUTPUT = "output", "output"
+    REASONING = "reasoning", "reasoning"
+    AUDIO_INPUT = "audio_input", "audio input"
+    AUDIO_OUTPUT = "audio_output", "audio output"
+
+
+class PriceRate(models.Model):
+    """One cell of a price row's matrix beyond its plain (standard, base) columns: a bucket's
+    rate for one service tier, context band and, for cache writes, retention."""
+
+    price = models.ForeignKey(ModelPrice, models.CASCADE, related_name="rates")
+    bucket = models.CharField(max_length=20, choices=Bucket.choices)
+    # Tier names are data: LiteLLM lists tiers beyond the four OpenAI documents.
+    tier = models.CharField(max_length=20, default=Tier.STANDARD)
+    band = models.CharField(max_length=10, choices=Band.choices, default=Band.BASE)
+    retention = models.CharField(max_length=10, choices=Retention.choices, default=DEFAULT)
+    rate_per_1m = models.DecimalField("$/1M", max_digits=14, decimal_places=6)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["price", "bucket", "tier", "band", "retention"], name="pricerate_unique"
+            ),
+            models.CheckConstraint(condition=Q(rate_per_1m__gte=0), name="pricerate_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket} {self.tier}/{self.band}/{self.retention}: {self.rate_per_1m}"
+
+    @property
+    def key(self) -> Cell:
+        return (self.bucket, self.tier, self.band, self.retention)
 
 
 class CostRecompute(models.Model):

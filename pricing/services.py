@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -19,7 +18,8 @@ from conversations.models import Organization, UsageRecord
 
 from .book import PriceBook
 from .litellm import PriceEntry
-from .models import CostRecompute, ModelPrice, PriceSource
+from .matrix import Cell
+from .models import CostRecompute, ModelPrice, PriceRate, PriceSource
 
 
 @dataclass
@@ -29,10 +29,15 @@ class PriceImportResult:
     existing: list[str] = field(default_factory=list)
 
 
-def _same_rates(row: ModelPrice, fields: dict[str, Any]) -> bool:
-    return all(
-        getattr(row, name) == value for name, value in fields.items() if name.endswith("_per_1m")
-    )
+def _same_rates(row: ModelPrice, entry: PriceEntry) -> bool:
+    """Whether the row already prices exactly as the entry: every cell of the matrix."""
+    threshold = entry.fields.get("long_context_threshold")
+    return row.long_context_threshold == threshold and row.matrix().cells == _entry_matrix(entry)
+
+
+def _entry_matrix(entry: PriceEntry) -> dict[Cell, Decimal]:
+    probe = ModelPrice(**{k: v for k, v in entry.fields.items() if k.endswith("_per_1m")})
+    return {**probe.base_cells(), **entry.cells}
 
 
 @transaction.atomic
@@ -54,16 +59,20 @@ def prices_import(
         current = (
             scope.filter(effective_from__lte=effective_from).order_by("-effective_from").first()
         )
-        if current is not None and _same_rates(current, entry.fields):
+        if current is not None and _same_rates(current, entry):
             result.unchanged.append(entry.model)
             continue
-        ModelPrice.objects.create(
+        row = ModelPrice.objects.create(
             organization=organization,
             model=entry.model,
             effective_from=effective_from,
             source=PriceSource.LITELLM,
             notes="Imported from LiteLLM's model_prices_and_context_window.json.",
             **entry.fields,
+        )
+        PriceRate.objects.bulk_create(
+            PriceRate(price=row, bucket=b, tier=t, band=band, retention=r, rate_per_1m=rate)
+            for (b, t, band, r), rate in entry.cells.items()
         )
         result.created.append(entry.model)
     return result

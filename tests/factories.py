@@ -7,7 +7,7 @@ import factory
 from django.contrib.auth import get_user_model
 
 from conversations.models import Membership, Organization, Role
-from pricing.models import ModelPrice
+from pricing.models import ModelPrice, PriceRate
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -45,3 +45,19 @@ class ModelPriceFactory(factory.django.DjangoModelFactory):
     input_per_1m = Decimal("2.50")
     cached_input_per_1m = Decimal("1.25")
     output_per_1m = Decimal("10.00")
+
+
+def price_cells(row: ModelPrice, cells: dict[tuple[str, str, str], Decimal | str]) -> ModelPrice:
+    """Matrix cells beyond the row's plain columns: {(bucket, tier, band): rate}, default
+    retention; a 4-tuple key names the retention too."""
+    for key, rate in cells.items():
+        bucket, tier, band, *rest = key
+        PriceRate.objects.create(
+            price=row,
+            bucket=bucket,
+            tier=tier,
+            band=band,
+            retention=rest[0] if rest else "default",
+            rate_per_1m=Decimal(rate),
+        )
+    return row

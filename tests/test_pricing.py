@@ -12,7 +12,7 @@ from pricing.admin import ModelPriceForm
 from pricing.book import PriceBook, rates_for
 from pricing.models import CostRecompute, ModelPrice
 
-from .factories import ModelPriceFactory, OrganizationFactory
+from .factories import ModelPriceFactory, OrganizationFactory, price_cells
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -129,9 +129,8 @@ def test_it_applies_the_long_context_tier_to_the_whole_request():
         input_per_1m=Decimal("1"),
         output_per_1m=Decimal("2"),
         long_context_threshold=200_000,
-        long_input_per_1m=Decimal("2"),
-        long_output_per_1m=Decimal("4"),
     )
+    price_cells(row, {("input", "standard", "above"): "2", ("output", "standard", "above"): "4"})
     short = rates_for(row, service_tier=None, batch=False, prompt_tokens=200_000)
     long = rates_for(row, service_tier=None, batch=False, prompt_tokens=200_001)
     assert (short.input, short.output) == (Decimal("1"), Decimal("2"))
@@ -272,16 +271,27 @@ def test_it_chooses_the_tier_before_the_long_context_rates():
         input_per_1m=Decimal("1"),
         cached_input_per_1m=Decimal("0.1"),
         output_per_1m=Decimal("2"),
-        batch_input_per_1m=Decimal("0.5"),
-        batch_output_per_1m=Decimal("1"),
-        flex_input_per_1m=Decimal("0.5"),
         long_context_threshold=200_000,
-        long_input_per_1m=Decimal("2"),
-        long_cached_input_per_1m=Decimal("0.2"),
-        long_output_per_1m=Decimal("4"),
     )
+    price_cells(
+        row,
+        {
+            ("input", "batch", "base"): "0.5",
+            ("output", "batch", "base"): "1",
+            ("input", "flex", "base"): "0.5",
+            ("input", "standard", "above"): "2",
+            ("cached_input", "standard", "above"): "0.2",
+            ("output", "standard", "above"): "4",
+        },
+    )
+    # Batch has no band of its own above the threshold: its base band, not standard's.
+    # Cached tokens pay the batch input rate: no batch cached rate, no caching discount.
     batch = rates_for(row, service_tier=None, batch=True, prompt_tokens=300_000)
-    assert (batch.input, batch.cached_input, batch.output) == (Decimal("0.5"), None, Decimal("1"))
+    assert (batch.input, batch.cached_input, batch.output) == (
+        Decimal("0.5"),
+        Decimal("0.5"),
+        Decimal("1"),
+    )
     flex = rates_for(row, service_tier="flex", batch=False, prompt_tokens=10)
     # No flex cached rate on the row: the standard cached rate, not the flex input rate.
     assert (flex.input, flex.cached_input) == (Decimal("0.5"), Decimal("0.1"))
@@ -336,8 +346,8 @@ def test_it_imports_every_litellm_long_context_threshold():
     }
     (entry,) = litellm.entries(data, providers={"openai"})
     assert entry.fields["long_context_threshold"] == 272_000
-    assert entry.fields["long_input_per_1m"] == Decimal("5")
-    assert entry.fields["long_output_per_1m"] == Decimal("22.5")
+    assert entry.cells[("input", "standard", "above", "default")] == Decimal("5")
+    assert entry.cells[("output", "standard", "above", "default")] == Decimal("22.5")
 
 
 def test_it_freezes_a_price_row_in_the_admin_once_it_priced_usage(client, fixtures):

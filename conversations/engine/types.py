@@ -53,6 +53,7 @@ class Call:
     batch: bool = False  # Batch API: batch rates, no caching discount
     external_id: str | None = None  # response id, or batch custom_id
     location: str = ""  # "file.jsonl line 12": where this call came from, for errors
+    cache_retention: str | None = None  # the request's prompt_cache_retention ("24h")
 
 
 @dataclass(slots=True)
