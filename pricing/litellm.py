@@ -61,6 +61,17 @@ class PriceEntry:
     model: str
     fields: dict[str, Any]  # ModelPrice columns: plain rates and model facts
     cells: dict[Cell, Decimal] = field(default_factory=dict)  # the rest of the matrix
+    cache_policy: str = "prefix_128"  # a CachePolicy name
+
+
+def cache_policy_of(entry: dict[str, Any], cached_rate: Decimal | None) -> str:
+    """Trust the rates, not `supports_prompt_caching` (LiteLLM sets it on gpt-4, which has
+    no cached rate and never reports cached tokens): no cached rate, no caching."""
+    if cached_rate is None:
+        return "none"
+    if entry.get("supports_prompt_cache_breakpoint"):
+        return "breakpoints"
+    return "prefix_128"
 
 
 def per_million(value: Any, *, key: str, model: str) -> Decimal | None:
@@ -100,7 +111,8 @@ def entries(data: Any, *, providers: set[str] | None) -> list[PriceEntry]:
         fields["tokens_per_message"] = profile.tokens_per_message
         fields["tokens_per_name"] = profile.tokens_per_name
         fields["reply_priming"] = profile.reply_priming
-        result.append(PriceEntry(model=model, fields=fields, cells=cells))
+        policy = cache_policy_of(entry, fields.get("cached_input_per_1m"))
+        result.append(PriceEntry(model=model, fields=fields, cells=cells, cache_policy=policy))
     return result
 
 

@@ -25,6 +25,55 @@ class Encoding(models.TextChoices):
     CL100K = "cl100k_base", "cl100k_base"
 
 
+class CacheKind(models.TextChoices):
+    NONE = "none", "no prompt caching"
+    PREFIX = "prefix", "automatic prefix caching in fixed steps (seed 002)"
+    BREAKPOINTS = "breakpoints", "breakpoints, exact lengths, paid writes (GPT-5.6 on)"
+
+
+class CachePolicy(models.Model):
+    """How a family of models caches prompts (design.md 2.6). Every number the simulator
+    uses is a field here, so the next change of OpenAI's rules is a data change."""
+
+    name = models.SlugField(max_length=40, unique=True)
+    kind = models.CharField(max_length=12, choices=CacheKind.choices)
+    description = models.TextField(blank=True)
+    min_tokens = models.PositiveIntegerField(default=1024, help_text="No hit below this.")
+    step_tokens = models.PositiveIntegerField(
+        default=128, help_text="Hits come in multiples of this (1: exact lengths)."
+    )
+    routing_tokens = models.PositiveIntegerField(
+        default=256, help_text="Requests route by a hash of this many leading tokens."
+    )
+    overflow_rpm = models.PositiveIntegerField(
+        default=15, help_text="Above this many requests/minute per prefix and key, overflow."
+    )
+    ttl_seconds = models.PositiveIntegerField(
+        default=600, help_text="Idle lifetime of an entry by default."
+    )
+    max_ttl_seconds = models.PositiveIntegerField(
+        default=3600, help_text="Longest lifetime without extended retention (off-peak)."
+    )
+    extended_ttl_seconds = models.PositiveIntegerField(
+        default=86400, help_text="Lifetime when a request asks for extended (24h) retention."
+    )
+    max_breakpoints = models.PositiveSmallIntegerField(
+        default=4, help_text="Explicit breakpoints per request (breakpoints policies)."
+    )
+    writes_billed = models.BooleanField(
+        default=False, help_text="Newly written prefixes are reported and billed as writes."
+    )
+    requires_cache_key = models.BooleanField(
+        default=False, help_text="Flag requests without prompt_cache_key."
+    )
+
+    class Meta:
+        verbose_name_plural = "cache policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class PriceSource(models.TextChoices):
     CATALOGUE = "catalogue", "Default catalogue"
     LITELLM = "litellm", "LiteLLM import"
@@ -82,6 +131,19 @@ class ModelPrice(models.Model):
     tokens_per_message = models.SmallIntegerField(default=3)
     tokens_per_name = models.SmallIntegerField(default=1)
     reply_priming = models.SmallIntegerField(default=3)
+
+    cache_policy = models.ForeignKey(
+        CachePolicy,
+        models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="prices",
+        help_text="Empty: no caching when the row has no cached-input rate, else prefix_128.",
+    )
+    extended_retention = models.BooleanField(
+        default=False,
+        help_text="The model honours prompt_cache_retention='24h' (extended retention).",
+    )
 
     notes = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)

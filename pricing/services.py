@@ -19,7 +19,7 @@ from conversations.models import Organization, UsageRecord
 from .book import PriceBook
 from .litellm import PriceEntry
 from .matrix import Cell
-from .models import CostRecompute, ModelPrice, PriceRate, PriceSource
+from .models import CachePolicy, CostRecompute, ModelPrice, PriceRate, PriceSource
 
 
 @dataclass
@@ -51,6 +51,7 @@ def prices_import(
     current rates are unchanged gets nothing new; a row already starting at that instant
     is left as it is."""
     result = PriceImportResult()
+    policies = {p.name: p for p in CachePolicy.objects.all()}
     for entry in entries:
         scope = ModelPrice.objects.filter(organization=organization, model=entry.model)
         if scope.filter(effective_from=effective_from).exists():
@@ -68,6 +69,7 @@ def prices_import(
             effective_from=effective_from,
             source=PriceSource.LITELLM,
             notes="Imported from LiteLLM's model_prices_and_context_window.json.",
+            cache_policy=policies.get(entry.cache_policy),
             **entry.fields,
         )
         PriceRate.objects.bulk_create(
