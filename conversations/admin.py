@@ -46,7 +46,7 @@ def rate_unit_warnings(values: dict[str, Any]) -> list[str]:
     return warnings
 
 
-class ModelPriceForm(forms.ModelForm):
+class ModelPriceForm(forms.ModelForm[ModelPrice]):
     confirm_units = forms.BooleanField(
         required=False,
         label="Yes, these rates are right",
@@ -80,7 +80,7 @@ class ModelPriceForm(forms.ModelForm):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
     form = ModelPriceForm
     list_display = (
         "model",
@@ -163,14 +163,16 @@ class ModelPriceAdmin(admin.ModelAdmin):
     )
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(admin.TabularInline[Membership, Organization]):
     model = Membership
     extra = 1
     raw_id_fields = ("user",)
 
 
 @admin.action(description="Re-price stored usage with the current price book")
-def recompute_costs(modeladmin: admin.ModelAdmin, request: Any, queryset: Any) -> None:
+def recompute_costs(
+    modeladmin: admin.ModelAdmin[Organization], request: Any, queryset: Any
+) -> None:
     from .tasks import costs_recompute_run
 
     for organization in queryset:
@@ -181,7 +183,7 @@ def recompute_costs(modeladmin: admin.ModelAdmin, request: Any, queryset: Any) -
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(admin.ModelAdmin[Organization]):
     list_display = ("name", "slug", "created")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [MembershipInline]
@@ -189,7 +191,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(CostRecompute)
-class CostRecomputeAdmin(admin.ModelAdmin):
+class CostRecomputeAdmin(admin.ModelAdmin[CostRecompute]):
     list_display = ("created", "organization", "records", "changed", "cost_before", "cost_after")
     readonly_fields = [f.name for f in CostRecompute._meta.fields]
 
@@ -198,7 +200,7 @@ class CostRecomputeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = ("title", "organization", "model", "source", "created")
     list_filter = ("organization", "source")
     search_fields = ("title", "external_id")
@@ -206,7 +208,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(admin.ModelAdmin[ImportJob]):
     list_display = ("original_name", "organization", "status", "conversations", "turns", "created")
     list_filter = ("status", "organization")
     readonly_fields = ("content_sha256", "warnings", "error")
