@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy conversations costlab
+	$(BIN)/mypy conversations costlab tests
 
 check: lint typecheck test
 
