@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -14,7 +15,13 @@ from conversations import services
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
 from conversations.models import Conversation, Organization
-from conversations.selectors import UsageFilter, org_totals
+from conversations.selectors import (
+    UsageFilter,
+    conversation_list,
+    conversation_summary,
+    conversation_turns,
+    org_totals,
+)
 
 from .factories import MembershipFactory
 
@@ -91,6 +98,36 @@ def test_it_totals_billing_usage_and_names_unpriced_models(org_with_data: Organi
     assert totals.cached_tokens == 900_000
 
 
+def test_it_lists_conversations_as_rows_by_cost_up_to_the_limit(
+    org_with_data: Organization,
+) -> None:
+    rows = conversation_list(org_with_data, UsageFilter(), limit=2)
+    assert [r.title for r in rows] == ["expensive", "cheap"]
+    assert (rows[0].turn_count, rows[0].prompt, rows[0].cached) == (1, 1_000_000, 900_000)
+    assert rows[1].cost == Decimal("0.005") + Decimal("0.0001") and rows[1].unpriced == 0
+
+
+def test_it_gives_turn_rows_where_reported_usage_wins_and_a_pending_request_is_unbilled(
+    org_with_data: Organization, fixtures: Path
+) -> None:
+    (reported,) = conversation_turns(Conversation.objects.get(title="cheap"))
+    assert reported.reported is not None and reported.estimated is not None
+    assert reported.shown is reported.reported and reported.billing is reported.reported
+    call_command(
+        "import_transcripts", str(fixtures / "chat_small.json"), "--org", org_with_data.slug
+    )
+    rows = conversation_turns(Conversation.objects.get(title="Capital cities"))
+    assert [r.turn.index for r in rows] == [0, 1, 2]
+    assert all(r.reported is None and r.shown is r.estimated for r in rows)
+    # The trailing user message got no reply: estimated, shown, but never billed.
+    assert [r.billing is not None for r in rows] == [True, True, False]
+    first, second, pending = (r.estimated for r in rows)
+    assert first is not None and second is not None and pending is not None
+    summary = conversation_summary(rows)
+    assert summary.prompt_tokens == first.prompt_tokens + second.prompt_tokens
+    assert pending.prompt_tokens > 0 and summary.reported_turns == 0
+
+
 def test_it_shows_the_overview_with_charts_and_the_unpriced_models(
     client: Client, org_with_data: Organization
 ) -> None:
@@ -141,8 +178,6 @@ def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(
 
 
 def test_it_compares_strategies_and_projects_the_next_turns(client: Client, fixtures: Path) -> None:
-    from django.core.management import call_command
-
     membership = MembershipFactory.create()
     client.force_login(membership.user)
     org = membership.organization
