@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy conversations costlab pricing
+	$(BIN)/mypy conversations costlab pricing tests
 
 check: lint typecheck test
 

@@ -1,4 +1,4 @@
-"""Selector output -> Plotly figure dicts. The template carries them with json_script and
+"""Selector rows -> Plotly figure dicts. The template carries them with json_script and
 static/js/charts.js draws every [data-figure] element, swapped partials included."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from .engine.metrics import HIT_RATE_TARGET
-from .models import Turn
+from .selectors import DayCost, ModelCost, TurnRow
 
 Figure = dict[str, Any]
 
@@ -25,15 +25,15 @@ def _money(value: Decimal | None) -> float | None:
     return float(value) if value is not None else None
 
 
-def cost_by_model_figure(rows: list[dict[str, Any]]) -> Figure:
-    priced = [r for r in rows if r["cost"] is not None]
+def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
+    priced = [r for r in rows if r.cost is not None]
     return {
         "data": [
             {
                 "type": "bar",
-                "x": [r["model"] or "(no model)" for r in priced],
-                "y": [_money(r["cost"]) for r in priced],
-                "customdata": [r["calls"] for r in priced],
+                "x": [r.model or "(no model)" for r in priced],
+                "y": [_money(r.cost) for r in priced],
+                "customdata": [r.calls for r in priced],
                 "hovertemplate": "%{x}: $%{y:.4f} over %{customdata} calls<extra></extra>",
                 "marker": {"color": COLORS["output"]},
             }
@@ -42,19 +42,23 @@ def cost_by_model_figure(rows: list[dict[str, Any]]) -> Figure:
     }
 
 
-def cost_by_day_figure(rows: list[dict[str, Any]]) -> Figure:
-    days = [r["day"].isoformat() for r in rows]
-    parts = (("uncached", "Uncached input"), ("cached", "Cached input"), ("output", "Output"))
+def cost_by_day_figure(rows: list[DayCost]) -> Figure:
+    days = [r.day.isoformat() for r in rows]
+    parts = (
+        ("uncached", "Uncached input", [r.uncached for r in rows]),
+        ("cached", "Cached input", [r.cached for r in rows]),
+        ("output", "Output", [r.output for r in rows]),
+    )
     return {
         "data": [
             {
                 "type": "bar",
                 "name": label,
                 "x": days,
-                "y": [_money(r[key]) for r in rows],
+                "y": [_money(cost) for cost in costs],
                 "marker": {"color": COLORS[key]},
             }
-            for key, label in parts
+            for key, label, costs in parts
         ],
         "layout": {
             **BASE_LAYOUT,
@@ -64,15 +68,15 @@ def cost_by_day_figure(rows: list[dict[str, Any]]) -> Figure:
     }
 
 
-def conversation_turns_figure(turns: list[Turn]) -> Figure:
+def conversation_turns_figure(turns: list[TurnRow]) -> Figure:
     """Per-turn stacked tokens (cached, uncached, output) and the cumulative cost line."""
-    x = [t.index + 1 for t in turns]
-    shown = [getattr(t, "shown", None) for t in turns]
+    x = [t.turn.index + 1 for t in turns]
+    shown = [t.shown for t in turns]
     cumulative: list[float | None] = []
     running = Decimal(0)
     unpriced_seen = False
-    for turn in turns:
-        record = getattr(turn, "billing", None)
+    for row in turns:
+        record = row.billing
         if record is None:
             pass  # a request that got no reply was not billed: the total stays
         elif record.cost_total is None:
@@ -81,17 +85,13 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
             running += record.cost_total
         # Once a turn is unpriced the running total is unknown: say so with a gap.
         cumulative.append(None if unpriced_seen else float(running))
-
-    def series(field: str) -> list[int]:
-        return [getattr(r, field) if r else 0 for r in shown]
-
     return {
         "data": [
             {
                 "type": "bar",
                 "name": "Cached input",
                 "x": x,
-                "y": series("input_cached"),
+                "y": [r.input_cached if r else 0 for r in shown],
                 "marker": {"color": COLORS["cached"]},
             },
             {
@@ -105,7 +105,7 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
                 "type": "bar",
                 "name": "Output",
                 "x": x,
-                "y": series("output"),
+                "y": [r.output if r else 0 for r in shown],
                 "marker": {"color": COLORS["output"]},
             },
             {
@@ -135,11 +135,11 @@ def conversation_turns_figure(turns: list[Turn]) -> Figure:
     }
 
 
-def cache_hits_by_day_figure(rows: list[dict[str, Any]]) -> Figure:
+def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
     """Request- and token-weighted hit rates per day, against the seed's 70 % target."""
-    days = [r["day"].isoformat() for r in rows]
-    requests = [r["hits"] / r["eligible"] if r["eligible"] else None for r in rows]
-    tokens = [r["cached_tokens"] / r["prompt"] if r["prompt"] else None for r in rows]
+    days = [r.day.isoformat() for r in rows]
+    requests = [r.hits / r.eligible if r.eligible else None for r in rows]
+    tokens = [r.cached_tokens / r.prompt if r.prompt else None for r in rows]
     return {
         "data": [
             {

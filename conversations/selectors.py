@@ -3,14 +3,15 @@ aggregates in the database: pages never loop over usage rows in Python."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, fields
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Avg, Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Avg, Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.http import Http404
 
@@ -173,8 +174,20 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
     )
 
 
-def cost_by_model(organization: Organization, filters: UsageFilter) -> list[dict[str, Any]]:
-    return list(
+@dataclass(frozen=True)
+class ModelCost:
+    """One bar of the cost-by-model chart: a model's billing usage over the filter. Token
+    sums are never NULL: a group has at least one record and token columns are NOT NULL."""
+
+    model: str
+    cost: Decimal | None  # None when every call of the model is unpriced
+    calls: int
+    tokens: int
+    unpriced: int
+
+
+def cost_by_model(organization: Organization, filters: UsageFilter) -> list[ModelCost]:
+    rows = (
         billing_records(organization, filters)
         .values("model")
         .annotate(
@@ -185,10 +198,27 @@ def cost_by_model(organization: Organization, filters: UsageFilter) -> list[dict
         )
         .order_by(F("cost").desc(nulls_last=True), "model")
     )
+    return [ModelCost(**row) for row in rows]
 
 
-def cost_by_day(organization: Organization, filters: UsageFilter) -> list[dict[str, Any]]:
-    return list(
+@dataclass(frozen=True)
+class DayCost:
+    """One day of billing usage: its cost split by bucket and its cache hits."""
+
+    day: date
+    cost: Decimal | None
+    cached: Decimal | None
+    uncached: Decimal
+    output: Decimal | None
+    calls: int
+    prompt: int
+    cached_tokens: int
+    eligible: int
+    hits: int
+
+
+def cost_by_day(organization: Organization, filters: UsageFilter) -> list[DayCost]:
+    rows = (
         billing_records(organization, filters)
         .annotate(day=TruncDate("occurred_at"))
         .values("day")
@@ -207,6 +237,7 @@ def cost_by_day(organization: Organization, filters: UsageFilter) -> list[dict[s
         )
         .order_by("day")
     )
+    return [DayCost(**row) for row in rows]
 
 
 def models_used(organization: Organization) -> list[str]:
@@ -232,9 +263,26 @@ CONVERSATION_SORTS = {
 }
 
 
+@dataclass(frozen=True)
+class ConversationRow:
+    """One row of the overview's conversation table: usage sums over the filter. The token
+    sums are never NULL: a listed conversation has at least one record in the filter."""
+
+    code: UUID
+    title: str
+    model: str
+    created: datetime
+    cost: Decimal | None  # None when none of its calls is priced
+    tokens: int
+    turn_count: int
+    cached: int
+    prompt: int
+    unpriced: int
+
+
 def conversation_list(
-    organization: Organization, filters: UsageFilter, *, sort: str = "-cost"
-) -> QuerySet[Conversation]:
+    organization: Organization, filters: UsageFilter, *, sort: str = "-cost", limit: int = 200
+) -> list[ConversationRow]:
     usage = Q(usage_records__is_billing=True)
     if filters.date_from:
         usage &= Q(usage_records__occurred_at__date__gte=filters.date_from)
@@ -253,30 +301,52 @@ def conversation_list(
             unpriced=Count(
                 "usage_records", filter=usage & Q(usage_records__cost_total__isnull=True)
             ),
-            last_call=Max("usage_records__occurred_at", filter=usage),
         )
         .filter(turn_count__gt=0)
+        .order_by(CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"]), "id")
+        .values(*(field.name for field in fields(ConversationRow)))
     )
-    return conversations.order_by(CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"]), "id")
+    return [ConversationRow(**row) for row in conversations[:limit]]
 
 
-def conversation_turns(conversation: Conversation) -> list[Turn]:
-    """Turns with their usage records attached: `.reported`, `.estimated`, `.billing` (the
-    one that counts, None for a request that got no reply) and `.shown` (what the turn
-    table displays: the reported usage when there is one, else the estimate)."""
-    turns = list(
+@dataclass(frozen=True)
+class TurnRow:
+    """One turn (API call) with its usage records: `reported` (absent when the API gave no
+    usage) and `estimated` (costlab's own count)."""
+
+    turn: Turn
+    reported: UsageRecord | None
+    estimated: UsageRecord | None
+
+    @property
+    def shown(self) -> UsageRecord | None:
+        """What the turn table displays: the reported usage when there is one."""
+        return self.reported or self.estimated
+
+    @property
+    def billing(self) -> UsageRecord | None:
+        """The record that counts; None for a request that got no reply (not billed)."""
+        shown = self.shown
+        return shown if shown is not None and shown.is_billing else None
+
+
+def conversation_turns(conversation: Conversation) -> list[TurnRow]:
+    turns = (
         conversation.turns.select_related("response")
         .prefetch_related("usage_records")
         .order_by("index")
     )
+    rows = []
     for turn in turns:
         by_source = {r.source: r for r in turn.usage_records.all()}
-        turn.reported = by_source.get(UsageSource.REPORTED)  # type: ignore[attr-defined]
-        turn.estimated = by_source.get(UsageSource.ESTIMATED)  # type: ignore[attr-defined]
-        turn.shown = turn.reported or turn.estimated  # type: ignore[attr-defined]
-        billing = turn.shown if turn.shown is not None and turn.shown.is_billing else None  # type: ignore[attr-defined]
-        turn.billing = billing  # type: ignore[attr-defined]
-    return turns
+        rows.append(
+            TurnRow(
+                turn=turn,
+                reported=by_source.get(UsageSource.REPORTED),
+                estimated=by_source.get(UsageSource.ESTIMATED),
+            )
+        )
+    return rows
 
 
 def import_jobs(organization: Organization, *, limit: int = 20) -> list[ImportJob]:
@@ -306,12 +376,16 @@ class ConversationSummary:
         return (self.estimated_prompt_of_reported - self.reported_prompt) / self.reported_prompt
 
 
-def conversation_summary(turns: list[Turn]) -> ConversationSummary:
+def conversation_summary(turns: list[TurnRow]) -> ConversationSummary:
     """Totals over turns already loaded by conversation_turns (no extra query)."""
-    billing = [t.billing for t in turns if t.billing is not None]  # type: ignore[attr-defined]
+    billing = [t.billing for t in turns if t.billing is not None]
     # Pending turns (no reply) have no billing record and stay out of every figure.
     priced = [r.cost_total for r in billing if r.cost_total is not None]
-    reported = [t for t in turns if t.reported is not None and t.estimated is not None]  # type: ignore[attr-defined]
+    reported = [
+        (t.reported, t.estimated)
+        for t in turns
+        if t.reported is not None and t.estimated is not None
+    ]
     return ConversationSummary(
         cost=sum(priced, Decimal(0)) if priced else None,
         unpriced=len(billing) - len(priced),
@@ -319,8 +393,8 @@ def conversation_summary(turns: list[Turn]) -> ConversationSummary:
         cached_tokens=sum(r.input_cached for r in billing),
         completion_tokens=sum(r.completion_tokens for r in billing),
         reported_turns=len(reported),
-        estimated_prompt_of_reported=sum(t.estimated.prompt_tokens for t in reported),  # type: ignore[attr-defined]
-        reported_prompt=sum(t.reported.prompt_tokens for t in reported),  # type: ignore[attr-defined]
+        estimated_prompt_of_reported=sum(est.prompt_tokens for _, est in reported),
+        reported_prompt=sum(rep.prompt_tokens for rep, _ in reported),
     )
 
 

@@ -50,9 +50,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
         "day_figure": charts.cost_by_day_figure(by_day),
         "hits_figure": charts.cache_hits_by_day_figure(by_day),
-        "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value)[
-            :200
-        ],
+        "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value),
         "sort": form.sort_value,
         "query": request.GET.urlencode(),
     }
@@ -70,7 +68,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     form = UsageFilterForm(request.GET)
     conversations = selectors.conversation_list(
         membership.organization, form.to_filter(), sort=form.sort_value
-    )[:200]
+    )
     return render(
         request,
         "conversations/overview.html#conversation-table",

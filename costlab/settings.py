@@ -11,6 +11,11 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
+
+# Django's admin and form classes are generic in django-stubs only; this lets the code
+# write ModelAdmin[ModelPrice] for the type checker without failing at import time.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.getenv("COSTLAB_VAR_DIR", BASE_DIR / "var"))

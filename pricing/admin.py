@@ -44,7 +44,7 @@ def rate_unit_warnings(values: dict[str, Any]) -> list[str]:
     return warnings
 
 
-class ModelPriceForm(forms.ModelForm):
+class ModelPriceForm(forms.ModelForm[ModelPrice]):
     confirm_units = forms.BooleanField(
         required=False,
         label="Yes, these rates are right",
@@ -77,7 +77,7 @@ class ModelPriceForm(forms.ModelForm):
         return cleaned
 
 
-class PriceRateForm(forms.ModelForm):
+class PriceRateForm(forms.ModelForm[PriceRate]):
     class Meta:
         model = PriceRate
         fields = ["bucket", "tier", "band", "retention", "rate_per_1m"]
@@ -90,7 +90,7 @@ class PriceRateForm(forms.ModelForm):
         return cleaned
 
 
-class PriceRateInline(admin.TabularInline):
+class PriceRateInline(admin.TabularInline[PriceRate, ModelPrice]):
     model = PriceRate
     form = PriceRateForm
     extra = 0
@@ -105,7 +105,7 @@ class PriceRateInline(admin.TabularInline):
     def has_add_permission(self, request: Any, obj: ModelPrice | None = None) -> bool:
         return not _priced(obj) and super().has_add_permission(request, obj)
 
-    def has_delete_permission(self, request: Any, obj: ModelPrice | None = None) -> bool:
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
         return not _priced(obj) and super().has_delete_permission(request, obj)
 
 
@@ -133,7 +133,7 @@ def matrix_rows(row: ModelPrice) -> tuple[list[str], list[tuple[str, list[str]]]
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
     form = ModelPriceForm
     inlines = [PriceRateInline]
     readonly_fields = ("matrix_table",)
@@ -212,7 +212,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 
 @admin.action(description="Re-price stored usage with the current price book")
-def recompute_costs(modeladmin: admin.ModelAdmin, request: Any, queryset: Any) -> None:
+def recompute_costs(modeladmin: admin.ModelAdmin[Any], request: Any, queryset: Any) -> None:
     for organization in queryset:
         jobs.enqueue_on_commit(jobs.COSTS_RECOMPUTE, organization.pk, request.user.pk)
     modeladmin.message_user(
@@ -221,7 +221,7 @@ def recompute_costs(modeladmin: admin.ModelAdmin, request: Any, queryset: Any) -
 
 
 @admin.register(CostRecompute)
-class CostRecomputeAdmin(admin.ModelAdmin):
+class CostRecomputeAdmin(admin.ModelAdmin[CostRecompute]):
     list_display = ("created", "organization", "records", "changed", "cost_before", "cost_after")
     readonly_fields = [f.name for f in CostRecompute._meta.fields]
 

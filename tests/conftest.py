@@ -2,10 +2,12 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection
+from pytest_django import Settings
 
 from costlab.celery import app as celery_app
 
@@ -16,7 +18,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings):
+def fast_passwords(settings: Settings) -> None:
     # Factory users and the login form both hash; the default hasher costs ~1 s a test.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -42,8 +44,14 @@ def _database_url() -> str:
     return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
 
 
+class Worker(subprocess.Popen[bytes]):
+    """A Celery worker process that knows where its log goes (tests print it on failure)."""
+
+    log_path: Path
+
+
 @pytest.fixture
-def worker(settings, tmp_path):
+def worker(settings: Settings, tmp_path: Path) -> Iterator[Worker]:
     queue = f"test-{uuid.uuid4().hex[:8]}"
     settings.MEDIA_ROOT = tmp_path / "media"
     env = {
@@ -57,7 +65,7 @@ def worker(settings, tmp_path):
     celery_app.conf.task_default_queue = queue
     log_path = tmp_path / "worker.log"
     log = log_path.open("w")
-    process = subprocess.Popen(
+    process = Worker(
         [
             sys.executable,
             "-m",
@@ -80,7 +88,7 @@ def worker(settings, tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    process.log_path = log_path  # type: ignore[attr-defined]
+    process.log_path = log_path
     yield process
     celery_app.conf.task_default_queue = previous
     process.terminate()

@@ -1,41 +1,46 @@
+"""Factories typed by their model: `XFactory.create(...)` is an X to mypy (a plain
+`XFactory(...)` call creates the same row but type-checks as the factory itself)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from factory.declarations import Sequence, SubFactory
+from factory.django import DjangoModelFactory, Password
 
 from conversations.models import Membership, Organization, Role
 from pricing.models import ModelPrice, PriceRate
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(DjangoModelFactory[User]):
     class Meta:
         model = get_user_model()
 
-    username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.django.Password("pw-123456")
+    username = Sequence(lambda n: f"user{n}")
+    password = Password("pw-123456")
 
 
-class OrganizationFactory(factory.django.DjangoModelFactory):
+class OrganizationFactory(DjangoModelFactory[Organization]):
     class Meta:
         model = Organization
 
-    name = factory.Sequence(lambda n: f"Org {n}")
-    slug = factory.Sequence(lambda n: f"org-{n}")
+    name = Sequence(lambda n: f"Org {n}")
+    slug = Sequence(lambda n: f"org-{n}")
 
 
-class MembershipFactory(factory.django.DjangoModelFactory):
+class MembershipFactory(DjangoModelFactory[Membership]):
     class Meta:
         model = Membership
 
-    user = factory.SubFactory(UserFactory)
-    organization = factory.SubFactory(OrganizationFactory)
+    user = SubFactory(UserFactory)
+    organization = SubFactory(OrganizationFactory)
     role = Role.ANALYST
 
 
-class ModelPriceFactory(factory.django.DjangoModelFactory):
+class ModelPriceFactory(DjangoModelFactory[ModelPrice]):
     class Meta:
         model = ModelPrice
 
@@ -47,11 +52,12 @@ class ModelPriceFactory(factory.django.DjangoModelFactory):
     output_per_1m = Decimal("10.00")
 
 
-def price_cells(row: ModelPrice, cells: dict[tuple[str, str, str], Decimal | str]) -> ModelPrice:
+def price_cells(row: ModelPrice, cells: dict[tuple[str, ...], Decimal | str]) -> ModelPrice:
     """Matrix cells beyond the row's plain columns: {(bucket, tier, band): rate}, default
     retention; a 4-tuple key names the retention too."""
     for key, rate in cells.items():
-        bucket, tier, band, *rest = key
+        bucket, tier, band = key[:3]
+        rest = list(key[3:])
         PriceRate.objects.create(
             price=row,
             bucket=bucket,

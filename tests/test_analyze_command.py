@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -15,12 +16,15 @@ pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_json(*args: str, capsys) -> dict:
+def run_json(*args: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     call_command("analyze", *args, "--format", "json")
-    return json.loads(capsys.readouterr().out)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
 
 
-def test_it_reports_turns_with_a_pending_request_and_stores_nothing(fixtures, capsys):
+def test_it_reports_turns_with_a_pending_request_and_stores_nothing(
+    fixtures: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = run_json(str(fixtures / "chat_small.json"), capsys=capsys)
     (conversation,) = data["conversations"]
     assert conversation["title"] == "Capital cities" and conversation["model"] == "gpt-4o"
@@ -36,14 +40,16 @@ def test_it_reports_turns_with_a_pending_request_and_stores_nothing(fixtures, ca
     assert not Conversation.objects.exists()
 
 
-def test_it_prices_as_another_model_when_asked(fixtures, capsys):
+def test_it_prices_as_another_model_when_asked(
+    fixtures: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = run_json(str(fixtures / "chat_small.json"), capsys=capsys)
     mini = run_json(str(fixtures / "chat_small.json"), "--model", "gpt-4o-mini", capsys=capsys)
     assert mini["conversations"][0]["model"] == "gpt-4o-mini"
     assert float(mini["totals"]["cost"]) < float(base["totals"]["cost"])
 
 
-def test_it_exits_2_with_one_line_for_input_that_is_not_a_transcript(tmp_path):
+def test_it_exits_2_with_one_line_for_input_that_is_not_a_transcript(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("just some notes\n")
     result = subprocess.run(
@@ -58,7 +64,9 @@ def test_it_exits_2_with_one_line_for_input_that_is_not_a_transcript(tmp_path):
     assert len(lines) == 1 and "notes.txt" in lines[0]
 
 
-def test_it_compares_strategies_on_a_long_conversation(tmp_path, capsys):
+def test_it_compares_strategies_on_a_long_conversation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     messages = [{"role": "system", "content": "Rules. " * 400}]
     for i in range(30):
         messages += [
@@ -73,7 +81,9 @@ def test_it_compares_strategies_on_a_long_conversation(tmp_path, capsys):
     assert window["peak_prompt_tokens"] < full["peak_prompt_tokens"]
 
 
-def test_it_asks_for_migrate_instead_of_a_traceback_on_a_new_database(fixtures, tmp_path):
+def test_it_asks_for_migrate_instead_of_a_traceback_on_a_new_database(
+    fixtures: Path, tmp_path: Path
+) -> None:
     # a real, empty SQLite database in a fresh var folder, whatever DATABASE_URL says
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["COSTLAB_VAR_DIR"] = str(tmp_path / "var")

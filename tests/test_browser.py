@@ -17,23 +17,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
 from django.core.management import call_command
 from django.db import connections
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from pytest_django.live_server_helper import LiveServer
 
 from conversations.models import (
     Conversation,
     ImportJob,
     ImportStatus,
+    Membership,
     Message,
     UsageRecord,
 )
 from pricing.models import ModelPrice
 
+from .conftest import Worker
 from .factories import MembershipFactory, OrganizationFactory
 
 PASSWORD = "pw-123456"
@@ -118,7 +120,7 @@ class Tab:
 
 
 @pytest.fixture
-def tab(browser: Browser, live_server: Any) -> Iterator[Tab]:
+def tab(browser: Browser, live_server: LiveServer) -> Iterator[Tab]:
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -126,15 +128,13 @@ def tab(browser: Browser, live_server: Any) -> Iterator[Tab]:
     page.on("request", lambda request: result.requests.append(request.url))
     page.on("response", lambda r: result.responses.append((r.url, r.status)))
     page.on("pageerror", lambda error: result.errors.append(str(error)))
-    page.on(
-        "console",
+
+    def console(message: ConsoleMessage) -> None:
         # Failed loads are checked from the responses themselves (see assert_no_js_errors).
-        lambda message: (
-            message.type == "error"
-            and not message.text.startswith("Failed to load resource")
-            and result.errors.append(message.text)
-        ),
-    )
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            result.errors.append(message.text)
+
+    page.on("console", console)
     yield result
     context.close()
 
@@ -196,8 +196,8 @@ def import_file(path: Path, slug: str) -> None:
 
 
 @pytest.fixture
-def org_with_data(fixtures: Path, tmp_path: Path, allow_async_unsafe: None) -> Any:
-    membership = MembershipFactory()
+def org_with_data(fixtures: Path, tmp_path: Path, allow_async_unsafe: None) -> Membership:
+    membership = MembershipFactory.create()
     slug = membership.organization.slug
     for path in (
         fixtures / "chat_small.json",
@@ -239,10 +239,15 @@ def table_titles(page: Page) -> list[str]:
 
 
 def query(page: Page) -> dict[str, str]:
-    return page.evaluate("Object.fromEntries(new URLSearchParams(location.search))")
+    params: dict[str, str] = page.evaluate(
+        "Object.fromEntries(new URLSearchParams(location.search))"
+    )
+    return params
 
 
-def test_overview_shows_kpis_and_draws_charts_from_local_assets(tab, org_with_data):
+def test_overview_shows_kpis_and_draws_charts_from_local_assets(
+    tab: Tab, org_with_data: Membership
+) -> None:
     page, slug = tab.page, org_with_data.organization.slug
     log_in(tab, org_with_data.user.username)
     # One organization: home sends the user straight to its overview.
@@ -274,7 +279,9 @@ def test_overview_shows_kpis_and_draws_charts_from_local_assets(tab, org_with_da
     tab.assert_no_js_errors()
 
 
-def test_model_filter_swaps_the_dashboard_and_keeps_a_shareable_url(tab, org_with_data):
+def test_model_filter_swaps_the_dashboard_and_keeps_a_shareable_url(
+    tab: Tab, org_with_data: Membership
+) -> None:
     page, slug = tab.page, org_with_data.organization.slug
     log_in(tab, org_with_data.user.username)
     wait_for_charts(page, "#dashboard")
@@ -313,7 +320,9 @@ def test_model_filter_swaps_the_dashboard_and_keeps_a_shareable_url(tab, org_wit
     tab.assert_no_js_errors()
 
 
-def test_sort_headers_reorder_rows_and_the_url_keeps_sort_and_filters(tab, org_with_data):
+def test_sort_headers_reorder_rows_and_the_url_keeps_sort_and_filters(
+    tab: Tab, org_with_data: Membership
+) -> None:
     page, slug = tab.page, org_with_data.organization.slug
     log_in(tab, org_with_data.user.username)
     page.evaluate("window.__marker = 1")
@@ -362,7 +371,9 @@ def test_sort_headers_reorder_rows_and_the_url_keeps_sort_and_filters(tab, org_w
     tab.assert_no_js_errors()
 
 
-def test_conversation_page_draws_turns_and_explains_cache_misses(tab, org_with_data):
+def test_conversation_page_draws_turns_and_explains_cache_misses(
+    tab: Tab, org_with_data: Membership
+) -> None:
     page = tab.page
     log_in(tab, org_with_data.user.username)
     with page.expect_navigation():
@@ -418,7 +429,7 @@ def upload(tab: Tab, slug: str, path: Path) -> None:
     assert re.search(rf"/o/{slug}/imports/[0-9a-f-]{{36}}/$", page.url), page.url
 
 
-def wait_until_finished(tab: Tab, worker: Any) -> str:
+def wait_until_finished(tab: Tab, worker: Worker) -> str:
     try:
         tab.page.wait_for_selector(
             "#job-progress:not([data-status=pending]):not([data-status=running])",
@@ -441,8 +452,10 @@ def assert_polling_stopped(tab: Tab) -> None:
 
 
 @pytest.mark.celery_worker
-def test_upload_shows_live_progress_until_done(tab, worker, tmp_path, allow_async_unsafe):
-    membership = MembershipFactory()
+def test_upload_shows_live_progress_until_done(
+    tab: Tab, worker: Worker, tmp_path: Path, allow_async_unsafe: None
+) -> None:
+    membership = MembershipFactory.create()
     slug = membership.organization.slug
     log_in(tab, membership.user.username)
     page = tab.page
@@ -474,8 +487,10 @@ def test_upload_shows_live_progress_until_done(tab, worker, tmp_path, allow_asyn
 
 
 @pytest.mark.celery_worker
-def test_an_invalid_upload_fails_naming_line_and_field(tab, worker, tmp_path, fixtures):
-    membership = MembershipFactory()
+def test_an_invalid_upload_fails_naming_line_and_field(
+    tab: Tab, worker: Worker, tmp_path: Path, fixtures: Path
+) -> None:
+    membership = MembershipFactory.create()
     slug = membership.organization.slug
     import_file(fixtures / "chat_small.json", slug)
     before = (Conversation.objects.count(), Message.objects.count(), UsageRecord.objects.count())
@@ -507,9 +522,11 @@ def test_an_invalid_upload_fails_naming_line_and_field(tab, worker, tmp_path, fi
     tab.assert_no_js_errors()
 
 
-def test_another_orgs_conversation_is_a_404_in_the_browser(tab, fixtures, allow_async_unsafe):
-    mine = MembershipFactory()
-    theirs = OrganizationFactory()
+def test_another_orgs_conversation_is_a_404_in_the_browser(
+    tab: Tab, fixtures: Path, allow_async_unsafe: None
+) -> None:
+    mine = MembershipFactory.create()
+    theirs = OrganizationFactory.create()
     import_file(fixtures / "chat_small.json", theirs.slug)
     secret = Conversation.objects.get(organization=theirs)
     log_in(tab, mine.user.username)

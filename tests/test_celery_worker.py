@@ -4,20 +4,26 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from django.test import Client
 from django.urls import reverse
+from pytest_django import Settings
 
 from conversations import tasks
 from conversations.models import Conversation, ImportJob, ImportStatus, UsageRecord
 
+from .conftest import Worker
 from .factories import MembershipFactory
 
 
 @pytest.mark.celery_worker
 @pytest.mark.django_db(transaction=True)
-def test_it_imports_an_upload_with_a_real_worker(client, worker, fixtures):
-    membership = MembershipFactory()
+def test_it_imports_an_upload_with_a_real_worker(
+    client: Client, worker: Worker, fixtures: Path
+) -> None:
+    membership = MembershipFactory.create()
     client.force_login(membership.user)
     slug = membership.organization.slug
     with (fixtures / "chat_small.json").open("rb") as handle:
@@ -46,10 +52,12 @@ def test_it_imports_an_upload_with_a_real_worker(client, worker, fixtures):
 
 
 @pytest.mark.django_db
-def test_it_does_nothing_when_a_task_is_delivered_twice(fixtures, settings, tmp_path):
+def test_it_does_nothing_when_a_task_is_delivered_twice(
+    fixtures: Path, settings: Settings, tmp_path: Path
+) -> None:
     from django.core.files import File
 
-    membership = MembershipFactory()
+    membership = MembershipFactory.create()
     settings.MEDIA_ROOT = tmp_path
     job = ImportJob(organization=membership.organization, original_name="chat_small.json")
     with (fixtures / "chat_small.json").open("rb") as handle:
@@ -62,7 +70,7 @@ def test_it_does_nothing_when_a_task_is_delivered_twice(fixtures, settings, tmp_
     assert UsageRecord.objects.count() == 3
 
 
-def test_it_sets_time_limits_on_the_import_task():
+def test_it_sets_time_limits_on_the_import_task() -> None:
     assert tasks.import_job_run.soft_time_limit == tasks.IMPORT_SOFT_TIME_LIMIT
     assert tasks.import_job_run.time_limit == tasks.IMPORT_TIME_LIMIT
     assert tasks.import_job_run.soft_time_limit < tasks.import_job_run.time_limit

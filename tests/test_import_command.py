@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import gzip
 from decimal import Decimal
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
+from pytest_django import Settings
 
 from conversations.models import (
     Conversation,
@@ -22,8 +26,10 @@ from .factories import OrganizationFactory
 pytestmark = pytest.mark.django_db
 
 
-def test_it_rebuilds_turns_from_a_transcript_and_prices_the_estimate(fixtures, capsys):
-    org = OrganizationFactory()
+def test_it_rebuilds_turns_from_a_transcript_and_prices_the_estimate(
+    fixtures: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = OrganizationFactory.create()
     call_command("import_transcripts", str(fixtures / "chat_small.json"), "--org", org.slug)
     conversation = Conversation.objects.get(organization=org)
     assert conversation.title == "Capital cities"
@@ -42,15 +48,17 @@ def test_it_rebuilds_turns_from_a_transcript_and_prices_the_estimate(fixtures, c
     for r in records:
         expected = (Decimal(r.input_uncached) * Decimal("2.5") + Decimal(r.output) * 10) / 10**6
         assert r.cost_total == expected
-        assert r.price.model == "gpt-4o"
+        assert r.price is not None and r.price.model == "gpt-4o"
     assert "1 conversations, 3 turns" in capsys.readouterr().out
     job = ImportJob.objects.get(organization=org)
-    assert job.cost == records[0].cost_total + records[1].cost_total
+    first, second = records[0].cost_total, records[1].cost_total
+    assert first is not None and second is not None
+    assert job.cost == first + second
     assert job.tokens == records[0].total_tokens + records[1].total_tokens
 
 
-def test_it_stores_nothing_from_an_invalid_file_and_names_line_and_field(fixtures):
-    org = OrganizationFactory()
+def test_it_stores_nothing_from_an_invalid_file_and_names_line_and_field(fixtures: Path) -> None:
+    org = OrganizationFactory.create()
     with pytest.raises(CommandError) as excinfo:
         call_command("import_transcripts", str(fixtures / "chat_bad_role.jsonl"), "--org", org.slug)
     message = str(excinfo.value)
@@ -63,26 +71,28 @@ def test_it_stores_nothing_from_an_invalid_file_and_names_line_and_field(fixture
     assert job.status == ImportStatus.FAILED and "line 2" in job.error
 
 
-def test_it_creates_nothing_new_when_the_same_content_comes_again(fixtures, capsys):
-    org = OrganizationFactory()
+def test_it_creates_nothing_new_when_the_same_content_comes_again(
+    fixtures: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = OrganizationFactory.create()
     path = str(fixtures / "chat_small.json")
     call_command("import_transcripts", path, "--org", org.slug)
     call_command("import_transcripts", path, "--org", org.slug)
     assert Conversation.objects.filter(organization=org).count() == 1
     assert "already imported" in capsys.readouterr().out
     # Another organization importing the same file is not a duplicate.
-    other = OrganizationFactory()
+    other = OrganizationFactory.create()
     call_command("import_transcripts", path, "--org", other.slug)
     assert Conversation.objects.filter(organization=other).count() == 1
 
 
-def test_it_compresses_requests_into_ranges():
+def test_it_compresses_requests_into_ranges() -> None:
     assert request_ranges([0, 1, 2, 5, 6]) == [[0, 3], [5, 7]]
     assert request_ranges([]) == []
     assert request_ranges([4, 0, 1]) == [[4, 5], [0, 2]]
 
 
-def test_it_keeps_storage_linear_for_a_long_prefix_flow(tmp_path):
+def test_it_keeps_storage_linear_for_a_long_prefix_flow(tmp_path: Path) -> None:
     import json
 
     messages = [{"role": "system", "content": "s"}]
@@ -93,7 +103,7 @@ def test_it_keeps_storage_linear_for_a_long_prefix_flow(tmp_path):
         ]
     path = tmp_path / "long.json"
     path.write_text(json.dumps({"model": "gpt-4o-mini", "messages": messages}))
-    org = OrganizationFactory()
+    org = OrganizationFactory.create()
     call_command("import_transcripts", str(path), "--org", org.slug)
     assert Turn.objects.count() == 500
     assert Message.objects.count() == 1001
@@ -101,22 +111,24 @@ def test_it_keeps_storage_linear_for_a_long_prefix_flow(tmp_path):
     assert all(len(t.request_ranges) == 1 for t in Turn.objects.all())
 
 
-def test_it_refuses_a_zip_with_a_traversal_path_and_stores_nothing(tmp_path, fixtures):
+def test_it_refuses_a_zip_with_a_traversal_path_and_stores_nothing(
+    tmp_path: Path, fixtures: Path
+) -> None:
     import zipfile
 
     archive = tmp_path / "upload.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.write(fixtures / "chat_small.json", "good.json")
         z.writestr("../evil.jsonl", '{"messages": [{"role": "user", "content": "x"}]}\n')
-    org = OrganizationFactory()
+    org = OrganizationFactory.create()
     with pytest.raises(CommandError) as excinfo:
         call_command("import_transcripts", str(archive), "--org", org.slug)
     assert "../evil.jsonl" in str(excinfo.value)
     assert not Conversation.objects.exists()
 
 
-def test_it_imports_the_oracle_batch_pair_with_reported_usage(oracles):
-    org = OrganizationFactory()
+def test_it_imports_the_oracle_batch_pair_with_reported_usage(oracles: Path) -> None:
+    org = OrganizationFactory.create()
     call_command(
         "import_transcripts",
         str(oracles / "litellm_batch_input_furniture.jsonl"),
@@ -128,18 +140,20 @@ def test_it_imports_the_oracle_batch_pair_with_reported_usage(oracles):
     assert sorted((r.prompt_tokens, r.completion_tokens) for r in records) == [(20, 10), (22, 10)]
     assert all(r.turn.is_batch and r.is_billing for r in records)
     # gpt-4o-mini at batch rates ($0.075 in, $0.30 out per 1M), no caching discount.
-    costs = sorted(r.cost_total for r in records)
+    costs = sorted(r.cost_total for r in records if r.cost_total is not None)
     assert costs == [Decimal("0.0000045"), Decimal("0.00000465")]
     assert all(r.turn.conversation.source == "batch" for r in records)
 
 
-def test_it_explains_the_size_limit_on_upload(client, settings, fixtures):
+def test_it_explains_the_size_limit_on_upload(
+    client: Client, settings: Settings, fixtures: Path
+) -> None:
     from django.urls import reverse
 
     from .factories import MembershipFactory
 
     settings.COSTLAB_MAX_UPLOAD_BYTES = 100
-    membership = MembershipFactory()
+    membership = MembershipFactory.create()
     client.force_login(membership.user)
     with (fixtures / "chat_small.json").open("rb") as handle:
         response = client.post(
@@ -150,14 +164,16 @@ def test_it_explains_the_size_limit_on_upload(client, settings, fixtures):
     assert not ImportJob.objects.exists()
 
 
-def test_it_marks_a_crashed_import_failed_and_stores_nothing(fixtures, monkeypatch):
+def test_it_marks_a_crashed_import_failed_and_stores_nothing(
+    fixtures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from conversations.services import imports
 
-    def explode(**kwargs):
+    def explode(**kwargs: object) -> NoReturn:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(imports, "transcripts_store", explode)
-    org = OrganizationFactory()
+    org = OrganizationFactory.create()
     with pytest.raises(RuntimeError):
         imports.import_path(organization=org, paths=[fixtures / "chat_small.json"])
     job = ImportJob.objects.get(organization=org)
@@ -165,11 +181,13 @@ def test_it_marks_a_crashed_import_failed_and_stores_nothing(fixtures, monkeypat
     assert not Conversation.objects.exists()
 
 
-def test_it_imports_a_gzipped_api_log_with_each_warning_located_once(tmp_path, fixtures):
+def test_it_imports_a_gzipped_api_log_with_each_warning_located_once(
+    tmp_path: Path, fixtures: Path
+) -> None:
     plain = fixtures / "formats" / "api_log_conversation_id.jsonl"
     packed = tmp_path / "calls.jsonl.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    org = OrganizationFactory()
+    org = OrganizationFactory.create()
     call_command("import_transcripts", str(packed), "--org", org.slug)
     job = ImportJob.objects.get(organization=org)
     assert job.status == ImportStatus.SUCCEEDED

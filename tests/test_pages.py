@@ -4,20 +4,35 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
-from conversations.models import Conversation
-from conversations.selectors import UsageFilter, org_totals
+from conversations.models import Conversation, Organization
+from conversations.selectors import (
+    UsageFilter,
+    conversation_list,
+    conversation_summary,
+    conversation_turns,
+    org_totals,
+)
 from conversations.services.transcripts import transcripts_store
 
 from .factories import MembershipFactory
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+
+def first_group(pattern: str, html: str) -> str:
+    match = re.search(pattern, html, re.S)
+    assert match, f"{pattern!r} not on the page"
+    return match[1]
 
 
 def _reported(prompt: int, cached: int, completion: int) -> Call:
@@ -38,8 +53,8 @@ def _reported(prompt: int, cached: int, completion: int) -> Call:
 
 
 @pytest.fixture
-def org_with_data(client):
-    membership = MembershipFactory()
+def org_with_data(client: Client) -> Organization:
+    membership = MembershipFactory.create()
     org = membership.organization
     hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
     transcripts_store(
@@ -73,7 +88,7 @@ def org_with_data(client):
     return org
 
 
-def test_it_totals_billing_usage_and_names_unpriced_models(org_with_data):
+def test_it_totals_billing_usage_and_names_unpriced_models(org_with_data: Organization) -> None:
     totals = org_totals(org_with_data, UsageFilter())
     # $1.375 input + $0.01 output for the first, $0.005 + $0.0001 for the second.
     assert totals.cost == Decimal("1.375") + Decimal("0.01") + Decimal("0.005") + Decimal("0.0001")
@@ -83,7 +98,39 @@ def test_it_totals_billing_usage_and_names_unpriced_models(org_with_data):
     assert totals.cached_tokens == 900_000
 
 
-def test_it_shows_the_overview_with_charts_and_the_unpriced_models(client, org_with_data):
+def test_it_lists_conversations_as_rows_by_cost_up_to_the_limit(
+    org_with_data: Organization,
+) -> None:
+    rows = conversation_list(org_with_data, UsageFilter(), limit=2)
+    assert [r.title for r in rows] == ["expensive", "cheap"]
+    assert (rows[0].turn_count, rows[0].prompt, rows[0].cached) == (1, 1_000_000, 900_000)
+    assert rows[1].cost == Decimal("0.005") + Decimal("0.0001") and rows[1].unpriced == 0
+
+
+def test_it_gives_turn_rows_where_reported_usage_wins_and_a_pending_request_is_unbilled(
+    org_with_data: Organization, fixtures: Path
+) -> None:
+    (reported,) = conversation_turns(Conversation.objects.get(title="cheap"))
+    assert reported.reported is not None and reported.estimated is not None
+    assert reported.shown is reported.reported and reported.billing is reported.reported
+    call_command(
+        "import_transcripts", str(fixtures / "chat_small.json"), "--org", org_with_data.slug
+    )
+    rows = conversation_turns(Conversation.objects.get(title="Capital cities"))
+    assert [r.turn.index for r in rows] == [0, 1, 2]
+    assert all(r.reported is None and r.shown is r.estimated for r in rows)
+    # The trailing user message got no reply: estimated, shown, but never billed.
+    assert [r.billing is not None for r in rows] == [True, True, False]
+    first, second, pending = (r.estimated for r in rows)
+    assert first is not None and second is not None and pending is not None
+    summary = conversation_summary(rows)
+    assert summary.prompt_tokens == first.prompt_tokens + second.prompt_tokens
+    assert pending.prompt_tokens > 0 and summary.reported_turns == 0
+
+
+def test_it_shows_the_overview_with_charts_and_the_unpriced_models(
+    client: Client, org_with_data: Organization
+) -> None:
     response = client.get(reverse("org_overview", args=[org_with_data.slug]))
     html = response.content.decode()
     assert response.status_code == 200
@@ -91,14 +138,16 @@ def test_it_shows_the_overview_with_charts_and_the_unpriced_models(client, org_w
     assert "llama-local" in html and "Unpriced" in html
     for figure in ("model-figure", "day-figure", "hits-figure"):
         data = json.loads(
-            re.search(rf'id="{figure}" type="application/json">(.*?)</script>', html, re.S)[1]
+            first_group(rf'id="{figure}" type="application/json">(.*?)</script>', html)
         )
         assert data["data"], figure
     rows = re.findall(r'/c/[0-9a-f-]+/">([^<]+)</a>', html)
     assert rows[:2] == ["expensive", "cheap"]  # sorted by cost, highest first
 
 
-def test_it_swaps_only_the_dashboard_for_htmx_and_filters_by_model(client, org_with_data):
+def test_it_swaps_only_the_dashboard_for_htmx_and_filters_by_model(
+    client: Client, org_with_data: Organization
+) -> None:
     url = reverse("org_overview", args=[org_with_data.slug])
     response = client.get(url, {"model": "llama-local"}, headers={"HX-Request": "true"})
     html = response.content.decode()
@@ -107,14 +156,18 @@ def test_it_swaps_only_the_dashboard_for_htmx_and_filters_by_model(client, org_w
     assert "local model" in html and "expensive" not in html
 
 
-def test_it_sorts_the_conversation_table_partial(client, org_with_data):
+def test_it_sorts_the_conversation_table_partial(
+    client: Client, org_with_data: Organization
+) -> None:
     url = reverse("conversation_table", args=[org_with_data.slug])
     html = client.get(url, {"sort": "cost"}, headers={"HX-Request": "true"}).content.decode()
     rows = re.findall(r'/c/[0-9a-f-]+/">([^<]+)</a>', html)
     assert rows == ["local model", "cheap", "expensive"]  # unpriced first when ascending
 
 
-def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(client, org_with_data):
+def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(
+    client: Client, org_with_data: Organization
+) -> None:
     conversation = Conversation.objects.get(title="cheap")
     html = client.get(
         reverse("conversation_detail", args=[org_with_data.slug, conversation.code])
@@ -124,10 +177,8 @@ def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(client, 
     assert "2,000" in html
 
 
-def test_it_compares_strategies_and_projects_the_next_turns(client, fixtures):
-    from django.core.management import call_command
-
-    membership = MembershipFactory()
+def test_it_compares_strategies_and_projects_the_next_turns(client: Client, fixtures: Path) -> None:
+    membership = MembershipFactory.create()
     client.force_login(membership.user)
     org = membership.organization
     messages = [{"role": "system", "content": "Rules. " * 600}]
@@ -156,11 +207,12 @@ def test_it_compares_strategies_and_projects_the_next_turns(client, fixtures):
     assert set(costs) == {
         "full",
         "window:8",
-        "trim:" + re.search(r"trim:(\d+)", html)[1],
-        "summarize:" + re.search(r"summarize:(\d+)", html)[1],
+        "trim:" + first_group(r"trim:(\d+)", html),
+        "summarize:" + first_group(r"summarize:(\d+)", html),
     }
     assert costs["window:8"] < costs["full"]
     # The full strategy replays exactly what was stored.
     stored = org_totals(org, UsageFilter()).cost
+    assert stored is not None
     assert costs["full"] == stored.quantize(Decimal("0.0001"))
     assert "10 more turns" in html and 'value="1h" selected' in html

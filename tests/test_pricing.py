@@ -3,9 +3,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from conversations.engine.pricing import buckets_from_usage, price_buckets, usage_from_dict
 from pricing.admin import ModelPriceForm
@@ -18,7 +21,13 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def test_it_prices_cached_tokens_at_the_cached_rate_without_double_counting():
+def resolved(book: PriceBook, model: str, at: datetime) -> ModelPrice:
+    row = book.resolve(model, at)
+    assert row is not None, f"no price row for {model} at {at}"
+    return row
+
+
+def test_it_prices_cached_tokens_at_the_cached_rate_without_double_counting() -> None:
     row = PriceBook.for_organization(None).resolve("gpt-4o", NOW)
     assert row is not None and row.input_per_1m == Decimal("2.5")
     usage = usage_from_dict(
@@ -39,7 +48,7 @@ def test_it_prices_cached_tokens_at_the_cached_rate_without_double_counting():
     assert cost.total == Decimal("1.375")
 
 
-def test_it_prices_reasoning_inside_output_unless_the_row_has_a_reasoning_rate():
+def test_it_prices_reasoning_inside_output_unless_the_row_has_a_reasoning_rate() -> None:
     usage = usage_from_dict(
         {
             "prompt_tokens": 0,
@@ -47,7 +56,7 @@ def test_it_prices_reasoning_inside_output_unless_the_row_has_a_reasoning_rate()
             "completion_tokens_details": {"reasoning_tokens": 400_000},
         }
     )
-    row = ModelPriceFactory(model="r-model", output_per_1m=Decimal("8"))
+    row = ModelPriceFactory.create(model="r-model", output_per_1m=Decimal("8"))
     rates = rates_for(row, service_tier=None, batch=False, prompt_tokens=0)
     assert price_buckets(buckets_from_usage(usage), rates).output == Decimal("8")
     row.reasoning_per_1m = Decimal("20")
@@ -55,44 +64,44 @@ def test_it_prices_reasoning_inside_output_unless_the_row_has_a_reasoning_rate()
     assert price_buckets(buckets_from_usage(usage), rates).output == Decimal("4.8") + Decimal("8")
 
 
-def test_it_resolves_prices_by_date():
-    ModelPriceFactory(
+def test_it_resolves_prices_by_date() -> None:
+    ModelPriceFactory.create(
         model="dated", effective_from=datetime(2025, 1, 1, tzinfo=UTC), input_per_1m=1
     )
-    ModelPriceFactory(
+    ModelPriceFactory.create(
         model="dated", effective_from=datetime(2025, 6, 1, tzinfo=UTC), input_per_1m=2
     )
     book = PriceBook.for_organization(None)
     assert book.resolve("dated", datetime(2024, 12, 31, tzinfo=UTC)) is None
-    assert book.resolve("dated", datetime(2025, 1, 1, tzinfo=UTC)).input_per_1m == 1
-    assert book.resolve("dated", datetime(2025, 5, 31, 23, 59, tzinfo=UTC)).input_per_1m == 1
-    assert book.resolve("dated", datetime(2025, 6, 1, tzinfo=UTC)).input_per_1m == 2
+    assert resolved(book, "dated", datetime(2025, 1, 1, tzinfo=UTC)).input_per_1m == 1
+    assert resolved(book, "dated", datetime(2025, 5, 31, 23, 59, tzinfo=UTC)).input_per_1m == 1
+    assert resolved(book, "dated", datetime(2025, 6, 1, tzinfo=UTC)).input_per_1m == 2
 
 
-def test_it_prefers_the_organization_row_and_hides_it_from_other_organizations():
-    acme, other = OrganizationFactory(), OrganizationFactory()
-    ModelPriceFactory(model="scoped", input_per_1m=10)
-    ModelPriceFactory(model="scoped", organization=acme, input_per_1m=7)
-    assert PriceBook.for_organization(acme).resolve("scoped", NOW).input_per_1m == 7
-    assert PriceBook.for_organization(other).resolve("scoped", NOW).input_per_1m == 10
+def test_it_prefers_the_organization_row_and_hides_it_from_other_organizations() -> None:
+    acme, other = OrganizationFactory.create(), OrganizationFactory.create()
+    ModelPriceFactory.create(model="scoped", input_per_1m=10)
+    ModelPriceFactory.create(model="scoped", organization=acme, input_per_1m=7)
+    assert resolved(PriceBook.for_organization(acme), "scoped", NOW).input_per_1m == 7
+    assert resolved(PriceBook.for_organization(other), "scoped", NOW).input_per_1m == 10
 
 
-def test_it_prefers_exact_names_over_snapshot_fallback_over_patterns():
+def test_it_prefers_exact_names_over_snapshot_fallback_over_patterns() -> None:
     book = PriceBook.for_organization(None)
-    assert book.resolve("gpt-4o-2024-08-06", NOW).model == "gpt-4o"
-    assert book.resolve("gpt-4o-mini-2024-07-18", NOW).model == "gpt-4o-mini"
-    assert book.resolve("gpt-4-0314", NOW).model == "gpt-4"
-    ModelPriceFactory(model="ft:gpt-4o*", input_per_1m=Decimal("3.75"))
-    ModelPriceFactory(model="ft:*", input_per_1m=Decimal("99"))
+    assert resolved(book, "gpt-4o-2024-08-06", NOW).model == "gpt-4o"
+    assert resolved(book, "gpt-4o-mini-2024-07-18", NOW).model == "gpt-4o-mini"
+    assert resolved(book, "gpt-4-0314", NOW).model == "gpt-4"
+    ModelPriceFactory.create(model="ft:gpt-4o*", input_per_1m=Decimal("3.75"))
+    ModelPriceFactory.create(model="ft:*", input_per_1m=Decimal("99"))
     assert book.resolve("ft:gpt-4o:acme::abc", NOW) is None  # the book was loaded before
     book = PriceBook.for_organization(None)
-    assert book.resolve("ft:gpt-4o:acme::abc", NOW).input_per_1m == Decimal("3.75")
-    ModelPriceFactory(model="gpt-4o-2024-08-06", input_per_1m=Decimal("5"))
+    assert resolved(book, "ft:gpt-4o:acme::abc", NOW).input_per_1m == Decimal("3.75")
+    ModelPriceFactory.create(model="gpt-4o-2024-08-06", input_per_1m=Decimal("5"))
     book = PriceBook.for_organization(None)
-    assert book.resolve("gpt-4o-2024-08-06", NOW).input_per_1m == Decimal("5")
+    assert resolved(book, "gpt-4o-2024-08-06", NOW).input_per_1m == Decimal("5")
 
 
-def test_it_leaves_unknown_models_unpriced_not_free():
+def test_it_leaves_unknown_models_unpriced_not_free() -> None:
     book = PriceBook.for_organization(None)
     priced = book.price(
         model="my-local-llama",
@@ -104,8 +113,8 @@ def test_it_leaves_unknown_models_unpriced_not_free():
     assert priced.row is None and priced.cost is None and priced.cost_uncached is None
 
 
-def test_it_uses_the_response_service_tier_and_gives_batch_no_cache_discount():
-    row = PriceBook.for_organization(None).resolve("gpt-4o", NOW)
+def test_it_uses_the_response_service_tier_and_gives_batch_no_cache_discount() -> None:
+    row = resolved(PriceBook.for_organization(None), "gpt-4o", NOW)
     usage = buckets_from_usage(
         usage_from_dict(
             {
@@ -123,8 +132,8 @@ def test_it_uses_the_response_service_tier_and_gives_batch_no_cache_discount():
     assert batch.input == Decimal("1.25") * 2  # cached tokens pay the full batch rate
 
 
-def test_it_applies_the_long_context_tier_to_the_whole_request():
-    row = ModelPriceFactory(
+def test_it_applies_the_long_context_tier_to_the_whole_request() -> None:
+    row = ModelPriceFactory.create(
         model="long",
         input_per_1m=Decimal("1"),
         output_per_1m=Decimal("2"),
@@ -137,7 +146,7 @@ def test_it_applies_the_long_context_tier_to_the_whole_request():
     assert (long.input, long.output) == (Decimal("2"), Decimal("4"))
 
 
-def test_it_warns_when_a_rate_looks_a_million_times_off():
+def test_it_warns_when_a_rate_looks_a_million_times_off() -> None:
     data = {
         "model": "x",
         "effective_from": "2026-01-01 00:00",
@@ -161,7 +170,7 @@ def test_it_warns_when_a_rate_looks_a_million_times_off():
     assert ModelPriceForm(data={**data, "input_per_1m": "2.5"}).is_valid()
 
 
-def test_it_ships_a_default_catalogue():
+def test_it_ships_a_default_catalogue() -> None:
     models = set(ModelPrice.objects.filter(organization=None).values_list("model", flat=True))
     expected = {
         "gpt-4o",
@@ -187,7 +196,9 @@ def test_it_ships_a_default_catalogue():
     assert ModelPrice.objects.get(model="gpt-4").encoding == "cl100k_base"
 
 
-def test_it_imports_litellm_prices_as_new_dated_rows_without_rewriting(oracles, capsys):
+def test_it_imports_litellm_prices_as_new_dated_rows_without_rewriting(
+    oracles: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = oracles / "litellm_model_prices_and_context_window.json"
     before = ModelPrice.objects.get(model="gpt-4o", organization=None)
     call_command("import_prices", str(path), "--effective-from", "2026-11-01")
@@ -206,14 +217,16 @@ def test_it_imports_litellm_prices_as_new_dated_rows_without_rewriting(oracles, 
     assert "0 new rows" in out
 
 
-def test_it_reprices_history_only_when_asked_and_logs_it(capsys):
+def test_it_reprices_history_only_when_asked_and_logs_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from django.core.management import call_command as run
 
     from conversations.engine.types import Call, Transcript
     from conversations.models import UsageRecord
     from conversations.services.transcripts import transcripts_store
 
-    org = OrganizationFactory()
+    org = OrganizationFactory.create()
     messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
     call = Call(
         request=[0],
@@ -228,7 +241,9 @@ def test_it_reprices_history_only_when_asked_and_logs_it(capsys):
     )
     billing = UsageRecord.objects.get(organization=org, is_billing=True)
     assert billing.cost_total is None
-    row = ModelPriceFactory(model="llama-local", organization=org, input_per_1m=Decimal("0.20"))
+    row = ModelPriceFactory.create(
+        model="llama-local", organization=org, input_per_1m=Decimal("0.20")
+    )
     billing.refresh_from_db()
     assert billing.cost_total is None  # a new price does not rewrite history by itself
     run("recompute_costs", "--org", org.slug)
@@ -244,13 +259,15 @@ def test_it_reprices_history_only_when_asked_and_logs_it(capsys):
     assert CostRecompute.objects.latest("id").changed == 0
 
 
-def test_it_queues_a_recompute_from_the_admin_action(client, django_capture_on_commit_callbacks):
+def test_it_queues_a_recompute_from_the_admin_action(
+    client: Client, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     from costlab.celery import app as celery_app
 
     from .factories import UserFactory
 
-    admin_user = UserFactory(is_staff=True, is_superuser=True)
-    org = OrganizationFactory()
+    admin_user = UserFactory.create(is_staff=True, is_superuser=True)
+    org = OrganizationFactory.create()
     client.force_login(admin_user)
     celery_app.conf.task_always_eager = True
     try:
@@ -266,8 +283,8 @@ def test_it_queues_a_recompute_from_the_admin_action(client, django_capture_on_c
     assert log.organization == org and log.requested_by == admin_user and log.finished
 
 
-def test_it_chooses_the_tier_before_the_long_context_rates():
-    row = ModelPriceFactory(
+def test_it_chooses_the_tier_before_the_long_context_rates() -> None:
+    row = ModelPriceFactory.create(
         model="tiered",
         input_per_1m=Decimal("1"),
         cached_input_per_1m=Decimal("0.1"),
@@ -304,7 +321,7 @@ def test_it_chooses_the_tier_before_the_long_context_rates():
     )
 
 
-def test_it_prices_audio_tokens_at_the_audio_rate_when_the_row_has_one():
+def test_it_prices_audio_tokens_at_the_audio_rate_when_the_row_has_one() -> None:
     usage = usage_from_dict(
         {
             "prompt_tokens": 1_000_000,
@@ -315,7 +332,7 @@ def test_it_prices_audio_tokens_at_the_audio_rate_when_the_row_has_one():
     )
     buckets = buckets_from_usage(usage)
     assert (buckets.audio_input, buckets.audio_output) == (400_000, 500_000)
-    row = ModelPriceFactory(
+    row = ModelPriceFactory.create(
         model="audio",
         input_per_1m=Decimal("2.5"),
         output_per_1m=Decimal("10"),
@@ -332,7 +349,7 @@ def test_it_prices_audio_tokens_at_the_audio_rate_when_the_row_has_one():
     assert (text_only.input, text_only.output) == (Decimal("2.5"), Decimal("10"))
 
 
-def test_it_imports_every_litellm_long_context_threshold():
+def test_it_imports_every_litellm_long_context_threshold() -> None:
     from pricing import litellm
 
     data = {
@@ -351,14 +368,16 @@ def test_it_imports_every_litellm_long_context_threshold():
     assert entry.cells[("output", "standard", "above", "default")] == Decimal("22.5")
 
 
-def test_it_freezes_a_price_row_in_the_admin_once_it_priced_usage(client, fixtures):
+def test_it_freezes_a_price_row_in_the_admin_once_it_priced_usage(
+    client: Client, fixtures: Path
+) -> None:
     from django.core.management import call_command as run
 
     from .factories import UserFactory
 
-    admin_user = UserFactory(is_staff=True, is_superuser=True)
+    admin_user = UserFactory.create(is_staff=True, is_superuser=True)
     client.force_login(admin_user)
-    org = OrganizationFactory()
+    org = OrganizationFactory.create()
     row = ModelPrice.objects.get(model="gpt-4o", organization=None)
     url = f"/admin/pricing/modelprice/{row.pk}/change/"
     assert b'name="input_per_1m"' in client.get(url).content

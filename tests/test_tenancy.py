@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
-from conversations.models import Conversation, ImportJob
+from conversations.models import Conversation, ImportJob, Membership, Organization
 
 from .factories import MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
 
 
+@dataclass(frozen=True)
+class Setup:
+    mine: Membership
+    theirs: Organization
+    conversation: Conversation
+    job: ImportJob
+
+
 @pytest.fixture
-def setup(client):
-    mine = MembershipFactory()
-    theirs = OrganizationFactory()
+def setup(client: Client) -> Setup:
+    mine = MembershipFactory.create()
+    theirs = OrganizationFactory.create()
     conversation = Conversation.objects.create(organization=theirs, title="secret plans")
     job = ImportJob.objects.create(organization=theirs, original_name="secret.jsonl")
     client.force_login(mine.user)
-    return SimpleNamespace(mine=mine, theirs=theirs, conversation=conversation, job=job)
+    return Setup(mine=mine, theirs=theirs, conversation=conversation, job=job)
 
 
-def test_it_hides_other_organizations_pages_and_partials(client, setup):
+def test_it_hides_other_organizations_pages_and_partials(client: Client, setup: Setup) -> None:
     theirs, conversation, job = setup.theirs, setup.conversation, setup.job
     urls = [
         reverse("org_overview", args=[theirs.slug]),
@@ -40,7 +50,7 @@ def test_it_hides_other_organizations_pages_and_partials(client, setup):
         assert client.get(url, headers={"HX-Request": "true"}).status_code == 404, url
 
 
-def test_it_hides_another_orgs_objects_behind_my_own_org_slug(client, setup):
+def test_it_hides_another_orgs_objects_behind_my_own_org_slug(client: Client, setup: Setup) -> None:
     mine, conversation, job = setup.mine, setup.conversation, setup.job
     slug = mine.organization.slug
     assert (
@@ -55,7 +65,7 @@ def test_it_hides_another_orgs_objects_behind_my_own_org_slug(client, setup):
     assert client.get(reverse("import_job_progress", args=[slug, job.code])).status_code == 404
 
 
-def test_it_refuses_uploads_into_another_org(client, setup, fixtures):
+def test_it_refuses_uploads_into_another_org(client: Client, setup: Setup, fixtures: Path) -> None:
     theirs, job = setup.theirs, setup.job
     with (fixtures / "chat_small.json").open("rb") as handle:
         response = client.post(reverse("imports", args=[theirs.slug]), {"file": handle})
@@ -63,7 +73,7 @@ def test_it_refuses_uploads_into_another_org(client, setup, fixtures):
     assert not ImportJob.objects.filter(organization=theirs).exclude(pk=job.pk).exists()
 
 
-def test_it_requires_login(client, setup):
+def test_it_requires_login(client: Client, setup: Setup) -> None:
     mine = setup.mine
     client.logout()
     response = client.get(reverse("org_overview", args=[mine.organization.slug]))
@@ -71,7 +81,7 @@ def test_it_requires_login(client, setup):
     assert b"secret plans" not in client.get(reverse("home"), follow=True).content
 
 
-def test_it_shows_my_own_conversation(client, setup):
+def test_it_shows_my_own_conversation(client: Client, setup: Setup) -> None:
     mine = setup.mine
     conversation = Conversation.objects.create(organization=mine.organization, title="my plans")
     response = client.get(

@@ -424,7 +424,7 @@ def priming_tokens(profile: ModelProfile) -> list[int]:
     return _filler(_PRIMING, max(0, profile.reply_priming))
 
 
-def _strip_period(text: Any) -> str:
+def _strip_period(text: object) -> str:
     text = "" if text is None else str(text)
     return text[:-1] if text.endswith(".") else text
 

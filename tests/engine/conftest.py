@@ -11,7 +11,12 @@ import pytest
 
 from conversations.engine import render
 from conversations.engine.pricing import Rates
-from conversations.engine.tokens import EncodedMessage, ModelProfile, default_profile
+from conversations.engine.tokens import (
+    EncodedMessage,
+    ModelProfile,
+    default_profile,
+    encode_message,
+)
 from conversations.engine.types import Call, ChatMessage, Transcript
 
 # gpt-4o, USD per 1M tokens
@@ -72,11 +77,10 @@ def fast_passwords() -> None:
 def encoded(monkeypatch: pytest.MonkeyPatch) -> list[ChatMessage]:
     """Every message the renderer encodes (re-encodes included), in order."""
     seen: list[ChatMessage] = []
-    original = render.encode_message
 
     def counting(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
         seen.append(message)
-        return original(message, profile)
+        return encode_message(message, profile)
 
     monkeypatch.setattr(render, "encode_message", counting)
     return seen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from conversations.engine.analysis import analyze
 from conversations.engine.pricing import Rates
@@ -17,7 +18,7 @@ ProfileFor = Callable[[str | None], ModelProfile]
 RatesFor = Callable[[Call, int], Rates | None]
 
 
-def _analysis(profile_for: ProfileFor, rates_for: RatesFor) -> tuple[Transcript, dict]:
+def _analysis(profile_for: ProfileFor, rates_for: RatesFor) -> tuple[Transcript, dict[str, Any]]:
     transcript = conversation(3, gap_seconds=None)
     transcript.title = "Pricing chat"
     transcript.messages.append({"role": "user", "content": "still there?"})

@@ -23,7 +23,8 @@ from conversations.engine.tokens import (
 
 
 def _cookbook(oracles: Path) -> dict[str, Any]:
-    return json.loads((oracles / "cookbook_token_counts.json").read_text())
+    cookbook: dict[str, Any] = json.loads((oracles / "cookbook_token_counts.json").read_text())
+    return cookbook
 
 
 def _is_alias_mismatch(case: dict[str, Any]) -> bool:
