@@ -99,7 +99,7 @@ class PriceRateInline(admin.TabularInline[PriceRate, ModelPrice]):
         "Other tiers, the long-context band and extended-retention writes (USD per 1M)"
     )
 
-    def has_change_permission(self, request: Any, obj: ModelPrice | None = None) -> bool:
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return not _priced(obj) and super().has_change_permission(request, obj)
 
     def has_add_permission(self, request: Any, obj: ModelPrice | None = None) -> bool:
