@@ -148,7 +148,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SECURE_CSP: dict[str, list[str]] = {
     "default-src": ["'self'"],
     "script-src": ["'self'"],
-    "style-src": ["'self'"],
+    # Plotly adds two <style> elements as it loads: an empty one it then fills through the
+    # CSSOM (allowed), and MapLibre's stylesheet (unused here). Their hashes let exactly those
+    # in, where 'unsafe-inline' would let any injected style in. A Plotly upgrade changes the
+    # second: the browser tests then fail naming the new hash. No 'unsafe-eval' is needed.
+    "style-src": [
+        "'self'",
+        "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",  # the empty element
+        "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='",  # MapLibre's, plotly 7.1.0
+    ],
     "img-src": ["'self'"],
     "object-src": ["'none'"],
     "base-uri": ["'self'"],
