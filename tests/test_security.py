@@ -37,11 +37,11 @@ def env_file(path: Path) -> dict[str, str]:
     return pairs
 
 
-def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_python(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # Only what the configuration names: none of the test process's COSTLAB_DEV leaks in.
     base = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         cwd=ROOT,
         env={**base, **env},
         capture_output=True,
@@ -50,16 +50,13 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-SHOW_SETTINGS = (
+SHOW_SETTINGS = [
+    "-c",
     "import os, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'costlab.settings'; "
     "django.setup(); from django.conf import settings as s; "
-    "print(s.COSTLAB_DEV, s.SECRET_KEY, s.SECURE_PROXY_SSL_HEADER, s.SESSION_COOKIE_SECURE)"
-)
-CHECK_DEPLOY = (
-    "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'costlab.settings'; "
-    "from django.core.management import execute_from_command_line; "
-    "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])"
-)
+    "print(s.COSTLAB_DEV, s.SECRET_KEY, s.SECURE_PROXY_SSL_HEADER, s.SESSION_COOKIE_SECURE)",
+]
+CHECK_DEPLOY = ["manage.py", "check", "--deploy", "--fail-level", "WARNING"]
 
 
 def test_it_refuses_to_start_without_a_secret_key_outside_development_mode(tmp_path):
