@@ -4,8 +4,9 @@ further attempts are refused until the window has passed.
 
 Failures are counted in fixed windows, and a subject is refused while its count in the
 current window plus the previous one reaches the limit: so no more than `failures` over any
-span of one window (plus guesses already in flight), and a lock lasts one to two windows. Counters are created
-with add and bumped with incr, both atomic in Redis, so parallel guesses are all counted."""
+span of one window (plus guesses already in flight), and a lock lasts one to two windows.
+Counters are created with add and bumped with incr, both atomic in Redis, so parallel
+guesses are all counted."""
 
 from __future__ import annotations
 
