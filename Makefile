@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Everything make starts is local development: a generated key under var/, no HTTPS.
+# A deployment sets SECRET_KEY instead (README, "Deployment / security").
+export COSTLAB_DEV = true
 
 .PHONY: run test lint typecheck check install migrate clean bench
 
@@ -19,8 +22,8 @@ migrate: install
 
 # Web server and a real Celery worker, on SQLite and a filesystem broker (no server needed).
 run: migrate
-	COSTLAB_DEV=true DEBUG=true $(BIN)/python manage.py seed_demo
-	COSTLAB_DEV=true DEBUG=true PORT=$(PORT) bin/run
+	DEBUG=true $(BIN)/python manage.py seed_demo
+	DEBUG=true PORT=$(PORT) bin/run
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

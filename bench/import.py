@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "costlab.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "costlab.dev_settings")
 
 WORDS = (
     "the a to of and in is for on with that this it as be are by from at or an not have "

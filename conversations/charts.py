@@ -20,6 +20,13 @@ BASE_LAYOUT: dict[str, Any] = {
 }
 
 
+def label(text: str) -> str:
+    """A string from the data, made plain text for Plotly, which renders a subset of HTML
+    (links, <b>, <br>) in axis labels, legends and hovers but decodes entities back to text.
+    Every data-derived string goes through here before it reaches a figure."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _money(value: Decimal | None) -> float | None:
     # Plotly wants numbers; the exact Decimal stays in tables and exports.
     return float(value) if value is not None else None
@@ -31,7 +38,7 @@ def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
         "data": [
             {
                 "type": "bar",
-                "x": [r.model or "(no model)" for r in priced],
+                "x": [label(r.model or "(no model)") for r in priced],
                 "y": [_money(r.cost) for r in priced],
                 "customdata": [r.calls for r in priced],
                 "hovertemplate": "%{x}: $%{y:.4f} over %{customdata} calls<extra></extra>",

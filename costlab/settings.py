@@ -8,10 +8,12 @@ PostgreSQL and Redis; docker/ sets them the same way.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 # Django's admin and form classes are generic in django-stubs only; this lets the code
 # write ModelAdmin[ModelPrice] for the type checker without failing at import time.
@@ -29,20 +31,59 @@ def envint(name: str, default: int) -> int:
     return int(os.getenv(name, str(default)))
 
 
+def dev_secret_key(path: Path) -> str:
+    """A random key made once per installation and kept in var/: sessions survive restarts,
+    and no two checkouts share a key. Linked into place so parallel starts agree on one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(50))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+# Development mode is explicit: `make run`, bin/run, the test settings, or COSTLAB_DEV=true.
+COSTLAB_DEV = envbool("COSTLAB_DEV", "false")
 DEBUG = envbool("DEBUG", "false")
 SECRET_KEY = os.getenv("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and not envbool("COSTLAB_DEV", "true"):
-        raise RuntimeError("SECRET_KEY must be set when COSTLAB_DEV is off")
-    # Development only: a fixed key keeps sessions valid across restarts of `make run`.
-    SECRET_KEY = "costlab-dev-insecure-key-do-not-use-in-production"
+    if not COSTLAB_DEV:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. A deployment sets SECRET_KEY to a long random string "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'); to run locally, "
+            "set COSTLAB_DEV=true and a development key is generated under var/."
+        )
+    SECRET_KEY = dev_secret_key(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = [
     h for h in os.getenv("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h
 ]
 CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
+# HTTPS: on unless in development mode. Behind a TLS-terminating proxy, COSTLAB_PROXY_SSL_HEADER
+# names the header it sets to "https" (X-Forwarded-Proto); only name one the proxy overwrites.
+COSTLAB_HTTPS = envbool("COSTLAB_HTTPS", "false" if COSTLAB_DEV else "true")
+SECURE_SSL_REDIRECT = COSTLAB_HTTPS
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = COSTLAB_HTTPS
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000) if COSTLAB_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "true")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "false")
+_proxy_ssl_header = os.getenv("COSTLAB_PROXY_SSL_HEADER", "").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+# How many proxies in front append to X-Forwarded-For: the login throttle counts failures per
+# client address, which is then the entry that many places from the right (0: REMOTE_ADDR).
+COSTLAB_PROXY_COUNT = envint("COSTLAB_PROXY_COUNT", 0)
+
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "costlab.apps.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -57,6 +98,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "costlab.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -107,9 +149,41 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Content Security Policy, in the shape of Django 6's SECURE_CSP: costlab's own scripts and
+# styles only, no inline script (figures travel as JSON data blocks, not code).
+SECURE_CSP: dict[str, list[str]] = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    # Plotly adds two <style> elements as it loads: an empty one it then fills through the
+    # CSSOM (allowed), and MapLibre's stylesheet (unused here). Their hashes let exactly those
+    # in, where 'unsafe-inline' would let any injected style in. A Plotly upgrade changes the
+    # second: the browser tests then fail naming the new hash. No 'unsafe-eval' is needed.
+    "style-src": [
+        "'self'",
+        "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",  # the empty element
+        "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='",  # MapLibre's, plotly 7.1.0
+    ],
+    "img-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
+# Log-in throttling (costlab/throttle.py): after this many failures within the window, per
+# username and per client address, attempts are refused until the window has passed.
+COSTLAB_LOGIN_FAILURES_PER_USER = envint("COSTLAB_LOGIN_FAILURES_PER_USER", 5)
+COSTLAB_LOGIN_FAILURES_PER_ADDRESS = envint("COSTLAB_LOGIN_FAILURES_PER_ADDRESS", 20)
+COSTLAB_LOGIN_WINDOW_SECONDS = envint("COSTLAB_LOGIN_WINDOW_SECONDS", 15 * 60)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -197,4 +271,6 @@ else:
 
 # SQLite cannot enforce "one global price row per model and start" (NULLS NOT DISTINCT);
 # PostgreSQL does, and prices_import checks before inserting on both.
-SILENCED_SYSTEM_CHECKS = ["models.W047"]
+# security.W021: asking browsers to preload HSTS for the whole domain is its owner's decision
+# (SECURE_HSTS_PRELOAD=true), not a default of one application on it.
+SILENCED_SYSTEM_CHECKS = ["models.W047", "security.W021"]

@@ -36,7 +36,8 @@ from conversations.models import (
 from pricing.models import ModelPrice
 
 from .conftest import Worker
-from .factories import MembershipFactory, OrganizationFactory
+from .factories import MembershipFactory, ModelPriceFactory, OrganizationFactory
+from .test_untrusted_content import MODEL, TITLE
 
 PASSWORD = "pw-123456"
 CHROMIUM_ARGS = [
@@ -544,3 +545,47 @@ def test_another_orgs_conversation_is_a_404_in_the_browser(
     response = page.goto(tab.url(f"/o/{mine.organization.slug}/"))
     assert response is not None and response.status == 200
     expect(page.locator("header .orgs")).not_to_contain_text(theirs.name)
+
+
+# Untrusted content: a model name and a title made of markup open no dialog and show as text,
+# in the tables and in the Plotly charts, with no Content Security Policy violation.
+
+WATCH_CSP = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__cspViolations.push(e.effectiveDirective + " " + e.sourceFile + ":" + e.lineNumber));
+"""
+
+
+def test_markup_in_a_model_name_and_a_title_stays_text(tab, tmp_path: Path, allow_async_unsafe):
+    membership = MembershipFactory()
+    ModelPriceFactory(model=MODEL)
+    messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps({"model": MODEL, "title": TITLE, "messages": messages}))
+    import_file(path, membership.organization.slug)
+
+    page, dialogs = tab.page, []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.add_init_script(WATCH_CSP)
+    log_in(tab, membership.user.username)
+
+    wait_for_charts(page, "#dashboard")
+    row = page.locator("#conversation-table tbody tr").first
+    assert row.locator("td").first.inner_text() == TITLE
+    assert row.locator("td").nth(5).inner_text() == MODEL
+    chart = page.locator("[data-figure=model-figure]")
+    assert MODEL in chart.locator(".xtick text").all_text_contents()
+    assert chart.locator("svg a").count() == 0  # Plotly made no link of it
+    assert page.locator("img[src=x]").count() == 0
+    assert page.evaluate("window.__cspViolations") == []
+
+    row.locator("a").click()
+    wait_for_charts(page)
+    assert page.locator("main h1").inner_text() == TITLE
+    assert MODEL in page.locator("p.meta").inner_text()
+    assert page.locator("img[src=x]").count() == 0
+    assert page.evaluate("window.__cspViolations") == []
+
+    assert dialogs == []
+    tab.assert_no_js_errors()
