@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from django.urls import URLPattern, URLResolver, reverse
 
-from conversations.services.transcripts import transcripts_store
 from conversations.engine.types import Call, Transcript
 from conversations.models import ImportJob
+from conversations.services.transcripts import transcripts_store
 from conversations.urls import urlpatterns as conversation_urlpatterns
 from costlab.settings import dev_secret_key
 

@@ -15,9 +15,9 @@ import pytest
 from django.urls import reverse
 
 from conversations import charts
-from conversations.services.transcripts import transcripts_store
 from conversations.engine.types import Call, Transcript
 from conversations.models import ImportJob
+from conversations.services.transcripts import transcripts_store
 
 from .factories import MembershipFactory, ModelPriceFactory
 

@@ -27,7 +27,10 @@ def usage_from_dict(raw: dict[str, Any]) -> Usage:
     completion = _int(raw.get("completion_tokens"))
     prompt_details = raw.get("prompt_tokens_details") or {}
     completion_details = raw.get("completion_tokens_details") or {}
+    # GPT-5.6 reports newly written prefixes; some logs carry the older spelling.
     cache_write = prompt_details.get("cache_write_tokens")
+    if cache_write is None:
+        cache_write = prompt_details.get("cache_creation_tokens")
     total = raw.get("total_tokens")
     return Usage(
         prompt_tokens=prompt,
@@ -68,11 +71,13 @@ class Buckets:
         return self.prompt_tokens + self.output
 
     def without_cache(self) -> Buckets:
-        """The same call with no cache hit: the base of "cost reduction" (design.md 2.8)."""
+        """The same call with no prompt caching at all: the base of "cost reduction"
+        (design.md 2.8). Nothing is read from a cache and nothing is written to one, so
+        cached and written tokens are plain input."""
         return Buckets(
-            input_uncached=self.input_uncached + self.input_cached,
+            input_uncached=self.input_uncached + self.input_cached + self.input_cache_write,
             input_cached=0,
-            input_cache_write=self.input_cache_write,
+            input_cache_write=0,
             output=self.output,
             reasoning=self.reasoning,
             audio_input=self.audio_input,
@@ -173,13 +178,13 @@ def price_buckets(buckets: Buckets, rates: Rates) -> Cost:
 
 def price_without_cache(buckets: Buckets, rates: Rates, cost: Cost) -> Cost:
     """`price_buckets(buckets.without_cache(), rates)`, reusing `cost` (the same buckets'
-    price) for what a cache hit does not change: cache writes and output."""
-    if not buckets.input_cached:
+    price) for what caching does not change: the output."""
+    if not buckets.input_cached and not buckets.input_cache_write:
         return cost
-    uncached = buckets.input_uncached + buckets.input_cached
+    uncached = buckets.input_uncached + buckets.input_cached + buckets.input_cache_write
     return Cost(
         input_uncached=_price_uncached(uncached, buckets.audio_input, rates),
         input_cached=_ZERO,
-        input_cache_write=cost.input_cache_write,
+        input_cache_write=_ZERO,
         output=cost.output,
     )

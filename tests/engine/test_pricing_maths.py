@@ -10,8 +10,10 @@ from conversations.engine.pricing import (
     Buckets,
     Cost,
     Rates,
+    buckets_from_usage,
     price_buckets,
     price_without_cache,
+    usage_from_dict,
 )
 
 
@@ -66,3 +68,37 @@ def test_it_prices_the_no_cache_counterfactual_like_pricing_it_from_scratch() ->
 def test_it_keeps_cost_sums_consistent_with_their_parts() -> None:
     cost = Cost(Decimal("1.5"), Decimal("0.25"), Decimal("0"), Decimal("2"))
     assert (cost.input, cost.total) == (Decimal("1.75"), Decimal("3.75"))
+
+
+def test_it_reads_both_spellings_of_cache_writes_into_the_write_bucket() -> None:
+    for spelling in ("cache_write_tokens", "cache_creation_tokens"):
+        usage = usage_from_dict(
+            {
+                "prompt_tokens": 3000,
+                "completion_tokens": 10,
+                "prompt_tokens_details": {"cached_tokens": 1200, spelling: 1500},
+            }
+        )
+        buckets = buckets_from_usage(usage)
+        assert (buckets.input_uncached, buckets.input_cached, buckets.input_cache_write) == (
+            300,
+            1200,
+            1500,
+        )
+        # Never a double count: the buckets add up to what the API reported.
+        assert buckets.total_tokens == 3010
+
+
+def test_it_prices_the_no_cache_counterfactual_with_writes_as_plain_input() -> None:
+    rates = Rates(
+        input=Decimal("4"),
+        output=Decimal("20"),
+        cached_input=Decimal("0.4"),
+        cache_write=Decimal("5"),
+    )
+    buckets = Buckets(input_uncached=1000, input_cached=2000, input_cache_write=3000, output=0)
+    cost = price_buckets(buckets, rates)
+    assert cost.input_cache_write == Decimal("0.015")  # 3000 x $5 / 1M, the write rate
+    without = price_without_cache(buckets, rates, cost)
+    assert without.total == Decimal("0.024")  # 6000 x $4 / 1M: no reads, no writes
+    assert without == price_buckets(buckets.without_cache(), rates)
