@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
@@ -20,6 +21,17 @@ from .models import Role
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+# Views that answer an htmx request with a fragment say so, or a browser's cache may hand
+# the fragment back as the page (Back after a swap pushed the URL) or the page to a swap.
+HTMX_HEADERS = ("HX-Request", "HX-History-Restore-Request")
+
+
+def wants_fragment(request: HtmxHttpRequest) -> bool:
+    """True for an htmx swap; a history restore (htmx found no cached copy of a pushed URL)
+    replaces the whole body, so it gets the whole page."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 @login_required
@@ -33,6 +45,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@vary_on_headers(*HTMX_HEADERS)
 def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
@@ -56,7 +69,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "query": request.GET.urlencode(),
     }
     template = "conversations/overview.html"
-    if request.htmx:
+    if wants_fragment(request):
         template += "#dashboard"
     return render(request, template, context)
 
@@ -162,6 +175,7 @@ def import_job_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpRes
 
 @login_required
 @require_GET
+@vary_on_headers("HX-Request")
 def import_job_progress(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
     """Polled by the progress bar every second; a finished job answers 286 (HTMX's
     'stop polling') with its final state."""

@@ -11,7 +11,7 @@ from django.urls import reverse
 from conversations import services
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
-from conversations.models import Conversation
+from conversations.models import Conversation, ImportJob, ImportStatus
 from conversations.selectors import UsageFilter, org_totals
 
 from .factories import MembershipFactory
@@ -105,6 +105,33 @@ def test_it_swaps_only_the_dashboard_for_htmx_and_filters_by_model(client, org_w
     assert html.lstrip().startswith('<div id="dashboard">')
     assert "<html" not in html
     assert "local model" in html and "expensive" not in html
+
+
+def test_it_gives_a_history_restore_the_whole_page(client, org_with_data):
+    url = reverse("org_overview", args=[org_with_data.slug])
+    headers = {"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    html = client.get(url, {"model": "llama-local"}, headers=headers).content.decode()
+    assert "<html" in html and 'id="filters"' in html
+    assert "local model" in html and "expensive" not in html
+
+
+def test_it_says_the_overview_varies_with_the_htmx_headers(client, org_with_data):
+    url = reverse("org_overview", args=[org_with_data.slug])
+    for headers in ({}, {"HX-Request": "true"}):
+        vary = client.get(url, headers=headers).headers["Vary"]
+        assert "HX-Request" in vary and "HX-History-Restore-Request" in vary, headers
+
+
+def test_it_stops_htmx_polling_a_finished_job_and_says_it_varies(client, org_with_data):
+    job = ImportJob.objects.create(
+        organization=org_with_data, original_name="done.json", status=ImportStatus.SUCCEEDED
+    )
+    url = reverse("import_job_progress", args=[org_with_data.slug, job.code])
+    polled = client.get(url, headers={"HX-Request": "true"})
+    plain = client.get(url)
+    assert (polled.status_code, plain.status_code) == (286, 200)
+    for response in (polled, plain):
+        assert "HX-Request" in response.headers["Vary"]
 
 
 def test_it_sorts_the_conversation_table_partial(client, org_with_data):
