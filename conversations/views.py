@@ -16,7 +16,6 @@ from django_htmx.middleware import HtmxDetails
 
 from . import charts, insights, selectors, services
 from .forms import UploadForm, UsageFilterForm
-from .models import Role
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -135,10 +134,9 @@ def conversation_what_if(request: HtmxHttpRequest, slug: str, code: str) -> Http
 def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
-    can_import = membership.role in (Role.ANALYST, Role.ADMIN)
     form = UploadForm()
     if request.method == "POST":
-        if not can_import:
+        if not membership.can_import:
             return HttpResponse("Viewers cannot import.", status=403)
         form = UploadForm(request.POST, request.FILES)
         if form.is_valid():
@@ -154,8 +152,8 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             return redirect("import_job_detail", slug=slug, code=job.code)
     context = {
         "organization": organization,
+        "membership": membership,
         "form": form,
-        "can_import": can_import,
         "jobs": selectors.import_jobs(organization),
     }
     return render(

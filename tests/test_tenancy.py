@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from django.urls import reverse
 
-from conversations.models import Conversation, ImportJob
+from conversations.models import Conversation, ImportJob, Role
 
 from .factories import MembershipFactory, OrganizationFactory
 
@@ -79,3 +79,22 @@ def test_it_shows_my_own_conversation(client, setup):
     )
     assert response.status_code == 200
     assert b"my plans" in response.content
+
+
+@pytest.mark.parametrize(
+    ("role", "may_import"), [(Role.VIEWER, False), (Role.ANALYST, True), (Role.ADMIN, True)]
+)
+def test_it_lets_only_analysts_and_admins_import(
+    client, fixtures, settings, tmp_path, role, may_import
+):
+    settings.MEDIA_ROOT = tmp_path
+    membership = MembershipFactory(role=role)
+    client.force_login(membership.user)
+    url = reverse("imports", args=[membership.organization.slug])
+    page = client.get(url).content.decode()
+    assert ('id="upload-form"' in page) is may_import
+    assert ("Viewers can look but not import" in page) is not may_import
+    with (fixtures / "chat_small.json").open("rb") as handle:
+        response = client.post(url, {"file": handle})
+    assert response.status_code == (302 if may_import else 403)
+    assert ImportJob.objects.filter(organization=membership.organization).exists() is may_import
