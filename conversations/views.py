@@ -5,6 +5,8 @@ organization A gets a 404 for anything of organization B, pages and partials ali
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -96,7 +98,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def conversation_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+def conversation_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
     turns = selectors.conversation_turns(conversation)
@@ -113,7 +115,7 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpR
 
 @login_required
 @require_GET
-def conversation_what_if(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+def conversation_what_if(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     """Projection and strategy comparison, loaded after the page so it never slows it."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
@@ -163,7 +165,7 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def import_job_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+def import_job_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     job = selectors.import_job_get(organization=membership.organization, code=code)
     services.import_progress_apply(job)
@@ -174,7 +176,7 @@ def import_job_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpRes
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
-def import_job_progress(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+def import_job_progress(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     """Polled by the progress bar every second; a finished job answers 286 (HTMX's
     'stop polling') with its final state."""
     membership = selectors.membership_get(user=request.user, slug=slug)

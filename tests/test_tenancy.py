@@ -98,3 +98,9 @@ def test_it_lets_only_analysts_and_admins_import(
         response = client.post(url, {"file": handle})
     assert response.status_code == (302 if may_import else 403)
     assert ImportJob.objects.filter(organization=membership.organization).exists() is may_import
+
+
+def test_it_answers_404_for_a_code_that_is_not_a_uuid(client, setup):
+    slug = setup.mine.organization.slug
+    for path in (f"/o/{slug}/c/not-a-uuid/", f"/o/{slug}/imports/12345/progress/"):
+        assert client.get(path).status_code == 404, path
