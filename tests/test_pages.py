@@ -151,7 +151,7 @@ def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(client, 
     assert "2,000" in html
 
 
-def test_it_compares_strategies_and_projects_the_next_turns(client, fixtures):
+def test_it_compares_strategies_and_projects_the_next_turns(client, tmp_path):
     from django.core.management import call_command
 
     membership = MembershipFactory()
@@ -163,12 +163,9 @@ def test_it_compares_strategies_and_projects_the_next_turns(client, fixtures):
             {"role": "user", "content": f"Question {i}: " + "detail " * 150},
             {"role": "assistant", "content": f"Answer {i}: " + "because " * 250},
         ]
-    path = fixtures.parent / "long_tmp.json"
-    try:
-        path.write_text(json.dumps({"model": "gpt-4o", "title": "long", "messages": messages}))
-        call_command("import_transcripts", str(path), "--org", org.slug)
-    finally:
-        path.unlink()
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"model": "gpt-4o", "title": "long", "messages": messages}))
+    call_command("import_transcripts", str(path), "--org", org.slug)
     conversation = Conversation.objects.get(organization=org)
     url = reverse("conversation_what_if", args=[org.slug, conversation.code])
     html = client.get(url, {"retention": "1h"}, headers={"HX-Request": "true"}).content.decode()
