@@ -7,7 +7,7 @@ PORT ?= 8000
 # A deployment sets SECRET_KEY instead (README, "Deployment / security").
 export COSTLAB_DEV = true
 
-.PHONY: run test lint typecheck check install migrate clean bench
+.PHONY: run test lint fmt typecheck check install migrate clean bench
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Rewrites files: the formatting the pre-commit hooks check, applied to the whole tree.
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	find templates -name '*.html' -exec $(BIN)/djade --target-version 5.2 {} +
 
 typecheck: install
 	$(BIN)/mypy conversations costlab pricing tests

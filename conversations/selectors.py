@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -48,17 +47,17 @@ def membership_get(*, user: AnyUser, slug: str) -> Membership:
         raise Http404 from None
 
 
-def conversation_get(*, organization: Organization, code: Any) -> Conversation:
+def conversation_get(*, organization: Organization, code: UUID) -> Conversation:
     try:
         return Conversation.objects.get(organization=organization, code=code)
-    except (Conversation.DoesNotExist, ValueError):
+    except Conversation.DoesNotExist:
         raise Http404 from None
 
 
-def import_job_get(*, organization: Organization, code: Any) -> ImportJob:
+def import_job_get(*, organization: Organization, code: UUID) -> ImportJob:
     try:
         return ImportJob.objects.get(organization=organization, code=code)
-    except (ImportJob.DoesNotExist, ValueError):
+    except ImportJob.DoesNotExist:
         raise Http404 from None
 
 

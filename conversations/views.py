@@ -5,22 +5,35 @@ organization A gets a 404 for anything of organization B, pages and partials ali
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
 from . import charts, selectors, what_if
 from .forms import UploadForm, UsageFilterForm
-from .models import Role
 from .services import imports as import_services
 
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+# Views that answer an htmx request with a fragment say so, or a browser's cache may hand
+# the fragment back as the page (Back after a swap pushed the URL) or the page to a swap.
+HTMX_HEADERS = ("HX-Request", "HX-History-Restore-Request")
+
+
+def wants_fragment(request: HtmxHttpRequest) -> bool:
+    """True for an htmx swap; a history restore (htmx found no cached copy of a pushed URL)
+    replaces the whole body, so it gets the whole page."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 @login_required
@@ -34,6 +47,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@vary_on_headers(*HTMX_HEADERS)
 def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
@@ -55,7 +69,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "query": request.GET.urlencode(),
     }
     template = "conversations/overview.html"
-    if request.htmx:
+    if wants_fragment(request):
         template += "#dashboard"
     return render(request, template, context)
 
@@ -83,7 +97,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def conversation_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+def conversation_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
     turns = selectors.conversation_turns(conversation)
@@ -100,7 +114,7 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpR
 
 @login_required
 @require_GET
-def conversation_what_if(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+def conversation_what_if(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     """Projection and strategy comparison, loaded after the page so it never slows it."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
@@ -121,10 +135,9 @@ def conversation_what_if(request: HtmxHttpRequest, slug: str, code: str) -> Http
 def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
-    can_import = membership.role in (Role.ANALYST, Role.ADMIN)
     form = UploadForm()
     if request.method == "POST":
-        if not can_import:
+        if not membership.can_import:
             return HttpResponse("Viewers cannot import.", status=403)
         form = UploadForm(request.POST, request.FILES)
         if form.is_valid():
@@ -140,8 +153,8 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             return redirect("import_job_detail", slug=slug, code=job.code)
     context = {
         "organization": organization,
+        "membership": membership,
         "form": form,
-        "can_import": can_import,
         "jobs": selectors.import_jobs(organization),
     }
     return render(
@@ -151,7 +164,7 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def import_job_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+def import_job_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     job = selectors.import_job_get(organization=membership.organization, code=code)
     import_services.import_progress_apply(job)
@@ -161,7 +174,8 @@ def import_job_detail(request: HtmxHttpRequest, slug: str, code: str) -> HttpRes
 
 @login_required
 @require_GET
-def import_job_progress(request: HtmxHttpRequest, slug: str, code: str) -> HttpResponse:
+@vary_on_headers("HX-Request")
+def import_job_progress(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     """Polled by the progress bar every second; a finished job answers 286 (HTMX's
     'stop polling') with its final state."""
     membership = selectors.membership_get(user=request.user, slug=slug)

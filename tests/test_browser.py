@@ -588,4 +588,49 @@ def test_markup_in_a_model_name_and_a_title_stays_text(tab, tmp_path: Path, allo
     assert page.evaluate("window.__cspViolations") == []
 
     assert dialogs == []
+
+
+def test_back_to_a_filtered_overview_shows_the_whole_page(tab, org_with_data):
+    page, slug = tab.page, org_with_data.organization.slug
+    log_in(tab, org_with_data.user.username)
+    with page.expect_response(lambda r: f"/o/{slug}/?" in r.url):
+        page.select_option("form.filters select[name=model]", "gpt-4o-mini")
+    page.wait_for_function("new URLSearchParams(location.search).get('model') === 'gpt-4o-mini'")
+    filtered = page.url
+    with page.expect_navigation():
+        page.click("#conversation-table a:text('Acme support: invoice doubled')")
+    expect(page.locator("h1")).to_have_text("Acme support: invoice doubled")
+
+    page.go_back()
+    # The pushed URL answered a swap with a fragment: Back must not show that fragment alone.
+    assert page.url == filtered
+    expect(page.locator("header.topbar")).to_be_visible()
+    expect(page.locator("form.filters select[name=model]")).to_have_value("gpt-4o-mini")
+    expect(page.locator("h1")).to_have_text(org_with_data.organization.name)
+    assert page.locator("#dashboard").count() == 1
+    assert table_titles(page) == ["Acme support: invoice doubled"]
+    wait_for_charts(page, "#dashboard")
+    tab.assert_no_js_errors()
+
+
+def test_back_between_filters_htmx_no_longer_caches_loads_the_whole_page(tab, org_with_data):
+    page, slug = tab.page, org_with_data.organization.slug
+    log_in(tab, org_with_data.user.username)
+    for model in ("gpt-4o-mini", "gpt-4o"):
+        with page.expect_response(lambda r: f"/o/{slug}/?" in r.url):
+            page.select_option("form.filters select[name=model]", model)
+        page.wait_for_function(
+            "m => new URLSearchParams(location.search).get('model') === m", arg=model
+        )
+    # htmx keeps snapshots of pushed pages in sessionStorage; without one it asks the server.
+    page.evaluate("sessionStorage.removeItem('htmx-history-cache')")
+    with page.expect_request(lambda r: "hx-history-restore-request" in r.headers) as restore:
+        page.go_back()
+    assert "model=gpt-4o-mini" in restore.value.url
+    page.wait_for_function("new URLSearchParams(location.search).get('model') === 'gpt-4o-mini'")
+    expect(page.locator("form.filters select[name=model]")).to_have_value("gpt-4o-mini")
+    expect(page.locator("header.topbar")).to_have_count(1)
+    expect(page.locator("#dashboard")).to_have_count(1)
+    expect(page.locator("#conversation-table tbody tr")).to_have_count(1)
+    assert table_titles(page) == ["Acme support: invoice doubled"]
     tab.assert_no_js_errors()

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
-from conversations.models import Conversation, Organization
+from conversations.models import Conversation, ImportJob, ImportStatus, Organization
 from conversations.selectors import (
     UsageFilter,
     conversation_list,
@@ -156,6 +156,40 @@ def test_it_swaps_only_the_dashboard_for_htmx_and_filters_by_model(
     assert "local model" in html and "expensive" not in html
 
 
+def test_it_gives_a_history_restore_the_whole_page(
+    client: Client, org_with_data: Organization
+) -> None:
+    url = reverse("org_overview", args=[org_with_data.slug])
+    headers = {"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    html = client.get(url, {"model": "llama-local"}, headers=headers).content.decode()
+    assert "<html" in html and 'id="filters"' in html
+    assert "local model" in html and "expensive" not in html
+
+
+def test_it_says_the_overview_varies_with_the_htmx_headers(
+    client: Client, org_with_data: Organization
+) -> None:
+    url = reverse("org_overview", args=[org_with_data.slug])
+    headers: dict[str, str]
+    for headers in ({}, {"HX-Request": "true"}):
+        vary = client.get(url, headers=headers).headers["Vary"]
+        assert "HX-Request" in vary and "HX-History-Restore-Request" in vary, headers
+
+
+def test_it_stops_htmx_polling_a_finished_job_and_says_it_varies(
+    client: Client, org_with_data: Organization
+) -> None:
+    job = ImportJob.objects.create(
+        organization=org_with_data, original_name="done.json", status=ImportStatus.SUCCEEDED
+    )
+    url = reverse("import_job_progress", args=[org_with_data.slug, job.code])
+    polled = client.get(url, headers={"HX-Request": "true"})
+    plain = client.get(url)
+    assert (polled.status_code, plain.status_code) == (286, 200)
+    for response in (polled, plain):
+        assert "HX-Request" in response.headers["Vary"]
+
+
 def test_it_sorts_the_conversation_table_partial(
     client: Client, org_with_data: Organization
 ) -> None:
@@ -177,7 +211,9 @@ def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(
     assert "2,000" in html
 
 
-def test_it_compares_strategies_and_projects_the_next_turns(client: Client, fixtures: Path) -> None:
+def test_it_compares_strategies_and_projects_the_next_turns(client: Client, tmp_path: Path) -> None:
+    from django.core.management import call_command
+
     membership = MembershipFactory.create()
     client.force_login(membership.user)
     org = membership.organization
@@ -187,12 +223,9 @@ def test_it_compares_strategies_and_projects_the_next_turns(client: Client, fixt
             {"role": "user", "content": f"Question {i}: " + "detail " * 150},
             {"role": "assistant", "content": f"Answer {i}: " + "because " * 250},
         ]
-    path = fixtures.parent / "long_tmp.json"
-    try:
-        path.write_text(json.dumps({"model": "gpt-4o", "title": "long", "messages": messages}))
-        call_command("import_transcripts", str(path), "--org", org.slug)
-    finally:
-        path.unlink()
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"model": "gpt-4o", "title": "long", "messages": messages}))
+    call_command("import_transcripts", str(path), "--org", org.slug)
     conversation = Conversation.objects.get(organization=org)
     url = reverse("conversation_what_if", args=[org.slug, conversation.code])
     html = client.get(url, {"retention": "1h"}, headers={"HX-Request": "true"}).content.decode()

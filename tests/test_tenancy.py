@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from conversations.models import Conversation, ImportJob, Membership, Organization
+from conversations.models import Conversation, ImportJob, Membership, Organization, Role
 
 from .factories import MembershipFactory, OrganizationFactory
 
@@ -89,3 +89,28 @@ def test_it_shows_my_own_conversation(client: Client, setup: Setup) -> None:
     )
     assert response.status_code == 200
     assert b"my plans" in response.content
+
+
+@pytest.mark.parametrize(
+    ("role", "may_import"), [(Role.VIEWER, False), (Role.ANALYST, True), (Role.ADMIN, True)]
+)
+def test_it_lets_only_analysts_and_admins_import(
+    client, fixtures, settings, tmp_path, role, may_import
+):
+    settings.MEDIA_ROOT = tmp_path
+    membership = MembershipFactory(role=role)
+    client.force_login(membership.user)
+    url = reverse("imports", args=[membership.organization.slug])
+    page = client.get(url).content.decode()
+    assert ('id="upload-form"' in page) is may_import
+    assert ("Viewers can look but not import" in page) is not may_import
+    with (fixtures / "chat_small.json").open("rb") as handle:
+        response = client.post(url, {"file": handle})
+    assert response.status_code == (302 if may_import else 403)
+    assert ImportJob.objects.filter(organization=membership.organization).exists() is may_import
+
+
+def test_it_answers_404_for_a_code_that_is_not_a_uuid(client, setup):
+    slug = setup.mine.organization.slug
+    for path in (f"/o/{slug}/c/not-a-uuid/", f"/o/{slug}/imports/12345/progress/"):
+        assert client.get(path).status_code == 404, path

@@ -1,0 +1,18 @@
+"""costlab's settings for the test run: development mode (costlab.dev_settings), with its
+var folder (SQLite files, broker folders,
+static root, uploads) in a temporary folder, so a run leaves the checkout as it found it.
+
+Set before costlab.settings is imported, because that import already creates folders.
+Subprocesses the tests start (a Celery worker, manage.py) inherit the variable, so they
+share the same folder; so do pytest-xdist's workers, which the first process outlives."""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+if "COSTLAB_VAR_DIR" not in os.environ:
+    os.environ["COSTLAB_VAR_DIR"] = tempfile.mkdtemp(prefix="costlab-test-var-")
+    atexit.register(shutil.rmtree, os.environ["COSTLAB_VAR_DIR"], ignore_errors=True)
+
+from costlab.dev_settings import *  # noqa: F403
