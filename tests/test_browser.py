@@ -7,7 +7,6 @@ these tests are skipped locally, and fail on CI (CI=true), which must run them."
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import os
@@ -19,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.apps import apps as django_apps
 from django.core.management import call_command
 from django.db import connections
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
@@ -53,7 +51,10 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 15_000
 JOB_TIMEOUT_MS = 60_000
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -77,11 +78,9 @@ def allow_async_unsafe(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def price_book() -> None:
-    """The default price book is a data migration, and every transactional test flushes
-    the database when it ends: load it again when an earlier test took it away."""
-    if not ModelPrice.objects.filter(organization=None).exists():
-        catalogue = importlib.import_module("pricing.migrations.0002_default_catalogue")
-        catalogue.load(django_apps, None)
+    """The default price book comes from data migrations, and every transactional test
+    flushes the database when it ends: serialized_rollback (pytestmark) restores it."""
+    assert ModelPrice.objects.filter(organization=None, cache_policy__isnull=False).exists()
 
 
 @pytest.fixture

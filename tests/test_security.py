@@ -198,7 +198,7 @@ def test_it_sends_the_policy_on_log_in_admin_and_error_pages(client):
         if response.status_code == 200:
             assert_no_inline_code(response.content.decode())
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    for url in (reverse("admin:index"), reverse("admin:conversations_modelprice_changelist")):
+    for url in (reverse("admin:index"), reverse("admin:pricing_modelprice_changelist")):
         response = client.get(url)
         assert response.status_code == 200
         assert_strict_policy(response)

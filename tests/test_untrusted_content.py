@@ -15,6 +15,7 @@ import pytest
 from django.urls import reverse
 
 from conversations import charts
+from conversations.selectors import ModelCost
 from conversations.engine.types import Call, Transcript
 from conversations.models import ImportJob
 from conversations.services.transcripts import transcripts_store
@@ -41,9 +42,9 @@ def strings(value: Any) -> list[str]:
 
 def test_it_escapes_model_names_in_chart_labels():
     rows = [
-        {"model": MODEL, "cost": Decimal("0.5"), "calls": 2},
-        {"model": "a&b <i>", "cost": Decimal("0.1"), "calls": 1},
-        {"model": "", "cost": Decimal("0.1"), "calls": 1},
+        ModelCost(model=MODEL, cost=Decimal("0.5"), calls=2, tokens=10, unpriced=0),
+        ModelCost(model="a&b <i>", cost=Decimal("0.1"), calls=1, tokens=5, unpriced=0),
+        ModelCost(model="", cost=Decimal("0.1"), calls=1, tokens=5, unpriced=0),
     ]
     figure = charts.cost_by_model_figure(rows)
     assert figure["data"][0]["x"] == [
