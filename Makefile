@@ -22,7 +22,7 @@ migrate: install
 
 # Web server and a real Celery worker, on SQLite and a filesystem broker (no server needed).
 run: migrate
-	DEBUG=true $(BIN)/python manage.py seed_demo
+	DEBUG=true PORT=$(PORT) $(BIN)/python manage.py seed_demo
 	DEBUG=true PORT=$(PORT) bin/run
 
 test: install
@@ -39,7 +39,7 @@ fmt: install
 	find templates -name '*.html' -exec $(BIN)/djade --target-version 5.2 {} +
 
 typecheck: install
-	$(BIN)/mypy conversations costlab pricing tests
+	$(BIN)/mypy conversations costlab pricing calls tests
 
 check: lint typecheck test
 

@@ -56,6 +56,16 @@ class Membership(models.Model):
     def can_import(self) -> bool:
         return self.role in (Role.ANALYST, Role.ADMIN)
 
+    @property
+    def can_chat(self) -> bool:
+        """Live chats spend the organization's money on its connections: analysts and up."""
+        return self.role in (Role.ANALYST, Role.ADMIN)
+
+    @property
+    def can_manage_connections(self) -> bool:
+        """Provider connections hold the organization's API keys: admins only."""
+        return self.role == Role.ADMIN
+
 
 class ImportStatus(models.TextChoices):
     PENDING = "pending", "Waiting for a worker"

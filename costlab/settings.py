@@ -7,8 +7,10 @@ PostgreSQL and Redis; docker/ sets them the same way.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import dj_database_url
@@ -31,7 +33,7 @@ def envint(name: str, default: int) -> int:
     return int(os.getenv(name, str(default)))
 
 
-def dev_secret_key(path: Path) -> str:
+def dev_secret_key(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(50)) -> str:
     """A random key made once per installation and kept in var/: sessions survive restarts,
     and no two checkouts share a key. Linked into place so parallel starts agree on one."""
     if not path.exists():
@@ -39,7 +41,7 @@ def dev_secret_key(path: Path) -> str:
         draft = path.with_name(f"{path.name}.{os.getpid()}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(50))
+            file.write(make())
         try:
             os.link(draft, path)
         except FileExistsError:
@@ -61,6 +63,27 @@ if not SECRET_KEY:
             "set COSTLAB_DEV=true and a development key is generated under var/."
         )
     SECRET_KEY = dev_secret_key(VAR_DIR / "secret_key")
+
+
+def fernet_key() -> str:
+    """A new Fernet key: 32 random bytes, url-safe base64 (what Fernet.generate_key makes)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+# Provider API keys are encrypted at rest with these (calls/crypto.py): comma-separated
+# Fernet keys, the first encrypts, every one decrypts. Rotation: README, "Calling models".
+COSTLAB_FERNET_KEYS = [
+    k.strip() for k in os.getenv("COSTLAB_FERNET_KEYS", "").split(",") if k.strip()
+]
+if not COSTLAB_FERNET_KEYS:
+    if not COSTLAB_DEV:
+        raise ImproperlyConfigured(
+            "COSTLAB_FERNET_KEYS is not set. A deployment sets it to a Fernet key "
+            "(python -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'), "
+            "which encrypts provider API keys at rest; in development mode (COSTLAB_DEV=true) "
+            "one is generated under var/."
+        )
+    COSTLAB_FERNET_KEYS = [dev_secret_key(VAR_DIR / "fernet_key", fernet_key)]
 ALLOWED_HOSTS = [
     h for h in os.getenv("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h
 ]
@@ -94,6 +117,7 @@ INSTALLED_APPS = [
     "template_partials",
     "conversations",
     "pricing",
+    "calls",
 ]
 
 MIDDLEWARE = [
@@ -274,3 +298,25 @@ else:
 # security.W021: asking browsers to preload HSTS for the whole domain is its owner's decision
 # (SECURE_HSTS_PRELOAD=true), not a default of one application on it.
 SILENCED_SYSTEM_CHECKS = ["models.W047", "security.W021"]
+
+# Calling models (calls/). The call service: attempts per call, exponential backoff with
+# jitter for 5xx and timeouts (base and ceiling, seconds), the longest Retry-After honoured,
+# and the client's timeout per attempt.
+COSTLAB_CALL_MAX_ATTEMPTS = envint("COSTLAB_CALL_MAX_ATTEMPTS", 4)
+COSTLAB_CALL_BACKOFF_SECONDS = float(os.getenv("COSTLAB_CALL_BACKOFF_SECONDS", "0.5"))
+COSTLAB_CALL_BACKOFF_MAX_SECONDS = float(os.getenv("COSTLAB_CALL_BACKOFF_MAX_SECONDS", "20"))
+COSTLAB_CALL_MAX_RETRY_AFTER_SECONDS = float(
+    os.getenv("COSTLAB_CALL_MAX_RETRY_AFTER_SECONDS", "60")
+)
+COSTLAB_CALL_TIMEOUT_SECONDS = float(os.getenv("COSTLAB_CALL_TIMEOUT_SECONDS", "60"))
+# costlab's own OpenAI-compatible endpoint (/v1/): modelled latency of a request with nothing
+# cached (a fully cached one answers COSTLAB_ENDPOINT_HIT_SPEEDUP faster), the cache
+# retention it simulates, the reply length when a request sets none, and the faults' timings.
+COSTLAB_ENDPOINT_LATENCY_MS = float(os.getenv("COSTLAB_ENDPOINT_LATENCY_MS", "4"))
+COSTLAB_ENDPOINT_HIT_SPEEDUP = float(os.getenv("COSTLAB_ENDPOINT_HIT_SPEEDUP", "0.8"))
+COSTLAB_ENDPOINT_RETENTION_SECONDS = envint("COSTLAB_ENDPOINT_RETENTION_SECONDS", 600)
+COSTLAB_ENDPOINT_REPLY_TOKENS = envint("COSTLAB_ENDPOINT_REPLY_TOKENS", 24)
+COSTLAB_ENDPOINT_TIMEOUT_FAULT_SECONDS = float(
+    os.getenv("COSTLAB_ENDPOINT_TIMEOUT_FAULT_SECONDS", "90")
+)
+COSTLAB_ENDPOINT_SLOW_CHUNK_MS = float(os.getenv("COSTLAB_ENDPOINT_SLOW_CHUNK_MS", "250"))

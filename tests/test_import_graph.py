@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("conversations", "pricing", "costlab")
+PACKAGES = ("conversations", "pricing", "costlab", "calls")
 
 
 def _module_name(path: Path) -> str:

@@ -19,7 +19,7 @@ from conversations.engine.types import Call, Transcript
 from conversations.models import ImportJob
 from conversations.services.transcripts import transcripts_store
 from conversations.urls import urlpatterns as conversation_urlpatterns
-from costlab.settings import dev_secret_key
+from costlab.settings import dev_secret_key, fernet_key
 
 from .factories import MembershipFactory, UserFactory
 
@@ -90,7 +90,12 @@ def test_it_passes_check_deploy_in_the_production_configuration_of_env_example(t
     assert env["COSTLAB_DEV"] == "false" and env["DEBUG"] == "false"
     # The example leaves the key empty so that a copy cannot start on a published one.
     assert env["SECRET_KEY"] == ""
-    env |= {"SECRET_KEY": secrets.token_urlsafe(50), "COSTLAB_VAR_DIR": str(tmp_path)}
+    assert env["COSTLAB_FERNET_KEYS"] == ""  # nor encrypt provider keys with a published one
+    env |= {
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "COSTLAB_FERNET_KEYS": fernet_key(),
+        "COSTLAB_VAR_DIR": str(tmp_path),
+    }
     result = run_python(CHECK_DEPLOY, env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout

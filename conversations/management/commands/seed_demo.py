@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -8,6 +9,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from calls.services.connections import builtin_connection_ensure
 from conversations.demo import demo_transcripts
 from conversations.models import Membership, Organization, Role
 from conversations.services.transcripts import transcripts_store
@@ -40,4 +42,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Demo data: {totals.conversations} conversations, {totals.turns} turns."
             )
+        # Live chat works at once: a connection to costlab's own endpoint on this server.
+        port = int(os.getenv("PORT", "8000"))
+        connection = builtin_connection_ensure(organization=organization, port=port)
+        self.stdout.write(f"Connection {connection.name!r}: {connection.base_url}")
         self.stdout.write(self.style.SUCCESS(f"Log in as demo / {password}"))

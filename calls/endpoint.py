@@ -1,0 +1,132 @@
+"""costlab's own OpenAI-compatible endpoint: POST /v1/chat/completions and GET /v1/models,
+served by the same web server, so demos, tests and CI call models with no network.
+
+Its `usage` is what costlab's engine bills (calls/simulated.py); faults on demand are in
+calls/protocol.py. Callers authenticate with a bearer key: any non-empty key in development
+mode, an issued EndpointKey otherwise. Each key is one simulated organization.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+
+from . import protocol, selectors
+from .simulated import simulate_usage
+
+
+def _error(status: int, message: str, **fields: Any) -> JsonResponse:
+    return JsonResponse(protocol.error_body(message, **fields), status=status)
+
+
+def _caller(request: HttpRequest) -> selectors.EndpointCaller | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return selectors.endpoint_caller(key=key.strip())
+
+
+def _unauthorized() -> JsonResponse:
+    # Never echo the key back, not even masked: it may be a real provider's.
+    return _error(
+        401,
+        "Incorrect API key provided. Development mode accepts any key; otherwise use one "
+        "issued by `manage.py endpoint_key`.",
+        code="invalid_api_key",
+    )
+
+
+@csrf_exempt
+def models(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return _error(405, f"Method {request.method} not allowed on /v1/models.")
+    caller = _caller(request)
+    if caller is None:
+        return _unauthorized()
+    names = selectors.endpoint_model_names(organization_id=caller.organization_id)
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "costlab"} for n in names]
+    return JsonResponse({"object": "list", "data": data})
+
+
+@csrf_exempt
+def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    if request.method != "POST":
+        return _error(405, f"Method {request.method} not allowed on /v1/chat/completions.")
+    caller = _caller(request)
+    if caller is None:
+        return _unauthorized()
+    raw = request.body
+    try:
+        body = protocol.request_parse(raw)
+        fault = protocol.fault_requested(request.headers, org_key=caller.org_key, raw_body=raw)
+    except protocol.RequestInvalid as invalid:
+        return _error(invalid.status, invalid.message, param=invalid.param)
+    model = selectors.endpoint_model(organization_id=caller.organization_id, model=body["model"])
+    if model is None:
+        return _error(
+            404,
+            f"The model `{body['model']}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+    if fault is not None and fault.kind == "429":
+        response = _error(
+            429,
+            "Rate limit reached (X-Costlab-Fault: 429). Please try again later.",
+            kind="requests",
+            code="rate_limit_exceeded",
+        )
+        response["Retry-After"] = f"{fault.retry_after:g}"
+        return response
+    if fault is not None and fault.kind == "500":
+        return _error(
+            500,
+            "The server had an error while processing your request (X-Costlab-Fault: 500).",
+            kind="server_error",
+        )
+    now = time.time()
+    simulated = simulate_usage(
+        org_key=caller.org_key,
+        body=body,
+        now=now,
+        profile=model.profile,
+        rules=model.rules_for(body.get("prompt_cache_retention")),
+        default_reply_tokens=settings.COSTLAB_ENDPOINT_REPLY_TOKENS,
+    )
+    completion = protocol.Completion.new(
+        model=body["model"], tier=protocol.service_tier(body), call=simulated, now=now
+    )
+    wait = protocol.latency_seconds(
+        simulated,
+        base_ms=settings.COSTLAB_ENDPOINT_LATENCY_MS,
+        hit_speedup=settings.COSTLAB_ENDPOINT_HIT_SPEEDUP,
+    )
+    if fault is not None and fault.kind == "timeout":
+        wait = settings.COSTLAB_ENDPOINT_TIMEOUT_FAULT_SECONDS
+    pause = (
+        settings.COSTLAB_ENDPOINT_SLOW_CHUNK_MS / 1000 if fault and fault.kind == "slow" else 0.0
+    )
+    if body.get("stream"):
+        stream = _stream(completion, wait=wait, pause=pause, usage=protocol.include_usage(body))
+        streamed = StreamingHttpResponse(stream, content_type="text/event-stream")
+        streamed["Cache-Control"] = "no-cache"
+        return streamed
+    time.sleep(wait + pause * 4)
+    return JsonResponse(completion.body())
+
+
+def _stream(
+    completion: protocol.Completion, *, wait: float, pause: float, usage: bool
+) -> Iterator[bytes]:
+    time.sleep(wait)  # the time to the first token
+    for number, chunk in enumerate(completion.chunks(usage=usage)):
+        if pause and number:
+            time.sleep(pause)
+        yield protocol.sse(chunk)
+    yield protocol.sse("[DONE]")

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from django import forms
+
+from .models import ProviderConnection
+from .services.connections import ConnectionSettings
+
+HEADER_HELP = (
+    'Optional JSON object of extra request headers, e.g. {"X-Costlab-Fault": "429"} against '
+    "costlab's own endpoint. Shown on this page: never put a secret here."
+)
+
+
+class ConnectionForm(forms.Form):
+    """A connection's settings. The key field is write-only: it is never filled in when the
+    page renders (PasswordInput does not render its value), on an error either."""
+
+    name = forms.CharField(max_length=100)
+    base_url = forms.CharField(
+        max_length=500, label="Base URL", help_text="The API root, e.g. https://api.openai.com/v1"
+    )
+    api_key = forms.CharField(
+        label="API key", max_length=500, required=False, widget=forms.PasswordInput
+    )
+    default_model = forms.CharField(max_length=200, initial="gpt-4o-mini")
+    openai_organization = forms.CharField(
+        max_length=100, required=False, label="OpenAI organization"
+    )
+    openai_project = forms.CharField(max_length=100, required=False, label="OpenAI project")
+    rpm_limit = forms.IntegerField(min_value=1, required=False, label="Requests per minute")
+    tpm_limit = forms.IntegerField(min_value=1, required=False, label="Tokens per minute")
+    monthly_spend_cap = forms.DecimalField(
+        min_value=0,
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        label="Monthly spend cap (USD)",
+    )
+    extra_headers = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text=HEADER_HELP
+    )
+
+    def __init__(self, *args: Any, connection: ProviderConnection | None = None, **kwargs: Any):
+        if connection is not None and "initial" not in kwargs:
+            kwargs["initial"] = {
+                "name": connection.name,
+                "base_url": connection.base_url,
+                "default_model": connection.default_model,
+                "openai_organization": connection.openai_organization,
+                "openai_project": connection.openai_project,
+                "rpm_limit": connection.rpm_limit,
+                "tpm_limit": connection.tpm_limit,
+                "monthly_spend_cap": connection.monthly_spend_cap,
+                "extra_headers": json.dumps(connection.extra_headers)
+                if connection.extra_headers
+                else "",
+            }
+        super().__init__(*args, **kwargs)
+        self.connection = connection
+        if connection is None:
+            self.fields["api_key"].required = True
+        else:
+            self.fields[
+                "api_key"
+            ].help_text = f"Now ending in {connection.api_key_last4}. Leave empty to keep it."
+
+    def clean_base_url(self) -> str:
+        url = str(self.cleaned_data["base_url"]).strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise forms.ValidationError("Enter an http:// or https:// URL.")
+        return url.rstrip("/")
+
+    def clean_extra_headers(self) -> dict[str, str]:
+        text = str(self.cleaned_data.get("extra_headers") or "").strip()
+        if not text:
+            return {}
+        try:
+            headers = json.loads(text)
+        except ValueError:
+            raise forms.ValidationError("Enter a JSON object.") from None
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise forms.ValidationError('Enter a JSON object of strings: {"Header": "value"}.')
+        return headers
+
+    def settings(self) -> ConnectionSettings:
+        data = self.cleaned_data
+        return ConnectionSettings(
+            name=data["name"],
+            base_url=data["base_url"],
+            default_model=data["default_model"],
+            openai_organization=data["openai_organization"],
+            openai_project=data["openai_project"],
+            rpm_limit=data["rpm_limit"],
+            tpm_limit=data["tpm_limit"],
+            monthly_spend_cap=data["monthly_spend_cap"],
+            extra_headers=data["extra_headers"],
+        )
+
+
+class ChatForm(forms.Form):
+    connection = forms.ModelChoiceField(queryset=ProviderConnection.objects.none())
+    model = forms.CharField(
+        max_length=200, required=False, help_text="Empty: the connection's default."
+    )
+    system_prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 5}))
+    use_cache_key = forms.BooleanField(
+        required=False, initial=True, label="Send prompt_cache_key (the chat's id)"
+    )
+    stream = forms.BooleanField(required=False, initial=True, label="Stream the reply")
+    max_completion_tokens = forms.IntegerField(
+        min_value=1, max_value=100_000, required=False, label="Max completion tokens"
+    )
+
+    def __init__(self, *args: Any, connections: list[ProviderConnection], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        field = self.fields["connection"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = ProviderConnection.objects.filter(pk__in=[c.pk for c in connections])
+        if connections:
+            field.initial = connections[0].pk
+
+
+class MessageForm(forms.Form):
+    text = forms.CharField(
+        max_length=100_000, widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Your message"})
+    )

@@ -1,0 +1,239 @@
+"""Calling models (design.md 2.9): provider connections and their budgets, keys of costlab's
+own endpoint, live chats, and every call and attempt made.
+
+A call is recorded once per (chat, index) by a unique constraint, and its turn once per
+(conversation, index) by conversations.Turn's: a re-delivered task changes nothing. Every
+attempt has its own row, written before the request leaves, so spend duplicated by a retry
+or by a worker killed mid-call stays visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from conversations.models import Conversation, Organization, Turn
+
+
+class ProviderConnection(models.Model):
+    """An OpenAI-compatible endpoint and the organization's key for it."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(
+        Organization, models.CASCADE, related_name="provider_connections"
+    )
+    name = models.CharField(max_length=100)
+    base_url = models.CharField(
+        max_length=500, help_text="The API root, e.g. https://api.openai.com/v1."
+    )
+    # Fernet token (calls/crypto.py); the plain key is never stored, shown or logged.
+    api_key_encrypted = models.TextField()
+    api_key_last4 = models.CharField(max_length=4)
+    openai_organization = models.CharField(max_length=100, blank=True)
+    openai_project = models.CharField(max_length=100, blank=True)
+    default_model = models.CharField(max_length=200, blank=True)
+    rpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute across all workers; empty: none."
+    )
+    tpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens per minute across all workers; empty: none."
+    )
+    monthly_spend_cap = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, help_text="USD; empty: none."
+    )
+    # Sent with every request: a gateway's routing header, or costlab's own endpoint's
+    # X-Costlab-Fault for tests. Shown on the pages, so never a secret.
+    extra_headers = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="connection_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def masked_key(self) -> str:
+        return f"…{self.api_key_last4}"
+
+
+class RateBudget(models.Model):
+    """A connection's token buckets, shared by every worker through the database: requests
+    and tokens available now, refilled at rpm/60 and tpm/60 per second since `refreshed`."""
+
+    connection = models.OneToOneField(ProviderConnection, models.CASCADE, related_name="budget")
+    requests = models.FloatField()
+    tokens = models.FloatField()
+    refreshed = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"budget of {self.connection_id}"
+
+
+def key_digest(key: str) -> str:
+    """How an endpoint key is stored and looked up."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class EndpointKey(models.Model):
+    """A key for costlab's own /v1/ endpoint. Each key is one simulated organization: two
+    keys never share a prompt cache. Stored as a SHA-256 (the key is 256 random bits, so a
+    plain hash suffices and keeps lookups one indexed query)."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="endpoint_keys")
+    name = models.CharField(max_length=100, blank=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    last4 = models.CharField(max_length=4)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(default=timezone.now)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name or 'key'} …{self.last4}"
+
+
+class Chat(models.Model):
+    """A live conversation: its settings here, its messages and turns in `conversation`
+    (source "live"), like any imported one."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="chats")
+    conversation = models.OneToOneField(Conversation, models.CASCADE, related_name="chat")
+    connection = models.ForeignKey(
+        ProviderConnection, models.SET_NULL, null=True, blank=True, related_name="chats"
+    )
+    model = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True)
+    use_cache_key = models.BooleanField(
+        default=True, help_text="Send prompt_cache_key (the chat's id) with every call."
+    )
+    stream = models.BooleanField(default=True)
+    max_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return str(self.conversation)
+
+    @property
+    def prompt_cache_key(self) -> str | None:
+        return str(self.code) if self.use_cache_key else None
+
+
+class CallPurpose(models.TextChoices):
+    CHAT = "chat", "Live chat turn"
+    TEST = "test", "Connection test"
+
+
+class CallStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    RUNNING = "running", "Calling"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ApiCall(models.Model):
+    """One logical call (a chat turn, a connection test) and what became of it."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="api_calls")
+    # A deleted connection keeps its calls: they are spend history.
+    connection = models.ForeignKey(
+        ProviderConnection, models.SET_NULL, null=True, blank=True, related_name="calls"
+    )
+    purpose = models.CharField(max_length=10, choices=CallPurpose.choices)
+    chat = models.ForeignKey(Chat, models.CASCADE, null=True, blank=True, related_name="calls")
+    index = models.PositiveIntegerField(null=True, blank=True, help_text="Turn index in the chat.")
+    # The request sends messages [0, request_end) of the chat's conversation.
+    request_end = models.PositiveIntegerField(default=0)
+    model = models.CharField(max_length=200)
+    stream = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=CallStatus.choices, default=CallStatus.PENDING)
+    error = models.TextField(blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    usage = models.JSONField(null=True, blank=True, help_text="Reported usage, as received.")
+    service_tier = models.CharField(max_length=20, blank=True)
+    cost = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
+    reply = models.TextField(blank=True, help_text="Connection tests: the reply received.")
+    turn = models.OneToOneField(
+        Turn, models.SET_NULL, null=True, blank=True, related_name="api_call"
+    )
+
+    class Meta:
+        constraints = [
+            # The guard of idempotency: one call per chat turn, however often it is sent.
+            models.UniqueConstraint(
+                fields=["chat", "index"],
+                condition=Q(chat__isnull=False),
+                name="apicall_one_per_chat_turn",
+            ),
+        ]
+        indexes = [
+            # Monthly spend cap: a connection's calls since the first of the month.
+            models.Index(fields=["connection", "requested_at"], name="apicall_connection_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} call {self.code} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (CallStatus.SUCCEEDED, CallStatus.FAILED)
+
+
+class AttemptOutcome(models.TextChoices):
+    SENT = "sent", "Sent, no answer recorded (worker stopped?)"
+    OK = "ok", "Answered"
+    RATE_LIMITED = "rate_limited", "Rate limited (429)"
+    SERVER_ERROR = "server_error", "Server error (5xx)"
+    TIMEOUT = "timeout", "Timed out"
+    CONNECTION_ERROR = "connection_error", "Connection failed"
+    CLIENT_ERROR = "client_error", "Refused (4xx)"
+
+
+class CallAttempt(models.Model):
+    """One HTTP request of a call. Written as `sent` before it leaves, then completed."""
+
+    call = models.ForeignKey(ApiCall, models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(
+        max_length=20, choices=AttemptOutcome.choices, default=AttemptOutcome.SENT
+    )
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    retry_after_seconds = models.FloatField(null=True, blank=True)
+    wait_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long the service waited before the next attempt."
+    )
+    usage = models.JSONField(null=True, blank=True)
+    response_id = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["call", "number", "id"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.call_id}: {self.outcome}"

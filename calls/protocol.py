@@ -1,0 +1,207 @@
+"""The built-in endpoint's side of OpenAI's chat-completions protocol: request checks,
+response and stream-chunk bodies, errors in the API's shape, and faults on demand.
+
+Faults (README, "Calling models"), asked for by request headers:
+  X-Costlab-Fault: 429 | 500 | timeout | slow
+  X-Costlab-Fault-Times: N     only the first N identical requests of a key get the fault
+  X-Costlab-Retry-After: S     the 429's Retry-After, in seconds (default 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .simulated import SimulatedCall
+
+FAULTS = ("429", "500", "timeout", "slow")
+SERVICE_TIERS = ("default", "flex", "priority", "scale")
+FINGERPRINT = "fp_costlab"
+WORDS_PER_CHUNK = 4
+_PIECES = re.compile(rf"(?:\s*\S+){{1,{WORDS_PER_CHUNK}}}\s*")
+
+
+class RequestInvalid(Exception):
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+
+
+def error_body(
+    message: str,
+    *,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def request_parse(raw: bytes) -> dict[str, Any]:
+    """The request body, checked as far as the simulation needs it."""
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise RequestInvalid("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise RequestInvalid("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise RequestInvalid("you must provide a model parameter", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestInvalid("'messages' must be a non-empty array.", param="messages")
+    for number, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise RequestInvalid(
+                f"Invalid value for 'messages[{number}]': a message needs a role.",
+                param=f"messages[{number}]",
+            )
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise RequestInvalid(
+                f"Invalid '{name}': expected an integer of at least 1.", param=name
+            )
+    tier = body.get("service_tier")
+    if tier is not None and tier != "auto" and tier not in SERVICE_TIERS:
+        raise RequestInvalid(f"Invalid 'service_tier': {tier!r}.", param="service_tier")
+    return body
+
+
+def service_tier(body: dict[str, Any]) -> str:
+    """The tier the response reports: the one asked for; "auto" and none run on default."""
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) and tier in SERVICE_TIERS else "default"
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer, ready to be written whole or as a stream."""
+
+    id: str
+    created: int
+    model: str
+    tier: str
+    call: SimulatedCall
+
+    @classmethod
+    def new(cls, *, model: str, tier: str, call: SimulatedCall, now: float) -> Completion:
+        return cls(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(now), model, tier, call)
+
+    def _base(self, kind: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "service_tier": self.tier,
+            "system_fingerprint": FINGERPRINT,
+        }
+
+    def body(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": self.call.reply,
+            "refusal": None,
+            "annotations": [],
+        }
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": self.call.finish_reason,
+        }
+        return {**self._base("chat.completion"), "choices": [choice], "usage": self.call.usage()}
+
+    def chunks(self, *, usage: bool) -> Iterator[dict[str, Any]]:
+        """The stream: the role, the reply a few words at a time, the finish reason, then
+        (stream_options.include_usage) a last chunk with no choices and the usage."""
+        extra: dict[str, Any] = {"usage": None} if usage else {}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {**self._base("chat.completion.chunk"), "choices": [choice], **extra}
+
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        # A few words a chunk, each with the space before it: the pieces add up to the reply.
+        for piece in _PIECES.findall(self.call.reply):
+            yield chunk({"content": piece})
+        yield chunk({}, self.call.finish_reason)
+        if usage:
+            yield {**self._base("chat.completion.chunk"), "choices": [], "usage": self.call.usage()}
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    retry_after: float
+
+
+class _FaultCounter:
+    """How many times each (key, fault, request) got its fault, for X-Costlab-Fault-Times."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def take(self, key: tuple[str, str, str], times: int) -> bool:
+        with self.lock:
+            done = self.counts.get(key, 0)
+            if done >= times:
+                return False
+            self.counts[key] = done + 1
+            return True
+
+
+_faults = _FaultCounter()
+
+
+def fault_requested(headers: Any, *, org_key: str, raw_body: bytes) -> Fault | None:
+    """The fault a request asks for, if it is still due; None to answer normally."""
+    kind = str(headers.get("X-Costlab-Fault", "")).strip().lower()
+    if not kind:
+        return None
+    if kind not in FAULTS:
+        raise RequestInvalid(
+            f"X-Costlab-Fault must be one of {', '.join(FAULTS)}; got {kind!r}.",
+            param="X-Costlab-Fault",
+        )
+    try:
+        retry_after = float(headers.get("X-Costlab-Retry-After", "1"))
+        times_text = headers.get("X-Costlab-Fault-Times")
+        times = int(times_text) if times_text else None
+    except ValueError:
+        raise RequestInvalid(
+            "X-Costlab-Retry-After and X-Costlab-Fault-Times take numbers."
+        ) from None
+    if times is not None:
+        digest = hashlib.sha256(raw_body).hexdigest()
+        if not _faults.take((org_key, kind, digest), times):
+            return None
+    return Fault(kind=kind, retry_after=max(0.0, retry_after))
+
+
+def latency_seconds(call: SimulatedCall, *, base_ms: float, hit_speedup: float) -> float:
+    """The modelled time to the first token: a cached prefix is not recomputed, so a hit
+    answers faster in proportion to the cached share of the prompt."""
+    return max(0.0, base_ms * (1 - hit_speedup * call.cached_share)) / 1000

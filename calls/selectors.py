@@ -1,0 +1,264 @@
+"""Read paths of calls/: connections, chats, calls, spend, and what the built-in endpoint
+needs to answer (its caller, and the facts of a model from the price book)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from django.conf import settings
+from django.db.models import Sum
+from django.http import Http404
+
+from conversations.engine.tokens import ModelProfile
+from conversations.models import Message, Organization
+from conversations.selectors import TurnRow
+from pricing.book import PriceBook, is_extended
+from pricing.models import CacheKind, ModelPrice
+
+from .models import (
+    ApiCall,
+    CallAttempt,
+    CallPurpose,
+    CallStatus,
+    Chat,
+    EndpointKey,
+    ProviderConnection,
+    key_digest,
+)
+from .simulated import CacheRules
+
+logger = logging.getLogger(__name__)
+
+# The endpoint reads the price book once per organization per this many seconds.
+BOOK_SECONDS = 30.0
+
+
+def connections(organization: Organization) -> list[ProviderConnection]:
+    return list(organization.provider_connections.order_by("name"))
+
+
+def connection_get(*, organization: Organization, code: UUID) -> ProviderConnection:
+    try:
+        return ProviderConnection.objects.get(organization=organization, code=code)
+    except ProviderConnection.DoesNotExist:
+        raise Http404 from None
+
+
+def connection_spend(*, connection: ProviderConnection, since: datetime) -> Decimal:
+    """What the connection's calls cost since `since` (reported usage, priced)."""
+    total = ApiCall.objects.filter(connection=connection, requested_at__gte=since).aggregate(
+        total=Sum("cost")
+    )["total"]
+    return total or Decimal(0)
+
+
+def connection_tests(connection: ProviderConnection, *, limit: int = 5) -> list[ApiCall]:
+    return list(connection.calls.filter(purpose=CallPurpose.TEST).order_by("-requested_at")[:limit])
+
+
+def call_get(*, organization: Organization, code: UUID) -> ApiCall:
+    try:
+        return ApiCall.objects.select_related("connection").get(
+            organization=organization, code=code
+        )
+    except ApiCall.DoesNotExist:
+        raise Http404 from None
+
+
+def call_attempts(call: ApiCall) -> list[CallAttempt]:
+    return list(call.attempts.order_by("number", "id"))
+
+
+def chats(organization: Organization, *, limit: int = 50) -> list[Chat]:
+    return list(
+        organization.chats.select_related("conversation", "connection").order_by("-created")[:limit]
+    )
+
+
+def chat_get(*, organization: Organization, code: UUID) -> Chat:
+    try:
+        return Chat.objects.select_related("conversation", "connection").get(
+            organization=organization, code=code
+        )
+    except Chat.DoesNotExist:
+        raise Http404 from None
+
+
+@dataclass(frozen=True)
+class ChatEntry:
+    """One message of a chat as the page shows it: an assistant reply with its turn's
+    figures and call, a user message with the call that failed to answer it, if one did."""
+
+    message: Message
+    turn: TurnRow | None = None
+    call: ApiCall | None = None
+
+
+def chat_entries(chat: Chat, turns: list[TurnRow]) -> list[ChatEntry]:
+    """The chat's messages with the turns (from conversation_turns) and calls they belong
+    to: two queries whatever the chat's length."""
+    calls = {call.index: call for call in chat.calls.all()}
+    replies = {row.turn.response_id: row for row in turns if row.turn.response_id is not None}
+    unanswered = {
+        call.request_end - 1: call for call in calls.values() if call.status == CallStatus.FAILED
+    }
+    entries = []
+    for message in chat.conversation.messages.order_by("index"):
+        row = replies.get(message.pk)
+        if row is not None:
+            entries.append(ChatEntry(message, row, calls.get(row.turn.index)))
+        else:
+            entries.append(ChatEntry(message, None, unanswered.get(message.index)))
+    return entries
+
+
+def chat_pending_call(chat: Chat) -> ApiCall | None:
+    """The call still waiting for its reply, if any: a chat sends one message at a time."""
+    return chat.calls.filter(status__in=("pending", "running")).order_by("index").first()
+
+
+def endpoint_keys(organization: Organization) -> list[EndpointKey]:
+    return list(organization.endpoint_keys.filter(revoked__isnull=True).order_by("-created"))
+
+
+# --- The built-in endpoint -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointCaller:
+    """Who called the endpoint: one simulated organization per key. `organization_id` is
+    the costlab organization an issued key belongs to (its price book applies)."""
+
+    org_key: str
+    organization_id: int | None
+
+
+def endpoint_caller(*, key: str) -> EndpointCaller | None:
+    """The caller a bearer key stands for, or None when it is refused. Development mode
+    accepts any non-empty key; otherwise only an issued, unrevoked one."""
+    if not key:
+        return None
+    digest = key_digest(key)
+    organization_id = (
+        EndpointKey.objects.filter(key_hash=digest, revoked__isnull=True)
+        .values_list("organization_id", flat=True)
+        .first()
+    )
+    if organization_id is None and not settings.COSTLAB_DEV:
+        return None
+    return EndpointCaller(org_key=f"key:{digest[:32]}", organization_id=organization_id)
+
+
+@dataclass(frozen=True)
+class EndpointModel:
+    """What the endpoint needs of a model: how to count it and how it caches."""
+
+    name: str
+    profile: ModelProfile
+    rules: CacheRules
+    extended_rules: CacheRules | None  # prompt_cache_retention "24h", where offered
+
+    def rules_for(self, retention: str | None) -> CacheRules:
+        if is_extended(retention) and self.extended_rules is not None:
+            return self.extended_rules
+        return self.rules
+
+
+@dataclass
+class _Book:
+    loaded: float
+    at: datetime
+    book: PriceBook
+    models: dict[str, EndpointModel | None] = field(default_factory=dict)
+
+
+_books: dict[int | None, _Book] = {}
+_books_lock = threading.Lock()
+
+
+def _book(organization_id: int | None) -> _Book:
+    """The organization's price book, re-read every BOOK_SECONDS: the endpoint answers many
+    calls a second, and a price row edited in admin shows within half a minute."""
+    with _books_lock:
+        entry = _books.get(organization_id)
+        if entry is None or time.monotonic() - entry.loaded > BOOK_SECONDS:
+            organization = (
+                Organization.objects.filter(pk=organization_id).first()
+                if organization_id is not None
+                else None
+            )
+            entry = _books[organization_id] = _Book(
+                loaded=time.monotonic(),
+                at=datetime.now().astimezone(),
+                book=PriceBook.for_organization(organization),
+            )
+        return entry
+
+
+def endpoint_books_forget() -> None:
+    """Re-read price books on the next call (tests that change prices)."""
+    with _books_lock:
+        _books.clear()
+
+
+def _rules(row: ModelPrice, retention_seconds: int) -> CacheRules:
+    policy = row.cache_policy
+    if policy is None:  # the row's help text: no cached rate means no caching
+        return CacheRules(
+            enabled=row.cached_input_per_1m is not None, retention_seconds=retention_seconds
+        )
+    if policy.kind == CacheKind.NONE:
+        return CacheRules(enabled=False, retention_seconds=retention_seconds)
+    # Breakpoint policies are simulated like prefix ones (128-token steps, no writes) until
+    # the engine's simulator has their rules.
+    step = policy.step_tokens if policy.kind == CacheKind.PREFIX else 128
+    rules = CacheRules(
+        min_tokens=policy.min_tokens,
+        step=step,
+        routing_tokens=policy.routing_tokens,
+        overflow_rpm=policy.overflow_rpm,
+        retention_seconds=retention_seconds,
+    )
+    if step <= 0 or rules.min_tokens % step or rules.routing_tokens % step:
+        logger.warning("cache policy %s: sizes not multiples of its step; defaults used", policy)
+        return CacheRules(retention_seconds=retention_seconds)
+    if rules.routing_tokens > rules.min_tokens:
+        return CacheRules(retention_seconds=retention_seconds)
+    return rules
+
+
+def endpoint_model(*, organization_id: int | None, model: str) -> EndpointModel | None:
+    """The model's counting profile and cache rules, or None when the price book does not
+    know it (the endpoint answers 404 model_not_found, as the API does)."""
+    entry = _book(organization_id)
+    if model in entry.models:
+        return entry.models[model]
+    row = entry.book.resolve(model, entry.at)
+    found = None
+    if row is not None:
+        retention = settings.COSTLAB_ENDPOINT_RETENTION_SECONDS
+        extended = None
+        if row.extended_retention:
+            ttl = row.cache_policy.extended_ttl_seconds if row.cache_policy else 86_400
+            extended = _rules(row, ttl)
+        found = EndpointModel(
+            name=model,
+            profile=entry.book.profile(model, entry.at),
+            rules=_rules(row, retention),
+            extended_rules=extended,
+        )
+    with _books_lock:
+        entry.models[model] = found
+    return found
+
+
+def endpoint_model_names(*, organization_id: int | None) -> list[str]:
+    """Models the endpoint answers for: every exact (non-pattern) name in the price book."""
+    entry = _book(organization_id)
+    return sorted({row.model for row in entry.book.rows if not row.is_pattern})

@@ -1,0 +1,329 @@
+"""The call service: every chat-completions call costlab makes goes through
+`chat_completion_call` (design.md 2.9).
+
+It calls with the official `openai` SDK (its own retries off: each attempt is recorded here),
+stream or not, with `stream_options.include_usage` so a streamed call gets its usage. 429
+waits as long as Retry-After says; 5xx, 408/409, timeouts and dropped connections back off
+exponentially with jitter; anything else (401, 400, 404 model, insufficient_quota) fails at
+once with the API's message. Attempts are bounded, each one a CallAttempt row written before
+it is sent. The connection's rpm/tpm budget is taken before each attempt.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import openai
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from ..models import ApiCall, AttemptOutcome, CallAttempt, ProviderConnection
+from .budgets import budget_settle, budget_take
+from .connections import connection_api_key
+
+logger = logging.getLogger(__name__)
+
+Sleep = Callable[[float], None]
+CLIENTS_KEPT = 32
+# Retried as transient, as the SDK itself would: timeouts, conflicts, server errors.
+RETRY_STATUSES = frozenset({408, 409})
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    prompt_cache_key: str | None = None
+    max_completion_tokens: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": self.model, "messages": self.messages}
+        if self.stream:
+            params["stream"] = True
+            params["stream_options"] = {"include_usage": True}
+        if self.prompt_cache_key:
+            params["prompt_cache_key"] = self.prompt_cache_key
+        if self.max_completion_tokens:
+            params["max_completion_tokens"] = self.max_completion_tokens
+        return params
+
+    def estimated_tokens(self) -> int:
+        """What the budget charges up front: ~4 characters a token, plus the output limit
+        (the API's own limiter counts the same way)."""
+        chars = sum(len(str(m.get("content") or "")) for m in self.messages)
+        return chars // 4 + len(self.messages) * 4 + (self.max_completion_tokens or 0)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    content: str
+    usage: dict[str, Any] | None
+    service_tier: str | None
+    response_id: str
+    model: str
+    finish_reason: str | None
+    started_at: datetime  # when the successful attempt was sent
+    latency_ms: int
+    ttft_ms: int | None
+
+
+class CallFailed(Exception):
+    """The call gave up: `message` is the API's own when it sent one."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    outcome: str
+    retry: bool
+    status_code: int | None
+    message: str
+    retry_after: float | None = None
+
+
+class _Clients:
+    """One SDK client per connection version and process: its HTTP pool keeps connections
+    alive across calls. The key lives in the client's memory only."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clients: OrderedDict[tuple[int, str, str], openai.OpenAI] = OrderedDict()
+
+    def get(self, connection: ProviderConnection) -> openai.OpenAI:
+        version = (connection.pk, connection.updated.isoformat(), connection.api_key_encrypted)
+        with self.lock:
+            client = self.clients.get(version)
+            if client is not None:
+                self.clients.move_to_end(version)
+                return client
+        client = openai.OpenAI(
+            api_key=connection_api_key(connection),
+            base_url=connection.base_url,
+            organization=connection.openai_organization or None,
+            project=connection.openai_project or None,
+            max_retries=0,
+            timeout=settings.COSTLAB_CALL_TIMEOUT_SECONDS,
+            default_headers={str(k): str(v) for k, v in connection.extra_headers.items()} or None,
+        )
+        # Left empty, the SDK would fill these from OPENAI_ORG_ID/OPENAI_PROJECT_ID of the
+        # worker's environment and send them to whatever endpoint the connection names.
+        client.organization = connection.openai_organization or None
+        client.project = connection.openai_project or None
+        with self.lock:
+            self.clients[version] = client
+            while len(self.clients) > CLIENTS_KEPT:
+                self.clients.popitem(last=False)
+        return client
+
+
+_clients = _Clients()
+
+
+def clients_forget() -> None:
+    """Drop the SDK clients this process keeps (tests; settings changes)."""
+    with _clients.lock:
+        _clients.clients.clear()
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds from a response's retry-after-ms or Retry-After (seconds or an HTTP date)."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    millis = str(headers.get("retry-after-ms") or "")
+    if millis:
+        try:
+            return float(millis) / 1000
+        except ValueError:
+            pass
+    value = str(headers.get("retry-after") or "")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, (parsed - timezone.now()).total_seconds())
+
+
+def _verdict(error: Exception) -> _Verdict:
+    if isinstance(error, openai.APITimeoutError):
+        return _Verdict(AttemptOutcome.TIMEOUT, True, None, "the request timed out")
+    if isinstance(error, openai.APIConnectionError):
+        return _Verdict(AttemptOutcome.CONNECTION_ERROR, True, None, f"connection failed: {error}")
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        message = error.message
+        if status == 429:
+            if getattr(error, "code", None) == "insufficient_quota":  # waiting will not help
+                return _Verdict(AttemptOutcome.CLIENT_ERROR, False, status, message)
+            wait = _retry_after(error.response)
+            return _Verdict(AttemptOutcome.RATE_LIMITED, True, status, message, wait)
+        if status >= 500 or status in RETRY_STATUSES:
+            return _Verdict(AttemptOutcome.SERVER_ERROR, True, status, message)
+        return _Verdict(AttemptOutcome.CLIENT_ERROR, False, status, message)
+    raise error
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with jitter after failed attempt `attempt` (1-based): half the
+    step fixed, half random, so workers that failed together do not retry together."""
+    step = min(
+        float(settings.COSTLAB_CALL_BACKOFF_MAX_SECONDS),
+        float(settings.COSTLAB_CALL_BACKOFF_SECONDS) * 2.0 ** (attempt - 1),
+    )
+    return step / 2 + random.uniform(0, step / 2)
+
+
+def _send(client: openai.OpenAI, request: ChatRequest, started: float) -> tuple[CallResult, int]:
+    """One HTTP request; returns the result and the time to its first token (ms)."""
+    sent_at = timezone.now()
+    params = request.params()
+    if not request.stream:
+        response = client.chat.completions.create(**params)
+        elapsed = int((time.monotonic() - started) * 1000)
+        choice = response.choices[0] if response.choices else None
+        result = CallResult(
+            content=(choice.message.content or "") if choice else "",
+            usage=response.usage.model_dump(mode="json", exclude_unset=True)
+            if response.usage
+            else None,
+            service_tier=response.service_tier,
+            response_id=response.id,
+            model=response.model,
+            finish_reason=choice.finish_reason if choice else None,
+            started_at=sent_at,
+            latency_ms=elapsed,
+            ttft_ms=elapsed,
+        )
+        return result, elapsed
+    parts: list[str] = []
+    first: int | None = None
+    usage = tier = finish = None
+    response_id = model = ""
+    for chunk in client.chat.completions.create(**params):
+        response_id, model = chunk.id or response_id, chunk.model or model
+        tier = chunk.service_tier or tier
+        if chunk.usage is not None:
+            usage = chunk.usage.model_dump(mode="json", exclude_unset=True)
+        for choice in chunk.choices:
+            if choice.delta.content:
+                if first is None:
+                    first = int((time.monotonic() - started) * 1000)
+                parts.append(choice.delta.content)
+            finish = choice.finish_reason or finish
+    elapsed = int((time.monotonic() - started) * 1000)
+    result = CallResult(
+        content="".join(parts),
+        usage=usage,
+        service_tier=tier,
+        response_id=response_id,
+        model=model,
+        finish_reason=finish,
+        started_at=sent_at,
+        latency_ms=elapsed,
+        ttft_ms=first,
+    )
+    return result, first if first is not None else elapsed
+
+
+def _wait_for_budget(
+    connection: ProviderConnection, request: ChatRequest, sleep: Sleep, deadline: float
+) -> int:
+    """Block until the connection's budget admits this request; the tokens charged."""
+    while True:
+        take = budget_take(connection=connection, tokens=request.estimated_tokens())
+        if take.taken:
+            return take.tokens
+        if time.monotonic() + take.wait_seconds > deadline:
+            raise CallFailed(
+                f"the connection's rate budget would make this call wait {take.wait_seconds:.0f} s"
+            )
+        sleep(take.wait_seconds)
+
+
+def chat_completion_call(
+    *,
+    call: ApiCall,
+    connection: ProviderConnection,
+    request: ChatRequest,
+    sleep: Sleep = time.sleep,
+    max_wait_seconds: float = 240.0,
+) -> CallResult:
+    """Make the call, retrying what can be retried; every attempt becomes a CallAttempt of
+    `call`. Raises CallFailed with the API's message when it gives up."""
+    client = _clients.get(connection)
+    deadline = time.monotonic() + max_wait_seconds
+    attempts = settings.COSTLAB_CALL_MAX_ATTEMPTS
+    last = "no attempt made"
+    for number in range(1, attempts + 1):
+        charged = _wait_for_budget(connection, request, sleep, deadline)
+        attempt = CallAttempt.objects.create(call=call, number=number)
+        ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
+        started = time.monotonic()
+        try:
+            result, first = _send(client, request, started)
+        except openai.OpenAIError as error:
+            verdict = _verdict(error)
+            budget_settle(connection=connection, charged=charged, used=0)
+            _attempt_fail(attempt, verdict, started)
+            last = verdict.message
+            if not verdict.retry:
+                raise CallFailed(verdict.message, status_code=verdict.status_code) from None
+            if number == attempts:
+                break
+            wait = _next_wait(verdict, number)
+            too_long = wait > settings.COSTLAB_CALL_MAX_RETRY_AFTER_SECONDS
+            if too_long or time.monotonic() + wait > deadline:
+                raise CallFailed(
+                    f"{verdict.message} (asked to wait {wait:.0f} s: more than allowed)",
+                    status_code=verdict.status_code,
+                ) from None
+            CallAttempt.objects.filter(pk=attempt.pk).update(wait_ms=int(wait * 1000))
+            sleep(wait)
+            continue
+        used = int((result.usage or {}).get("total_tokens") or 0)
+        budget_settle(connection=connection, charged=charged, used=used)
+        attempt.outcome = AttemptOutcome.OK
+        attempt.status_code = 200
+        attempt.latency_ms = result.latency_ms
+        attempt.ttft_ms = first
+        attempt.usage = result.usage
+        attempt.response_id = result.response_id[:200]
+        attempt.save()
+        return result
+    raise CallFailed(f"gave up after {attempts} attempts: {last}")
+
+
+def _next_wait(verdict: _Verdict, number: int) -> float:
+    if verdict.retry_after is not None:
+        # Honour the server's word; a refusal to wait that long is the caller's (deadline).
+        return verdict.retry_after
+    return backoff_seconds(number)
+
+
+def _attempt_fail(attempt: CallAttempt, verdict: _Verdict, started: float) -> None:
+    attempt.outcome = verdict.outcome
+    attempt.status_code = verdict.status_code
+    attempt.error = verdict.message[:2000]
+    attempt.latency_ms = int((time.monotonic() - started) * 1000)
+    attempt.retry_after_seconds = verdict.retry_after
+    attempt.save()
+    logger.info("call %s attempt %s: %s", attempt.call_id, attempt.number, verdict.outcome)

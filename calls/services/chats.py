@@ -1,0 +1,375 @@
+"""Live chats and connection tests: a message in, a call through the worker, a turn out.
+
+The web process stores the user's message and an ApiCall row, then enqueues the call by its
+id (never anything secret). The worker claims the call, makes it through the call service,
+and records the turn: the assistant message, the Turn, and its usage records (the REPORTED
+usage, billing, with costlab's estimate and simulated cache beside it), all in one
+transaction guarded by Turn's unique (conversation, index). A re-delivered task, even after
+a worker was killed mid-call, records nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from conversations.engine.analysis import CallAnalysis, analyze
+from conversations.engine.pricing import buckets_from_usage, usage_from_dict
+from conversations.engine.types import Call
+from conversations.models import (
+    Conversation,
+    ConversationSource,
+    Message,
+    Organization,
+    Turn,
+    UsageRecord,
+)
+from conversations.ranges import request_ranges
+from conversations.selectors import conversation_transcript
+from conversations.services.transcripts import DEFAULT_RETENTION_SECONDS
+from conversations.services.usage import turn_usage_records
+from costlab import jobs
+from pricing.book import PriceBook
+
+from ..models import ApiCall, CallPurpose, CallStatus, Chat, ProviderConnection
+from ..selectors import connection_spend
+from .calling import CallFailed, CallResult, ChatRequest, chat_completion_call
+
+logger = logging.getLogger(__name__)
+
+# A call still "running" after this long lost its worker (the task's hard limit is lower).
+CALL_STALE_AFTER = timedelta(minutes=10)
+TEST_PROMPT = "Reply with the single word: OK"
+TEST_MAX_TOKENS = 5
+TITLE_CHARS = 80
+
+
+class ChatBusy(Exception):
+    """The chat's previous message is still waiting for its reply."""
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    connection: ProviderConnection
+    model: str
+    system_prompt: str = ""
+    use_cache_key: bool = True
+    stream: bool = True
+    max_completion_tokens: int | None = None
+
+
+def chat_create(
+    *, organization: Organization, user: AbstractBaseUser | None, options: ChatOptions
+) -> Chat:
+    """A chat and its stored conversation (source "live"), with the system prompt as its
+    first message."""
+    now = timezone.now()
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            organization=organization,
+            source=ConversationSource.LIVE,
+            title=f"Live chat {now:%Y-%m-%d %H:%M}",
+            model=options.model[:200],
+            started_at=now,
+            has_timestamps=True,
+        )
+        if options.system_prompt:
+            Message.objects.create(
+                conversation=conversation,
+                index=0,
+                role="system",
+                data={"role": "system", "content": options.system_prompt},
+                sent_at=now,
+            )
+        return Chat.objects.create(
+            organization=organization,
+            conversation=conversation,
+            connection=options.connection,
+            model=options.model,
+            system_prompt=options.system_prompt,
+            use_cache_key=options.use_cache_key,
+            stream=options.stream,
+            max_completion_tokens=options.max_completion_tokens,
+            created_by_id=user.pk if user is not None else None,
+        )
+
+
+def _lost_calls_fail(chat: Chat, now: datetime) -> None:
+    """Calls 'running' far longer than a task may live lost their worker for good."""
+    lost = chat.calls.filter(
+        Q(status=CallStatus.RUNNING, started_at__lt=now - CALL_STALE_AFTER)
+        | Q(status=CallStatus.PENDING, requested_at__lt=now - CALL_STALE_AFTER)
+    )
+    for call in lost:
+        api_call_fail(call_id=call.pk, message="the worker never finished this call")
+
+
+def chat_message_send(*, chat: Chat, text: str) -> ApiCall:
+    """Store the user's message and queue the call that answers it."""
+    now = timezone.now()
+    _lost_calls_fail(chat, now)
+    with transaction.atomic():
+        # Locks the chat row: two quick sends cannot both see "no call pending".
+        Chat.objects.select_for_update().filter(pk=chat.pk).first()
+        if chat.calls.filter(status__in=(CallStatus.PENDING, CallStatus.RUNNING)).exists():
+            raise ChatBusy("wait for the reply to the previous message")
+        conversation = chat.conversation
+        index = conversation.messages.count()
+        Message.objects.create(
+            conversation=conversation,
+            index=index,
+            role="user",
+            data={"role": "user", "content": text},
+            sent_at=now,
+        )
+        if not conversation.turns.exists() and not chat.calls.exists():
+            title = " ".join(text.split())[:TITLE_CHARS]
+            if title:
+                Conversation.objects.filter(pk=conversation.pk).update(title=title)
+        call = ApiCall.objects.create(
+            organization=chat.organization,
+            connection=chat.connection,
+            purpose=CallPurpose.CHAT,
+            chat=chat,
+            index=chat.calls.count(),
+            request_end=index + 1,
+            model=chat.model,
+            stream=chat.stream,
+        )
+        jobs.enqueue_on_commit(jobs.CALL_RUN, call.pk)
+    return call
+
+
+def connection_test_request(*, connection: ProviderConnection) -> ApiCall:
+    """Queue one cheap call through the worker, to show whether the connection works."""
+    with transaction.atomic():
+        call = ApiCall.objects.create(
+            organization=connection.organization,
+            connection=connection,
+            purpose=CallPurpose.TEST,
+            model=connection.default_model or "gpt-4o-mini",
+        )
+        jobs.enqueue_on_commit(jobs.CALL_RUN, call.pk)
+    return call
+
+
+def api_call_claim(call_id: int) -> ApiCall | None:
+    """Mark the call running, unless it is finished already (a re-delivered task). A call
+    left running by a killed worker is claimed again: the turn's unique constraint, not the
+    claim, makes the recording happen once."""
+    claimed = ApiCall.objects.filter(
+        pk=call_id, status__in=(CallStatus.PENDING, CallStatus.RUNNING)
+    ).update(status=CallStatus.RUNNING, started_at=timezone.now())
+    if not claimed:
+        return None
+    return ApiCall.objects.select_related("connection", "chat__conversation__organization").get(
+        pk=call_id
+    )
+
+
+def api_call_run(call_id: int) -> None:
+    """The task's body: claim the call, make it, record what came of it."""
+    call = api_call_claim(call_id)
+    if call is None:
+        logger.info("call %s is finished already; nothing to do", call_id)
+        return
+    if call.purpose == CallPurpose.CHAT:
+        _chat_turn_run(call)
+    else:
+        _connection_test_run(call)
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _call(call: ApiCall, request: ChatRequest) -> CallResult:
+    connection = call.connection
+    if connection is None:
+        raise CallFailed("the connection of this call was deleted")
+    cap = connection.monthly_spend_cap
+    if cap is not None:
+        spent = connection_spend(connection=connection, since=_month_start(timezone.now()))
+        if spent >= cap:
+            raise CallFailed(f"the connection's monthly spend cap of ${cap} is reached")
+    return chat_completion_call(call=call, connection=connection, request=request)
+
+
+def _connection_test_run(call: ApiCall) -> None:
+    request = ChatRequest(
+        model=call.model,
+        messages=[{"role": "user", "content": TEST_PROMPT}],
+        max_completion_tokens=TEST_MAX_TOKENS,
+    )
+    try:
+        result = _call(call, request)
+    except CallFailed as failed:
+        api_call_fail(call_id=call.pk, message=failed.message)
+        return
+    book = PriceBook.for_organization(call.organization)
+    cost = None
+    if result.usage is not None:
+        priced = book.price(
+            model=call.model,
+            at=result.started_at,
+            buckets=buckets_from_usage(usage_from_dict(result.usage)),
+            service_tier=result.service_tier,
+            batch=False,
+        )
+        cost = priced.cost.total if priced.cost else None
+    _call_succeed(call, result, cost=cost, reply=result.content[:2000])
+
+
+def _call_succeed(
+    call: ApiCall, result: CallResult, *, cost: object, reply: str = "", turn: Turn | None = None
+) -> None:
+    ApiCall.objects.filter(pk=call.pk).update(
+        status=CallStatus.SUCCEEDED,
+        finished_at=timezone.now(),
+        latency_ms=result.latency_ms,
+        ttft_ms=result.ttft_ms,
+        usage=result.usage,
+        service_tier=(result.service_tier or "")[:20],
+        cost=cost,
+        reply=reply,
+        turn=turn,
+        error="",
+    )
+
+
+def api_call_fail(*, call_id: int, message: str) -> None:
+    """Give up on a call; a chat turn is still recorded, as a request that got no reply
+    (its estimate is kept, it is billed nothing)."""
+    call = ApiCall.objects.select_related("chat__conversation__organization").get(pk=call_id)
+    turn = None
+    if call.purpose == CallPurpose.CHAT and call.chat is not None:
+        turn = _turn_record(call, None)
+    ApiCall.objects.filter(pk=call_id, status__in=(CallStatus.PENDING, CallStatus.RUNNING)).update(
+        status=CallStatus.FAILED, finished_at=timezone.now(), error=message[:4000], turn=turn
+    )
+
+
+def _chat_turn_run(call: ApiCall) -> None:
+    chat = call.chat
+    assert chat is not None and call.index is not None
+    existing = Turn.objects.filter(conversation=chat.conversation, index=call.index).first()
+    if existing is not None:  # recorded by an earlier delivery that died before finishing
+        ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.SUCCEEDED, turn=existing)
+        return
+    messages = list(
+        chat.conversation.messages.filter(index__lt=call.request_end)
+        .order_by("index")
+        .values_list("data", flat=True)
+    )
+    request = ChatRequest(
+        model=call.model,
+        messages=messages,
+        stream=call.stream,
+        prompt_cache_key=chat.prompt_cache_key,
+        max_completion_tokens=chat.max_completion_tokens,
+    )
+    try:
+        result = _call(call, request)
+    except CallFailed as failed:
+        api_call_fail(call_id=call.pk, message=failed.message)
+        return
+    turn = _turn_record(call, result)
+    billing = (
+        UsageRecord.objects.filter(turn=turn, is_billing=True).values_list("cost_total", flat=True)
+        if turn is not None
+        else None
+    )
+    cost = billing.first() if billing is not None else None
+    _call_succeed(call, result, cost=cost, turn=turn)
+
+
+def _analysis(
+    chat: Chat, call: ApiCall, result: CallResult | None, book: PriceBook, now: datetime
+) -> CallAnalysis:
+    """costlab's own figures for the new turn: the stored conversation plus this call,
+    analysed like an import (estimate, simulated cache, price), reported usage beside."""
+    transcript = conversation_transcript(chat.conversation)
+    transcript.messages = transcript.messages[: call.request_end]
+    if result is not None:
+        transcript.messages.append({"role": "assistant", "content": result.content})
+    transcript.calls = [*(transcript.calls or [])[: call.index or 0]]
+    transcript.calls.append(
+        Call(
+            request=list(range(call.request_end)),
+            response=call.request_end if result is not None else None,
+            model=call.model,
+            prompt_cache_key=chat.prompt_cache_key,
+            service_tier=result.service_tier if result is not None else None,
+            started_at=result.started_at if result is not None else (call.started_at or now),
+            latency_ms=result.latency_ms if result is not None else None,
+            max_output_tokens=chat.max_completion_tokens,
+            usage=usage_from_dict(result.usage) if result and result.usage else None,
+        )
+    )
+    analysis = analyze(
+        [transcript],
+        profile_for=book.profile,
+        rates_for=partial(book.call_rates, now=now),
+        retention_seconds=DEFAULT_RETENTION_SECONDS,
+        org=str(chat.organization.code),
+    )
+    return analysis.conversations[0].calls[-1]
+
+
+def _turn_record(call: ApiCall, result: CallResult | None) -> Turn | None:
+    """The turn of this call, written once: a second writer hits the unique constraint and
+    leaves the first one's rows as they are."""
+    chat = call.chat
+    assert chat is not None and call.index is not None
+    conversation = chat.conversation
+    now = timezone.now()
+    book = PriceBook.for_organization(chat.organization)
+    analysis = _analysis(chat, call, result, book, now)
+    at = analysis.call.started_at or now
+    try:
+        with transaction.atomic():
+            response = None
+            if result is not None:
+                response = Message.objects.create(
+                    conversation=conversation,
+                    index=call.request_end,
+                    role="assistant",
+                    data={"role": "assistant", "content": result.content},
+                    sent_at=now,
+                )
+            reason = analysis.miss_reason
+            turn = Turn.objects.create(
+                conversation=conversation,
+                index=call.index,
+                request_ranges=request_ranges(list(range(call.request_end))),
+                response=response,
+                model=call.model[:200],
+                service_tier=((result.service_tier if result else None) or "")[:20],
+                prompt_cache_key=(chat.prompt_cache_key or "")[:300],
+                max_output_tokens=chat.max_completion_tokens,
+                external_id=(result.response_id if result else "")[:300],
+                started_at=at,
+                latency_ms=result.latency_ms if result else None,
+                estimated_prompt_tokens=analysis.estimated_prompt_tokens,
+                estimated_completion_tokens=analysis.estimated_completion_tokens,
+                simulated_cached_tokens=analysis.simulated_cached_tokens,
+                miss_reason=reason.kind if reason else "",
+                miss_detail=reason.describe()[:300] if reason else "",
+                over_context=analysis.over_context,
+            )
+            UsageRecord.objects.bulk_create(
+                turn_usage_records(
+                    turn=turn, conversation=conversation, result=analysis, book=book, at=at
+                )
+            )
+    except IntegrityError:
+        logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
+        return Turn.objects.filter(conversation=conversation, index=call.index).first()
+    return turn

@@ -1,0 +1,29 @@
+"""Thin Celery tasks: a call's id in, one service call. Nothing secret travels in a task's
+arguments: the worker reads the connection, and decrypts its key, itself."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from .services import chats
+
+# A call waits at most ~4 minutes for budgets and retries (calling.chat_completion_call);
+# past the soft limit the call is given up and recorded as failed, the hard limit kills.
+CALL_SOFT_TIME_LIMIT = 5 * 60
+CALL_TIME_LIMIT = 6 * 60
+
+
+@shared_task(
+    # Safe: the call is claimed with a conditional UPDATE and its turn is written once, by
+    # the unique (conversation, index); a call re-run after a lost worker records nothing twice.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=CALL_SOFT_TIME_LIMIT,
+    time_limit=CALL_TIME_LIMIT,
+)
+def api_call_run(call_id: int) -> None:
+    try:
+        chats.api_call_run(call_id)
+    except SoftTimeLimitExceeded:
+        chats.api_call_fail(call_id=call_id, message=f"gave up after {CALL_SOFT_TIME_LIMIT} s")

@@ -1,0 +1,33 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("o/<slug:slug>/connections/", views.connections, name="connections"),
+    path("o/<slug:slug>/connections/new/", views.connection_new, name="connection_new"),
+    path(
+        "o/<slug:slug>/connections/<uuid:code>/",
+        views.connection_detail,
+        name="connection_detail",
+    ),
+    path(
+        "o/<slug:slug>/connections/<uuid:code>/edit/",
+        views.connection_edit,
+        name="connection_edit",
+    ),
+    path(
+        "o/<slug:slug>/connections/<uuid:code>/delete/",
+        views.connection_delete,
+        name="connection_delete",
+    ),
+    path(
+        "o/<slug:slug>/connections/<uuid:code>/test/",
+        views.connection_test,
+        name="connection_test",
+    ),
+    path("o/<slug:slug>/calls/<uuid:code>/", views.call_detail, name="call_detail"),
+    path("o/<slug:slug>/chats/", views.chats, name="chats"),
+    path("o/<slug:slug>/chats/new/", views.chat_new, name="chat_new"),
+    path("o/<slug:slug>/chats/<uuid:code>/", views.chat_detail, name="chat_detail"),
+    path("o/<slug:slug>/chats/<uuid:code>/send/", views.chat_send, name="chat_send"),
+]

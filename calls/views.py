@@ -1,0 +1,258 @@
+"""Thin views of calls/: provider connections (org admins), live chats (analysts and up),
+and the progress of a call (polled by htmx).
+
+Every view resolves the organization through the user's membership first (404 for any
+other organization); what a role may do is asked of the membership."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseStopPolling
+
+from conversations import charts
+from conversations import selectors as conversation_selectors
+from conversations.models import Membership
+from conversations.views import HtmxHttpRequest
+
+from . import selectors
+from .forms import ChatForm, ConnectionForm, MessageForm
+from .services import chats as chat_services
+from .services import connections as connection_services
+
+
+def _membership(request: HttpRequest, slug: str) -> Membership:
+    return conversation_selectors.membership_get(user=request.user, slug=slug)
+
+
+def _forbidden(text: str) -> HttpResponse:
+    return HttpResponse(text, status=403)
+
+
+# --- Connections -----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def connections(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _membership(request, slug)
+    organization = membership.organization
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "connections": selectors.connections(organization),
+    }
+    return render(request, "calls/connections.html", context)
+
+
+@sensitive_post_parameters("api_key")
+@login_required
+@require_http_methods(["GET", "POST"])
+def connection_new(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _membership(request, slug)
+    if not membership.can_manage_connections:
+        return _forbidden("Only the organization's admins manage connections.")
+    form = ConnectionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            connection = connection_services.connection_create(
+                organization=membership.organization,
+                user=request.user if request.user.is_authenticated else None,
+                settings=form.settings(),
+                api_key=form.cleaned_data["api_key"],
+            )
+        except ValidationError as invalid:  # a name the organization uses already
+            form.add_error(None, invalid)
+        else:
+            messages.success(request, f"Connection {connection.name} saved.")
+            return redirect("connection_detail", slug=slug, code=connection.code)
+    context = {"organization": membership.organization, "form": form, "connection": None}
+    return render(
+        request, "calls/connection_form.html", context, status=400 if form.errors else 200
+    )
+
+
+@login_required
+@require_GET
+def connection_detail(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    connection = selectors.connection_get(organization=membership.organization, code=code)
+    context = {
+        "organization": membership.organization,
+        "membership": membership,
+        "connection": connection,
+        "tests": selectors.connection_tests(connection),
+    }
+    return render(request, "calls/connection.html", context)
+
+
+@sensitive_post_parameters("api_key")
+@login_required
+@require_http_methods(["GET", "POST"])
+def connection_edit(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    connection = selectors.connection_get(organization=membership.organization, code=code)
+    if not membership.can_manage_connections:
+        return _forbidden("Only the organization's admins manage connections.")
+    form = ConnectionForm(request.POST or None, connection=connection)
+    if request.method == "POST" and form.is_valid():
+        try:
+            connection_services.connection_update(
+                connection=connection,
+                settings=form.settings(),
+                api_key=form.cleaned_data["api_key"],
+            )
+        except ValidationError as invalid:
+            form.add_error(None, invalid)
+        else:
+            messages.success(request, f"Connection {connection.name} saved.")
+            return redirect("connection_detail", slug=slug, code=connection.code)
+    context = {"organization": membership.organization, "form": form, "connection": connection}
+    return render(
+        request, "calls/connection_form.html", context, status=400 if form.errors else 200
+    )
+
+
+@login_required
+@require_POST
+def connection_delete(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    connection = selectors.connection_get(organization=membership.organization, code=code)
+    if not membership.can_manage_connections:
+        return _forbidden("Only the organization's admins manage connections.")
+    connection_services.connection_delete(connection=connection)
+    messages.success(request, f"Connection {connection.name} deleted.")
+    return redirect("connections", slug=slug)
+
+
+@login_required
+@require_POST
+def connection_test(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    connection = selectors.connection_get(organization=membership.organization, code=code)
+    if not membership.can_manage_connections:
+        return _forbidden("Only the organization's admins test connections.")
+    call = chat_services.connection_test_request(connection=connection)
+    return redirect("call_detail", slug=slug, code=call.code)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def call_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    """A call and its attempts; polled by htmx until it is finished (then 286)."""
+    membership = _membership(request, slug)
+    call = selectors.call_get(organization=membership.organization, code=code)
+    context = {
+        "organization": membership.organization,
+        "call": call,
+        "attempts": selectors.call_attempts(call),
+    }
+    if request.htmx:
+        response = render(request, "calls/call.html#outcome", context)
+        return HttpResponseStopPolling(response.content) if call.is_finished else response
+    return render(request, "calls/call.html", context)
+
+
+# --- Live chat -----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def chats(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _membership(request, slug)
+    context = {
+        "organization": membership.organization,
+        "membership": membership,
+        "chats": selectors.chats(membership.organization),
+    }
+    return render(request, "calls/chats.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def chat_new(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _membership(request, slug)
+    if not membership.can_chat:
+        return _forbidden("Viewers cannot start chats; ask an admin for the analyst role.")
+    organization = membership.organization
+    available = selectors.connections(organization)
+    form = ChatForm(request.POST or None, connections=available)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        connection = data["connection"]
+        options = chat_services.ChatOptions(
+            connection=connection,
+            model=data["model"] or connection.default_model or "gpt-4o-mini",
+            system_prompt=data["system_prompt"],
+            use_cache_key=data["use_cache_key"],
+            stream=data["stream"],
+            max_completion_tokens=data["max_completion_tokens"],
+        )
+        user = request.user if request.user.is_authenticated else None
+        chat = chat_services.chat_create(organization=organization, user=user, options=options)
+        return redirect("chat_detail", slug=slug, code=chat.code)
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "form": form,
+        "connections": available,
+    }
+    return render(request, "calls/chat_new.html", context, status=400 if form.errors else 200)
+
+
+def _chat_context(membership: Membership, code: UUID) -> dict[str, object]:
+    chat = selectors.chat_get(organization=membership.organization, code=code)
+    turns = conversation_selectors.conversation_turns(chat.conversation)
+    return {
+        "organization": membership.organization,
+        "membership": membership,
+        "chat": chat,
+        "conversation": chat.conversation,
+        "entries": selectors.chat_entries(chat, turns),
+        "pending": selectors.chat_pending_call(chat),
+        "summary": conversation_selectors.conversation_summary(turns),
+        "turn_figure": charts.conversation_turns_figure(turns),
+        "form": MessageForm(),
+    }
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def chat_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    """The chat; its live part is polled by htmx while a reply is awaited (286 after)."""
+    membership = _membership(request, slug)
+    context = _chat_context(membership, code)
+    if request.htmx and not request.htmx.history_restore_request:
+        response = render(request, "calls/chat.html#live", context)
+        return response if context["pending"] else HttpResponseStopPolling(response.content)
+    return render(request, "calls/chat.html", context)
+
+
+@login_required
+@require_POST
+def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    chat = selectors.chat_get(organization=membership.organization, code=code)
+    if not membership.can_chat:
+        return _forbidden("Viewers cannot send messages.")
+    form = MessageForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Type a message first.")
+    elif chat.connection is None:
+        messages.error(request, "This chat's connection was deleted.")
+    else:
+        try:
+            chat_services.chat_message_send(chat=chat, text=form.cleaned_data["text"])
+        except chat_services.ChatBusy as busy:
+            messages.error(request, str(busy).capitalize() + ".")
+    return redirect("chat_detail", slug=slug, code=chat.code)

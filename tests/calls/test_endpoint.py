@@ -1,0 +1,266 @@
+"""costlab's own OpenAI-compatible endpoint, driven by the official `openai` SDK: usage as
+the engine bills it, per simulated organization, streaming, faults on demand, keys."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openai
+import pytest
+from django.core.management import call_command
+from pytest_django import Settings
+
+from calls import simulated
+from calls.models import EndpointKey
+from calls.services.connections import endpoint_key_issue, endpoint_key_revoke
+from conversations.engine import render
+from conversations.engine.tokens import count_request, default_profile, get_encoding
+from tests.factories import OrganizationFactory
+
+from .conftest import cached, complete, in_process_client, prompt_of, stream
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_process")]
+
+HI = [{"role": "user", "content": "Hi."}]
+
+
+def test_it_reports_0_then_1920_cached_tokens_for_a_2006_token_prompt_sent_twice(
+    sdk: openai.OpenAI,
+) -> None:
+    messages = prompt_of(2006)
+    first = complete(sdk, model="gpt-4o", messages=messages)
+    second = complete(sdk, model="gpt-4o", messages=messages)
+    assert first.usage is not None and first.usage.prompt_tokens == 2006
+    assert (cached(first), cached(second)) == (0, 1920)
+    # Another key is another organization: its cache is its own, and cold.
+    third = complete(in_process_client(key="sk-test-two"), model="gpt-4o", messages=messages)
+    assert cached(third) == 0
+
+
+def test_it_streams_the_same_usage_in_a_final_chunk(sdk: openai.OpenAI) -> None:
+    messages = prompt_of(1500)
+    plain = complete(sdk, model="gpt-4o-mini", messages=messages)
+    chunks = stream(
+        sdk, model="gpt-4o-mini", messages=messages, stream_options={"include_usage": True}
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None and plain.usage is not None
+    assert all(c.usage is None for c in chunks[:-1])
+    assert last.usage.prompt_tokens == plain.usage.prompt_tokens == 1500
+    assert (cached(plain), cached(last)) == (0, 1408)
+    # The streamed pieces add up to the reply, of exactly completion_tokens tokens.
+    assert text == plain.choices[0].message.content
+    assert len(get_encoding("o200k_base").encode_ordinary(text)) == last.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    # Without include_usage, no chunk carries usage.
+    assert all(c.usage is None for c in stream(sdk, model="gpt-4o-mini", messages=messages))
+
+
+def test_it_answers_with_as_many_tokens_as_asked(sdk: openai.OpenAI, settings: Settings) -> None:
+    settings.COSTLAB_ENDPOINT_REPLY_TOKENS = 7
+    messages = [{"role": "user", "content": "Tell me a long story."}]
+    asked = complete(sdk, model="gpt-4.1", messages=messages, max_completion_tokens=57)
+    legacy = complete(sdk, model="gpt-4.1", messages=messages, max_tokens=3)
+    default = complete(sdk, model="gpt-4.1", messages=messages)
+    responses = (asked, legacy, default)
+    assert [r.usage.completion_tokens for r in responses if r.usage] == [57, 3, 7]
+    assert [r.choices[0].finish_reason for r in responses] == ["length", "length", "stop"]
+    content = asked.choices[0].message.content or ""
+    assert len(get_encoding("o200k_base").encode_ordinary(content)) == 57
+    # Deterministic: the same request gets the same reply.
+    again = complete(sdk, model="gpt-4.1", messages=messages, max_completion_tokens=57)
+    assert again.choices[0].message.content == content
+
+
+def test_it_counts_prompts_with_the_engine_renderer(sdk: openai.OpenAI) -> None:
+    tools: list[dict[str, Any]] = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather of a city.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "description": "The city."}},
+                },
+            },
+        }
+    ]
+    messages = [
+        {"role": "system", "content": "You answer with the weather."},
+        {"role": "user", "content": "Weather in Paris?", "name": "ann"},
+    ]
+    for model in ("gpt-4o", "gpt-4"):
+        response = complete(sdk, model=model, messages=messages, tools=tools)
+        expected = count_request(messages, profile=default_profile(model), tools=tools)
+        assert response.usage is not None and response.usage.prompt_tokens == expected
+
+
+def test_it_never_caches_for_a_model_without_caching(sdk: openai.OpenAI) -> None:
+    messages = prompt_of(2006, model="gpt-4")
+    for _ in range(2):
+        response = complete(sdk, model="gpt-4", messages=messages)
+        assert response.usage is not None and response.usage.prompt_tokens == 2006
+        assert cached(response) == 0
+
+
+def test_it_keeps_caches_apart_by_prompt_cache_key(sdk: openai.OpenAI) -> None:
+    messages = prompt_of(2006)
+    for key, expected in (("a", 0), ("a", 1920), ("b", 0), (None, 0), ("b", 1920)):
+        extra = {"prompt_cache_key": key} if key else {}
+        assert cached(complete(sdk, model="gpt-4o", messages=messages, **extra)) == expected
+
+
+def test_it_forgets_a_prefix_after_the_retention(sdk: openai.OpenAI, settings: Settings) -> None:
+    settings.COSTLAB_ENDPOINT_RETENTION_SECONDS = 1
+    messages = prompt_of(1300, marker="retention")
+    complete(sdk, model="gpt-4o", messages=messages)
+    assert cached(complete(sdk, model="gpt-4o", messages=messages)) == 1280
+    time.sleep(1.3)
+    assert cached(complete(sdk, model="gpt-4o", messages=messages)) == 0
+
+
+def test_it_echoes_the_service_tier(sdk: openai.OpenAI) -> None:
+    asked: list[dict[str, str]] = [
+        {},
+        {"service_tier": "auto"},
+        {"service_tier": "flex"},
+        {"service_tier": "priority"},
+    ]
+    tiers = [complete(sdk, model="gpt-4o", messages=HI, **extra).service_tier for extra in asked]
+    assert tiers == ["default", "default", "flex", "priority"]
+
+
+def test_it_answers_faster_when_more_of_the_prompt_is_cached(
+    sdk: openai.OpenAI, settings: Settings
+) -> None:
+    settings.COSTLAB_ENDPOINT_LATENCY_MS = 300
+    settings.COSTLAB_ENDPOINT_HIT_SPEEDUP = 0.8
+    messages = prompt_of(4000)
+    timings = []
+    for _ in range(2):
+        start = time.monotonic()
+        complete(sdk, model="gpt-4o", messages=messages)
+        timings.append(time.monotonic() - start)
+    cold, hit = timings
+    assert cold >= 0.3
+    # 3,968 of 4,000 tokens cached: 0.3 s x (1 - 0.8 x 0.992) = 0.062 s, plus overhead.
+    assert hit < cold * 0.5
+
+
+def test_it_lists_the_price_books_models(sdk: openai.OpenAI) -> None:
+    names = [m.id for m in sdk.models.list()]
+    assert {"gpt-4o", "gpt-4o-mini", "gpt-4"} <= set(names)
+    assert not any("*" in name for name in names)
+
+
+def test_it_refuses_an_unknown_model_and_a_bad_request_in_the_apis_shape(
+    sdk: openai.OpenAI,
+) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        complete(sdk, model="gpt-nonexistent", messages=HI)
+    assert missing.value.code == "model_not_found"
+    assert "gpt-nonexistent" in missing.value.message
+    with pytest.raises(openai.BadRequestError) as bad:
+        complete(sdk, model="gpt-4o", messages=[])
+    assert bad.value.param == "messages"
+    assert isinstance(bad.value.body, dict) and bad.value.body["type"] == "invalid_request_error"
+
+
+def test_it_answers_a_429_with_retry_after_as_often_as_asked(sdk: openai.OpenAI) -> None:
+    headers = {
+        "X-Costlab-Fault": "429",
+        "X-Costlab-Retry-After": "2.5",
+        "X-Costlab-Fault-Times": "2",
+    }
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError) as limited:
+            complete(sdk, model="gpt-4o", messages=HI, extra_headers=headers)
+        assert limited.value.response.headers["Retry-After"] == "2.5"
+        assert limited.value.code == "rate_limit_exceeded"
+    assert complete(sdk, model="gpt-4o", messages=HI, extra_headers=headers).usage is not None
+
+
+def test_it_fails_with_a_500_and_times_out_on_demand(
+    sdk: openai.OpenAI, settings: Settings
+) -> None:
+    with pytest.raises(openai.InternalServerError):
+        complete(sdk, model="gpt-4o", messages=HI, extra_headers={"X-Costlab-Fault": "500"})
+    settings.COSTLAB_ENDPOINT_TIMEOUT_FAULT_SECONDS = 0.6
+    start = time.monotonic()
+    late = complete(sdk, model="gpt-4o", messages=HI, extra_headers={"X-Costlab-Fault": "timeout"})
+    assert time.monotonic() - start >= 0.6 and late.usage is not None
+    with pytest.raises(openai.BadRequestError):
+        complete(sdk, model="gpt-4o", messages=HI, extra_headers={"X-Costlab-Fault": "teapot"})
+
+
+def test_it_streams_slowly_on_demand(sdk: openai.OpenAI, settings: Settings) -> None:
+    settings.COSTLAB_ENDPOINT_SLOW_CHUNK_MS = 40
+    start = time.monotonic()
+    chunks = stream(
+        sdk,
+        model="gpt-4o",
+        messages=HI,
+        max_completion_tokens=16,
+        extra_headers={"X-Costlab-Fault": "slow"},
+    )
+    # The role, 4 pieces of 4 words, the finish: 5 pauses of 40 ms between 6 chunks.
+    assert len(chunks) == 6
+    assert time.monotonic() - start >= 0.2
+
+
+def test_it_takes_any_key_in_development_mode_and_only_issued_ones_otherwise(
+    settings: Settings,
+) -> None:
+    assert complete(in_process_client(key="anything"), model="gpt-4o", messages=HI).usage
+    settings.COSTLAB_DEV = False
+    with pytest.raises(openai.AuthenticationError) as refused:
+        complete(in_process_client(key="anything"), model="gpt-4o", messages=HI)
+    assert "anything" not in refused.value.message
+    key, plain = endpoint_key_issue(organization=OrganizationFactory.create(), name="ci")
+    assert plain not in str(list(EndpointKey.objects.values()))  # only its hash is stored
+    client = in_process_client(key=plain)
+    assert complete(client, model="gpt-4o", messages=HI).usage is not None
+    endpoint_key_revoke(key=key)
+    with pytest.raises(openai.AuthenticationError):
+        complete(client, model="gpt-4o", messages=HI)
+
+
+def test_it_issues_a_working_key_from_the_command(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    organization = OrganizationFactory.create()
+    call_command("endpoint_key", "--org", organization.slug, "--name", "ci")
+    plain = capsys.readouterr().out.strip()
+    assert plain.startswith("clk-")
+    settings.COSTLAB_DEV = False
+    assert complete(in_process_client(key=plain), model="gpt-4o", messages=HI).usage is not None
+
+
+def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A growing conversation: each call encodes only the messages it adds."""
+    encoded: list[str] = []
+    real = render.encode_message  # type: ignore[attr-defined]
+
+    def spy(message: dict[str, Any], profile: Any) -> Any:
+        encoded.append(str(message.get("content")))
+        return real(message, profile)
+
+    monkeypatch.setattr(render, "encode_message", spy)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "S"}]
+    profile = default_profile("gpt-4o")
+    for turn in range(4):
+        messages.append({"role": "user", "content": f"question {turn}"})
+        call = simulated.simulate_usage(
+            org_key="o",
+            body={"model": "gpt-4o", "messages": [dict(m) for m in messages]},
+            now=1000.0 + turn,
+            profile=profile,
+            rules=simulated.CacheRules(),
+            default_reply_tokens=5,
+        )
+        messages.append({"role": "assistant", "content": call.reply})
+    # Each message encoded once, though the last request sent eight.
+    assert len(encoded) == len(set(encoded)) == 8
