@@ -32,6 +32,11 @@ class MeteredCall(Protocol):
     @property
     def latency_ms(self) -> int | None: ...
 
+    @property
+    def cache_eligible(self) -> bool:
+        """Whether the call could hit: its model caches and its prompt reaches the minimum."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CacheMetrics:
@@ -75,7 +80,7 @@ def cache_metrics(
             priced += 1
             cost += call.cost.total
             no_cache += call.cost_no_cache.total
-        if call.prompt_tokens < minimum:
+        if not call.cache_eligible:
             continue
         eligible += 1
         hits += call.cached_tokens > 0

@@ -103,10 +103,11 @@ def buckets_from_usage(usage: Usage) -> Buckets:
 
 
 def buckets_from_counts(
-    *, prompt_tokens: int, cached_tokens: int, completion_tokens: int
+    *, prompt_tokens: int, cached_tokens: int, completion_tokens: int, write_tokens: int = 0
 ) -> Buckets:
     cached = min(cached_tokens, prompt_tokens)
-    return Buckets(prompt_tokens - cached, cached, 0, completion_tokens)
+    write = min(write_tokens, prompt_tokens - cached)
+    return Buckets(prompt_tokens - cached - write, cached, write, completion_tokens)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,8 @@ class Call:
     external_id: str | None = None  # response id, or batch custom_id
     location: str = ""  # "file.jsonl line 12": where this call came from, for errors
     cache_retention: str | None = None  # the request's prompt_cache_retention ("24h")
+    # The request's prompt_cache_options (breakpoint models): {"mode": "explicit", "ttl": ...}
+    cache_options: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
