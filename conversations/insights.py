@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from .engine.cache import parse_retention
 from .engine.pricing import Rates
+from .engine.profiles import ModelProfile
 from .engine.projection import Projection, project
 from .engine.strategies import StrategyResult, compare_strategies
-from .engine.tokens import ModelProfile
 from .engine.types import Call, Transcript
 from .models import Conversation
 from .pricebook import PriceBook, rates_for

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .engine.tokens import default_profile
+from .engine.profiles import default_profile
 
 ONE_MILLION = Decimal(1_000_000)
 RATE_PLACES = Decimal("0.000001")

@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .engine.pricing import Rates
-from .engine.tokens import ModelProfile, default_profile
+from .engine.profiles import ModelProfile, default_profile
 from .models import ModelPrice, Organization
 
 # Dated snapshots fall back to their family row: gpt-4o-2024-08-06 -> gpt-4o, gpt-4-0613 -> gpt-4.

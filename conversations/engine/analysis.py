@@ -21,6 +21,7 @@ from operator import attrgetter
 from typing import Literal
 
 from .cache import CacheResult, CacheSimulator, MissReason, to_seconds
+from .messages import EncodingCache
 from .metrics import CacheMetrics, cache_metrics
 from .pricing import (
     Buckets,
@@ -31,8 +32,8 @@ from .pricing import (
     price_buckets,
     price_without_cache,
 )
-from .render import EncodingCache, RenderedRequest, TranscriptRenderer
-from .tokens import ModelProfile
+from .profiles import ModelProfile
+from .render import RenderedRequest, TranscriptRenderer
 from .types import Call, ChatMessage, Transcript, Usage
 
 ProfileFor = Callable[[str | None], ModelProfile]

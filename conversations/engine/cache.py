@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Literal, Protocol
 
-from .tokens import TOKEN_BYTES, pack
+from .sequences import TOKEN_BYTES, pack
 
 STEP = 128
 ROOT_HASH = 0x5EED  # the parent of block 0

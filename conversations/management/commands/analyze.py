@@ -11,9 +11,9 @@ from django.utils import timezone
 from conversations.engine.analysis import analyze
 from conversations.engine.cache import parse_retention
 from conversations.engine.pricing import Rates
+from conversations.engine.profiles import ModelProfile
 from conversations.engine.report import analysis_to_json, render_table
 from conversations.engine.strategies import parse_strategy, plan_strategy
-from conversations.engine.tokens import ModelProfile
 from conversations.engine.types import Call, Transcript
 from conversations.formats import FORMATS, parse_files
 from conversations.formats.errors import ParseError
