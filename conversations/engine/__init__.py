@@ -15,4 +15,7 @@ analysis    analyze(): every call's tokens, simulated caching and cost
 strategies  full / window / trim / summarize compared on one transcript
 projection  cost of the next N turns
 report      analysis_to_json(), render_table()
+
+Each module imports only modules listed above it (tests/engine/test_layout.py checks it): no
+two modules import each other, and none calls back into the module that called it.
 """

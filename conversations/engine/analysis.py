@@ -1,5 +1,7 @@
 """Whole-transcript analysis: tokens, simulated caching and cost of every call.
 
+Owns: analyze(), the three passes, and what it says about each call and transcript.
+
 Three passes. (1) Per transcript, render every call: messages encoded once, prompt sizes from
 the growing chain, block hashes shared between calls; token lists are then released. (2) The
 cache simulator runs over the calls of ALL transcripts in timestamp order, because an

@@ -1,5 +1,7 @@
 """What the next N turns of a conversation will cost under the manual prompt flow.
 
+Owns: the cost of the next N turns of one conversation.
+
 Every future turn re-sends everything, so turn t's prompt is turn t-1's prompt plus one
 assistant reply and one user message (their sizes default to the conversation's averages).
 Caching: turn t's prompt starts with turn t-1's whole prompt (reply priming is the start of

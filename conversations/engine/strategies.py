@@ -1,5 +1,7 @@
 """Context strategies compared on one transcript (design.md 2.7).
 
+Owns: context strategies (full, window, trim, summarize), planned and compared.
+
 Each strategy rewrites the transcript's calls (requests as message-index lists, plus synthetic
 summary messages) and the result goes through the same `analyze()`: same counting, same cache
 simulation, same pricing. Reported usage is dropped in every strategy, `full` included, so the
