@@ -1,5 +1,7 @@
 """Whole-transcript analysis: tokens, simulated caching and cost of every call.
 
+Owns: analyze(), the three passes, and what it says about each call and transcript.
+
 Three passes. (1) Per transcript, render every call: messages encoded once, prompt sizes from
 the growing chain, block hashes shared between calls; token lists are then released. (2) The
 cache simulator runs over the calls of ALL transcripts in timestamp order, because an
@@ -23,6 +25,7 @@ from typing import Literal
 from .breakpoints import BreakpointSimulator
 from .cache import CacheResult, CacheSimulator, MissReason, to_seconds
 from .cache_policy import CachePolicy, default_policy
+from .messages import EncodingCache
 from .metrics import CacheMetrics, cache_metrics
 from .pricing import (
     Buckets,
@@ -33,8 +36,8 @@ from .pricing import (
     price_buckets,
     price_without_cache,
 )
-from .render import EncodingCache, RenderedRequest, TranscriptRenderer
-from .tokens import ModelProfile
+from .profiles import ModelProfile
+from .render import RenderedRequest, TranscriptRenderer
 from .types import Call, ChatMessage, Transcript, Usage
 
 ProfileFor = Callable[[str | None], ModelProfile]

@@ -1,5 +1,7 @@
 """Prompt-cache simulator (design.md 2.6, seed 002).
 
+Owns: prompts as chained block hashes, and the simulated cache that answers hit or miss.
+
 Prompts are compared as chained hashes of 128-token blocks: block i's hash covers every token
 up to the end of block i, so one dict lookup answers "is this whole prefix cached?" and the
 longest cached prefix is a binary search, O(log blocks) per request instead of O(tokens).
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Literal, Protocol
 
-from .tokens import TOKEN_BYTES, pack
+from .sequences import TOKEN_BYTES, pack
 
 STEP = 128
 ROOT_HASH = 0x5EED  # the parent of block 0

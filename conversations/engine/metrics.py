@@ -1,4 +1,7 @@
-"""Prompt-caching metrics of seed 002's table (design.md 2.8), over any set of calls."""
+"""Prompt-caching metrics of seed 002's table (design.md 2.8), over any set of calls.
+
+Owns: hit rates, cost and latency reduction over a set of calls, and their targets.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Usage buckets and the money maths (design.md 2.1 and 2.2).
 
+Owns: usage buckets, Rates, and every money computation.
+
 The API's counters overlap (prompt_tokens includes cached_tokens, completion_tokens includes
 reasoning_tokens); every peer has shipped a double count at least once. Here usage is split
 into non-overlapping buckets first, and only buckets are ever priced.

@@ -1,5 +1,7 @@
 """Plain data shared by the parsers (formats/), the engine and the Django layer.
 
+Owns: the plain data every layer shares: Transcript, Call, Usage, ChatMessage.
+
 Nothing here imports Django: parsers produce these objects, the engine analyses them,
 services store them. Messages stay in OpenAI chat format (dicts) because that is what the
 API renders into tokens; keeping them as-is means counting what was actually sent.
