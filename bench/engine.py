@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from conversations.engine.analysis import Analysis, analyze, turns_from_messages
 from conversations.engine.pricing import Rates
-from conversations.engine.tokens import default_profile, get_encoding
+from conversations.engine.profiles import default_profile
 from conversations.engine.types import ChatMessage, Transcript
+from conversations.engine.vocabulary import get_encoding
 
 MODEL = "gpt-4o"
 RATES = Rates(input=Decimal("2.50"), cached_input=Decimal("1.25"), output=Decimal("10"))

@@ -23,7 +23,7 @@ from conversations.engine.pricing import (
     price_buckets,
     price_without_cache,
 )
-from conversations.engine.tokens import ModelProfile, default_profile
+from conversations.engine.profiles import ModelProfile, default_profile
 from conversations.engine.types import Call
 from conversations.models import Organization
 

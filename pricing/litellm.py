@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from conversations.engine.tokens import default_profile
+from conversations.engine.profiles import default_profile
 
 from .matrix import ABOVE, BASE, BATCH, DEFAULT, EXTENDED, STANDARD, Cell
 

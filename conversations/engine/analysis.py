@@ -1,5 +1,7 @@
 """Whole-transcript analysis: tokens, simulated caching and cost of every call.
 
+Owns: analyze(), the three passes, and what it says about each call and transcript.
+
 Three passes. (1) Per transcript, render every call: messages encoded once, prompt sizes from
 the growing chain, block hashes shared between calls; token lists are then released. (2) The
 cache simulator runs over the calls of ALL transcripts in timestamp order, because an
@@ -20,7 +22,10 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Literal
 
+from .breakpoints import BreakpointSimulator
 from .cache import CacheResult, CacheSimulator, MissReason, to_seconds
+from .cache_policy import CachePolicy, default_policy
+from .messages import EncodingCache
 from .metrics import CacheMetrics, cache_metrics
 from .pricing import (
     Buckets,
@@ -31,11 +36,12 @@ from .pricing import (
     price_buckets,
     price_without_cache,
 )
-from .render import EncodingCache, RenderedRequest, TranscriptRenderer
-from .tokens import ModelProfile
+from .profiles import ModelProfile
+from .render import RenderedRequest, TranscriptRenderer
 from .types import Call, ChatMessage, Transcript, Usage
 
 ProfileFor = Callable[[str | None], ModelProfile]
+PolicyFor = Callable[[str | None], CachePolicy]
 RatesFor = Callable[[Call, int], Rates | None]
 CacheSource = Literal["reported", "simulated"]
 
@@ -68,6 +74,8 @@ class CallAnalysis:
     estimated_prompt_tokens: int
     estimated_completion_tokens: int
     simulated_cached_tokens: int = 0
+    simulated_write_tokens: int = 0  # breakpoint models: the prefix this call wrote
+    cache_eligible: bool = False  # the model caches and the prompt reaches its minimum
     miss_reason: MissReason | None = None
     cache_source: CacheSource = "simulated"
     buckets: Buckets = field(default_factory=lambda: Buckets(0, 0, 0, 0))
@@ -199,6 +207,7 @@ class _Pending:
     profile: ModelProfile
     rendered: RenderedRequest
     at: float | None
+    policy: CachePolicy
 
 
 def _message_time(transcript: Transcript, call: Call) -> datetime | None:
@@ -221,6 +230,7 @@ def _render_transcript(
     number: int,
     transcript: Transcript,
     profile_for: ProfileFor,
+    policy_for: PolicyFor,
     default_model: str | None,
     cache: EncodingCache | None,
 ) -> tuple[list[_Pending], bool]:
@@ -261,7 +271,9 @@ def _render_transcript(
             estimated_completion_tokens=completion,
             unknown_images=rendered.unknown_images,
         )
-        pending.append(_Pending(result, profile, rendered, call_time(transcript, call)))
+        policy = policy_for(model)
+        result.cache_eligible = policy.eligible(rendered.length) and not call.batch
+        pending.append(_Pending(result, profile, rendered, call_time(transcript, call), policy))
     for renderer in renderers.values():
         renderer.release()
     untimed = any(p.at is None for p in pending)
@@ -271,7 +283,52 @@ def _render_transcript(
     return pending, untimed
 
 
-def _simulate(simulator: CacheSimulator, conversations: list[list[_Pending]], org: str) -> None:
+class _Simulators:
+    """One simulator per cache policy, made when first needed: models of different
+    policies never share entries, and each simulator takes its numbers from its policy."""
+
+    def __init__(self, retention_seconds: int) -> None:
+        self.retention_seconds = retention_seconds
+        self.prefix: dict[CachePolicy, CacheSimulator] = {}
+        self.breakpoints: dict[CachePolicy, BreakpointSimulator] = {}
+
+    def process(self, item: _Pending, org: str) -> CacheResult:
+        call, policy, model = item.result.call, item.policy, item.result.model
+        if call.batch:
+            return CacheResult(0, MissReason("batch"))
+        if not policy.caches:
+            return CacheResult(0, MissReason("not_supported", model=model))
+        ttl = policy.ttl_for(call.cache_retention, call.cache_options)
+        scope = f"{org}\x00{model or ''}"  # a model's cache is its own
+        if policy.kind == "breakpoints":
+            explicit = (call.cache_options or {}).get("mode") == "explicit"
+            simulator = self.breakpoints.get(policy)
+            if simulator is None:
+                simulator = self.breakpoints[policy] = BreakpointSimulator(policy)
+            return simulator.process(
+                item.rendered,
+                org=scope,
+                prompt_cache_key=call.prompt_cache_key,
+                at=item.at,
+                explicit_only=explicit,
+                ttl_seconds=ttl,
+            )
+        prefix = self.prefix.get(policy)
+        if prefix is None:
+            prefix = self.prefix[policy] = CacheSimulator(
+                self.retention_seconds,
+                rpm_limit=policy.overflow_rpm,
+                routing_tokens=policy.routing_tokens,
+                minimum=policy.min_tokens,
+                hit_step=policy.step_tokens,
+            )
+        return prefix.process(
+            item.rendered, org=scope, prompt_cache_key=call.prompt_cache_key, at=item.at,
+            ttl_seconds=ttl,
+        )  # fmt: skip
+
+
+def _simulate(simulators: _Simulators, conversations: list[list[_Pending]], org: str) -> None:
     untimed = [p for calls in conversations for p in calls if p.at is None]
     # Listed in (conversation, call) order and sorted stably: ties keep that order.
     timed = sorted(
@@ -280,15 +337,15 @@ def _simulate(simulator: CacheSimulator, conversations: list[list[_Pending]], or
     )
     # Untimed transcripts first, each as one session in file order; then real time order.
     for item in [*untimed, *timed]:
-        call = item.result.call
-        if call.batch:
-            outcome = CacheResult(0, MissReason("batch"))
-        else:
-            outcome = simulator.process(
-                item.rendered, org=org, prompt_cache_key=call.prompt_cache_key, at=item.at
+        outcome = simulators.process(item, org)
+        result = item.result
+        result.simulated_cached_tokens = outcome.cached_tokens
+        result.simulated_write_tokens = outcome.write_tokens
+        result.miss_reason = outcome.reason
+        if outcome.missing_key:
+            result.warnings.append(
+                f"no prompt_cache_key: {result.model}'s improved cache matching needs one"
             )
-        item.result.simulated_cached_tokens = outcome.cached_tokens
-        item.result.miss_reason = outcome.reason
 
 
 def _price(item: _Pending, rates_for: RatesFor) -> None:
@@ -301,6 +358,7 @@ def _price(item: _Pending, rates_for: RatesFor) -> None:
             prompt_tokens=result.estimated_prompt_tokens,
             cached_tokens=result.simulated_cached_tokens,
             completion_tokens=result.estimated_completion_tokens,
+            write_tokens=result.simulated_write_tokens,
         )
     rates = rates_for(call, result.prompt_tokens)
     if rates is not None:
@@ -308,13 +366,16 @@ def _price(item: _Pending, rates_for: RatesFor) -> None:
         result.cost_no_cache = price_without_cache(result.buckets, rates, result.cost)
     else:
         result.warnings.append(f"no price for model {result.model or '(unknown)'}")
+    # design.md 2.7: the output the call reserved, else the reply it got; never the model's
+    # maximum output (gpt-4's equals its window: every call would be flagged).
     window = item.profile.context_window
-    max_output = call.max_output_tokens or item.profile.max_output_tokens or 0
+    reserved = call.max_output_tokens or result.completion_tokens
     result.context_window = window
-    if window is not None and result.prompt_tokens + max_output > window:
+    if window is not None and result.prompt_tokens + reserved > window:
         result.over_context = True
+        what = "max output" if call.max_output_tokens else "reply"
         result.warnings.append(
-            f"prompt {result.prompt_tokens:,} + max output {max_output:,} exceeds the "
+            f"prompt {result.prompt_tokens:,} + {what} {reserved:,} exceeds the "
             f"{window:,}-token context window"
         )
     if result.unknown_images:
@@ -344,6 +405,7 @@ def analyze(
     org: str = "default",
     default_model: str | None = None,
     encoding_cache: EncodingCache | None = None,
+    policy_for: PolicyFor = default_policy,
 ) -> Analysis:
     """Analyse transcripts that share one organization's prompt cache.
 
@@ -352,10 +414,11 @@ def analyze(
     """
     transcripts = list(transcripts)
     profile_for = functools.cache(profile_for)  # callers may hit a database; ask once a model
+    policy_for = functools.cache(policy_for)
     with _collector_paused():
         return _analyze(
-            transcripts, profile_for, rates_for, retention_seconds, org, default_model,
-            encoding_cache,
+            transcripts, profile_for, policy_for, rates_for, retention_seconds, org,
+            default_model, encoding_cache,
         )  # fmt: skip
 
 
@@ -378,6 +441,7 @@ def _collector_paused() -> Iterator[None]:
 def _analyze(
     transcripts: list[Transcript],
     profile_for: ProfileFor,
+    policy_for: PolicyFor,
     rates_for: RatesFor,
     retention_seconds: int,
     org: str,
@@ -388,11 +452,11 @@ def _analyze(
     untimed: list[bool] = []
     for number, transcript in enumerate(transcripts):
         calls, missing = _render_transcript(
-            number, transcript, profile_for, default_model, encoding_cache
+            number, transcript, profile_for, policy_for, default_model, encoding_cache
         )
         rendered.append(calls)
         untimed.append(missing)
-    _simulate(CacheSimulator(retention_seconds), rendered, org)
+    _simulate(_Simulators(retention_seconds), rendered, org)
     conversations = []
     for transcript, calls, missing in zip(transcripts, rendered, untimed, strict=True):
         for item in calls:

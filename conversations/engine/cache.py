@@ -1,5 +1,7 @@
 """Prompt-cache simulator (design.md 2.6, seed 002).
 
+Owns: prompts as chained block hashes, and the simulated cache that answers hit or miss.
+
 Prompts are compared as chained hashes of 128-token blocks: block i's hash covers every token
 up to the end of block i, so one dict lookup answers "is this whole prefix cached?" and the
 longest cached prefix is a binary search, O(log blocks) per request instead of O(tokens).
@@ -21,13 +23,15 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Literal, Protocol
 
-from .tokens import TOKEN_BYTES, pack
+from .sequences import TOKEN_BYTES, pack
 
 STEP = 128
 ROOT_HASH = 0x5EED  # the parent of block 0
 RATE_WINDOW_SECONDS = 60.0
 
-MissKind = Literal["below_minimum", "cold", "prefix_changed", "expired", "overflow", "batch"]
+MissKind = Literal[
+    "not_supported", "below_minimum", "cold", "prefix_changed", "expired", "overflow", "batch"
+]
 
 
 def hash_blocks_into(packed: bytes, step: int, parent: int, out: list[int], start: int = 0) -> int:
@@ -130,8 +134,11 @@ class MissReason:
     minimum: int | None = None  # below_minimum
     other_key: str | None = None  # cold: the same prefix was last seen under this key
     other_key_seen: bool = False
+    model: str | None = None  # not_supported
 
     def describe(self) -> str:
+        if self.kind == "not_supported":
+            return f"{self.model or 'this model'} has no prompt caching"
         if self.kind == "below_minimum":
             return f"prompt of {self.prompt_tokens:,} tokens is below the {self.minimum:,} minimum"
         if self.kind == "cold":
@@ -161,6 +168,8 @@ class MissReason:
 class CacheResult:
     cached_tokens: int
     reason: MissReason | None = None
+    write_tokens: int = 0  # breakpoints policies: newly written prefix, billed as a write
+    missing_key: bool = False  # the policy needs prompt_cache_key and the request had none
 
     @property
     def hit(self) -> bool:
@@ -198,6 +207,7 @@ class _Segment:
     end, which makes every segment on a prompt's path wholly part of that prefix."""
 
     time: float | None  # last use; None when requests had no timestamps
+    ttl: float  # idle lifetime granted by the request that used it last
     parent: int  # hash of the block just before the segment (ROOT_HASH for the first)
     end: int  # depth just past its last block
     hashes: list[int]  # a block list holding the segment's blocks at their depths
@@ -295,13 +305,18 @@ class CacheSimulator:
         routing_tokens: int = 256,
         minimum: int = 1024,
         step: int = STEP,
+        hit_step: int | None = None,
     ) -> None:
         if minimum % step or routing_tokens % step or routing_tokens > minimum:
             raise ValueError("minimum and routing_tokens must be multiples of step, routing <= min")
+        hit_step = hit_step or step
+        if hit_step % step:
+            raise ValueError(f"hits in steps of {hit_step}: must be a multiple of {step}")
         self.retention_seconds = retention_seconds
         self.rpm_limit = rpm_limit
         self.minimum = minimum
         self.step = step
+        self.hit_step = hit_step
         self._routing_block = routing_tokens // step - 1
         self._stores: dict[tuple[str, str | None], _Store] = {}
         self._rates: dict[tuple[str, str | None, int], _Rate] = {}
@@ -316,8 +331,10 @@ class CacheSimulator:
         org: str = "default",
         prompt_cache_key: str | None = None,
         at: datetime | float | None = None,
+        ttl_seconds: float | None = None,
     ) -> CacheResult:
-        """Simulate one request: how many tokens hit, and why the rest did not."""
+        """Simulate one request: how many tokens hit, and why the rest did not. Entries it
+        uses or writes live `ttl_seconds` idle (default: the simulator's retention)."""
         if prompt.length < self.minimum:
             short = MissReason("below_minimum", prompt_tokens=prompt.length, minimum=self.minimum)
             return CacheResult(0, short)
@@ -337,11 +354,13 @@ class CacheSimulator:
         cached_blocks = store.blocks
         present = _cached_prefix(blocks, cached_blocks)
         live = self._live_prefix(store, blocks, present, now)
-        cached = live * self.step if live * self.step >= self.minimum else 0
+        cached = live * self.step // self.hit_step * self.hit_step
+        cached = cached if cached >= self.minimum else 0
         reason = self._reason(store, prompt, blocks, present, live, cached, now)
         if reason is not None and reason.kind == "cold":
             reason = self._cold(org, prompt_cache_key, route)
-        self._remember(store, blocks, prompt.source, present, now)
+        ttl = self.retention_seconds if ttl_seconds is None else ttl_seconds
+        self._remember(store, blocks, prompt.source, present, now, ttl)
         self._route_keys[(org, route)] = prompt_cache_key
         return CacheResult(cached, reason)
 
@@ -365,20 +384,14 @@ class CacheSimulator:
         if not present or now is None:
             return present
         cached_blocks = store.blocks
-        retention = self.retention_seconds
         segment: _Segment | None = cached_blocks[blocks[present - 1]]
         while segment is not None:  # toward the prompt's start: a handful of segments
-            if segment.time is not None and now - segment.time > retention:  # as _live
+            if segment.time is not None and now - segment.time > segment.ttl:  # as _live
                 break
             segment = store.parent(segment)
         else:
             return present
-        return _longest(lambda j: self._live(cached_blocks[blocks[j]].time, now), present)
-
-    def _live(self, last_used: float | None, now: float | None) -> bool:
-        if last_used is None or now is None:
-            return True
-        return now - last_used <= self.retention_seconds
+        return _longest(lambda j: _live(cached_blocks[blocks[j]], now), present)
 
     def _reason(
         self,
@@ -430,6 +443,7 @@ class CacheSimulator:
         source: TokenSource | None,
         present: int,
         now: float | None,
+        ttl: float,
     ) -> None:
         """Cache every full block of the prompt: refresh the `present` ones, add the rest."""
         tip: _Segment | None = None
@@ -439,7 +453,7 @@ class CacheSimulator:
                 _split(store, tip, present)
             segment: _Segment | None = tip
             while segment is not None:  # toward the prompt's start: a hit refreshes it all
-                segment.time = now
+                segment.time, segment.ttl = now, ttl
                 segment = store.parent(segment)
         if present == len(blocks):
             return
@@ -447,18 +461,25 @@ class CacheSimulator:
             grow = tip  # the manual flow: the same segment keeps growing
         else:
             parent = blocks[present - 1] if present else ROOT_HASH
-            grow = store.branches[parent] = _Segment(now, parent, present, blocks, source)
+            grow = store.branches[parent] = _Segment(now, ttl, parent, present, blocks, source)
             if tip is not None:
                 tip.branched = True
         grow.end, grow.hashes, grow.source, grow.time = len(blocks), blocks, source, now
+        grow.ttl = ttl
         store.blocks.update(zip(blocks[present:], repeat(grow)))
 
 
 def _split(store: _Store, segment: _Segment, depth: int) -> None:
     """Cut `segment` at `depth`: its blocks from there on become a segment of their own."""
     parent = segment.hashes[depth - 1]
-    tail = _Segment(segment.time, parent, segment.end, segment.hashes, segment.source)
+    tail = _Segment(segment.time, segment.ttl, parent, segment.end, segment.hashes, segment.source)
     tail.branched = segment.branched
     store.blocks.update(zip(segment.hashes[depth : segment.end], repeat(tail)))
     store.branches.setdefault(parent, tail)  # a newer branch, if any, stays the latest
     segment.end, segment.branched = depth, True
+
+
+def _live(segment: _Segment, now: float | None) -> bool:
+    if segment.time is None or now is None:
+        return True
+    return now - segment.time <= segment.ttl

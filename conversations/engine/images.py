@@ -1,5 +1,7 @@
 """Token cost of `image_url` parts, by OpenAI's documented rule for tile-based models.
 
+Owns: an image part's token cost, and reading an image's size from its header.
+
 low detail: the base cost, whatever the size. high/auto: fit within 2048x2048, then scale the
 shortest side down to 768, then base + per-tile cost for every 512px tile. The size is read
 from the image header of a base64 data URL (PNG, JPEG, GIF, WebP) or from explicit

@@ -1,4 +1,7 @@
-"""Prompt-caching metrics of seed 002's table (design.md 2.8), over any set of calls."""
+"""Prompt-caching metrics of seed 002's table (design.md 2.8), over any set of calls.
+
+Owns: hit rates, cost and latency reduction over a set of calls, and their targets.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,11 @@ class MeteredCall(Protocol):
 
     @property
     def latency_ms(self) -> int | None: ...
+
+    @property
+    def cache_eligible(self) -> bool:
+        """Whether the call could hit: its model caches and its prompt reaches the minimum."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +83,7 @@ def cache_metrics(
             priced += 1
             cost += call.cost.total
             no_cache += call.cost_no_cache.total
-        if call.prompt_tokens < minimum:
+        if not call.cache_eligible:
             continue
         eligible += 1
         hits += call.cached_tokens > 0

@@ -1,5 +1,7 @@
 """Usage buckets and the money maths (design.md 2.1 and 2.2).
 
+Owns: usage buckets, Rates, and every money computation.
+
 The API's counters overlap (prompt_tokens includes cached_tokens, completion_tokens includes
 reasoning_tokens); every peer has shipped a double count at least once. Here usage is split
 into non-overlapping buckets first, and only buckets are ever priced.
@@ -103,10 +105,11 @@ def buckets_from_usage(usage: Usage) -> Buckets:
 
 
 def buckets_from_counts(
-    *, prompt_tokens: int, cached_tokens: int, completion_tokens: int
+    *, prompt_tokens: int, cached_tokens: int, completion_tokens: int, write_tokens: int = 0
 ) -> Buckets:
     cached = min(cached_tokens, prompt_tokens)
-    return Buckets(prompt_tokens - cached, cached, 0, completion_tokens)
+    write = min(write_tokens, prompt_tokens - cached)
+    return Buckets(prompt_tokens - cached - write, cached, write, completion_tokens)
 
 
 @dataclass(frozen=True, slots=True)

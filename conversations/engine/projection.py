@@ -1,5 +1,7 @@
 """What the next N turns of a conversation will cost under the manual prompt flow.
 
+Owns: the cost of the next N turns of one conversation.
+
 Every future turn re-sends everything, so turn t's prompt is turn t-1's prompt plus one
 assistant reply and one user message (their sizes default to the conversation's averages).
 Caching: turn t's prompt starts with turn t-1's whole prompt (reply priming is the start of
@@ -16,17 +18,11 @@ from decimal import Decimal
 
 from .analysis import call_time, turns_from_messages
 from .cache import STEP
+from .messages import SYNTHETIC_TOKENS_KEY, MessageTokens, encode_message
 from .metrics import CACHE_MINIMUM_TOKENS
 from .pricing import Rates, buckets_from_counts, price_buckets
-from .render import MessageTokens
-from .tokens import (
-    SYNTHETIC_TOKENS_KEY,
-    ModelProfile,
-    encode_message,
-    encode_response_format,
-    encode_tools,
-    priming_tokens,
-)
+from .profiles import ModelProfile
+from .render import encode_header, priming_tokens
 from .types import Call, Transcript
 
 
@@ -105,8 +101,7 @@ def project(
     last = calls[-1] if calls else None
     header = 0
     if last is not None:
-        header = len(encode_tools(last.tools, profile))
-        header += len(encode_response_format(last.response_format, profile))
+        header = len(encode_header(last.tools, last.response_format, profile))
     priming = len(priming_tokens(profile))
     user = _average_body(messages, "user") if user_tokens is None else user_tokens
     reply = _average_body(messages, "assistant") if assistant_tokens is None else assistant_tokens

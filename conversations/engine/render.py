@@ -1,17 +1,18 @@
 """Requests rendered into token sequences, each message encoded once (design.md 2.4, 2.6).
 
-A request renders as: tools block, response-format schema, every message (overhead
-placeholders, role, name, content...), reply priming; its length is `count_request`. In the
-manual flow each request extends the previous one, so a `TranscriptRenderer` keeps one growing
-*chain* (message tokens, full-block hashes, the partial block still open) and a call only pays
-for the messages it adds: no history is re-tokenized and no shared block is re-hashed.
-Token sequences are packed int32 bytes (tokens.pack); `tokens()` unpacks on demand.
+Owns: a request -> its token sequence: tools, response format, messages, reply priming, in order.
+
+A request renders as: tools block, response-format schema, every message (messages.py),
+reply priming; its length is `count_request`. In the manual flow each request extends the
+previous one, so a `TranscriptRenderer` keeps one growing *chain* (message tokens, full-block
+hashes, the partial block still open) and a call only pays for the messages it adds: no history
+is re-tokenized and no shared block is re-hashed. Token sequences are packed int32 bytes
+(sequences.pack); `tokens()` unpacks on demand.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,56 +20,121 @@ from itertools import chain as chain_iter
 from itertools import islice
 from typing import Any, overload
 
+import tiktoken
+
 from .cache import ROOT_HASH, STEP, hash_blocks_into
-from .tokens import (
-    TOKEN_BYTES,
-    EncodedMessage,
-    ModelProfile,
+from .messages import (
+    EARLY_TOKENS,
+    EncodingCache,
+    MessageTokens,
     encode_message,
-    encode_response_format,
-    encode_tools,
+    encode_text,
+    role_tokens,
+)
+from .profiles import ModelProfile
+from .sequences import (
+    FUNC_END,
+    MESSAGE,
+    PRIMING,
+    PROP,
+    PROP_KEY,
+    START,
+    TOKEN_BYTES,
+    TOOL,
+    filler,
     pack,
-    priming_tokens,
     unpack,
+    with_overhead,
 )
 from .types import ChatMessage
-
-# Prompts usually diverge early: a shared system prompt, then each conversation's own first
-# message. Messages that start in a prompt's first EARLY_TOKENS and are no longer than that
-# keep their tokens (4 bytes each: under 32 kB a transcript) so that diagnosing that
-# divergence reads them instead of encoding them again; others are re-encoded on demand.
-EARLY_TOKENS = 4096
+from .vocabulary import get_encoding
 
 
-class EncodingCache:
-    """Encoded messages shared between analyses of the same message objects (the strategies
-    of one transcript re-send the same dicts). Keyed by identity, checked against reuse."""
-
-    def __init__(self) -> None:
-        self._profiles: dict[ModelProfile, dict[int, tuple[ChatMessage, EncodedMessage]]] = {}
-
-    def items(self, profile: ModelProfile) -> dict[int, tuple[ChatMessage, EncodedMessage]]:
-        """One profile's encodings by message identity (a profile hashes 16 fields: it is
-        looked up once per transcript, not once per message)."""
-        return self._profiles.setdefault(profile, {})
+def priming_tokens(profile: ModelProfile) -> list[int]:
+    """Reply priming: the opening of an assistant message when the counts allow it."""
+    opening = [START, *role_tokens(profile.encoding, "assistant"), MESSAGE]
+    if profile.tokens_per_message >= 2 and profile.reply_priming == len(opening):
+        return opening
+    return filler(PRIMING, max(0, profile.reply_priming))
 
 
-def _cached_encode(
-    items: dict[int, tuple[ChatMessage, EncodedMessage]],
-    message: ChatMessage,
+def _strip_period(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text[:-1] if text.endswith(".") else text
+
+
+def _encode_properties(
+    enc: tiktoken.Encoding, properties: dict[str, Any], profile: ModelProfile
+) -> list[int]:
+    tokens = filler(PROP, profile.prop_init)
+    for key, spec in properties.items():
+        spec = spec if isinstance(spec, dict) else {}
+        overhead = profile.prop_key
+        enum_tokens: list[int] = []
+        if "enum" in spec:
+            items = spec["enum"] if isinstance(spec["enum"], list) else []
+            overhead += profile.enum_init + profile.enum_item * len(items)
+            for item in items:
+                enum_tokens += encode_text(enc, str(item))
+        line = f"{key}:{spec.get('type', '')}:{_strip_period(spec.get('description'))}"
+        tokens += with_overhead(PROP_KEY, overhead, enum_tokens + encode_text(enc, line))
+    return tokens
+
+
+def encode_tools(tools: list[dict[str, Any]] | None, profile: ModelProfile) -> list[int]:
+    """Tool definitions by the cookbook's num_tokens_for_tools (API-verified: 101 / 105).
+    Only names, types, descriptions and enums count there; `required` is ignored."""
+    if not tools:
+        return []
+    enc = get_encoding(profile.encoding)
+    tokens: list[int] = []
+    for tool in tools:
+        # {"type": "function", "function": {...}} or the legacy bare `functions` entry
+        function = tool.get("function", tool) if isinstance(tool, dict) else {}
+        if not isinstance(function, dict):
+            continue
+        line = f"{function.get('name', '')}:{_strip_period(function.get('description'))}"
+        tokens += with_overhead(TOOL, profile.func_init, encode_text(enc, line))
+        parameters = function.get("parameters")
+        properties = parameters.get("properties") if isinstance(parameters, dict) else None
+        if isinstance(properties, dict) and properties:
+            tokens += _encode_properties(enc, properties, profile)
+    return with_overhead(FUNC_END, profile.func_end, tokens, after=True)
+
+
+def encode_response_format(
+    response_format: dict[str, Any] | None, profile: ModelProfile
+) -> list[int]:
+    """A json_schema response format counted as its schema's compact JSON. This is an
+    estimate: OpenAI does not document how structured-output schemas are rendered."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return []
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema", spec) if isinstance(spec, dict) else spec
+    text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+    return encode_text(get_encoding(profile.encoding), text)
+
+
+def encode_header(
+    tools: list[dict[str, Any]] | None,
+    response_format: dict[str, Any] | None,
     profile: ModelProfile,
-) -> EncodedMessage:
-    item = items.get(id(message))
-    if item is None or item[0] is not message:  # an id can be reused once its owner is gone
-        item = items[id(message)] = (message, encode_message(message, profile))
-    return item[1]
+) -> list[int]:
+    """What a request sends before its messages: the tools block, then the response format."""
+    return encode_tools(tools, profile) + encode_response_format(response_format, profile)
 
 
-@functools.lru_cache(maxsize=64)
-def _reencode(profile: ModelProfile, message_json: str) -> bytes:
-    # Diagnosis reads back a few blocks after token lists were released; shared system
-    # prompts make the same message come back often, hence the cache.
-    return encode_message(json.loads(message_json), profile).packed
+def count_request(
+    messages: list[ChatMessage],
+    *,
+    profile: ModelProfile,
+    tools: list[dict[str, Any]] | None = None,
+    response_format: dict[str, Any] | None = None,
+) -> int:
+    """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
+    total = len(encode_header(tools, response_format, profile))
+    total += sum(encode_message(message, profile).length for message in messages)
+    return total + len(priming_tokens(profile))
 
 
 def _span(packed: bytes, start: int, end: int) -> bytes:
@@ -76,87 +142,7 @@ def _span(packed: bytes, start: int, end: int) -> bytes:
     return packed[max(0, start) * TOKEN_BYTES : max(0, end) * TOKEN_BYTES]
 
 
-class MessageTokens:
-    """Each message of one transcript encoded once for one profile; lengths always stay.
-
-    In the manual flow a message is hashed once, so its tokens are dropped as soon as they
-    are consumed; once requests stop extending each other (a window, a trim) `retain` is set
-    and tokens are kept (packed: 4 bytes a token): re-encoding at most once each."""
-
-    def __init__(
-        self, messages: list[ChatMessage], profile: ModelProfile, cache: EncodingCache | None = None
-    ) -> None:
-        self.messages = messages
-        self.profile = profile
-        self._cache = cache.items(profile) if cache is not None else None
-        self._tokens: list[bytes | None] = [None] * len(messages)
-        self._length = [-1] * len(messages)
-        self._body = [0] * len(messages)
-        self._unknown = [0] * len(messages)
-        self.retain = False
-        self._released = False
-        self._early: set[int] = set()
-
-    def _encode(self, index: int) -> bytes:
-        message = self.messages[index]
-        if self._released:  # diagnosis reading back after the analysis: a small LRU
-            return _reencode(self.profile, json.dumps(message, sort_keys=True, default=str))
-        if self._cache is not None:
-            encoded = _cached_encode(self._cache, message, self.profile)
-        else:
-            encoded = encode_message(message, self.profile)
-        packed = encoded.packed
-        self._length[index] = len(packed) // TOKEN_BYTES
-        self._body[index] = encoded.body
-        self._unknown[index] = encoded.unknown_images
-        self._tokens[index] = packed
-        return packed
-
-    def tokens(self, index: int) -> bytes:
-        """The message's packed tokens."""
-        tokens = self._tokens[index]
-        return tokens if tokens is not None else self._encode(index)
-
-    def encode_all(self) -> None:
-        """Encode every message not yet encoded, in one tight loop: the tokenizer's tables
-        stay in the CPU caches instead of being evicted by bookkeeping between messages."""
-        for index, length in enumerate(self._length):
-            if length < 0:
-                self._encode(index)
-
-    def length(self, index: int) -> int:
-        if self._length[index] < 0:
-            self._encode(index)
-        return self._length[index]
-
-    def body(self, index: int) -> int:
-        self.length(index)
-        return self._body[index]
-
-    def unknown_images(self, index: int) -> int:
-        self.length(index)
-        return self._unknown[index]
-
-    def take(self, index: int, *, early: bool = False) -> tuple[bytes, int]:
-        """A message's packed tokens and unknown-image count, for a chain that hashes them
-        now: in the manual flow nothing reads them again, so they are not kept, except for
-        an `early` message (one starting in the first EARLY_TOKENS of a prompt) that is
-        itself no longer than EARLY_TOKENS."""
-        packed = self._tokens[index]
-        if packed is None:
-            packed = self._encode(index)
-        if early and self._length[index] <= EARLY_TOKENS:
-            self._early.add(index)
-        elif not self.retain:
-            self._tokens[index] = None
-        return packed, self._unknown[index]
-
-    def release(self) -> None:
-        """Drop every token list but the early messages' (lengths always stay)."""
-        self._tokens = [
-            tokens if index in self._early else None for index, tokens in enumerate(self._tokens)
-        ]
-        self._released = True
+# --- One transcript's requests, rendered incrementally ------------------------------------
 
 
 class BlockView(Sequence[int]):
@@ -343,9 +329,7 @@ class TranscriptRenderer:
             return "", b""
         key = json.dumps([tools, response_format], sort_keys=True, default=str)
         if key not in self._headers:
-            header = encode_tools(tools, self.profile)
-            header += encode_response_format(response_format, self.profile)
-            self._headers[key] = pack(header)
+            self._headers[key] = pack(encode_header(tools, response_format, self.profile))
         return key, self._headers[key]
 
     def _read(self, chain: _Chain, start: int, end: int) -> bytes:

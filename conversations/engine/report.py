@@ -1,4 +1,7 @@
-"""Output of an Analysis for the `analyze` management command: JSON and a table for people."""
+"""Output of an Analysis for the `analyze` management command: JSON and a table for people.
+
+Owns: an Analysis shown to people: JSON for tools, a table for a terminal.
+"""
 
 from __future__ import annotations
 

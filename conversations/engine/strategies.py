@@ -1,5 +1,7 @@
 """Context strategies compared on one transcript (design.md 2.7).
 
+Owns: context strategies (full, window, trim, summarize), planned and compared.
+
 Each strategy rewrites the transcript's calls (requests as message-index lists, plus synthetic
 summary messages) and the result goes through the same `analyze()`: same counting, same cache
 simulation, same pricing. Reported usage is dropped in every strategy, `full` included, so the
@@ -17,14 +19,8 @@ from decimal import Decimal
 from typing import Literal
 
 from .analysis import ConversationAnalysis, ProfileFor, RatesFor, analyze, turns_from_messages
-from .render import EncodingCache, MessageTokens
-from .tokens import (
-    SYNTHETIC_TOKENS_KEY,
-    encode_message,
-    encode_response_format,
-    encode_tools,
-    priming_tokens,
-)
+from .messages import SYNTHETIC_TOKENS_KEY, EncodingCache, MessageTokens, encode_message
+from .render import encode_header, priming_tokens
 from .types import Call, ChatMessage, Transcript
 
 StrategyKind = Literal["full", "window", "trim", "summarize"]
@@ -79,11 +75,8 @@ class _Sizer:
             return 0
         key = json.dumps([call.tools, call.response_format], sort_keys=True, default=str)
         if key not in self._headers:  # tools repeat on every call: encode them once
-            profile = self.messages.profile
-            tools = encode_tools(call.tools, profile)
-            self._headers[key] = len(tools) + len(
-                encode_response_format(call.response_format, profile)
-            )
+            header = encode_header(call.tools, call.response_format, self.messages.profile)
+            self._headers[key] = len(header)
         return self._headers[key]
 
     def request(self, call: Call, indices: Sequence[int]) -> int:

@@ -1,5 +1,7 @@
 """Plain data shared by the parsers (formats/), the engine and the Django layer.
 
+Owns: the plain data every layer shares: Transcript, Call, Usage, ChatMessage.
+
 Nothing here imports Django: parsers produce these objects, the engine analyses them,
 services store them. Messages stay in OpenAI chat format (dicts) because that is what the
 API renders into tokens; keeping them as-is means counting what was actually sent.
@@ -54,6 +56,8 @@ class Call:
     external_id: str | None = None  # response id, or batch custom_id
     location: str = ""  # "file.jsonl line 12": where this call came from, for errors
     cache_retention: str | None = None  # the request's prompt_cache_retention ("24h")
+    # The request's prompt_cache_options (breakpoint models): {"mode": "explicit", "ttl": ...}
+    cache_options: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

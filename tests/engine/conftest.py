@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conversations.engine import render
+from conversations.engine import messages
+from conversations.engine.messages import EncodedMessage
 from conversations.engine.pricing import Rates
-from conversations.engine.tokens import (
-    EncodedMessage,
-    ModelProfile,
-    default_profile,
-    encode_message,
-)
+from conversations.engine.profiles import ModelProfile, default_profile
 from conversations.engine.types import Call, ChatMessage, Transcript
 
 # gpt-4o, USD per 1M tokens
@@ -28,6 +27,11 @@ def xs(count: int, tag: str = "") -> str:
     """Text of exactly `count` tokens in both encodings (" x" is one token), optionally
     prefixed by a tag so that two texts differ from their first token."""
     return f"{tag}" + " x" * (count - (1 if tag else 0)) if count else ""
+
+
+def cookbook(oracles: Path) -> dict[str, Any]:
+    """The OpenAI cookbook's token-counting notebook: API-reported counts and printed ids."""
+    return json.loads((oracles / "cookbook_token_counts.json").read_text())
 
 
 def prose(rng: random.Random, words: int) -> str:
@@ -77,10 +81,11 @@ def fast_passwords() -> None:
 def encoded(monkeypatch: pytest.MonkeyPatch) -> list[ChatMessage]:
     """Every message the renderer encodes (re-encodes included), in order."""
     seen: list[ChatMessage] = []
+    original = messages.encode_message
 
     def counting(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
         seen.append(message)
-        return encode_message(message, profile)
+        return original(message, profile)
 
-    monkeypatch.setattr(render, "encode_message", counting)
+    monkeypatch.setattr(messages, "encode_message", counting)
     return seen

@@ -16,14 +16,10 @@ from conversations.engine import cache, render
 from conversations.engine.analysis import Analysis, analyze, turns_from_messages
 from conversations.engine.cache import STEP, MissReason
 from conversations.engine.pricing import Rates
-from conversations.engine.render import render_tokens
-from conversations.engine.tokens import (
-    ModelProfile,
-    count_request,
-    default_profile,
-    get_encoding,
-)
+from conversations.engine.profiles import ModelProfile, default_profile
+from conversations.engine.render import count_request, render_tokens
 from conversations.engine.types import Call, ChatMessage, Transcript, Usage
+from conversations.engine.vocabulary import get_encoding
 
 from .conftest import GPT_4O, T0, conversation, xs
 

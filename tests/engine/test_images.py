@@ -7,7 +7,8 @@ import struct
 import zlib
 
 from conversations.engine.images import data_url_size, image_size, tile_tokens
-from conversations.engine.tokens import default_profile, encode_message
+from conversations.engine.messages import encode_message
+from conversations.engine.profiles import default_profile
 
 
 def png(width: int, height: int) -> bytes:

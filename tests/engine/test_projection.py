@@ -6,8 +6,9 @@ import itertools
 from decimal import Decimal
 
 from conversations.engine.cache import STEP
+from conversations.engine.profiles import default_profile
 from conversations.engine.projection import project
-from conversations.engine.tokens import count_request, default_profile
+from conversations.engine.render import count_request
 
 from .conftest import GPT_4O, conversation
 

@@ -1,20 +1,21 @@
-"""Incremental rendering: each message encoded once, yet identical to rendering from scratch."""
+"""Requests into tokens: the cookbook's API-verified counts, and incremental rendering that
+encodes each message once, yet is identical to rendering from scratch."""
 
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Any
 
-from conversations.engine import render
 from conversations.engine.cache import block_hashes
-from conversations.engine.render import TranscriptRenderer, render_tokens
-from conversations.engine.tokens import (
-    count_request,
-    default_profile,
-)
+from conversations.engine.messages import EARLY_TOKENS
+from conversations.engine.profiles import default_profile
+from conversations.engine.render import TranscriptRenderer, count_request, render_tokens
 from conversations.engine.types import ChatMessage
+from conversations.engine.vocabulary import get_encoding
 
-from .conftest import conversation
+from .conftest import conversation, cookbook
 
 WEATHER = [
     {
@@ -26,6 +27,69 @@ WEATHER = [
         },
     }
 ]
+
+
+def _is_alias_mismatch(case: dict[str, Any]) -> bool:
+    return "MISMATCH" in case.get("note", "")
+
+
+def test_it_reproduces_every_api_count_of_the_cookbook(oracles: Path) -> None:
+    cases = cookbook(oracles)["cases"]
+    checked = set()
+    for case in cases:
+        if _is_alias_mismatch(case):
+            continue  # the notebook's alias pointed at another snapshot; next test
+        counted = count_request(
+            case["messages"], profile=default_profile(case["model"]), tools=case.get("tools")
+        )
+        assert counted == case["counted_by_api"], (case["model"], case["kind"])
+        checked.add((case["model"], case["counted_by_api"]))
+    assert {
+        ("gpt-4o", 124),
+        ("gpt-4o-mini", 124),
+        ("gpt-4", 129),
+        ("gpt-4-0613", 129),
+        ("gpt-3.5-turbo", 129),
+        ("gpt-3.5-turbo-0301", 127),
+        ("gpt-4o", 101),
+        ("gpt-4o-mini", 101),
+        ("gpt-4", 105),
+        ("gpt-3.5-turbo", 105),
+    } <= checked
+
+
+def test_it_explains_the_one_cookbook_mismatch(oracles: Path) -> None:
+    # In mid-2023 the `gpt-3.5-turbo` alias still served -0301 (API: 127) while the notebook's
+    # function assumed -0613 rules (129). Today's alias follows -0613/-0125 rules, and the
+    # API's 127 is exactly what the -0301 profile gives.
+    [case] = [c for c in cookbook(oracles)["cases"] if _is_alias_mismatch(c)]
+    messages = case["messages"]
+    assert count_request(messages, profile=default_profile("gpt-3.5-turbo")) == 129
+    assert count_request(messages, profile=default_profile("gpt-3.5-turbo-0301")) == 127
+    assert case["counted_by_api"] == 127
+
+
+def test_it_counts_a_json_schema_response_format() -> None:
+    profile = default_profile("gpt-4o")
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    response_format = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    messages = [{"role": "user", "content": "hi"}]
+    plain = count_request(messages, profile=profile)
+    with_schema = count_request(messages, profile=profile, response_format=response_format)
+    compact = json.dumps(schema, separators=(",", ":"))
+    assert with_schema - plain == len(get_encoding("o200k_base").encode(compact))
+    assert (
+        count_request(messages, profile=profile, response_format={"type": "json_object"}) == plain
+    )
+
+
+def test_it_renders_exactly_as_many_tokens_as_it_counts(oracles: Path) -> None:
+    for case in cookbook(oracles)["cases"]:
+        profile = default_profile(case["model"])
+        rendered = render_tokens(case["messages"], profile=profile, tools=case.get("tools"))
+        assert len(rendered) == count_request(
+            case["messages"], profile=profile, tools=case.get("tools")
+        )
 
 
 def _check(renderer: TranscriptRenderer, request: list[int], **header: Any) -> None:
@@ -101,13 +165,13 @@ def test_it_keeps_the_early_messages_tokens_for_diagnosis_after_release(
     transcript = conversation(40)
     renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
     rendered = [renderer.render(list(range(end))) for end in range(2, 81, 2)]
-    assert rendered[-1].length > 2 * render.EARLY_TOKENS  # some messages start late
+    assert rendered[-1].length > 2 * EARLY_TOKENS  # some messages start late
     renderer.release()
     first_pass = len(encoded)
     scratch = render_tokens(transcript.messages[:80], profile=renderer.profile)
     encoded.clear()
-    early = rendered[-1].source.tokens(0, render.EARLY_TOKENS)
-    assert early == scratch[: render.EARLY_TOKENS]
+    early = rendered[-1].source.tokens(0, EARLY_TOKENS)
+    assert early == scratch[:EARLY_TOKENS]
     assert encoded == []  # read back without encoding anything again
     late = rendered[-1].source.tokens(rendered[-1].length - 200, rendered[-1].length)
     assert late == scratch[-200:]
@@ -125,7 +189,7 @@ def test_it_does_not_keep_a_long_early_message_after_release() -> None:
     ]
     renderer = TranscriptRenderer(messages, default_profile("gpt-4o"))
     renderer.render([0, 1])
-    assert renderer.messages.length(0) > render.EARLY_TOKENS
+    assert renderer.messages.length(0) > EARLY_TOKENS
     renderer.release()
     kept = [renderer.messages._tokens[i] is not None for i in range(3)]
     assert kept == [False, False, False]  # the user message starts after EARLY_TOKENS too

@@ -8,8 +8,8 @@ from typing import Any
 
 from conversations.engine.analysis import analyze
 from conversations.engine.pricing import Rates
+from conversations.engine.profiles import ModelProfile
 from conversations.engine.report import analysis_to_json, render_table
-from conversations.engine.tokens import ModelProfile
 from conversations.engine.types import Call, Transcript
 
 from .conftest import conversation

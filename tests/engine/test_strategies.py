@@ -7,13 +7,13 @@ from collections.abc import Callable
 import pytest
 
 from conversations.engine.pricing import Rates
+from conversations.engine.profiles import ModelProfile, default_profile
 from conversations.engine.strategies import (
     Strategy,
     compare_strategies,
     parse_strategy,
     plan_strategy,
 )
-from conversations.engine.tokens import ModelProfile, default_profile
 from conversations.engine.types import Call
 
 from .conftest import conversation

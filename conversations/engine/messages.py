@@ -1,0 +1,318 @@
+"""Messages into tokens, by the cookbook rule (design.md 2.4).
+
+Owns: a message -> its packed tokens, and each transcript's messages encoded once (MessageTokens).
+
+A message's tokens are its framing placeholders (sequences.py), its role, name and every
+counted value. Text is encoded with the vocabularies of vocabulary.py, straight into packed
+form; system prompts that repeat across conversations are encoded once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import tiktoken
+
+from .images import image_part_cost
+from .profiles import ModelProfile
+from .sequences import (
+    END,
+    MESSAGE,
+    START,
+    TOKEN_BYTES,
+    fillers,
+    hashed_run,
+    pack,
+    unpack,
+    with_overhead,
+)
+from .types import ChatMessage
+from .vocabulary import get_encoding
+
+# A synthetic message (e.g. a strategy's summary of assumed size) carries its token count here
+# instead of text; its `content` is only used to make different synthetic messages differ.
+SYNTHETIC_TOKENS_KEY = "costlab_synthetic_tokens"
+
+_NATIVE = sys.byteorder
+_NO_SPECIAL: frozenset[str] = frozenset()
+
+
+@functools.cache
+def _packer(encoding: str) -> Callable[[str], bytes]:
+    """encode_ordinary's tokens, packed, without building a Python int per token.
+
+    tiktoken's public encoders return lists; its core writes a uint32 buffer (what
+    `encode_to_numpy` wraps). With no special token allowed, the core encodes
+    "<|endoftext|>" typed by a user as text, exactly as encode_ordinary does (tested)."""
+    enc = get_encoding(encoding)
+    core = getattr(enc, "_core_bpe", None)
+    if core is None or _NATIVE != "little":  # pragma: no cover - another tiktoken layout
+        return lambda text: pack(enc.encode_ordinary(text))
+    encode = core.encode_to_tiktoken_buffer
+
+    def packed(text: str) -> bytes:
+        try:
+            return bytes(encode(text, _NO_SPECIAL))
+        except UnicodeEncodeError:  # a lone surrogate (half an emoji, legal in JSON):
+            return pack(enc.encode_ordinary(text))  # tiktoken's own repair, then encode
+
+    return packed
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_text_packed(encoding: str, text: str) -> bytes:
+    # System and developer prompts repeat across an organization's conversations: they are
+    # encoded once per process instead of once per conversation. At most 64 prompts of at
+    # most SHARED_TEXT_CHARS each stay cached (the text and its tokens: ~13 MB at worst).
+    return _packer(encoding)(text)
+
+
+SHARED_TEXT_CHARS = 100_000
+
+
+_SHARED_ROLES = frozenset({"system", "developer"})
+
+
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field
+class EncodedMessage:
+    """One message's tokens (packed), overhead included. `body` counts content, refusal and
+    tool calls only: the completion-token estimate when this message is a response."""
+
+    packed: bytes
+    body: int
+    unknown_images: int = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.packed) // TOKEN_BYTES
+
+    @property
+    def tokens(self) -> list[int]:
+        return unpack(self.packed)
+
+
+def encode_text(enc: tiktoken.Encoding, text: Any) -> list[int]:
+    """A value's tokens when it is non-empty text, else none."""
+    # encode_ordinary: "<|endoftext|>" typed by a user is text to the API, not a special token.
+    return enc.encode_ordinary(text) if isinstance(text, str) and text else []
+
+
+def _encode_parts(
+    enc: tiktoken.Encoding, parts: list[Any], profile: ModelProfile
+) -> tuple[list[int], int]:
+    tokens: list[int] = []
+    unknown = 0
+    for part in parts:
+        if isinstance(part, str):
+            tokens += encode_text(enc, part)
+            continue
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            tokens += encode_text(enc, part.get("text"))
+        elif kind == "refusal":
+            tokens += encode_text(enc, part.get("refusal"))
+        elif kind == "image_url":
+            cost = image_part_cost(
+                part, base=profile.image_base_tokens, tile=profile.image_tile_tokens
+            )
+            unknown += not cost.known
+            seed = json.dumps(part.get("image_url"), sort_keys=True, default=str)
+            tokens += hashed_run(seed, cost.tokens)
+        else:  # audio, files: no documented rule; reported like an unknown image
+            unknown += 1
+    return tokens, unknown
+
+
+def _encode_tool_calls(enc: tiktoken.Encoding, message: ChatMessage) -> list[int]:
+    """Function name and arguments of each tool call (estimate: the API's framing of tool calls
+    is undocumented). The legacy `function_call` is counted the same way."""
+    calls = list(message.get("tool_calls") or [])
+    if isinstance(message.get("function_call"), dict):
+        calls.append({"function": message["function_call"]})
+    tokens: list[int] = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            tokens += encode_text(enc, function.get("name"))
+            tokens += encode_text(enc, function.get("arguments"))
+    return tokens
+
+
+@functools.cache
+def role_tokens(encoding: str, role: str) -> tuple[int, ...]:
+    return tuple(get_encoding(encoding).encode_ordinary(role))
+
+
+@functools.cache
+def _framing_packed(encoding: str, role: str, tokens_per_message: int) -> tuple[bytes, bytes]:
+    """The packed tokens around a plain message's content: START role MESSAGE, then ENDs."""
+    head = pack((START, *role_tokens(encoding, role), MESSAGE))
+    return head, pack(fillers(END, tokens_per_message - 2))
+
+
+def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessage:
+    """Tokens of one message by the cookbook rule: tokens_per_message, the role, every value,
+    tokens_per_name when there is a name. Keys outside the chat format are not counted."""
+    content = message.get("content")
+    if len(message) == 2 and isinstance(content, str) and profile.tokens_per_message >= 2:
+        # The common case, {"role", "content": str}: packed pieces joined, no per-token work.
+        role = str(message.get("role") or "")
+        if not content:
+            text = b""
+        elif role in _SHARED_ROLES and len(content) <= SHARED_TEXT_CHARS:
+            text = _shared_text_packed(profile.encoding, content)
+        else:
+            text = _packer(profile.encoding)(content)
+        opening, closing = _framing_packed(profile.encoding, role, profile.tokens_per_message)
+        return EncodedMessage(opening + text + closing, len(text) // TOKEN_BYTES)
+    enc = get_encoding(profile.encoding)
+    synthetic = message.get(SYNTHETIC_TOKENS_KEY)
+    unknown = 0
+    if isinstance(synthetic, int):
+        body = hashed_run(f"synthetic:{message.get('content')}", synthetic)
+    else:
+        if isinstance(content, list):
+            body, unknown = _encode_parts(enc, content, profile)
+        else:
+            body = encode_text(enc, content)
+        body += encode_text(enc, message.get("refusal"))
+        body += _encode_tool_calls(enc, message)
+    name_tokens = encode_text(enc, message.get("name"))
+    overhead = profile.tokens_per_message + (profile.tokens_per_name if name_tokens else 0)
+    head = [*role_tokens(profile.encoding, str(message.get("role") or "")), *name_tokens]
+    tail = body + encode_text(enc, message.get("tool_call_id"))
+    if overhead >= 2:
+        tokens = [START, *head, MESSAGE, *tail, *fillers(END, overhead - 2)]
+    else:
+        tokens = with_overhead(START, overhead, head + tail)
+    return EncodedMessage(pack(tokens), body=len(body), unknown_images=unknown)
+
+
+# --- One transcript's messages ------------------------------------------------------------
+
+# Prompts usually diverge early: a shared system prompt, then each conversation's own first
+# message. Messages that start in a prompt's first EARLY_TOKENS and are no longer than that
+# keep their tokens (4 bytes each: under 32 kB a transcript) so that diagnosing that
+# divergence reads them instead of encoding them again; others are re-encoded on demand.
+EARLY_TOKENS = 4096
+
+
+class EncodingCache:
+    """Encoded messages shared between analyses of the same message objects (the strategies
+    of one transcript re-send the same dicts). Keyed by identity, checked against reuse."""
+
+    def __init__(self) -> None:
+        self._profiles: dict[ModelProfile, dict[int, tuple[ChatMessage, EncodedMessage]]] = {}
+
+    def items(self, profile: ModelProfile) -> dict[int, tuple[ChatMessage, EncodedMessage]]:
+        """One profile's encodings by message identity (a profile hashes 16 fields: it is
+        looked up once per transcript, not once per message)."""
+        return self._profiles.setdefault(profile, {})
+
+
+def _cached_encode(
+    items: dict[int, tuple[ChatMessage, EncodedMessage]],
+    message: ChatMessage,
+    profile: ModelProfile,
+) -> EncodedMessage:
+    item = items.get(id(message))
+    if item is None or item[0] is not message:  # an id can be reused once its owner is gone
+        item = items[id(message)] = (message, encode_message(message, profile))
+    return item[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _reencode(profile: ModelProfile, message_json: str) -> bytes:
+    # Diagnosis reads back a few blocks after token lists were released; shared system
+    # prompts make the same message come back often, hence the cache.
+    return encode_message(json.loads(message_json), profile).packed
+
+
+class MessageTokens:
+    """Each message of one transcript encoded once for one profile; lengths always stay.
+
+    In the manual flow a message is hashed once, so its tokens are dropped as soon as they
+    are consumed; once requests stop extending each other (a window, a trim) `retain` is set
+    and tokens are kept (packed: 4 bytes a token): re-encoding at most once each."""
+
+    def __init__(
+        self, messages: list[ChatMessage], profile: ModelProfile, cache: EncodingCache | None = None
+    ) -> None:
+        self.messages = messages
+        self.profile = profile
+        self._cache = cache.items(profile) if cache is not None else None
+        self._tokens: list[bytes | None] = [None] * len(messages)
+        self._length = [-1] * len(messages)
+        self._body = [0] * len(messages)
+        self._unknown = [0] * len(messages)
+        self.retain = False
+        self._released = False
+        self._early: set[int] = set()
+
+    def _encode(self, index: int) -> bytes:
+        message = self.messages[index]
+        if self._released:  # diagnosis reading back after the analysis: a small LRU
+            return _reencode(self.profile, json.dumps(message, sort_keys=True, default=str))
+        if self._cache is not None:
+            encoded = _cached_encode(self._cache, message, self.profile)
+        else:
+            encoded = encode_message(message, self.profile)
+        packed = encoded.packed
+        self._length[index] = len(packed) // TOKEN_BYTES
+        self._body[index] = encoded.body
+        self._unknown[index] = encoded.unknown_images
+        self._tokens[index] = packed
+        return packed
+
+    def tokens(self, index: int) -> bytes:
+        """The message's packed tokens."""
+        tokens = self._tokens[index]
+        return tokens if tokens is not None else self._encode(index)
+
+    def encode_all(self) -> None:
+        """Encode every message not yet encoded, in one tight loop: the tokenizer's tables
+        stay in the CPU caches instead of being evicted by bookkeeping between messages."""
+        for index, length in enumerate(self._length):
+            if length < 0:
+                self._encode(index)
+
+    def length(self, index: int) -> int:
+        if self._length[index] < 0:
+            self._encode(index)
+        return self._length[index]
+
+    def body(self, index: int) -> int:
+        self.length(index)
+        return self._body[index]
+
+    def unknown_images(self, index: int) -> int:
+        self.length(index)
+        return self._unknown[index]
+
+    def take(self, index: int, *, early: bool = False) -> tuple[bytes, int]:
+        """A message's packed tokens and unknown-image count, for a chain that hashes them
+        now: in the manual flow nothing reads them again, so they are not kept, except for
+        an `early` message (one starting in the first EARLY_TOKENS of a prompt) that is
+        itself no longer than EARLY_TOKENS."""
+        packed = self._tokens[index]
+        if packed is None:
+            packed = self._encode(index)
+        if early and self._length[index] <= EARLY_TOKENS:
+            self._early.add(index)
+        elif not self.retain:
+            self._tokens[index] = None
+        return packed, self._unknown[index]
+
+    def release(self) -> None:
+        """Drop every token list but the early messages' (lengths always stay)."""
+        self._tokens = [
+            tokens if index in self._early else None for index, tokens in enumerate(self._tokens)
+        ]
+        self._released = True

@@ -1,0 +1,102 @@
+"""Per-model counting profiles (design.md 2.4).
+
+Owns: every per-model fact (encoding, chat overheads, image rates, context and output limits).
+
+Defaults follow the OpenAI cookbook and model docs, by longest matching model-name prefix; the
+Django layer overrides any field from its price rows. A new fact that differs between models
+(such as a cache policy) belongs here, as a field, so that overriding it works the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """How one model turns a request into prompt tokens. Every field can be overridden: the
+    Django layer builds profiles from its price rows (seed 001 shows gpt-4.1-nano reporting 18
+    where the cookbook rule gives 26, so overheads must stay configurable)."""
+
+    encoding: str = "o200k_base"
+    tokens_per_message: int = 3
+    tokens_per_name: int = 1
+    reply_priming: int = 3
+    # num_tokens_for_tools constants (OpenAI cookbook)
+    func_init: int = 7
+    prop_init: int = 3
+    prop_key: int = 3
+    enum_init: int = -3
+    enum_item: int = 3
+    func_end: int = 12
+    # image_url parts: base + per 512px tile at high detail; base alone at low detail
+    image_base_tokens: int = 85
+    image_tile_tokens: int = 170
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    prefix: str
+    encoding: str
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    legacy_0301: bool = False
+    image_base: int = 85
+    image_tile: int = 170
+
+
+# Longest matching prefix wins, so "gpt-4o-mini" beats "gpt-4o" beats "gpt-4".
+_FAMILIES = (
+    _Family("gpt-5-chat", "o200k_base", 128_000, 16_384),
+    _Family("gpt-5", "o200k_base", 400_000, 128_000),
+    _Family("gpt-4.1", "o200k_base", 1_047_576, 32_768),
+    _Family("gpt-4.5", "o200k_base", 128_000, 16_384),
+    # gpt-4o-mini bills images at ~33x the tokens of gpt-4o (same dollars): OpenAI vision docs.
+    _Family("gpt-4o-mini", "o200k_base", 128_000, 16_384, image_base=2833, image_tile=5667),
+    _Family("gpt-4o-2024-05-13", "o200k_base", 128_000, 4_096),
+    _Family("gpt-4o", "o200k_base", 128_000, 16_384),
+    _Family("chatgpt-4o", "o200k_base", 128_000, 16_384),
+    _Family("o1-mini", "o200k_base", 128_000, 65_536),
+    _Family("o1-preview", "o200k_base", 128_000, 32_768),
+    _Family("o1", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150),
+    _Family("o3", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150),
+    _Family("o4", "o200k_base", 200_000, 100_000),
+    _Family("gpt-4-turbo", "cl100k_base", 128_000, 4_096),
+    _Family("gpt-4-1106", "cl100k_base", 128_000, 4_096),
+    _Family("gpt-4-0125", "cl100k_base", 128_000, 4_096),
+    _Family("gpt-4-vision", "cl100k_base", 128_000, 4_096),
+    _Family("gpt-4-32k", "cl100k_base", 32_768, 4_096),
+    _Family("gpt-4", "cl100k_base", 8_192, 4_096),
+    _Family("gpt-3.5-turbo-0301", "cl100k_base", 4_096, 4_096, legacy_0301=True),
+    _Family("gpt-3.5-turbo-0613", "cl100k_base", 4_096, 4_096),
+    _Family("gpt-3.5-turbo-16k", "cl100k_base", 16_385, 4_096),
+    _Family("gpt-3.5-turbo", "cl100k_base", 16_385, 4_096),
+)
+
+
+def _family(model: str | None) -> _Family | None:
+    if not model:
+        return None
+    name = model.strip().lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" -> "gpt-4o"
+    matches = [f for f in _FAMILIES if name.startswith(f.prefix)]
+    return max(matches, key=lambda f: len(f.prefix)) if matches else None
+
+
+def default_profile(model: str | None) -> ModelProfile:
+    """The cookbook's profile for a model name; unknown models get o200k_base and defaults."""
+    family = _family(model)
+    if family is None:
+        return ModelProfile()
+    cl100k = family.encoding == "cl100k_base"
+    return ModelProfile(
+        encoding=family.encoding,
+        tokens_per_message=4 if family.legacy_0301 else 3,
+        tokens_per_name=-1 if family.legacy_0301 else 1,
+        func_init=10 if cl100k else 7,
+        image_base_tokens=family.image_base,
+        image_tile_tokens=family.image_tile,
+        context_window=family.context_window,
+        max_output_tokens=family.max_output_tokens,
+    )

@@ -1,0 +1,89 @@
+"""Messages into tokens: the cookbook rule for every field, packed without per-token work."""
+
+from __future__ import annotations
+
+import pytest
+
+from conversations.engine import messages
+from conversations.engine.messages import encode_message
+from conversations.engine.profiles import default_profile
+from conversations.engine.sequences import unpack
+from conversations.engine.vocabulary import ENCODINGS, get_encoding
+
+
+def test_it_counts_names_tool_calls_and_refusals() -> None:
+    profile = default_profile("gpt-4o")
+    enc = get_encoding("o200k_base")
+    plain = encode_message({"role": "user", "content": "hello there"}, profile)
+    named = encode_message({"role": "user", "content": "hello there", "name": "ann"}, profile)
+    assert len(named.tokens) == len(plain.tokens) + len(enc.encode("ann")) + 1
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            }
+        ],
+    }
+    encoded = encode_message(call, profile)
+    expected_body = len(enc.encode("get_weather")) + len(enc.encode('{"city":"Paris"}'))
+    assert encoded.body == expected_body
+    assert len(encoded.tokens) == 3 + 1 + expected_body  # overhead + role + body
+    tool = encode_message({"role": "tool", "tool_call_id": "c1", "content": "sunny"}, profile)
+    sunny = len(enc.encode("sunny"))
+    assert len(tool.tokens) == 3 + len(enc.encode("tool")) + len(enc.encode("c1")) + sunny
+    assert tool.body == sunny  # the tool call id is not completion text
+    refusal = encode_message({"role": "assistant", "content": None, "refusal": "No."}, profile)
+    assert refusal.body == len(enc.encode("No."))
+
+
+def test_it_counts_text_parts_like_plain_content() -> None:
+    profile = default_profile("gpt-4o")
+    parts = [{"type": "text", "text": "first part"}, {"type": "text", "text": " second"}]
+    as_parts = encode_message({"role": "user", "content": parts}, profile)
+    enc = get_encoding("o200k_base")
+    assert as_parts.body == len(enc.encode("first part")) + len(enc.encode(" second"))
+
+
+PACKED_TEXTS = [
+    "Hello, world!",
+    "a user typing <|endoftext|> and <|im_start|> means text, not a special token",
+    "naïve café — 東京 🚀 \u200b tabs\tand\nnewlines",
+    " " * 300 + "x" * 5000,
+    "0123456789" * 50,
+]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_it_packs_exactly_the_tokens_encode_ordinary_gives(encoding: str) -> None:
+    enc = get_encoding(encoding)
+    for text in PACKED_TEXTS:
+        expected = enc.encode_ordinary(text)
+        packed = messages._packer(encoding)(text)
+        assert unpack(packed) == expected
+        assert len(packed) == 4 * len(expected)
+
+
+def test_it_encodes_a_shared_system_prompt_once_and_counts_it_the_same() -> None:
+    profile = default_profile("gpt-4o")
+    prompt = "You are a careful assistant. " * 200
+    messages._shared_text_packed.cache_clear()
+    first = encode_message({"role": "system", "content": prompt}, profile)
+    second = encode_message({"role": "system", "content": prompt}, profile)
+    assert messages._shared_text_packed.cache_info().hits == 1
+    as_user = encode_message({"role": "user", "content": prompt}, profile)
+    assert first.packed == second.packed
+    assert first.body == as_user.body == len(get_encoding("o200k_base").encode_ordinary(prompt))
+    assert first.length == as_user.length == first.body + 4  # START, role, MESSAGE, END
+
+
+def test_it_counts_text_with_a_lone_surrogate_like_encode_ordinary() -> None:
+    # JSON may carry half an emoji ("\ud83d"); tiktoken repairs it before encoding
+    profile = default_profile("gpt-4o")
+    text = "cut \ud83d emoji"
+    encoded = encode_message({"role": "user", "content": text}, profile)
+    assert encoded.body == len(get_encoding("o200k_base").encode_ordinary(text))
+    assert encoded.length == encoded.body + 4
