@@ -96,7 +96,8 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
         body=body,
         now=now,
         profile=model.profile,
-        rules=model.rules_for(body.get("prompt_cache_retention")),
+        policy=model.policy,
+        retention_seconds=settings.COSTLAB_ENDPOINT_RETENTION_SECONDS,
         default_reply_tokens=settings.COSTLAB_ENDPOINT_REPLY_TOKENS,
     )
     completion = protocol.Completion.new(

@@ -15,11 +15,12 @@ from django.conf import settings
 from django.db.models import Sum
 from django.http import Http404
 
-from conversations.engine.tokens import ModelProfile
+from conversations.engine.cache_policy import NO_CACHE, CachePolicy, default_policy
+from conversations.engine.profiles import ModelProfile
 from conversations.models import Message, Organization
 from conversations.selectors import TurnRow
-from pricing.book import PriceBook, is_extended
-from pricing.models import CacheKind, ModelPrice
+from pricing.book import PriceBook
+from pricing.models import ModelPrice
 
 from .models import (
     ApiCall,
@@ -31,7 +32,6 @@ from .models import (
     ProviderConnection,
     key_digest,
 )
-from .simulated import CacheRules
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +161,7 @@ class EndpointModel:
 
     name: str
     profile: ModelProfile
-    rules: CacheRules
-    extended_rules: CacheRules | None  # prompt_cache_retention "24h", where offered
-
-    def rules_for(self, retention: str | None) -> CacheRules:
-        if is_extended(retention) and self.extended_rules is not None:
-            return self.extended_rules
-        return self.rules
+    policy: CachePolicy
 
 
 @dataclass
@@ -207,34 +201,41 @@ def endpoint_books_forget() -> None:
         _books.clear()
 
 
-def _rules(row: ModelPrice, retention_seconds: int) -> CacheRules:
-    policy = row.cache_policy
-    if policy is None:  # the row's help text: no cached rate means no caching
-        return CacheRules(
-            enabled=row.cached_input_per_1m is not None, retention_seconds=retention_seconds
-        )
-    if policy.kind == CacheKind.NONE:
-        return CacheRules(enabled=False, retention_seconds=retention_seconds)
-    # Breakpoint policies are simulated like prefix ones (128-token steps, no writes) until
-    # the engine's simulator has their rules.
-    step = policy.step_tokens if policy.kind == CacheKind.PREFIX else 128
-    rules = CacheRules(
-        min_tokens=policy.min_tokens,
-        step=step,
-        routing_tokens=policy.routing_tokens,
-        overflow_rpm=policy.overflow_rpm,
-        retention_seconds=retention_seconds,
+# The simulator hashes 128-token blocks: a prefix policy's sizes must be multiples of it.
+_BLOCK = 128
+
+
+def cache_policy_of(row: ModelPrice) -> CachePolicy:
+    """The engine's cache policy for a price row: the row's own policy (every number of it),
+    else the engine's default for the model when the row has a cached rate, else none."""
+    stored = row.cache_policy
+    if stored is None:
+        return default_policy(row.model) if row.cached_input_per_1m is not None else NO_CACHE
+    policy = CachePolicy(
+        name=stored.name,
+        kind=stored.kind,  # type: ignore[arg-type]  # the same three choices
+        min_tokens=stored.min_tokens,
+        step_tokens=stored.step_tokens,
+        routing_tokens=stored.routing_tokens,
+        overflow_rpm=stored.overflow_rpm,
+        ttl_seconds=stored.ttl_seconds,
+        max_ttl_seconds=stored.max_ttl_seconds,
+        extended_ttl_seconds=stored.extended_ttl_seconds,
+        max_breakpoints=stored.max_breakpoints,
+        writes_billed=stored.writes_billed,
+        requires_cache_key=stored.requires_cache_key,
+        extended_retention=row.extended_retention,
     )
-    if step <= 0 or rules.min_tokens % step or rules.routing_tokens % step:
-        logger.warning("cache policy %s: sizes not multiples of its step; defaults used", policy)
-        return CacheRules(retention_seconds=retention_seconds)
-    if rules.routing_tokens > rules.min_tokens:
-        return CacheRules(retention_seconds=retention_seconds)
-    return rules
+    sizes = (policy.min_tokens, policy.routing_tokens)
+    steps = (policy.step_tokens,) if policy.kind == "prefix" else ()
+    if any(size <= 0 or size % _BLOCK for size in (*sizes, *steps)):
+        logger.warning("cache policy %s: sizes not multiples of %s; default used", stored, _BLOCK)
+        return default_policy(row.model)
+    return policy
 
 
 def endpoint_model(*, organization_id: int | None, model: str) -> EndpointModel | None:
-    """The model's counting profile and cache rules, or None when the price book does not
+    """The model's counting profile and cache policy, or None when the price book does not
     know it (the endpoint answers 404 model_not_found, as the API does)."""
     entry = _book(organization_id)
     if model in entry.models:
@@ -242,16 +243,8 @@ def endpoint_model(*, organization_id: int | None, model: str) -> EndpointModel 
     row = entry.book.resolve(model, entry.at)
     found = None
     if row is not None:
-        retention = settings.COSTLAB_ENDPOINT_RETENTION_SECONDS
-        extended = None
-        if row.extended_retention:
-            ttl = row.cache_policy.extended_ttl_seconds if row.cache_policy else 86_400
-            extended = _rules(row, ttl)
         found = EndpointModel(
-            name=model,
-            profile=entry.book.profile(model, entry.at),
-            rules=_rules(row, retention),
-            extended_rules=extended,
+            name=model, profile=entry.book.profile(model, entry.at), policy=cache_policy_of(row)
         )
     with _books_lock:
         entry.models[model] = found

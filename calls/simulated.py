@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from conversations.engine.cache import CacheSimulator
-from conversations.engine.render import EncodingCache, TranscriptRenderer
-from conversations.engine.tokens import ModelProfile, get_encoding
+from conversations.engine.breakpoints import BreakpointSimulator
+from conversations.engine.cache import CacheResult, CacheSimulator, MissReason
+from conversations.engine.cache_policy import CachePolicy
+from conversations.engine.messages import EncodingCache
+from conversations.engine.profiles import ModelProfile
+from conversations.engine.render import RenderedRequest, TranscriptRenderer
 from conversations.engine.types import ChatMessage
+from conversations.engine.vocabulary import get_encoding
 
 # An organization that has sent this many distinct messages starts encoding afresh (its
 # prompt cache stays): bounds the memory of a long-running endpoint.
@@ -43,22 +47,11 @@ _WORDS = (
 
 
 @dataclass(frozen=True, slots=True)
-class CacheRules:
-    """The cache policy the simulator applies to one model (from its price row)."""
-
-    enabled: bool = True
-    min_tokens: int = 1024
-    step: int = 128
-    routing_tokens: int = 256
-    overflow_rpm: int = 15
-    retention_seconds: int = 600
-
-
-@dataclass(frozen=True, slots=True)
 class SimulatedCall:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    write_tokens: int | None  # None: the policy does not report writes
     reply: str
     finish_reason: str
     miss: str | None  # why the prompt was not (fully) cached, in words
@@ -69,11 +62,14 @@ class SimulatedCall:
 
     def usage(self) -> dict[str, Any]:
         """The `usage` object of the response, in the API's shape."""
+        details: dict[str, int] = {"cached_tokens": self.cached_tokens, "audio_tokens": 0}
+        if self.write_tokens is not None:  # breakpoint models report what they wrote
+            details["cache_write_tokens"] = self.write_tokens
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": details,
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
                 "audio_tokens": 0,
@@ -104,23 +100,61 @@ class _Organization:
         return self.messages.setdefault(key, message)
 
 
+# The breakpoint simulator reads a prompt's cut points, which the renderer offers once the
+# engine's breakpoint rendering is in; until then breakpoint models are simulated as prefix.
+_BREAKPOINTS_RENDERED = hasattr(RenderedRequest, "cut_points")
+
+
 class _Endpoint:
+    """The simulators of this process, one per cache policy (as the engine's analysis keeps
+    them: models of different policies never share entries), and the organizations."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.simulators: dict[CacheRules, CacheSimulator] = {}
+        self.prefix: dict[tuple[CachePolicy, int], CacheSimulator] = {}
+        self.breakpoints: dict[CachePolicy, BreakpointSimulator] = {}
         self.organizations: dict[str, _Organization] = {}
 
-    def simulator(self, rules: CacheRules) -> CacheSimulator:
-        simulator = self.simulators.get(rules)
-        if simulator is None:
-            simulator = self.simulators[rules] = CacheSimulator(
-                rules.retention_seconds,
-                rpm_limit=rules.overflow_rpm,
-                routing_tokens=rules.routing_tokens,
-                minimum=rules.min_tokens,
-                step=rules.step,
+    def process(
+        self,
+        rendered: RenderedRequest,
+        *,
+        policy: CachePolicy,
+        retention_seconds: int,
+        scope: str,
+        body: dict[str, Any],
+        now: float,
+    ) -> CacheResult:
+        """Mirrors the engine's analysis (analysis._Simulators.process) for one request."""
+        if not policy.caches:
+            return CacheResult(0, MissReason("not_supported"))
+        options = body.get("prompt_cache_options")
+        options = options if isinstance(options, dict) else None
+        ttl = policy.ttl_for(body.get("prompt_cache_retention"), options)
+        key = body.get("prompt_cache_key")
+        if policy.kind == "breakpoints" and _BREAKPOINTS_RENDERED:
+            simulator = self.breakpoints.get(policy)
+            if simulator is None:
+                simulator = self.breakpoints[policy] = BreakpointSimulator(policy)
+            return simulator.process(
+                rendered,  # type: ignore[arg-type]  # cut_points: see _BREAKPOINTS_RENDERED
+                org=scope,
+                prompt_cache_key=key,
+                at=now,
+                explicit_only=(options or {}).get("mode") == "explicit",
+                ttl_seconds=ttl,
             )
-        return simulator
+        prefix = self.prefix.get((policy, retention_seconds))
+        if prefix is None:
+            step = policy.step_tokens if policy.kind == "prefix" else 128
+            prefix = self.prefix[(policy, retention_seconds)] = CacheSimulator(
+                retention_seconds,
+                rpm_limit=policy.overflow_rpm,
+                routing_tokens=policy.routing_tokens,
+                minimum=policy.min_tokens,
+                hit_step=step,
+            )
+        return prefix.process(rendered, org=scope, prompt_cache_key=key, at=now, ttl_seconds=ttl)
 
 
 _STATE = _Endpoint()
@@ -138,17 +172,21 @@ def simulate_usage(
     body: dict[str, Any],
     now: float,
     profile: ModelProfile,
-    rules: CacheRules,
+    policy: CachePolicy,
+    retention_seconds: int,
     default_reply_tokens: int,
 ) -> SimulatedCall:
     """The usage costlab bills for `body` (a chat-completions request) sent at `now` (epoch
-    seconds) by the simulated organization `org_key`, and the reply that goes with it."""
+    seconds) by the simulated organization `org_key`, and the reply that goes with it.
+    `policy` is the model's cache policy, `retention_seconds` the scenario's idle lifetime
+    of cache entries (as analyze's)."""
     state = _STATE
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     wanted = int(limit) if limit else default_reply_tokens
     length = min(wanted, MAX_REPLY_TOKENS)
     raw_messages: Sequence[ChatMessage] = body["messages"]
-    with state.lock:  # the renderer and the simulator are not thread-safe
+    model = str(body.get("model") or "")
+    with state.lock:  # the renderer and the simulators are not thread-safe
         organization = state.organizations.setdefault(org_key, _Organization())
         messages = [organization.intern(m) for m in raw_messages]
         renderer = TranscriptRenderer(messages, profile, cache=organization.encodings)
@@ -157,23 +195,24 @@ def simulate_usage(
             tools=body.get("tools") or None,
             response_format=body.get("response_format") or None,
         )
-        cached = 0
-        miss_text: str | None = "the model has no prompt caching"
-        if rules.enabled:
-            outcome = state.simulator(rules).process(
-                rendered, org=org_key, prompt_cache_key=body.get("prompt_cache_key"), at=now
-            )
-            cached = outcome.cached_tokens
-            miss_text = outcome.reason.describe() if outcome.reason is not None else None
+        outcome = state.process(
+            rendered,
+            policy=policy,
+            retention_seconds=retention_seconds,
+            scope=f"{org_key}\x00{model}",  # as the analysis: a model's cache is its own
+            body=body,
+            now=now,
+        )
     reply = reply_text(profile.encoding, length, seed=_seed(raw_messages))
     return SimulatedCall(
         prompt_tokens=rendered.length,
-        cached_tokens=cached,
+        cached_tokens=outcome.cached_tokens,
         completion_tokens=length,
+        write_tokens=outcome.write_tokens if policy.writes_billed else None,
         reply=reply,
         # A reply cut at the request's limit (or ours) ends for "length", as on the API.
         finish_reason="length" if limit or wanted > MAX_REPLY_TOKENS else "stop",
-        miss=miss_text,
+        miss=outcome.reason.describe() if outcome.reason is not None else None,
     )
 
 

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
 CLIENTS_KEPT = 32
+# The longest a call waits in all (budgets, Retry-After, backoff): below the task's soft limit.
+MAX_WAIT_SECONDS = 240.0
 # Retried as transient, as the SDK itself would: timeouts, conflicts, server errors.
 RETRY_STATUSES = frozenset({408, 409})
 
@@ -265,7 +267,7 @@ def chat_completion_call(
     connection: ProviderConnection,
     request: ChatRequest,
     sleep: Sleep = time.sleep,
-    max_wait_seconds: float = 240.0,
+    max_wait_seconds: float = MAX_WAIT_SECONDS,
 ) -> CallResult:
     """Make the call, retrying what can be retried; every attempt becomes a CallAttempt of
     `call`. Raises CallFailed with the API's message when it gives up."""

@@ -13,7 +13,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from calls import selectors, simulated
 from calls.services import calling
-from conversations.engine.tokens import count_request, default_profile
+from conversations.engine.profiles import default_profile
+from conversations.engine.render import count_request
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,11 @@ from pytest_django import Settings
 from calls import simulated
 from calls.models import EndpointKey
 from calls.services.connections import endpoint_key_issue, endpoint_key_revoke
-from conversations.engine import render
-from conversations.engine.tokens import count_request, default_profile, get_encoding
+from conversations.engine import messages as engine_messages
+from conversations.engine.cache_policy import PREFIX_128
+from conversations.engine.profiles import default_profile
+from conversations.engine.render import count_request
+from conversations.engine.vocabulary import get_encoding
 from tests.factories import OrganizationFactory
 
 from .conftest import cached, complete, in_process_client, prompt_of, stream
@@ -242,13 +245,13 @@ def test_it_issues_a_working_key_from_the_command(
 def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPatch) -> None:
     """A growing conversation: each call encodes only the messages it adds."""
     encoded: list[str] = []
-    real = render.encode_message  # type: ignore[attr-defined]
+    real = engine_messages.encode_message
 
     def spy(message: dict[str, Any], profile: Any) -> Any:
         encoded.append(str(message.get("content")))
         return real(message, profile)
 
-    monkeypatch.setattr(render, "encode_message", spy)
+    monkeypatch.setattr(engine_messages, "encode_message", spy)
     messages: list[dict[str, Any]] = [{"role": "system", "content": "S"}]
     profile = default_profile("gpt-4o")
     for turn in range(4):
@@ -258,7 +261,8 @@ def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPat
             body={"model": "gpt-4o", "messages": [dict(m) for m in messages]},
             now=1000.0 + turn,
             profile=profile,
-            rules=simulated.CacheRules(),
+            policy=PREFIX_128,
+            retention_seconds=600,
             default_reply_tokens=5,
         )
         messages.append({"role": "assistant", "content": call.reply})

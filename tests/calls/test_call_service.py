@@ -1,0 +1,311 @@
+"""The call service and the chat turns it records, against costlab's own endpoint served in
+this process: retries (429 after Retry-After, 5xx with backoff), failures at once, every
+attempt recorded, budgets, the spend cap, and turns recorded once with the reported usage
+beside costlab's estimate."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
+from pytest_django import Settings
+
+from calls import tasks
+from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConnection
+from calls.services import calling, chats
+from calls.services.budgets import budget_take
+from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
+from conversations.models import ConversationSource, Message, Role, Turn, UsageRecord
+from conversations.selectors import UsageFilter, conversation_list
+from tests.factories import MembershipFactory, OrganizationFactory
+
+from .conftest import in_process_client
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_process")]
+
+POLICY = "You are the support assistant of ACME. " + "Answer politely and cite the policy. " * 200
+
+
+@pytest.fixture(autouse=True)
+def through_this_process(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """Calls go to the endpoint in this process, with the connection's key and headers."""
+    settings.COSTLAB_CALL_BACKOFF_SECONDS = 0.05
+    settings.COSTLAB_ENDPOINT_LATENCY_MS = 0
+
+    def client(connection: ProviderConnection) -> openai.OpenAI:
+        return in_process_client(
+            key=connection_api_key(connection), default_headers=connection.extra_headers or None
+        )
+
+    monkeypatch.setattr(calling._clients, "get", client)
+
+
+def make_connection(**changes: Any) -> ProviderConnection:
+    membership = MembershipFactory.create(role=Role.ADMIN)
+    settings = ConnectionSettings(name="built-in", base_url="http://testserver/v1")
+    connection = connection_create(
+        organization=membership.organization, user=None, settings=settings, api_key="sk-any"
+    )
+    for name, value in changes.items():
+        setattr(connection, name, value)
+    connection.save()
+    return connection
+
+
+def make_chat(connection: ProviderConnection, **options: Any) -> Chat:
+    settings: dict[str, Any] = {
+        "model": "gpt-4o",
+        "system_prompt": POLICY,
+        "max_completion_tokens": 150,
+    }
+    return chats.chat_create(
+        organization=connection.organization,
+        user=None,
+        options=chats.ChatOptions(connection=connection, **(settings | options)),
+    )
+
+
+def send(chat: Chat, text: str) -> ApiCall:
+    """What the page and the worker do: store the message, then run the queued call."""
+    call = chats.chat_message_send(chat=chat, text=text)
+    tasks.api_call_run(call.pk)
+    call.refresh_from_db()
+    return call
+
+
+def test_it_records_each_turn_with_the_reported_usage_beside_the_estimate() -> None:
+    chat = make_chat(make_connection())
+    calls = [send(chat, f"Question {n}: where is my order {n}?") for n in range(3)]
+    assert [c.status for c in calls] == [CallStatus.SUCCEEDED] * 3
+    turns = list(Turn.objects.filter(conversation=chat.conversation).order_by("index"))
+    assert [t.index for t in turns] == [0, 1, 2]
+    cached = []
+    for turn, call in zip(turns, calls, strict=True):
+        records = {r.source: r for r in turn.usage_records.all()}
+        reported, estimated = records["reported"], records["estimated"]
+        assert reported.is_billing and not estimated.is_billing
+        assert call.usage is not None and reported.raw == call.usage
+        # The endpoint bills what costlab's engine estimates: the two records agree.
+        assert (reported.prompt_tokens, reported.input_cached, reported.output) == (
+            estimated.prompt_tokens,
+            estimated.input_cached,
+            estimated.output,
+        )
+        assert reported.output == 150 and reported.cost_total is not None
+        assert call.cost == reported.cost_total and call.turn_id == turn.pk
+        assert turn.response is not None and turn.response.role == "assistant"
+        assert call.latency_ms is not None and call.ttft_ms is not None
+        assert call.ttft_ms <= call.latency_ms
+        cached.append(reported.input_cached)
+    assert cached[0] == 0 and 0 < cached[1] < cached[2]
+    conversation = chat.conversation
+    assert conversation.source == ConversationSource.LIVE
+    # Stored once: 1 system + 3 questions + 3 replies, turns by index ranges.
+    assert conversation.messages.count() == 7
+    assert turns[2].request_ranges == [[0, 6]]
+    listed = conversation_list(chat.organization, UsageFilter())
+    assert [row.code for row in listed] == [conversation.code]
+    assert listed[0].turn_count == 3
+
+
+def test_it_records_a_turn_once_however_often_its_task_runs() -> None:
+    chat = make_chat(make_connection())
+    call = send(chat, "Hello?")
+    tasks.api_call_run(call.pk)  # delivered again: the call is finished
+    # A worker killed after recording, before finishing the call: the claim is taken
+    # again, and the turn that exists is linked, not recorded twice.
+    ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.RUNNING, turn=None)
+    tasks.api_call_run(call.pk)
+    call.refresh_from_db()
+    assert call.status == CallStatus.SUCCEEDED and call.turn is not None
+    assert Turn.objects.filter(conversation=chat.conversation).count() == 1
+    assert UsageRecord.objects.filter(conversation=chat.conversation).count() == 2
+    assert call.attempts.count() == 1
+
+
+def test_it_waits_as_long_as_retry_after_says_then_succeeds() -> None:
+    headers = {
+        "X-Costlab-Fault": "429",
+        "X-Costlab-Fault-Times": "1",
+        "X-Costlab-Retry-After": "0.6",
+    }
+    chat = make_chat(make_connection(extra_headers=headers))
+    start = time.monotonic()
+    call = send(chat, "Hello?")
+    assert time.monotonic() - start >= 0.6
+    assert call.status == CallStatus.SUCCEEDED
+    first, second = call.attempts.order_by("number")
+    assert (first.outcome, first.status_code) == (AttemptOutcome.RATE_LIMITED, 429)
+    assert first.retry_after_seconds == 0.6 and first.wait_ms == 600
+    assert second.outcome == AttemptOutcome.OK and second.usage == call.usage
+    assert call.attempt_count == 2
+
+
+def test_it_backs_off_from_server_errors_with_jitter_and_gives_up_when_bounded(
+    settings: Settings,
+) -> None:
+    settings.COSTLAB_CALL_MAX_ATTEMPTS = 3
+    chat = make_chat(make_connection(extra_headers={"X-Costlab-Fault": "500"}))
+    call = send(chat, "Hello?")
+    assert call.status == CallStatus.FAILED
+    assert "gave up after 3 attempts" in call.error
+    attempts = list(call.attempts.order_by("number"))
+    assert [a.outcome for a in attempts] == [AttemptOutcome.SERVER_ERROR] * 3
+    # Waits of half a step fixed plus up to half random: 50 ms steps doubling.
+    waits = [a.wait_ms for a in attempts]
+    assert waits[2] is None
+    assert waits[0] is not None and 25 <= waits[0] <= 50
+    assert waits[1] is not None and 50 <= waits[1] <= 100
+    # The failed turn is recorded as a request that got no reply: estimated, not billed.
+    turn = Turn.objects.get(conversation=chat.conversation)
+    assert turn.response is None and call.turn_id == turn.pk
+    assert list(turn.usage_records.values_list("source", "is_billing")) == [("estimated", False)]
+
+
+def test_it_fails_at_once_on_errors_retrying_cannot_fix(settings: Settings) -> None:
+    chat = make_chat(make_connection(), model="gpt-nonexistent")
+    call = send(chat, "Hello?")
+    assert call.status == CallStatus.FAILED and call.attempt_count == 1
+    assert "does not exist" in call.error  # the API's own message
+    settings.COSTLAB_DEV = False  # the endpoint now refuses keys it did not issue
+    chat = make_chat(make_connection())
+    call = send(chat, "Hello?")
+    assert call.status == CallStatus.FAILED and call.attempt_count == 1
+    attempt = call.attempts.get()
+    assert (attempt.outcome, attempt.status_code) == (AttemptOutcome.CLIENT_ERROR, 401)
+    assert "Incorrect API key" in call.error
+
+
+def test_it_sends_the_next_message_after_a_failed_one(settings: Settings) -> None:
+    connection = make_connection(extra_headers={"X-Costlab-Fault": "500"})
+    settings.COSTLAB_CALL_MAX_ATTEMPTS = 1
+    chat = make_chat(connection)
+    assert send(chat, "First?").status == CallStatus.FAILED
+    ProviderConnection.objects.filter(pk=connection.pk).update(extra_headers={})
+    chat.refresh_from_db()
+    second = send(chat, "Second?")
+    assert second.status == CallStatus.SUCCEEDED and second.index == 1
+    turn = Turn.objects.get(conversation=chat.conversation, index=1)
+    # The request re-sent both questions: system, first, second.
+    assert turn.request_ranges == [[0, 3]]
+    assert turn.response is not None and turn.response.index == 3
+
+
+def test_it_refuses_a_message_while_the_previous_one_waits() -> None:
+    chat = make_chat(make_connection())
+    chats.chat_message_send(chat=chat, text="one")
+    with pytest.raises(chats.ChatBusy):
+        chats.chat_message_send(chat=chat, text="two")
+    assert Message.objects.filter(conversation=chat.conversation, role="user").count() == 1
+
+
+def test_it_stops_calling_at_the_monthly_spend_cap() -> None:
+    connection = make_connection(monthly_spend_cap=Decimal("0.01"))
+    chat = make_chat(connection)
+    assert send(chat, "One").status == CallStatus.SUCCEEDED
+    ApiCall.objects.filter(connection=connection).update(cost=Decimal("0.02"))
+    call = send(chat, "Two")
+    assert call.status == CallStatus.FAILED and "monthly spend cap" in call.error
+    assert call.attempt_count == 0  # nothing was sent
+    # Last month's spend does not count.
+    ApiCall.objects.filter(connection=connection).update(
+        requested_at=timezone.now() - timedelta(days=40)
+    )
+    assert send(chat, "Three").status == CallStatus.SUCCEEDED
+
+
+def test_it_tests_a_connection_with_one_cheap_call() -> None:
+    connection = make_connection(default_model="gpt-4o-mini")
+    call = chats.connection_test_request(connection=connection)
+    tasks.api_call_run(call.pk)
+    call.refresh_from_db()
+    assert call.status == CallStatus.SUCCEEDED and call.reply
+    assert call.usage is not None and call.usage["completion_tokens"] == chats.TEST_MAX_TOKENS
+    assert call.cost is not None and call.cost > 0
+    assert call.turn is None and not Turn.objects.exists()
+
+
+def test_it_streams_a_chat_and_measures_the_first_token(settings: Settings) -> None:
+    settings.COSTLAB_ENDPOINT_SLOW_CHUNK_MS = 30
+    connection = make_connection(extra_headers={"X-Costlab-Fault": "slow"})
+    chat = make_chat(connection, stream=True, max_completion_tokens=24)
+    call = send(chat, "Hello?")
+    assert call.status == CallStatus.SUCCEEDED and call.stream
+    assert call.usage is not None and call.usage["completion_tokens"] == 24
+    assert call.ttft_ms is not None and call.latency_ms is not None
+    # 24 words in 6 pieces after the role chunk: the last arrives >= 6 x 30 ms after it.
+    assert call.latency_ms - call.ttft_ms >= 150
+    reply = Turn.objects.get(conversation=chat.conversation).response
+    assert reply is not None and len(reply.text.split()) == 24
+
+
+def test_it_takes_and_refills_a_connections_budget() -> None:
+    connection = connection_create(
+        organization=OrganizationFactory.create(),
+        user=None,
+        settings=ConnectionSettings(name="b", base_url="http://x/v1", rpm_limit=2, tpm_limit=1000),
+        api_key="sk-x",
+    )
+    now = connection.budget.refreshed  # full buckets, as of their creation
+    assert budget_take(connection=connection, tokens=300, now=now).taken
+    assert budget_take(connection=connection, tokens=300, now=now).taken
+    third = budget_take(connection=connection, tokens=300, now=now)
+    assert not third.taken and third.wait_seconds == pytest.approx(30)  # 1 request at 2/min
+    later = now + timedelta(seconds=30)
+    assert budget_take(connection=connection, tokens=300, now=later).taken
+    # 600 tokens left; 30 s later, 500 more (the bucket holds at most a minute: 1000).
+    assert budget_take(connection=connection, tokens=900, now=later + timedelta(seconds=30)).taken
+    # 100 left plus 500 in 30 s: 300 short of 900 at 1000/min is 18 s more.
+    short = budget_take(connection=connection, tokens=900, now=later + timedelta(seconds=60))
+    assert not short.taken and short.wait_seconds == pytest.approx(18)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_shares_a_budget_between_workers() -> None:
+    """Ten workers (threads, each with its own database connection) ask at once: exactly
+    the rpm limit get through, the others are told to wait."""
+    organization = OrganizationFactory.create()
+    connection = connection_create(
+        organization=organization,
+        user=None,
+        settings=ConnectionSettings(name="shared", base_url="http://x/v1", rpm_limit=4),
+        api_key="sk-x",
+    )
+    results: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(10)
+
+    def worker() -> None:
+        try:
+            start.wait()
+            taken = budget_take(connection=connection, tokens=1).taken
+            with lock:
+                results.append(taken)
+        finally:
+            db_connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 6 + [True] * 4
+
+
+def test_it_sets_time_limits_and_late_acks_on_the_call_task() -> None:
+    task = tasks.api_call_run
+    assert (task.soft_time_limit, task.time_limit) == (
+        tasks.CALL_SOFT_TIME_LIMIT,
+        tasks.CALL_TIME_LIMIT,
+    )
+    assert tasks.CALL_SOFT_TIME_LIMIT < tasks.CALL_TIME_LIMIT
+    assert task.acks_late is True and task.reject_on_worker_lost is True
+    # The service gives up waiting (budgets, Retry-After, backoff) well before the soft limit.
+    assert calling.MAX_WAIT_SECONDS < tasks.CALL_SOFT_TIME_LIMIT
