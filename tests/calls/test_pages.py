@@ -1,0 +1,205 @@
+"""The pages of calls/: who may do what, tenancy, htmx polling, the Content Security Policy
+with no inline code, and seed_demo's built-in connection."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.urls import URLPattern, URLResolver, reverse
+from pytest_django import Settings
+
+from calls.models import ApiCall, CallStatus, Chat, ProviderConnection
+from calls.services import chats
+from calls.services.connections import (
+    BUILTIN_NAME,
+    ConnectionSettings,
+    connection_api_key,
+    connection_create,
+)
+from calls.urls import urlpatterns as calls_urlpatterns
+from conversations.models import Conversation, Membership, Organization, Role
+from costlab import jobs
+from tests.factories import MembershipFactory
+from tests.test_security import assert_no_inline_code, assert_strict_policy, url_names
+
+pytestmark = pytest.mark.django_db
+SECRET = "sk-live-SECRET-never-shown-5678"
+
+
+def make_connection(organization: Organization) -> ProviderConnection:
+    return connection_create(
+        organization=organization,
+        user=None,
+        settings=ConnectionSettings(name="prod", base_url="https://api.example.com/v1"),
+        api_key=SECRET,
+    )
+
+
+def make_chat(connection: ProviderConnection) -> Chat:
+    return chats.chat_create(
+        organization=connection.organization,
+        user=None,
+        options=chats.ChatOptions(connection=connection, model="gpt-4o"),
+    )
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[object, ...]]]:
+    """Tasks sent, instead of sending them (no worker in these tests)."""
+    sent: list[tuple[str, tuple[object, ...]]] = []
+    monkeypatch.setattr(jobs, "enqueue", lambda name, *args: sent.append((name, args)))
+    return sent
+
+
+def as_member(client: Client, role: str) -> Membership:
+    membership = MembershipFactory.create(role=role)
+    client.force_login(membership.user)
+    return membership
+
+
+def test_it_starts_a_chat_and_sends_a_message_through_the_worker(
+    client: Client, queued: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    membership = as_member(client, Role.ANALYST)
+    slug = membership.organization.slug
+    connection = make_connection(membership.organization)
+    page = client.get(reverse("chat_new", args=[slug]))
+    assert page.status_code == 200 and b"prod" in page.content
+    response = client.post(
+        reverse("chat_new", args=[slug]),
+        {"connection": connection.pk, "model": "", "system_prompt": "Be brief.", "stream": "on"},
+    )
+    chat = Chat.objects.get(organization=membership.organization)
+    assert response.status_code == 302 and response["Location"].endswith(f"/chats/{chat.code}/")
+    assert chat.model == "gpt-4o-mini"  # the connection's default
+    assert (chat.stream, chat.use_cache_key) == (True, False)
+    conversation = chat.conversation
+    assert conversation.source == "live" and conversation.messages.get().role == "system"
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = client.post(reverse("chat_send", args=[slug, chat.code]), {"text": "Hello there"})
+    assert sent.status_code == 302
+    call = ApiCall.objects.get(chat=chat)
+    assert queued == [(jobs.CALL_RUN, (call.pk,))]
+    assert (call.index, call.request_end, call.status) == (0, 2, CallStatus.PENDING)
+    conversation.refresh_from_db()
+    assert conversation.title == "Hello there"
+    # While the reply is awaited, the live part polls; a second message is refused.
+    page = client.get(reverse("chat_detail", args=[slug, chat.code]))
+    assert b'hx-trigger="every 1s"' in page.content and b"Waiting for the reply" in page.content
+    poll = client.get(
+        reverse("chat_detail", args=[slug, chat.code]), headers={"HX-Request": "true"}
+    )
+    assert poll.status_code == 200 and b"<html" not in poll.content
+    again = client.post(
+        reverse("chat_send", args=[slug, chat.code]), {"text": "Hello?"}, follow=True
+    )
+    assert b"Wait for the reply" in again.content
+    assert conversation.messages.filter(role="user").count() == 1
+    # Once the call is over, the poll answers 286: htmx stops polling.
+    ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.FAILED, error="boom")
+    done = client.get(
+        reverse("chat_detail", args=[slug, chat.code]), headers={"HX-Request": "true"}
+    )
+    assert done.status_code == 286 and b"boom" in done.content
+
+
+def test_it_keeps_viewers_out_of_chats(client: Client) -> None:
+    membership = as_member(client, Role.VIEWER)
+    slug = membership.organization.slug
+    chat = make_chat(make_connection(membership.organization))
+    assert client.get(reverse("chats", args=[slug])).status_code == 200
+    assert client.get(reverse("chat_detail", args=[slug, chat.code])).status_code == 200
+    assert client.get(reverse("chat_new", args=[slug])).status_code == 403
+    response = client.post(reverse("chat_send", args=[slug, chat.code]), {"text": "hi"})
+    assert response.status_code == 403
+    assert not ApiCall.objects.exists()
+
+
+def test_it_hides_other_organizations_chats_and_calls(client: Client) -> None:
+    mine = as_member(client, Role.ADMIN)
+    theirs = make_connection(MembershipFactory.create().organization)
+    chat = make_chat(theirs)
+    call = chats.connection_test_request(connection=theirs)
+    for slug in (mine.organization.slug, theirs.organization.slug):
+        assert client.get(reverse("chat_detail", args=[slug, chat.code])).status_code == 404
+        assert client.get(reverse("call_detail", args=[slug, call.code])).status_code == 404
+        assert (
+            client.post(reverse("chat_send", args=[slug, chat.code]), {"text": "x"}).status_code
+            == 404
+        )
+    assert client.get(reverse("chats", args=[theirs.organization.slug])).status_code == 404
+
+
+def test_it_shows_a_connection_tests_outcome_and_stops_polling(
+    client: Client, queued: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    membership = as_member(client, Role.ADMIN)
+    slug = membership.organization.slug
+    connection = make_connection(membership.organization)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("connection_test", args=[slug, connection.code]))
+    call = ApiCall.objects.get(connection=connection)
+    assert response.status_code == 302 and response["Location"].endswith(f"/calls/{call.code}/")
+    url = reverse("call_detail", args=[slug, call.code])
+    assert b'hx-trigger="every 1s"' in client.get(url).content
+    assert client.get(url, headers={"HX-Request": "true"}).status_code == 200
+    ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.SUCCEEDED, reply=" OK")
+    done = client.get(url, headers={"HX-Request": "true"})
+    assert done.status_code == 286 and b"OK" in done.content
+    detail = client.get(reverse("connection_detail", args=[slug, connection.code]))
+    assert b"Done" in detail.content
+
+
+def test_it_sends_the_policy_and_no_inline_code_on_every_calls_page(
+    client: Client, queued: list[Any]
+) -> None:
+    membership = as_member(client, Role.ADMIN)
+    slug = membership.organization.slug
+    connection = make_connection(membership.organization)
+    chat = make_chat(connection)
+    chats.chat_message_send(chat=chat, text="hello")
+    call = chats.connection_test_request(connection=connection)
+    pages = {
+        "connections": reverse("connections", args=[slug]),
+        "connection_new": reverse("connection_new", args=[slug]),
+        "connection_detail": reverse("connection_detail", args=[slug, connection.code]),
+        "connection_edit": reverse("connection_edit", args=[slug, connection.code]),
+        "call_detail": reverse("call_detail", args=[slug, call.code]),
+        "chats": reverse("chats", args=[slug]),
+        "chat_new": reverse("chat_new", args=[slug]),
+        "chat_detail": reverse("chat_detail", args=[slug, chat.code]),
+    }
+    posts_only = {"connection_delete", "connection_test", "chat_send"}
+    # A new page must be added here: this fails until it is.
+    patterns: list[URLPattern | URLResolver] = list(calls_urlpatterns)
+    assert url_names(patterns) == set(pages) | posts_only
+    for name, url in pages.items():
+        for headers in ({}, {"HX-Request": "true"}):
+            response = client.get(url, headers=headers)
+            assert response.status_code == 200, (name, response.status_code)
+            assert_strict_policy(response)
+            html = response.content.decode()
+            assert_no_inline_code(html)
+            assert SECRET not in html and SECRET[:-4] not in html
+
+
+def test_it_makes_a_built_in_connection_in_the_demo_on_the_servers_port(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORT", "8123")
+    call_command("seed_demo", stdout=io.StringIO())
+    organization = Organization.objects.get(slug="demo")
+    connection = ProviderConnection.objects.get(organization=organization, name=BUILTIN_NAME)
+    assert connection.base_url == "http://127.0.0.1:8123/v1"
+    # Its key is an issued endpoint key: it works outside development mode too.
+    assert organization.endpoint_keys.get().last4 == connection_api_key(connection)[-4:]
+    monkeypatch.setenv("PORT", "9000")
+    call_command("seed_demo", stdout=io.StringIO())
+    connection.refresh_from_db()
+    assert connection.base_url == "http://127.0.0.1:9000/v1"
+    assert ProviderConnection.objects.filter(organization=organization).count() == 1
+    assert Conversation.objects.filter(organization=organization, source="live").count() == 0
