@@ -35,7 +35,8 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 
-# The endpoint reads the price book once per organization per this many seconds.
+# The endpoint and the call recording read the price book once per organization per this
+# many seconds.
 BOOK_SECONDS = 30.0
 
 
@@ -193,6 +194,14 @@ def _book(organization_id: int | None) -> _Book:
                 book=PriceBook.for_organization(organization),
             )
         return entry
+
+
+def price_book(organization: Organization) -> PriceBook:
+    """The organization's price book as this process last read it (at most BOOK_SECONDS
+    ago): a worker recording many turns a second reads the catalogue twice a minute, not
+    once a call. A price changed in admin applies to calls from then on within that time;
+    stored costs change only by an explicit re-pricing, as always."""
+    return _book(organization.pk).book
 
 
 def endpoint_books_forget() -> None:

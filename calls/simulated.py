@@ -14,10 +14,11 @@ keep a cache of its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import threading
+import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -35,6 +36,10 @@ from conversations.engine.vocabulary import get_encoding
 # An organization that has sent this many distinct messages starts encoding afresh (its
 # prompt cache stays): bounds the memory of a long-running endpoint.
 MAX_MESSAGES_PER_ORG = 50_000
+# A thread's arena of message slots, and the threads an organization keeps (the least
+# recently used go first): a long-running endpoint keeps a bounded memory.
+ARENA_SLOTS = 4096
+THREADS_PER_ORG = 64
 # Replies longer than this are cut here (finish_reason "length"), whatever was asked.
 MAX_REPLY_TOKENS = 16_384
 
@@ -79,18 +84,56 @@ class SimulatedCall:
         }
 
 
+class _Thread:
+    """One line of conversation of an organization, rendered incrementally: its messages sit
+    in a fixed arena of slots that one TranscriptRenderer reads, so a request that extends
+    the previous one renders only its new messages (the renderer keeps the chain of block
+    hashes); a request that branches forks the chain at the branch."""
+
+    def __init__(self, profile: ModelProfile, encodings: EncodingCache) -> None:
+        self.slots: list[ChatMessage] = [{} for _ in range(ARENA_SLOTS)]
+        self.slot_of: dict[int, int] = {}  # id(interned message) -> its slot
+        self.used = 0
+        self.renderer = TranscriptRenderer(self.slots, profile, cache=encodings)
+        self.last_raw: list[ChatMessage] = []  # the previous request's messages, as sent
+        self.last_slots: list[int] = []
+
+    def indices(self, raw: list[ChatMessage], organization: _Organization) -> list[int] | None:
+        """The slots of a request's messages (None when the arena is full). The part that
+        repeats the previous request is recognised by one C-level list comparison."""
+        known = len(self.last_raw)
+        if known and len(raw) >= known and raw[:known] == self.last_raw:
+            slots, new = self.last_slots, raw[known:]  # extended in place: only ours
+        else:
+            slots, new = [], raw
+        for message in new:
+            interned = organization.intern(message)
+            slot = self.slot_of.get(id(interned))
+            if slot is None:
+                if self.used == ARENA_SLOTS:
+                    return None
+                slot = self.slot_of[id(interned)] = self.used
+                self.slots[slot] = interned
+                self.used += 1
+            slots.append(slot)
+        self.last_raw, self.last_slots = raw, slots
+        return slots
+
+
 @dataclass(slots=True)
 class _Organization:
-    """One simulated organization's encoded messages: each distinct message object once."""
+    """One simulated organization: each distinct message object once, and its threads."""
 
     messages: dict[Any, ChatMessage] = field(default_factory=dict)
     encodings: EncodingCache = field(default_factory=EncodingCache)
+    threads: OrderedDict[tuple[Any, ...], _Thread] = field(default_factory=OrderedDict)
 
     def intern(self, message: ChatMessage) -> ChatMessage:
         """The first message object seen with this content: its encoding is cached by
         identity (EncodingCache), so a re-sent message is never tokenized again."""
         if len(self.messages) >= MAX_MESSAGES_PER_ORG:
             self.messages.clear()
+            self.threads.clear()
             self.encodings = EncodingCache()
         content = message.get("content")
         if len(message) == 2 and isinstance(content, str):  # the usual {"role", "content"}
@@ -98,6 +141,29 @@ class _Organization:
         else:
             key = json.dumps(message, sort_keys=True, default=str)
         return self.messages.setdefault(key, message)
+
+    def render(
+        self, raw: list[ChatMessage], profile: ModelProfile, body: dict[str, Any]
+    ) -> RenderedRequest:
+        """The request rendered by the thread its first two messages name (a conversation
+        and its system prompt, usually), made or renewed when needed."""
+        head = tuple(id(self.intern(m)) for m in raw[:2])
+        key = (profile, *head)
+        thread = self.threads.get(key)
+        slots = thread.indices(raw, self) if thread is not None else None
+        if thread is None or slots is None:  # a new line, or its arena is full
+            thread = self.threads[key] = _Thread(profile, self.encodings)
+            slots = thread.indices(raw, self)
+            if slots is None:
+                raise ValueError(f"a request of more than {ARENA_SLOTS} messages")
+        self.threads.move_to_end(key)
+        while len(self.threads) > THREADS_PER_ORG:
+            self.threads.popitem(last=False)
+        return thread.renderer.render(
+            slots,
+            tools=body.get("tools") or None,
+            response_format=body.get("response_format") or None,
+        )
 
 
 # The breakpoint simulator reads a prompt's cut points, which the renderer offers once the
@@ -188,13 +254,7 @@ def simulate_usage(
     model = str(body.get("model") or "")
     with state.lock:  # the renderer and the simulators are not thread-safe
         organization = state.organizations.setdefault(org_key, _Organization())
-        messages = [organization.intern(m) for m in raw_messages]
-        renderer = TranscriptRenderer(messages, profile, cache=organization.encodings)
-        rendered = renderer.render(
-            list(range(len(messages))),
-            tools=body.get("tools") or None,
-            response_format=body.get("response_format") or None,
-        )
+        rendered = organization.render(list(raw_messages), profile, body)
         outcome = state.process(
             rendered,
             policy=policy,
@@ -217,25 +277,36 @@ def simulate_usage(
 
 
 def _seed(messages: Sequence[ChatMessage]) -> int:
-    last = json.dumps(messages[-1] if messages else None, sort_keys=True, default=str)
-    return int.from_bytes(hashlib.sha256(last.encode()).digest()[:8], "big")
+    """Where the reply starts on the tape: a checksum of the last message (stable across
+    processes, unlike hash())."""
+    last = messages[-1] if messages else {}
+    content = last.get("content")
+    text = content if isinstance(content, str) else json.dumps(last, sort_keys=True, default=str)
+    return zlib.crc32(text.encode())
+
+
+# Replies are slices of one long deterministic tape of words per encoding: a reply costs one
+# C-level join of its own length, and the tape is checked once to be a token per word.
+_TAPE_WORDS = 1 << 15
 
 
 @cache
-def _one_token_words(encoding: str) -> tuple[str, ...]:
-    """Words that are one token each, with their leading space, in this encoding."""
+def _tape(encoding: str) -> tuple[str, ...]:
+    """Words, each one token with its leading space in this encoding, in a fixed random order
+    that tokenizes to exactly one token a word (checked)."""
     enc = get_encoding(encoding)
-    words = tuple(sorted({w for w in _WORDS if len(enc.encode_ordinary(" " + w)) == 1}))
-    return words or (" the",)
+    words = sorted({w for w in _WORDS if len(enc.encode_ordinary(" " + w)) == 1}) or ["the"]
+    rng = random.Random(11)
+    tape = tuple(" " + rng.choice(words) for _ in range(_TAPE_WORDS + MAX_REPLY_TOKENS))
+    if len(enc.encode_ordinary("".join(tape))) != len(tape):  # pragma: no cover
+        return (" the",) * len(tape)  # a merge across words: the plainest text instead
+    return tape
 
 
 def reply_text(encoding: str, tokens: int, *, seed: int) -> str:
-    """A deterministic reply of exactly `tokens` tokens in `encoding` (as a message body)."""
+    """A deterministic reply of exactly `tokens` tokens in `encoding` (as a message body):
+    the seed picks where on the tape it starts."""
     if tokens <= 0:
         return ""
-    words = _one_token_words(encoding)
-    rng = random.Random(seed)
-    text = "".join(" " + rng.choice(words) for _ in range(tokens))
-    if len(get_encoding(encoding).encode_ordinary(text)) != tokens:  # pragma: no cover
-        text = " the" * tokens  # a merge across words: fall back to the plainest text
-    return text
+    start = seed % _TAPE_WORDS
+    return "".join(_tape(encoding)[start : start + min(tokens, MAX_REPLY_TOKENS)])

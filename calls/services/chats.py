@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -39,7 +40,7 @@ from costlab import jobs
 from pricing.book import PriceBook
 
 from ..models import ApiCall, CallPurpose, CallStatus, Chat, ProviderConnection
-from ..selectors import connection_spend
+from ..selectors import connection_spend, price_book
 from .calling import CallFailed, CallResult, ChatRequest, chat_completion_call
 
 logger = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def _connection_test_run(call: ApiCall) -> None:
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
         return
-    book = PriceBook.for_organization(call.organization)
+    book = price_book(call.organization)
     cost = None
     if result.usage is not None:
         priced = book.price(
@@ -228,7 +229,12 @@ def _connection_test_run(call: ApiCall) -> None:
 
 
 def _call_succeed(
-    call: ApiCall, result: CallResult, *, cost: object, reply: str = "", turn: Turn | None = None
+    call: ApiCall,
+    result: CallResult,
+    *,
+    cost: Decimal | None,
+    reply: str = "",
+    turn: Turn | None = None,
 ) -> None:
     ApiCall.objects.filter(pk=call.pk).update(
         status=CallStatus.SUCCEEDED,
@@ -250,7 +256,7 @@ def api_call_fail(*, call_id: int, message: str) -> None:
     call = ApiCall.objects.select_related("chat__conversation__organization").get(pk=call_id)
     turn = None
     if call.purpose == CallPurpose.CHAT and call.chat is not None:
-        turn = _turn_record(call, None)
+        turn, _ = _turn_record(call, None)
     ApiCall.objects.filter(pk=call_id, status__in=(CallStatus.PENDING, CallStatus.RUNNING)).update(
         status=CallStatus.FAILED, finished_at=timezone.now(), error=message[:4000], turn=turn
     )
@@ -280,13 +286,7 @@ def _chat_turn_run(call: ApiCall) -> None:
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
         return
-    turn = _turn_record(call, result)
-    billing = (
-        UsageRecord.objects.filter(turn=turn, is_billing=True).values_list("cost_total", flat=True)
-        if turn is not None
-        else None
-    )
-    cost = billing.first() if billing is not None else None
+    turn, cost = _turn_record(call, result)
     _call_succeed(call, result, cost=cost, turn=turn)
 
 
@@ -323,14 +323,14 @@ def _analysis(
     return analysis.conversations[0].calls[-1]
 
 
-def _turn_record(call: ApiCall, result: CallResult | None) -> Turn | None:
-    """The turn of this call, written once: a second writer hits the unique constraint and
-    leaves the first one's rows as they are."""
+def _turn_record(call: ApiCall, result: CallResult | None) -> tuple[Turn | None, Decimal | None]:
+    """The turn of this call, written once (a second writer hits the unique constraint and
+    leaves the first one's rows as they are), and what it is billed."""
     chat = call.chat
     assert chat is not None and call.index is not None
     conversation = chat.conversation
     now = timezone.now()
-    book = PriceBook.for_organization(chat.organization)
+    book = price_book(chat.organization)
     analysis = _analysis(chat, call, result, book, now)
     at = analysis.call.started_at or now
     try:
@@ -364,12 +364,14 @@ def _turn_record(call: ApiCall, result: CallResult | None) -> Turn | None:
                 miss_detail=reason.describe()[:300] if reason else "",
                 over_context=analysis.over_context,
             )
-            UsageRecord.objects.bulk_create(
-                turn_usage_records(
-                    turn=turn, conversation=conversation, result=analysis, book=book, at=at
-                )
+            records = turn_usage_records(
+                turn=turn, conversation=conversation, result=analysis, book=book, at=at
             )
+            UsageRecord.objects.bulk_create(records)
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
-        return Turn.objects.filter(conversation=conversation, index=call.index).first()
-    return turn
+        existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
+        billing = UsageRecord.objects.filter(turn=existing, is_billing=True).first()
+        return existing, billing.cost_total if billing else None
+    billed = next((r.cost_total for r in records if r.is_billing), None)
+    return turn, billed

@@ -17,6 +17,7 @@ from pytest_django.live_server_helper import LiveServer
 from calls import selectors, simulated
 from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConnection
 from calls.services.connections import ConnectionSettings, connection_create
+from conversations.engine.vocabulary import get_encoding
 from conversations.models import Membership, Role, Turn
 from pricing.models import ModelPrice
 from tests.conftest import Worker
@@ -33,7 +34,7 @@ POLICY = "You are the support assistant of ACME. " + "Answer politely and cite t
 @pytest.fixture
 def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Read by the worker process as it starts (requested before `worker`)."""
-    monkeypatch.setenv("COSTLAB_CALL_TIMEOUT_SECONDS", "1.5")
+    monkeypatch.setenv("COSTLAB_CALL_TIMEOUT_SECONDS", "3")
     monkeypatch.setenv("COSTLAB_CALL_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("COSTLAB_CALL_BACKOFF_SECONDS", "0.1")
 
@@ -41,6 +42,9 @@ def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def endpoint_state() -> Iterator[None]:
     assert ModelPrice.objects.filter(model="gpt-4o", organization=None).exists()
+    # The live server runs in this process: load the vocabulary now, or the first call
+    # would spend the worker's short timeout on it.
+    get_encoding("o200k_base")
     simulated.simulate_reset()
     selectors.endpoint_books_forget()
     yield
@@ -127,6 +131,8 @@ def test_it_chats_five_turns_whose_reported_usage_is_the_engines(
             estimated.input_cached,
             estimated.output,
         )
+        # One attempt each: a timed-out attempt would have warmed the endpoint's cache.
+        assert call.attempt_count == 1
         assert call.ttft_ms is not None and call.latency_ms is not None and call.stream
         cached.append(reported.input_cached)
     # Cold first, then every turn reads more of the growing conversation from the cache.
@@ -185,7 +191,7 @@ def test_it_gives_up_on_a_call_that_keeps_timing_out(
     worker_env: None,
     worker: Worker,
 ) -> None:
-    settings.COSTLAB_ENDPOINT_TIMEOUT_FAULT_SECONDS = 3  # the worker waits 1.5 s per attempt
+    settings.COSTLAB_ENDPOINT_TIMEOUT_FAULT_SECONDS = 4  # the worker waits 3 s per attempt
     membership = analyst_in(client)
     connection = connect(membership, live_server, **{"X-Costlab-Fault": "timeout"})
     chat = start_chat(client, membership, connection)
