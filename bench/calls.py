@@ -220,7 +220,8 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
         print(f"  wall time       {elapsed:.1f} s, worker concurrency {concurrency}")
         print(f"  calls/s         {total / elapsed:.1f} (target >= 100)")
         if failed.exists():
-            print(f"  FAILED          {failed.count()} calls, e.g. {failed.first().error!r}")  # type: ignore[union-attr]
+            example: Any = failed.first()
+            print(f"  FAILED          {failed.count()} calls, e.g. {example.error!r}")
     finally:
         worker.terminate()
         web.terminate()
@@ -229,7 +230,7 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
         organization.delete()
 
 
-def _drain(waiting: dict, api_call: type, status: type, once: bool = False) -> int:  # type: ignore[type-arg]
+def _drain(waiting: dict[int, Any], api_call: Any, status: Any, once: bool = False) -> int:
     """Wait for the waiting calls; forget those that finished; how many did."""
     finished_count = 0
     while waiting:
