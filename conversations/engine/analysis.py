@@ -236,7 +236,7 @@ def _render_transcript(
 ) -> tuple[list[_Pending], bool]:
     rebuilt = transcript.calls is None
     calls = turns_from_messages(transcript.messages) if rebuilt else transcript.calls or []
-    renderers: dict[ModelProfile, TranscriptRenderer] = {}
+    renderers: dict[tuple[ModelProfile, bool], TranscriptRenderer] = {}
     # Looked up by model name: hashing a profile (16 fields) for every call adds up.
     by_model: dict[str | None, tuple[ModelProfile, TranscriptRenderer]] = {}
     pending: list[_Pending] = []
@@ -250,10 +250,11 @@ def _render_transcript(
         known = by_model.get(model)
         if known is None:
             profile = profile_for(model)
-            renderer = renderers.get(profile)
+            cuts = policy_for(model).kind == "breakpoints"
+            renderer = renderers.get((profile, cuts))
             if renderer is None:  # models that count alike share one renderer
-                renderer = renderers[profile] = TranscriptRenderer(
-                    transcript.messages, profile, cache=cache
+                renderer = renderers[(profile, cuts)] = TranscriptRenderer(
+                    transcript.messages, profile, cache=cache, cut_points=cuts
                 )
                 renderer.messages.encode_all()
             known = by_model[model] = (profile, renderer)
@@ -272,7 +273,6 @@ def _render_transcript(
             unknown_images=rendered.unknown_images,
         )
         policy = policy_for(model)
-        result.cache_eligible = policy.eligible(rendered.length) and not call.batch
         pending.append(_Pending(result, profile, rendered, call_time(transcript, call), policy))
     for renderer in renderers.values():
         renderer.release()
@@ -360,6 +360,8 @@ def _price(item: _Pending, rates_for: RatesFor) -> None:
             completion_tokens=result.estimated_completion_tokens,
             write_tokens=result.simulated_write_tokens,
         )
+    # Eligible on the prompt that was billed: the reported one wins over the estimate.
+    result.cache_eligible = item.policy.eligible(result.prompt_tokens)
     rates = rates_for(call, result.prompt_tokens)
     if rates is not None:
         result.cost = price_buckets(result.buckets, rates)

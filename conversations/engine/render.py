@@ -22,6 +22,7 @@ from typing import Any, overload
 
 import tiktoken
 
+from .breakpoints import Cut, CutKind
 from .cache import ROOT_HASH, STEP, hash_blocks_into
 from .messages import (
     EARLY_TOKENS,
@@ -195,12 +196,17 @@ class _Chain:
     hashes: list[int]  # chained hashes of every full block so far
     pending: bytes  # packed tokens after the last full block (fewer than one block)
     unknown: int  # images of unknown size in the messages so far
+    # Exact hash of the prefix ending with each message: where a breakpoint cache can cut.
+    # Kept only for models that cache at breakpoints (one more hash per message).
+    ends: list[int] | None = None
 
     def append(self, index: int, packed: bytes, unknown: int, step: int) -> None:
         self.indices.append(index)
         self.offsets.append(self.length)
         self.unknown += unknown
         self.feed(packed, step)
+        if self.ends is not None:
+            self.ends.append(hash((self.hashes[-1] if self.hashes else ROOT_HASH, self.pending)))
 
     def feed(self, packed: bytes, step: int) -> None:
         """Add packed tokens to the stream, hashing every block they complete (without
@@ -217,6 +223,13 @@ class _Chain:
         hashes.append(parent)
         hash_blocks_into(packed, step, parent, hashes, start=need // TOKEN_BYTES)
         self.pending = packed[size - (size - need) % (step * TOKEN_BYTES) :]
+
+
+def _marked(message: ChatMessage) -> bool:
+    content = message.get("content")
+    if isinstance(content, list):
+        return any(isinstance(p, dict) and p.get("prompt_cache_breakpoint") for p in content)
+    return False
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -238,6 +251,7 @@ class RenderedRequest:
     __slots__ = (
         "_count",
         "_end",
+        "_ends",
         "_full",
         "_hashes",
         "_header",
@@ -261,6 +275,7 @@ class RenderedRequest:
         self._end = chain.length  # where reply priming starts
         self._priming = priming
         self._hashes = chain.hashes  # only the first `_full` belong to this request
+        self._ends = chain.ends  # only the first `_count` belong to this request
         self._full = len(chain.hashes)
         self._tail = tail  # the block(s) closed by reply priming
         self.length = chain.length + len(priming) // TOKEN_BYTES
@@ -279,6 +294,26 @@ class RenderedRequest:
     @property
     def source(self) -> RenderedRequest:
         return self
+
+    def cut_points(self) -> list[Cut]:
+        """Where a breakpoint cache can cut this prompt: after each message, with the exact
+        hash of the prefix up to there (breakpoints.py). A user or tool message's end is an
+        implicit breakpoint; a message with a part marked `prompt_cache_breakpoint` is an
+        explicit one (at the message's end: parts are not tracked one by one)."""
+        if self._ends is None:
+            raise ValueError("rendered without cut points: TranscriptRenderer(cut_points=True)")
+        messages = self._messages.messages
+        cuts = []
+        for position in range(self._count):
+            end = self._offsets[position + 1] if position + 1 < self._count else self._end
+            message = messages[self._indices[position]]
+            kind: CutKind = "other"
+            if _marked(message):
+                kind = "explicit"
+            elif message.get("role") in ("user", "tool"):
+                kind = "implicit"
+            cuts.append(Cut(end, self._ends[position], kind))
+        return cuts
 
     def message_at(self, index: int) -> int | None:
         position = bisect.bisect_right(self._offsets, index, 0, self._count) - 1
@@ -313,10 +348,12 @@ class TranscriptRenderer:
         *,
         step: int = STEP,
         cache: EncodingCache | None = None,
+        cut_points: bool = False,
     ) -> None:
         self.messages = MessageTokens(messages, profile, cache)
         self.profile = profile
         self.step = step
+        self.cut_points = cut_points  # track where breakpoint caches can cut (breakpoints.py)
         self._priming = pack(priming_tokens(profile))
         self._headers: dict[str, bytes] = {"": b""}
         # One chain per tools/format header, so calls that alternate tool sets keep theirs.
@@ -349,6 +386,7 @@ class TranscriptRenderer:
             hashes=chain.hashes[:full],
             pending=self._read(chain, full * self.step, length),
             unknown=sum(self.messages.unknown_images(i) for i in chain.indices[:keep]),
+            ends=chain.ends[:keep] if chain.ends is not None else None,
         )
 
     def render(
@@ -361,7 +399,7 @@ class TranscriptRenderer:
         key, header = self._header(tools, response_format)
         chain = self._chains.get(key)
         if chain is None:
-            chain = _Chain(key, header, [], [], 0, [], b"", 0)
+            chain = _Chain(key, header, [], [], 0, [], b"", 0, [] if self.cut_points else None)
             chain.feed(header, self.step)
         keep = _common_prefix(chain.indices, request)
         if keep < len(chain.indices):
