@@ -197,7 +197,8 @@ class Message(models.Model):
 
 
 class MissReason(models.TextChoices):
-    BELOW_MINIMUM = "below_minimum", "Below 1024 tokens"
+    NOT_SUPPORTED = "not_supported", "Model has no prompt caching"
+    BELOW_MINIMUM = "below_minimum", "Below the caching minimum"
     COLD = "cold", "First sight (cold cache)"
     PREFIX_CHANGED = "prefix_changed", "Prefix changed"
     EXPIRED = "expired", "Expired after idle gap"
@@ -230,6 +231,8 @@ class Turn(models.Model):
     estimated_prompt_tokens = models.PositiveIntegerField(default=0)
     estimated_completion_tokens = models.PositiveIntegerField(default=0)
     simulated_cached_tokens = models.PositiveIntegerField(default=0)
+    # Breakpoint models (GPT-5.6 on): the prefix this call would write, billed as a write.
+    simulated_cache_write_tokens = models.PositiveIntegerField(default=0)
     miss_reason = models.CharField(max_length=20, choices=MissReason.choices, blank=True)
     miss_detail = models.CharField(max_length=300, blank=True)
     over_context = models.BooleanField(default=False)
@@ -284,6 +287,10 @@ class UsageRecord(models.Model):
     input_cached = models.PositiveIntegerField(default=0)
     input_cache_write = models.PositiveIntegerField(default=0)
     output = models.PositiveIntegerField(default=0)
+
+    # Whether the call could hit: its model caches and its prompt reaches the policy's
+    # minimum. Hit rates count eligible calls only (design.md 2.6: gpt-4 is never a miss).
+    cache_eligible = models.BooleanField(default=False)
 
     price = models.ForeignKey(
         "pricing.ModelPrice", models.PROTECT, null=True, blank=True, related_name="+"

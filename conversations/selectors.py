@@ -127,10 +127,6 @@ class OrgTotals:
         return float(1 - self.cost / self.cost_uncached)
 
 
-# A prompt can only be cached from 1024 tokens on (seed 002): below, a miss is no failure.
-CACHE_MINIMUM = 1024
-
-
 def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
     records = billing_records(organization, filters)
     agg = records.aggregate(
@@ -141,13 +137,12 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
         prompt=Coalesce(Sum("prompt_tokens"), 0),
         cached=Coalesce(Sum("input_cached"), 0),
         completion=Coalesce(Sum("completion_tokens"), 0),
-        eligible=Count("id", filter=Q(prompt_tokens__gte=CACHE_MINIMUM)),
-        hits=Count("id", filter=Q(input_cached__gt=0)),
+        eligible=Count("id", filter=Q(cache_eligible=True)),
+        # A hit is an eligible call that read cached tokens (design.md 2.8).
+        hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
         conversations=Count("conversation", distinct=True),
         latency_hit=Avg("turn__latency_ms", filter=Q(input_cached__gt=0)),
-        latency_miss=Avg(
-            "turn__latency_ms", filter=Q(input_cached=0, prompt_tokens__gte=CACHE_MINIMUM)
-        ),
+        latency_miss=Avg("turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)),
     )
     unpriced = list(
         records.filter(cost_total__isnull=True)
@@ -231,8 +226,8 @@ def cost_by_day(organization: Organization, filters: UsageFilter) -> list[DayCos
             calls=Count("id"),
             prompt=Sum("prompt_tokens"),
             cached_tokens=Sum("input_cached"),
-            eligible=Count("id", filter=Q(prompt_tokens__gte=CACHE_MINIMUM)),
-            hits=Count("id", filter=Q(input_cached__gt=0)),
+            eligible=Count("id", filter=Q(cache_eligible=True)),
+            hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
         )
         .order_by("day")
     )

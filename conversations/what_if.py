@@ -47,6 +47,7 @@ def conversation_what_if(
         transcript,
         ["full"],
         profile_for=book.profile,
+        policy_for=book.policy,
         rates_for=call_rates,
         retention_seconds=seconds,
         org=str(conversation.organization.code),
@@ -58,6 +59,7 @@ def conversation_what_if(
         transcript,
         ["window:8", f"trim:{budget}", f"summarize:{budget}"],
         profile_for=book.profile,
+        policy_for=book.policy,
         rates_for=call_rates,
         retention_seconds=seconds,
         org=str(conversation.organization.code),
@@ -74,6 +76,7 @@ def conversation_what_if(
             if row
             else None,
             retention_seconds=seconds,
+            policy=book.policy(model),
         )
     return WhatIf(
         retention=retention,

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from .analysis import ConversationAnalysis, ProfileFor, RatesFor, analyze, turns_from_messages
+from .analysis import (
+    ConversationAnalysis,
+    PolicyFor,
+    ProfileFor,
+    RatesFor,
+    analyze,
+    turns_from_messages,
+)
+from .cache_policy import default_policy
 from .messages import SYNTHETIC_TOKENS_KEY, EncodingCache, MessageTokens, encode_message
 from .render import encode_header, priming_tokens
 from .types import Call, ChatMessage, Transcript
@@ -220,6 +228,7 @@ def compare_strategies(
     retention_seconds: int,
     org: str = "default",
     default_model: str | None = None,
+    policy_for: PolicyFor = default_policy,
 ) -> list[StrategyResult]:
     """Analyse the same transcript under each strategy (each with a cold cache of its own)."""
     cache = EncodingCache()  # the strategies re-send the same message dicts: encode once
@@ -241,6 +250,7 @@ def compare_strategies(
             org=org,
             default_model=default_model,
             encoding_cache=cache,
+            policy_for=policy_for,
         ).conversations[0]
         totals = analysis.totals
         results.append(

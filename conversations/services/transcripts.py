@@ -97,6 +97,7 @@ def _turn_build(
         estimated_prompt_tokens=r.estimated_prompt_tokens,
         estimated_completion_tokens=r.estimated_completion_tokens,
         simulated_cached_tokens=r.simulated_cached_tokens,
+        simulated_cache_write_tokens=r.simulated_write_tokens,
         miss_reason=kind,
         miss_detail=detail,
         over_context=r.over_context,
@@ -205,6 +206,7 @@ def transcripts_store(
         analysis = analyze(
             chunk,
             profile_for=book.profile,
+            policy_for=book.policy,
             rates_for=partial(book.call_rates, now=now),
             retention_seconds=retention_seconds,
             org=str(organization.code),

@@ -64,6 +64,7 @@ class Command(BaseCommand):
         analysis = analyze(
             transcripts,
             profile_for=book.profile,
+            policy_for=book.policy,
             rates_for=partial(book.call_rates, now=now),
             retention_seconds=retention,
             default_model=options["model"],
