@@ -16,6 +16,7 @@ from pricing.book import PriceBook, rates_for
 
 from . import selectors
 from .engine.cache import parse_retention
+from .engine.levers import LeverResult, compare_levers
 from .engine.projection import Projection, project
 from .engine.strategies import StrategyResult, compare_strategies
 from .models import Conversation
@@ -28,7 +29,9 @@ PROJECTED_TURNS = 10
 @dataclass(frozen=True)
 class WhatIf:
     retention: str
+    policy: str  # the model's cache policy name
     strategies: list[StrategyResult]
+    levers: list[LeverResult]
     projection: Projection | None
     projected_turns: int
 
@@ -78,8 +81,18 @@ def conversation_what_if(
             retention_seconds=seconds,
             policy=book.policy(model),
         )
+    levers = compare_levers(
+        [transcript],
+        profile_for=book.profile,
+        policy_for=book.policy,
+        rates_for=call_rates,
+        retention_seconds=seconds,
+        org=str(conversation.organization.code),
+    )
     return WhatIf(
         retention=retention,
+        policy=book.policy(model).name,
+        levers=levers,
         strategies=full + others,
         projection=projection,
         projected_turns=PROJECTED_TURNS,

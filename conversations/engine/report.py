@@ -10,6 +10,7 @@ from typing import Any
 
 from .analysis import Analysis, CallAnalysis, ConversationAnalysis, Totals
 from .cache import MissReason
+from .levers import LeverResult
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -174,3 +175,46 @@ def render_table(analysis: Analysis) -> str:
     out.append(f"All conversations ({len(analysis.conversations)}), retention {retention}s")
     out += _totals_lines(analysis.totals)
     return "\n".join(out) + "\n"
+
+
+def levers_to_json(results: list[LeverResult]) -> list[dict[str, Any]]:
+    return [
+        {
+            "lever": r.lever.name,
+            "calls": r.calls,
+            "prompt_tokens": r.prompt_tokens,
+            "cached_tokens": r.cached_tokens,
+            "cache_write_tokens": r.write_tokens,
+            "cost": _money(r.cost),
+            "cost_no_cache": _money(r.cost_no_cache),
+            "cached_share": _rate(r.cached_share),
+            "request_hit_rate": _rate(r.request_hit_rate),
+        }
+        for r in results
+    ]
+
+
+def render_levers(results: list[LeverResult]) -> str:
+    """The cache levers side by side, with each one's cost against the recorded way."""
+    base = results[0].cost if results else None
+    rows = [("lever", "cost", "vs recorded", "cached", "written", "hit rate")]
+    for r in results:
+        delta = "" if base is None or r.cost is None else _usd(r.cost - base)
+        rows.append(
+            (
+                r.lever.name,
+                _usd(r.cost),
+                delta,
+                f"{r.cached_tokens:,}",
+                f"{r.write_tokens:,}",
+                _percent(r.request_hit_rate),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["Cache levers (every variant simulated, reported usage set aside):"]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
