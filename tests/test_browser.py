@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.db import connections
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
 from conversations.models import (
@@ -556,16 +556,24 @@ document.addEventListener("securitypolicyviolation", (e) =>
 """
 
 
-def test_markup_in_a_model_name_and_a_title_stays_text(tab, tmp_path: Path, allow_async_unsafe):
-    membership = MembershipFactory()
-    ModelPriceFactory(model=MODEL)
+def test_markup_in_a_model_name_and_a_title_stays_text(
+    tab: Tab, tmp_path: Path, allow_async_unsafe: None
+) -> None:
+    membership = MembershipFactory.create()
+    ModelPriceFactory.create(model=MODEL)
     messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
     path = tmp_path / "hostile.json"
     path.write_text(json.dumps({"model": MODEL, "title": TITLE, "messages": messages}))
     import_file(path, membership.organization.slug)
 
-    page, dialogs = tab.page, []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page = tab.page
+    dialogs: list[str] = []
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
     page.add_init_script(WATCH_CSP)
     log_in(tab, membership.user.username)
 
