@@ -597,7 +597,9 @@ def test_markup_in_a_model_name_and_a_title_stays_text(
     assert dialogs == []
 
 
-def test_back_to_a_filtered_overview_shows_the_whole_page(tab, org_with_data):
+def test_back_to_a_filtered_overview_shows_the_whole_page(
+    tab: Tab, org_with_data: Membership
+) -> None:
     page, slug = tab.page, org_with_data.organization.slug
     log_in(tab, org_with_data.user.username)
     with page.expect_response(lambda r: f"/o/{slug}/?" in r.url):
@@ -620,7 +622,9 @@ def test_back_to_a_filtered_overview_shows_the_whole_page(tab, org_with_data):
     tab.assert_no_js_errors()
 
 
-def test_back_between_filters_htmx_no_longer_caches_loads_the_whole_page(tab, org_with_data):
+def test_back_between_filters_htmx_no_longer_caches_loads_the_whole_page(
+    tab: Tab, org_with_data: Membership
+) -> None:
     page, slug = tab.page, org_with_data.organization.slug
     log_in(tab, org_with_data.user.username)
     for model in ("gpt-4o-mini", "gpt-4o"):
