@@ -595,6 +595,7 @@ def test_markup_in_a_model_name_and_a_title_stays_text(
     assert page.evaluate("window.__cspViolations") == []
 
     assert dialogs == []
+    tab.assert_no_js_errors()
 
 
 def test_back_to_a_filtered_overview_shows_the_whole_page(
