@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
+from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
@@ -51,10 +52,7 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 15_000
 JOB_TIMEOUT_MS = 60_000
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -78,8 +76,16 @@ def allow_async_unsafe(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def price_book() -> None:
-    """The default price book comes from data migrations, and every transactional test
-    flushes the database when it ends: serialized_rollback (pytestmark) restores it."""
+    """The default price book is built by pricing's data migrations (0002 to 0005), and
+    every transactional test flushes the database when it ends: when an earlier test took
+    it away, unapply them and apply them again, as a fresh install runs them. (A serialized
+    rollback restores it too, but clashes with the content types that the flush of any other
+    transactional test, test_celery_worker's, has already recreated.)"""
+    if not ModelPrice.objects.filter(organization=None).exists():
+        MigrationExecutor(connection).migrate([("pricing", "0001_initial")])
+        # A new executor: the first one's loader still counts the unapplied ones as applied.
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
     assert ModelPrice.objects.filter(organization=None, cache_policy__isnull=False).exists()
 
 
