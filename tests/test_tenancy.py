@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 from django.urls import reverse
+from pytest_django.fixtures import SettingsWrapper
 
 from conversations.models import Conversation, ImportJob, Membership, Organization, Role
 
@@ -95,10 +96,15 @@ def test_it_shows_my_own_conversation(client: Client, setup: Setup) -> None:
     ("role", "may_import"), [(Role.VIEWER, False), (Role.ANALYST, True), (Role.ADMIN, True)]
 )
 def test_it_lets_only_analysts_and_admins_import(
-    client, fixtures, settings, tmp_path, role, may_import
-):
+    client: Client,
+    fixtures: Path,
+    settings: SettingsWrapper,
+    tmp_path: Path,
+    role: str,
+    may_import: bool,
+) -> None:
     settings.MEDIA_ROOT = tmp_path
-    membership = MembershipFactory(role=role)
+    membership = MembershipFactory.create(role=role)
     client.force_login(membership.user)
     url = reverse("imports", args=[membership.organization.slug])
     page = client.get(url).content.decode()
@@ -110,7 +116,7 @@ def test_it_lets_only_analysts_and_admins_import(
     assert ImportJob.objects.filter(organization=membership.organization).exists() is may_import
 
 
-def test_it_answers_404_for_a_code_that_is_not_a_uuid(client, setup):
+def test_it_answers_404_for_a_code_that_is_not_a_uuid(client: Client, setup: Setup) -> None:
     slug = setup.mine.organization.slug
     for path in (f"/o/{slug}/c/not-a-uuid/", f"/o/{slug}/imports/12345/progress/"):
         assert client.get(path).status_code == 404, path
