@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 from django.urls import reverse
-from pytest_django.fixtures import SettingsWrapper
+from pytest_django.fixtures import Settings
 
 from conversations.models import Conversation, ImportJob, Membership, Organization, Role
 
@@ -98,7 +98,7 @@ def test_it_shows_my_own_conversation(client: Client, setup: Setup) -> None:
 def test_it_lets_only_analysts_and_admins_import(
     client: Client,
     fixtures: Path,
-    settings: SettingsWrapper,
+    settings: Settings,
     tmp_path: Path,
     role: str,
     may_import: bool,
