@@ -231,6 +231,9 @@ class Turn(models.Model):
     estimated_prompt_tokens = models.PositiveIntegerField(default=0)
     estimated_completion_tokens = models.PositiveIntegerField(default=0)
     simulated_cached_tokens = models.PositiveIntegerField(default=0)
+    # The request's prompt_cache_retention ("24h") and prompt_cache_options (breakpoints).
+    cache_retention = models.CharField(max_length=20, blank=True)
+    cache_options = models.JSONField(null=True, blank=True)
     # Breakpoint models (GPT-5.6 on): the prefix this call would write, billed as a write.
     simulated_cache_write_tokens = models.PositiveIntegerField(default=0)
     miss_reason = models.CharField(max_length=20, choices=MissReason.choices, blank=True)

@@ -403,6 +403,8 @@ def conversation_transcript(conversation: Conversation) -> Transcript:
             tools=turn.tools,
             response_format=turn.response_format,
             prompt_cache_key=turn.prompt_cache_key or None,
+            cache_retention=turn.cache_retention or None,
+            cache_options=turn.cache_options,
             service_tier=turn.service_tier or None,
             started_at=turn.started_at,
             latency_ms=turn.latency_ms,

@@ -15,7 +15,7 @@ from conversations.models import UsageRecord
 from costlab import jobs
 
 from .matrix import BASE, BUCKETS, EXTENDED, STANDARD
-from .models import CostRecompute, ModelPrice, PriceRate
+from .models import CachePolicy, CostRecompute, ModelPrice, PriceRate
 
 PRICED_ROW_FIELDS = [
     f.name for f in ModelPrice._meta.fields if f.name not in ("id", "created", "notes")
@@ -162,6 +162,7 @@ class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
         "cached_input_per_1m",
         "output_per_1m",
         "context_window",
+        "cache_policy",
         "encoding",
         "source",
     )
@@ -208,6 +209,10 @@ class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
                 )
             },
         ),
+        (
+            "Prompt caching (design.md 2.6)",
+            {"fields": ("cache_policy", "extended_retention")},
+        ),
     )
 
 
@@ -227,3 +232,19 @@ class CostRecomputeAdmin(admin.ModelAdmin[CostRecompute]):
 
     def has_add_permission(self, request: Any) -> bool:
         return False
+
+
+@admin.register(CachePolicy)
+class CachePolicyAdmin(admin.ModelAdmin[CachePolicy]):
+    """Every number the simulator uses: a change of OpenAI's rules is an edit here."""
+
+    list_display = (
+        "name",
+        "kind",
+        "min_tokens",
+        "step_tokens",
+        "ttl_seconds",
+        "max_ttl_seconds",
+        "writes_billed",
+        "requires_cache_key",
+    )

@@ -64,6 +64,7 @@ def call_from(body: dict[str, Any], response: dict[str, Any], *, location: str) 
     Model and service tier come from the response first: that is what was billed."""
     usage = response.get("usage")
     response_format = body.get("response_format")
+    cache_options = body.get("prompt_cache_options")
     return Call(
         request=[],
         response=None,
@@ -71,6 +72,8 @@ def call_from(body: dict[str, Any], response: dict[str, Any], *, location: str) 
         tools=dicts(body.get("tools")),
         response_format=response_format if isinstance(response_format, dict) else None,
         prompt_cache_key=text(body.get("prompt_cache_key")),
+        cache_retention=text(body.get("prompt_cache_retention")),
+        cache_options=cache_options if isinstance(cache_options, dict) else None,
         service_tier=text(response.get("service_tier")) or text(body.get("service_tier")),
         started_at=parse_time(response.get("created")),
         max_output_tokens=integer(body.get("max_completion_tokens"))

@@ -87,6 +87,8 @@ def _turn_build(
         model=(r.model or conversation.model)[:200],
         service_tier=(r.call.service_tier or "")[:20],
         prompt_cache_key=(r.call.prompt_cache_key or "")[:300],
+        cache_retention=(r.call.cache_retention or "")[:20],
+        cache_options=r.call.cache_options,
         is_batch=r.call.batch,
         tools=r.call.tools,
         response_format=r.call.response_format,
