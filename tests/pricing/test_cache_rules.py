@@ -22,7 +22,7 @@ def _log(path: Path, calls: list[tuple[Any, Any]]) -> Path:
     return path
 
 
-def _response(model: str, usage: dict[str, object], content: str = "ok") -> dict[str, object]:
+def _response(model: str, usage: Any, content: str = "ok") -> dict[str, Any]:
     return {
         "id": "chatcmpl-x",
         "object": "chat.completion",
