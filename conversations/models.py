@@ -41,7 +41,7 @@ class Role(models.TextChoices):
 class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    role = models.CharField(max_length=10, choices=Role, default=Role.VIEWER)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -83,9 +83,7 @@ class ImportJob(models.Model):
     format = models.CharField(max_length=20, blank=True, help_text="Empty: detect.")
     size_bytes = models.BigIntegerField(default=0)
     content_sha256 = models.CharField(max_length=64, blank=True)
-    status = models.CharField(
-        max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING
-    )
+    status = models.CharField(max_length=10, choices=ImportStatus, default=ImportStatus.PENDING)
     bytes_done = models.BigIntegerField(default=0)
     conversations = models.PositiveIntegerField(default=0)
     turns = models.PositiveIntegerField(default=0)
@@ -146,7 +144,7 @@ class Conversation(models.Model):
     import_job = models.ForeignKey(
         ImportJob, models.SET_NULL, null=True, blank=True, related_name="conversation_set"
     )
-    source = models.CharField(max_length=10, choices=ConversationSource.choices, default="import")
+    source = models.CharField(max_length=10, choices=ConversationSource, default="import")
     external_id = models.CharField(max_length=300, blank=True)
     title = models.CharField(max_length=300, blank=True)
     model = models.CharField(max_length=200, blank=True)
@@ -236,7 +234,7 @@ class Turn(models.Model):
     cache_options = models.JSONField(null=True, blank=True)
     # Breakpoint models (GPT-5.6 on): the prefix this call would write, billed as a write.
     simulated_cache_write_tokens = models.PositiveIntegerField(default=0)
-    miss_reason = models.CharField(max_length=20, choices=MissReason.choices, blank=True)
+    miss_reason = models.CharField(max_length=20, choices=MissReason, blank=True)
     miss_detail = models.CharField(max_length=300, blank=True)
     over_context = models.BooleanField(default=False)
 
@@ -276,8 +274,8 @@ class UsageRecord(models.Model):
     conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="usage_records")
     occurred_at = models.DateTimeField()
     model = models.CharField(max_length=200, blank=True)
-    source = models.CharField(max_length=10, choices=UsageSource.choices)
-    cache_source = models.CharField(max_length=10, choices=UsageSource.choices, blank=True)
+    source = models.CharField(max_length=10, choices=UsageSource)
+    cache_source = models.CharField(max_length=10, choices=UsageSource, blank=True)
     is_billing = models.BooleanField(default=False)
     raw = models.JSONField(null=True, blank=True, help_text="The usage JSON exactly as received.")
 

@@ -35,7 +35,7 @@ def client_address(request: HttpRequest) -> str:
     the client chose to send, so they are never trusted."""
     proxies = settings.COSTLAB_PROXY_COUNT
     if proxies > 0:
-        header: str = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        header: str = request.headers.get("x-forwarded-for", "")
         forwarded = [a.strip() for a in header.split(",") if a]
         if len(forwarded) >= proxies:
             return forwarded[-proxies]
