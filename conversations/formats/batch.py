@@ -22,9 +22,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from conversations.engine.types import Call, ChatMessage, Transcript
+from conversations.engine.types import Call, ChatMessage, Transcript, Usage
 
-from .completions import call_from, legacy_functions_warning, request_messages, response_message
+from .completions import (
+    call_from,
+    legacy_functions_warning,
+    lenient_request_messages,
+    reported_usage,
+    request_messages,
+    response_message,
+)
 from .errors import describe
 from .records import Record, record_object
 
@@ -51,6 +58,7 @@ class _Outcome:
     location: str
     message: ChatMessage | None
     body: dict[str, Any]
+    usage: Usage | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -118,6 +126,7 @@ def _outcome(record: Record, custom_id: str) -> _Outcome:
         )
     outcome.body = body
     outcome.message = response_message(body, record, "response.body", warn)
+    outcome.usage = reported_usage(body, record, "response.body", warn)
     return outcome
 
 
@@ -131,14 +140,24 @@ def _joined(
             f"only /v1/chat/completions batch requests are supported, got {url!r}", "url"
         )
     body = obj.get("body")
-    messages = request_messages(body, record, "body")
-    assert isinstance(body, dict)  # request_messages checked it
     warnings: list[str] = []
 
     def warn(text: str) -> None:
         warnings.append(f"{record.location}: {custom_id}: {text}")
 
-    call = call_from(body, outcome.body if outcome else {}, location=record.location)
+    if outcome is not None and outcome.message is None and isinstance(body, dict):
+        # A request the API refused may be malformed: keep what can be rendered, pending.
+        messages = lenient_request_messages(body, record, "body", warn)
+    else:
+        messages = request_messages(body, record, "body")
+    assert isinstance(body, dict)  # request_messages checked it
+
+    call = call_from(
+        body,
+        outcome.body if outcome else {},
+        usage=outcome.usage if outcome else None,
+        location=record.location,
+    )
     call.request = list(range(len(messages)))
     if outcome is None:
         reason = "no line in the batch output" if have_outputs else "no batch output file given"
@@ -159,7 +178,7 @@ def _output_only(custom_id: str, outcome: _Outcome, *, have_inputs: bool) -> Tra
         "the reported usage and the reply are imported",
         *outcome.warnings,
     ]
-    call = call_from({}, outcome.body, location=outcome.location)
+    call = call_from({}, outcome.body, usage=outcome.usage, location=outcome.location)
     messages = [outcome.message] if outcome.message is not None else []
     call.response = 0 if messages else None
     return _transcript(custom_id, messages, call, outcome.location, warnings)
