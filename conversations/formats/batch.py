@@ -18,7 +18,7 @@ pair separately). Only /v1/chat/completions batches are supported.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from .completions import (
     request_messages,
     response_message,
 )
-from .errors import describe
+from .errors import ParseError, describe
 from .records import Record, record_object
 
 # Either role of a batch file, from the keys of its first record (see detect.py).
@@ -56,16 +56,25 @@ class _Outcome:
     """What the output file says about one custom_id."""
 
     location: str
+    file: str
     message: ChatMessage | None
     body: dict[str, Any]
     usage: Usage | None = None
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_batch(inputs: Iterable[Record], outputs: Iterable[Record]) -> Iterator[Transcript]:
+def parse_batch(
+    inputs: Iterable[Record], outputs: Iterable[Record], *, warn: Callable[[str], None]
+) -> Iterator[Transcript]:
+    """Join the files by custom_id. A pair that shares no custom_id is refused once the
+    input has been read (the caller's transaction drops what was yielded); one where most
+    output lines match no input line is imported with a warning giving the counts."""
     outcomes = _read_outputs(outputs)
-    have_outputs = bool(outcomes)
+    output_count = len(outcomes)
+    output_file = next((outcome.file for outcome in outcomes.values()), "")
     seen: dict[str, str] = {}
+    matched = 0
+    input_file = ""
     for record in inputs:
         custom_id = _custom_id(record)
         if custom_id in seen:
@@ -75,8 +84,24 @@ def parse_batch(inputs: Iterable[Record], outputs: Iterable[Record]) -> Iterator
                 "custom_id",
             )
         seen[custom_id] = record.location
+        input_file = input_file or record.file
         outcome = outcomes.pop(custom_id, None)
-        yield _joined(record, custom_id, outcome, have_outputs=have_outputs)
+        matched += outcome is not None
+        yield _joined(record, custom_id, outcome, have_outputs=output_count > 0)
+    pair = f"{input_file} + {output_file}"
+    if seen and output_count and not matched:
+        raise ParseError(
+            f"the input and output files share no custom_id ({len(seen):,} input lines, "
+            f"{output_count:,} output lines): they are not one batch's pair; upload each "
+            "batch's input file with its own output file",
+            file=pair,
+        )
+    if seen and len(outcomes) * 2 > output_count:
+        warn(
+            f"{pair}: {len(outcomes):,} of {output_count:,} output lines match no input line "
+            f"({matched:,} matched, {len(seen) - matched:,} input lines without output): "
+            "is this the output of another batch?"
+        )
     for custom_id, outcome in outcomes.items():
         yield _output_only(custom_id, outcome, have_inputs=bool(seen))
 
@@ -97,7 +122,7 @@ def _read_outputs(outputs: Iterable[Record]) -> dict[str, _Outcome]:
 
 def _outcome(record: Record, custom_id: str) -> _Outcome:
     obj = record_object(record)
-    outcome = _Outcome(location=record.location, message=None, body={})
+    outcome = _Outcome(location=record.location, file=record.file, message=None, body={})
 
     def warn(text: str) -> None:
         outcome.warnings.append(f"{record.location}: {custom_id}: {text}")

@@ -27,7 +27,7 @@ from ..formats import parse_files
 from ..formats.errors import ParseError
 from ..hashing import combined_sha256, files_sha256
 from ..models import ImportJob, ImportStatus, Organization
-from .transcripts import ImportTotals, transcripts_store
+from .transcripts import WARNINGS_KEPT, ImportTotals, transcripts_store
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
         }
         cache.set(_progress_key(job), live, timeout=24 * 3600)
 
+    file_warnings: list[str] = []
     try:
         with transaction.atomic():
             transcripts = parse_files(
@@ -172,10 +173,13 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                 display_names=names,
                 max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
                 on_progress=on_progress,
+                on_warning=file_warnings.append,
             )
             totals = transcripts_store(
                 organization=job.organization, transcripts=transcripts, job=job, on_chunk=on_chunk
             )
+            # The files' own warnings first, as `analyze` prints them.
+            totals.warnings = [*file_warnings, *totals.warnings][:WARNINGS_KEPT]
             if totals.conversations == 0:
                 raise ImportFailed(f"{job.original_name}: no conversations found in the file")
             _job_succeed(job, totals)

@@ -5,7 +5,6 @@ The caller owns the transaction (an import is all or nothing)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +18,7 @@ from pricing.book import PriceBook
 
 from ..engine.analysis import CallAnalysis, analyze
 from ..engine.cache import MissReason as EngineMissReason
-from ..engine.types import Call, Transcript
+from ..engine.types import Call, Transcript, located_warnings
 from ..models import (
     Conversation,
     ConversationSource,
@@ -154,21 +153,8 @@ def _conversation_store(
     totals.conversations += 1
     totals.turns += len(turns)
     totals.messages += len(messages)
-    where = transcript.location or conversation.title
-    for warning in transcript.warnings:
-        totals.warn(_located(warning, where))
-
-
-_POSITION = re.compile(r" (?:line|record) \d+$")
-
-
-def _located(warning: str, where: str | None) -> str:
-    """The warning with one location: an api_log warning names its own line already
-    ("log.jsonl line 4: ..."), which is more precise than the conversation's first line."""
-    if not where:
-        return warning
-    source = _POSITION.sub("", where)
-    return warning if warning.startswith(source) else f"{where}: {warning}"
+    for warning in located_warnings(transcript):
+        totals.warn(warning)
 
 
 def _title_from(transcript: Transcript) -> str:

@@ -41,7 +41,11 @@ class Command(BaseCommand):
             "--strategy", default="full", help="full, window:K, trim:TOKENS or summarize:TOKENS."
         )
         parser.add_argument("--format", choices=["table", "json"], default="table")
-        parser.add_argument("--input-format", choices=FORMATS, help="Skip format detection.")
+        parser.add_argument(
+            "--input-format",
+            choices=FORMATS,
+            help="Skip format detection (the same option as import_transcripts').",
+        )
         parser.add_argument("--org", help="Use this organization's negotiated prices too.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -51,7 +55,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc), returncode=NOT_A_TRANSCRIPT) from exc
         # The input is judged first (exit status 2), then the price book is read.
-        transcripts = self._read(options["files"], options["input_format"], options["model"])
+        file_warnings: list[str] = []
+        transcripts = self._read(
+            options["files"], options["input_format"], options["model"], file_warnings
+        )
         require_migrated()
         organization = organization_option(options["org"])
         book = PriceBook.for_organization(organization)
@@ -69,18 +76,24 @@ class Command(BaseCommand):
             default_model=options["model"],
         )
         if options["format"] == "json":
-            self.stdout.write(json.dumps(analysis_to_json(analysis), indent=2))
+            self.stdout.write(json.dumps(analysis_to_json(analysis, file_warnings), indent=2))
         else:
-            self.stdout.write(render_table(analysis))
+            self.stdout.write(render_table(analysis, file_warnings))
 
     def _read(
-        self, files: list[Path], input_format: str | None, model: str | None
+        self,
+        files: list[Path],
+        input_format: str | None,
+        model: str | None,
+        file_warnings: list[str],
     ) -> list[Transcript]:
         for path in files:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file", returncode=NOT_A_TRANSCRIPT)
         try:
-            transcripts = list(parse_files(files, format=input_format))
+            transcripts = list(
+                parse_files(files, format=input_format, on_warning=file_warnings.append)
+            )
         except ParseError as exc:
             raise CommandError(f"not a transcript: {exc}", returncode=NOT_A_TRANSCRIPT) from exc
         if not transcripts:
