@@ -12,9 +12,11 @@ file anyway, and a decompression bomb must not keep the request hashing.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from .engine.types import Transcript
 from .formats.archive import is_zip, local_source, zip_sources
 from .formats.errors import ParseError
 from .formats.sources import Source, open_metered
@@ -68,3 +70,30 @@ def combined_sha256(digests: Iterable[str]) -> str:
 
 def files_sha256(paths: list[Path], *, max_bytes: int | None = None) -> str:
     return combined_sha256(file_sha256(p, max_bytes=max_bytes) for p in paths)
+
+
+def transcript_sha256(transcript: Transcript) -> str:
+    """The digest of one conversation as imported: its messages and, per call, what was
+    sent, what came back and what the API reported. Where it was read from, its title and
+    its warnings are not content: the same conversation from another file hashes alike."""
+    calls = [
+        {
+            "request": call.request,
+            "response": call.response,
+            "model": call.model,
+            "tools": call.tools,
+            "response_format": call.response_format,
+            "usage": call.usage.raw if call.usage is not None else None,
+            "id": call.external_id,
+            "at": call.started_at.isoformat() if call.started_at else None,
+            "batch": call.batch,
+        }
+        for call in transcript.calls or []
+    ]
+    content = {
+        "messages": transcript.messages,
+        "calls": calls if transcript.calls is not None else None,
+        "model": transcript.model,
+    }
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -133,6 +133,7 @@ def _job_succeed(job: ImportJob, totals: ImportTotals) -> None:
         totals.messages,
     )
     job.tokens, job.cost, job.unpriced_turns = totals.tokens, totals.cost, totals.unpriced_turns
+    job.skipped_conversations = totals.skipped
     job.warnings = totals.warnings
     job.bytes_done = job.size_bytes
     job.finished = timezone.now()
@@ -176,7 +177,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             )
             # The files' own warnings first, as `analyze` prints them.
             totals.warnings = [*file_warnings, *totals.warnings][:WARNINGS_KEPT]
-            if totals.conversations == 0:
+            if totals.conversations == 0 and not totals.skipped:
                 raise ImportFailed(f"{job.original_name}: no conversations found in the file")
             _job_succeed(job, totals)
     except (ParseError, ImportFailed) as exc:

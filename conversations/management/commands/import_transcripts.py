@@ -49,6 +49,11 @@ class Command(BaseCommand):
             f"{job.original_name}: {job.conversations} conversations, {job.turns} turns, "
             f"{job.messages} messages, {job.tokens:,} tokens, {cost}"
             + (f" ({job.unpriced_turns} unpriced turns)" if job.unpriced_turns else "")
+            + (
+                f"; {job.skipped_conversations} conversations already imported, skipped"
+                if job.skipped_conversations
+                else ""
+            )
         )
         for warning in job.warnings[:20]:
             self.stdout.write(f"  warning: {warning}")
