@@ -19,14 +19,20 @@ else the request; service_tier from the response, else the request; prompt_cache
 tools, response_format and max_completion_tokens/max_tokens from the request; usage from
 the response (cached and reasoning tokens included); started_at from `timestamp`, else
 the response's `created`; latency_ms; external_id = the response id. A line with no
-response, or a response holding `error`, becomes a pending call with a warning.
+response, or a response holding `error`, becomes a pending call with a warning; a refused
+call keeps the request messages that can be rendered and names the others in a warning.
+Usage is validated by usage.py. A Responses API line (`input` in the request, or a
+`response` object) is read by responses.py into the same shape.
 
 Grouping into conversations: by `conversation_id` (top level, top-level
 `metadata.conversation_id`, or the request body's `metadata.conversation_id`) when
 given; otherwise by prefix continuity: a call whose request starts with an open
 conversation's last request plus its response continues it (the longest such match
 wins, the oldest conversation on a tie), else it opens a new one. `user` is not used: one
-user has many conversations. Calls are taken in file order.
+user has many conversations. Calls are taken in file order. A Responses call whose
+`previous_response_id` names an earlier line continues that line's conversation, its
+request being that call's request and reply (less its instructions) after its own
+instructions and input; one with a `conversation` continues that conversation's last call.
 
 Storage: each conversation stores a message once. A request message maps to the message
 it matches in the conversation's previous call (request + response), in order; others

@@ -75,8 +75,11 @@ def responses_exchange(
     instructions = body.get("instructions")
     if instructions is None:
         instructions = response.get("instructions")
-    head = _instructions(instructions, record, f"{body_path}.instructions", skipped)
-    request = head + _input(body.get("input"), record, f"{body_path}.input", skipped)
+    # A call the API refused may hold input it could not read either: keep what can be
+    # rendered, warn about the rest, and keep the call as pending.
+    lenient = warn if response.get("error") or response.get("status") == "failed" else None
+    head = _instructions(instructions, record, f"{body_path}.instructions", skipped, lenient)
+    request = head + _input(body.get("input"), record, f"{body_path}.input", skipped, lenient)
     if isinstance(body.get("prompt"), dict):
         warn(f"{body_path}.prompt: a stored prompt's text is not in the log; not counted")
     message = _output(response, record, response_path, warn, skipped)
@@ -118,37 +121,55 @@ def _conversation(value: Any) -> str | None:
 
 
 def _instructions(
-    value: Any, record: Record, path: str, skipped: Counter[str]
+    value: Any, record: Record, path: str, skipped: Counter[str], lenient: Warn | None
 ) -> list[ChatMessage]:
     if value is None or value == "":
         return []
     if isinstance(value, str):
         return [{"role": "developer", "content": value}]
-    return _input(value, record, path, skipped)
+    return _input(value, record, path, skipped, lenient)
 
 
-def _input(value: Any, record: Record, path: str, skipped: Counter[str]) -> list[ChatMessage]:
+def _input(
+    value: Any, record: Record, path: str, skipped: Counter[str], lenient: Warn | None
+) -> list[ChatMessage]:
+    """The input items as chat messages. `lenient`: warn about an unreadable item and go
+    on (a refused call), rather than refuse the file."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if value is None:
         return []
     if not isinstance(value, list):
-        raise record.error(f"expected a string or a list of items, got {describe(value)}", path)
+        error = record.error(f"expected a string or a list of items, got {describe(value)}", path)
+        if lenient is None:
+            raise error
+        lenient(f"{path}: {error.message}; not rendered")
+        return []
     messages: list[ChatMessage] = []
     for i, item in enumerate(value):
-        where = f"{path}[{i}]"
-        if not isinstance(item, dict):
-            raise record.error(f"expected an input item object, got {describe(item)}", where)
-        kind = item.get("type")
-        if kind in (None, "message"):
-            messages.append(_message(item, record, where))
-        elif kind == "function_call":
-            _tool_call(messages, item)
-        elif kind == "function_call_output":
-            messages.append(_tool_output(item, record, where))
-        else:
-            skipped[str(kind)] += 1
+        try:
+            _item(messages, item, record, f"{path}[{i}]", skipped)
+        except ParseError as err:
+            if lenient is None:
+                raise
+            lenient(f"{err.field}: {err.message}; not rendered")
     return messages
+
+
+def _item(
+    messages: list[ChatMessage], item: Any, record: Record, where: str, skipped: Counter[str]
+) -> None:
+    if not isinstance(item, dict):
+        raise record.error(f"expected an input item object, got {describe(item)}", where)
+    kind = item.get("type")
+    if kind in (None, "message"):
+        messages.append(_message(item, record, where))
+    elif kind == "function_call":
+        _tool_call(messages, item)
+    elif kind == "function_call_output":
+        messages.append(_tool_output(item, record, where))
+    else:
+        skipped[str(kind)] += 1
 
 
 def _message(item: dict[str, Any], record: Record, where: str) -> ChatMessage:

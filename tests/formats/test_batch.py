@@ -145,3 +145,30 @@ def test_it_says_nothing_more_when_the_pair_matches(tmp_path: Path, parse: Parse
     warnings: list[str] = []
     parse(*_batch_files(tmp_path, ["a", "b"], ["a", "b", "z"]), on_warning=warnings.append)
     assert warnings == []
+
+
+def test_it_keeps_a_refused_batch_request_with_an_unrenderable_body_as_pending(
+    tmp_path: Path, parse: Parse
+) -> None:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "user"}],
+    }
+    inputs, outputs = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inputs.write_text(
+        json.dumps(
+            {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        )
+        + "\n"
+    )
+    error = {"error": {"message": "messages[1]: missing content"}}
+    outputs.write_text(
+        json.dumps({"custom_id": "a", "response": {"status_code": 400, "body": error}}) + "\n"
+    )
+    (transcript,) = parse(inputs, outputs)
+    assert transcript.calls is not None
+    assert transcript.calls[0].response is None
+    assert transcript.messages == [{"role": "user", "content": "hi"}]
+    joined = "\n".join(transcript.warnings)
+    assert "body.messages[1].content: content is missing" in joined
+    assert "status 400 (messages[1]: missing content): kept as a pending call" in joined

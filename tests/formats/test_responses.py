@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from conversations.engine.types import Transcript
+from conversations.formats import ParseError
 
 Parse = Callable[..., list[Transcript]]
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
@@ -253,3 +254,32 @@ def test_it_keeps_a_failed_response_as_pending(tmp_path: Path, parse: Parse) -> 
     assert transcript.calls is not None
     assert (transcript.calls[0].response, transcript.calls[0].usage) == (None, None)
     assert any("server_error" in w and "pending" in w for w in transcript.warnings)
+
+
+def test_it_keeps_a_refused_call_with_unreadable_input_as_pending(
+    tmp_path: Path, parse: Parse
+) -> None:
+    refused = json.loads(
+        _call(
+            "resp_r", [{"role": "user", "content": "fine"}, {"role": "robot", "content": "?"}], []
+        )
+    )
+    refused["response"].update(
+        status="failed", usage=None, error={"message": "Invalid value: 'robot'"}
+    )
+    path = tmp_path / "refused.jsonl"
+    path.write_text(json.dumps(refused) + "\n")
+    (transcript,) = parse(path)
+    assert transcript.calls is not None
+    (call,) = transcript.calls
+    assert call.response is None
+    assert [transcript.messages[i]["content"] for i in call.request] == ["fine"]
+    assert any("request.input[1].role: unknown role 'robot'" in w for w in transcript.warnings)
+
+
+def test_it_refuses_unreadable_input_in_a_call_that_succeeded(tmp_path: Path, parse: Parse) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(_call("resp_b", [{"role": "robot", "content": "?"}], [_text("ok")]) + "\n")
+    with pytest.raises(ParseError) as caught:
+        parse(path)
+    assert (caught.value.line, caught.value.field) == (1, "request.input[0].role")
