@@ -91,6 +91,8 @@ class ImportJob(models.Model):
     tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     unpriced_turns = models.PositiveIntegerField(default=0)
+    # Conversations of the file already imported from another one, not stored again.
+    skipped_conversations = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     duplicate_of = models.ForeignKey(
@@ -152,12 +154,20 @@ class Conversation(models.Model):
     # Transcripts without timestamps are simulated as one continuous session; say so.
     has_timestamps = models.BooleanField(default=False)
     warnings = models.JSONField(default=list, blank=True)
+    # What was imported (messages and calls, not the title): an import skips a conversation
+    # already stored from another file (hashing.transcript_sha256).
+    content_sha256 = models.CharField(max_length=64, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
         indexes = [
             # The overview's conversation list: an org's conversations, newest first.
             models.Index(fields=["organization", "-created"], name="conversation_org_recent"),
+            # An import's duplicate check: the org's conversations by content, and by id.
+            models.Index(
+                fields=["organization", "content_sha256"], name="conversation_org_content"
+            ),
+            models.Index(fields=["organization", "external_id"], name="conversation_org_external"),
         ]
 
     def __str__(self) -> str:

@@ -92,6 +92,11 @@ class CallAnalysis:
         return self.call.response is None
 
     @property
+    def billed(self) -> bool:
+        """Whether the call counts in costs: it got a reply, or the API reported usage."""
+        return self.call.response is not None or self.call.usage is not None
+
+    @property
     def reported(self) -> Usage | None:
         return self.call.usage
 
@@ -153,10 +158,21 @@ def totals_of(calls: Sequence[CallAnalysis]) -> Totals:
         reported += c.cache_source == "reported"
         over_context += c.over_context
         unknown += c.unknown_images
-        if c.cost is None:
+        if c.cost is None and c.billed:
             unpriced += 1
             unpriced_models.add(c.model or "(unknown model)")
     metrics = cache_metrics(calls)
+    billed = [c for c in calls if c.billed]
+    if len(billed) < len(calls):
+        # A request that got no reply was not billed: an import stores its estimate for
+        # what-ifs but counts it in no total, and so does the analysis.
+        money = cache_metrics(billed)
+        metrics = dataclasses.replace(
+            metrics,
+            cost=money.cost,
+            cost_no_cache=money.cost_no_cache,
+            cost_reduction=money.cost_reduction,
+        )
     return Totals(
         calls=len(calls),
         pending_calls=pending,
@@ -390,7 +406,7 @@ def _finish(transcript: Transcript, pending: list[_Pending], untimed: bool) -> C
     running: Decimal | None = None
     for item in pending:
         cost = item.result.cost
-        if cost is not None:
+        if cost is not None and item.result.billed:
             running = (running or Decimal(0)) + cost.total
         # Running total of the priced calls so far; unpriced calls show up in the totals.
         item.result.cumulative_cost = running

@@ -5,12 +5,14 @@ Owns: an Analysis shown to people: JSON for tools, a table for a terminal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from .analysis import Analysis, CallAnalysis, ConversationAnalysis, Totals
 from .cache import MissReason
 from .levers import LeverResult
+from .types import located_warnings
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -53,11 +55,17 @@ def totals_to_json(totals: Totals) -> dict[str, Any]:
 
 def _turn(call: CallAnalysis) -> dict[str, Any]:
     cost = call.cost.total if call.cost is not None else None
+    reported = call.reported
     return {
         "index": call.index,
         "prompt_tokens": call.prompt_tokens,
         "cached_tokens": call.cached_tokens,
         "completion_tokens": call.completion_tokens,
+        # Both sides of each figure, so a reader can see how far the estimate is off.
+        "estimated_prompt_tokens": call.estimated_prompt_tokens,
+        "reported_prompt_tokens": reported.prompt_tokens if reported else None,
+        "simulated_cached_tokens": call.simulated_cached_tokens,
+        "reported_cached_tokens": reported.cached_tokens if reported else None,
         "cost": _money(cost),
         "cumulative_cost": _money(call.cumulative_cost),
         "cache_source": call.cache_source,
@@ -75,10 +83,20 @@ def _conversation(number: int, conversation: ConversationAnalysis) -> dict[str, 
         "model": conversation.model,
         "turns": [_turn(call) for call in conversation.calls],
         "totals": totals,
+        "warnings": located_warnings(transcript),
     }
 
 
-def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
+def analysis_warnings(analysis: Analysis, file_warnings: Sequence[str] = ()) -> list[str]:
+    """Every warning, as an import of the same files records them: the files' own first,
+    then each conversation's."""
+    out = list(file_warnings)
+    for conversation in analysis.conversations:
+        out += located_warnings(conversation.transcript)
+    return out
+
+
+def analysis_to_json(analysis: Analysis, file_warnings: Sequence[str] = ()) -> dict[str, Any]:
     totals = totals_to_json(analysis.totals)
     totals["conversations"] = len(analysis.conversations)
     totals["timestamps_missing"] = analysis.timestamps_missing
@@ -86,6 +104,7 @@ def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
     return {
         "conversations": [_conversation(n, c) for n, c in enumerate(analysis.conversations)],
         "totals": totals,
+        "warnings": analysis_warnings(analysis, file_warnings),
     }
 
 
@@ -144,8 +163,9 @@ def _totals_lines(totals: Totals, indent: str = "  ") -> list[str]:
     return lines
 
 
-def render_table(analysis: Analysis) -> str:
-    """A plain-text report: one aligned table per conversation, then the totals."""
+def render_table(analysis: Analysis, file_warnings: Sequence[str] = ()) -> str:
+    """A plain-text report: one aligned table per conversation and its warnings, then the
+    files' own warnings and the totals."""
     out: list[str] = []
     for number, conversation in enumerate(analysis.conversations):
         transcript = conversation.transcript
@@ -170,7 +190,9 @@ def render_table(analysis: Analysis) -> str:
         if conversation.timestamps_missing:
             out.append("  no timestamps: simulated as one continuous session")
         out += _totals_lines(conversation.totals)
+        out += [f"  warning: {warning}" for warning in located_warnings(transcript)]
         out.append("")
+    out += [f"warning: {warning}" for warning in file_warnings]
     retention = analysis.retention_seconds
     out.append(f"All conversations ({len(analysis.conversations)}), retention {retention}s")
     out += _totals_lines(analysis.totals)

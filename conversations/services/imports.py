@@ -7,7 +7,6 @@ written inside that transaction are invisible to the page that polls until it co
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -25,9 +24,9 @@ from costlab import jobs
 
 from ..formats import parse_files
 from ..formats.errors import ParseError
-from ..hashing import combined_sha256, files_sha256
+from ..hashing import files_sha256
 from ..models import ImportJob, ImportStatus, Organization
-from .transcripts import ImportTotals, transcripts_store
+from .transcripts import WARNINGS_KEPT, ImportTotals, transcripts_store
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +62,10 @@ def _mark_duplicate(job: ImportJob, previous: ImportJob) -> None:
     job.refresh_from_db()
 
 
-def _save_upload(job: ImportJob, field_name: str, upload: UploadedFile) -> str:
-    """Store the upload and return its sha256, hashing as the chunks stream to disk."""
-    digest = hashlib.sha256()
-    for piece in upload.chunks():
-        digest.update(piece)
-    upload.seek(0)
+def _save_upload(job: ImportJob, field_name: str, upload: UploadedFile) -> Path:
+    """Store the upload; its path on disk."""
     getattr(job, field_name).save(Path(upload.name or "upload").name, upload, save=False)
-    return digest.hexdigest()
+    return Path(getattr(job, field_name).path)
 
 
 def import_job_create(
@@ -90,11 +85,12 @@ def import_job_create(
         format=format,
         size_bytes=(upload.size or 0) + ((second_upload.size or 0) if second_upload else 0),
     )
-    digests = [_save_upload(job, "file", upload)]
+    paths = [_save_upload(job, "file", upload)]
     if second_upload is not None:
         job.original_name = f"{upload.name} + {second_upload.name}"[:300]
-        digests.append(_save_upload(job, "second_file", second_upload))
-    job.content_sha256 = combined_sha256(digests)
+        paths.append(_save_upload(job, "second_file", second_upload))
+    # The content, not the bytes: gzipped, zipped or with CRLF endings, it is the same log.
+    job.content_sha256 = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
     previous = _previous_import(organization, job.content_sha256)
     if previous is not None:
         job.status = ImportStatus.DUPLICATE
@@ -137,6 +133,7 @@ def _job_succeed(job: ImportJob, totals: ImportTotals) -> None:
         totals.messages,
     )
     job.tokens, job.cost, job.unpriced_turns = totals.tokens, totals.cost, totals.unpriced_turns
+    job.skipped_conversations = totals.skipped
     job.warnings = totals.warnings
     job.bytes_done = job.size_bytes
     job.finished = timezone.now()
@@ -164,6 +161,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
         }
         cache.set(_progress_key(job), live, timeout=24 * 3600)
 
+    file_warnings: list[str] = []
     try:
         with transaction.atomic():
             transcripts = parse_files(
@@ -172,11 +170,14 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                 display_names=names,
                 max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
                 on_progress=on_progress,
+                on_warning=file_warnings.append,
             )
             totals = transcripts_store(
                 organization=job.organization, transcripts=transcripts, job=job, on_chunk=on_chunk
             )
-            if totals.conversations == 0:
+            # The files' own warnings first, as `analyze` prints them.
+            totals.warnings = [*file_warnings, *totals.warnings][:WARNINGS_KEPT]
+            if totals.conversations == 0 and not totals.skipped:
                 raise ImportFailed(f"{job.original_name}: no conversations found in the file")
             _job_succeed(job, totals)
     except (ParseError, ImportFailed) as exc:
@@ -223,7 +224,7 @@ def import_path(
     format: str = "",
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
-    digest = files_sha256(paths)
+    digest = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
     name = " + ".join(p.name for p in paths)
     job = ImportJob.objects.create(
         organization=organization,

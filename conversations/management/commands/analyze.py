@@ -47,7 +47,11 @@ class Command(BaseCommand):
             "--strategy", default="full", help="full, window:K, trim:TOKENS or summarize:TOKENS."
         )
         parser.add_argument("--format", choices=["table", "json"], default="table")
-        parser.add_argument("--input-format", choices=FORMATS, help="Skip format detection.")
+        parser.add_argument(
+            "--input-format",
+            choices=FORMATS,
+            help="Skip format detection (the same option as import_transcripts').",
+        )
         parser.add_argument("--org", help="Use this organization's negotiated prices too.")
         parser.add_argument(
             "--levers",
@@ -63,7 +67,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc), returncode=NOT_A_TRANSCRIPT) from exc
         # The input is judged first (exit status 2), then the price book is read.
-        transcripts = self._read(options["files"], options["input_format"], options["model"])
+        file_warnings: list[str] = []
+        transcripts = self._read(
+            options["files"], options["input_format"], options["model"], file_warnings
+        )
         require_migrated()
         organization = organization_option(options["org"])
         book = PriceBook.for_organization(organization)
@@ -92,23 +99,29 @@ class Command(BaseCommand):
                 default_model=options["model"],
             )
         if options["format"] == "json":
-            data = analysis_to_json(analysis)
+            data = analysis_to_json(analysis, file_warnings)
             if levers is not None:
                 data["levers"] = levers_to_json(levers)
             self.stdout.write(json.dumps(data, indent=2))
         else:
-            self.stdout.write(render_table(analysis))
+            self.stdout.write(render_table(analysis, file_warnings))
             if levers is not None:
                 self.stdout.write(render_levers(levers))
 
     def _read(
-        self, files: list[Path], input_format: str | None, model: str | None
+        self,
+        files: list[Path],
+        input_format: str | None,
+        model: str | None,
+        file_warnings: list[str],
     ) -> list[Transcript]:
         for path in files:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file", returncode=NOT_A_TRANSCRIPT)
         try:
-            transcripts = list(parse_files(files, format=input_format))
+            transcripts = list(
+                parse_files(files, format=input_format, on_warning=file_warnings.append)
+            )
         except ParseError as exc:
             raise CommandError(f"not a transcript: {exc}", returncode=NOT_A_TRANSCRIPT) from exc
         if not transcripts:
