@@ -5,7 +5,7 @@ Owns: the id space of a rendered prompt (real ids, negative placeholders) and pa
 Chat-format tokens that are not text (<|start|>, <|message|>, <|end|>, tool-block framing)
 become negative placeholder ids: they can never collide with a real token, and they make
 `len(tokens)` the cookbook count. A message renders as
-  START role [name] MESSAGE body [tool_call_id] END...  (one END per extra overhead token)
+  START role [name] MESSAGE body END...  (one END per extra overhead token)
 and reply priming as START "assistant" MESSAGE, which is exactly how the next assistant
 message starts: the previous prompt is then a true prefix of the next one, as on the API.
 Every placeholder range is allocated here, so that no two can overlap.
