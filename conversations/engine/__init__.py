@@ -6,6 +6,7 @@ vocabulary   the tiktoken encodings, read offline from the bpe-openai wheel and 
 profiles     ModelProfile: every per-model fact (encoding, chat overheads, limits)
 sequences    token ids (real and placeholder) and their packed int32 form
 images       image_url token rule
+schemas      tool definitions as the TypeScript-like text the API renders them into
 messages     a message -> its tokens (cookbook rules); MessageTokens: a transcript's, once each
 cache_policy CachePolicy: each model family's caching rules as data, default_policy()
 cache        CacheSimulator: prefix caching (seed 002) with a reason for every miss

@@ -21,7 +21,7 @@ from .cache_policy import PREFIX_128, CachePolicy
 from .messages import SYNTHETIC_TOKENS_KEY, MessageTokens, encode_message
 from .pricing import Rates, buckets_from_counts, price_buckets
 from .profiles import ModelProfile
-from .render import encode_header, priming_tokens
+from .render import encode_header, opens_with_system, priming_tokens
 from .types import Call, Transcript
 
 
@@ -101,7 +101,11 @@ def project(
     last = calls[-1] if calls else None
     header = 0
     if last is not None:
-        header = len(encode_header(last.tools, last.response_format, profile))
+        first = [transcript.messages[last.request[0]]] if last.request else []
+        after_system = opens_with_system(first)
+        header = len(
+            encode_header(last.tools, last.response_format, profile, after_system=after_system)
+        )
     priming = len(priming_tokens(profile))
     user = _average_body(messages, "user") if user_tokens is None else user_tokens
     reply = _average_body(messages, "assistant") if assistant_tokens is None else assistant_tokens

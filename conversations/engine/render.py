@@ -20,8 +20,6 @@ from itertools import chain as chain_iter
 from itertools import islice
 from typing import Any, overload
 
-import tiktoken
-
 from .breakpoints import Cut, CutKind
 from .cache import ROOT_HASH, STEP, hash_blocks_into
 from .messages import (
@@ -33,12 +31,10 @@ from .messages import (
     role_tokens,
 )
 from .profiles import ModelProfile
+from .schemas import tools_text, undescribed_first_properties
 from .sequences import (
-    FUNC_END,
     MESSAGE,
     PRIMING,
-    PROP,
-    PROP_KEY,
     START,
     TOKEN_BYTES,
     TOOL,
@@ -59,48 +55,20 @@ def priming_tokens(profile: ModelProfile) -> list[int]:
     return filler(PRIMING, max(0, profile.reply_priming))
 
 
-def _strip_period(value: object) -> str:
-    text = "" if value is None else str(value)
-    return text[:-1] if text.endswith(".") else text
-
-
-def _encode_properties(
-    enc: tiktoken.Encoding, properties: dict[str, Any], profile: ModelProfile
+def encode_tools(
+    tools: list[dict[str, Any]] | None, profile: ModelProfile, *, after_system: bool = True
 ) -> list[int]:
-    tokens = filler(PROP, profile.prop_init)
-    for key, spec in properties.items():
-        spec = spec if isinstance(spec, dict) else {}
-        overhead = profile.prop_key
-        enum_tokens: list[int] = []
-        if "enum" in spec:
-            items = spec["enum"] if isinstance(spec["enum"], list) else []
-            overhead += profile.enum_init + profile.enum_item * len(items)
-            for item in items:
-                enum_tokens += encode_text(enc, str(item))
-        line = f"{key}:{spec.get('type', '')}:{_strip_period(spec.get('description'))}"
-        tokens += with_overhead(PROP_KEY, overhead, enum_tokens + encode_text(enc, line))
-    return tokens
-
-
-def encode_tools(tools: list[dict[str, Any]] | None, profile: ModelProfile) -> list[int]:
-    """Tool definitions by the cookbook's num_tokens_for_tools (API-verified: 101 / 105).
-    Only names, types, descriptions and enums count there; `required` is ignored."""
+    """Tool definitions: their namespace text (schemas.py) and the profile's framing.
+    `after_system`: the request opens with a system or developer message, which the tools
+    join (4 tokens fewer: no message of their own). Each function whose first property has
+    no description counts one token fewer than its text (schemas.py)."""
     if not tools:
         return []
-    enc = get_encoding(profile.encoding)
-    tokens: list[int] = []
-    for tool in tools:
-        # {"type": "function", "function": {...}} or the legacy bare `functions` entry
-        function = tool.get("function", tool) if isinstance(tool, dict) else {}
-        if not isinstance(function, dict):
-            continue
-        line = f"{function.get('name', '')}:{_strip_period(function.get('description'))}"
-        tokens += with_overhead(TOOL, profile.func_init, encode_text(enc, line))
-        parameters = function.get("parameters")
-        properties = parameters.get("properties") if isinstance(parameters, dict) else None
-        if isinstance(properties, dict) and properties:
-            tokens += _encode_properties(enc, properties, profile)
-    return with_overhead(FUNC_END, profile.func_end, tokens, after=True)
+    text = encode_text(get_encoding(profile.encoding), tools_text(tools))
+    overhead = profile.tools_overhead - undescribed_first_properties(tools)
+    if after_system:
+        overhead -= profile.tools_system_saving
+    return with_overhead(TOOL, overhead, text, after=True)
 
 
 def encode_response_format(
@@ -120,9 +88,17 @@ def encode_header(
     tools: list[dict[str, Any]] | None,
     response_format: dict[str, Any] | None,
     profile: ModelProfile,
+    *,
+    after_system: bool = True,
 ) -> list[int]:
     """What a request sends before its messages: the tools block, then the response format."""
-    return encode_tools(tools, profile) + encode_response_format(response_format, profile)
+    tools_tokens = encode_tools(tools, profile, after_system=after_system)
+    return tools_tokens + encode_response_format(response_format, profile)
+
+
+def opens_with_system(messages: Sequence[ChatMessage]) -> bool:
+    """Whether a request's first message is one the tools block joins (encode_tools)."""
+    return bool(messages) and messages[0].get("role") in ("system", "developer")
 
 
 def count_request(
@@ -133,7 +109,8 @@ def count_request(
     response_format: dict[str, Any] | None = None,
 ) -> int:
     """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
-    total = len(encode_header(tools, response_format, profile))
+    after_system = opens_with_system(messages)
+    total = len(encode_header(tools, response_format, profile, after_system=after_system))
     total += sum(encode_message(message, profile).length for message in messages)
     return total + len(priming_tokens(profile))
 
@@ -360,13 +337,17 @@ class TranscriptRenderer:
         self._chains: dict[str, _Chain] = {}
 
     def _header(
-        self, tools: list[dict[str, Any]] | None, response_format: dict[str, Any] | None
+        self,
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        after_system: bool,
     ) -> tuple[str, bytes]:
         if not tools and not response_format:
             return "", b""
-        key = json.dumps([tools, response_format], sort_keys=True, default=str)
+        key = json.dumps([tools, response_format, after_system], sort_keys=True, default=str)
         if key not in self._headers:
-            self._headers[key] = pack(encode_header(tools, response_format, self.profile))
+            header = encode_header(tools, response_format, self.profile, after_system=after_system)
+            self._headers[key] = pack(header)
         return key, self._headers[key]
 
     def _read(self, chain: _Chain, start: int, end: int) -> bytes:
@@ -396,7 +377,8 @@ class TranscriptRenderer:
         tools: list[dict[str, Any]] | None = None,
         response_format: dict[str, Any] | None = None,
     ) -> RenderedRequest:
-        key, header = self._header(tools, response_format)
+        first = [self.messages.messages[request[0]]] if request else []
+        key, header = self._header(tools, response_format, opens_with_system(first))
         chain = self._chains.get(key)
         if chain is None:
             chain = _Chain(key, header, [], [], 0, [], b"", 0, [] if self.cut_points else None)

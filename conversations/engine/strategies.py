@@ -28,7 +28,7 @@ from .analysis import (
 )
 from .cache_policy import default_policy
 from .messages import SYNTHETIC_TOKENS_KEY, EncodingCache, MessageTokens, encode_message
-from .render import encode_header, priming_tokens
+from .render import encode_header, opens_with_system, priming_tokens
 from .types import Call, ChatMessage, Transcript
 
 StrategyKind = Literal["full", "window", "trim", "summarize"]
@@ -78,17 +78,23 @@ class _Sizer:
         self._priming = len(priming_tokens(messages.profile))
         self._headers: dict[str, int] = {}
 
-    def header(self, call: Call) -> int:
+    def header(self, call: Call, *, after_system: bool = True) -> int:
         if not call.tools and not call.response_format:
             return 0
-        key = json.dumps([call.tools, call.response_format], sort_keys=True, default=str)
+        key = json.dumps(
+            [call.tools, call.response_format, after_system], sort_keys=True, default=str
+        )
         if key not in self._headers:  # tools repeat on every call: encode them once
-            header = encode_header(call.tools, call.response_format, self.messages.profile)
+            profile = self.messages.profile
+            header = encode_header(
+                call.tools, call.response_format, profile, after_system=after_system
+            )
             self._headers[key] = len(header)
         return self._headers[key]
 
     def request(self, call: Call, indices: Sequence[int]) -> int:
-        total = self.header(call) + self._priming
+        first = [self.messages.messages[indices[0]]] if indices else []
+        total = self.header(call, after_system=opens_with_system(first)) + self._priming
         return total + sum(self.messages.length(i) for i in indices)
 
 
