@@ -14,6 +14,7 @@ from django.db.models import Avg, Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.http import Http404
 
+from .engine.calibration import ModelCalibration, Pair, calibrate
 from .engine.types import Call, Transcript
 from .models import (
     Conversation,
@@ -416,3 +417,26 @@ def conversation_transcript(conversation: Conversation) -> Transcript:
     return Transcript(
         messages=messages, calls=calls, title=conversation.title, model=conversation.model or None
     )
+
+
+# The calibration table reads at most this many recent reported calls: enough for stable
+# shares and percentiles, bounded whatever the organization's size.
+CALIBRATION_SAMPLE = 20_000
+
+
+def calibration(organization: Organization, filters: UsageFilter) -> list[ModelCalibration]:
+    """Per model, how far costlab's estimates and cache simulation were from what the API
+    reported, over the organization's calls that have both (issue 10 item 8)."""
+    rows = (
+        billing_records(organization, filters)
+        .filter(source=UsageSource.REPORTED)
+        .order_by("-occurred_at")
+        .values_list(
+            "model",
+            "turn__estimated_prompt_tokens",
+            "prompt_tokens",
+            "turn__simulated_cached_tokens",
+            "input_cached",
+        )[:CALIBRATION_SAMPLE]
+    )
+    return calibrate(Pair(*row) for row in rows)

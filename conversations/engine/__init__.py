@@ -16,6 +16,7 @@ render       a request -> its token sequence (tools, format, messages, priming):
 metrics      hit rates, cost and latency reduction, reference targets
 analysis     analyze(): every call's tokens, simulated caching and cost
 strategies   full / window / trim / summarize compared on one transcript
+calibration  estimated vs reported prompt tokens and cached tokens, per model
 levers       prompt_cache_key, retention and breakpoint choices compared, writes priced
 projection   cost of the next N turns
 report       analysis_to_json(), render_table()

@@ -11,6 +11,7 @@ from typing import Any
 
 from .analysis import Analysis, CallAnalysis, ConversationAnalysis, Totals
 from .cache import MissReason
+from .calibration import ModelCalibration, Pair, calibrate
 from .levers import LeverResult
 from .types import located_warnings
 
@@ -101,6 +102,7 @@ def analysis_to_json(analysis: Analysis, file_warnings: Sequence[str] = ()) -> d
     totals["conversations"] = len(analysis.conversations)
     totals["timestamps_missing"] = analysis.timestamps_missing
     totals["retention_seconds"] = analysis.retention_seconds
+    totals["calibration"] = calibration_to_json(analysis_calibration(analysis))
     return {
         "conversations": [_conversation(n, c) for n, c in enumerate(analysis.conversations)],
         "totals": totals,
@@ -196,6 +198,7 @@ def render_table(analysis: Analysis, file_warnings: Sequence[str] = ()) -> str:
     retention = analysis.retention_seconds
     out.append(f"All conversations ({len(analysis.conversations)}), retention {retention}s")
     out += _totals_lines(analysis.totals)
+    out += render_calibration(analysis_calibration(analysis))
     return "\n".join(out) + "\n"
 
 
@@ -240,3 +243,50 @@ def render_levers(results: list[LeverResult]) -> str:
         ]
         lines.append("  " + "  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def analysis_calibration(analysis: Analysis) -> list[ModelCalibration]:
+    """Calls with reported usage: how far costlab's estimate and simulation were from it."""
+    return calibrate(
+        Pair(
+            model=call.model or "",
+            estimated_prompt=call.estimated_prompt_tokens,
+            reported_prompt=call.call.usage.prompt_tokens,
+            simulated_cached=call.simulated_cached_tokens,
+            reported_cached=call.call.usage.cached_tokens,
+        )
+        for conversation in analysis.conversations
+        for call in conversation.calls
+        if call.call.usage is not None
+    )
+
+
+def calibration_to_json(rows: list[ModelCalibration]) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": r.model,
+            "calls": r.calls,
+            "exact_share": _rate(r.exact_share),
+            "mean_gap": _rate(r.mean_gap),
+            "p95_abs_gap": _rate(r.p95_abs_gap),
+            "cached_exact_share": _rate(r.cached_exact_share),
+            "hit_agreement": _rate(r.hit_agreement),
+            "simulated_cached_tokens": r.simulated_cached,
+            "reported_cached_tokens": r.reported_cached,
+        }
+        for r in rows
+    ]
+
+
+def render_calibration(rows: list[ModelCalibration]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["calibration (calls with reported usage: estimate vs report, per model):"]
+    for r in rows:
+        lines.append(
+            f"  {r.model}: {r.calls} calls, prompt exact {_percent(r.exact_share)}, "
+            f"mean gap {r.mean_gap:+.2%}, p95 |gap| {r.p95_abs_gap:.2%}; cached tokens exact "
+            f"{_percent(r.cached_exact_share)}, hit/miss agree {_percent(r.hit_agreement)} "
+            f"(simulated {r.simulated_cached:,} vs reported {r.reported_cached:,})"
+        )
+    return lines

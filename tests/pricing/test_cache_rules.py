@@ -118,3 +118,22 @@ def test_it_shows_cache_policies_and_a_rows_matrix_in_the_admin(client: Client) 
     # The matrix as a table: priority above 272k pays $16/1M input.
     assert "priority / above" in page and "<td>16</td>" in page
     assert 'name="cache_policy"' in page
+
+
+@pytest.mark.django_db
+def test_it_shows_the_calibration_of_the_orgs_own_calls(client: Client, tmp_path: Path) -> None:
+    from ..factories import MembershipFactory
+
+    membership = MembershipFactory.create()
+    org = membership.organization
+    messages = [{"role": "user", "content": "Capital of France?"}]
+    usage = {"prompt_tokens": 13, "completion_tokens": 2, "total_tokens": 15}
+    calls = [({"model": "gpt-4o", "messages": messages}, _response("gpt-4o", usage, "Paris."))]
+    call_command("import_transcripts", str(_log(tmp_path / "c.jsonl", calls)), "--org", org.slug)
+    turn = Turn.objects.get(conversation__organization=org)
+    client.force_login(membership.user)
+    html = client.get(f"/o/{org.slug}/").content.decode()
+    assert 'id="calibration"' in html and 'data-model="gpt-4o"' in html
+    exact = "100.0%" if turn.estimated_prompt_tokens == 13 else "0.0%"
+    row = html.split('data-model="gpt-4o"')[1].split("</tr>")[0]
+    assert f'<td class="num">{exact}</td>' in row
