@@ -101,6 +101,10 @@ class ImportJob(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Crash recovery (costlab/heartbeat.py): the running worker's last sign of life, and how
+    # many times a worker took the job.
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -114,6 +118,10 @@ class ImportJob(models.Model):
         indexes = [
             # The imports page: an org's jobs, newest first.
             models.Index(fields=["organization", "-created"], name="importjob_org_recent"),
+            # The sweep: running jobs by heartbeat, every few seconds.
+            models.Index(
+                fields=["heartbeat"], condition=Q(status="running"), name="importjob_running"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -241,6 +241,28 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "false")
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# Crash recovery (costlab/heartbeat.py): a running job stamps its row every HEARTBEAT seconds;
+# one silent for STALE seconds lost its worker, and the sweep (Celery beat, every SWEEP seconds)
+# runs it again from its all-or-nothing start, at most MAX_ATTEMPTS times in all.
+COSTLAB_JOB_HEARTBEAT_SECONDS = envint("COSTLAB_JOB_HEARTBEAT_SECONDS", 5)
+COSTLAB_JOB_STALE_SECONDS = envint("COSTLAB_JOB_STALE_SECONDS", 30)
+COSTLAB_JOB_SWEEP_SECONDS = envint("COSTLAB_JOB_SWEEP_SECONDS", 10)
+COSTLAB_JOB_MAX_ATTEMPTS = envint("COSTLAB_JOB_MAX_ATTEMPTS", 3)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "import-jobs-sweep": {
+        "task": "conversations.tasks.import_jobs_sweep",
+        "schedule": COSTLAB_JOB_SWEEP_SECONDS,
+        # Sweeps queued behind a long job are stale by the time a worker gets to them.
+        "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
+    },
+    "cost-recomputes-sweep": {
+        "task": "pricing.tasks.costs_recompute_sweep",
+        "schedule": COSTLAB_JOB_SWEEP_SECONDS,
+        "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
+    },
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -15,9 +15,9 @@ import pytest
 from django.urls import reverse
 
 from conversations import charts
-from conversations.selectors import ModelCost
 from conversations.engine.types import Call, Transcript
 from conversations.models import ImportJob
+from conversations.selectors import ModelCost
 from conversations.services.transcripts import transcripts_store
 
 from .factories import MembershipFactory, ModelPriceFactory
