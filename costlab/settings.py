@@ -216,6 +216,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # The biggest transcript (or unpacked zip) costlab accepts, in bytes.
 COSTLAB_MAX_UPLOAD_BYTES = envint("COSTLAB_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024)
 
+# The what-if on a conversation page (conversations/what_if.py): any member may open it, so
+# the work is bounded. Conversations above either size get a message instead of figures.
+COSTLAB_WHAT_IF_MAX_CHARS = envint("COSTLAB_WHAT_IF_MAX_CHARS", 5_000_000)
+COSTLAB_WHAT_IF_MAX_SENT = envint("COSTLAB_WHAT_IF_MAX_SENT", 1_000_000)
+COSTLAB_WHAT_IF_CACHE_SECONDS = envint("COSTLAB_WHAT_IF_CACHE_SECONDS", 24 * 3600)
+
 # Celery. The default broker is a pair of folders: a real worker process, no server.
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "filesystem://")
