@@ -56,6 +56,16 @@ class Membership(models.Model):
     def can_import(self) -> bool:
         return self.role in (Role.ANALYST, Role.ADMIN)
 
+    @property
+    def can_delete(self) -> bool:
+        """Deleting conversations is the analysts' and admins' work, like importing them."""
+        return self.role in (Role.ANALYST, Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins manage the organization itself: its members, and deleting it."""
+        return self.role == Role.ADMIN
+
 
 class ImportStatus(models.TextChoices):
     PENDING = "pending", "Waiting for a worker"
@@ -105,6 +115,9 @@ class ImportJob(models.Model):
     # many times a worker took the job.
     heartbeat = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # When the uploaded files were removed: by the sweep past their keeping time, or with a
+    # conversation that came from them (conversations/services/deletion.py).
+    files_removed = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -7,7 +7,7 @@ import logging
 
 from celery import shared_task
 
-from .services import imports
+from .services import deletion, imports
 
 logger = logging.getLogger(__name__)
 
@@ -34,3 +34,9 @@ def import_job_run(job_id: int) -> None:
 def import_jobs_sweep() -> None:
     """Celery beat, every few seconds: jobs whose worker died run again."""
     imports.import_jobs_sweep()
+
+
+@shared_task(soft_time_limit=50 * 60, time_limit=60 * 60)
+def uploads_sweep() -> None:
+    """Celery beat, hourly: uploaded files past their keeping time are removed."""
+    deletion.uploads_sweep()

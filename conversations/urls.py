@@ -12,6 +12,11 @@ urlpatterns = [
         views.conversation_what_if,
         name="conversation_what_if",
     ),
+    path(
+        "o/<slug:slug>/c/<uuid:code>/delete/",
+        views.conversation_delete,
+        name="conversation_delete",
+    ),
     path("o/<slug:slug>/imports/", views.imports, name="imports"),
     path("o/<slug:slug>/imports/<uuid:code>/", views.import_job_detail, name="import_job_detail"),
     path(

@@ -11,13 +11,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
 from . import charts, selectors, what_if
 from .forms import UploadForm, UsageFilterForm
+from .services import deletion
 from .services import imports as import_services
 
 
@@ -104,6 +105,7 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> Http
     summary = selectors.conversation_summary(turns)
     context = {
         "organization": membership.organization,
+        "membership": membership,
         "conversation": conversation,
         "turns": turns,
         "summary": summary,
@@ -128,6 +130,18 @@ def conversation_what_if(request: HtmxHttpRequest, slug: str, code: UUID) -> Htt
         "retention_scenarios": what_if.RETENTION_SCENARIOS,
     }
     return render(request, "conversations/conversation.html#what-if", context)
+
+
+@login_required
+@require_POST
+def conversation_delete(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    conversation = selectors.conversation_get(organization=membership.organization, code=code)
+    if not membership.can_delete:
+        return HttpResponse("Viewers cannot delete conversations.", status=403)
+    deletion.conversation_delete(conversation=conversation)
+    messages.success(request, f"Deleted the conversation {conversation}.")
+    return redirect("org_overview", slug=slug)
 
 
 @login_required

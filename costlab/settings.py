@@ -267,7 +267,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": COSTLAB_JOB_SWEEP_SECONDS,
         "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
     },
+    "uploads-sweep": {
+        "task": "conversations.tasks.uploads_sweep",
+        "schedule": 3600,
+        "options": {"expires": 3600},
+    },
 }
+# Uploaded files are kept this long after their import, then removed by the uploads sweep;
+# failed and duplicate uploads (nothing came of them) only for the hours after.
+COSTLAB_UPLOAD_RETENTION_DAYS = envint("COSTLAB_UPLOAD_RETENTION_DAYS", 30)
+COSTLAB_FAILED_UPLOAD_RETENTION_HOURS = envint("COSTLAB_FAILED_UPLOAD_RETENTION_HOURS", 24)
 
 LOGGING = {
     "version": 1,

@@ -35,7 +35,7 @@ class ImportFailed(Exception):
     """An import that stored nothing; the message names the file, line and field."""
 
 
-def _progress_key(job: ImportJob) -> str:
+def progress_key(job: ImportJob) -> str:
     return f"import-progress:{job.code}"
 
 
@@ -44,7 +44,7 @@ def import_progress_apply(job: ImportJob) -> None:
     The job is not saved: the database keeps only committed outcomes."""
     if job.status != ImportStatus.RUNNING:
         return
-    for key, value in (cache.get(_progress_key(job)) or {}).items():
+    for key, value in (cache.get(progress_key(job)) or {}).items():
         setattr(job, key, value)
 
 
@@ -174,7 +174,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                 "turns": totals.turns,
                 "messages": totals.messages,
             }
-            cache.set(_progress_key(job), live, timeout=24 * 3600)
+            cache.set(progress_key(job), live, timeout=24 * 3600)
 
         try:
             with transaction.atomic():
@@ -227,7 +227,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             raise
     job.refresh_from_db()
     logger.info("import job %s attempt %s: %s", job.id, job.attempts, job.status)
-    cache.delete(_progress_key(job))
+    cache.delete(progress_key(job))
     return job
 
 
