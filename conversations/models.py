@@ -39,6 +39,8 @@ class Role(models.TextChoices):
 
 
 class Membership(models.Model):
+    # Names a member in the member pages' URLs (never the user's id).
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)

@@ -24,4 +24,8 @@ urlpatterns = [
         views.import_job_progress,
         name="import_job_progress",
     ),
+    path("o/<slug:slug>/members/", views.members, name="members"),
+    path("o/<slug:slug>/members/<uuid:code>/role/", views.member_role, name="member_role"),
+    path("o/<slug:slug>/members/<uuid:code>/remove/", views.member_remove, name="member_remove"),
+    path("o/<slug:slug>/delete/", views.organization_delete, name="organization_delete"),
 ]

@@ -16,7 +16,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, reverse
 
 from conversations.engine.types import Call, Transcript
-from conversations.models import ImportJob
+from conversations.models import ImportJob, Role
 from conversations.services.transcripts import transcripts_store
 from conversations.urls import urlpatterns as conversation_urlpatterns
 from costlab.settings import dev_secret_key
@@ -111,7 +111,7 @@ T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 @pytest.fixture
 def pages(client):
     """Every page of the app, filled with real objects; keyed by URL name."""
-    membership = MembershipFactory()
+    membership = MembershipFactory(role=Role.ADMIN)  # admins see every page
     MembershipFactory(user=membership.user)  # two organizations: home lists them
     org = membership.organization
     hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
@@ -139,11 +139,12 @@ def pages(client):
         "imports": reverse("imports", args=[slug]),
         "import_job_detail": reverse("import_job_detail", args=[slug, job.code]),
         "import_job_progress": reverse("import_job_progress", args=[slug, job.code]),
+        "members": reverse("members", args=[slug]),
     }
 
 
 # URLs that only take a POST and answer with a redirect: no page of their own to check.
-ACTIONS = {"conversation_delete"}
+ACTIONS = {"conversation_delete", "member_role", "member_remove", "organization_delete"}
 
 
 def url_names(patterns: list[URLPattern | URLResolver]) -> set[str]:
