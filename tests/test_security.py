@@ -22,6 +22,7 @@ from conversations.urls import urlpatterns as conversation_urlpatterns
 from costlab.settings import dev_secret_key
 
 from .factories import MembershipFactory, UserFactory
+from .org_urls import ORG_URLS
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / "docker" / ".env.example"
@@ -144,7 +145,7 @@ def pages(client):
 
 
 # URLs that only take a POST and answer with a redirect: no page of their own to check.
-ACTIONS = {"conversation_delete", "member_role", "member_remove", "organization_delete"}
+ACTIONS = {name for name, row in ORG_URLS.items() if "GET" not in row.methods}
 
 
 def url_names(patterns: list[URLPattern | URLResolver]) -> set[str]:
