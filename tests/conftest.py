@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection
+from django.db.backends.base.creation import BaseDatabaseCreation
 from pytest_django import Settings
 
 from costlab.celery import app as celery_app
@@ -18,6 +20,24 @@ ROOT = Path(__file__).resolve().parent.parent
 # Outside material lives beside the checkout (../shared/oracles), in CI too; never copied in.
 ORACLES = ROOT.parent / "shared" / "oracles"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def serialized_rollback_after_any_flush() -> Iterator[None]:
+    """A transactional test without serialized_rollback ends with a flush and post_migrate,
+    which creates content types and permissions again under new ids; a later test with
+    serialized_rollback (the browser tests) then restores the originals under their old ids
+    and collides on (app_label, model). Those recreated rows go before the restore."""
+    original = BaseDatabaseCreation.deserialize_db_from_string
+
+    def deserialize(self: BaseDatabaseCreation, data: str) -> None:
+        ContentType.objects.using(self.connection.alias).all().delete()
+        original(self, data)
+        ContentType.objects.clear_cache()
+
+    BaseDatabaseCreation.deserialize_db_from_string = deserialize  # type: ignore[method-assign]
+    yield
+    BaseDatabaseCreation.deserialize_db_from_string = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)
