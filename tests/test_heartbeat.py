@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from django.core.cache import cache
 from django.core.files import File
 from django.db import connection, connections, transaction
 from django.utils import timezone
@@ -54,6 +55,11 @@ def silent_for(seconds: float) -> dict[str, object]:
     return {"status": ImportStatus.RUNNING, "started": then, "heartbeat": then, "attempts": 1}
 
 
+def dead() -> dict[str, object]:
+    """A job silent for longer than the stale limit of this database."""
+    return silent_for(heartbeat.stale_after().total_seconds() + 60)
+
+
 @pytest.fixture
 def media(settings: Settings, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path
@@ -94,7 +100,6 @@ def test_it_waits_an_hour_on_sqlite_where_heartbeats_cannot_be_written(
     assert heartbeat.stale_after() == (expected or timedelta(seconds=30))
 
 
-@needs_second_writer
 @pytest.mark.django_db
 def test_it_sweeps_stale_jobs_back_into_the_queue_and_runs_them(
     fixtures: Path,
@@ -103,28 +108,29 @@ def test_it_sweeps_stale_jobs_back_into_the_queue_and_runs_them(
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     organization = OrganizationFactory.create()
-    dead = upload_job(organization, fixtures, **silent_for(120))
+    lost = upload_job(organization, fixtures, **dead())
     alive = upload_job(organization, fixtures, **silent_for(5))
+    cache.set(imports.progress_key(lost), {"conversations": 7})  # the dead attempt's
     with django_capture_on_commit_callbacks(execute=True):
         tasks.import_jobs_sweep()
-    dead.refresh_from_db()
+    assert cache.get(imports.progress_key(lost)) is None
+    lost.refresh_from_db()
     alive.refresh_from_db()
-    assert (dead.status, dead.attempts) == (ImportStatus.SUCCEEDED, 2)
-    assert Conversation.objects.filter(import_job=dead).count() == 1
+    assert (lost.status, lost.attempts) == (ImportStatus.SUCCEEDED, 2)
+    assert Conversation.objects.filter(import_job=lost).count() == 1
     assert (alive.status, alive.attempts) == (ImportStatus.RUNNING, 1)
 
 
-@needs_second_writer
 @pytest.mark.django_db
 def test_it_fails_a_job_that_lost_its_worker_too_often_or_cannot_run_again(
     fixtures: Path, media: Path, settings: Settings
 ) -> None:
     settings.COSTLAB_JOB_MAX_ATTEMPTS = 3
     organization = OrganizationFactory.create()
-    worn = upload_job(organization, fixtures, **{**silent_for(120), "attempts": 3})
+    worn = upload_job(organization, fixtures, **{**dead(), "attempts": 3})
     # A command-line import: its file is on the machine that ran the command.
     command = ImportJob.objects.create(
-        organization=organization, original_name="local.jsonl", **silent_for(120)
+        organization=organization, original_name="local.jsonl", **dead()
     )
     swept = imports.import_jobs_sweep()
     assert sorted(swept.failed) == sorted([worn.id, command.id]) and not swept.requeued
@@ -215,19 +221,11 @@ def test_it_queues_a_recompute_as_a_job_and_runs_it(
     assert log.finished is not None
 
 
-@needs_second_writer
 @pytest.mark.django_db
 def test_it_sweeps_a_recompute_whose_worker_died(
     eager: None, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
 ) -> None:
-    then = timezone.now() - timedelta(minutes=5)
-    log = CostRecompute.objects.create(
-        organization=OrganizationFactory.create(),
-        status=RecomputeStatus.RUNNING,
-        started=then,
-        heartbeat=then,
-        attempts=1,
-    )
+    log = CostRecompute.objects.create(organization=OrganizationFactory.create(), **dead())
     with django_capture_on_commit_callbacks(execute=True):
         swept = pricing_services.costs_recompute_sweep()
     assert swept.requeued == [log.pk]

@@ -119,6 +119,9 @@ def import_jobs_sweep() -> heartbeat.Swept:
     """Queue again the running jobs whose worker died. A command-line import cannot run
     again (its files are on the machine that ran it): it fails."""
     swept = heartbeat.sweep(ImportJob.objects.all(), rerunnable=~Q(file=""), noun="import")
+    # The dead attempt's progress would show until the next attempt publishes its own.
+    requeued = ImportJob.objects.filter(pk__in=swept.requeued).only("code")
+    cache.delete_many([progress_key(job) for job in requeued])
     for job_id in swept.requeued:
         jobs.enqueue_on_commit(jobs.IMPORT_JOB_RUN, job_id)
     return swept
