@@ -142,6 +142,13 @@ def test_it_fails_a_job_that_lost_its_worker_too_often_or_cannot_run_again(
 
 
 @pytest.mark.django_db
+def test_it_claims_a_pending_job_handed_straight_to_the_import(fixtures: Path, media: Path) -> None:
+    job = upload_job(OrganizationFactory.create(), fixtures)
+    done = imports.import_job_process(job)
+    assert (done.status, done.attempts) == (ImportStatus.SUCCEEDED, 1)
+
+
+@pytest.mark.django_db
 def test_it_rolls_back_an_attempt_whose_job_was_taken_over(fixtures: Path, media: Path) -> None:
     job = upload_job(OrganizationFactory.create(), fixtures)
     slow = imports.import_job_claim(job.id)

@@ -154,7 +154,14 @@ def _job_succeed(owned: QuerySet[ImportJob], job: ImportJob, totals: ImportTotal
 
 def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> ImportJob:
     """Parse, analyse and store a claimed job's file(s), all or nothing, keeping the job's
-    heartbeat while it runs."""
+    heartbeat while it runs. A pending job is claimed first; one that cannot be claimed
+    (another worker has it) is returned as it is."""
+    if job.status == ImportStatus.PENDING:
+        claimed = import_job_claim(job.id)
+        if claimed is None:
+            job.refresh_from_db()
+            return job
+        job = claimed
     paths = paths if paths is not None else _job_paths(job)
     names = {paths[0]: job.original_name.split(" + ")[0]}
     if len(paths) > 1:
