@@ -39,6 +39,8 @@ class Role(models.TextChoices):
 
 
 class Membership(models.Model):
+    # Names a member in the member pages' URLs (never the user's id).
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role, default=Role.VIEWER)
@@ -55,6 +57,16 @@ class Membership(models.Model):
     @property
     def can_import(self) -> bool:
         return self.role in (Role.ANALYST, Role.ADMIN)
+
+    @property
+    def can_delete(self) -> bool:
+        """Deleting conversations is the analysts' and admins' work, like importing them."""
+        return self.role in (Role.ANALYST, Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins manage the organization itself: its members, and deleting it."""
+        return self.role == Role.ADMIN
 
 
 class ImportStatus(models.TextChoices):
@@ -101,6 +113,13 @@ class ImportJob(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Crash recovery (costlab/heartbeat.py): the running worker's last sign of life, and how
+    # many times a worker took the job.
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # When the uploaded files were removed: by the sweep past their keeping time, or with a
+    # conversation that came from them (conversations/services/deletion.py).
+    files_removed = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -114,6 +133,10 @@ class ImportJob(models.Model):
         indexes = [
             # The imports page: an org's jobs, newest first.
             models.Index(fields=["organization", "-created"], name="importjob_org_recent"),
+            # The sweep: running jobs by heartbeat, every few seconds.
+            models.Index(
+                fields=["heartbeat"], condition=Q(status="running"), name="importjob_running"
+            ),
         ]
 
     def __str__(self) -> str:

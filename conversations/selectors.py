@@ -48,6 +48,23 @@ def membership_get(*, user: AnyUser, slug: str) -> Membership:
         raise Http404 from None
 
 
+def members(organization: Organization) -> list[Membership]:
+    return list(
+        Membership.objects.filter(organization=organization)
+        .select_related("user")
+        .order_by("user__username")
+    )
+
+
+def member_get(*, organization: Organization, code: UUID) -> Membership:
+    try:
+        return Membership.objects.select_related("user", "organization").get(
+            organization=organization, code=code
+        )
+    except Membership.DoesNotExist:
+        raise Http404 from None
+
+
 def conversation_get(*, organization: Organization, code: UUID) -> Conversation:
     try:
         return Conversation.objects.get(organization=organization, code=code)

@@ -12,8 +12,8 @@ from django.core.validators import DecimalValidator
 from django.utils.html import format_html, format_html_join
 
 from conversations.models import UsageRecord
-from costlab import jobs
 
+from . import services
 from .matrix import BASE, BUCKETS, EXTENDED, STANDARD
 from .models import CachePolicy, CostRecompute, ModelPrice, PriceRate
 
@@ -219,7 +219,7 @@ class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
 @admin.action(description="Re-price stored usage with the current price book")
 def recompute_costs(modeladmin: admin.ModelAdmin[Any], request: Any, queryset: Any) -> None:
     for organization in queryset:
-        jobs.enqueue_on_commit(jobs.COSTS_RECOMPUTE, organization.pk, request.user.pk)
+        services.costs_recompute_request(organization=organization, user=request.user)
     modeladmin.message_user(
         request, f"Re-pricing queued for {queryset.count()} organization(s); see Cost recomputes."
     )
@@ -227,7 +227,15 @@ def recompute_costs(modeladmin: admin.ModelAdmin[Any], request: Any, queryset: A
 
 @admin.register(CostRecompute)
 class CostRecomputeAdmin(admin.ModelAdmin[CostRecompute]):
-    list_display = ("created", "organization", "records", "changed", "cost_before", "cost_after")
+    list_display = (
+        "created",
+        "organization",
+        "status",
+        "records",
+        "changed",
+        "cost_before",
+        "cost_after",
+    )
     readonly_fields = [f.name for f in CostRecompute._meta.fields]
 
     def has_add_permission(self, request: Any) -> bool:

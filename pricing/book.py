@@ -6,6 +6,7 @@ global ones, then every resolution is a dictionary walk in Python.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -77,6 +78,21 @@ class PriceBook:
             scope |= Q(organization=organization)
         rows = ModelPrice.objects.filter(scope).select_related("cache_policy")
         return cls(rows=list(rows.prefetch_related("rates")))
+
+    def fingerprint(self, at: datetime) -> str:
+        """A digest of every row in force by `at`: its fields, its rate cells and its cache
+        policy. Two books with equal digests price every call up to `at` the same, so a
+        figure computed from the book may be cached under it."""
+        digest = hashlib.sha256()
+        rows = sorted((r for r in self.rows if r.effective_from <= at), key=lambda r: r.pk)
+        for row in rows:
+            fields = [(f.attname, getattr(row, f.attname)) for f in row._meta.concrete_fields]
+            digest.update(repr(fields).encode())
+            digest.update(repr(sorted(self.matrix(row).cells.items())).encode())
+        policy_ids = {row.cache_policy_id for row in rows if row.cache_policy_id}
+        for policy in CachePolicy.objects.filter(pk__in=policy_ids).order_by("pk").values():
+            digest.update(repr(sorted(policy.items())).encode())
+        return digest.hexdigest()[:32]
 
     def resolve(self, model: str | None, at: datetime) -> ModelPrice | None:
         """The most specific row: organization over global, exact name over snapshot

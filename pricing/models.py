@@ -250,9 +250,18 @@ class PriceRate(models.Model):
         return (self.bucket, self.tier, self.band, self.retention)
 
 
+class RecomputeStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    RUNNING = "running", "Re-pricing"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+
+
 class CostRecompute(models.Model):
     """An explicit re-pricing of stored usage with the current price book. Prices never
-    rewrite history silently: each recompute is asked for, and logged here."""
+    rewrite history silently: each recompute is asked for, and logged here. It is a job
+    like an import (costlab/heartbeat.py): claimed, beating while it runs, run again when
+    its worker dies."""
 
     organization = models.ForeignKey(
         "conversations.Organization",
@@ -272,6 +281,13 @@ class CostRecompute(models.Model):
     cost_after = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     finished = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=10, choices=RecomputeStatus.choices, default=RecomputeStatus.PENDING
+    )
+    error = models.TextField(blank=True)
+    started = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         db_table = "conversations_costrecompute"

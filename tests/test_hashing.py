@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import zipfile
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -78,9 +77,7 @@ def test_it_imports_the_same_content_once_through_the_upload_form(tmp_path: Path
         upload = SimpleUploadedFile(path.name, path.read_bytes())
         job = imports.import_job_create(organization=org, user=membership.user, upload=upload)
         if job.status == ImportStatus.PENDING:
-            claimed = imports.import_job_claim(job.id, stale_after=timedelta(hours=1))
-            assert claimed is not None
-            job = imports.import_job_process(claimed)
+            job = imports.import_job_process(job)  # a pending job is claimed first
         jobs.append((name, job.status))
     assert jobs == [
         ("plain", ImportStatus.SUCCEEDED),
