@@ -3,7 +3,6 @@ needs to answer (its caller, and the facts of a model from the price book)."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,12 +14,11 @@ from django.conf import settings
 from django.db.models import Sum
 from django.http import Http404
 
-from conversations.engine.cache_policy import NO_CACHE, CachePolicy, default_policy
+from conversations.engine.cache_policy import CachePolicy
 from conversations.engine.profiles import ModelProfile
 from conversations.models import Message, Organization
 from conversations.selectors import TurnRow
 from pricing.book import PriceBook
-from pricing.models import ModelPrice
 
 from .models import (
     ApiCall,
@@ -32,8 +30,6 @@ from .models import (
     ProviderConnection,
     key_digest,
 )
-
-logger = logging.getLogger(__name__)
 
 # The endpoint and the call recording read the price book once per organization per this
 # many seconds.
@@ -210,39 +206,6 @@ def endpoint_books_forget() -> None:
         _books.clear()
 
 
-# The simulator hashes 128-token blocks: a prefix policy's sizes must be multiples of it.
-_BLOCK = 128
-
-
-def cache_policy_of(row: ModelPrice) -> CachePolicy:
-    """The engine's cache policy for a price row: the row's own policy (every number of it),
-    else the engine's default for the model when the row has a cached rate, else none."""
-    stored = row.cache_policy
-    if stored is None:
-        return default_policy(row.model) if row.cached_input_per_1m is not None else NO_CACHE
-    policy = CachePolicy(
-        name=stored.name,
-        kind=stored.kind,  # type: ignore[arg-type]  # the same three choices
-        min_tokens=stored.min_tokens,
-        step_tokens=stored.step_tokens,
-        routing_tokens=stored.routing_tokens,
-        overflow_rpm=stored.overflow_rpm,
-        ttl_seconds=stored.ttl_seconds,
-        max_ttl_seconds=stored.max_ttl_seconds,
-        extended_ttl_seconds=stored.extended_ttl_seconds,
-        max_breakpoints=stored.max_breakpoints,
-        writes_billed=stored.writes_billed,
-        requires_cache_key=stored.requires_cache_key,
-        extended_retention=row.extended_retention,
-    )
-    sizes = (policy.min_tokens, policy.routing_tokens)
-    steps = (policy.step_tokens,) if policy.kind == "prefix" else ()
-    if any(size <= 0 or size % _BLOCK for size in (*sizes, *steps)):
-        logger.warning("cache policy %s: sizes not multiples of %s; default used", stored, _BLOCK)
-        return default_policy(row.model)
-    return policy
-
-
 def endpoint_model(*, organization_id: int | None, model: str) -> EndpointModel | None:
     """The model's counting profile and cache policy, or None when the price book does not
     know it (the endpoint answers 404 model_not_found, as the API does)."""
@@ -253,7 +216,9 @@ def endpoint_model(*, organization_id: int | None, model: str) -> EndpointModel 
     found = None
     if row is not None:
         found = EndpointModel(
-            name=model, profile=entry.book.profile(model, entry.at), policy=cache_policy_of(row)
+            name=model,
+            profile=entry.book.profile(model, entry.at),
+            policy=entry.book.policy(model, entry.at),  # as imports and analyze simulate it
         )
     with _books_lock:
         entry.models[model] = found

@@ -90,11 +90,14 @@ class _Thread:
     the previous one renders only its new messages (the renderer keeps the chain of block
     hashes); a request that branches forks the chain at the branch."""
 
-    def __init__(self, profile: ModelProfile, encodings: EncodingCache) -> None:
+    def __init__(self, profile: ModelProfile, encodings: EncodingCache, cut_points: bool) -> None:
         self.slots: list[ChatMessage] = [{} for _ in range(ARENA_SLOTS)]
         self.slot_of: dict[int, int] = {}  # id(interned message) -> its slot
         self.used = 0
-        self.renderer = TranscriptRenderer(self.slots, profile, cache=encodings)
+        # Breakpoint policies read where a cached prefix may end: the renderer tracks it.
+        self.renderer = TranscriptRenderer(
+            self.slots, profile, cache=encodings, cut_points=cut_points
+        )
         self.last_raw: list[ChatMessage] = []  # the previous request's messages, as sent
         self.last_slots: list[int] = []
 
@@ -143,16 +146,21 @@ class _Organization:
         return self.messages.setdefault(key, message)
 
     def render(
-        self, raw: list[ChatMessage], profile: ModelProfile, body: dict[str, Any]
+        self,
+        raw: list[ChatMessage],
+        profile: ModelProfile,
+        policy: CachePolicy,
+        body: dict[str, Any],
     ) -> RenderedRequest:
         """The request rendered by the thread its first two messages name (a conversation
         and its system prompt, usually), made or renewed when needed."""
+        cuts = policy.kind == "breakpoints"
         head = tuple(id(self.intern(m)) for m in raw[:2])
-        key = (profile, *head)
+        key = (profile, cuts, *head)
         thread = self.threads.get(key)
         slots = thread.indices(raw, self) if thread is not None else None
         if thread is None or slots is None:  # a new line, or its arena is full
-            thread = self.threads[key] = _Thread(profile, self.encodings)
+            thread = self.threads[key] = _Thread(profile, self.encodings, cuts)
             slots = thread.indices(raw, self)
             if slots is None:
                 raise ValueError(f"a request of more than {ARENA_SLOTS} messages")
@@ -164,11 +172,6 @@ class _Organization:
             tools=body.get("tools") or None,
             response_format=body.get("response_format") or None,
         )
-
-
-# The breakpoint simulator reads a prompt's cut points, which the renderer offers once the
-# engine's breakpoint rendering is in; until then breakpoint models are simulated as prefix.
-_BREAKPOINTS_RENDERED = hasattr(RenderedRequest, "cut_points")
 
 
 class _Endpoint:
@@ -193,17 +196,17 @@ class _Endpoint:
     ) -> CacheResult:
         """Mirrors the engine's analysis (analysis._Simulators.process) for one request."""
         if not policy.caches:
-            return CacheResult(0, MissReason("not_supported"))
+            return CacheResult(0, MissReason("not_supported", model=str(body.get("model"))))
         options = body.get("prompt_cache_options")
         options = options if isinstance(options, dict) else None
         ttl = policy.ttl_for(body.get("prompt_cache_retention"), options)
         key = body.get("prompt_cache_key")
-        if policy.kind == "breakpoints" and _BREAKPOINTS_RENDERED:
+        if policy.kind == "breakpoints":
             simulator = self.breakpoints.get(policy)
             if simulator is None:
                 simulator = self.breakpoints[policy] = BreakpointSimulator(policy)
             return simulator.process(
-                rendered,  # type: ignore[arg-type]  # cut_points: see _BREAKPOINTS_RENDERED
+                rendered,
                 org=scope,
                 prompt_cache_key=key,
                 at=now,
@@ -212,13 +215,12 @@ class _Endpoint:
             )
         prefix = self.prefix.get((policy, retention_seconds))
         if prefix is None:
-            step = policy.step_tokens if policy.kind == "prefix" else 128
             prefix = self.prefix[(policy, retention_seconds)] = CacheSimulator(
                 retention_seconds,
                 rpm_limit=policy.overflow_rpm,
                 routing_tokens=policy.routing_tokens,
                 minimum=policy.min_tokens,
-                hit_step=step,
+                hit_step=policy.step_tokens,
             )
         return prefix.process(rendered, org=scope, prompt_cache_key=key, at=now, ttl_seconds=ttl)
 
@@ -254,7 +256,7 @@ def simulate_usage(
     model = str(body.get("model") or "")
     with state.lock:  # the renderer and the simulators are not thread-safe
         organization = state.organizations.setdefault(org_key, _Organization())
-        rendered = organization.render(list(raw_messages), profile, body)
+        rendered = organization.render(list(raw_messages), profile, policy, body)
         outcome = state.process(
             rendered,
             policy=policy,

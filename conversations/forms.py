@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 
 from .formats import FORMATS
+from .models import Role
 from .selectors import CONVERSATION_SORTS, UsageFilter
 
 FORMAT_CHOICES = [("", "Detect automatically")] + [(f, f.replace("_", " ")) for f in FORMATS]
@@ -49,3 +52,30 @@ class UploadForm(forms.Form):
                     "(COSTLAB_MAX_UPLOAD_BYTES). Split the file, or ask your admin to raise it.",
                 )
         return cleaned
+
+
+class InviteForm(forms.Form):
+    identifier = forms.CharField(
+        label="Username or email address", max_length=254, help_text="An existing account."
+    )
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class OrganizationDeleteForm(forms.Form):
+    """Deleting an organization is typed out: its slug, as a check that it is this one."""
+
+    confirm = forms.CharField(label="Type the organization's short name to confirm")
+
+    def __init__(self, *args: Any, slug: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slug = slug
+
+    def clean_confirm(self) -> str:
+        value = str(self.cleaned_data["confirm"]).strip()
+        if value != self.slug:
+            raise forms.ValidationError(f"Type {self.slug} to delete this organization.")
+        return value

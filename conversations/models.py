@@ -39,9 +39,11 @@ class Role(models.TextChoices):
 
 
 class Membership(models.Model):
+    # Names a member in the member pages' URLs (never the user's id).
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    role = models.CharField(max_length=10, choices=Role, default=Role.VIEWER)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -57,6 +59,11 @@ class Membership(models.Model):
         return self.role in (Role.ANALYST, Role.ADMIN)
 
     @property
+    def can_delete(self) -> bool:
+        """Deleting conversations is the analysts' and admins' work, like importing them."""
+        return self.role in (Role.ANALYST, Role.ADMIN)
+
+    @property
     def can_chat(self) -> bool:
         """Live chats spend the organization's money on its connections: analysts and up."""
         return self.role in (Role.ANALYST, Role.ADMIN)
@@ -64,6 +71,11 @@ class Membership(models.Model):
     @property
     def can_manage_connections(self) -> bool:
         """Provider connections hold the organization's API keys: admins only."""
+        return self.role == Role.ADMIN
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins manage the organization itself: its members, and deleting it."""
         return self.role == Role.ADMIN
 
 
@@ -93,9 +105,7 @@ class ImportJob(models.Model):
     format = models.CharField(max_length=20, blank=True, help_text="Empty: detect.")
     size_bytes = models.BigIntegerField(default=0)
     content_sha256 = models.CharField(max_length=64, blank=True)
-    status = models.CharField(
-        max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING
-    )
+    status = models.CharField(max_length=10, choices=ImportStatus, default=ImportStatus.PENDING)
     bytes_done = models.BigIntegerField(default=0)
     conversations = models.PositiveIntegerField(default=0)
     turns = models.PositiveIntegerField(default=0)
@@ -103,6 +113,8 @@ class ImportJob(models.Model):
     tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     unpriced_turns = models.PositiveIntegerField(default=0)
+    # Conversations of the file already imported from another one, not stored again.
+    skipped_conversations = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     duplicate_of = models.ForeignKey(
@@ -111,6 +123,13 @@ class ImportJob(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Crash recovery (costlab/heartbeat.py): the running worker's last sign of life, and how
+    # many times a worker took the job.
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # When the uploaded files were removed: by the sweep past their keeping time, or with a
+    # conversation that came from them (conversations/services/deletion.py).
+    files_removed = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -124,6 +143,10 @@ class ImportJob(models.Model):
         indexes = [
             # The imports page: an org's jobs, newest first.
             models.Index(fields=["organization", "-created"], name="importjob_org_recent"),
+            # The sweep: running jobs by heartbeat, every few seconds.
+            models.Index(
+                fields=["heartbeat"], condition=Q(status="running"), name="importjob_running"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -156,7 +179,7 @@ class Conversation(models.Model):
     import_job = models.ForeignKey(
         ImportJob, models.SET_NULL, null=True, blank=True, related_name="conversation_set"
     )
-    source = models.CharField(max_length=10, choices=ConversationSource.choices, default="import")
+    source = models.CharField(max_length=10, choices=ConversationSource, default="import")
     external_id = models.CharField(max_length=300, blank=True)
     title = models.CharField(max_length=300, blank=True)
     model = models.CharField(max_length=200, blank=True)
@@ -164,12 +187,20 @@ class Conversation(models.Model):
     # Transcripts without timestamps are simulated as one continuous session; say so.
     has_timestamps = models.BooleanField(default=False)
     warnings = models.JSONField(default=list, blank=True)
+    # What was imported (messages and calls, not the title): an import skips a conversation
+    # already stored from another file (hashing.transcript_sha256).
+    content_sha256 = models.CharField(max_length=64, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
         indexes = [
             # The overview's conversation list: an org's conversations, newest first.
             models.Index(fields=["organization", "-created"], name="conversation_org_recent"),
+            # An import's duplicate check: the org's conversations by content, and by id.
+            models.Index(
+                fields=["organization", "content_sha256"], name="conversation_org_content"
+            ),
+            models.Index(fields=["organization", "external_id"], name="conversation_org_external"),
         ]
 
     def __str__(self) -> str:
@@ -207,7 +238,8 @@ class Message(models.Model):
 
 
 class MissReason(models.TextChoices):
-    BELOW_MINIMUM = "below_minimum", "Below 1024 tokens"
+    NOT_SUPPORTED = "not_supported", "Model has no prompt caching"
+    BELOW_MINIMUM = "below_minimum", "Below the caching minimum"
     COLD = "cold", "First sight (cold cache)"
     PREFIX_CHANGED = "prefix_changed", "Prefix changed"
     EXPIRED = "expired", "Expired after idle gap"
@@ -240,7 +272,12 @@ class Turn(models.Model):
     estimated_prompt_tokens = models.PositiveIntegerField(default=0)
     estimated_completion_tokens = models.PositiveIntegerField(default=0)
     simulated_cached_tokens = models.PositiveIntegerField(default=0)
-    miss_reason = models.CharField(max_length=20, choices=MissReason.choices, blank=True)
+    # The request's prompt_cache_retention ("24h") and prompt_cache_options (breakpoints).
+    cache_retention = models.CharField(max_length=20, blank=True)
+    cache_options = models.JSONField(null=True, blank=True)
+    # Breakpoint models (GPT-5.6 on): the prefix this call would write, billed as a write.
+    simulated_cache_write_tokens = models.PositiveIntegerField(default=0)
+    miss_reason = models.CharField(max_length=20, choices=MissReason, blank=True)
     miss_detail = models.CharField(max_length=300, blank=True)
     over_context = models.BooleanField(default=False)
 
@@ -280,8 +317,8 @@ class UsageRecord(models.Model):
     conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="usage_records")
     occurred_at = models.DateTimeField()
     model = models.CharField(max_length=200, blank=True)
-    source = models.CharField(max_length=10, choices=UsageSource.choices)
-    cache_source = models.CharField(max_length=10, choices=UsageSource.choices, blank=True)
+    source = models.CharField(max_length=10, choices=UsageSource)
+    cache_source = models.CharField(max_length=10, choices=UsageSource, blank=True)
     is_billing = models.BooleanField(default=False)
     raw = models.JSONField(null=True, blank=True, help_text="The usage JSON exactly as received.")
 
@@ -294,6 +331,10 @@ class UsageRecord(models.Model):
     input_cached = models.PositiveIntegerField(default=0)
     input_cache_write = models.PositiveIntegerField(default=0)
     output = models.PositiveIntegerField(default=0)
+
+    # Whether the call could hit: its model caches and its prompt reaches the policy's
+    # minimum. Hit rates count eligible calls only (design.md 2.6: gpt-4 is never a miss).
+    cache_eligible = models.BooleanField(default=False)
 
     price = models.ForeignKey(
         "pricing.ModelPrice", models.PROTECT, null=True, blank=True, related_name="+"

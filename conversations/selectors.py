@@ -14,6 +14,7 @@ from django.db.models import Avg, Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.http import Http404
 
+from .engine.calibration import ModelCalibration, Pair, calibrate
 from .engine.types import Call, Transcript
 from .models import (
     Conversation,
@@ -42,6 +43,23 @@ def membership_get(*, user: AnyUser, slug: str) -> Membership:
     try:
         return Membership.objects.select_related("organization").get(
             user_id=user.pk, organization__slug=slug
+        )
+    except Membership.DoesNotExist:
+        raise Http404 from None
+
+
+def members(organization: Organization) -> list[Membership]:
+    return list(
+        Membership.objects.filter(organization=organization)
+        .select_related("user")
+        .order_by("user__username")
+    )
+
+
+def member_get(*, organization: Organization, code: UUID) -> Membership:
+    try:
+        return Membership.objects.select_related("user", "organization").get(
+            organization=organization, code=code
         )
     except Membership.DoesNotExist:
         raise Http404 from None
@@ -127,10 +145,6 @@ class OrgTotals:
         return float(1 - self.cost / self.cost_uncached)
 
 
-# A prompt can only be cached from 1024 tokens on (seed 002): below, a miss is no failure.
-CACHE_MINIMUM = 1024
-
-
 def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
     records = billing_records(organization, filters)
     agg = records.aggregate(
@@ -141,13 +155,12 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
         prompt=Coalesce(Sum("prompt_tokens"), 0),
         cached=Coalesce(Sum("input_cached"), 0),
         completion=Coalesce(Sum("completion_tokens"), 0),
-        eligible=Count("id", filter=Q(prompt_tokens__gte=CACHE_MINIMUM)),
-        hits=Count("id", filter=Q(input_cached__gt=0)),
+        eligible=Count("id", filter=Q(cache_eligible=True)),
+        # A hit is an eligible call that read cached tokens (design.md 2.8).
+        hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
         conversations=Count("conversation", distinct=True),
         latency_hit=Avg("turn__latency_ms", filter=Q(input_cached__gt=0)),
-        latency_miss=Avg(
-            "turn__latency_ms", filter=Q(input_cached=0, prompt_tokens__gte=CACHE_MINIMUM)
-        ),
+        latency_miss=Avg("turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)),
     )
     unpriced = list(
         records.filter(cost_total__isnull=True)
@@ -231,8 +244,8 @@ def cost_by_day(organization: Organization, filters: UsageFilter) -> list[DayCos
             calls=Count("id"),
             prompt=Sum("prompt_tokens"),
             cached_tokens=Sum("input_cached"),
-            eligible=Count("id", filter=Q(prompt_tokens__gte=CACHE_MINIMUM)),
-            hits=Count("id", filter=Q(input_cached__gt=0)),
+            eligible=Count("id", filter=Q(cache_eligible=True)),
+            hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
         )
         .order_by("day")
     )
@@ -408,6 +421,8 @@ def conversation_transcript(conversation: Conversation) -> Transcript:
             tools=turn.tools,
             response_format=turn.response_format,
             prompt_cache_key=turn.prompt_cache_key or None,
+            cache_retention=turn.cache_retention or None,
+            cache_options=turn.cache_options,
             service_tier=turn.service_tier or None,
             started_at=turn.started_at,
             latency_ms=turn.latency_ms,
@@ -419,3 +434,26 @@ def conversation_transcript(conversation: Conversation) -> Transcript:
     return Transcript(
         messages=messages, calls=calls, title=conversation.title, model=conversation.model or None
     )
+
+
+# The calibration table reads at most this many recent reported calls: enough for stable
+# shares and percentiles, bounded whatever the organization's size.
+CALIBRATION_SAMPLE = 20_000
+
+
+def calibration(organization: Organization, filters: UsageFilter) -> list[ModelCalibration]:
+    """Per model, how far costlab's estimates and cache simulation were from what the API
+    reported, over the organization's calls that have both (issue 10 item 8)."""
+    rows = (
+        billing_records(organization, filters)
+        .filter(source=UsageSource.REPORTED)
+        .order_by("-occurred_at")
+        .values_list(
+            "model",
+            "turn__estimated_prompt_tokens",
+            "prompt_tokens",
+            "turn__simulated_cached_tokens",
+            "input_cached",
+        )[:CALIBRATION_SAMPLE]
+    )
+    return calibrate(Pair(*row) for row in rows)

@@ -4,11 +4,10 @@ re-delivered message finds its job already claimed and does nothing."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
 
-from .services import imports
+from .services import deletion, imports
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +23,20 @@ IMPORT_TIME_LIMIT = 60 * 60
     time_limit=IMPORT_TIME_LIMIT,
 )
 def import_job_run(job_id: int) -> None:
-    job = imports.import_job_claim(job_id, stale_after=timedelta(seconds=IMPORT_TIME_LIMIT))
+    job = imports.import_job_claim(job_id)
     if job is None:
         logger.info("import job %s already claimed; nothing to do", job_id)
         return
     imports.import_job_process(job)
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def import_jobs_sweep() -> None:
+    """Celery beat, every few seconds: jobs whose worker died run again."""
+    imports.import_jobs_sweep()
+
+
+@shared_task(soft_time_limit=50 * 60, time_limit=60 * 60)
+def uploads_sweep() -> None:
+    """Celery beat, hourly: uploaded files past their keeping time are removed."""
+    deletion.uploads_sweep()

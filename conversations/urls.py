@@ -12,6 +12,11 @@ urlpatterns = [
         views.conversation_what_if,
         name="conversation_what_if",
     ),
+    path(
+        "o/<slug:slug>/c/<uuid:code>/delete/",
+        views.conversation_delete,
+        name="conversation_delete",
+    ),
     path("o/<slug:slug>/imports/", views.imports, name="imports"),
     path("o/<slug:slug>/imports/<uuid:code>/", views.import_job_detail, name="import_job_detail"),
     path(
@@ -19,4 +24,8 @@ urlpatterns = [
         views.import_job_progress,
         name="import_job_progress",
     ),
+    path("o/<slug:slug>/members/", views.members, name="members"),
+    path("o/<slug:slug>/members/<uuid:code>/role/", views.member_role, name="member_role"),
+    path("o/<slug:slug>/members/<uuid:code>/remove/", views.member_remove, name="member_remove"),
+    path("o/<slug:slug>/delete/", views.organization_delete, name="organization_delete"),
 ]

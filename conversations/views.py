@@ -11,14 +11,17 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
 from . import charts, selectors, what_if
-from .forms import UploadForm, UsageFilterForm
+from .forms import InviteForm, OrganizationDeleteForm, RoleForm, UploadForm, UsageFilterForm
+from .models import Role
+from .services import deletion
 from .services import imports as import_services
+from .services import members as member_services
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -60,6 +63,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "membership": membership,
         "form": form,
         "totals": totals,
+        "calibration": selectors.calibration(organization, filters),
         "models": selectors.models_used(organization),
         "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
         "day_figure": charts.cost_by_day_figure(by_day),
@@ -104,6 +108,7 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> Http
     summary = selectors.conversation_summary(turns)
     context = {
         "organization": membership.organization,
+        "membership": membership,
         "conversation": conversation,
         "turns": turns,
         "summary": summary,
@@ -128,6 +133,18 @@ def conversation_what_if(request: HtmxHttpRequest, slug: str, code: UUID) -> Htt
         "retention_scenarios": what_if.RETENTION_SCENARIOS,
     }
     return render(request, "conversations/conversation.html#what-if", context)
+
+
+@login_required
+@require_POST
+def conversation_delete(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    conversation = selectors.conversation_get(organization=membership.organization, code=code)
+    if not membership.can_delete:
+        return HttpResponse("Viewers cannot delete conversations.", status=403)
+    deletion.conversation_delete(conversation=conversation)
+    messages.success(request, f"Deleted the conversation {conversation}.")
+    return redirect("org_overview", slug=slug)
 
 
 @login_required
@@ -168,7 +185,7 @@ def import_job_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
     membership = selectors.membership_get(user=request.user, slug=slug)
     job = selectors.import_job_get(organization=membership.organization, code=code)
     import_services.import_progress_apply(job)
-    context = {"organization": membership.organization, "job": job}
+    context = {"organization": membership.organization, "membership": membership, "job": job}
     return render(request, "conversations/import_job.html", context)
 
 
@@ -187,3 +204,100 @@ def import_job_progress(request: HtmxHttpRequest, slug: str, code: UUID) -> Http
         stop = HttpResponseStopPolling(response.content)
         return stop
     return response
+
+
+ADMINS_ONLY = "Only the organization's admins manage it."
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def members(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    if not membership.is_admin:
+        return HttpResponse(ADMINS_ONLY, status=403)
+    organization = membership.organization
+    form = InviteForm()
+    if request.method == "POST":
+        form = InviteForm(request.POST)
+        if form.is_valid():
+            try:
+                added = member_services.membership_invite(
+                    organization=organization,
+                    identifier=form.cleaned_data["identifier"],
+                    role=form.cleaned_data["role"],
+                )
+            except member_services.MemberError as exc:
+                form.add_error("identifier", str(exc))
+            else:
+                messages.success(
+                    request, f"{added.user.get_username()} is now a member ({added.role})."
+                )
+                return redirect("members", slug=slug)
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "members": selectors.members(organization),
+        "form": form,
+        "roles": Role.choices,
+        "delete_form": OrganizationDeleteForm(slug=slug),
+    }
+    return render(
+        request, "conversations/members.html", context, status=400 if form.errors else 200
+    )
+
+
+@login_required
+@require_POST
+def member_role(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    target = selectors.member_get(organization=membership.organization, code=code)
+    if not membership.is_admin:
+        return HttpResponse(ADMINS_ONLY, status=403)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a role: viewer, analyst or admin.")
+        return redirect("members", slug=slug)
+    try:
+        member_services.membership_role_change(membership=target, role=form.cleaned_data["role"])
+    except member_services.MemberError as exc:
+        messages.error(request, str(exc))
+        return redirect("members", slug=slug)
+    messages.success(request, f"{target.user.get_username()} is now {target.role}.")
+    if target.pk == membership.pk and not target.is_admin:
+        return redirect("org_overview", slug=slug)  # no longer sees the members page
+    return redirect("members", slug=slug)
+
+
+@login_required
+@require_POST
+def member_remove(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    target = selectors.member_get(organization=membership.organization, code=code)
+    if not membership.is_admin:
+        return HttpResponse(ADMINS_ONLY, status=403)
+    leaving = target.pk == membership.pk
+    try:
+        member_services.membership_remove(membership=target)
+    except member_services.MemberError as exc:
+        messages.error(request, str(exc))
+        return redirect("members", slug=slug)
+    messages.success(request, f"{target.user.get_username()} is no longer a member.")
+    if leaving:
+        return redirect("home")
+    return redirect("members", slug=slug)
+
+
+@login_required
+@require_POST
+def organization_delete(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    if not membership.is_admin:
+        return HttpResponse(ADMINS_ONLY, status=403)
+    form = OrganizationDeleteForm(request.POST, slug=slug)
+    if not form.is_valid():
+        messages.error(request, f"Nothing was deleted: type {slug} to confirm.")
+        return redirect("members", slug=slug)
+    name = membership.organization.name
+    deletion.organization_delete(organization=membership.organization)
+    messages.success(request, f"Deleted the organization {name} and everything in it.")
+    return redirect("home")

@@ -35,9 +35,8 @@ def client_address(request: HttpRequest) -> str:
     the client chose to send, so they are never trusted."""
     proxies = settings.COSTLAB_PROXY_COUNT
     if proxies > 0:
-        forwarded = [
-            a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a
-        ]
+        header: str = request.headers.get("x-forwarded-for", "")
+        forwarded = [a.strip() for a in header.split(",") if a]
         if len(forwarded) >= proxies:
             return forwarded[-proxies]
     return str(request.META.get("REMOTE_ADDR", ""))

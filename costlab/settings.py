@@ -240,6 +240,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # The biggest transcript (or unpacked zip) costlab accepts, in bytes.
 COSTLAB_MAX_UPLOAD_BYTES = envint("COSTLAB_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024)
 
+# The what-if on a conversation page (conversations/what_if.py): any member may open it, so
+# the work is bounded. Conversations above either size get a message instead of figures.
+COSTLAB_WHAT_IF_MAX_CHARS = envint("COSTLAB_WHAT_IF_MAX_CHARS", 5_000_000)
+COSTLAB_WHAT_IF_MAX_SENT = envint("COSTLAB_WHAT_IF_MAX_SENT", 1_000_000)
+COSTLAB_WHAT_IF_CACHE_SECONDS = envint("COSTLAB_WHAT_IF_CACHE_SECONDS", 24 * 3600)
+
 # Celery. The default broker is a pair of folders: a real worker process, no server.
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "filesystem://")
@@ -264,6 +270,37 @@ CELERY_TASK_DEFAULT_QUEUE = os.getenv("CELERY_QUEUE", "costlab")
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "false")
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Crash recovery (costlab/heartbeat.py): a running job stamps its row every HEARTBEAT seconds;
+# one silent for STALE seconds lost its worker, and the sweep (Celery beat, every SWEEP seconds)
+# runs it again from its all-or-nothing start, at most MAX_ATTEMPTS times in all.
+COSTLAB_JOB_HEARTBEAT_SECONDS = envint("COSTLAB_JOB_HEARTBEAT_SECONDS", 5)
+COSTLAB_JOB_STALE_SECONDS = envint("COSTLAB_JOB_STALE_SECONDS", 30)
+COSTLAB_JOB_SWEEP_SECONDS = envint("COSTLAB_JOB_SWEEP_SECONDS", 10)
+COSTLAB_JOB_MAX_ATTEMPTS = envint("COSTLAB_JOB_MAX_ATTEMPTS", 3)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "import-jobs-sweep": {
+        "task": "conversations.tasks.import_jobs_sweep",
+        "schedule": COSTLAB_JOB_SWEEP_SECONDS,
+        # Sweeps queued behind a long job are stale by the time a worker gets to them.
+        "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
+    },
+    "cost-recomputes-sweep": {
+        "task": "pricing.tasks.costs_recompute_sweep",
+        "schedule": COSTLAB_JOB_SWEEP_SECONDS,
+        "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
+    },
+    "uploads-sweep": {
+        "task": "conversations.tasks.uploads_sweep",
+        "schedule": 3600,
+        "options": {"expires": 3600},
+    },
+}
+# Uploaded files are kept this long after their import, then removed by the uploads sweep;
+# failed and duplicate uploads (nothing came of them) only for the hours after.
+COSTLAB_UPLOAD_RETENTION_DAYS = envint("COSTLAB_UPLOAD_RETENTION_DAYS", 30)
+COSTLAB_FAILED_UPLOAD_RETENTION_HOURS = envint("COSTLAB_FAILED_UPLOAD_RETENTION_HOURS", 24)
 
 LOGGING = {
     "version": 1,

@@ -12,10 +12,10 @@ from django.core.validators import DecimalValidator
 from django.utils.html import format_html, format_html_join
 
 from conversations.models import UsageRecord
-from costlab import jobs
 
+from . import services
 from .matrix import BASE, BUCKETS, EXTENDED, STANDARD
-from .models import CostRecompute, ModelPrice, PriceRate
+from .models import CachePolicy, CostRecompute, ModelPrice, PriceRate
 
 PRICED_ROW_FIELDS = [
     f.name for f in ModelPrice._meta.fields if f.name not in ("id", "created", "notes")
@@ -162,6 +162,7 @@ class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
         "cached_input_per_1m",
         "output_per_1m",
         "context_window",
+        "cache_policy",
         "encoding",
         "source",
     )
@@ -208,13 +209,17 @@ class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
                 )
             },
         ),
+        (
+            "Prompt caching (design.md 2.6)",
+            {"fields": ("cache_policy", "extended_retention")},
+        ),
     )
 
 
 @admin.action(description="Re-price stored usage with the current price book")
 def recompute_costs(modeladmin: admin.ModelAdmin[Any], request: Any, queryset: Any) -> None:
     for organization in queryset:
-        jobs.enqueue_on_commit(jobs.COSTS_RECOMPUTE, organization.pk, request.user.pk)
+        services.costs_recompute_request(organization=organization, user=request.user)
     modeladmin.message_user(
         request, f"Re-pricing queued for {queryset.count()} organization(s); see Cost recomputes."
     )
@@ -222,8 +227,32 @@ def recompute_costs(modeladmin: admin.ModelAdmin[Any], request: Any, queryset: A
 
 @admin.register(CostRecompute)
 class CostRecomputeAdmin(admin.ModelAdmin[CostRecompute]):
-    list_display = ("created", "organization", "records", "changed", "cost_before", "cost_after")
+    list_display = (
+        "created",
+        "organization",
+        "status",
+        "records",
+        "changed",
+        "cost_before",
+        "cost_after",
+    )
     readonly_fields = [f.name for f in CostRecompute._meta.fields]
 
     def has_add_permission(self, request: Any) -> bool:
         return False
+
+
+@admin.register(CachePolicy)
+class CachePolicyAdmin(admin.ModelAdmin[CachePolicy]):
+    """Every number the simulator uses: a change of OpenAI's rules is an edit here."""
+
+    list_display = (
+        "name",
+        "kind",
+        "min_tokens",
+        "step_tokens",
+        "ttl_seconds",
+        "max_ttl_seconds",
+        "writes_billed",
+        "requires_cache_key",
+    )

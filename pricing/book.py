@@ -6,6 +6,7 @@ global ones, then every resolution is a dictionary walk in Python.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -16,6 +17,8 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
+from conversations.engine.cache_policy import NO_CACHE, default_policy
+from conversations.engine.cache_policy import CachePolicy as EngineCachePolicy
 from conversations.engine.pricing import (
     Buckets,
     Cost,
@@ -28,7 +31,7 @@ from conversations.engine.types import Call
 from conversations.models import Organization
 
 from .matrix import RateMatrix
-from .models import ModelPrice
+from .models import CachePolicy, ModelPrice
 
 # Dated snapshots fall back to their family row: gpt-4o-2024-08-06 -> gpt-4o, gpt-4-0613 -> gpt-4.
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -73,7 +76,23 @@ class PriceBook:
         scope = Q(organization__isnull=True)
         if organization is not None:
             scope |= Q(organization=organization)
-        return cls(rows=list(ModelPrice.objects.filter(scope).prefetch_related("rates")))
+        rows = ModelPrice.objects.filter(scope).select_related("cache_policy")
+        return cls(rows=list(rows.prefetch_related("rates")))
+
+    def fingerprint(self, at: datetime) -> str:
+        """A digest of every row in force by `at`: its fields, its rate cells and its cache
+        policy. Two books with equal digests price every call up to `at` the same, so a
+        figure computed from the book may be cached under it."""
+        digest = hashlib.sha256()
+        rows = sorted((r for r in self.rows if r.effective_from <= at), key=lambda r: r.pk)
+        for row in rows:
+            fields = [(f.attname, getattr(row, f.attname)) for f in row._meta.concrete_fields]
+            digest.update(repr(fields).encode())
+            digest.update(repr(sorted(self.matrix(row).cells.items())).encode())
+        policy_ids = {row.cache_policy_id for row in rows if row.cache_policy_id}
+        for policy in CachePolicy.objects.filter(pk__in=policy_ids).order_by("pk").values():
+            digest.update(repr(sorted(policy.items())).encode())
+        return digest.hexdigest()[:32]
 
     def resolve(self, model: str | None, at: datetime) -> ModelPrice | None:
         """The most specific row: organization over global, exact name over snapshot
@@ -134,6 +153,20 @@ class PriceBook:
             extended_retention=is_extended(call.cache_retention),
         )
 
+    def policy(self, model: str | None, at: datetime | None = None) -> EngineCachePolicy:
+        """The model's cache policy (design.md 2.6): the row's, else none when the row has no
+        cached-input rate (trust the rates), else the engine's default for the name."""
+        row = self.resolve(model, at or timezone.now())
+        if row is None:
+            return default_policy(model)
+        if row.cache_policy is not None:
+            policy = engine_policy(row.cache_policy)
+        elif row.cached_input_per_1m is None:
+            policy = NO_CACHE
+        else:
+            policy = default_policy(model)
+        return replace(policy, extended_retention=row.extended_retention)
+
     def profile(self, model: str | None, at: datetime | None = None) -> ModelProfile:
         """Token-counting facts for a model: the engine's defaults, overridden by the row."""
         base = default_profile(model)
@@ -191,6 +224,24 @@ def rates_for(
         batch=batch,
         prompt_tokens=prompt_tokens,
         extended_retention=extended_retention,
+    )
+
+
+def engine_policy(row: CachePolicy) -> EngineCachePolicy:
+    """The engine's copy of a policy row: every number the simulator uses."""
+    return EngineCachePolicy(
+        name=row.name,
+        kind=row.kind,  # type: ignore[arg-type]  # CacheKind choices are the engine's kinds
+        min_tokens=row.min_tokens,
+        step_tokens=row.step_tokens,
+        routing_tokens=row.routing_tokens,
+        overflow_rpm=row.overflow_rpm,
+        ttl_seconds=row.ttl_seconds,
+        max_ttl_seconds=row.max_ttl_seconds,
+        extended_ttl_seconds=row.extended_ttl_seconds,
+        max_breakpoints=row.max_breakpoints,
+        writes_billed=row.writes_billed,
+        requires_cache_key=row.requires_cache_key,
     )
 
 

@@ -36,7 +36,7 @@ class CachePolicy(models.Model):
     uses is a field here, so the next change of OpenAI's rules is a data change."""
 
     name = models.SlugField(max_length=40, unique=True)
-    kind = models.CharField(max_length=12, choices=CacheKind.choices)
+    kind = models.CharField(max_length=12, choices=CacheKind)
     description = models.TextField(blank=True)
     min_tokens = models.PositiveIntegerField(default=1024, help_text="No hit below this.")
     step_tokens = models.PositiveIntegerField(
@@ -100,7 +100,7 @@ class ModelPrice(models.Model):
         "such as gpt-4o-2024-08-06 fall back to the gpt-4o row when no closer row exists.",
     )
     effective_from = models.DateTimeField(help_text="Applies to calls at or after this time.")
-    source = models.CharField(max_length=12, choices=PriceSource.choices, default=PriceSource.ADMIN)
+    source = models.CharField(max_length=12, choices=PriceSource, default=PriceSource.ADMIN)
 
     input_per_1m = models.DecimalField("input $/1M", max_digits=14, decimal_places=6)
     cached_input_per_1m = models.DecimalField(
@@ -127,7 +127,7 @@ class ModelPrice(models.Model):
     # Model facts used by token counting and context-window checks.
     context_window = models.PositiveIntegerField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
-    encoding = models.CharField(max_length=20, choices=Encoding.choices, default=Encoding.O200K)
+    encoding = models.CharField(max_length=20, choices=Encoding, default=Encoding.O200K)
     tokens_per_message = models.SmallIntegerField(default=3)
     tokens_per_name = models.SmallIntegerField(default=1)
     reply_priming = models.SmallIntegerField(default=3)
@@ -227,11 +227,11 @@ class PriceRate(models.Model):
     rate for one service tier, context band and, for cache writes, retention."""
 
     price = models.ForeignKey(ModelPrice, models.CASCADE, related_name="rates")
-    bucket = models.CharField(max_length=20, choices=Bucket.choices)
+    bucket = models.CharField(max_length=20, choices=Bucket)
     # Tier names are data: LiteLLM lists tiers beyond the four OpenAI documents.
     tier = models.CharField(max_length=20, default=Tier.STANDARD)
-    band = models.CharField(max_length=10, choices=Band.choices, default=Band.BASE)
-    retention = models.CharField(max_length=10, choices=Retention.choices, default=DEFAULT)
+    band = models.CharField(max_length=10, choices=Band, default=Band.BASE)
+    retention = models.CharField(max_length=10, choices=Retention, default=DEFAULT)
     rate_per_1m = models.DecimalField("$/1M", max_digits=14, decimal_places=6)
 
     class Meta:
@@ -250,9 +250,18 @@ class PriceRate(models.Model):
         return (self.bucket, self.tier, self.band, self.retention)
 
 
+class RecomputeStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    RUNNING = "running", "Re-pricing"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+
+
 class CostRecompute(models.Model):
     """An explicit re-pricing of stored usage with the current price book. Prices never
-    rewrite history silently: each recompute is asked for, and logged here."""
+    rewrite history silently: each recompute is asked for, and logged here. It is a job
+    like an import (costlab/heartbeat.py): claimed, beating while it runs, run again when
+    its worker dies."""
 
     organization = models.ForeignKey(
         "conversations.Organization",
@@ -272,6 +281,13 @@ class CostRecompute(models.Model):
     cost_after = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     finished = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=10, choices=RecomputeStatus.choices, default=RecomputeStatus.PENDING
+    )
+    error = models.TextField(blank=True)
+    started = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         db_table = "conversations_costrecompute"

@@ -3,23 +3,35 @@ stored usage. Prices never rewrite history silently (design.md 2.2)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from conversations.engine.pricing import Buckets, buckets_from_usage, usage_from_dict
 from conversations.models import Organization, UsageRecord
+from costlab import heartbeat, jobs
 
 from .book import PriceBook
 from .litellm import PriceEntry
 from .matrix import Cell
-from .models import CachePolicy, CostRecompute, ModelPrice, PriceRate, PriceSource
+from .models import (
+    CachePolicy,
+    CostRecompute,
+    ModelPrice,
+    PriceRate,
+    PriceSource,
+    RecomputeStatus,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,26 +133,95 @@ def _reprice(record: UsageRecord, book: PriceBook) -> bool:
     return True
 
 
-@transaction.atomic
+def costs_recompute_request(
+    *, organization: Organization | None, user: AbstractBaseUser | AnonymousUser | None = None
+) -> CostRecompute:
+    """Log a re-pricing and queue it for a worker (the admin action)."""
+    log = CostRecompute.objects.create(
+        organization=organization,
+        requested_by_id=user.pk if user is not None and user.is_authenticated else None,
+    )
+    jobs.enqueue_on_commit(jobs.COSTS_RECOMPUTE, log.pk)
+    return log
+
+
 def costs_recompute(
     *,
     organization: Organization | None = None,
     since: datetime | None = None,
     user: AbstractBaseUser | AnonymousUser | None = None,
 ) -> CostRecompute:
-    """Re-price stored usage with the price book as it is now, and log what changed."""
+    """Re-price stored usage with the price book as it is now, in this process (the
+    command), and log what changed."""
+    now = timezone.now()
     log = CostRecompute.objects.create(
         organization=organization,
         since=since,
         requested_by_id=user.pk if user is not None and user.is_authenticated else None,
+        status=RecomputeStatus.RUNNING,
+        started=now,
+        heartbeat=now,
+        attempts=1,
     )
+    return costs_recompute_process(log)
+
+
+def costs_recompute_claim(recompute_id: int) -> CostRecompute | None:
+    return heartbeat.claim(CostRecompute.objects.all(), recompute_id)
+
+
+def costs_recompute_sweep() -> heartbeat.Swept:
+    """Queue again the running recomputes whose worker (or command) died: a recompute
+    needs nothing but its row to run again."""
+    swept = heartbeat.sweep(
+        CostRecompute.objects.all(), rerunnable=Q(pk__isnull=False), noun="recompute"
+    )
+    for recompute_id in swept.requeued:
+        jobs.enqueue_on_commit(jobs.COSTS_RECOMPUTE, recompute_id)
+    return swept
+
+
+def costs_recompute_process(log: CostRecompute) -> CostRecompute:
+    """Re-price a claimed recompute's usage, all or nothing, keeping its heartbeat."""
+    owned = heartbeat.owned(CostRecompute.objects.all(), pk=log.pk, attempt=log.attempts)
+    with heartbeat.beating(owned, pk=log.pk) as beat:
+        try:
+            with transaction.atomic():
+                _reprice_all(log, check=beat.check)
+                done = owned.update(
+                    records=log.records,
+                    changed=log.changed,
+                    cost_before=log.cost_before,
+                    cost_after=log.cost_after,
+                    status=RecomputeStatus.SUCCEEDED,
+                    finished=timezone.now(),
+                )
+                if not done:
+                    raise heartbeat.ClaimLost(f"recompute {log.pk} was taken over")
+        except heartbeat.ClaimLost:
+            logger.warning("recompute %s: attempt %s lost its claim", log.pk, log.attempts)
+        except Exception as exc:
+            logger.exception("recompute %s crashed", log.pk)
+            owned.update(
+                status=RecomputeStatus.FAILED,
+                error=f"internal error while re-pricing ({type(exc).__name__}); nothing changed",
+                finished=timezone.now(),
+            )
+            raise
+    log.refresh_from_db()
+    return log
+
+
+def _reprice_all(log: CostRecompute, *, check: Callable[[], None]) -> None:
+    """Re-price the log's scope in batches; the counts and totals land on `log`."""
     records = UsageRecord.objects.select_related("turn").order_by("id")
-    if organization is not None:
-        records = records.filter(organization=organization)
-    if since is not None:
-        records = records.filter(occurred_at__gte=since)
+    if log.organization_id is not None:
+        records = records.filter(organization_id=log.organization_id)
+    if log.since is not None:
+        records = records.filter(occurred_at__gte=log.since)
     books: dict[int, PriceBook] = {}
     before = after = Decimal(0)
+    log.records = log.changed = 0
     batch: list[UsageRecord] = []
     for record in records.iterator(chunk_size=RECOMPUTE_BATCH):
         if record.organization_id not in books:
@@ -155,17 +236,10 @@ def costs_recompute(
         if record.is_billing:
             after += record.cost_total or 0
         if len(batch) >= RECOMPUTE_BATCH:
+            check()
             UsageRecord.objects.bulk_update(batch, COST_FIELDS)
             log.changed += len(batch)
             batch = []
     UsageRecord.objects.bulk_update(batch, COST_FIELDS)
     log.changed += len(batch)
-    log.cost_before, log.cost_after, log.finished = before, after, timezone.now()
-    log.save()
-    return log
-
-
-def costs_recompute_by_ids(*, organization_id: int | None, user_id: int | None) -> CostRecompute:
-    organization = Organization.objects.get(pk=organization_id) if organization_id else None
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
-    return costs_recompute(organization=organization, user=user)
+    log.cost_before, log.cost_after = before, after

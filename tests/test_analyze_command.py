@@ -33,10 +33,13 @@ def test_it_reports_turns_with_a_pending_request_and_stores_nothing(
     assert turns[-1]["completion_tokens"] == 0  # the trailing user message: pending request
     assert turns[0]["prompt_tokens"] < turns[1]["prompt_tokens"] < turns[2]["prompt_tokens"]
     assert all(t["miss_reason"]["kind"] == "below_minimum" for t in turns)
-    # Costs are decimal strings and add up.
-    total = sum(float(t["cost"]) for t in turns)
+    # Costs are decimal strings and add up; the pending request shows what it would cost
+    # but, like an import, counts in no total: it was never billed.
+    total = sum(float(t["cost"]) for t in turns[:-1])
+    assert float(turns[-1]["cost"]) > 0
     assert float(turns[-1]["cumulative_cost"]) == pytest.approx(total)
     assert isinstance(data["totals"]["cost"], str)
+    assert float(data["totals"]["cost"]) == pytest.approx(total)
     assert not Conversation.objects.exists()
 
 

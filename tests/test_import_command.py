@@ -196,3 +196,15 @@ def test_it_imports_a_gzipped_api_log_with_each_warning_located_once(
     assert job.warnings == [
         "calls.jsonl.gz line 4: the call failed (Rate limit reached): kept as a pending call"
     ]
+
+
+def test_it_takes_the_input_format_under_analyzes_name_and_the_old_one(fixtures: Path) -> None:
+    org = OrganizationFactory.create()
+    log = str(fixtures / "formats" / "api_log_prefix.jsonl")
+    call_command("import_transcripts", log, "--org", org.slug, "--input-format", "api_log")
+    chat = str(fixtures / "chat_small.json")
+    with pytest.raises(CommandError, match="not a zip archive"):
+        call_command("import_transcripts", chat, "--org", org.slug, "--format", "zip")
+    with pytest.raises(CommandError, match="not a zip archive"):
+        call_command("analyze", log, "--input-format", "zip")
+    assert Conversation.objects.filter(organization=org).count() == 2

@@ -9,19 +9,23 @@ import re
 import secrets
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.http import HttpResponseBase
+from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 
 from conversations.engine.types import Call, Transcript
-from conversations.models import ImportJob
+from conversations.models import ImportJob, Role
 from conversations.services.transcripts import transcripts_store
 from conversations.urls import urlpatterns as conversation_urlpatterns
 from costlab.settings import dev_secret_key, fernet_key
 
 from .factories import MembershipFactory, UserFactory
+from .org_urls import ORG_URLS
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / "docker" / ".env.example"
@@ -59,7 +63,9 @@ SHOW_SETTINGS = [
 CHECK_DEPLOY = ["manage.py", "check", "--deploy", "--fail-level", "WARNING"]
 
 
-def test_it_refuses_to_start_without_a_secret_key_outside_development_mode(tmp_path):
+def test_it_refuses_to_start_without_a_secret_key_outside_development_mode(
+    tmp_path: Path,
+) -> None:
     result = run_python(SHOW_SETTINGS, {"COSTLAB_VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "ImproperlyConfigured: SECRET_KEY is not set" in result.stderr
@@ -69,7 +75,9 @@ def test_it_refuses_to_start_without_a_secret_key_outside_development_mode(tmp_p
     assert "SECRET_KEY is not set" in result.stderr
 
 
-def test_it_generates_one_random_key_per_installation_in_development_mode(tmp_path):
+def test_it_generates_one_random_key_per_installation_in_development_mode(
+    tmp_path: Path,
+) -> None:
     first = run_python(SHOW_SETTINGS, {"COSTLAB_DEV": "true", "COSTLAB_VAR_DIR": str(tmp_path)})
     assert first.returncode == 0, first.stderr
     dev, key, proxy_header, secure_cookies = first.stdout.split()
@@ -85,7 +93,9 @@ def test_it_generates_one_random_key_per_installation_in_development_mode(tmp_pa
     assert not any(key in text for text in sources)
 
 
-def test_it_passes_check_deploy_in_the_production_configuration_of_env_example(tmp_path):
+def test_it_passes_check_deploy_in_the_production_configuration_of_env_example(
+    tmp_path: Path,
+) -> None:
     env = env_file(ENV_EXAMPLE)
     assert env["COSTLAB_DEV"] == "false" and env["DEBUG"] == "false"
     # The example leaves the key empty so that a copy cannot start on a published one.
@@ -114,10 +124,10 @@ T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 
 
 @pytest.fixture
-def pages(client):
+def pages(client: Client) -> dict[str, str]:
     """Every page of the app, filled with real objects; keyed by URL name."""
-    membership = MembershipFactory()
-    MembershipFactory(user=membership.user)  # two organizations: home lists them
+    membership = MembershipFactory.create(role=Role.ADMIN)  # admins see every page
+    MembershipFactory.create(user=membership.user)  # two organizations: home lists them
     org = membership.organization
     hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
     transcripts_store(
@@ -144,10 +154,15 @@ def pages(client):
         "imports": reverse("imports", args=[slug]),
         "import_job_detail": reverse("import_job_detail", args=[slug, job.code]),
         "import_job_progress": reverse("import_job_progress", args=[slug, job.code]),
+        "members": reverse("members", args=[slug]),
     }
 
 
-def url_names(patterns: list[URLPattern | URLResolver]) -> set[str]:
+# URLs that only take a POST and answer with a redirect: no page of their own to check.
+ACTIONS = {name for name, row in ORG_URLS.items() if "GET" not in row.methods}
+
+
+def url_names(patterns: Sequence[URLPattern | URLResolver]) -> set[str]:
     names: set[str] = set()
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
@@ -161,7 +176,7 @@ def policy(header: str) -> dict[str, list[str]]:
     return {d.split()[0]: d.split()[1:] for d in header.split(";") if d.strip()}
 
 
-def assert_strict_policy(response) -> None:
+def assert_strict_policy(response: HttpResponseBase) -> None:
     header = response.headers.get("Content-Security-Policy")
     assert header, f"{response.status_code} response without a Content Security Policy"
     directives = policy(header)
@@ -183,9 +198,11 @@ def assert_no_inline_code(html: str) -> None:
 
 
 @pytest.mark.django_db
-def test_it_sends_the_policy_and_no_inline_script_on_every_page(client, pages):
+def test_it_sends_the_policy_and_no_inline_script_on_every_page(
+    client: Client, pages: dict[str, str]
+) -> None:
     # A new page must be added to the fixture: this fails until it is.
-    assert url_names(conversation_urlpatterns) == set(pages)
+    assert url_names(conversation_urlpatterns) == set(pages) | ACTIONS
     for name, url in pages.items():
         for headers in ({}, {"HX-Request": "true"}):
             response = client.get(url, headers=headers, follow=False)
@@ -195,14 +212,14 @@ def test_it_sends_the_policy_and_no_inline_script_on_every_page(client, pages):
 
 
 @pytest.mark.django_db
-def test_it_sends_the_policy_on_log_in_admin_and_error_pages(client):
+def test_it_sends_the_policy_on_log_in_admin_and_error_pages(client: Client) -> None:
     anonymous = [reverse("login"), reverse("admin:login"), "/no-such-page/", reverse("home")]
     for url in anonymous:
         response = client.get(url)
         assert_strict_policy(response)
         if response.status_code == 200:
             assert_no_inline_code(response.content.decode())
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
     for url in (reverse("admin:index"), reverse("admin:pricing_modelprice_changelist")):
         response = client.get(url)
         assert response.status_code == 200

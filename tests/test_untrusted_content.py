@@ -12,11 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from conversations import charts
 from conversations.engine.types import Call, Transcript
-from conversations.models import ImportJob
+from conversations.models import Conversation, ImportJob, Organization
 from conversations.selectors import ModelCost
 from conversations.services.transcripts import transcripts_store
 
@@ -40,7 +41,7 @@ def strings(value: Any) -> list[str]:
     return []
 
 
-def test_it_escapes_model_names_in_chart_labels():
+def test_it_escapes_model_names_in_chart_labels() -> None:
     rows = [
         ModelCost(model=MODEL, cost=Decimal("0.5"), calls=2, tokens=10, unpriced=0),
         ModelCost(model="a&b <i>", cost=Decimal("0.1"), calls=1, tokens=5, unpriced=0),
@@ -58,10 +59,10 @@ def test_it_escapes_model_names_in_chart_labels():
 
 
 @pytest.fixture
-def hostile(client):
-    membership = MembershipFactory()
+def hostile(client: Client) -> tuple[Organization, Conversation, ImportJob]:
+    membership = MembershipFactory.create()
     org = membership.organization
-    ModelPriceFactory(model=MODEL)  # priced, so the model is drawn in the cost chart
+    ModelPriceFactory.create(model=MODEL)  # priced, so the model is drawn in the cost chart
     hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
     transcripts_store(
         organization=org,
@@ -80,7 +81,9 @@ def hostile(client):
 
 
 @pytest.mark.django_db
-def test_it_shows_markup_from_the_data_as_text_on_every_page(client, hostile):
+def test_it_shows_markup_from_the_data_as_text_on_every_page(
+    client: Client, hostile: tuple[Organization, Conversation, ImportJob]
+) -> None:
     org, conversation, job = hostile
     urls = [
         reverse("org_overview", args=[org.slug]),

@@ -316,6 +316,7 @@ def _analysis(
     analysis = analyze(
         [transcript],
         profile_for=book.profile,
+        policy_for=book.policy,
         rates_for=partial(book.call_rates, now=now),
         retention_seconds=DEFAULT_RETENTION_SECONDS,
         org=str(chat.organization.code),

@@ -92,6 +92,11 @@ class CallAnalysis:
         return self.call.response is None
 
     @property
+    def billed(self) -> bool:
+        """Whether the call counts in costs: it got a reply, or the API reported usage."""
+        return self.call.response is not None or self.call.usage is not None
+
+    @property
     def reported(self) -> Usage | None:
         return self.call.usage
 
@@ -153,10 +158,21 @@ def totals_of(calls: Sequence[CallAnalysis]) -> Totals:
         reported += c.cache_source == "reported"
         over_context += c.over_context
         unknown += c.unknown_images
-        if c.cost is None:
+        if c.cost is None and c.billed:
             unpriced += 1
             unpriced_models.add(c.model or "(unknown model)")
     metrics = cache_metrics(calls)
+    billed = [c for c in calls if c.billed]
+    if len(billed) < len(calls):
+        # A request that got no reply was not billed: an import stores its estimate for
+        # what-ifs but counts it in no total, and so does the analysis.
+        money = cache_metrics(billed)
+        metrics = dataclasses.replace(
+            metrics,
+            cost=money.cost,
+            cost_no_cache=money.cost_no_cache,
+            cost_reduction=money.cost_reduction,
+        )
     return Totals(
         calls=len(calls),
         pending_calls=pending,
@@ -236,7 +252,7 @@ def _render_transcript(
 ) -> tuple[list[_Pending], bool]:
     rebuilt = transcript.calls is None
     calls = turns_from_messages(transcript.messages) if rebuilt else transcript.calls or []
-    renderers: dict[ModelProfile, TranscriptRenderer] = {}
+    renderers: dict[tuple[ModelProfile, bool], TranscriptRenderer] = {}
     # Looked up by model name: hashing a profile (16 fields) for every call adds up.
     by_model: dict[str | None, tuple[ModelProfile, TranscriptRenderer]] = {}
     pending: list[_Pending] = []
@@ -250,10 +266,11 @@ def _render_transcript(
         known = by_model.get(model)
         if known is None:
             profile = profile_for(model)
-            renderer = renderers.get(profile)
+            cuts = policy_for(model).kind == "breakpoints"
+            renderer = renderers.get((profile, cuts))
             if renderer is None:  # models that count alike share one renderer
-                renderer = renderers[profile] = TranscriptRenderer(
-                    transcript.messages, profile, cache=cache
+                renderer = renderers[(profile, cuts)] = TranscriptRenderer(
+                    transcript.messages, profile, cache=cache, cut_points=cuts
                 )
                 renderer.messages.encode_all()
             known = by_model[model] = (profile, renderer)
@@ -272,7 +289,6 @@ def _render_transcript(
             unknown_images=rendered.unknown_images,
         )
         policy = policy_for(model)
-        result.cache_eligible = policy.eligible(rendered.length) and not call.batch
         pending.append(_Pending(result, profile, rendered, call_time(transcript, call), policy))
     for renderer in renderers.values():
         renderer.release()
@@ -360,6 +376,8 @@ def _price(item: _Pending, rates_for: RatesFor) -> None:
             completion_tokens=result.estimated_completion_tokens,
             write_tokens=result.simulated_write_tokens,
         )
+    # Eligible on the prompt that was billed: the reported one wins over the estimate.
+    result.cache_eligible = item.policy.eligible(result.prompt_tokens)
     rates = rates_for(call, result.prompt_tokens)
     if rates is not None:
         result.cost = price_buckets(result.buckets, rates)
@@ -388,7 +406,7 @@ def _finish(transcript: Transcript, pending: list[_Pending], untimed: bool) -> C
     running: Decimal | None = None
     for item in pending:
         cost = item.result.cost
-        if cost is not None:
+        if cost is not None and item.result.billed:
             running = (running or Decimal(0)) + cost.total
         # Running total of the priced calls so far; unpriced calls show up in the totals.
         item.result.cumulative_cost = running

@@ -109,8 +109,8 @@ class BreakpointSimulator:
             route = blocks[min(self._routing_block, len(blocks) - 1)]
             rate = self._rates.setdefault((org, model, prompt_cache_key, route), _Rate())
             if not rate.admit(now, policy.overflow_rpm):
-                reason = MissReason("overflow", rpm=len(rate.seen))
-                return CacheResult(0, reason, missing_key=self._missing_key(prompt_cache_key))
+                overflow = MissReason("overflow", rpm=len(rate.seen))
+                return CacheResult(0, overflow, missing_key=self._missing_key(prompt_cache_key))
         store = self._stores.setdefault((org, model, prompt_cache_key), _Store())
         ttl = ttl_seconds if ttl_seconds is not None else self.ttl_seconds
         cuts = prompt.cut_points()

@@ -22,13 +22,11 @@ class ModelProfile:
     tokens_per_message: int = 3
     tokens_per_name: int = 1
     reply_priming: int = 3
-    # num_tokens_for_tools constants (OpenAI cookbook)
-    func_init: int = 7
-    prop_init: int = 3
-    prop_key: int = 3
-    enum_init: int = -3
-    enum_item: int = 3
-    func_end: int = 12
+    # Tools: their namespace text (schemas.py) plus this framing, 4 fewer when the request
+    # opens with a system or developer message (the tools join it instead of a message of
+    # their own): the cookbook's 101/105 and the corpus's tool calls (render.encode_tools).
+    tools_overhead: int = 9
+    tools_system_saving: int = 4
     # image_url parts: base + per 512px tile at high detail; base alone at low detail
     image_base_tokens: int = 85
     image_tile_tokens: int = 170
@@ -89,12 +87,10 @@ def default_profile(model: str | None) -> ModelProfile:
     family = _family(model)
     if family is None:
         return ModelProfile()
-    cl100k = family.encoding == "cl100k_base"
     return ModelProfile(
         encoding=family.encoding,
         tokens_per_message=4 if family.legacy_0301 else 3,
         tokens_per_name=-1 if family.legacy_0301 else 1,
-        func_init=10 if cl100k else 7,
         image_base_tokens=family.image_base,
         image_tile_tokens=family.image_tile,
         context_window=family.context_window,

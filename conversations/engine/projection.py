@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from .analysis import call_time, turns_from_messages
-from .cache import STEP
+from .cache_policy import PREFIX_128, CachePolicy
 from .messages import SYNTHETIC_TOKENS_KEY, MessageTokens, encode_message
-from .metrics import CACHE_MINIMUM_TOKENS
 from .pricing import Rates, buckets_from_counts, price_buckets
 from .profiles import ModelProfile
-from .render import encode_header, priming_tokens
+from .render import encode_header, opens_with_system, priming_tokens
 from .types import Call, Transcript
 
 
@@ -75,10 +74,10 @@ def _price(rates: Rates | None, prompt: int, cached: int, completion: int) -> De
     return price_buckets(buckets, rates).total
 
 
-def _cached(previous_prompt: int, cache_applies: bool) -> int:
-    if not cache_applies or previous_prompt < CACHE_MINIMUM_TOKENS:
+def _cached(previous_prompt: int, cache_applies: bool, policy: CachePolicy) -> int:
+    if not cache_applies or not policy.eligible(previous_prompt):
         return 0
-    return previous_prompt // STEP * STEP
+    return previous_prompt // policy.step_tokens * policy.step_tokens
 
 
 def project(
@@ -91,6 +90,7 @@ def project(
     user_tokens: int | None = None,
     assistant_tokens: int | None = None,
     gap_seconds: float | None = None,
+    policy: CachePolicy = PREFIX_128,
 ) -> Projection:
     messages = MessageTokens(transcript.messages, profile)
     calls = (
@@ -101,14 +101,18 @@ def project(
     last = calls[-1] if calls else None
     header = 0
     if last is not None:
-        header = len(encode_header(last.tools, last.response_format, profile))
+        first = [transcript.messages[last.request[0]]] if last.request else []
+        after_system = opens_with_system(first)
+        header = len(
+            encode_header(last.tools, last.response_format, profile, after_system=after_system)
+        )
     priming = len(priming_tokens(profile))
     user = _average_body(messages, "user") if user_tokens is None else user_tokens
     reply = _average_body(messages, "assistant") if assistant_tokens is None else assistant_tokens
     user_message = user + _message_overhead("user", profile)
     reply_message = reply + _message_overhead("assistant", profile)
     gap = _median_gap(transcript, calls) if gap_seconds is None else gap_seconds
-    applies = gap <= retention_seconds
+    applies = policy.caches and gap <= retention_seconds
 
     done = [c for c in calls if c.response is not None]
     previous = header + priming + sum(messages.length(i) for i in done[-1].request) if done else 0
@@ -120,7 +124,7 @@ def project(
     total: Decimal | None = None
     total_no_cache: Decimal | None = None
     for number in range(1, turns + 1):
-        cached = _cached(previous, applies)
+        cached = _cached(previous, applies, policy)
         cost = _price(rates, prompt, cached, reply)
         no_cache = _price(rates, prompt, 0, reply)
         if cost is not None and no_cache is not None:

@@ -20,8 +20,7 @@ from itertools import chain as chain_iter
 from itertools import islice
 from typing import Any, overload
 
-import tiktoken
-
+from .breakpoints import Cut, CutKind
 from .cache import ROOT_HASH, STEP, hash_blocks_into
 from .messages import (
     EARLY_TOKENS,
@@ -32,12 +31,10 @@ from .messages import (
     role_tokens,
 )
 from .profiles import ModelProfile
+from .schemas import tools_text, undescribed_first_properties
 from .sequences import (
-    FUNC_END,
     MESSAGE,
     PRIMING,
-    PROP,
-    PROP_KEY,
     START,
     TOKEN_BYTES,
     TOOL,
@@ -58,48 +55,20 @@ def priming_tokens(profile: ModelProfile) -> list[int]:
     return filler(PRIMING, max(0, profile.reply_priming))
 
 
-def _strip_period(value: object) -> str:
-    text = "" if value is None else str(value)
-    return text[:-1] if text.endswith(".") else text
-
-
-def _encode_properties(
-    enc: tiktoken.Encoding, properties: dict[str, Any], profile: ModelProfile
+def encode_tools(
+    tools: list[dict[str, Any]] | None, profile: ModelProfile, *, after_system: bool = True
 ) -> list[int]:
-    tokens = filler(PROP, profile.prop_init)
-    for key, spec in properties.items():
-        spec = spec if isinstance(spec, dict) else {}
-        overhead = profile.prop_key
-        enum_tokens: list[int] = []
-        if "enum" in spec:
-            items = spec["enum"] if isinstance(spec["enum"], list) else []
-            overhead += profile.enum_init + profile.enum_item * len(items)
-            for item in items:
-                enum_tokens += encode_text(enc, str(item))
-        line = f"{key}:{spec.get('type', '')}:{_strip_period(spec.get('description'))}"
-        tokens += with_overhead(PROP_KEY, overhead, enum_tokens + encode_text(enc, line))
-    return tokens
-
-
-def encode_tools(tools: list[dict[str, Any]] | None, profile: ModelProfile) -> list[int]:
-    """Tool definitions by the cookbook's num_tokens_for_tools (API-verified: 101 / 105).
-    Only names, types, descriptions and enums count there; `required` is ignored."""
+    """Tool definitions: their namespace text (schemas.py) and the profile's framing.
+    `after_system`: the request opens with a system or developer message, which the tools
+    join (4 tokens fewer: no message of their own). Each function whose first property has
+    no description counts one token fewer than its text (schemas.py)."""
     if not tools:
         return []
-    enc = get_encoding(profile.encoding)
-    tokens: list[int] = []
-    for tool in tools:
-        # {"type": "function", "function": {...}} or the legacy bare `functions` entry
-        function = tool.get("function", tool) if isinstance(tool, dict) else {}
-        if not isinstance(function, dict):
-            continue
-        line = f"{function.get('name', '')}:{_strip_period(function.get('description'))}"
-        tokens += with_overhead(TOOL, profile.func_init, encode_text(enc, line))
-        parameters = function.get("parameters")
-        properties = parameters.get("properties") if isinstance(parameters, dict) else None
-        if isinstance(properties, dict) and properties:
-            tokens += _encode_properties(enc, properties, profile)
-    return with_overhead(FUNC_END, profile.func_end, tokens, after=True)
+    text = encode_text(get_encoding(profile.encoding), tools_text(tools))
+    overhead = profile.tools_overhead - undescribed_first_properties(tools)
+    if after_system:
+        overhead -= profile.tools_system_saving
+    return with_overhead(TOOL, overhead, text, after=True)
 
 
 def encode_response_format(
@@ -119,9 +88,17 @@ def encode_header(
     tools: list[dict[str, Any]] | None,
     response_format: dict[str, Any] | None,
     profile: ModelProfile,
+    *,
+    after_system: bool = True,
 ) -> list[int]:
     """What a request sends before its messages: the tools block, then the response format."""
-    return encode_tools(tools, profile) + encode_response_format(response_format, profile)
+    tools_tokens = encode_tools(tools, profile, after_system=after_system)
+    return tools_tokens + encode_response_format(response_format, profile)
+
+
+def opens_with_system(messages: Sequence[ChatMessage]) -> bool:
+    """Whether a request's first message is one the tools block joins (encode_tools)."""
+    return bool(messages) and messages[0].get("role") in ("system", "developer")
 
 
 def count_request(
@@ -132,7 +109,8 @@ def count_request(
     response_format: dict[str, Any] | None = None,
 ) -> int:
     """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
-    total = len(encode_header(tools, response_format, profile))
+    after_system = opens_with_system(messages)
+    total = len(encode_header(tools, response_format, profile, after_system=after_system))
     total += sum(encode_message(message, profile).length for message in messages)
     return total + len(priming_tokens(profile))
 
@@ -195,12 +173,17 @@ class _Chain:
     hashes: list[int]  # chained hashes of every full block so far
     pending: bytes  # packed tokens after the last full block (fewer than one block)
     unknown: int  # images of unknown size in the messages so far
+    # Exact hash of the prefix ending with each message: where a breakpoint cache can cut.
+    # Kept only for models that cache at breakpoints (one more hash per message).
+    ends: list[int] | None = None
 
     def append(self, index: int, packed: bytes, unknown: int, step: int) -> None:
         self.indices.append(index)
         self.offsets.append(self.length)
         self.unknown += unknown
         self.feed(packed, step)
+        if self.ends is not None:
+            self.ends.append(hash((self.hashes[-1] if self.hashes else ROOT_HASH, self.pending)))
 
     def feed(self, packed: bytes, step: int) -> None:
         """Add packed tokens to the stream, hashing every block they complete (without
@@ -217,6 +200,13 @@ class _Chain:
         hashes.append(parent)
         hash_blocks_into(packed, step, parent, hashes, start=need // TOKEN_BYTES)
         self.pending = packed[size - (size - need) % (step * TOKEN_BYTES) :]
+
+
+def _marked(message: ChatMessage) -> bool:
+    content = message.get("content")
+    if isinstance(content, list):
+        return any(isinstance(p, dict) and p.get("prompt_cache_breakpoint") for p in content)
+    return False
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -238,6 +228,7 @@ class RenderedRequest:
     __slots__ = (
         "_count",
         "_end",
+        "_ends",
         "_full",
         "_hashes",
         "_header",
@@ -261,6 +252,7 @@ class RenderedRequest:
         self._end = chain.length  # where reply priming starts
         self._priming = priming
         self._hashes = chain.hashes  # only the first `_full` belong to this request
+        self._ends = chain.ends  # only the first `_count` belong to this request
         self._full = len(chain.hashes)
         self._tail = tail  # the block(s) closed by reply priming
         self.length = chain.length + len(priming) // TOKEN_BYTES
@@ -279,6 +271,26 @@ class RenderedRequest:
     @property
     def source(self) -> RenderedRequest:
         return self
+
+    def cut_points(self) -> list[Cut]:
+        """Where a breakpoint cache can cut this prompt: after each message, with the exact
+        hash of the prefix up to there (breakpoints.py). A user or tool message's end is an
+        implicit breakpoint; a message with a part marked `prompt_cache_breakpoint` is an
+        explicit one (at the message's end: parts are not tracked one by one)."""
+        if self._ends is None:
+            raise ValueError("rendered without cut points: TranscriptRenderer(cut_points=True)")
+        messages = self._messages.messages
+        cuts = []
+        for position in range(self._count):
+            end = self._offsets[position + 1] if position + 1 < self._count else self._end
+            message = messages[self._indices[position]]
+            kind: CutKind = "other"
+            if _marked(message):
+                kind = "explicit"
+            elif message.get("role") in ("user", "tool"):
+                kind = "implicit"
+            cuts.append(Cut(end, self._ends[position], kind))
+        return cuts
 
     def message_at(self, index: int) -> int | None:
         position = bisect.bisect_right(self._offsets, index, 0, self._count) - 1
@@ -313,23 +325,29 @@ class TranscriptRenderer:
         *,
         step: int = STEP,
         cache: EncodingCache | None = None,
+        cut_points: bool = False,
     ) -> None:
         self.messages = MessageTokens(messages, profile, cache)
         self.profile = profile
         self.step = step
+        self.cut_points = cut_points  # track where breakpoint caches can cut (breakpoints.py)
         self._priming = pack(priming_tokens(profile))
         self._headers: dict[str, bytes] = {"": b""}
         # One chain per tools/format header, so calls that alternate tool sets keep theirs.
         self._chains: dict[str, _Chain] = {}
 
     def _header(
-        self, tools: list[dict[str, Any]] | None, response_format: dict[str, Any] | None
+        self,
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        after_system: bool,
     ) -> tuple[str, bytes]:
         if not tools and not response_format:
             return "", b""
-        key = json.dumps([tools, response_format], sort_keys=True, default=str)
+        key = json.dumps([tools, response_format, after_system], sort_keys=True, default=str)
         if key not in self._headers:
-            self._headers[key] = pack(encode_header(tools, response_format, self.profile))
+            header = encode_header(tools, response_format, self.profile, after_system=after_system)
+            self._headers[key] = pack(header)
         return key, self._headers[key]
 
     def _read(self, chain: _Chain, start: int, end: int) -> bytes:
@@ -349,6 +367,7 @@ class TranscriptRenderer:
             hashes=chain.hashes[:full],
             pending=self._read(chain, full * self.step, length),
             unknown=sum(self.messages.unknown_images(i) for i in chain.indices[:keep]),
+            ends=chain.ends[:keep] if chain.ends is not None else None,
         )
 
     def render(
@@ -358,10 +377,11 @@ class TranscriptRenderer:
         tools: list[dict[str, Any]] | None = None,
         response_format: dict[str, Any] | None = None,
     ) -> RenderedRequest:
-        key, header = self._header(tools, response_format)
+        first = [self.messages.messages[request[0]]] if request else []
+        key, header = self._header(tools, response_format, opens_with_system(first))
         chain = self._chains.get(key)
         if chain is None:
-            chain = _Chain(key, header, [], [], 0, [], b"", 0)
+            chain = _Chain(key, header, [], [], 0, [], b"", 0, [] if self.cut_points else None)
             chain.feed(header, self.step)
         keep = _common_prefix(chain.indices, request)
         if keep < len(chain.indices):

@@ -2,10 +2,10 @@
 
 Owns: the id space of a rendered prompt (real ids, negative placeholders) and packed int32 bytes.
 
-Chat-format tokens that are not text (<|start|>, <|message|>, <|end|>, tool-schema framing)
+Chat-format tokens that are not text (<|start|>, <|message|>, <|end|>, tool-block framing)
 become negative placeholder ids: they can never collide with a real token, and they make
 `len(tokens)` the cookbook count. A message renders as
-  START role [name] MESSAGE body [tool_call_id] END...  (one END per extra overhead token)
+  START role [name] MESSAGE body END...  (one END per extra overhead token)
 and reply priming as START "assistant" MESSAGE, which is exactly how the next assistant
 message starts: the previous prompt is then a true prefix of the next one, as on the API.
 Every placeholder range is allocated here, so that no two can overlap.
@@ -24,10 +24,7 @@ START = -5
 MESSAGE = -6
 END = -10  # -10, -11, ...: trailing per-message overhead
 PRIMING = -200  # priming, when it cannot be the start of an assistant message
-TOOL = -1_000  # tool-definition framing: one range per cookbook constant
-PROP = -1_100
-PROP_KEY = -1_200
-FUNC_END = -1_400
+TOOL = -1_000  # tool-definition framing (the text itself is real tokens)
 # Images and synthetic messages: hashed runs far below the framing ids.
 _HASHED_BASE = -(10**6)
 _HASHED_SPAN = 2**30

@@ -18,9 +18,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from .analysis import ConversationAnalysis, ProfileFor, RatesFor, analyze, turns_from_messages
+from .analysis import (
+    ConversationAnalysis,
+    PolicyFor,
+    ProfileFor,
+    RatesFor,
+    analyze,
+    turns_from_messages,
+)
+from .cache_policy import default_policy
 from .messages import SYNTHETIC_TOKENS_KEY, EncodingCache, MessageTokens, encode_message
-from .render import encode_header, priming_tokens
+from .render import encode_header, opens_with_system, priming_tokens
 from .types import Call, ChatMessage, Transcript
 
 StrategyKind = Literal["full", "window", "trim", "summarize"]
@@ -70,17 +78,23 @@ class _Sizer:
         self._priming = len(priming_tokens(messages.profile))
         self._headers: dict[str, int] = {}
 
-    def header(self, call: Call) -> int:
+    def header(self, call: Call, *, after_system: bool = True) -> int:
         if not call.tools and not call.response_format:
             return 0
-        key = json.dumps([call.tools, call.response_format], sort_keys=True, default=str)
+        key = json.dumps(
+            [call.tools, call.response_format, after_system], sort_keys=True, default=str
+        )
         if key not in self._headers:  # tools repeat on every call: encode them once
-            header = encode_header(call.tools, call.response_format, self.messages.profile)
+            profile = self.messages.profile
+            header = encode_header(
+                call.tools, call.response_format, profile, after_system=after_system
+            )
             self._headers[key] = len(header)
         return self._headers[key]
 
     def request(self, call: Call, indices: Sequence[int]) -> int:
-        total = self.header(call) + self._priming
+        first = [self.messages.messages[indices[0]]] if indices else []
+        total = self.header(call, after_system=opens_with_system(first)) + self._priming
         return total + sum(self.messages.length(i) for i in indices)
 
 
@@ -220,6 +234,7 @@ def compare_strategies(
     retention_seconds: int,
     org: str = "default",
     default_model: str | None = None,
+    policy_for: PolicyFor = default_policy,
 ) -> list[StrategyResult]:
     """Analyse the same transcript under each strategy (each with a cold cache of its own)."""
     cache = EncodingCache()  # the strategies re-send the same message dicts: encode once
@@ -241,6 +256,7 @@ def compare_strategies(
             org=org,
             default_model=default_model,
             encoding_cache=cache,
+            policy_for=policy_for,
         ).conversations[0]
         totals = analysis.totals
         results.append(

@@ -9,6 +9,7 @@ API renders into tokens; keeping them as-is means counting what was actually sen
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -73,3 +74,18 @@ class Transcript:
     message_times: list[datetime | None] | None = None  # parallel to messages when known
     location: str = ""  # file (and zip entry) and line/record it came from
     warnings: list[str] = field(default_factory=list)
+
+
+_POSITION = re.compile(r" (?:line|record) \d+$")
+
+
+def located_warnings(transcript: Transcript) -> list[str]:
+    """The transcript's warnings, each with one location: a warning that names its own
+    line already ("log.jsonl line 4: ...") keeps it, being more precise than the
+    conversation's first line; the others get the transcript's location (or title).
+    `analyze` and an import show the same strings."""
+    where = transcript.location or transcript.title
+    if not where:
+        return list(transcript.warnings)
+    source = _POSITION.sub("", where)
+    return [w if w.startswith(source) else f"{where}: {w}" for w in transcript.warnings]

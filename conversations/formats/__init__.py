@@ -52,6 +52,7 @@ def parse_files(
     display_names: dict[Path, str] | None = None,
     max_bytes: int | None = None,
     on_progress: ProgressCallback | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Iterator[Transcript]:
     """Yield every Transcript in `paths`, in file order (api_log and batch files last, as
     they are grouped or joined across files).
@@ -60,7 +61,8 @@ def parse_files(
     user's file name, used in errors and locations. max_bytes: limit on the total bytes
     read (uncompressed for zip members), checked up front from declared sizes and again
     while reading. on_progress(bytes_read, total_bytes): called about once per MB and at
-    the end.
+    the end. on_warning(text): hears what concerns a file rather than one conversation
+    (archive members left out, a Batch pair that hardly matches).
     """
     if format is not None and format not in FORMATS:
         raise ParseError(f"unknown format {format!r} (expected one of {', '.join(FORMATS)})")
@@ -69,7 +71,7 @@ def parse_files(
     # last zip must refuse the upload before the first transcript is yielded.
     sources: list[Source] = []
     for path in paths:
-        sources.extend(_expand(path, names.get(path, path.name), format, max_bytes))
+        sources.extend(_expand(path, names.get(path, path.name), format, max_bytes, on_warning))
     total = sum(source.size for source in sources)
     declared = sum(source.size for source in sources if source.size_is_exact)
     if max_bytes is not None and declared > max_bytes:
@@ -93,17 +95,25 @@ def parse_files(
     inputs = [source for source, kind, role in plan if kind == "batch" and role == INPUT]
     outputs = [source for source, kind, role in plan if kind == "batch" and role == OUTPUT]
     if inputs or outputs:
-        yield from parse_batch(_records(inputs, meter), _records(outputs, meter))
+        yield from parse_batch(
+            _records(inputs, meter), _records(outputs, meter), warn=on_warning or _ignore
+        )
     meter.finish()
 
 
-def _expand(path: Path, name: str, format: str | None, max_bytes: int | None) -> list[Source]:
+def _expand(
+    path: Path,
+    name: str,
+    format: str | None,
+    max_bytes: int | None,
+    warn: Callable[[str], None] | None,
+) -> list[Source]:
     if path.is_dir():
         raise ParseError("is a directory, expected a file", file=name)
     with open_metered(file_source(path, name), None) as stream:
         head = stream.read(4)
     if is_zip(head):
-        return zip_sources(path, name, max_bytes=max_bytes)
+        return zip_sources(path, name, max_bytes=max_bytes, warn=warn)
     if format == "zip":
         raise ParseError("not a zip archive", file=name)
     return [local_source(path, name)]
@@ -126,6 +136,10 @@ def _format_of(source: Source, format: str | None, max_bytes: int | None) -> tup
             file=source.name,
         )
     return kind, role
+
+
+def _ignore(_text: str) -> None:
+    pass
 
 
 def _records(sources: list[Source], meter: Meter) -> Iterator[Record]:

@@ -19,14 +19,20 @@ else the request; service_tier from the response, else the request; prompt_cache
 tools, response_format and max_completion_tokens/max_tokens from the request; usage from
 the response (cached and reasoning tokens included); started_at from `timestamp`, else
 the response's `created`; latency_ms; external_id = the response id. A line with no
-response, or a response holding `error`, becomes a pending call with a warning.
+response, or a response holding `error`, becomes a pending call with a warning; a refused
+call keeps the request messages that can be rendered and names the others in a warning.
+Usage is validated by usage.py. A Responses API line (`input` in the request, or a
+`response` object) is read by responses.py into the same shape.
 
 Grouping into conversations: by `conversation_id` (top level, top-level
 `metadata.conversation_id`, or the request body's `metadata.conversation_id`) when
 given; otherwise by prefix continuity: a call whose request starts with an open
 conversation's last request plus its response continues it (the longest such match
 wins, the oldest conversation on a tie), else it opens a new one. `user` is not used: one
-user has many conversations. Calls are taken in file order.
+user has many conversations. Calls are taken in file order. A Responses call whose
+`previous_response_id` names an earlier line continues that line's conversation, its
+request being that call's request and reply (less its instructions) after its own
+instructions and input; one with a `conversation` continues that conversation's last call.
 
 Storage: each conversation stores a message once. A request message maps to the message
 it matches in the conversation's previous call (request + response), in order; others
@@ -49,15 +55,18 @@ from typing import Any
 from conversations.engine.types import Call, ChatMessage, Transcript
 
 from .completions import (
-    Warn,
     call_from,
     legacy_functions_warning,
+    lenient_request_messages,
+    reported_usage,
     request_messages,
     response_message,
 )
 from .errors import describe
 from .messages import parse_time
 from .records import Record, record_object
+from .responses import is_responses_call, responses_exchange
+from .usage import Warn
 
 _REQUEST_KEYS = ("request", "request_body", "body")
 _RESPONSE_KEYS = ("response", "response_body")
@@ -73,6 +82,10 @@ class _Entry:
     call: Call
     conversation_id: str | None
     warnings: list[str]
+    previous_response_id: str | None = None  # Responses API: the call this one continues
+    instructions: int = 0  # Responses API: request[:instructions] are the instructions
+    stateful: bool = False  # Responses API: the server holds the earlier context
+    responses_api: bool = False
 
 
 @dataclass(slots=True)
@@ -85,6 +98,7 @@ class _Conversation:
     warnings: list[str] = field(default_factory=list)
     thread: list[int] = field(default_factory=list)  # the last call's request + response
     thread_fps: list[bytes] = field(default_factory=list)
+    instructions: set[int] = field(default_factory=set)  # Responses instructions' messages
 
     def add(self, entry: _Entry, fps: list[bytes], response_fp: bytes | None) -> None:
         call = entry.call
@@ -104,11 +118,32 @@ class _Conversation:
             else:
                 indexes.append(self._append(message, call.started_at))
         call.request = indexes
+        self.instructions.update(indexes[: entry.instructions])
         self.thread, self.thread_fps = list(indexes), list(fps)
         if entry.response is not None and response_fp is not None:
             call.response = self._append(entry.response, _received_at(call))
             self.thread.append(call.response)
             self.thread_fps.append(response_fp)
+        self.calls.append(call)
+        self.warnings.extend(entry.warnings)
+
+    def add_continued(
+        self, entry: _Entry, fps: list[bytes], response_fp: bytes | None, base: list[int]
+    ) -> None:
+        """A call whose earlier context the API kept (`previous_response_id`, or a Responses
+        `conversation`): its request is `base` (that context, less its instructions) after
+        its own instructions, then its new input."""
+        call = entry.call
+        head = [self._append(m, call.started_at) for m in entry.request[: entry.instructions]]
+        self.instructions.update(head)
+        kept = [i for i in base if i not in self.instructions]
+        new = [self._append(m, call.started_at) for m in entry.request[entry.instructions :]]
+        call.request = [*head, *kept, *new]
+        self.thread = list(call.request)
+        self.thread_fps = []  # the next call matches by id, not by content
+        if entry.response is not None and response_fp is not None:
+            call.response = self._append(entry.response, _received_at(call))
+            self.thread.append(call.response)
         self.calls.append(call)
         self.warnings.extend(entry.warnings)
 
@@ -137,27 +172,48 @@ def parse_api_log(records: Iterable[Record]) -> Iterator[Transcript]:
     by_id: dict[str, _Conversation] = {}
     # Conversations without an id, keyed by the chain hash of their last request + response.
     by_prefix: dict[bytes, list[_Conversation]] = {}
+    # Responses API: a response id -> its conversation and that call's request + response.
+    by_response: dict[str, tuple[_Conversation, list[int]]] = {}
+
+    def opened(key: str | None, location: str) -> _Conversation:
+        conversation = by_id.get(key) if key is not None else None
+        if conversation is None:
+            conversation = _Conversation(key, location)
+            conversations.append(conversation)
+            if key is not None:
+                by_id[key] = conversation
+        return conversation
+
     for record in records:
         entry = log_entry(record)
         fps = [_fingerprint(message) for message in entry.request]
         chain = _chain(fps)
         response_fp = None if entry.response is None else _fingerprint(entry.response)
-        if entry.conversation_id is not None:
-            conversation = by_id.get(entry.conversation_id)
-            if conversation is None:
-                conversation = by_id[entry.conversation_id] = _Conversation(
-                    entry.conversation_id, record.location
+        previous = entry.previous_response_id
+        if previous is not None and previous in by_response:
+            conversation, base = by_response[previous]
+            conversation.add_continued(entry, fps, response_fp, base)
+        elif entry.stateful:
+            if previous is not None:
+                entry.warnings.append(
+                    f"{record.location}: previous_response_id {previous!r} is not in this log: "
+                    "the context it carries is unknown and not counted"
                 )
-                conversations.append(conversation)
+            conversation = opened(entry.conversation_id or previous, record.location)
+            # A `conversation` holds every earlier item; an unknown previous response, nothing
+            # costlab can see.
+            base = conversation.thread if previous is None else []
+            conversation.add_continued(entry, fps, response_fp, base)
+        elif entry.conversation_id is not None:
+            conversation = opened(entry.conversation_id, record.location)
             conversation.add(entry, fps, response_fp)
-            continue
-        conversation = _continued(by_prefix, chain)
-        if conversation is None:
-            conversation = _Conversation(None, record.location)
-            conversations.append(conversation)
-        conversation.add(entry, fps, response_fp)
-        key = chain[-1] if response_fp is None else _link(chain[-1], response_fp)
-        by_prefix.setdefault(key, []).append(conversation)
+        else:
+            conversation = _continued(by_prefix, chain) or opened(None, record.location)
+            conversation.add(entry, fps, response_fp)
+            key = chain[-1] if response_fp is None else _link(chain[-1], response_fp)
+            by_prefix.setdefault(key, []).append(conversation)
+        if entry.responses_api and entry.call.external_id is not None:
+            by_response[entry.call.external_id] = (conversation, list(conversation.thread))
     for conversation in conversations:
         yield conversation.transcript()
 
@@ -208,7 +264,6 @@ def log_entry(record: Record) -> _Entry:
         raise record.error(
             "missing the request body (expected 'request', 'request_body' or 'body')"
         )
-    request = request_messages(body, record, body_path)
     warnings: list[str] = []
 
     def warn(text: str) -> None:
@@ -218,14 +273,44 @@ def log_entry(record: Record) -> _Entry:
     if response is not None and not isinstance(response, dict):
         raise record.error(f"expected the response object, got {describe(response)}", response_path)
     response = response or {}
+    if is_responses_call(body, response):
+        exchange = responses_exchange(body, body_path, response, response_path, record, warn)
+        entry = _Entry(
+            exchange.request,
+            exchange.response,
+            exchange.call,
+            exchange.conversation_id or _conversation_id(obj, body),
+            warnings,
+            exchange.previous_response_id,
+            exchange.instructions,
+            stateful=exchange.previous_response_id is not None
+            or exchange.conversation_id is not None,
+            responses_api=True,
+        )
+        _timing(entry.call, obj, warn)
+        return entry
+    # A call OpenAI refused may hold a request it could not read either: keep what can be
+    # rendered as a pending call rather than refusing the whole log.
+    if response.get("error"):
+        request = lenient_request_messages(body, record, body_path, warn)
+    else:
+        request = request_messages(body, record, body_path)
     message = response_message(response, record, response_path, warn)
-    call = call_from(body, response, location=record.location)
+    usage = reported_usage(response, record, response_path, warn)
+    call = call_from(
+        body if isinstance(body, dict) else {}, response, usage=usage, location=record.location
+    )
+    if isinstance(body, dict):
+        legacy_functions_warning(body, call, warn)
+    _timing(call, obj, warn)
+    return _Entry(request, message, call, _conversation_id(obj, body), warnings)
+
+
+def _timing(call: Call, obj: dict[str, Any], warn: Warn) -> None:
     call.started_at = _started_at(obj, warn) or call.started_at
     latency = obj.get("latency_ms")
     if isinstance(latency, (int, float)) and not isinstance(latency, bool):
         call.latency_ms = round(latency)
-    legacy_functions_warning(body, call, warn)
-    return _Entry(request, message, call, _conversation_id(obj, body), warnings)
 
 
 def _envelope(obj: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:
@@ -255,9 +340,9 @@ def _started_at(obj: dict[str, Any], warn: Warn) -> datetime | None:
     return None
 
 
-def _conversation_id(obj: dict[str, Any], body: dict[str, Any]) -> str | None:
+def _conversation_id(obj: dict[str, Any], body: Any) -> str | None:
     candidates = [obj.get("conversation_id")]
-    for holder in (obj, body):
+    for holder in (obj, body if isinstance(body, dict) else {}):
         metadata = holder.get("metadata")
         if isinstance(metadata, dict):
             candidates.append(metadata.get("conversation_id"))

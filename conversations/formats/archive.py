@@ -25,14 +25,31 @@ from .sources import Source, file_source, open_metered
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _DEBRIS = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# A ChatGPT data export: conversations.json, and files no other format ships.
+_EXPORT_CONVERSATIONS = re.compile(r"conversations(-\d+)?\.json")
+_EXPORT_COMPANIONS = {
+    "chat.html",
+    "message_feedback.json",
+    "model_comparisons.json",
+    "shared_conversations.json",
+    "user.json",
+}
+_ASSET_SUFFIXES = {
+    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".heic", ".svg",
+    ".wav", ".mp3", ".m4a", ".ogg", ".webm", ".mp4", ".pdf",
+}  # fmt: skip
 
 
 def is_zip(head: bytes) -> bool:
     return head[:4] in ZIP_MAGIC
 
 
-def zip_sources(path: Path, name: str, *, max_bytes: int | None) -> list[Source]:
-    """One Source per transcript member of the archive at `path` (shown to users as `name`)."""
+def zip_sources(
+    path: Path, name: str, *, max_bytes: int | None, warn: Callable[[str], None] | None = None
+) -> list[Source]:
+    """One Source per transcript member of the archive at `path` (shown to users as `name`).
+    A ChatGPT data export yields its conversations file only; `warn` hears which other
+    members were left out."""
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -42,6 +59,8 @@ def zip_sources(path: Path, name: str, *, max_bytes: int | None) -> list[Source]
     for info in infos:
         _check_name(info.filename, name)
     members = [info for info in infos if not _skipped(info)]
+    if _is_chatgpt_export(members):
+        members = _export_members(members, name, warn)
     for info in members:
         shown = f"{name}:{info.filename}"
         if info.flag_bits & 0x1:
@@ -63,6 +82,42 @@ def zip_sources(path: Path, name: str, *, max_bytes: int | None) -> list[Source]
         Source(name=f"{name}:{info.filename}", size=info.file_size, open=_opener(path, info))
         for info in members
     ]
+
+
+def _is_chatgpt_export(members: list[zipfile.ZipInfo]) -> bool:
+    """A ChatGPT data export, as ChatGPT ships it: its conversations file beside at least
+    one of the files only that export holds."""
+    names = {PurePosixPath(info.filename).name.lower() for info in members}
+    return any(_EXPORT_CONVERSATIONS.fullmatch(n) for n in names) and bool(
+        names & _EXPORT_COMPANIONS
+    )
+
+
+def _export_members(
+    members: list[zipfile.ZipInfo], name: str, warn: Callable[[str], None] | None
+) -> list[zipfile.ZipInfo]:
+    """The export's conversations file(s); its companions (the HTML view, feedback, user
+    and sharing records) and the assets its messages point at are left out quietly, any
+    other member by name in a warning."""
+    kept: list[zipfile.ZipInfo] = []
+    assets = 0
+    other: list[str] = []
+    for info in members:
+        member = PurePosixPath(info.filename)
+        if _EXPORT_CONVERSATIONS.fullmatch(member.name.lower()):
+            kept.append(info)
+        elif member.name.lower() in _EXPORT_COMPANIONS:
+            continue
+        elif member.suffix.lower() in _ASSET_SUFFIXES or "dalle-generations" in member.parts:
+            assets += 1
+        else:
+            other.append(info.filename)
+    if warn is not None and assets:
+        warn(f"{name}: ChatGPT export: {assets} image, audio or attachment file(s) not imported")
+    if warn is not None and other:
+        shown = ", ".join(other[:20]) + (f" and {len(other) - 20} more" if len(other) > 20 else "")
+        warn(f"{name}: ChatGPT export: {len(other)} other member(s) skipped: {shown}")
+    return kept
 
 
 def _check_name(member: str, archive: str) -> None:

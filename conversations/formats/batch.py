@@ -18,14 +18,21 @@ pair separately). Only /v1/chat/completions batches are supported.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from conversations.engine.types import Call, ChatMessage, Transcript
+from conversations.engine.types import Call, ChatMessage, Transcript, Usage
 
-from .completions import call_from, legacy_functions_warning, request_messages, response_message
-from .errors import describe
+from .completions import (
+    call_from,
+    legacy_functions_warning,
+    lenient_request_messages,
+    reported_usage,
+    request_messages,
+    response_message,
+)
+from .errors import ParseError, describe
 from .records import Record, record_object
 
 # Either role of a batch file, from the keys of its first record (see detect.py).
@@ -49,15 +56,25 @@ class _Outcome:
     """What the output file says about one custom_id."""
 
     location: str
+    file: str
     message: ChatMessage | None
     body: dict[str, Any]
+    usage: Usage | None = None
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_batch(inputs: Iterable[Record], outputs: Iterable[Record]) -> Iterator[Transcript]:
+def parse_batch(
+    inputs: Iterable[Record], outputs: Iterable[Record], *, warn: Callable[[str], None]
+) -> Iterator[Transcript]:
+    """Join the files by custom_id. A pair that shares no custom_id is refused once the
+    input has been read (the caller's transaction drops what was yielded); one where most
+    output lines match no input line is imported with a warning giving the counts."""
     outcomes = _read_outputs(outputs)
-    have_outputs = bool(outcomes)
+    output_count = len(outcomes)
+    output_file = next((outcome.file for outcome in outcomes.values()), "")
     seen: dict[str, str] = {}
+    matched = 0
+    input_file = ""
     for record in inputs:
         custom_id = _custom_id(record)
         if custom_id in seen:
@@ -67,8 +84,24 @@ def parse_batch(inputs: Iterable[Record], outputs: Iterable[Record]) -> Iterator
                 "custom_id",
             )
         seen[custom_id] = record.location
+        input_file = input_file or record.file
         outcome = outcomes.pop(custom_id, None)
-        yield _joined(record, custom_id, outcome, have_outputs=have_outputs)
+        matched += outcome is not None
+        yield _joined(record, custom_id, outcome, have_outputs=output_count > 0)
+    pair = f"{input_file} + {output_file}"
+    if seen and output_count and not matched:
+        raise ParseError(
+            f"the input and output files share no custom_id ({len(seen):,} input lines, "
+            f"{output_count:,} output lines): they are not one batch's pair; upload each "
+            "batch's input file with its own output file",
+            file=pair,
+        )
+    if seen and len(outcomes) * 2 > output_count:
+        warn(
+            f"{pair}: {len(outcomes):,} of {output_count:,} output lines match no input line "
+            f"({matched:,} matched, {len(seen) - matched:,} input lines without output): "
+            "is this the output of another batch?"
+        )
     for custom_id, outcome in outcomes.items():
         yield _output_only(custom_id, outcome, have_inputs=bool(seen))
 
@@ -89,7 +122,7 @@ def _read_outputs(outputs: Iterable[Record]) -> dict[str, _Outcome]:
 
 def _outcome(record: Record, custom_id: str) -> _Outcome:
     obj = record_object(record)
-    outcome = _Outcome(location=record.location, message=None, body={})
+    outcome = _Outcome(location=record.location, file=record.file, message=None, body={})
 
     def warn(text: str) -> None:
         outcome.warnings.append(f"{record.location}: {custom_id}: {text}")
@@ -118,6 +151,7 @@ def _outcome(record: Record, custom_id: str) -> _Outcome:
         )
     outcome.body = body
     outcome.message = response_message(body, record, "response.body", warn)
+    outcome.usage = reported_usage(body, record, "response.body", warn)
     return outcome
 
 
@@ -131,14 +165,24 @@ def _joined(
             f"only /v1/chat/completions batch requests are supported, got {url!r}", "url"
         )
     body = obj.get("body")
-    messages = request_messages(body, record, "body")
-    assert isinstance(body, dict)  # request_messages checked it
     warnings: list[str] = []
 
     def warn(text: str) -> None:
         warnings.append(f"{record.location}: {custom_id}: {text}")
 
-    call = call_from(body, outcome.body if outcome else {}, location=record.location)
+    if outcome is not None and outcome.message is None and isinstance(body, dict):
+        # A request the API refused may be malformed: keep what can be rendered, pending.
+        messages = lenient_request_messages(body, record, "body", warn)
+    else:
+        messages = request_messages(body, record, "body")
+    assert isinstance(body, dict)  # request_messages checked it
+
+    call = call_from(
+        body,
+        outcome.body if outcome else {},
+        usage=outcome.usage if outcome else None,
+        location=record.location,
+    )
     call.request = list(range(len(messages)))
     if outcome is None:
         reason = "no line in the batch output" if have_outputs else "no batch output file given"
@@ -159,7 +203,7 @@ def _output_only(custom_id: str, outcome: _Outcome, *, have_inputs: bool) -> Tra
         "the reported usage and the reply are imported",
         *outcome.warnings,
     ]
-    call = call_from({}, outcome.body, location=outcome.location)
+    call = call_from({}, outcome.body, usage=outcome.usage, location=outcome.location)
     messages = [outcome.message] if outcome.message is not None else []
     call.response = 0 if messages else None
     return _transcript(custom_id, messages, call, outcome.location, warnings)

@@ -3,17 +3,14 @@ formats log the same two objects, only the envelope differs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from conversations.engine.pricing import usage_from_dict
-from conversations.engine.types import Call, ChatMessage
+from conversations.engine.types import Call, ChatMessage, Usage
 
-from .errors import describe
+from .errors import ParseError, describe
 from .messages import normalize_message, parse_time
 from .records import Record
-
-Warn = Callable[[str], None]
+from .usage import Warn, usage_of
 
 
 def request_messages(body: Any, record: Record, path: str) -> list[ChatMessage]:
@@ -24,13 +21,31 @@ def request_messages(body: Any, record: Record, path: str) -> list[ChatMessage]:
     if not isinstance(raw_messages, list) or not raw_messages:
         problem = "no messages" if raw_messages == [] else "missing"
         raise record.error(
-            f"{problem}: only chat.completions requests (with messages) are supported",
+            f"{problem}: expected a chat.completions request (with messages) or a "
+            "Responses API request (with input)",
             f"{path}.messages",
         )
     return [
         normalize_message(raw, record, f"{path}.messages[{i}]")
         for i, raw in enumerate(raw_messages)
     ]
+
+
+def lenient_request_messages(body: Any, record: Record, path: str, warn: Warn) -> list[ChatMessage]:
+    """The messages of a request the API refused: those that can be rendered, and a warning
+    naming each one left out (a refused request may be malformed, and it still cost a
+    round trip worth seeing)."""
+    raw_messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(raw_messages, list) or not raw_messages:
+        warn(f"{path}.messages: no messages to render; the pending call counts none")
+        return []
+    messages: list[ChatMessage] = []
+    for i, raw in enumerate(raw_messages):
+        try:
+            messages.append(normalize_message(raw, record, f"{path}.messages[{i}]"))
+        except ParseError as err:
+            warn(f"{err.field}: {err.message}; not rendered")
+    return messages
 
 
 def response_message(
@@ -53,17 +68,37 @@ def response_message(
     if len(choices) > 1:
         warn(f"{len(choices)} choices: only the first is kept (usage covers all of them)")
     raw = choices[0].get("message")
+    if raw is None and "finish_reason" in choices[0]:
+        # A reply withheld by the content filter: billed (usage says so) but never shown.
+        reason = choices[0].get("finish_reason")
+        warn(
+            f"{path}.choices[0] has no message (finish_reason {reason!r}): the reply was "
+            "withheld; kept as an empty assistant message, billed as reported"
+        )
+        return {"role": "assistant", "content": ""}
     # Some proxies log the message without its role; a choice is always the assistant's.
     if isinstance(raw, dict) and "role" not in raw:
         raw = {"role": "assistant", **raw}
     return normalize_message(raw, record, f"{path}.choices[0].message")
 
 
-def call_from(body: dict[str, Any], response: dict[str, Any], *, location: str) -> Call:
+def reported_usage(response: dict[str, Any], record: Record, path: str, warn: Warn) -> Usage | None:
+    """The response's `usage` (at `path`.usage), validated; None when it reports none."""
+    usage = response.get("usage")
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise record.error(f"expected an object, got {describe(usage)}", f"{path}.usage")
+    return usage_of(usage, record=record, path=f"{path}.usage", warn=warn)
+
+
+def call_from(
+    body: dict[str, Any], response: dict[str, Any], *, usage: Usage | None, location: str
+) -> Call:
     """A Call with everything the two objects say; request/response indexes come later.
     Model and service tier come from the response first: that is what was billed."""
-    usage = response.get("usage")
     response_format = body.get("response_format")
+    cache_options = body.get("prompt_cache_options")
     return Call(
         request=[],
         response=None,
@@ -71,11 +106,13 @@ def call_from(body: dict[str, Any], response: dict[str, Any], *, location: str) 
         tools=dicts(body.get("tools")),
         response_format=response_format if isinstance(response_format, dict) else None,
         prompt_cache_key=text(body.get("prompt_cache_key")),
+        cache_retention=text(body.get("prompt_cache_retention")),
+        cache_options=cache_options if isinstance(cache_options, dict) else None,
         service_tier=text(response.get("service_tier")) or text(body.get("service_tier")),
         started_at=parse_time(response.get("created")),
         max_output_tokens=integer(body.get("max_completion_tokens"))
         or integer(body.get("max_tokens")),
-        usage=usage_from_dict(usage) if isinstance(usage, dict) else None,
+        usage=usage,
         external_id=text(response.get("id")),
         location=location,
     )

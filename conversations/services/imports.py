@@ -7,9 +7,7 @@ written inside that transaction are invisible to the page that polls until it co
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -18,16 +16,16 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from costlab import jobs
+from costlab import heartbeat, jobs
 
 from ..formats import parse_files
 from ..formats.errors import ParseError
-from ..hashing import combined_sha256, files_sha256
+from ..hashing import files_sha256
 from ..models import ImportJob, ImportStatus, Organization
-from .transcripts import ImportTotals, transcripts_store
+from .transcripts import WARNINGS_KEPT, ImportTotals, transcripts_store
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ class ImportFailed(Exception):
     """An import that stored nothing; the message names the file, line and field."""
 
 
-def _progress_key(job: ImportJob) -> str:
+def progress_key(job: ImportJob) -> str:
     return f"import-progress:{job.code}"
 
 
@@ -45,7 +43,7 @@ def import_progress_apply(job: ImportJob) -> None:
     The job is not saved: the database keeps only committed outcomes."""
     if job.status != ImportStatus.RUNNING:
         return
-    for key, value in (cache.get(_progress_key(job)) or {}).items():
+    for key, value in (cache.get(progress_key(job)) or {}).items():
         setattr(job, key, value)
 
 
@@ -56,21 +54,20 @@ def _previous_import(organization: Organization, digest: str) -> ImportJob | Non
     ).first()
 
 
-def _mark_duplicate(job: ImportJob, previous: ImportJob) -> None:
-    ImportJob.objects.filter(id=job.id).update(
+def _mark_duplicate(
+    job: ImportJob, previous: ImportJob, *, rows: QuerySet[ImportJob] | None = None
+) -> None:
+    """`rows`: the running attempt's owned() row, so a lost claim changes nothing."""
+    (rows if rows is not None else ImportJob.objects.filter(id=job.id)).update(
         status=ImportStatus.DUPLICATE, duplicate_of=previous, finished=timezone.now()
     )
     job.refresh_from_db()
 
 
-def _save_upload(job: ImportJob, field_name: str, upload: UploadedFile) -> str:
-    """Store the upload and return its sha256, hashing as the chunks stream to disk."""
-    digest = hashlib.sha256()
-    for piece in upload.chunks():
-        digest.update(piece)
-    upload.seek(0)
+def _save_upload(job: ImportJob, field_name: str, upload: UploadedFile) -> Path:
+    """Store the upload; its path on disk."""
     getattr(job, field_name).save(Path(upload.name or "upload").name, upload, save=False)
-    return digest.hexdigest()
+    return Path(getattr(job, field_name).path)
 
 
 def import_job_create(
@@ -90,11 +87,12 @@ def import_job_create(
         format=format,
         size_bytes=(upload.size or 0) + ((second_upload.size or 0) if second_upload else 0),
     )
-    digests = [_save_upload(job, "file", upload)]
+    paths = [_save_upload(job, "file", upload)]
     if second_upload is not None:
         job.original_name = f"{upload.name} + {second_upload.name}"[:300]
-        digests.append(_save_upload(job, "second_file", second_upload))
-    job.content_sha256 = combined_sha256(digests)
+        paths.append(_save_upload(job, "second_file", second_upload))
+    # The content, not the bytes: gzipped, zipped or with CRLF endings, it is the same log.
+    job.content_sha256 = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
     previous = _previous_import(organization, job.content_sha256)
     if previous is not None:
         job.status = ImportStatus.DUPLICATE
@@ -107,19 +105,22 @@ def import_job_create(
     return job
 
 
-def import_job_claim(job_id: int, *, stale_after: timedelta) -> ImportJob | None:
-    """Move a pending job to running with one conditional UPDATE: a re-delivered task
-    finds nothing to claim and does nothing. A job 'running' for longer than a task may
-    live lost its worker (killed, out of memory); its transaction rolled back, so the
-    redelivered task may take it again."""
-    now = timezone.now()
-    claimable = Q(status=ImportStatus.PENDING) | Q(
-        status=ImportStatus.RUNNING, started__lt=now - stale_after
-    )
-    claimed = ImportJob.objects.filter(claimable, id=job_id).update(
-        status=ImportStatus.RUNNING, started=now
-    )
-    return ImportJob.objects.get(id=job_id) if claimed else None
+def import_job_claim(job_id: int) -> ImportJob | None:
+    """Take a pending job, or one whose worker died (costlab/heartbeat.py): a re-delivered
+    task finds its job taken and does nothing."""
+    return heartbeat.claim(ImportJob.objects.all(), job_id)
+
+
+def import_jobs_sweep() -> heartbeat.Swept:
+    """Queue again the running jobs whose worker died. A command-line import cannot run
+    again (its files are on the machine that ran it): it fails."""
+    swept = heartbeat.sweep(ImportJob.objects.all(), rerunnable=~Q(file=""), noun="import")
+    # The dead attempt's progress would show until the next attempt publishes its own.
+    requeued = ImportJob.objects.filter(pk__in=swept.requeued).only("code")
+    cache.delete_many([progress_key(job) for job in requeued])
+    for job_id in swept.requeued:
+        jobs.enqueue_on_commit(jobs.IMPORT_JOB_RUN, job_id)
+    return swept
 
 
 def _job_paths(job: ImportJob) -> list[Path]:
@@ -129,84 +130,120 @@ def _job_paths(job: ImportJob) -> list[Path]:
     return paths
 
 
-def _job_succeed(job: ImportJob, totals: ImportTotals) -> None:
-    job.status = ImportStatus.SUCCEEDED
-    job.conversations, job.turns, job.messages = (
-        totals.conversations,
-        totals.turns,
-        totals.messages,
+def _job_succeed(owned: QuerySet[ImportJob], job: ImportJob, totals: ImportTotals) -> None:
+    """Record the outcome in the import's transaction, if this attempt still owns the job."""
+    done = owned.update(
+        status=ImportStatus.SUCCEEDED,
+        conversations=totals.conversations,
+        turns=totals.turns,
+        messages=totals.messages,
+        tokens=totals.tokens,
+        cost=totals.cost,
+        unpriced_turns=totals.unpriced_turns,
+        skipped_conversations=totals.skipped,
+        warnings=totals.warnings,
+        bytes_done=job.size_bytes,
+        finished=timezone.now(),
     )
-    job.tokens, job.cost, job.unpriced_turns = totals.tokens, totals.cost, totals.unpriced_turns
-    job.warnings = totals.warnings
-    job.bytes_done = job.size_bytes
-    job.finished = timezone.now()
-    job.save()
+    if not done:
+        raise heartbeat.ClaimLost(f"import job {job.id} was taken over by another worker")
 
 
 def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> ImportJob:
-    """Parse, analyse and store a claimed job's file(s), all or nothing."""
+    """Parse, analyse and store a claimed job's file(s), all or nothing, keeping the job's
+    heartbeat while it runs. A pending job is claimed first; one that cannot be claimed
+    (another worker has it) is returned as it is."""
+    if job.status == ImportStatus.PENDING:
+        claimed = import_job_claim(job.id)
+        if claimed is None:
+            job.refresh_from_db()
+            return job
+        job = claimed
     paths = paths if paths is not None else _job_paths(job)
     names = {paths[0]: job.original_name.split(" + ")[0]}
     if len(paths) > 1:
         names[paths[1]] = job.original_name.split(" + ")[-1]
+    owned = heartbeat.owned(ImportJob.objects.all(), pk=job.id, attempt=job.attempts)
     bytes_done = 0
 
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bytes_done
-        bytes_done = done
+    with heartbeat.beating(owned, pk=job.id) as beat:
 
-    def on_chunk(totals: ImportTotals) -> None:
-        live = {
-            "bytes_done": bytes_done,
-            "conversations": totals.conversations,
-            "turns": totals.turns,
-            "messages": totals.messages,
-        }
-        cache.set(_progress_key(job), live, timeout=24 * 3600)
+        def on_progress(done: int, total: int) -> None:
+            nonlocal bytes_done
+            bytes_done = done
+            beat.check()
 
-    try:
-        with transaction.atomic():
-            transcripts = parse_files(
-                paths,
-                format=job.format or None,
-                display_names=names,
-                max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
-                on_progress=on_progress,
-            )
-            totals = transcripts_store(
-                organization=job.organization, transcripts=transcripts, job=job, on_chunk=on_chunk
-            )
-            if totals.conversations == 0:
-                raise ImportFailed(f"{job.original_name}: no conversations found in the file")
-            _job_succeed(job, totals)
-    except (ParseError, ImportFailed) as exc:
-        _fail(job, str(exc))
-    except IntegrityError:
-        # Another job with the same content won the race: this one is a duplicate.
-        previous = _previous_import(job.organization, job.content_sha256)
-        if previous is None:
-            logger.exception("import job %s refused by the database", job.id)
-            _fail(
-                job,
-                "the database refused a value of this file (a negative or oversized token "
-                "count?); nothing was stored",
-            )
+        def on_chunk(totals: ImportTotals) -> None:
+            beat.check()
+            live = {
+                "bytes_done": bytes_done,
+                "conversations": totals.conversations,
+                "turns": totals.turns,
+                "messages": totals.messages,
+            }
+            cache.set(progress_key(job), live, timeout=24 * 3600)
+
+        file_warnings: list[str] = []
+        try:
+            with transaction.atomic():
+                transcripts = parse_files(
+                    paths,
+                    format=job.format or None,
+                    display_names=names,
+                    max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
+                    on_progress=on_progress,
+                    on_warning=file_warnings.append,
+                )
+                totals = transcripts_store(
+                    organization=job.organization,
+                    transcripts=transcripts,
+                    job=job,
+                    on_chunk=on_chunk,
+                )
+                # The files' own warnings first, as `analyze` prints them.
+                totals.warnings = [*file_warnings, *totals.warnings][:WARNINGS_KEPT]
+                if totals.conversations == 0 and not totals.skipped:
+                    raise ImportFailed(f"{job.original_name}: no conversations found in the file")
+                _job_succeed(owned, job, totals)
+        except heartbeat.ClaimLost:
+            # Another worker runs the job now; this attempt's writes rolled back.
+            logger.warning("import job %s: attempt %s lost its claim", job.id, job.attempts)
             job.refresh_from_db()
             return job
-        _mark_duplicate(job, previous)
-    except Exception as exc:
-        # A bug or a lost database must not leave the job "running" forever; the
-        # transaction already rolled back, so nothing of the file is stored.
-        logger.exception("import job %s crashed", job.id)
-        _fail(job, f"internal error while importing ({type(exc).__name__}); nothing was stored")
-        raise
+        except (ParseError, ImportFailed) as exc:
+            _fail(job, str(exc), rows=owned)
+        except IntegrityError:
+            # Another job with the same content won the race: this one is a duplicate.
+            previous = _previous_import(job.organization, job.content_sha256)
+            if previous is None:
+                logger.exception("import job %s refused by the database", job.id)
+                _fail(
+                    job,
+                    "the database refused a value of this file (a negative or oversized token "
+                    "count?); nothing was stored",
+                    rows=owned,
+                )
+                job.refresh_from_db()
+                return job
+            _mark_duplicate(job, previous, rows=owned)
+        except Exception as exc:
+            # A bug or a lost database must not leave the job "running" forever; the
+            # transaction already rolled back, so nothing of the file is stored.
+            logger.exception("import job %s crashed", job.id)
+            _fail(
+                job,
+                f"internal error while importing ({type(exc).__name__}); nothing was stored",
+                rows=owned,
+            )
+            raise
     job.refresh_from_db()
-    cache.delete(_progress_key(job))
+    logger.info("import job %s attempt %s: %s", job.id, job.attempts, job.status)
+    cache.delete(progress_key(job))
     return job
 
 
-def _fail(job: ImportJob, error: str) -> None:
-    ImportJob.objects.filter(id=job.id).update(
+def _fail(job: ImportJob, error: str, *, rows: QuerySet[ImportJob] | None = None) -> None:
+    (rows if rows is not None else ImportJob.objects.filter(id=job.id)).update(
         status=ImportStatus.FAILED,
         error=error[:5000],
         finished=timezone.now(),
@@ -223,8 +260,9 @@ def import_path(
     format: str = "",
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
-    digest = files_sha256(paths)
+    digest = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
     name = " + ".join(p.name for p in paths)
+    now = timezone.now()
     job = ImportJob.objects.create(
         organization=organization,
         original_name=name[:300],
@@ -232,7 +270,9 @@ def import_path(
         size_bytes=sum(p.stat().st_size for p in paths),
         content_sha256=digest,
         status=ImportStatus.RUNNING,
-        started=timezone.now(),
+        started=now,
+        heartbeat=now,
+        attempts=1,
     )
     previous = _previous_import(organization, digest)
     if previous is not None:

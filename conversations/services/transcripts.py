@@ -5,7 +5,6 @@ The caller owns the transaction (an import is all or nothing)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,13 +12,15 @@ from decimal import Decimal
 from functools import partial
 from itertools import islice
 
+from django.db.models import Q
 from django.utils import timezone
 
 from pricing.book import PriceBook
 
 from ..engine.analysis import CallAnalysis, analyze
 from ..engine.cache import MissReason as EngineMissReason
-from ..engine.types import Call, Transcript
+from ..engine.types import Call, Transcript, located_warnings
+from ..hashing import transcript_sha256
 from ..models import (
     Conversation,
     ConversationSource,
@@ -47,6 +48,14 @@ class ImportTotals:
     cost: Decimal | None = None
     unpriced_turns: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Conversations already imported from another file, not stored again: by content, and
+    # (transcripts only) by conversation id.
+    skipped_same_content: int = 0
+    skipped_same_id: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_same_content + self.skipped_same_id
 
     def add_billing(self, record: UsageRecord) -> None:
         self.tokens += record.total_tokens
@@ -87,6 +96,8 @@ def _turn_build(
         model=(r.model or conversation.model)[:200],
         service_tier=(r.call.service_tier or "")[:20],
         prompt_cache_key=(r.call.prompt_cache_key or "")[:300],
+        cache_retention=(r.call.cache_retention or "")[:20],
+        cache_options=r.call.cache_options,
         is_batch=r.call.batch,
         tools=r.call.tools,
         response_format=r.call.response_format,
@@ -97,6 +108,7 @@ def _turn_build(
         estimated_prompt_tokens=r.estimated_prompt_tokens,
         estimated_completion_tokens=r.estimated_completion_tokens,
         simulated_cached_tokens=r.simulated_cached_tokens,
+        simulated_cache_write_tokens=r.simulated_write_tokens,
         miss_reason=kind,
         miss_detail=detail,
         over_context=r.over_context,
@@ -109,6 +121,7 @@ def _conversation_store(
     job: ImportJob | None,
     book: PriceBook,
     transcript: Transcript,
+    digest: str,
     results: list[CallAnalysis],
     fallback_time: datetime,
     totals: ImportTotals,
@@ -125,6 +138,7 @@ def _conversation_store(
         started_at=transcript.created_at or (min(times) if times else None),
         has_timestamps=bool(times),
         warnings=transcript.warnings[:50],
+        content_sha256=digest,
     )
     message_times = transcript.message_times or []
     messages = Message.objects.bulk_create(
@@ -154,21 +168,8 @@ def _conversation_store(
     totals.conversations += 1
     totals.turns += len(turns)
     totals.messages += len(messages)
-    where = transcript.location or conversation.title
-    for warning in transcript.warnings:
-        totals.warn(_located(warning, where))
-
-
-_POSITION = re.compile(r" (?:line|record) \d+$")
-
-
-def _located(warning: str, where: str | None) -> str:
-    """The warning with one location: an api_log warning names its own line already
-    ("log.jsonl line 4: ..."), which is more precise than the conversation's first line."""
-    if not where:
-        return warning
-    source = _POSITION.sub("", where)
-    return warning if warning.startswith(source) else f"{where}: {warning}"
+    for warning in located_warnings(transcript):
+        totals.warn(warning)
 
 
 def _title_from(transcript: Transcript) -> str:
@@ -189,6 +190,52 @@ def _chunks(items: Iterable[Transcript], size: int) -> Iterator[list[Transcript]
         yield chunk
 
 
+def _dedupe_id(transcript: Transcript) -> tuple[str, str] | None:
+    """The id that names the same conversation in another file: a transcript's own id (a
+    ChatGPT export's conversation id, say). Not a Batch custom_id (each batch reuses
+    "request-1"), and not an API log's conversation: a log rotated mid-conversation holds
+    its later calls under the same id, and those must go in; a log imported twice is
+    caught by its content."""
+    source = _source_of(transcript)
+    if source != ConversationSource.IMPORT or not transcript.external_id:
+        return None
+    return source, transcript.external_id[:300]
+
+
+def _not_yet_imported(
+    *,
+    organization: Organization,
+    job: ImportJob | None,
+    chunk: list[Transcript],
+    totals: ImportTotals,
+) -> list[tuple[Transcript, str]]:
+    """The chunk's conversations with their digests, less those another import stored."""
+    digests = [transcript_sha256(t) for t in chunk]
+    if job is None:  # not an import (demo data, tests): nothing to compare with
+        return list(zip(chunk, digests, strict=True))
+    ids = {key[1] for t in chunk if (key := _dedupe_id(t)) is not None}
+    earlier = (
+        Conversation.objects.filter(organization=organization)
+        .exclude(import_job=job)
+        .filter(Q(content_sha256__in=digests) | Q(external_id__in=ids))
+        .values_list("content_sha256", "source", "external_id")
+    )
+    seen_digests: set[str] = set()
+    seen_ids: set[tuple[str, str]] = set()
+    for digest, source, external_id in earlier:
+        seen_digests.add(digest)
+        seen_ids.add((source, external_id))
+    fresh: list[tuple[Transcript, str]] = []
+    for transcript, digest in zip(chunk, digests, strict=True):
+        if digest in seen_digests:
+            totals.skipped_same_content += 1
+        elif _dedupe_id(transcript) in seen_ids:
+            totals.skipped_same_id += 1
+        else:
+            fresh.append((transcript, digest))
+    return fresh
+
+
 def transcripts_store(
     *,
     organization: Organization,
@@ -197,28 +244,40 @@ def transcripts_store(
     retention_seconds: int = DEFAULT_RETENTION_SECONDS,
     on_chunk: Callable[[ImportTotals], None] | None = None,
 ) -> ImportTotals:
-    """Analyse and store transcripts. The caller owns the transaction."""
+    """Analyse and store transcripts. The caller owns the transaction. For an import
+    (`job`), conversations another import already stored are counted, not stored."""
     book = PriceBook.for_organization(organization)
     totals = ImportTotals()
     now = timezone.now()
     for chunk in _chunks(transcripts, CHUNK):
+        fresh = _not_yet_imported(organization=organization, job=job, chunk=chunk, totals=totals)
         analysis = analyze(
-            chunk,
+            [transcript for transcript, _ in fresh],
             profile_for=book.profile,
+            policy_for=book.policy,
             rates_for=partial(book.call_rates, now=now),
             retention_seconds=retention_seconds,
             org=str(organization.code),
         )
-        for transcript, result in zip(chunk, analysis.conversations, strict=True):
+        for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True):
             _conversation_store(
                 organization=organization,
                 job=job,
                 book=book,
                 transcript=transcript,
+                digest=digest,
                 results=result.calls,
                 fallback_time=now,
                 totals=totals,
             )
         if on_chunk is not None:
             on_chunk(totals)
+    if totals.skipped:
+        totals.warnings.insert(
+            0,
+            f"{totals.skipped} conversation(s) already imported from another file, not "
+            f"stored again ({totals.skipped_same_content} with the same content, "
+            f"{totals.skipped_same_id} with the same conversation id)",
+        )
+        del totals.warnings[WARNINGS_KEPT:]
     return totals

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pricing.book import PriceBook, Priced
+from pricing.book import PriceBook, Priced, is_extended
 
 from ..engine.analysis import CallAnalysis
 from ..engine.pricing import Buckets, buckets_from_counts, buckets_from_usage
@@ -28,6 +28,7 @@ def usage_record_build(
     priced: Priced,
     at: datetime,
     billing: bool,
+    cache_eligible: bool,
 ) -> UsageRecord:
     """An unsaved record: callers write them in bulk."""
     return UsageRecord(
@@ -48,6 +49,8 @@ def usage_record_build(
         input_cached=buckets.input_cached,
         input_cache_write=buckets.input_cache_write,
         output=buckets.output,
+        # A call that read cached tokens was eligible, whatever the policy says.
+        cache_eligible=cache_eligible or buckets.input_cached > 0,
         **priced.cost_fields(),
     )
 
@@ -69,6 +72,7 @@ def turn_usage_records(
         prompt_tokens=result.estimated_prompt_tokens,
         cached_tokens=result.simulated_cached_tokens,
         completion_tokens=result.estimated_completion_tokens,
+        write_tokens=result.simulated_write_tokens,
     )
     reported = call.usage
     estimated = usage_record_build(
@@ -87,9 +91,11 @@ def turn_usage_records(
             buckets=estimated_buckets,
             service_tier=call.service_tier,
             batch=call.batch,
+            extended_retention=is_extended(call.cache_retention),
         ),
         at=at,
         billing=reported is None and not result.pending,
+        cache_eligible=result.cache_eligible,
     )
     if reported is None:
         return [estimated]
@@ -110,8 +116,10 @@ def turn_usage_records(
             buckets=buckets,
             service_tier=call.service_tier,
             batch=call.batch,
+            extended_retention=is_extended(call.cache_retention),
         ),
         at=at,
         billing=True,
+        cache_eligible=result.cache_eligible,
     )
     return [estimated, record]

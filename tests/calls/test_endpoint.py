@@ -268,3 +268,18 @@ def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPat
         messages.append({"role": "assistant", "content": call.reply})
     # Each message encoded once, though the last request sent eight.
     assert len(encoded) == len(set(encoded)) == 8
+
+
+def test_it_reports_a_write_then_exact_reads_on_a_breakpoint_model(sdk: openai.OpenAI) -> None:
+    messages = prompt_of(2006, model="gpt-5.6-sol")
+    first = complete(sdk, model="gpt-5.6-sol", messages=messages, prompt_cache_key="k")
+    second = complete(sdk, model="gpt-5.6-sol", messages=messages, prompt_cache_key="k")
+
+    def written(response: Any) -> int:
+        return int(response.usage.prompt_tokens_details.cache_write_tokens)
+
+    assert first.usage is not None and first.usage.prompt_tokens == 2006
+    assert cached(first) == 0 and written(first) > 1024
+    # The exact prefix written is read back: no 128-token rounding, nothing written again.
+    assert cached(second) == written(first) and written(second) == 0
+    assert cached(second) % 128 != 0

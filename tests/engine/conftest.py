@@ -31,7 +31,8 @@ def xs(count: int, tag: str = "") -> str:
 
 def cookbook(oracles: Path) -> dict[str, Any]:
     """The OpenAI cookbook's token-counting notebook: API-reported counts and printed ids."""
-    return json.loads((oracles / "cookbook_token_counts.json").read_text())
+    data: dict[str, Any] = json.loads((oracles / "cookbook_token_counts.json").read_text())
+    return data
 
 
 def prose(rng: random.Random, words: int) -> str:

@@ -216,10 +216,41 @@ def test_it_flags_prompts_that_do_not_fit_the_context_window(rates_for: RatesFor
         )
 
     calls = run([conversation(8)], small, rates_for).conversations[0].calls
-    flagged = [c.prompt_tokens + 1000 > 3000 for c in calls]
+    # No max_completion_tokens in these requests: the reply they got is what they reserved,
+    # never the model's maximum output (design.md 2.7).
+    flagged = [c.prompt_tokens + c.completion_tokens > 3000 for c in calls]
     assert [c.over_context for c in calls] == flagged
     assert True in flagged and False in flagged
-    assert any("context window" in w for c in calls for w in c.warnings)
+    assert any("prompt" in w and "reply" in w for c in calls for w in c.warnings)
+
+
+def test_it_flags_with_the_output_a_request_reserved(rates_for: RatesFor) -> None:
+    def small(model: str | None) -> ModelProfile:
+        return dataclasses.replace(default_profile(model), context_window=3000)
+
+    transcript = conversation(2, system_words=200)
+    calls = run([transcript], small, rates_for).conversations[0].calls
+    assert not any(c.over_context for c in calls)
+    requests = turns_from_messages(transcript.messages)
+    for request in requests:
+        request.max_output_tokens = 2990  # asks for nearly the whole window
+    reserved = dataclasses.replace(transcript, calls=requests)
+    calls = run([reserved], small, rates_for).conversations[0].calls
+    assert all(c.over_context for c in calls)
+    assert "max output 2,990" in calls[0].warnings[-1]
+
+
+def test_it_does_not_flag_a_short_gpt4_call(rates_for: RatesFor) -> None:
+    """gpt-4's maximum output equals its window: flagging by it marked every call."""
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
+    profile = dataclasses.replace(
+        default_profile("gpt-4"), context_window=8192, max_output_tokens=8192
+    )
+    analysis = run([Transcript(messages=messages, model="gpt-4")], lambda model: profile, rates_for)
+    assert not analysis.conversations[0].calls[0].over_context
 
 
 def test_it_warns_about_images_of_unknown_size(

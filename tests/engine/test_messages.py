@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conversations.engine import messages
-from conversations.engine.messages import encode_message
+from conversations.engine.messages import TOOL_ROUND_TOKENS, encode_message
 from conversations.engine.profiles import default_profile
 from conversations.engine.sequences import unpack
 from conversations.engine.vocabulary import ENCODINGS, get_encoding
@@ -31,11 +31,13 @@ def test_it_counts_names_tool_calls_and_refusals() -> None:
     encoded = encode_message(call, profile)
     expected_body = len(enc.encode("get_weather")) + len(enc.encode('{"city":"Paris"}'))
     assert encoded.body == expected_body
-    assert len(encoded.tokens) == 3 + 1 + expected_body  # overhead + role + body
+    # overhead + role + body, then the result's author (the function) and the round's framing
+    result = len(enc.encode("get_weather")) + TOOL_ROUND_TOKENS
+    assert len(encoded.tokens) == 3 + 1 + expected_body + result
     tool = encode_message({"role": "tool", "tool_call_id": "c1", "content": "sunny"}, profile)
     sunny = len(enc.encode("sunny"))
-    assert len(tool.tokens) == 3 + len(enc.encode("tool")) + len(enc.encode("c1")) + sunny
-    assert tool.body == sunny  # the tool call id is not completion text
+    assert len(tool.tokens) == 3 + len(enc.encode("tool")) + sunny  # the id is not shown
+    assert tool.body == sunny
     refusal = encode_message({"role": "assistant", "content": None, "refusal": "No."}, profile)
     assert refusal.body == len(enc.encode("No."))
 

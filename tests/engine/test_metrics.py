@@ -31,6 +31,10 @@ class Metered:
     cost_no_cache: Cost | None = None
     latency_ms: int | None = None
 
+    @property
+    def cache_eligible(self) -> bool:
+        return self.prompt_tokens >= 1024
+
 
 def test_it_weighs_hit_rate_by_eligible_requests_and_by_tokens() -> None:
     calls = [

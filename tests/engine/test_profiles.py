@@ -12,8 +12,8 @@ def test_it_picks_profiles_by_model_family() -> None:
     assert default_profile("o3-mini").encoding == "o200k_base"
     assert default_profile("gpt-5-mini").max_output_tokens == 128_000
     gpt4 = default_profile("gpt-4-0613")
-    assert (gpt4.encoding, gpt4.func_init, gpt4.context_window) == ("cl100k_base", 10, 8_192)
-    assert default_profile("gpt-4o").func_init == 7
+    assert (gpt4.encoding, gpt4.tools_overhead, gpt4.context_window) == ("cl100k_base", 9, 8_192)
+    assert default_profile("gpt-4o").tools_system_saving == 4
     legacy = default_profile("gpt-3.5-turbo-0301")
     assert (legacy.tokens_per_message, legacy.tokens_per_name) == (4, -1)
     assert default_profile("openai/gpt-3.5-turbo").encoding == "cl100k_base"

@@ -31,9 +31,9 @@ def _analysis(profile_for: ProfileFor, rates_for: RatesFor) -> tuple[Transcript,
 def test_it_writes_the_documented_json_shape(profile_for: ProfileFor, rates_for: RatesFor) -> None:
     _, data = _analysis(profile_for, rates_for)
     json.dumps(data)  # serializable as is
-    assert set(data) == {"conversations", "totals"}
+    assert set(data) == {"conversations", "totals", "warnings"}
     [conv] = data["conversations"]
-    assert set(conv) == {"id", "title", "model", "turns", "totals"}
+    assert set(conv) == {"id", "title", "model", "turns", "totals", "warnings"}
     assert (conv["id"], conv["title"], conv["model"]) == ("c", "Pricing chat", "gpt-4o")
     for turn in conv["turns"]:
         assert set(turn) == {
@@ -41,6 +41,10 @@ def test_it_writes_the_documented_json_shape(profile_for: ProfileFor, rates_for:
             "prompt_tokens",
             "cached_tokens",
             "completion_tokens",
+            "estimated_prompt_tokens",
+            "reported_prompt_tokens",
+            "simulated_cached_tokens",
+            "reported_cached_tokens",
             "cost",
             "cumulative_cost",
             "cache_source",
@@ -98,3 +102,46 @@ def test_it_renders_an_aligned_table_with_reasons_in_words(
     assert all(row[end - 1].isdigit() and row[end] == " " for row in rows)
     assert "no timestamps" in table
     assert "All conversations (1)" in table
+
+
+def test_it_prints_each_conversations_warnings_and_the_files_own(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    first, second = conversation(1), conversation(1, seed=2)
+    first.location, first.warnings = "log.jsonl line 1", ["2 choices: only the first is kept"]
+    second.location = "log.jsonl line 2"
+    second.warnings = ["log.jsonl line 3: the call failed (rate limit): kept as a pending call"]
+    analysis = analyze(
+        [first, second], profile_for=profile_for, rates_for=rates_for, retention_seconds=300
+    )
+    file_warnings = ["upload.zip: ChatGPT export: 1 other member(s) skipped: notes.txt"]
+    data = analysis_to_json(analysis, file_warnings)
+    located = [
+        "log.jsonl line 1: 2 choices: only the first is kept",
+        "log.jsonl line 3: the call failed (rate limit): kept as a pending call",
+    ]
+    assert data["conversations"][0]["warnings"] == located[:1]
+    assert data["conversations"][1]["warnings"] == located[1:]
+    assert data["warnings"] == [*file_warnings, *located]
+    lines = render_table(analysis, file_warnings).splitlines()
+    # Each conversation's warnings right after its own totals, before the next one starts.
+    at = lines.index(f"  warning: {located[0]}")
+    assert lines.index(f"  warning: {located[1]}") > at
+    second_header = next(
+        i for i, line in enumerate(lines) if line.startswith("Conversation") and i > 0
+    )
+    assert at < second_header
+    assert f"warning: {file_warnings[0]}" in lines
+
+
+def test_it_shows_the_estimate_beside_what_the_api_reported(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    transcript = conversation(2)
+    data = analysis_to_json(
+        analyze([transcript], profile_for=profile_for, rates_for=rates_for, retention_seconds=300)
+    )
+    first, second = data["conversations"][0]["turns"]
+    assert first["estimated_prompt_tokens"] == first["prompt_tokens"] > 1000
+    assert (first["reported_prompt_tokens"], first["reported_cached_tokens"]) == (None, None)
+    assert second["simulated_cached_tokens"] == second["cached_tokens"] > 0

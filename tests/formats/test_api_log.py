@@ -139,7 +139,7 @@ def test_it_does_not_merge_an_identical_first_turn_into_a_finished_conversation(
     ("line", "field", "message"),
     [
         ('{"response": {}}', None, "missing the request body"),
-        ('{"request": {"input": "hi"}}', "request.messages", "only chat.completions requests"),
+        ('{"request": {"model": "gpt-4o"}}', "request.messages", "a chat.completions request"),
         (
             '{"request": {"messages": [{"role": "bot", "content": "x"}]}}',
             "request.messages[0].role",
@@ -163,3 +163,41 @@ def test_it_names_what_is_wrong_with_a_line(
         parse(path, format="api_log")
     assert (caught.value.line, caught.value.field) == (2, field)
     assert message in caught.value.message
+
+
+def test_it_keeps_a_refused_call_with_an_unrenderable_request_as_pending(
+    tmp_path: Path, parse: Parse
+) -> None:
+    refused = {
+        "request": {
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "bot", "content": "not a role"},
+                {"role": "user"},
+            ],
+        },
+        "response": {"error": {"message": "Invalid value: 'bot'", "type": "invalid_request_error"}},
+    }
+    path = tmp_path / "log.jsonl"
+    path.write_text(json.dumps(refused) + "\n")
+    (transcript,) = parse(path, format="api_log")
+    assert transcript.calls is not None
+    (call,) = transcript.calls
+    assert call.response is None  # pending
+    assert [transcript.messages[i]["content"] for i in call.request] == ["be brief"]
+    joined = "\n".join(transcript.warnings)
+    assert "request.messages[1].role: unknown role 'bot'" in joined
+    assert "request.messages[2].content: content is missing" in joined
+    assert "Invalid value: 'bot'" in joined and "pending" in joined
+
+
+def test_it_imports_a_reply_withheld_by_the_content_filter(fixtures: Path, parse: Parse) -> None:
+    (transcript,) = parse(fixtures / "real" / "edge-cases" / "openllmetry.no-message.jsonl")
+    assert transcript.calls is not None
+    (call,) = transcript.calls
+    assert call.response is not None
+    assert transcript.messages[call.response] == {"role": "assistant", "content": ""}
+    assert call.usage is not None
+    assert (call.usage.prompt_tokens, call.usage.completion_tokens) == (15, 19)
+    assert any("finish_reason 'content_filter'" in w for w in transcript.warnings)

@@ -1,3 +1,4 @@
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,3 +91,84 @@ def test_it_refuses_batches_of_other_endpoints(samples: Path, parse: Parse) -> N
 def test_it_refuses_a_non_batch_file_named_as_batch(samples: Path, parse: Parse) -> None:
     with pytest.raises(ParseError, match="not a Batch API file"):
         parse(samples / "chat_unknown_role.jsonl", format="batch")
+
+
+def _batch_files(tmp_path: Path, inputs: list[str], outputs: list[str]) -> tuple[Path, Path]:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    reply = {
+        "model": "gpt-4o-mini",
+        "choices": [{"message": {"role": "assistant", "content": "yo"}}],
+        "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9},
+    }
+    input_path, output_path = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    input_path.write_text(
+        "".join(
+            json.dumps(
+                {"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": body}
+            )
+            + "\n"
+            for c in inputs
+        )
+    )
+    output_path.write_text(
+        "".join(
+            json.dumps({"custom_id": c, "response": {"status_code": 200, "body": reply}}) + "\n"
+            for c in outputs
+        )
+    )
+    return input_path, output_path
+
+
+def test_it_refuses_a_pair_that_shares_no_custom_id(tmp_path: Path, parse: Parse) -> None:
+    pair = _batch_files(tmp_path, ["a", "b", "c"], ["x", "y"])
+    with pytest.raises(ParseError) as caught:
+        parse(*pair)
+    assert caught.value.file == "in.jsonl + out.jsonl"
+    assert "share no custom_id (3 input lines, 2 output lines)" in caught.value.message
+
+
+def test_it_warns_with_the_counts_when_most_outputs_match_nothing(
+    tmp_path: Path, parse: Parse
+) -> None:
+    warnings: list[str] = []
+    transcripts = parse(
+        *_batch_files(tmp_path, ["a", "b"], ["a", "x", "y"]), on_warning=warnings.append
+    )
+    assert len(transcripts) == 4  # a joined, b pending, x and y output-only
+    assert warnings == [
+        "in.jsonl + out.jsonl: 2 of 3 output lines match no input line (1 matched, 1 input "
+        "lines without output): is this the output of another batch?"
+    ]
+
+
+def test_it_says_nothing_more_when_the_pair_matches(tmp_path: Path, parse: Parse) -> None:
+    warnings: list[str] = []
+    parse(*_batch_files(tmp_path, ["a", "b"], ["a", "b", "z"]), on_warning=warnings.append)
+    assert warnings == []
+
+
+def test_it_keeps_a_refused_batch_request_with_an_unrenderable_body_as_pending(
+    tmp_path: Path, parse: Parse
+) -> None:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "user"}],
+    }
+    inputs, outputs = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inputs.write_text(
+        json.dumps(
+            {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        )
+        + "\n"
+    )
+    error = {"error": {"message": "messages[1]: missing content"}}
+    outputs.write_text(
+        json.dumps({"custom_id": "a", "response": {"status_code": 400, "body": error}}) + "\n"
+    )
+    (transcript,) = parse(inputs, outputs)
+    assert transcript.calls is not None
+    assert transcript.calls[0].response is None
+    assert transcript.messages == [{"role": "user", "content": "hi"}]
+    joined = "\n".join(transcript.warnings)
+    assert "body.messages[1].content: content is missing" in joined
+    assert "status 400 (messages[1]: missing content): kept as a pending call" in joined

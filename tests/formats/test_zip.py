@@ -147,3 +147,42 @@ def test_it_reports_a_corrupt_archive(tmp_path: Path, parse: Parse) -> None:
     path.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
     with pytest.raises(ParseError, match=r"torn\.zip: not a readable zip archive"):
         parse(path)
+
+
+def test_it_reads_a_chatgpt_export_as_shipped(
+    make_zip: MakeZip, parse: Parse, oracles: Path
+) -> None:
+    archive = make_zip(
+        {
+            "conversations.json": oracles / "mitkury_example-conversation.json",
+            "chat.html": b"<html><body>the same conversations, as a page</body></html>",
+            "message_feedback.json": b"[]",
+            "model_comparisons.json": b"[]",
+            "user.json": b'{"id": "user-1", "email": "a@example.com"}',
+            "shared_conversations.json": b"[]",
+            "file-AbC123-photo.png": b"\x89PNG\r\n\x1a\n",
+            "dalle-generations/file-xyz.webp": b"RIFF....WEBP",
+            "6800a1b2/audio/file_00000000.wav": b"RIFF....WAVE",
+            "notes from support.txt": b"hello",
+            "sora.json": b"{}",
+        }
+    )
+    warnings: list[str] = []
+    transcripts = parse(archive, on_warning=warnings.append)
+    assert len(transcripts) == 1
+    assert transcripts[0].location == "upload.zip:conversations.json record 1"
+    assert warnings == [
+        "upload.zip: ChatGPT export: 3 image, audio or attachment file(s) not imported",
+        "upload.zip: ChatGPT export: 2 other member(s) skipped: notes from support.txt, sora.json",
+    ]
+
+
+def test_it_reads_an_export_with_nothing_else_to_say_quietly(
+    make_zip: MakeZip, parse: Parse, oracles: Path
+) -> None:
+    archive = make_zip(
+        {"conversations.json": oracles / "mitkury_example-conversation.json", "chat.html": b"x"}
+    )
+    warnings: list[str] = []
+    assert len(parse(archive, on_warning=warnings.append)) == 1
+    assert warnings == []

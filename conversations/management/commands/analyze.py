@@ -11,7 +11,13 @@ from django.utils import timezone
 
 from conversations.engine.analysis import analyze
 from conversations.engine.cache import parse_retention
-from conversations.engine.report import analysis_to_json, render_table
+from conversations.engine.levers import compare_levers
+from conversations.engine.report import (
+    analysis_to_json,
+    levers_to_json,
+    render_levers,
+    render_table,
+)
 from conversations.engine.strategies import parse_strategy, plan_strategy
 from conversations.engine.types import Transcript
 from conversations.formats import FORMATS, parse_files
@@ -41,8 +47,18 @@ class Command(BaseCommand):
             "--strategy", default="full", help="full, window:K, trim:TOKENS or summarize:TOKENS."
         )
         parser.add_argument("--format", choices=["table", "json"], default="table")
-        parser.add_argument("--input-format", choices=FORMATS, help="Skip format detection.")
+        parser.add_argument(
+            "--input-format",
+            choices=FORMATS,
+            help="Skip format detection (the same option as import_transcripts').",
+        )
         parser.add_argument("--org", help="Use this organization's negotiated prices too.")
+        parser.add_argument(
+            "--levers",
+            action="store_true",
+            help="Also compare prompt_cache_key choices, extended retention and explicit "
+            "breakpoints on the same calls, each priced with its cache writes.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -51,7 +67,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc), returncode=NOT_A_TRANSCRIPT) from exc
         # The input is judged first (exit status 2), then the price book is read.
-        transcripts = self._read(options["files"], options["input_format"], options["model"])
+        file_warnings: list[str] = []
+        transcripts = self._read(
+            options["files"], options["input_format"], options["model"], file_warnings
+        )
         require_migrated()
         organization = organization_option(options["org"])
         book = PriceBook.for_organization(organization)
@@ -64,23 +83,45 @@ class Command(BaseCommand):
         analysis = analyze(
             transcripts,
             profile_for=book.profile,
+            policy_for=book.policy,
             rates_for=partial(book.call_rates, now=now),
             retention_seconds=retention,
             default_model=options["model"],
         )
+        levers = None
+        if options["levers"]:
+            levers = compare_levers(
+                transcripts,
+                profile_for=book.profile,
+                policy_for=book.policy,
+                rates_for=partial(book.call_rates, now=now),
+                retention_seconds=retention,
+                default_model=options["model"],
+            )
         if options["format"] == "json":
-            self.stdout.write(json.dumps(analysis_to_json(analysis), indent=2))
+            data = analysis_to_json(analysis, file_warnings)
+            if levers is not None:
+                data["levers"] = levers_to_json(levers)
+            self.stdout.write(json.dumps(data, indent=2))
         else:
-            self.stdout.write(render_table(analysis))
+            self.stdout.write(render_table(analysis, file_warnings))
+            if levers is not None:
+                self.stdout.write(render_levers(levers))
 
     def _read(
-        self, files: list[Path], input_format: str | None, model: str | None
+        self,
+        files: list[Path],
+        input_format: str | None,
+        model: str | None,
+        file_warnings: list[str],
     ) -> list[Transcript]:
         for path in files:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file", returncode=NOT_A_TRANSCRIPT)
         try:
-            transcripts = list(parse_files(files, format=input_format))
+            transcripts = list(
+                parse_files(files, format=input_format, on_warning=file_warnings.append)
+            )
         except ParseError as exc:
             raise CommandError(f"not a transcript: {exc}", returncode=NOT_A_TRANSCRIPT) from exc
         if not transcripts:

@@ -20,7 +20,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("files", nargs="+", type=Path)
         parser.add_argument("--org", required=True, help="Organization slug.")
-        parser.add_argument("--format", choices=FORMATS, help="Skip detection.")
+        # --format was this option's first name; analyze's --format is its output format.
+        parser.add_argument(
+            "--input-format",
+            "--format",
+            dest="input_format",
+            choices=FORMATS,
+            help="Skip format detection (the same option as analyze's).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_migrated()
@@ -30,7 +37,7 @@ class Command(BaseCommand):
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
         job = imports.import_path(
-            organization=organization, paths=paths, format=options["format"] or ""
+            organization=organization, paths=paths, format=options["input_format"] or ""
         )
         if job.status == ImportStatus.DUPLICATE:
             self.stdout.write(f"{job.original_name}: already imported, nothing new created.")
@@ -42,6 +49,11 @@ class Command(BaseCommand):
             f"{job.original_name}: {job.conversations} conversations, {job.turns} turns, "
             f"{job.messages} messages, {job.tokens:,} tokens, {cost}"
             + (f" ({job.unpriced_turns} unpriced turns)" if job.unpriced_turns else "")
+            + (
+                f"; {job.skipped_conversations} conversations already imported, skipped"
+                if job.skipped_conversations
+                else ""
+            )
         )
         for warning in job.warnings[:20]:
             self.stdout.write(f"  warning: {warning}")

@@ -1,0 +1,122 @@
+"""Every URL of costlab, and how to fill it with one organization's objects: the table the
+tenancy test (tests/test_tenancy.py) walks. It fails on a URL that is not in it.
+
+Adding a URL: add a row to ORG_URLS (or, for a URL outside any organization, to
+OUTSIDE_ORGS with the reason). If it names a kind of object no row names yet (a provider
+connection, an experiment...), add a field to World and create one in world_build().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from conversations.engine.types import Call, Transcript
+from conversations.models import Conversation, ImportJob, Membership, Organization, Role
+from conversations.services.transcripts import transcripts_store
+
+from .factories import MembershipFactory, UserFactory
+
+
+@dataclass(frozen=True)
+class World:
+    """One organization's objects, one of each kind a URL can name."""
+
+    organization: Organization
+    conversation: Conversation
+    job: ImportJob
+    member: Membership  # someone to change or remove (never the requester)
+
+
+def world_build(organization: Organization) -> World:
+    hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+    call = Call(
+        request=[0], response=1, model="gpt-4o", started_at=datetime(2026, 11, 2, tzinfo=UTC)
+    )
+    transcripts_store(
+        organization=organization,
+        transcripts=[Transcript(messages=hello, title="hello", model="gpt-4o", calls=[call])],
+    )
+    return World(
+        organization=organization,
+        conversation=Conversation.objects.filter(organization=organization).latest("id"),
+        job=ImportJob.objects.create(organization=organization, original_name="chats.jsonl"),
+        member=MembershipFactory.create(organization=organization, role=Role.VIEWER),
+    )
+
+
+ALL = frozenset(Role)
+EDITORS = frozenset({Role.ANALYST, Role.ADMIN})
+ADMINS = frozenset({Role.ADMIN})
+
+
+def slug(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug}
+
+
+def conversation(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.conversation.code}
+
+
+def job(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.job.code}
+
+
+def member(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.member.code}
+
+
+def nothing(w: World) -> dict[str, object]:
+    return {}
+
+
+@dataclass(frozen=True)
+class OrgUrl:
+    """A URL inside an organization: its arguments, and per method the roles that may use
+    it in their own organization (other roles get 403, methods not listed 405). `data` is
+    a body that would do something, so that a view missing its checks would be caught."""
+
+    fill: Callable[[World], dict[str, object]]
+    methods: dict[str, frozenset[Role]]
+    data: Callable[[World], dict[str, object]] = field(default=nothing)
+
+
+def upload(w: World) -> dict[str, object]:
+    body = Path(__file__).parent / "fixtures" / "chat_small.json"
+    return {"file": SimpleUploadedFile("chat_small.json", body.read_bytes())}
+
+
+def invite(w: World) -> dict[str, object]:
+    return {"identifier": UserFactory.create().username, "role": Role.ADMIN}
+
+
+READ = {"GET": ALL}
+
+ORG_URLS: dict[str, OrgUrl] = {
+    "org_overview": OrgUrl(slug, READ),
+    "conversation_table": OrgUrl(slug, READ),
+    "conversation_detail": OrgUrl(conversation, READ),
+    "conversation_what_if": OrgUrl(conversation, READ),
+    "conversation_delete": OrgUrl(conversation, {"POST": EDITORS}),
+    "imports": OrgUrl(slug, {"GET": ALL, "POST": EDITORS}, data=upload),
+    "import_job_detail": OrgUrl(job, READ),
+    "import_job_progress": OrgUrl(job, READ),
+    "members": OrgUrl(slug, {"GET": ADMINS, "POST": ADMINS}, data=invite),
+    "member_role": OrgUrl(member, {"POST": ADMINS}, data=lambda w: {"role": Role.ADMIN}),
+    "member_remove": OrgUrl(member, {"POST": ADMINS}),
+    "organization_delete": OrgUrl(
+        slug, {"POST": ADMINS}, data=lambda w: {"confirm": w.organization.slug}
+    ),
+}
+
+# URLs outside any organization, by name (a namespace ends in ':'), and why.
+OUTSIDE_ORGS: dict[str, str] = {
+    "home": "lists the user's own organizations only",
+    "login": "anonymous",
+    "logout": "the user's own session",
+    "admin:": "Django admin: superusers only (tests/test_accounts.py)",
+}
