@@ -15,6 +15,9 @@ from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from calls.models import ApiCall, Chat, ProviderConnection
+from calls.services.chats import ChatOptions, chat_create, connection_test_request
+from calls.services.connections import ConnectionSettings, connection_create
 from conversations.engine.types import Call, Transcript
 from conversations.models import Conversation, ImportJob, Membership, Organization, Role
 from conversations.services.transcripts import transcripts_store
@@ -30,6 +33,9 @@ class World:
     conversation: Conversation
     job: ImportJob
     member: Membership  # someone to change or remove (never the requester)
+    connection: ProviderConnection
+    chat: Chat
+    call: ApiCall  # a connection test
 
 
 def world_build(organization: Organization) -> World:
@@ -41,8 +47,21 @@ def world_build(organization: Organization) -> World:
         organization=organization,
         transcripts=[Transcript(messages=hello, title="hello", model="gpt-4o", calls=[call])],
     )
+    connection = connection_create(
+        organization=organization,
+        user=None,
+        settings=ConnectionSettings(name="prod", base_url="https://api.example.com/v1"),
+        api_key="sk-world-1234",
+    )
     return World(
         organization=organization,
+        connection=connection,
+        chat=chat_create(
+            organization=organization,
+            user=None,
+            options=ChatOptions(connection=connection, model="gpt-4o"),
+        ),
+        call=connection_test_request(connection=connection),
         conversation=Conversation.objects.filter(organization=organization).latest("id"),
         job=ImportJob.objects.create(organization=organization, original_name="chats.jsonl"),
         member=MembershipFactory.create(organization=organization, role=Role.VIEWER),
@@ -70,6 +89,18 @@ def member(w: World) -> dict[str, object]:
     return {"slug": w.organization.slug, "code": w.member.code}
 
 
+def connection(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.connection.code}
+
+
+def chat(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.chat.code}
+
+
+def api_call(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.call.code}
+
+
 def nothing(w: World) -> dict[str, object]:
     return {}
 
@@ -94,6 +125,14 @@ def invite(w: World) -> dict[str, object]:
     return {"identifier": UserFactory.create().username, "role": Role.ADMIN}
 
 
+def connection_form(w: World) -> dict[str, object]:
+    return {"name": "other", "base_url": "https://x.example/v1", "api_key": "sk-new-0000"}
+
+
+def chat_form(w: World) -> dict[str, object]:
+    return {"connection": w.connection.pk, "model": "gpt-4o", "stream": "on"}
+
+
 READ = {"GET": ALL}
 
 ORG_URLS: dict[str, OrgUrl] = {
@@ -111,6 +150,17 @@ ORG_URLS: dict[str, OrgUrl] = {
     "organization_delete": OrgUrl(
         slug, {"POST": ADMINS}, data=lambda w: {"confirm": w.organization.slug}
     ),
+    "connections": OrgUrl(slug, READ),
+    "connection_new": OrgUrl(slug, {"GET": ADMINS, "POST": ADMINS}, data=connection_form),
+    "connection_detail": OrgUrl(connection, READ),
+    "connection_edit": OrgUrl(connection, {"GET": ADMINS, "POST": ADMINS}, data=connection_form),
+    "connection_delete": OrgUrl(connection, {"POST": ADMINS}),
+    "connection_test": OrgUrl(connection, {"POST": ADMINS}),
+    "call_detail": OrgUrl(api_call, READ),
+    "chats": OrgUrl(slug, READ),
+    "chat_new": OrgUrl(slug, {"GET": EDITORS, "POST": EDITORS}, data=chat_form),
+    "chat_detail": OrgUrl(chat, READ),
+    "chat_send": OrgUrl(chat, {"POST": EDITORS}, data=lambda w: {"text": "hello"}),
 }
 
 # URLs outside any organization, by name (a namespace ends in ':'), and why.
@@ -119,4 +169,7 @@ OUTSIDE_ORGS: dict[str, str] = {
     "login": "anonymous",
     "logout": "the user's own session",
     "admin:": "Django admin: superusers only (tests/test_accounts.py)",
+    "endpoint_chat_completions": "costlab's own OpenAI-compatible API: a bearer key is its "
+    "own simulated organization, no costlab data is read (tests/calls/test_endpoint.py)",
+    "endpoint_models": "the same API's model list: the price book's names",
 }

@@ -18,6 +18,14 @@ from django.http import HttpResponseBase
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 
+from calls.services.chats import (
+    ChatOptions,
+    chat_create,
+    chat_message_send,
+    connection_test_request,
+)
+from calls.services.connections import ConnectionSettings, connection_create
+from calls.urls import urlpatterns as calls_urlpatterns
 from conversations.engine.types import Call, Transcript
 from conversations.models import ImportJob, Role
 from conversations.services.transcripts import transcripts_store
@@ -143,6 +151,17 @@ def pages(client: Client) -> dict[str, str]:
     )
     conversation = org.conversations.get()
     job = ImportJob.objects.create(organization=org, original_name="chats.jsonl")
+    connection = connection_create(
+        organization=org,
+        user=None,
+        settings=ConnectionSettings(name="prod", base_url="https://api.example.com/v1"),
+        api_key="sk-page-1234",
+    )
+    chat = chat_create(
+        organization=org, user=None, options=ChatOptions(connection=connection, model="gpt-4o")
+    )
+    chat_message_send(chat=chat, text="hello")  # the chat page polls for the reply
+    call = connection_test_request(connection=connection)
     client.force_login(membership.user)
     slug = org.slug
     return {
@@ -155,6 +174,14 @@ def pages(client: Client) -> dict[str, str]:
         "import_job_detail": reverse("import_job_detail", args=[slug, job.code]),
         "import_job_progress": reverse("import_job_progress", args=[slug, job.code]),
         "members": reverse("members", args=[slug]),
+        "connections": reverse("connections", args=[slug]),
+        "connection_new": reverse("connection_new", args=[slug]),
+        "connection_detail": reverse("connection_detail", args=[slug, connection.code]),
+        "connection_edit": reverse("connection_edit", args=[slug, connection.code]),
+        "call_detail": reverse("call_detail", args=[slug, call.code]),
+        "chats": reverse("chats", args=[slug]),
+        "chat_new": reverse("chat_new", args=[slug]),
+        "chat_detail": reverse("chat_detail", args=[slug, chat.code]),
     }
 
 
@@ -202,7 +229,7 @@ def test_it_sends_the_policy_and_no_inline_script_on_every_page(
     client: Client, pages: dict[str, str]
 ) -> None:
     # A new page must be added to the fixture: this fails until it is.
-    assert url_names(conversation_urlpatterns) == set(pages) | ACTIONS
+    assert url_names([*conversation_urlpatterns, *calls_urlpatterns]) == set(pages) | ACTIONS
     for name, url in pages.items():
         for headers in ({}, {"HX-Request": "true"}):
             response = client.get(url, headers=headers, follow=False)

@@ -15,7 +15,15 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls import path as url_path
 from pytest_django import Settings
 
-from conversations.models import Conversation, ImportJob, Membership, Organization, Role
+from calls.models import ApiCall, ProviderConnection
+from conversations.models import (
+    Conversation,
+    ImportJob,
+    Membership,
+    Message,
+    Organization,
+    Role,
+)
 
 from .factories import MembershipFactory, OrganizationFactory
 from .org_urls import ORG_URLS, OUTSIDE_ORGS, OrgUrl, World, world_build
@@ -188,6 +196,14 @@ def their_state(world: World) -> tuple[object, ...]:
         Conversation.objects.filter(organization=org).count(),
         ImportJob.objects.filter(organization=org).count(),
         sorted(Membership.objects.filter(organization=org).values_list("user_id", "role")),
+        # calls/: connections (their keys too), calls made, messages sent in chats
+        sorted(
+            ProviderConnection.objects.filter(organization=org).values_list(
+                "name", "base_url", "api_key_encrypted"
+            )
+        ),
+        ApiCall.objects.filter(organization=org).count(),
+        Message.objects.filter(conversation__organization=org).count(),
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.test import Client
-from django.urls import URLPattern, URLResolver, reverse
+from django.urls import reverse
 from pytest_django import Settings
 
 from calls.models import ApiCall, CallStatus, Chat, ProviderConnection
@@ -20,11 +20,9 @@ from calls.services.connections import (
     connection_api_key,
     connection_create,
 )
-from calls.urls import urlpatterns as calls_urlpatterns
 from conversations.models import Conversation, Membership, Organization, Role
 from costlab import jobs
 from tests.factories import MembershipFactory
-from tests.test_security import assert_no_inline_code, assert_strict_policy, url_names
 
 pytestmark = pytest.mark.django_db
 SECRET = "sk-live-SECRET-never-shown-5678"
@@ -154,37 +152,30 @@ def test_it_shows_a_connection_tests_outcome_and_stops_polling(
     assert b"Done" in detail.content
 
 
-def test_it_sends_the_policy_and_no_inline_code_on_every_calls_page(
-    client: Client, queued: list[Any]
-) -> None:
+def test_it_never_puts_the_key_in_a_calls_page(client: Client, queued: list[Any]) -> None:
+    """(The Content Security Policy of these pages: tests/test_security.py, with the rest.)"""
     membership = as_member(client, Role.ADMIN)
     slug = membership.organization.slug
     connection = make_connection(membership.organization)
     chat = make_chat(connection)
     chats.chat_message_send(chat=chat, text="hello")
     call = chats.connection_test_request(connection=connection)
-    pages = {
-        "connections": reverse("connections", args=[slug]),
-        "connection_new": reverse("connection_new", args=[slug]),
-        "connection_detail": reverse("connection_detail", args=[slug, connection.code]),
-        "connection_edit": reverse("connection_edit", args=[slug, connection.code]),
-        "call_detail": reverse("call_detail", args=[slug, call.code]),
-        "chats": reverse("chats", args=[slug]),
-        "chat_new": reverse("chat_new", args=[slug]),
-        "chat_detail": reverse("chat_detail", args=[slug, chat.code]),
-    }
-    posts_only = {"connection_delete", "connection_test", "chat_send"}
-    # A new page must be added here: this fails until it is.
-    patterns: list[URLPattern | URLResolver] = list(calls_urlpatterns)
-    assert url_names(patterns) == set(pages) | posts_only
-    for name, url in pages.items():
+    urls = [
+        reverse("connections", args=[slug]),
+        reverse("connection_detail", args=[slug, connection.code]),
+        reverse("connection_edit", args=[slug, connection.code]),
+        reverse("call_detail", args=[slug, call.code]),
+        reverse("chats", args=[slug]),
+        reverse("chat_new", args=[slug]),
+        reverse("chat_detail", args=[slug, chat.code]),
+    ]
+    for url in urls:
         for headers in ({}, {"HX-Request": "true"}):
             response = client.get(url, headers=headers)
-            assert response.status_code == 200, (name, response.status_code)
-            assert_strict_policy(response)
+            assert response.status_code == 200, url
             html = response.content.decode()
-            assert_no_inline_code(html)
             assert SECRET not in html and SECRET[:-4] not in html
+            assert connection.api_key_encrypted not in html
 
 
 def test_it_makes_a_built_in_connection_in_the_demo_on_the_servers_port(
