@@ -27,3 +27,9 @@ def api_call_run(call_id: int) -> None:
         chats.api_call_run(call_id)
     except SoftTimeLimitExceeded:
         chats.api_call_fail(call_id=call_id, message=f"gave up after {CALL_SOFT_TIME_LIMIT} s")
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def api_calls_sweep() -> None:
+    """Celery beat, every few seconds: calls whose worker died are sent again."""
+    chats.api_calls_sweep()

@@ -291,6 +291,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": COSTLAB_JOB_SWEEP_SECONDS,
         "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
     },
+    "api-calls-sweep": {
+        "task": "calls.tasks.api_calls_sweep",
+        "schedule": COSTLAB_JOB_SWEEP_SECONDS,
+        "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
+    },
     "uploads-sweep": {
         "task": "conversations.tasks.uploads_sweep",
         "schedule": 3600,
@@ -346,6 +351,9 @@ COSTLAB_CALL_MAX_RETRY_AFTER_SECONDS = float(
     os.getenv("COSTLAB_CALL_MAX_RETRY_AFTER_SECONDS", "60")
 )
 COSTLAB_CALL_TIMEOUT_SECONDS = float(os.getenv("COSTLAB_CALL_TIMEOUT_SECONDS", "60"))
+# A call running (or queued) longer than this lost its worker: the sweep sends it again. Above
+# the call task's hard time limit (calls/tasks.py, 6 minutes), so no live task is doubled.
+COSTLAB_CALL_STALE_SECONDS = envint("COSTLAB_CALL_STALE_SECONDS", 390)
 # costlab's own OpenAI-compatible endpoint (/v1/): modelled latency of a request with nothing
 # cached (a fully cached one answers COSTLAB_ENDPOINT_HIT_SPEEDUP faster), the cache
 # retention it simulates, the reply length when a request sets none, and the faults' timings.

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -45,8 +46,8 @@ from .calling import CallFailed, CallResult, ChatRequest, chat_completion_call
 
 logger = logging.getLogger(__name__)
 
-# A call still "running" after this long lost its worker (the task's hard limit is lower).
-CALL_STALE_AFTER = timedelta(minutes=10)
+# A call still waiting after this long is given up for good (failed), whatever happened.
+CALL_GIVE_UP_AFTER = timedelta(minutes=20)
 TEST_PROMPT = "Reply with the single word: OK"
 TEST_MAX_TOKENS = 5
 TITLE_CHARS = 80
@@ -102,14 +103,46 @@ def chat_create(
         )
 
 
+def _stale(now: datetime) -> Q:
+    """Calls whose worker is gone: running (or never taken) for longer than a task may live
+    (COSTLAB_CALL_STALE_SECONDS, above the task's hard time limit)."""
+    limit = now - timedelta(seconds=settings.COSTLAB_CALL_STALE_SECONDS)
+    waiting = Q(status__in=(CallStatus.PENDING, CallStatus.RUNNING))
+    return waiting & (Q(started_at__lt=limit) | Q(started_at__isnull=True, requested_at__lt=limit))
+
+
 def _lost_calls_fail(chat: Chat, now: datetime) -> None:
-    """Calls 'running' far longer than a task may live lost their worker for good."""
-    lost = chat.calls.filter(
-        Q(status=CallStatus.RUNNING, started_at__lt=now - CALL_STALE_AFTER)
-        | Q(status=CallStatus.PENDING, requested_at__lt=now - CALL_STALE_AFTER)
-    )
-    for call in lost:
+    for call in chat.calls.filter(_stale(now), requested_at__lt=now - CALL_GIVE_UP_AFTER):
         api_call_fail(call_id=call.pk, message="the worker never finished this call")
+
+
+@dataclass(frozen=True)
+class CallsSwept:
+    requeued: int
+    failed: int
+
+
+def api_calls_sweep(*, now: datetime | None = None) -> CallsSwept:
+    """Calls whose worker died (killed mid-call, its machine gone) run again: each is sent
+    to the queue once more and its claim time reset, so it is not stale again until another
+    task lifetime has passed. The turn is still recorded once: Turn's unique (conversation,
+    index) guards it, and the attempts show what the lost worker may have spent. A call
+    waiting for longer than CALL_GIVE_UP_AFTER fails instead."""
+    now = now or timezone.now()
+    failed = requeued = 0
+    for call in ApiCall.objects.filter(_stale(now)).only("pk", "requested_at", "status"):
+        if call.requested_at < now - CALL_GIVE_UP_AFTER:
+            api_call_fail(call_id=call.pk, message="the worker never finished this call")
+            failed += 1
+            continue
+        # Conditional: a worker that claims it meanwhile keeps it.
+        taken = ApiCall.objects.filter(_stale(now), pk=call.pk).update(started_at=now)
+        if taken:
+            jobs.enqueue(jobs.CALL_RUN, call.pk)
+            requeued += 1
+    if requeued or failed:
+        logger.warning("calls sweep: %s sent again, %s given up", requeued, failed)
+    return CallsSwept(requeued=requeued, failed=failed)
 
 
 def chat_message_send(*, chat: Chat, text: str) -> ApiCall:

@@ -24,6 +24,7 @@ from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
 from conversations.models import ConversationSource, Message, Role, Turn, UsageRecord
 from conversations.selectors import UsageFilter, conversation_list
+from costlab import jobs
 from tests.factories import MembershipFactory, OrganizationFactory
 
 from .conftest import in_process_client
@@ -301,7 +302,7 @@ def test_it_shares_a_budget_between_workers() -> None:
     assert sorted(results) == [False] * 6 + [True] * 4
 
 
-def test_it_sets_time_limits_and_late_acks_on_the_call_task() -> None:
+def test_it_sets_time_limits_and_late_acks_on_the_call_task(settings: Settings) -> None:
     task = tasks.api_call_run
     assert (task.soft_time_limit, task.time_limit) == (
         tasks.CALL_SOFT_TIME_LIMIT,
@@ -311,3 +312,34 @@ def test_it_sets_time_limits_and_late_acks_on_the_call_task() -> None:
     assert task.acks_late is True and task.reject_on_worker_lost is True
     # The service gives up waiting (budgets, Retry-After, backoff) well before the soft limit.
     assert calling.MAX_WAIT_SECONDS < tasks.CALL_SOFT_TIME_LIMIT
+    # A call is sent again only once no task could still be running it.
+    assert settings.COSTLAB_CALL_STALE_SECONDS > tasks.CALL_TIME_LIMIT
+    beat = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert beat["calls.tasks.api_calls_sweep"]["schedule"] == settings.COSTLAB_JOB_SWEEP_SECONDS
+
+
+def test_it_sends_a_call_whose_worker_died_again_and_gives_up_on_old_ones(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[str, tuple[object, ...]]] = []
+    monkeypatch.setattr(jobs, "enqueue", lambda name, *args: sent.append((name, args)))
+    chat = make_chat(make_connection())
+    call = chats.chat_message_send(chat=chat, text="Hello?")
+    now = timezone.now()
+    ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.RUNNING, started_at=now)
+    assert chats.api_calls_sweep(now=now) == chats.CallsSwept(requeued=0, failed=0)  # alive
+    later = now + timedelta(seconds=settings.COSTLAB_CALL_STALE_SECONDS + 1)
+    assert chats.api_calls_sweep(now=later) == chats.CallsSwept(requeued=1, failed=0)
+    assert sent == [(jobs.CALL_RUN, (call.pk,))]
+    # Its claim time is reset: the next sweeps leave it until it is stale again.
+    assert chats.api_calls_sweep(now=later) == chats.CallsSwept(requeued=0, failed=0)
+    tasks.api_call_run(call.pk)  # the worker that takes it records the turn, once
+    call.refresh_from_db()
+    assert call.status == CallStatus.SUCCEEDED
+    assert Turn.objects.filter(conversation=chat.conversation).count() == 1
+    # A call waiting far too long is given up, and its turn kept as unanswered.
+    lost = chats.chat_message_send(chat=chat, text="Still there?")
+    much_later = timezone.now() + chats.CALL_GIVE_UP_AFTER + timedelta(minutes=1)
+    assert chats.api_calls_sweep(now=much_later) == chats.CallsSwept(requeued=0, failed=1)
+    lost.refresh_from_db()
+    assert lost.status == CallStatus.FAILED and lost.turn is not None

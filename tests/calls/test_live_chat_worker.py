@@ -4,6 +4,7 @@ and records the turns."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -11,16 +12,18 @@ from itertools import pairwise
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
 from calls import selectors, simulated
 from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConnection
+from calls.services import chats
 from calls.services.connections import ConnectionSettings, connection_create
 from conversations.engine.vocabulary import get_encoding
-from conversations.models import Membership, Role, Turn
+from conversations.models import Membership, Role, Turn, UsageRecord
 from pricing.models import ModelPrice
-from tests.conftest import Worker
+from tests.conftest import Worker, Workers
 from tests.factories import MembershipFactory
 
 pytestmark = [
@@ -200,3 +203,43 @@ def test_it_gives_up_on_a_call_that_keeps_timing_out(
     outcomes = list(call.attempts.values_list("outcome", flat=True))
     assert outcomes == [AttemptOutcome.TIMEOUT, AttemptOutcome.TIMEOUT]
     assert "gave up after 2 attempts" in call.error
+
+
+def test_it_records_one_turn_when_the_worker_is_killed_mid_call(
+    client: Client,
+    live_server: LiveServer,
+    settings: Settings,
+    worker_env: None,
+    workers: Workers,
+) -> None:
+    settings.COSTLAB_ENDPOINT_TIMEOUT_FAULT_SECONDS = 20  # holds the first call in flight
+    membership = analyst_in(client)
+    connection = connect(membership, live_server, **{"X-Costlab-Fault": "timeout"})
+    chat = start_chat(client, membership, connection)
+    first = workers.start()
+    url = reverse("chat_send", args=[chat.organization.slug, chat.code])
+    assert client.post(url, {"text": "Hello?"}).status_code == 302
+    call = chat.calls.get()
+    deadline = time.monotonic() + 60
+    while not call.attempts.exists():  # the request has left: kill the worker now
+        if time.monotonic() > deadline:
+            pytest.fail(f"no attempt was sent; worker log:\n{first.log()}")
+        time.sleep(0.05)
+    first.kill_group(signal.SIGKILL)
+    first.wait()
+    call.refresh_from_db()
+    assert call.status == CallStatus.RUNNING and not Turn.objects.exists()
+    # The endpoint is healthy again; a new worker starts, and the sweep finds the call.
+    ProviderConnection.objects.filter(pk=connection.pk).update(
+        extra_headers={}, updated=timezone.now()
+    )
+    second = workers.start()
+    settings.COSTLAB_CALL_STALE_SECONDS = 0
+    assert chats.api_calls_sweep().requeued == 1
+    call = finished(call, second)
+    assert call.status == CallStatus.SUCCEEDED, call.error
+    assert Turn.objects.filter(conversation=chat.conversation).count() == 1
+    assert UsageRecord.objects.filter(conversation=chat.conversation, is_billing=True).count() == 1
+    # The lost attempt stays visible: it may have been billed by the provider.
+    outcomes = list(call.attempts.order_by("id").values_list("outcome", flat=True))
+    assert outcomes[0] == AttemptOutcome.SENT and outcomes[-1] == AttemptOutcome.OK
