@@ -131,3 +131,7 @@ class MessageForm(forms.Form):
     text = forms.CharField(
         max_length=100_000, widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Your message"})
     )
+
+
+class EndpointKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, help_text="What the key is for.")

@@ -124,6 +124,13 @@ def endpoint_keys(organization: Organization) -> list[EndpointKey]:
     return list(organization.endpoint_keys.filter(revoked__isnull=True).order_by("-created"))
 
 
+def endpoint_key_get(*, organization: Organization, code: UUID) -> EndpointKey:
+    try:
+        return EndpointKey.objects.get(organization=organization, code=code)
+    except EndpointKey.DoesNotExist:
+        raise Http404 from None
+
+
 # --- The built-in endpoint -----------------------------------------------------------------
 
 

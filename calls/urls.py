@@ -26,6 +26,12 @@ urlpatterns = [
         name="connection_test",
     ),
     path("o/<slug:slug>/calls/<uuid:code>/", views.call_detail, name="call_detail"),
+    path("o/<slug:slug>/endpoint-keys/", views.endpoint_keys, name="endpoint_keys"),
+    path(
+        "o/<slug:slug>/endpoint-keys/<uuid:code>/revoke/",
+        views.endpoint_key_revoke,
+        name="endpoint_key_revoke",
+    ),
     path("o/<slug:slug>/chats/", views.chats, name="chats"),
     path("o/<slug:slug>/chats/new/", views.chat_new, name="chat_new"),
     path("o/<slug:slug>/chats/<uuid:code>/", views.chat_detail, name="chat_detail"),

@@ -24,7 +24,7 @@ from conversations.models import Membership
 from conversations.views import HtmxHttpRequest
 
 from . import selectors
-from .forms import ChatForm, ConnectionForm, MessageForm
+from .forms import ChatForm, ConnectionForm, EndpointKeyForm, MessageForm
 from .services import chats as chat_services
 from .services import connections as connection_services
 
@@ -160,6 +160,48 @@ def call_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse
         response = render(request, "calls/call.html#outcome", context)
         return HttpResponseStopPolling(response.content) if call.is_finished else response
     return render(request, "calls/call.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def endpoint_keys(request: HttpRequest, slug: str) -> HttpResponse:
+    """Keys of costlab's own /v1/ endpoint: a new key is shown on the answer to its POST,
+    once; only its hash is kept."""
+    membership = _membership(request, slug)
+    if not membership.can_manage_connections:
+        return _forbidden("Only the organization's admins manage endpoint keys.")
+    organization = membership.organization
+    form = EndpointKeyForm(request.POST or None)
+    issued = None
+    if request.method == "POST" and form.is_valid():
+        user = request.user if request.user.is_authenticated else None
+        _, issued = connection_services.endpoint_key_issue(
+            organization=organization, name=form.cleaned_data["name"], user=user
+        )
+        form = EndpointKeyForm()
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "form": form,
+        "issued": issued,
+        "keys": selectors.endpoint_keys(organization),
+        "base_url": request.build_absolute_uri("/v1"),
+    }
+    response = render(request, "calls/endpoint_keys.html", context)
+    response["Cache-Control"] = "no-store"  # the page may hold a new key
+    return response
+
+
+@login_required
+@require_POST
+def endpoint_key_revoke(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    key = selectors.endpoint_key_get(organization=membership.organization, code=code)
+    if not membership.can_manage_connections:
+        return _forbidden("Only the organization's admins manage endpoint keys.")
+    connection_services.endpoint_key_revoke(key=key)
+    messages.success(request, f"Key …{key.last4} revoked.")
+    return redirect("endpoint_keys", slug=slug)
 
 
 # --- Live chat -----------------------------------------------------------------------------

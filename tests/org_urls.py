@@ -15,9 +15,13 @@ from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from calls.models import ApiCall, Chat, ProviderConnection
+from calls.models import ApiCall, Chat, EndpointKey, ProviderConnection
 from calls.services.chats import ChatOptions, chat_create, connection_test_request
-from calls.services.connections import ConnectionSettings, connection_create
+from calls.services.connections import (
+    ConnectionSettings,
+    connection_create,
+    endpoint_key_issue,
+)
 from conversations.engine.types import Call, Transcript
 from conversations.models import Conversation, ImportJob, Membership, Organization, Role
 from conversations.services.transcripts import transcripts_store
@@ -36,6 +40,7 @@ class World:
     connection: ProviderConnection
     chat: Chat
     call: ApiCall  # a connection test
+    endpoint_key: EndpointKey
 
 
 def world_build(organization: Organization) -> World:
@@ -62,6 +67,7 @@ def world_build(organization: Organization) -> World:
             options=ChatOptions(connection=connection, model="gpt-4o"),
         ),
         call=connection_test_request(connection=connection),
+        endpoint_key=endpoint_key_issue(organization=organization, name="ci")[0],
         conversation=Conversation.objects.filter(organization=organization).latest("id"),
         job=ImportJob.objects.create(organization=organization, original_name="chats.jsonl"),
         member=MembershipFactory.create(organization=organization, role=Role.VIEWER),
@@ -99,6 +105,10 @@ def chat(w: World) -> dict[str, object]:
 
 def api_call(w: World) -> dict[str, object]:
     return {"slug": w.organization.slug, "code": w.call.code}
+
+
+def endpoint_key(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.endpoint_key.code}
 
 
 def nothing(w: World) -> dict[str, object]:
@@ -161,6 +171,10 @@ ORG_URLS: dict[str, OrgUrl] = {
     "chat_new": OrgUrl(slug, {"GET": EDITORS, "POST": EDITORS}, data=chat_form),
     "chat_detail": OrgUrl(chat, READ),
     "chat_send": OrgUrl(chat, {"POST": EDITORS}, data=lambda w: {"text": "hello"}),
+    "endpoint_keys": OrgUrl(
+        slug, {"GET": ADMINS, "POST": ADMINS}, data=lambda w: {"name": "theirs"}
+    ),
+    "endpoint_key_revoke": OrgUrl(endpoint_key, {"POST": ADMINS}),
 }
 
 # URLs outside any organization, by name (a namespace ends in ':'), and why.

@@ -182,6 +182,7 @@ def pages(client: Client) -> dict[str, str]:
         "chats": reverse("chats", args=[slug]),
         "chat_new": reverse("chat_new", args=[slug]),
         "chat_detail": reverse("chat_detail", args=[slug, chat.code]),
+        "endpoint_keys": reverse("endpoint_keys", args=[slug]),
     }
 
 

@@ -15,7 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls import path as url_path
 from pytest_django import Settings
 
-from calls.models import ApiCall, ProviderConnection
+from calls.models import ApiCall, EndpointKey, ProviderConnection
 from conversations.models import (
     Conversation,
     ImportJob,
@@ -203,6 +203,7 @@ def their_state(world: World) -> tuple[object, ...]:
             )
         ),
         ApiCall.objects.filter(organization=org).count(),
+        sorted(EndpointKey.objects.filter(organization=org).values_list("key_hash", "revoked")),
         Message.objects.filter(conversation__organization=org).count(),
     )
 

@@ -32,7 +32,15 @@ def endpoint_fresh() -> Iterator[None]:
 def in_process_client(key: str = "sk-test-one", **options: Any) -> openai.OpenAI:
     """The official SDK talking to costlab's endpoint in this process (no socket): the
     request runs inside the test's transaction, like Django's test client."""
-    transport = httpx2.WSGITransport(app=get_wsgi_application())
+    django_app = get_wsgi_application()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        # Django's test client connects these again after each of its own requests.
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        return django_app(environ, start_response)
+
+    transport = httpx2.WSGITransport(app=app)
     http = httpx2.Client(transport=transport, base_url="http://testserver")
     return openai.OpenAI(
         api_key=key, base_url="http://testserver/v1", http_client=http, max_retries=0, **options

@@ -3,12 +3,15 @@ the engine bills it, per simulated organization, streaming, faults on demand, ke
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import openai
 import pytest
 from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 from pytest_django import Settings
 
 from calls import simulated
@@ -19,7 +22,8 @@ from conversations.engine.cache_policy import PREFIX_128
 from conversations.engine.profiles import default_profile
 from conversations.engine.render import count_request
 from conversations.engine.vocabulary import get_encoding
-from tests.factories import OrganizationFactory
+from conversations.models import Role
+from tests.factories import MembershipFactory, OrganizationFactory
 
 from .conftest import cached, complete, in_process_client, prompt_of, stream
 
@@ -283,3 +287,26 @@ def test_it_reports_a_write_then_exact_reads_on_a_breakpoint_model(sdk: openai.O
     # The exact prefix written is read back: no 128-token rounding, nothing written again.
     assert cached(second) == written(first) and written(second) == 0
     assert cached(second) % 128 != 0
+
+
+def test_it_issues_a_key_on_its_page_shows_it_once_and_revokes_it(
+    client: Client, settings: Settings
+) -> None:
+    membership = MembershipFactory.create(role=Role.ADMIN)
+    client.force_login(membership.user)
+    url = reverse("endpoint_keys", args=[membership.organization.slug])
+    page = client.post(url, {"name": "ci"})
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    match = re.search(r"<code data-issued-key>(clk-[\w-]+)</code>", page.content.decode())
+    assert match is not None
+    plain = match.group(1)
+    assert plain not in client.get(url).content.decode()  # shown once
+    settings.COSTLAB_DEV = False
+    client_sdk = in_process_client(key=plain)
+    assert complete(client_sdk, model="gpt-4o", messages=HI).usage is not None
+    key = EndpointKey.objects.get(organization=membership.organization)
+    revoke = reverse("endpoint_key_revoke", args=[membership.organization.slug, key.code])
+    assert client.post(revoke).status_code == 302
+    with pytest.raises(openai.AuthenticationError):
+        complete(client_sdk, model="gpt-4o", messages=HI)
+    assert b"No key issued" in client.get(url).content
