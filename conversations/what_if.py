@@ -28,7 +28,7 @@ from pricing.book import PriceBook, rates_for
 
 from . import selectors
 from .engine.cache import parse_retention
-from .engine.levers import LeverResult, compare_levers
+from .engine.levers import LeverResult, applicable_levers, compare_levers
 from .engine.projection import project
 from .engine.strategies import StrategyResult, compare_strategies
 from .models import Conversation
@@ -226,8 +226,10 @@ def _compute(conversation: Conversation, *, retention: str, book: PriceBook) -> 
             cost_no_cache=projected.cost_no_cache,
             last_prompt_tokens=projected.turns[-1].prompt_tokens if projected.turns else 0,
         )
+    policy = book.policy(model)
     levers = compare_levers(
         [transcript],
+        applicable_levers(policy),
         profile_for=book.profile,
         policy_for=book.policy,
         rates_for=call_rates,
@@ -236,7 +238,7 @@ def _compute(conversation: Conversation, *, retention: str, book: PriceBook) -> 
     )
     return WhatIf(
         retention=retention,
-        policy=book.policy(model).name,
+        policy=policy.name,
         levers=levers,
         strategies=[StrategyFigures.of(s) for s in full + others],
         projection=projection,

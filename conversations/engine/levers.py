@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Literal
 
 from .analysis import PolicyFor, ProfileFor, RatesFor, analyze, turns_from_messages
-from .cache_policy import default_policy
+from .cache_policy import CachePolicy, default_policy
 from .types import Call, ChatMessage, Transcript
 
 KeyChoice = Literal["recorded", "none", "conversation", "org"]
@@ -39,6 +39,19 @@ LEVERS = (
     Lever("extended retention (24h)", retention="24h"),
     Lever("explicit breakpoint after the system prompt", explicit=True),
 )
+
+
+def applicable_levers(policy: CachePolicy) -> list[Lever]:
+    """The levers that can change anything for a model of this policy: none without caching,
+    extended retention only where offered, explicit breakpoints only for breakpoint models."""
+    if not policy.caches:
+        return [LEVERS[0]]
+    return [
+        lever
+        for lever in LEVERS
+        if (not lever.retention or policy.extended_retention)
+        and (not lever.explicit or policy.kind == "breakpoints")
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,3 +88,16 @@ def test_it_compares_explicit_and_implicit_breakpoints_with_their_writes() -> No
     assert implicit.write_tokens > explicit.write_tokens > 0
     assert implicit.cached_tokens > explicit.cached_tokens > 0
     assert all(r.lever in LEVERS for r in results.values())
+
+
+def test_it_offers_only_the_levers_that_can_change_something() -> None:
+    from conversations.engine.cache_policy import NO_CACHE
+    from conversations.engine.levers import applicable_levers
+
+    assert [lever.name for lever in applicable_levers(NO_CACHE)] == ["as recorded"]
+    prefix = [lever.name for lever in applicable_levers(PREFIX_128)]
+    assert "explicit breakpoint after the system prompt" not in prefix
+    assert "extended retention (24h)" not in prefix  # not offered by this policy copy
+    offered = dataclasses.replace(PREFIX_128, extended_retention=True)
+    assert "extended retention (24h)" in [lever.name for lever in applicable_levers(offered)]
+    assert len(applicable_levers(BREAKPOINTS)) == len(LEVERS) - 1  # no 24h unless offered
