@@ -17,6 +17,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from costlab import throttle
+from costlab.security import client_address
+
 from . import protocol, selectors
 from .simulated import simulate_usage
 
@@ -43,13 +46,45 @@ def _unauthorized() -> JsonResponse:
     )
 
 
+def _key_limit() -> throttle.Limit:
+    # The log-in limit per address protects the endpoint's keys too: a guesser gets as many
+    # tries at a key as at a password.
+    return throttle.Limit(
+        "endpoint-address",
+        settings.COSTLAB_LOGIN_FAILURES_PER_ADDRESS,
+        settings.COSTLAB_LOGIN_WINDOW_SECONDS,
+    )
+
+
+def _authenticated(request: HttpRequest) -> selectors.EndpointCaller | JsonResponse:
+    """The caller of a valid key, or the response to send: 401 for a bad key (counted per
+    address), 429 with Retry-After once an address failed too often; a refused attempt
+    checks no key."""
+    address = client_address(request)
+    wait = throttle.retry_after(limit=_key_limit(), subject=address)
+    if wait:
+        response = _error(
+            429,
+            f"Too many requests with an invalid API key from this address; try again in "
+            f"{wait} seconds.",
+            code="rate_limit_exceeded",
+        )
+        response["Retry-After"] = str(wait)
+        return response
+    caller = _caller(request)
+    if caller is None:
+        throttle.failure_record(limit=_key_limit(), subject=address)
+        return _unauthorized()
+    return caller
+
+
 @csrf_exempt
 def models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return _error(405, f"Method {request.method} not allowed on /v1/models.")
-    caller = _caller(request)
-    if caller is None:
-        return _unauthorized()
+    caller = _authenticated(request)
+    if isinstance(caller, JsonResponse):
+        return caller
     names = selectors.endpoint_model_names(organization_id=caller.organization_id)
     data = [{"id": n, "object": "model", "created": 0, "owned_by": "costlab"} for n in names]
     return JsonResponse({"object": "list", "data": data})
@@ -59,9 +94,9 @@ def models(request: HttpRequest) -> HttpResponse:
 def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return _error(405, f"Method {request.method} not allowed on /v1/chat/completions.")
-    caller = _caller(request)
-    if caller is None:
-        return _unauthorized()
+    caller = _authenticated(request)
+    if isinstance(caller, JsonResponse):
+        return caller
     raw = request.body
     try:
         body = protocol.request_parse(raw)

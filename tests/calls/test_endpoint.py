@@ -310,3 +310,52 @@ def test_it_issues_a_key_on_its_page_shows_it_once_and_revokes_it(
     with pytest.raises(openai.AuthenticationError):
         complete(client_sdk, model="gpt-4o", messages=HI)
     assert b"No key issued" in client.get(url).content
+
+
+def test_it_throttles_an_address_that_keeps_sending_bad_keys(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costlab import throttle
+
+    settings.COSTLAB_DEV = False
+    settings.COSTLAB_LOGIN_FAILURES_PER_ADDRESS = 5
+    clock = [1_000_000.0]
+    monkeypatch.setattr(throttle, "now", lambda: clock[0])
+    address = "192.0.2.77"  # documentation range: no other test uses it
+    key, plain = endpoint_key_issue(organization=OrganizationFactory.create(), name="ci")
+    body = '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+    http = Client(REMOTE_ADDR=address)
+
+    def post(bearer: str) -> Any:
+        return http.post(
+            "/v1/chat/completions",
+            body,
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {bearer}"},
+        )
+
+    try:
+        assert [post(f"guess-{n}").status_code for n in range(5)] == [401] * 5
+        # The sixth attempt is refused before any key is checked, the issued one included.
+        refused = post(plain)
+        assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert (
+            Client(REMOTE_ADDR="192.0.2.78")
+            .post(
+                "/v1/chat/completions",
+                body,
+                content_type="application/json",
+                headers={"Authorization": f"Bearer {plain}"},
+            )
+            .status_code
+            == 200
+        )  # another address is not affected
+        clock[0] += 2 * settings.COSTLAB_LOGIN_WINDOW_SECONDS + 1
+        assert post(plain).status_code == 200
+    finally:
+        throttle.failures_clear(
+            limit=throttle.Limit("endpoint-address", 5, settings.COSTLAB_LOGIN_WINDOW_SECONDS),
+            subject=address,
+        )
+    assert key.pk is not None
