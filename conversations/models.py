@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -410,7 +411,11 @@ class UsageRecord(models.Model):
 # billing records only, as every page does. Cost columns follow SQL's SUM: NULL when none of
 # the calls summed is priced, so "unpriced" stays distinct from "$0".
 
-COST = {"max_digits": 30, "decimal_places": 12, "null": True, "blank": True}
+
+
+def cost_sum_field() -> models.DecimalField[Decimal | None, Decimal | None]:
+    """A sum of costs: room for a million years of calls, the records' 12 places."""
+    return models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)
 
 
 class UsageDay(models.Model):
@@ -430,13 +435,13 @@ class UsageDay(models.Model):
     input_cached = models.BigIntegerField(default=0)
     input_cache_write = models.BigIntegerField(default=0)
     output = models.BigIntegerField(default=0)
-    cost_total = models.DecimalField(**COST)
-    cost_input_uncached = models.DecimalField(**COST)
-    cost_input_cached = models.DecimalField(**COST)
-    cost_input_cache_write = models.DecimalField(**COST)
-    cost_output = models.DecimalField(**COST)
+    cost_total = cost_sum_field()
+    cost_input_uncached = cost_sum_field()
+    cost_input_cached = cost_sum_field()
+    cost_input_cache_write = cost_sum_field()
+    cost_output = cost_sum_field()
     # What the priced calls would have cost with no cache (the base of "cost reduction").
-    cost_uncached = models.DecimalField(**COST)
+    cost_uncached = cost_sum_field()
     eligible_calls = models.BigIntegerField(default=0)
     hit_calls = models.BigIntegerField(default=0)
     # Latency averages are sums over counts: calls without a recorded latency count in neither.
@@ -467,7 +472,7 @@ class ConversationDay(models.Model):
     model = models.CharField(max_length=200, blank=True)
     calls = models.BigIntegerField(default=0)
     priced_calls = models.BigIntegerField(default=0)
-    cost_total = models.DecimalField(**COST)
+    cost_total = cost_sum_field()
     total_tokens = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     input_cached = models.BigIntegerField(default=0)
@@ -498,7 +503,7 @@ class ConversationTotals(models.Model):
     organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
     calls = models.BigIntegerField(default=0)
     priced_calls = models.BigIntegerField(default=0)
-    cost_total = models.DecimalField(**COST)
+    cost_total = cost_sum_field()
     total_tokens = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     input_cached = models.BigIntegerField(default=0)

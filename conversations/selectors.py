@@ -3,28 +3,35 @@ aggregates in the database: pages never loop over usage rows in Python."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any, TypeVar
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Avg, Count, F, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Case, F, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from .engine.calibration import ModelCalibration, Pair, calibrate
 from .engine.types import Call, Transcript
 from .models import (
     Conversation,
+    ConversationDay,
+    ConversationTotals,
     ImportJob,
     Membership,
     Organization,
     Turn,
+    UsageDay,
     UsageRecord,
     UsageSource,
 )
+
+RollupT = TypeVar("RollupT", UsageDay, ConversationDay)
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -81,23 +88,57 @@ def import_job_get(*, organization: Organization, code: UUID) -> ImportJob:
 
 @dataclass(frozen=True)
 class UsageFilter:
+    """Days are the organization's (Organization.time_zone), both ends included."""
+
     date_from: date | None = None
     date_to: date | None = None
     model: str = ""
 
-    def apply(self, records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+    def apply(
+        self, records: QuerySet[UsageRecord], organization: Organization
+    ) -> QuerySet[UsageRecord]:
+        """Raw usage: the days as a half-open range of instants, which the (organization,
+        time) index serves; a cast of each row's time to a date would read them all."""
+        zone = ZoneInfo(organization.time_zone)
         if self.date_from:
-            records = records.filter(occurred_at__date__gte=self.date_from)
+            records = records.filter(occurred_at__gte=_day_start(self.date_from, zone))
         if self.date_to:
-            records = records.filter(occurred_at__date__lte=self.date_to)
+            records = records.filter(
+                occurred_at__lt=_day_start(self.date_to + timedelta(days=1), zone)
+            )
         if self.model:
             records = records.filter(model=self.model)
         return records
 
+    def apply_days(self, rows: QuerySet[RollupT]) -> QuerySet[RollupT]:
+        """Rollups are kept per day of the organization: the days filter them as they are."""
+        if self.date_from:
+            rows = rows.filter(day__gte=self.date_from)
+        if self.date_to:
+            rows = rows.filter(day__lte=self.date_to)
+        if self.model:
+            rows = rows.filter(model=self.model)
+        return rows
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.date_from or self.date_to or self.model)
+
+
+def _day_start(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=zone)
+
 
 def billing_records(organization: Organization, filters: UsageFilter) -> QuerySet[UsageRecord]:
     """The usage that counts: one record per turn, reported when the API reported it."""
-    return filters.apply(UsageRecord.objects.filter(organization=organization, is_billing=True))
+    return filters.apply(
+        UsageRecord.objects.filter(organization=organization, is_billing=True), organization
+    )
+
+
+def usage_days(organization: Organization, filters: UsageFilter) -> QuerySet[UsageDay]:
+    """The organization's daily rollups under the filter (services/rollups.py keeps them)."""
+    return filters.apply_days(UsageDay.objects.filter(organization=organization))
 
 
 @dataclass(frozen=True)
@@ -145,29 +186,33 @@ class OrgTotals:
         return float(1 - self.cost / self.cost_uncached)
 
 
+def _average(total: int | None, count: int | None) -> float | None:
+    return total / count if total is not None and count else None
+
+
 def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
-    records = billing_records(organization, filters)
-    agg = records.aggregate(
-        calls=Count("id"),
-        priced_calls=Count("id", filter=Q(cost_total__isnull=False)),
+    days = usage_days(organization, filters)
+    agg = days.aggregate(
+        calls=Coalesce(Sum("calls"), 0),
+        priced_calls=Coalesce(Sum("priced_calls"), 0),
         cost=Sum("cost_total"),
-        cost_uncached=Sum("cost_uncached", filter=Q(cost_total__isnull=False)),
+        cost_uncached=Sum("cost_uncached"),
         prompt=Coalesce(Sum("prompt_tokens"), 0),
         cached=Coalesce(Sum("input_cached"), 0),
         completion=Coalesce(Sum("completion_tokens"), 0),
-        eligible=Count("id", filter=Q(cache_eligible=True)),
-        # A hit is an eligible call that read cached tokens (design.md 2.8).
-        hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
-        conversations=Count("conversation", distinct=True),
-        latency_hit=Avg("turn__latency_ms", filter=Q(input_cached__gt=0)),
-        latency_miss=Avg("turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)),
+        eligible=Coalesce(Sum("eligible_calls"), 0),
+        hits=Coalesce(Sum("hit_calls"), 0),
+        latency_hit=Sum("latency_hit_ms"),
+        latency_hit_calls=Sum("latency_hit_calls"),
+        latency_miss=Sum("latency_miss_ms"),
+        latency_miss_calls=Sum("latency_miss_calls"),
     )
     unpriced = list(
-        records.filter(cost_total__isnull=True)
-        .values("model")
-        .annotate(calls=Count("id"))
-        .order_by("-calls", "model")
-        .values_list("model", "calls")
+        days.values("model")
+        .annotate(unpriced=Sum("calls") - Sum("priced_calls"))
+        .filter(unpriced__gt=0)
+        .order_by("-unpriced", "model")
+        .values_list("model", "unpriced")
     )
     return OrgTotals(
         calls=agg["calls"],
@@ -180,9 +225,21 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
         eligible_calls=agg["eligible"],
         hit_calls=agg["hits"],
         unpriced_models=[(m or "(no model)", n) for m, n in unpriced],
-        conversations=agg["conversations"],
-        latency_hit_ms=agg["latency_hit"],
-        latency_miss_ms=agg["latency_miss"],
+        conversations=conversation_count(organization, filters),
+        latency_hit_ms=_average(agg["latency_hit"], agg["latency_hit_calls"]),
+        latency_miss_ms=_average(agg["latency_miss"], agg["latency_miss_calls"]),
+    )
+
+
+def conversation_count(organization: Organization, filters: UsageFilter) -> int:
+    """Conversations with billing usage under the filter."""
+    if filters.is_empty:
+        return ConversationTotals.objects.filter(organization=organization).count()
+    return (
+        filters.apply_days(ConversationDay.objects.filter(organization=organization))
+        .values("conversation_id")
+        .distinct()
+        .count()
     )
 
 
@@ -200,17 +257,27 @@ class ModelCost:
 
 def cost_by_model(organization: Organization, filters: UsageFilter) -> list[ModelCost]:
     rows = (
-        billing_records(organization, filters)
+        usage_days(organization, filters)
         .values("model")
         .annotate(
             cost=Sum("cost_total"),
-            calls=Count("id"),
+            # Renamed and cast back: an annotation may not take a field's name.
+            n=Sum("calls"),
             tokens=Sum("total_tokens"),
-            unpriced=Count("id", filter=Q(cost_total__isnull=True)),
+            unpriced=Sum("calls") - Sum("priced_calls"),
         )
         .order_by(F("cost").desc(nulls_last=True), "model")
     )
-    return [ModelCost(**row) for row in rows]
+    return [
+        ModelCost(
+            model=row["model"],
+            cost=row["cost"],
+            calls=row["n"],
+            tokens=row["tokens"],
+            unpriced=row["unpriced"],
+        )
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -231,8 +298,7 @@ class DayCost:
 
 def cost_by_day(organization: Organization, filters: UsageFilter) -> list[DayCost]:
     rows = (
-        billing_records(organization, filters)
-        .annotate(day=TruncDate("occurred_at"))
+        usage_days(organization, filters)
         .values("day")
         .annotate(
             cost=Sum("cost_total"),
@@ -241,37 +307,40 @@ def cost_by_day(organization: Organization, filters: UsageFilter) -> list[DayCos
             uncached=Coalesce(Sum("cost_input_uncached"), Decimal(0))
             + Coalesce(Sum("cost_input_cache_write"), Decimal(0)),
             output=Sum("cost_output"),
-            calls=Count("id"),
+            n=Sum("calls"),
             prompt=Sum("prompt_tokens"),
             cached_tokens=Sum("input_cached"),
-            eligible=Count("id", filter=Q(cache_eligible=True)),
-            hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
+            eligible=Sum("eligible_calls"),
+            hits=Sum("hit_calls"),
         )
         .order_by("day")
     )
-    return [DayCost(**row) for row in rows]
+    return [DayCost(calls=row.pop("n"), **row) for row in rows]
 
 
 def models_used(organization: Organization) -> list[str]:
     return list(
-        UsageRecord.objects.filter(organization=organization, is_billing=True)
+        UsageDay.objects.filter(organization=organization)
         .values_list("model", flat=True)
         .distinct()
         .order_by("model")
     )
 
 
-CONVERSATION_SORTS = {
-    "cost": F("cost").asc(nulls_first=True),
-    "-cost": F("cost").desc(nulls_last=True),
-    "turns": F("turn_count").asc(),
-    "-turns": F("turn_count").desc(),
-    "tokens": F("tokens").asc(nulls_first=True),
-    "-tokens": F("tokens").desc(nulls_last=True),
-    "created": F("created").asc(),
-    "-created": F("created").desc(),
-    "title": F("title").asc(),
-    "-title": F("title").desc(),
+# Each sort with its tie-breaker in the same direction, so that a descending sort walks the
+# ascending index backwards (ConversationTotals.Meta.indexes). Unpriced conversations (cost
+# NULL) come before every priced one in ascending order and after them in descending order.
+CONVERSATION_SORTS: dict[str, tuple[str, ...]] = {
+    "cost": ("is_priced", "cost", "conversation_id"),
+    "-cost": ("-is_priced", "-cost", "-conversation_id"),
+    "turns": ("turn_count", "conversation_id"),
+    "-turns": ("-turn_count", "-conversation_id"),
+    "tokens": ("tokens", "conversation_id"),
+    "-tokens": ("-tokens", "-conversation_id"),
+    "created": ("conversation__created", "conversation_id"),
+    "-created": ("-conversation__created", "-conversation_id"),
+    "title": ("conversation__title", "conversation_id"),
+    "-title": ("-conversation__title", "-conversation_id"),
 }
 
 
@@ -292,33 +361,68 @@ class ConversationRow:
     unpriced: int
 
 
+# ConversationRow's sums and the rollup columns they come from.
+CONVERSATION_SUMS = {
+    "cost": "cost_total",
+    "tokens": "total_tokens",
+    "turn_count": "calls",
+    "cached": "input_cached",
+    "prompt": "prompt_tokens",
+}
+
+
 def conversation_list(
     organization: Organization, filters: UsageFilter, *, sort: str = "-cost", limit: int = 200
 ) -> list[ConversationRow]:
-    usage = Q(usage_records__is_billing=True)
-    if filters.date_from:
-        usage &= Q(usage_records__occurred_at__date__gte=filters.date_from)
-    if filters.date_to:
-        usage &= Q(usage_records__occurred_at__date__lte=filters.date_to)
-    if filters.model:
-        usage &= Q(usage_records__model=filters.model)
-    conversations = (
-        Conversation.objects.filter(organization=organization)
-        .annotate(
-            cost=Sum("usage_records__cost_total", filter=usage),
-            tokens=Sum("usage_records__total_tokens", filter=usage),
-            turn_count=Count("usage_records", filter=usage),
-            cached=Sum("usage_records__input_cached", filter=usage),
-            prompt=Sum("usage_records__prompt_tokens", filter=usage),
-            unpriced=Count(
-                "usage_records", filter=usage & Q(usage_records__cost_total__isnull=True)
-            ),
+    """The top conversations by a sort, with their usage under the filter. Unfiltered, the
+    rows come off ConversationTotals' index for the sort; filtered, from the organization's
+    ConversationDay rows in the filter (about one per conversation), summed per
+    conversation. Either way the query reads only this organization's rows."""
+    order = CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"])
+    rows: QuerySet[Any]
+    if filters.is_empty:
+        rows = ConversationTotals.objects.filter(organization=organization).annotate(
+            **{name: F(column) for name, column in CONVERSATION_SUMS.items()},
+            unpriced=F("calls") - F("priced_calls"),
         )
-        .filter(turn_count__gt=0)
-        .order_by(CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"]), "id")
-        .values(*(field.name for field in fields(ConversationRow)))
+    else:
+        rows = (
+            filters.apply_days(ConversationDay.objects.filter(organization=organization))
+            .values("conversation_id")
+            .annotate(
+                **{name: Sum(column) for name, column in CONVERSATION_SUMS.items()},
+                unpriced=Sum("calls") - Sum("priced_calls"),
+                priced=Sum("priced_calls"),
+            )
+            .annotate(is_priced=Case(When(priced__gt=0, then=Value(True)), default=Value(False)))
+        )
+    if order[0].lstrip("-").startswith("conversation__"):
+        # Sorted by the conversation's own columns: the conversation's index leads.
+        rows = rows.filter(conversation__organization=organization)
+    top = list(
+        rows.order_by(*order).values("conversation_id", *CONVERSATION_SUMS, "unpriced")[:limit]
     )
-    return [ConversationRow(**row) for row in conversations[:limit]]
+    conversations = {
+        c["pk"]: c
+        for c in Conversation.objects.filter(
+            organization=organization, pk__in=[row["conversation_id"] for row in top]
+        ).values("pk", "code", "title", "model", "created")
+    }
+    return [
+        ConversationRow(
+            code=conversations[row["conversation_id"]]["code"],
+            title=conversations[row["conversation_id"]]["title"],
+            model=conversations[row["conversation_id"]]["model"],
+            created=conversations[row["conversation_id"]]["created"],
+            cost=row["cost"],
+            tokens=row["tokens"],
+            turn_count=row["turn_count"],
+            cached=row["cached"],
+            prompt=row["prompt"],
+            unpriced=row["unpriced"],
+        )
+        for row in top
+    ]
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,7 @@ def _conversation_day_sums() -> dict[str, Any]:
     }
 
 
-TOTALS_COLUMNS = ("calls", "priced_calls", "cost_total", "total_tokens", "prompt_tokens")
-TOTALS_COLUMNS += ("input_cached",)
+TOTALS_COLUMNS = tuple(_conversation_day_sums())
 COST_COLUMNS = {name for name in _usage_day_sums() if name.startswith("cost_")}
 
 
