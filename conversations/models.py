@@ -412,7 +412,6 @@ class UsageRecord(models.Model):
 # the calls summed is priced, so "unpriced" stays distinct from "$0".
 
 
-
 def cost_sum_field() -> models.DecimalField[Decimal | None, Decimal | None]:
     """A sum of costs: room for a million years of calls, the records' 12 places."""
     return models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)

@@ -392,7 +392,7 @@ def _rows(
     rows = {}
     for row in queryset:
         key = tuple(row[k] for k in keys)
-        rows[key] = {c: _normal(v) for c, v in row.items() if c not in keys}
+        rows[key] = {c.removeprefix("sum_"): _normal(v) for c, v in row.items() if c not in keys}
     return rows
 
 
@@ -447,7 +447,9 @@ def organization_drift(*, organization: Organization) -> list[str]:
             conv_keys,
         ),
         _rows(
-            conversation_day_rows(organization, records).values(*conv_keys, *CONVERSATION_DAY.sums),
+            conversation_day_rows(organization, records).values(
+                *conv_keys, *map(_alias, CONVERSATION_DAY.sums)
+            ),
             conv_keys,
         ),
     )
