@@ -6,8 +6,10 @@ rollups or the selectors."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,6 +18,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from conversations import selectors
 from conversations.demo import demo_transcripts
@@ -34,7 +39,7 @@ from conversations.services import deletion, rollups, transcripts
 from conversations.services.transcripts import transcripts_store
 from pricing.services import costs_recompute
 
-from .factories import ModelPriceFactory, OrganizationFactory
+from .factories import MembershipFactory, ModelPriceFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -336,3 +341,92 @@ def test_it_counts_days_in_the_organization_time_zone(org: Organization) -> None
     assert "::date" not in str(records.query) and "AT TIME ZONE" not in str(records.query)
     if connection.vendor == "postgresql":
         assert 'occurred_at" >= ' in str(records.query)
+
+
+# --- item 2: the small organization's pages read none of the big one's rows -----------------
+
+ORG_TABLES = {
+    "conversations_usagerecord",
+    "conversations_usageday",
+    "conversations_conversationday",
+    "conversations_conversationtotals",
+    "conversations_conversation",
+    "conversations_turn",
+    "conversations_message",
+}
+
+
+def _scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _scans(child)
+
+
+def _rows_read(node: dict[str, Any]) -> float:
+    """Rows a scan node read: those it returned plus those it read and threw away."""
+    per_loop = (
+        node.get("Actual Rows", 0)
+        + node.get("Rows Removed by Filter", 0)
+        + node.get("Rows Removed by Index Recheck", 0)
+    )
+    return float(per_loop * node.get("Actual Loops", 1))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="EXPLAIN's JSON is PostgreSQL's")
+def test_the_small_organization_pages_read_none_of_the_big_ones_rows(client: Client) -> None:
+    big = OrganizationFactory.create()
+    transcripts_store(organization=big, transcripts=_transcripts(random.Random(9), 150))
+    membership = MembershipFactory.create()
+    small = membership.organization
+    transcripts_store(organization=small, transcripts=_transcripts(random.Random(10), 6))
+    client.force_login(membership.user)
+    own = {table: count for table in ORG_TABLES for count in [_count_of(table, small)]}
+    assert own["conversations_usagerecord"] * 10 < _count_of("conversations_usagerecord", big)
+    overview = reverse("org_overview", args=[small.slug])
+    table = reverse("conversation_table", args=[small.slug])
+    month = {"date_from": "2026-10-04", "date_to": "2026-10-10"}
+    requests = [
+        (overview, {}),
+        (overview, {"model": "gpt-4o"}),
+        (overview, month),
+        (overview, {**month, "model": "gpt-4.1"}),
+        *((table, {"sort": sort}) for sort in selectors.CONVERSATION_SORTS),
+        (table, {"sort": "-tokens", **month}),
+    ]
+    checked = 0
+    with connection.cursor() as cursor:
+        # Plans as on a big table: with the test's few rows a sequential scan is cheapest,
+        # and it would read every organization's rows.
+        cursor.execute("SET enable_seqscan = off")
+        for url, query in requests:
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(url, query).status_code == 200
+            for executed in captured.captured_queries:
+                sql = executed["sql"]
+                if not sql.startswith("SELECT") or not any(t in sql for t in ORG_TABLES):
+                    continue
+                cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+                raw_plan = cursor.fetchone()[0]
+                plan = (json.loads(raw_plan) if isinstance(raw_plan, str) else raw_plan)[0]
+                for node in _scans(plan["Plan"]):
+                    relation = node.get("Relation Name")
+                    if relation not in ORG_TABLES:
+                        continue
+                    checked += 1
+                    assert node["Node Type"] != "Seq Scan", (url, query, sql)
+                    assert _rows_read(node) <= own[relation], (url, query, relation, sql)
+        cursor.execute("RESET enable_seqscan")
+    assert checked > 20
+
+
+def _count_of(table: str, organization: Organization) -> int:
+    scope = {
+        "conversations_turn": "conversation_id IN (SELECT id FROM conversations_conversation "
+        "WHERE organization_id = %s)",
+        "conversations_message": "conversation_id IN (SELECT id FROM "
+        "conversations_conversation WHERE organization_id = %s)",
+    }.get(table, "organization_id = %s")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE {scope}", [organization.pk])
+        (count,) = cursor.fetchone()
+    return int(count)
