@@ -304,13 +304,13 @@ def measure() -> dict[str, float]:
         assert totals is not None
         conversation = totals.conversation
         page = reverse("conversation_detail", args=[slug, conversation.code])
-        ms, queries = median_ms(lambda: client.get(page))
+        ms, queries = median_ms(lambda page=page: client.get(page))
         print(
             f"  {'conversation page (' + str(totals.calls) + ' turns)':<40} {ms:8.1f} ms  {queries:3d} queries"
         )
         what = reverse("conversation_what_if", args=[slug, conversation.code])
 
-        def cold_what_if() -> Any:
+        def cold_what_if(conversation: Any = conversation, what: str = what) -> Any:
             what_if.forget(conversation)  # the computation, not the cache
             return client.get(what, headers={"HX-Request": "true"})
 

@@ -448,6 +448,18 @@ class UsageDay(models.Model):
     latency_hit_calls = models.BigIntegerField(default=0)
     latency_miss_ms = models.BigIntegerField(default=0)
     latency_miss_calls = models.BigIntegerField(default=0)
+    # Calibration (engine/calibration.py): billing calls the API reported, compared with
+    # costlab's estimate and simulation of the same calls.
+    reported_calls = models.BigIntegerField(default=0)
+    estimate_exact_calls = models.BigIntegerField(default=0)
+    # Sum of (estimated - reported) / reported prompt tokens, each rounded to 12 places so
+    # that sums added chunk by chunk equal the sum over all rows exactly.
+    estimate_gap_sum = cost_sum_field()
+    estimate_gap_calls = models.BigIntegerField(default=0)
+    cached_exact_calls = models.BigIntegerField(default=0)
+    hit_agreement_calls = models.BigIntegerField(default=0)
+    simulated_cached = models.BigIntegerField(default=0)
+    reported_cached = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -459,6 +471,29 @@ class UsageDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id} {self.day} {self.model}"
+
+
+class CalibrationGap(models.Model):
+    """How many reported calls of a day and model were estimated `gap_permille` thousandths
+    off (|estimated - reported| / reported prompt tokens, rounded): the histogram the
+    calibration table's 95th percentile is read from, to the 0.1 % the page shows."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    gap_permille = models.BigIntegerField()
+    calls = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "day", "model", "gap_permille"],
+                name="calibrationgap_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.day} {self.model} {self.gap_permille}"
 
 
 class ConversationDay(models.Model):

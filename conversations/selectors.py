@@ -3,6 +3,7 @@ aggregates in the database: pages never loop over usage rows in Python."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -16,9 +17,10 @@ from django.db.models import Case, F, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
-from .engine.calibration import ModelCalibration, Pair, calibrate
+from .engine.calibration import ModelCalibration
 from .engine.types import Call, Transcript
 from .models import (
+    CalibrationGap,
     Conversation,
     ConversationDay,
     ConversationTotals,
@@ -31,7 +33,7 @@ from .models import (
     UsageSource,
 )
 
-RollupT = TypeVar("RollupT", UsageDay, ConversationDay)
+RollupT = TypeVar("RollupT", UsageDay, ConversationDay, CalibrationGap)
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -540,24 +542,63 @@ def conversation_transcript(conversation: Conversation) -> Transcript:
     )
 
 
-# The calibration table reads at most this many recent reported calls: enough for stable
-# shares and percentiles, bounded whatever the organization's size.
-CALIBRATION_SAMPLE = 20_000
-
-
 def calibration(organization: Organization, filters: UsageFilter) -> list[ModelCalibration]:
     """Per model, how far costlab's estimates and cache simulation were from what the API
-    reported, over the organization's calls that have both (issue 10 item 8)."""
-    rows = (
-        billing_records(organization, filters)
-        .filter(source=UsageSource.REPORTED)
-        .order_by("-occurred_at")
-        .values_list(
-            "model",
-            "turn__estimated_prompt_tokens",
-            "prompt_tokens",
-            "turn__simulated_cached_tokens",
-            "input_cached",
-        )[:CALIBRATION_SAMPLE]
+    reported, over the organization's calls that have both (issue 10 item 8), from the daily
+    rollups: the shares and sums exactly, the 95th percentile of the gap from its histogram
+    (to the 0.1 % the page shows)."""
+    sums = (
+        usage_days(organization, filters)
+        .filter(reported_calls__gt=0)
+        .values("model")
+        .annotate(
+            n=Sum("reported_calls"),
+            exact=Sum("estimate_exact_calls"),
+            gap_sum=Sum("estimate_gap_sum"),
+            gaps=Sum("estimate_gap_calls"),
+            cached_exact=Sum("cached_exact_calls"),
+            agree=Sum("hit_agreement_calls"),
+            simulated=Sum("simulated_cached"),
+            reported=Sum("reported_cached"),
+        )
+        .order_by()
     )
-    return calibrate(Pair(*row) for row in rows)
+    histogram: dict[str, list[tuple[int, int]]] = {}
+    gaps = (
+        filters.apply_days(CalibrationGap.objects.filter(organization=organization))
+        .values("model", "gap_permille")
+        .annotate(n=Sum("calls"))
+        .order_by("model", "gap_permille")
+    )
+    for row in gaps:
+        histogram.setdefault(row["model"], []).append((row["gap_permille"], row["n"]))
+    rows = [
+        ModelCalibration(
+            model=row["model"] or "(no model)",
+            calls=row["n"],
+            exact_share=row["exact"] / row["n"],
+            mean_gap=float(row["gap_sum"]) / row["gaps"] if row["gaps"] else 0.0,
+            p95_abs_gap=_percentile_of(histogram.get(row["model"], []), 0.95),
+            cached_exact_share=row["cached_exact"] / row["n"],
+            hit_agreement=row["agree"] / row["n"],
+            simulated_cached=row["simulated"],
+            reported_cached=row["reported"],
+        )
+        for row in sums
+    ]
+    return sorted(rows, key=lambda r: (-r.calls, r.model))
+
+
+def _percentile_of(histogram: list[tuple[int, int]], share: float) -> float:
+    """Nearest-rank percentile (engine/calibration.py's) of a sorted histogram of
+    thousandths."""
+    total = sum(count for _, count in histogram)
+    if not total:
+        return 0.0
+    rank = max(math.ceil(share * total) - 1, 0)
+    seen = 0
+    for permille, count in histogram:
+        seen += count
+        if seen > rank:
+            return permille / 1000
+    return histogram[-1][0] / 1000

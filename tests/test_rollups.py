@@ -24,6 +24,7 @@ from django.urls import reverse
 
 from conversations import selectors
 from conversations.demo import demo_transcripts
+from conversations.engine.calibration import Pair, calibrate
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
 from conversations.models import (
@@ -33,6 +34,7 @@ from conversations.models import (
     Organization,
     UsageDay,
     UsageRecord,
+    UsageSource,
 )
 from conversations.selectors import UsageFilter
 from conversations.services import deletion, rollups, transcripts
@@ -162,8 +164,8 @@ def test_it_verifies_and_rebuilds_from_the_command_line(
     with pytest.raises(CommandError, match="drifted in 1 organization"):
         call_command("rollups_verify")
     out = capsys.readouterr().out
-    assert f"usage_day ({day.day!r}, {day.model!r}): calls {day.calls + 1} != {day.calls}" in out
-    assert "conversation_totals" in out and "missing" in out
+    assert f"usageday ({day.day!r}, {day.model!r}): calls {day.calls + 1} != {day.calls}" in out
+    assert "conversationtotals" in out and "missing" in out
     call_command("rollups_rebuild", "--org", org.slug)
     call_command("rollups_verify")
     assert_exact(org)
@@ -207,7 +209,19 @@ def _raw_overview(organization: Organization, filters: UsageFilter) -> dict[str,
         by_conversation[r.conversation_id].append(r)
         if r.cost_total is None:
             unpriced[r.model or "(no model)"] += 1
+    pairs = [
+        Pair(
+            r.model,
+            r.turn.estimated_prompt_tokens,
+            r.prompt_tokens,
+            r.turn.simulated_cached_tokens,
+            r.input_cached,
+        )
+        for r in rs
+        if r.source == UsageSource.REPORTED
+    ]
     return {
+        "calibration": calibrate(pairs),
         "totals": {
             "calls": len(rs),
             "priced_calls": sum(r.cost_total is not None for r in rs),
@@ -325,6 +339,22 @@ def test_the_overview_reads_the_same_numbers_from_rollups_as_from_raw_rows(
         } == raw["conversations"]
         keys = [_sort_key(sort, r) for r in rows]
         assert keys == sorted(keys, reverse=sort.startswith("-")), sort
+    expected = raw["calibration"]
+    calibrated = selectors.calibration(org, filters)
+    assert [(r.model, r.calls) for r in calibrated] == [(e.model, e.calls) for e in expected]
+    for row, truth in zip(calibrated, expected, strict=True):
+        assert (row.exact_share, row.cached_exact_share, row.hit_agreement) == (
+            truth.exact_share,
+            truth.cached_exact_share,
+            truth.hit_agreement,
+        )
+        assert (row.simulated_cached, row.reported_cached) == (
+            truth.simulated_cached,
+            truth.reported_cached,
+        )
+        assert row.mean_gap == pytest.approx(truth.mean_gap, rel=1e-9, abs=1e-12)
+        # From the histogram of thousandths: the 0.1 % the page shows.
+        assert abs(row.p95_abs_gap - truth.p95_abs_gap) <= 0.0005
     limited = selectors.conversation_list(org, filters, sort="-cost", limit=3)
     assert limited == selectors.conversation_list(org, filters, sort="-cost", limit=1000)[:3]
 
@@ -430,3 +460,15 @@ def _count_of(table: str, organization: Organization) -> int:
         cursor.execute(f"SELECT count(*) FROM {table} WHERE {scope}", [organization.pk])
         (count,) = cursor.fetchone()
     return int(count)
+
+
+def test_it_regroups_days_when_the_time_zone_changes(org: Organization) -> None:
+    transcripts_store(organization=org, transcripts=_transcripts(random.Random(11), 12))
+    before = {d.day for d in selectors.cost_by_day(org, UsageFilter())}
+    org.time_zone = "Asia/Tokyo"  # 16 or 17 hours ahead of Los Angeles: most days move
+    org.save()
+    assert rollups.organization_drift(organization=org) != []
+    rollups.organization_rebuild(organization=org)
+    assert_exact(org)
+    after = {d.day for d in selectors.cost_by_day(org, UsageFilter())}
+    assert after != before

@@ -1,7 +1,8 @@
 """Rollups: the sums pages read instead of the raw usage (design.md 2.10).
 
-Three tables (conversations/models.py): UsageDay (organization x day x model), ConversationDay
-(conversation x day x model) and ConversationTotals (conversation). They are written in the
+Four tables (conversations/models.py): UsageDay (organization x day x model, calibration sums
+included), CalibrationGap (its estimate-gap histogram), ConversationDay (conversation x day x
+model) and ConversationTotals (conversation). They are written in the
 transaction that writes or changes the usage they sum, so a page never sees one without the
 other:
 
@@ -30,16 +31,32 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, models
-from django.db.models import Case, Count, Max, Min, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Count,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Abs, Cast, Coalesce, Round, TruncDate
 
 from ..models import (
+    CalibrationGap,
     Conversation,
     ConversationDay,
     ConversationTotals,
     Organization,
     UsageDay,
     UsageRecord,
+    UsageSource,
 )
 
 # Ids per statement: well under PostgreSQL's 65,535 parameters.
@@ -81,7 +98,42 @@ def _usage_day_sums() -> dict[str, Any]:
         "latency_miss_calls": Count(
             "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
         ),
+        **_calibration_sums(),
     }
+
+
+def _calibration_sums() -> dict[str, Any]:
+    """What engine/calibration.py computes per model, as sums (its percentile comes from
+    CalibrationGap)."""
+    reported = Q(source=UsageSource.REPORTED)
+    estimated = F("turn__estimated_prompt_tokens")
+    simulated = F("turn__simulated_cached_tokens")
+    agree = Q(input_cached__gt=0, turn__simulated_cached_tokens__gt=0) | Q(
+        input_cached=0, turn__simulated_cached_tokens=0
+    )
+    return {
+        "reported_calls": Count("id", filter=reported),
+        "estimate_exact_calls": Count("id", filter=reported & Q(prompt_tokens=estimated)),
+        "estimate_gap_sum": Sum(_gap(signed=True), filter=reported & Q(prompt_tokens__gt=0)),
+        "estimate_gap_calls": Count("id", filter=reported & Q(prompt_tokens__gt=0)),
+        "cached_exact_calls": Count("id", filter=reported & Q(input_cached=simulated)),
+        "hit_agreement_calls": Count("id", filter=reported & agree),
+        "simulated_cached": _int_sum("turn__simulated_cached_tokens", filter=reported),
+        "reported_cached": _int_sum("input_cached", filter=reported),
+    }
+
+
+def _gap(*, signed: bool) -> Any:
+    """(estimated - reported) / reported prompt tokens of a row, rounded to 12 places."""
+    difference: Any = F("turn__estimated_prompt_tokens") - F("prompt_tokens")
+    if not signed:
+        difference = Abs(difference)
+    exact: DecimalField[Decimal, Decimal] = DecimalField(max_digits=30, decimal_places=12)
+    return Round(
+        ExpressionWrapper(Cast(difference, exact) / F("prompt_tokens"), output_field=exact),
+        12,
+        output_field=exact,
+    )
 
 
 def _conversation_day_sums() -> dict[str, Any]:
@@ -96,33 +148,8 @@ def _conversation_day_sums() -> dict[str, Any]:
 
 
 TOTALS_COLUMNS = tuple(_conversation_day_sums())
-COST_COLUMNS = {name for name in _usage_day_sums() if name.startswith("cost_")}
-
-
-@dataclass(frozen=True)
-class Table:
-    model: type[models.Model]
-    keys: tuple[str, ...]
-    sums: tuple[str, ...]
-    conflict: tuple[str, ...]  # the unique constraint an upsert meets
-
-    @property
-    def name(self) -> str:
-        return self.model._meta.db_table
-
-
-USAGE_DAY = Table(
-    UsageDay,
-    keys=("organization_id", "day", "model"),
-    sums=tuple(_usage_day_sums()),
-    conflict=("organization_id", "day", "model"),
-)
-CONVERSATION_DAY = Table(
-    ConversationDay,
-    keys=("organization_id", "conversation_id", "day", "model"),
-    sums=tuple(_conversation_day_sums()),
-    conflict=("conversation_id", "day", "model"),
-)
+# Columns whose sums follow SQL's SUM: NULL until a non-NULL value is added.
+NULLABLE_COLUMNS = {name for name in _usage_day_sums() if "cost_" in name or "_sum" in name}
 
 
 def _billing(organization: Organization) -> QuerySet[UsageRecord]:
@@ -134,26 +161,64 @@ def _local_day(organization: Organization) -> TruncDate:
     return TruncDate("occurred_at", tzinfo=ZoneInfo(organization.time_zone))
 
 
-def usage_day_rows(organization: Organization, records: QuerySet[UsageRecord]) -> QuerySet[Any]:
-    """UsageDay's rows as the raw records give them (a values() queryset)."""
-    return (
-        records.annotate(day=_local_day(organization))
-        .values("organization_id", "day", "model")
-        .annotate(**_aliased(_usage_day_sums()))
-        .order_by()
-    )
+@dataclass(frozen=True)
+class Table:
+    model: type[models.Model]
+    keys: tuple[str, ...]
+    sums: dict[str, Any]
+    conflict: tuple[str, ...]  # the unique constraint an upsert meets
+    # Key columns computed from each record besides the organization, conversation, model.
+    computed: dict[str, Any] = field(default_factory=dict)
+    only: Q = field(default_factory=Q)  # the records it sums, of the billing ones
+
+    @property
+    def name(self) -> str:
+        return self.model._meta.db_table
+
+    def rows(self, organization: Organization, records: QuerySet[UsageRecord]) -> QuerySet[Any]:
+        """The table's rows as the raw records give them (a values() queryset)."""
+        rows: QuerySet[Any] = (
+            records.filter(self.only)
+            .annotate(day=_local_day(organization), **self.computed)
+            .values(*self.keys)
+            .annotate(**_aliased(self.sums))
+            .order_by()
+        )
+        return rows
 
 
-def conversation_day_rows(
-    organization: Organization, records: QuerySet[UsageRecord]
-) -> QuerySet[Any]:
-    """ConversationDay's rows as the raw records give them."""
-    return (
-        records.annotate(day=_local_day(organization))
-        .values("organization_id", "conversation_id", "day", "model")
-        .annotate(**_aliased(_conversation_day_sums()))
-        .order_by()
-    )
+USAGE_DAY = Table(
+    UsageDay,
+    keys=("organization_id", "day", "model"),
+    sums=_usage_day_sums(),
+    conflict=("organization_id", "day", "model"),
+)
+CALIBRATION_GAP = Table(
+    CalibrationGap,
+    keys=("organization_id", "day", "model", "gap_permille"),
+    sums={"calls": Count("id")},
+    conflict=("organization_id", "day", "model", "gap_permille"),
+    computed={
+        "gap_permille": Cast(
+            Round(
+                ExpressionWrapper(
+                    _gap(signed=False) * 1000,
+                    output_field=DecimalField(max_digits=30, decimal_places=12),
+                )
+            ),
+            BigIntegerField(),
+        )
+    },
+    only=Q(source=UsageSource.REPORTED, prompt_tokens__gt=0),
+)
+CONVERSATION_DAY = Table(
+    ConversationDay,
+    keys=("organization_id", "conversation_id", "day", "model"),
+    sums=_conversation_day_sums(),
+    conflict=("conversation_id", "day", "model"),
+)
+# Tables keyed by the organization's days: recomputed by day span (`_recompute`).
+ORG_DAY_TABLES = (USAGE_DAY, CALIBRATION_GAP)
 
 
 def _alias(column: str) -> str:
@@ -187,7 +252,7 @@ def _insert(table: Table, rows: QuerySet[Any], *, add: bool) -> None:
         updates = []
         for column in table.sums:
             mine, theirs = f"{target}.{_quote(column)}", f"excluded.{_quote(column)}"
-            if column in COST_COLUMNS:
+            if column in NULLABLE_COLUMNS:
                 updates.append(f"{_quote(column)} = COALESCE({mine} + {theirs}, {mine}, {theirs})")
             else:
                 updates.append(f"{_quote(column)} = {mine} + {theirs}")
@@ -258,8 +323,8 @@ def conversations_added(*, conversation_ids: list[int]) -> None:
     for organization, ids in _by_organization(conversation_ids).items():
         for batch in _batches(ids):
             records = _billing(organization).filter(conversation_id__in=batch)
-            _insert(USAGE_DAY, usage_day_rows(organization, records), add=True)
-            _insert(CONVERSATION_DAY, conversation_day_rows(organization, records), add=True)
+            for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+                _insert(table, table.rows(organization, records), add=True)
         _totals_refresh(organization, ids)
 
 
@@ -269,8 +334,8 @@ def turns_added(*, organization: Organization, turn_ids: list[int]) -> None:
     conversation_ids = list(records.values_list("conversation_id", flat=True).distinct())
     if not conversation_ids:  # a request that got no reply is billed nowhere
         return
-    _insert(USAGE_DAY, usage_day_rows(organization, records), add=True)
-    _insert(CONVERSATION_DAY, conversation_day_rows(organization, records), add=True)
+    for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+        _insert(table, table.rows(organization, records), add=True)
     _totals_refresh(organization, conversation_ids)
 
 
@@ -329,22 +394,23 @@ def _recompute(organization: Organization, ids: list[int], touched: Touched) -> 
             organization=organization, conversation_id__in=batch
         ).delete()
         records = _billing(organization).filter(conversation_id__in=batch)
-        _insert(CONVERSATION_DAY, conversation_day_rows(organization, records), add=False)
+        _insert(CONVERSATION_DAY, CONVERSATION_DAY.rows(organization, records), add=False)
     _totals_refresh(organization, ids)
     if touched.first is None or touched.last is None:
         return
-    UsageDay.objects.filter(
-        organization=organization,
-        day__gte=touched.first,
-        day__lte=touched.last,
-        model__in=touched.models,
-    ).delete()
     records = _billing(organization).filter(
         occurred_at__gte=_day_start(organization, touched.first),
         occurred_at__lt=_day_start(organization, touched.last + timedelta(days=1)),
         model__in=touched.models,
     )
-    _insert(USAGE_DAY, usage_day_rows(organization, records), add=False)
+    for table in ORG_DAY_TABLES:
+        table.model.objects.filter(  # type: ignore[attr-defined]
+            organization=organization,
+            day__gte=touched.first,
+            day__lte=touched.last,
+            model__in=touched.models,
+        ).delete()
+        _insert(table, table.rows(organization, records), add=False)
 
 
 def conversations_recompute(*, conversation_ids: Iterable[int]) -> None:
@@ -369,7 +435,7 @@ def conversations_removed(*, conversation_ids: list[int]) -> Iterator[None]:
 
 def organization_forget(*, organization: Organization) -> None:
     """Every rollup row of an organization about to be deleted (one DELETE each)."""
-    for model in (ConversationTotals, ConversationDay, UsageDay):
+    for model in (ConversationTotals, ConversationDay, UsageDay, CalibrationGap):
         model.objects.filter(organization=organization).delete()
 
 
@@ -378,8 +444,8 @@ def organization_rebuild(*, organization: Organization) -> None:
     transaction."""
     organization_forget(organization=organization)
     records = _billing(organization)
-    _insert(USAGE_DAY, usage_day_rows(organization, records), add=False)
-    _insert(CONVERSATION_DAY, conversation_day_rows(organization, records), add=False)
+    for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+        _insert(table, table.rows(organization, records), add=False)
     _totals_insert(organization, None)
 
 
@@ -425,34 +491,15 @@ def organization_drift(*, organization: Organization) -> list[str]:
     """Every rollup row of the organization that differs from its raw rows, one line each;
     empty when the rollups are exact."""
     records = _billing(organization)
-    day_keys = ("day", "model")
-    drift = _compare(
-        "usage_day",
-        _rows(
-            UsageDay.objects.filter(organization=organization).values(*day_keys, *USAGE_DAY.sums),
-            day_keys,
-        ),
-        _rows(
-            usage_day_rows(organization, records).values(*day_keys, *map(_alias, USAGE_DAY.sums)),
-            day_keys,
-        ),
-    )
-    conv_keys = ("conversation_id", "day", "model")
-    drift += _compare(
-        "conversation_day",
-        _rows(
-            ConversationDay.objects.filter(organization=organization).values(
-                *conv_keys, *CONVERSATION_DAY.sums
-            ),
-            conv_keys,
-        ),
-        _rows(
-            conversation_day_rows(organization, records).values(
-                *conv_keys, *map(_alias, CONVERSATION_DAY.sums)
-            ),
-            conv_keys,
-        ),
-    )
+    drift = []
+    for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+        keys = tuple(k for k in table.keys if k != "organization_id")
+        stored = table.model.objects.filter(organization=organization)  # type: ignore[attr-defined]
+        drift += _compare(
+            table.model._meta.model_name or table.name,
+            _rows(stored.values(*keys, *table.sums), keys),
+            _rows(table.rows(organization, records).values(*keys, *map(_alias, table.sums)), keys),
+        )
     raw_totals = (
         records.values("conversation_id")
         .annotate(**_aliased(_conversation_day_sums()))
@@ -463,7 +510,7 @@ def organization_drift(*, organization: Organization) -> list[str]:
         .values("conversation_id", *map(_alias, (*TOTALS_COLUMNS, "is_priced")))
     )
     drift += _compare(
-        "conversation_totals",
+        "conversationtotals",
         _rows(
             ConversationTotals.objects.filter(organization=organization).values(
                 "conversation_id", *TOTALS_COLUMNS, "is_priced"
