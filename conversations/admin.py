@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db import transaction
 from django.db.models import QuerySet
@@ -8,7 +10,7 @@ from django.http import HttpRequest
 from pricing.admin import recompute_costs
 
 from .models import Conversation, ImportJob, Membership, Organization
-from .services import deletion
+from .services import deletion, rollups
 
 
 class MembershipInline(admin.TabularInline[Membership, Organization]):
@@ -23,6 +25,12 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
     prepopulated_fields = {"slug": ("name",)}
     inlines = [MembershipInline]
     actions = [recompute_costs]
+
+    def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "time_zone" in form.changed_data:
+            # Its days moved: the daily rollups are regrouped (the admin view is atomic).
+            rollups.organization_rebuild(organization=obj)
 
     # Deleting goes through the service: uploaded files and cache entries go too.
     def delete_model(self, request: HttpRequest, obj: Organization) -> None:

@@ -9,9 +9,12 @@ money is Decimal and NULL when no price applies (design.md 2.2).
 from __future__ import annotations
 
 import uuid
+import zoneinfo
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -22,11 +25,28 @@ from .ranges import request_indexes
 # Costs keep 12 places: one cached gpt-4.1-nano token costs $0.000000025.
 
 
+def default_time_zone() -> str:
+    return str(settings.COSTLAB_TIME_ZONE)
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone name (e.g. Europe/Paris).")
+
+
 class Organization(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     created = models.DateTimeField(default=timezone.now)
+    # Where the organization's days start and end: cost by day, date filters and the daily
+    # rollups follow it. Changing it needs `manage.py rollups_rebuild --org <slug>`.
+    time_zone = models.CharField(
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text="IANA name. After changing it, run manage.py rollups_rebuild --org <slug>.",
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -201,6 +221,8 @@ class Conversation(models.Model):
                 fields=["organization", "content_sha256"], name="conversation_org_content"
             ),
             models.Index(fields=["organization", "external_id"], name="conversation_org_external"),
+            # The conversation list sorted by title.
+            models.Index(fields=["organization", "title", "id"], name="conversation_org_title"),
         ]
 
     def __str__(self) -> str:
@@ -382,3 +404,163 @@ class UsageRecord(models.Model):
     @property
     def is_priced(self) -> bool:
         return self.cost_total is not None
+
+
+# Rollups (conversations/services/rollups.py keeps them in the transaction that writes the
+# usage they sum; `manage.py rollups_verify` compares them with the raw rows). They sum
+# billing records only, as every page does. Cost columns follow SQL's SUM: NULL when none of
+# the calls summed is priced, so "unpriced" stays distinct from "$0".
+
+
+def cost_sum_field() -> models.DecimalField[Decimal | None, Decimal | None]:
+    """A sum of costs: room for a million years of calls, the records' 12 places."""
+    return models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)
+
+
+class UsageDay(models.Model):
+    """An organization's billing usage on one day (in its time zone) with one model: the
+    overview's totals, cost by model and cost by day read these (90 days x 8 models is 720
+    rows where the raw usage is a million)."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    calls = models.BigIntegerField(default=0)
+    priced_calls = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    input_uncached = models.BigIntegerField(default=0)
+    input_cached = models.BigIntegerField(default=0)
+    input_cache_write = models.BigIntegerField(default=0)
+    output = models.BigIntegerField(default=0)
+    cost_total = cost_sum_field()
+    cost_input_uncached = cost_sum_field()
+    cost_input_cached = cost_sum_field()
+    cost_input_cache_write = cost_sum_field()
+    cost_output = cost_sum_field()
+    # What the priced calls would have cost with no cache (the base of "cost reduction").
+    cost_uncached = cost_sum_field()
+    eligible_calls = models.BigIntegerField(default=0)
+    hit_calls = models.BigIntegerField(default=0)
+    # Latency averages are sums over counts: calls without a recorded latency count in neither.
+    latency_hit_ms = models.BigIntegerField(default=0)
+    latency_hit_calls = models.BigIntegerField(default=0)
+    latency_miss_ms = models.BigIntegerField(default=0)
+    latency_miss_calls = models.BigIntegerField(default=0)
+    # Calibration (engine/calibration.py): billing calls the API reported, compared with
+    # costlab's estimate and simulation of the same calls.
+    reported_calls = models.BigIntegerField(default=0)
+    estimate_exact_calls = models.BigIntegerField(default=0)
+    # Sum of (estimated - reported) / reported prompt tokens, each rounded to 12 places so
+    # that sums added chunk by chunk equal the sum over all rows exactly.
+    estimate_gap_sum = cost_sum_field()
+    estimate_gap_calls = models.BigIntegerField(default=0)
+    cached_exact_calls = models.BigIntegerField(default=0)
+    hit_agreement_calls = models.BigIntegerField(default=0)
+    simulated_cached = models.BigIntegerField(default=0)
+    reported_cached = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target; it also serves the overview's day ranges.
+            models.UniqueConstraint(
+                fields=["organization", "day", "model"], name="usageday_unique_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.day} {self.model}"
+
+
+class CalibrationGap(models.Model):
+    """How many reported calls of a day and model were estimated `gap_permille` thousandths
+    off (|estimated - reported| / reported prompt tokens, rounded): the histogram the
+    calibration table's 95th percentile is read from, to the 0.1 % the page shows."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    gap_permille = models.BigIntegerField()
+    calls = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "day", "model", "gap_permille"],
+                name="calibrationgap_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.day} {self.model} {self.gap_permille}"
+
+
+class ConversationDay(models.Model):
+    """A conversation's billing usage on one day with one model: the conversation list
+    under a date or model filter sums these (about one row per conversation)."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    calls = models.BigIntegerField(default=0)
+    priced_calls = models.BigIntegerField(default=0)
+    cost_total = cost_sum_field()
+    total_tokens = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    input_cached = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "day", "model"], name="conversationday_unique_key"
+            ),
+        ]
+        indexes = [
+            # The filtered conversation list: an org's rows by day, and by model and day.
+            models.Index(fields=["organization", "day"], name="conversationday_org_day"),
+            models.Index(fields=["organization", "model", "day"], name="conversationday_org_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} {self.day} {self.model}"
+
+
+class ConversationTotals(models.Model):
+    """A conversation's billing usage over all time: the unfiltered conversation list reads
+    its top rows straight off one index per sort."""
+
+    conversation = models.OneToOneField(
+        Conversation, models.CASCADE, primary_key=True, related_name="totals"
+    )
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    calls = models.BigIntegerField(default=0)
+    priced_calls = models.BigIntegerField(default=0)
+    cost_total = cost_sum_field()
+    total_tokens = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    input_cached = models.BigIntegerField(default=0)
+    # priced_calls > 0, kept as a column so the cost sort has a plain index: an unpriced
+    # conversation (cost NULL) sorts below every priced one both ways, as it did before.
+    is_priced = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # One per sort of the list; a descending sort walks its index backwards, which
+            # is why the tie-breaker (conversation) follows the sort's direction.
+            models.Index(
+                fields=["organization", "is_priced", "cost_total", "conversation"],
+                name="convtotals_org_cost",
+            ),
+            models.Index(
+                fields=["organization", "calls", "conversation"], name="convtotals_org_calls"
+            ),
+            models.Index(
+                fields=["organization", "total_tokens", "conversation"],
+                name="convtotals_org_tokens",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"totals of {self.conversation_id}"

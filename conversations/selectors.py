@@ -3,28 +3,37 @@ aggregates in the database: pages never loop over usage rows in Python."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from datetime import date, datetime
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any, TypeVar
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Avg, Count, F, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Case, F, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
-from .engine.calibration import ModelCalibration, Pair, calibrate
+from .engine.calibration import ModelCalibration
 from .engine.types import Call, Transcript
 from .models import (
+    CalibrationGap,
     Conversation,
+    ConversationDay,
+    ConversationTotals,
     ImportJob,
     Membership,
     Organization,
     Turn,
+    UsageDay,
     UsageRecord,
     UsageSource,
 )
+
+RollupT = TypeVar("RollupT", UsageDay, ConversationDay, CalibrationGap)
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -81,23 +90,57 @@ def import_job_get(*, organization: Organization, code: UUID) -> ImportJob:
 
 @dataclass(frozen=True)
 class UsageFilter:
+    """Days are the organization's (Organization.time_zone), both ends included."""
+
     date_from: date | None = None
     date_to: date | None = None
     model: str = ""
 
-    def apply(self, records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+    def apply(
+        self, records: QuerySet[UsageRecord], organization: Organization
+    ) -> QuerySet[UsageRecord]:
+        """Raw usage: the days as a half-open range of instants, which the (organization,
+        time) index serves; a cast of each row's time to a date would read them all."""
+        zone = ZoneInfo(organization.time_zone)
         if self.date_from:
-            records = records.filter(occurred_at__date__gte=self.date_from)
+            records = records.filter(occurred_at__gte=_day_start(self.date_from, zone))
         if self.date_to:
-            records = records.filter(occurred_at__date__lte=self.date_to)
+            records = records.filter(
+                occurred_at__lt=_day_start(self.date_to + timedelta(days=1), zone)
+            )
         if self.model:
             records = records.filter(model=self.model)
         return records
 
+    def apply_days(self, rows: QuerySet[RollupT]) -> QuerySet[RollupT]:
+        """Rollups are kept per day of the organization: the days filter them as they are."""
+        if self.date_from:
+            rows = rows.filter(day__gte=self.date_from)
+        if self.date_to:
+            rows = rows.filter(day__lte=self.date_to)
+        if self.model:
+            rows = rows.filter(model=self.model)
+        return rows
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.date_from or self.date_to or self.model)
+
+
+def _day_start(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=zone)
+
 
 def billing_records(organization: Organization, filters: UsageFilter) -> QuerySet[UsageRecord]:
     """The usage that counts: one record per turn, reported when the API reported it."""
-    return filters.apply(UsageRecord.objects.filter(organization=organization, is_billing=True))
+    return filters.apply(
+        UsageRecord.objects.filter(organization=organization, is_billing=True), organization
+    )
+
+
+def usage_days(organization: Organization, filters: UsageFilter) -> QuerySet[UsageDay]:
+    """The organization's daily rollups under the filter (services/rollups.py keeps them)."""
+    return filters.apply_days(UsageDay.objects.filter(organization=organization))
 
 
 @dataclass(frozen=True)
@@ -145,29 +188,33 @@ class OrgTotals:
         return float(1 - self.cost / self.cost_uncached)
 
 
+def _average(total: int | None, count: int | None) -> float | None:
+    return total / count if total is not None and count else None
+
+
 def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
-    records = billing_records(organization, filters)
-    agg = records.aggregate(
-        calls=Count("id"),
-        priced_calls=Count("id", filter=Q(cost_total__isnull=False)),
+    days = usage_days(organization, filters)
+    agg = days.aggregate(
+        calls=Coalesce(Sum("calls"), 0),
+        priced_calls=Coalesce(Sum("priced_calls"), 0),
         cost=Sum("cost_total"),
-        cost_uncached=Sum("cost_uncached", filter=Q(cost_total__isnull=False)),
+        cost_uncached=Sum("cost_uncached"),
         prompt=Coalesce(Sum("prompt_tokens"), 0),
         cached=Coalesce(Sum("input_cached"), 0),
         completion=Coalesce(Sum("completion_tokens"), 0),
-        eligible=Count("id", filter=Q(cache_eligible=True)),
-        # A hit is an eligible call that read cached tokens (design.md 2.8).
-        hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
-        conversations=Count("conversation", distinct=True),
-        latency_hit=Avg("turn__latency_ms", filter=Q(input_cached__gt=0)),
-        latency_miss=Avg("turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)),
+        eligible=Coalesce(Sum("eligible_calls"), 0),
+        hits=Coalesce(Sum("hit_calls"), 0),
+        latency_hit=Sum("latency_hit_ms"),
+        latency_hit_calls=Sum("latency_hit_calls"),
+        latency_miss=Sum("latency_miss_ms"),
+        latency_miss_calls=Sum("latency_miss_calls"),
     )
     unpriced = list(
-        records.filter(cost_total__isnull=True)
-        .values("model")
-        .annotate(calls=Count("id"))
-        .order_by("-calls", "model")
-        .values_list("model", "calls")
+        days.values("model")
+        .annotate(unpriced=Sum("calls") - Sum("priced_calls"))
+        .filter(unpriced__gt=0)
+        .order_by("-unpriced", "model")
+        .values_list("model", "unpriced")
     )
     return OrgTotals(
         calls=agg["calls"],
@@ -180,9 +227,21 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
         eligible_calls=agg["eligible"],
         hit_calls=agg["hits"],
         unpriced_models=[(m or "(no model)", n) for m, n in unpriced],
-        conversations=agg["conversations"],
-        latency_hit_ms=agg["latency_hit"],
-        latency_miss_ms=agg["latency_miss"],
+        conversations=conversation_count(organization, filters),
+        latency_hit_ms=_average(agg["latency_hit"], agg["latency_hit_calls"]),
+        latency_miss_ms=_average(agg["latency_miss"], agg["latency_miss_calls"]),
+    )
+
+
+def conversation_count(organization: Organization, filters: UsageFilter) -> int:
+    """Conversations with billing usage under the filter."""
+    if filters.is_empty:
+        return ConversationTotals.objects.filter(organization=organization).count()
+    return (
+        filters.apply_days(ConversationDay.objects.filter(organization=organization))
+        .values("conversation_id")
+        .distinct()
+        .count()
     )
 
 
@@ -200,17 +259,27 @@ class ModelCost:
 
 def cost_by_model(organization: Organization, filters: UsageFilter) -> list[ModelCost]:
     rows = (
-        billing_records(organization, filters)
+        usage_days(organization, filters)
         .values("model")
         .annotate(
             cost=Sum("cost_total"),
-            calls=Count("id"),
+            # Renamed and cast back: an annotation may not take a field's name.
+            n=Sum("calls"),
             tokens=Sum("total_tokens"),
-            unpriced=Count("id", filter=Q(cost_total__isnull=True)),
+            unpriced=Sum("calls") - Sum("priced_calls"),
         )
         .order_by(F("cost").desc(nulls_last=True), "model")
     )
-    return [ModelCost(**row) for row in rows]
+    return [
+        ModelCost(
+            model=row["model"],
+            cost=row["cost"],
+            calls=row["n"],
+            tokens=row["tokens"],
+            unpriced=row["unpriced"],
+        )
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -231,8 +300,7 @@ class DayCost:
 
 def cost_by_day(organization: Organization, filters: UsageFilter) -> list[DayCost]:
     rows = (
-        billing_records(organization, filters)
-        .annotate(day=TruncDate("occurred_at"))
+        usage_days(organization, filters)
         .values("day")
         .annotate(
             cost=Sum("cost_total"),
@@ -241,37 +309,40 @@ def cost_by_day(organization: Organization, filters: UsageFilter) -> list[DayCos
             uncached=Coalesce(Sum("cost_input_uncached"), Decimal(0))
             + Coalesce(Sum("cost_input_cache_write"), Decimal(0)),
             output=Sum("cost_output"),
-            calls=Count("id"),
+            n=Sum("calls"),
             prompt=Sum("prompt_tokens"),
             cached_tokens=Sum("input_cached"),
-            eligible=Count("id", filter=Q(cache_eligible=True)),
-            hits=Count("id", filter=Q(input_cached__gt=0, cache_eligible=True)),
+            eligible=Sum("eligible_calls"),
+            hits=Sum("hit_calls"),
         )
         .order_by("day")
     )
-    return [DayCost(**row) for row in rows]
+    return [DayCost(calls=row.pop("n"), **row) for row in rows]
 
 
 def models_used(organization: Organization) -> list[str]:
     return list(
-        UsageRecord.objects.filter(organization=organization, is_billing=True)
+        UsageDay.objects.filter(organization=organization)
         .values_list("model", flat=True)
         .distinct()
         .order_by("model")
     )
 
 
-CONVERSATION_SORTS = {
-    "cost": F("cost").asc(nulls_first=True),
-    "-cost": F("cost").desc(nulls_last=True),
-    "turns": F("turn_count").asc(),
-    "-turns": F("turn_count").desc(),
-    "tokens": F("tokens").asc(nulls_first=True),
-    "-tokens": F("tokens").desc(nulls_last=True),
-    "created": F("created").asc(),
-    "-created": F("created").desc(),
-    "title": F("title").asc(),
-    "-title": F("title").desc(),
+# Each sort with its tie-breaker in the same direction, so that a descending sort walks the
+# ascending index backwards (ConversationTotals.Meta.indexes). Unpriced conversations (cost
+# NULL) come before every priced one in ascending order and after them in descending order.
+CONVERSATION_SORTS: dict[str, tuple[str, ...]] = {
+    "cost": ("is_priced", "cost", "conversation_id"),
+    "-cost": ("-is_priced", "-cost", "-conversation_id"),
+    "turns": ("turn_count", "conversation_id"),
+    "-turns": ("-turn_count", "-conversation_id"),
+    "tokens": ("tokens", "conversation_id"),
+    "-tokens": ("-tokens", "-conversation_id"),
+    "created": ("conversation__created", "conversation_id"),
+    "-created": ("-conversation__created", "-conversation_id"),
+    "title": ("conversation__title", "conversation_id"),
+    "-title": ("-conversation__title", "-conversation_id"),
 }
 
 
@@ -292,33 +363,68 @@ class ConversationRow:
     unpriced: int
 
 
+# ConversationRow's sums and the rollup columns they come from.
+CONVERSATION_SUMS = {
+    "cost": "cost_total",
+    "tokens": "total_tokens",
+    "turn_count": "calls",
+    "cached": "input_cached",
+    "prompt": "prompt_tokens",
+}
+
+
 def conversation_list(
     organization: Organization, filters: UsageFilter, *, sort: str = "-cost", limit: int = 200
 ) -> list[ConversationRow]:
-    usage = Q(usage_records__is_billing=True)
-    if filters.date_from:
-        usage &= Q(usage_records__occurred_at__date__gte=filters.date_from)
-    if filters.date_to:
-        usage &= Q(usage_records__occurred_at__date__lte=filters.date_to)
-    if filters.model:
-        usage &= Q(usage_records__model=filters.model)
-    conversations = (
-        Conversation.objects.filter(organization=organization)
-        .annotate(
-            cost=Sum("usage_records__cost_total", filter=usage),
-            tokens=Sum("usage_records__total_tokens", filter=usage),
-            turn_count=Count("usage_records", filter=usage),
-            cached=Sum("usage_records__input_cached", filter=usage),
-            prompt=Sum("usage_records__prompt_tokens", filter=usage),
-            unpriced=Count(
-                "usage_records", filter=usage & Q(usage_records__cost_total__isnull=True)
-            ),
+    """The top conversations by a sort, with their usage under the filter. Unfiltered, the
+    rows come off ConversationTotals' index for the sort; filtered, from the organization's
+    ConversationDay rows in the filter (about one per conversation), summed per
+    conversation. Either way the query reads only this organization's rows."""
+    order = CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"])
+    rows: QuerySet[Any]
+    if filters.is_empty:
+        rows = ConversationTotals.objects.filter(organization=organization).annotate(
+            **{name: F(column) for name, column in CONVERSATION_SUMS.items()},
+            unpriced=F("calls") - F("priced_calls"),
         )
-        .filter(turn_count__gt=0)
-        .order_by(CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"]), "id")
-        .values(*(field.name for field in fields(ConversationRow)))
+    else:
+        rows = (
+            filters.apply_days(ConversationDay.objects.filter(organization=organization))
+            .values("conversation_id")
+            .annotate(
+                **{name: Sum(column) for name, column in CONVERSATION_SUMS.items()},
+                unpriced=Sum("calls") - Sum("priced_calls"),
+                priced=Sum("priced_calls"),
+            )
+            .annotate(is_priced=Case(When(priced__gt=0, then=Value(True)), default=Value(False)))
+        )
+    if order[0].lstrip("-").startswith("conversation__"):
+        # Sorted by the conversation's own columns: the conversation's index leads.
+        rows = rows.filter(conversation__organization=organization)
+    top = list(
+        rows.order_by(*order).values("conversation_id", *CONVERSATION_SUMS, "unpriced")[:limit]
     )
-    return [ConversationRow(**row) for row in conversations[:limit]]
+    conversations = {
+        c["pk"]: c
+        for c in Conversation.objects.filter(
+            organization=organization, pk__in=[row["conversation_id"] for row in top]
+        ).values("pk", "code", "title", "model", "created")
+    }
+    return [
+        ConversationRow(
+            code=conversations[row["conversation_id"]]["code"],
+            title=conversations[row["conversation_id"]]["title"],
+            model=conversations[row["conversation_id"]]["model"],
+            created=conversations[row["conversation_id"]]["created"],
+            cost=row["cost"],
+            tokens=row["tokens"],
+            turn_count=row["turn_count"],
+            cached=row["cached"],
+            prompt=row["prompt"],
+            unpriced=row["unpriced"],
+        )
+        for row in top
+    ]
 
 
 @dataclass(frozen=True)
@@ -436,24 +542,63 @@ def conversation_transcript(conversation: Conversation) -> Transcript:
     )
 
 
-# The calibration table reads at most this many recent reported calls: enough for stable
-# shares and percentiles, bounded whatever the organization's size.
-CALIBRATION_SAMPLE = 20_000
-
-
 def calibration(organization: Organization, filters: UsageFilter) -> list[ModelCalibration]:
     """Per model, how far costlab's estimates and cache simulation were from what the API
-    reported, over the organization's calls that have both (issue 10 item 8)."""
-    rows = (
-        billing_records(organization, filters)
-        .filter(source=UsageSource.REPORTED)
-        .order_by("-occurred_at")
-        .values_list(
-            "model",
-            "turn__estimated_prompt_tokens",
-            "prompt_tokens",
-            "turn__simulated_cached_tokens",
-            "input_cached",
-        )[:CALIBRATION_SAMPLE]
+    reported, over the organization's calls that have both (issue 10 item 8), from the daily
+    rollups: the shares and sums exactly, the 95th percentile of the gap from its histogram
+    (to the 0.1 % the page shows)."""
+    sums = (
+        usage_days(organization, filters)
+        .filter(reported_calls__gt=0)
+        .values("model")
+        .annotate(
+            n=Sum("reported_calls"),
+            exact=Sum("estimate_exact_calls"),
+            gap_sum=Sum("estimate_gap_sum"),
+            gaps=Sum("estimate_gap_calls"),
+            cached_exact=Sum("cached_exact_calls"),
+            agree=Sum("hit_agreement_calls"),
+            simulated=Sum("simulated_cached"),
+            reported=Sum("reported_cached"),
+        )
+        .order_by()
     )
-    return calibrate(Pair(*row) for row in rows)
+    histogram: dict[str, list[tuple[int, int]]] = {}
+    gaps = (
+        filters.apply_days(CalibrationGap.objects.filter(organization=organization))
+        .values("model", "gap_permille")
+        .annotate(n=Sum("calls"))
+        .order_by("model", "gap_permille")
+    )
+    for row in gaps:
+        histogram.setdefault(row["model"], []).append((row["gap_permille"], row["n"]))
+    rows = [
+        ModelCalibration(
+            model=row["model"] or "(no model)",
+            calls=row["n"],
+            exact_share=row["exact"] / row["n"],
+            mean_gap=float(row["gap_sum"]) / row["gaps"] if row["gaps"] else 0.0,
+            p95_abs_gap=_percentile_of(histogram.get(row["model"], []), 0.95),
+            cached_exact_share=row["cached_exact"] / row["n"],
+            hit_agreement=row["agree"] / row["n"],
+            simulated_cached=row["simulated"],
+            reported_cached=row["reported"],
+        )
+        for row in sums
+    ]
+    return sorted(rows, key=lambda r: (-r.calls, r.model))
+
+
+def _percentile_of(histogram: list[tuple[int, int]], share: float) -> float:
+    """Nearest-rank percentile (engine/calibration.py's) of a sorted histogram of
+    thousandths."""
+    total = sum(count for _, count in histogram)
+    if not total:
+        return 0.0
+    rank = max(math.ceil(share * total) - 1, 0)
+    seen = 0
+    for permille, count in histogram:
+        seen += count
+        if seen > rank:
+            return permille / 1000
+    return histogram[-1][0] / 1000

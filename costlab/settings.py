@@ -216,6 +216,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# A new organization's time zone (its days in cost by day, date filters and the daily
+# rollups); each organization can have its own (Organization.time_zone).
+COSTLAB_TIME_ZONE = os.getenv("COSTLAB_TIME_ZONE", "UTC")
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

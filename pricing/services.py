@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from conversations.engine.pricing import Buckets, buckets_from_usage, usage_from_dict
 from conversations.models import Organization, UsageRecord
+from conversations.services import rollups
 from costlab import heartbeat, jobs
 
 from .book import PriceBook
@@ -223,6 +224,9 @@ def _reprice_all(log: CostRecompute, *, check: Callable[[], None]) -> None:
     before = after = Decimal(0)
     log.records = log.changed = 0
     batch: list[UsageRecord] = []
+    # Conversations whose billing usage changed: their rollups are recomputed at the end,
+    # inside the same transaction.
+    touched: set[int] = set()
     for record in records.iterator(chunk_size=RECOMPUTE_BATCH):
         if record.organization_id not in books:
             books[record.organization_id] = PriceBook.for_organization(
@@ -233,6 +237,8 @@ def _reprice_all(log: CostRecompute, *, check: Callable[[], None]) -> None:
         log.records += 1
         if _reprice(record, books[record.organization_id]):
             batch.append(record)
+            if record.is_billing:
+                touched.add(record.conversation_id)
         if record.is_billing:
             after += record.cost_total or 0
         if len(batch) >= RECOMPUTE_BATCH:
@@ -242,4 +248,6 @@ def _reprice_all(log: CostRecompute, *, check: Callable[[], None]) -> None:
             batch = []
     UsageRecord.objects.bulk_update(batch, COST_FIELDS)
     log.changed += len(batch)
+    check()
+    rollups.conversations_recompute(conversation_ids=touched)
     log.cost_before, log.cost_after = before, after

@@ -35,6 +35,7 @@ from conversations.models import (
 )
 from conversations.ranges import request_ranges
 from conversations.selectors import conversation_transcript
+from conversations.services import rollups
 from conversations.services.transcripts import DEFAULT_RETENTION_SECONDS
 from conversations.services.usage import turn_usage_records
 from costlab import jobs
@@ -402,6 +403,7 @@ def _turn_record(call: ApiCall, result: CallResult | None) -> tuple[Turn | None,
                 turn=turn, conversation=conversation, result=analysis, book=book, at=at
             )
             UsageRecord.objects.bulk_create(records)
+            rollups.turns_added(organization=chat.organization, turn_ids=[turn.pk])
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()

@@ -34,6 +34,7 @@ from ..models import (
     Turn,
     UsageRecord,
 )
+from . import rollups
 from .imports import progress_key
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def conversation_delete(*, conversation: Conversation) -> None:
     names: list[str] = []
     if conversation.import_job_id is not None:
         names = _files_removed(ImportJob.objects.filter(pk=conversation.import_job_id))
-    _rows_delete(Conversation.objects.filter(pk=conversation.pk))
+    with rollups.conversations_removed(conversation_ids=[conversation.pk]):
+        _rows_delete(Conversation.objects.filter(pk=conversation.pk))
     transaction.on_commit(lambda: files_delete(names))
     transaction.on_commit(lambda: what_if.forget(conversation))
 
@@ -106,6 +108,7 @@ def organization_delete(*, organization: Organization) -> None:
     keys += [progress_key(job) for job in jobs.only("code")]
     names = upload_names(jobs)
     folder = f"{UPLOADS}/{organization.pk}"
+    rollups.organization_forget(organization=organization)
     _rows_delete(conversations)
     organization.delete()
 

@@ -31,6 +31,7 @@ from ..models import (
     UsageRecord,
 )
 from ..ranges import request_ranges
+from . import rollups
 from .usage import turn_usage_records
 
 CHUNK = 200
@@ -125,7 +126,8 @@ def _conversation_store(
     results: list[CallAnalysis],
     fallback_time: datetime,
     totals: ImportTotals,
-) -> None:
+) -> int:
+    """Store one conversation; returns its id."""
     calls: list[Call] = [r.call for r in results]
     times = [c.started_at for c in calls if c.started_at is not None]
     conversation = Conversation.objects.create(
@@ -170,6 +172,7 @@ def _conversation_store(
     totals.messages += len(messages)
     for warning in located_warnings(transcript):
         totals.warn(warning)
+    return conversation.pk
 
 
 def _title_from(transcript: Transcript) -> str:
@@ -259,17 +262,23 @@ def transcripts_store(
             retention_seconds=retention_seconds,
             org=str(organization.code),
         )
+        stored: list[int] = []
         for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True):
-            _conversation_store(
-                organization=organization,
-                job=job,
-                book=book,
-                transcript=transcript,
-                digest=digest,
-                results=result.calls,
-                fallback_time=now,
-                totals=totals,
+            stored.append(
+                _conversation_store(
+                    organization=organization,
+                    job=job,
+                    book=book,
+                    transcript=transcript,
+                    digest=digest,
+                    results=result.calls,
+                    fallback_time=now,
+                    totals=totals,
+                )
             )
+        # The chunk's rows are written: their sums go into the rollups in the same
+        # transaction, computed by the database from those rows.
+        rollups.conversations_added(conversation_ids=stored)
         if on_chunk is not None:
             on_chunk(totals)
     if totals.skipped:

@@ -23,7 +23,8 @@ from calls.services import calling, chats
 from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
 from conversations.models import ConversationSource, Message, Role, Turn, UsageRecord
-from conversations.selectors import UsageFilter, conversation_list
+from conversations.selectors import UsageFilter, conversation_list, org_totals
+from conversations.services import rollups
 from costlab import jobs
 from tests.factories import MembershipFactory, OrganizationFactory
 
@@ -114,6 +115,9 @@ def test_it_records_each_turn_with_the_reported_usage_beside_the_estimate() -> N
     listed = conversation_list(chat.organization, UsageFilter())
     assert [row.code for row in listed] == [conversation.code]
     assert listed[0].turn_count == 3
+    # Each recorded turn added its usage to the rollups in its own transaction.
+    assert rollups.organization_drift(organization=chat.organization) == []
+    assert org_totals(chat.organization, UsageFilter()).calls == 3
 
 
 def test_it_records_a_turn_once_however_often_its_task_runs() -> None:
@@ -129,6 +133,7 @@ def test_it_records_a_turn_once_however_often_its_task_runs() -> None:
     assert Turn.objects.filter(conversation=chat.conversation).count() == 1
     assert UsageRecord.objects.filter(conversation=chat.conversation).count() == 2
     assert call.attempts.count() == 1
+    assert rollups.organization_drift(organization=chat.organization) == []
 
 
 def test_it_waits_as_long_as_retry_after_says_then_succeeds() -> None:

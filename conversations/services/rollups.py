@@ -1,0 +1,522 @@
+"""Rollups: the sums pages read instead of the raw usage (design.md 2.10).
+
+Four tables (conversations/models.py): UsageDay (organization x day x model, calibration sums
+included), CalibrationGap (its estimate-gap histogram), ConversationDay (conversation x day x
+model) and ConversationTotals (conversation). They are written in the
+transaction that writes or changes the usage they sum, so a page never sees one without the
+other:
+
+- new rows add their sums: one INSERT ... SELECT ... ON CONFLICT DO UPDATE per table,
+  computed by the database from the rows just written (`conversations_added` for an import's
+  chunk, `turns_added` for a recorded call);
+- changed or deleted rows recompute the keys they touch from the raw rows
+  (`conversations_recompute` after re-pricing, `conversations_removed` around a delete);
+- `organization_rebuild` starts over, `organization_drift` compares with the raw rows
+  (manage.py rollups_rebuild, rollups_verify).
+
+Days are in the organization's time zone (Organization.time_zone). The SQL is built by the
+ORM, so it runs on SQLite as well as PostgreSQL; the upserts take their keys in order so two
+writers never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db import connection, models
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Count,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Abs, Cast, Coalesce, Round, TruncDate
+
+from ..models import (
+    CalibrationGap,
+    Conversation,
+    ConversationDay,
+    ConversationTotals,
+    Organization,
+    UsageDay,
+    UsageRecord,
+    UsageSource,
+)
+
+# Ids per statement: well under PostgreSQL's 65,535 parameters.
+ID_BATCH = 5000
+
+
+def _int_sum(name: str, **extra: Any) -> Coalesce:
+    return Coalesce(Sum(name, **extra), 0)
+
+
+def _usage_day_sums() -> dict[str, Any]:
+    priced = Q(cost_total__isnull=False)
+    hit = Q(input_cached__gt=0)
+    return {
+        "calls": Count("id"),
+        "priced_calls": Count("id", filter=priced),
+        "prompt_tokens": _int_sum("prompt_tokens"),
+        "completion_tokens": _int_sum("completion_tokens"),
+        "total_tokens": _int_sum("total_tokens"),
+        "input_uncached": _int_sum("input_uncached"),
+        "input_cached": _int_sum("input_cached"),
+        "input_cache_write": _int_sum("input_cache_write"),
+        "output": _int_sum("output"),
+        "cost_total": Sum("cost_total"),
+        "cost_input_uncached": Sum("cost_input_uncached"),
+        "cost_input_cached": Sum("cost_input_cached"),
+        "cost_input_cache_write": Sum("cost_input_cache_write"),
+        "cost_output": Sum("cost_output"),
+        "cost_uncached": Sum("cost_uncached", filter=priced),
+        "eligible_calls": Count("id", filter=Q(cache_eligible=True)),
+        # A hit is an eligible call that read cached tokens (design.md 2.8); a call that read
+        # cached tokens is always eligible (services/usage.py).
+        "hit_calls": Count("id", filter=Q(cache_eligible=True) & hit),
+        "latency_hit_ms": _int_sum("turn__latency_ms", filter=hit),
+        "latency_hit_calls": Count("turn__latency_ms", filter=hit),
+        "latency_miss_ms": _int_sum(
+            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
+        ),
+        "latency_miss_calls": Count(
+            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
+        ),
+        **_calibration_sums(),
+    }
+
+
+def _calibration_sums() -> dict[str, Any]:
+    """What engine/calibration.py computes per model, as sums (its percentile comes from
+    CalibrationGap)."""
+    reported = Q(source=UsageSource.REPORTED)
+    estimated = F("turn__estimated_prompt_tokens")
+    simulated = F("turn__simulated_cached_tokens")
+    agree = Q(input_cached__gt=0, turn__simulated_cached_tokens__gt=0) | Q(
+        input_cached=0, turn__simulated_cached_tokens=0
+    )
+    return {
+        "reported_calls": Count("id", filter=reported),
+        "estimate_exact_calls": Count("id", filter=reported & Q(prompt_tokens=estimated)),
+        "estimate_gap_sum": Sum(_gap(signed=True), filter=reported & Q(prompt_tokens__gt=0)),
+        "estimate_gap_calls": Count("id", filter=reported & Q(prompt_tokens__gt=0)),
+        "cached_exact_calls": Count("id", filter=reported & Q(input_cached=simulated)),
+        "hit_agreement_calls": Count("id", filter=reported & agree),
+        "simulated_cached": _int_sum("turn__simulated_cached_tokens", filter=reported),
+        "reported_cached": _int_sum("input_cached", filter=reported),
+    }
+
+
+def _gap(*, signed: bool) -> Any:
+    """(estimated - reported) / reported prompt tokens of a row, rounded to 12 places."""
+    difference: Any = F("turn__estimated_prompt_tokens") - F("prompt_tokens")
+    if not signed:
+        difference = Abs(difference)
+    exact: DecimalField[Decimal, Decimal] = DecimalField(max_digits=30, decimal_places=12)
+    return Round(
+        ExpressionWrapper(Cast(difference, exact) / F("prompt_tokens"), output_field=exact),
+        12,
+        output_field=exact,
+    )
+
+
+def _conversation_day_sums() -> dict[str, Any]:
+    return {
+        "calls": Count("id"),
+        "priced_calls": Count("id", filter=Q(cost_total__isnull=False)),
+        "cost_total": Sum("cost_total"),
+        "total_tokens": _int_sum("total_tokens"),
+        "prompt_tokens": _int_sum("prompt_tokens"),
+        "input_cached": _int_sum("input_cached"),
+    }
+
+
+TOTALS_COLUMNS = tuple(_conversation_day_sums())
+# Columns whose sums follow SQL's SUM: NULL until a non-NULL value is added.
+NULLABLE_COLUMNS = {name for name in _usage_day_sums() if "cost_" in name or "_sum" in name}
+
+
+def _billing(organization: Organization) -> QuerySet[UsageRecord]:
+    # Every rollup statement starts from the organization (its index leads with it).
+    return UsageRecord.objects.filter(organization=organization, is_billing=True)
+
+
+def _local_day(organization: Organization) -> TruncDate:
+    return TruncDate("occurred_at", tzinfo=ZoneInfo(organization.time_zone))
+
+
+@dataclass(frozen=True)
+class Table:
+    model: type[models.Model]
+    keys: tuple[str, ...]
+    sums: dict[str, Any]
+    conflict: tuple[str, ...]  # the unique constraint an upsert meets
+    # Key columns computed from each record besides the organization, conversation, model.
+    computed: dict[str, Any] = field(default_factory=dict)
+    only: Q = field(default_factory=Q)  # the records it sums, of the billing ones
+
+    @property
+    def name(self) -> str:
+        return self.model._meta.db_table
+
+    def rows(self, organization: Organization, records: QuerySet[UsageRecord]) -> QuerySet[Any]:
+        """The table's rows as the raw records give them (a values() queryset)."""
+        rows: QuerySet[Any] = (
+            records.filter(self.only)
+            .annotate(day=_local_day(organization), **self.computed)
+            .values(*self.keys)
+            .annotate(**_aliased(self.sums))
+            .order_by()
+        )
+        return rows
+
+
+USAGE_DAY = Table(
+    UsageDay,
+    keys=("organization_id", "day", "model"),
+    sums=_usage_day_sums(),
+    conflict=("organization_id", "day", "model"),
+)
+CALIBRATION_GAP = Table(
+    CalibrationGap,
+    keys=("organization_id", "day", "model", "gap_permille"),
+    sums={"calls": Count("id")},
+    conflict=("organization_id", "day", "model", "gap_permille"),
+    computed={
+        "gap_permille": Cast(
+            Round(
+                ExpressionWrapper(
+                    _gap(signed=False) * 1000,
+                    output_field=DecimalField(max_digits=30, decimal_places=12),
+                )
+            ),
+            BigIntegerField(),
+        )
+    },
+    only=Q(source=UsageSource.REPORTED, prompt_tokens__gt=0),
+)
+CONVERSATION_DAY = Table(
+    ConversationDay,
+    keys=("organization_id", "conversation_id", "day", "model"),
+    sums=_conversation_day_sums(),
+    conflict=("conversation_id", "day", "model"),
+)
+# Tables keyed by the organization's days: recomputed by day span (`_recompute`).
+ORG_DAY_TABLES = (USAGE_DAY, CALIBRATION_GAP)
+
+
+def _alias(column: str) -> str:
+    """The sums' names in a query: a name equal to a field's (cost_total) would make the
+    other sums' filters read the sum instead of the field."""
+    return f"sum_{column}"
+
+
+def _aliased(sums: dict[str, Any]) -> dict[str, Any]:
+    return {_alias(column): value for column, value in sums.items()}
+
+
+def _quote(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _insert(table: Table, rows: QuerySet[Any], *, add: bool) -> None:
+    """INSERT the rows a values() queryset computes; with `add`, a key already there gets
+    the new sums added to its own (costs: NULL + x = x, as SUM would have it)."""
+    columns = [*table.keys, *table.sums]
+    names = ", ".join(_quote(c) for c in columns)
+    select = ", ".join(f"delta.{_quote(c if c in table.keys else _alias(c))}" for c in columns)
+    inner, params = rows.query.sql_with_params()
+    # WHERE true: SQLite needs it to tell an upsert's ON from a join's.
+    sql = (
+        f"INSERT INTO {_quote(table.name)} ({names}) SELECT {select} FROM ({inner}) delta "
+        f"WHERE true ORDER BY {', '.join(f'delta.{_quote(k)}' for k in table.keys)}"
+    )
+    if add:
+        target = _quote(table.name)
+        updates = []
+        for column in table.sums:
+            mine, theirs = f"{target}.{_quote(column)}", f"excluded.{_quote(column)}"
+            if column in NULLABLE_COLUMNS:
+                updates.append(f"{_quote(column)} = COALESCE({mine} + {theirs}, {mine}, {theirs})")
+            else:
+                updates.append(f"{_quote(column)} = {mine} + {theirs}")
+        conflict = ", ".join(_quote(k) for k in table.conflict)
+        sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _totals_insert(organization: Organization, conversation_ids: list[int] | None) -> None:
+    """ConversationTotals summed from ConversationDay rows (a few per conversation): simpler
+    than a second upsert, and it cannot drift from them. None: every conversation."""
+    days = ConversationDay.objects.filter(organization=organization)
+    if conversation_ids is not None:
+        days = days.filter(conversation_id__in=conversation_ids)
+    sums = (
+        days.values("conversation_id", "organization_id")
+        .annotate(**{_alias(c): Sum(c) for c in TOTALS_COLUMNS})
+        .annotate(
+            sum_is_priced=Case(When(sum_priced_calls__gt=0, then=Value(True)), default=Value(False))
+        )
+        .order_by()
+    )
+    inner, params = sums.query.sql_with_params()
+    keys = ("conversation_id", "organization_id")
+    columns = (*TOTALS_COLUMNS, "is_priced")
+    names = ", ".join(_quote(c) for c in (*keys, *columns))
+    select = ", ".join(_quote(c) for c in (*keys, *map(_alias, columns)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_quote(ConversationTotals._meta.db_table)} ({names}) "
+            f"SELECT {select} FROM ({inner}) totals WHERE true ORDER BY conversation_id",
+            params,
+        )
+
+
+def _totals_refresh(organization: Organization, conversation_ids: list[int]) -> None:
+    for batch in _batches(conversation_ids):
+        ConversationTotals.objects.filter(
+            organization=organization, conversation_id__in=batch
+        ).delete()
+        _totals_insert(organization, batch)
+
+
+def _batches(ids: Iterable[int]) -> Iterator[list[int]]:
+    items = sorted(set(ids))
+    for start in range(0, len(items), ID_BATCH):
+        yield items[start : start + ID_BATCH]
+
+
+def _by_organization(conversation_ids: Iterable[int]) -> dict[Organization, list[int]]:
+    grouped: dict[int, list[int]] = defaultdict(list)
+    for batch in _batches(conversation_ids):
+        for pk, org_id in Conversation.objects.filter(pk__in=batch).values_list(
+            "pk", "organization_id"
+        ):
+            grouped[org_id].append(pk)
+    organizations = Organization.objects.in_bulk(list(grouped))
+    return {organizations[org_id]: ids for org_id, ids in grouped.items()}
+
+
+# --- new rows: add their sums -------------------------------------------------------------
+
+
+def conversations_added(*, conversation_ids: list[int]) -> None:
+    """Add the usage of conversations whose rows were all just written (an import's chunk)
+    to the rollups. Call once per chunk, after its usage records, in the same transaction."""
+    for organization, ids in _by_organization(conversation_ids).items():
+        for batch in _batches(ids):
+            records = _billing(organization).filter(conversation_id__in=batch)
+            for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+                _insert(table, table.rows(organization, records), add=True)
+        _totals_refresh(organization, ids)
+
+
+def turns_added(*, organization: Organization, turn_ids: list[int]) -> None:
+    """Add the usage of turns just recorded in existing conversations (a live call)."""
+    records = _billing(organization).filter(turn_id__in=turn_ids)
+    conversation_ids = list(records.values_list("conversation_id", flat=True).distinct())
+    if not conversation_ids:  # a request that got no reply is billed nowhere
+        return
+    for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+        _insert(table, table.rows(organization, records), add=True)
+    _totals_refresh(organization, conversation_ids)
+
+
+# --- changed or removed rows: recompute what they touch -----------------------------------
+
+
+@dataclass
+class Touched:
+    """The UsageDay keys some conversations reach: per organization, a day span and models.
+    Recomputing the span x models is a superset of the exact keys, and as correct."""
+
+    first: date | None = None
+    last: date | None = None
+    models: set[str] = field(default_factory=set)
+
+    def add(self, first: date, last: date, model: str) -> None:
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+        self.models.add(model)
+
+
+def _touched(organization: Organization, ids: list[int]) -> Touched:
+    """What the raw rows of these conversations reach, and what the rollups hold for them
+    (a drifted rollup row is mended too)."""
+    zone = ZoneInfo(organization.time_zone)
+    touched = Touched()
+    for batch in _batches(ids):
+        spans = (
+            _billing(organization)
+            .filter(conversation_id__in=batch)
+            .values("model")
+            .annotate(first=Min("occurred_at"), last=Max("occurred_at"))
+            .order_by()
+        )
+        for row in spans:
+            first, last = row["first"].astimezone(zone), row["last"].astimezone(zone)
+            touched.add(first.date(), last.date(), row["model"])
+        held = (
+            ConversationDay.objects.filter(organization=organization, conversation_id__in=batch)
+            .values("model")
+            .annotate(first=Min("day"), last=Max("day"))
+            .order_by()
+        )
+        for row in held:
+            touched.add(row["first"], row["last"], row["model"])
+    return touched
+
+
+def _day_start(organization: Organization, day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=ZoneInfo(organization.time_zone))
+
+
+def _recompute(organization: Organization, ids: list[int], touched: Touched) -> None:
+    for batch in _batches(ids):
+        ConversationDay.objects.filter(
+            organization=organization, conversation_id__in=batch
+        ).delete()
+        records = _billing(organization).filter(conversation_id__in=batch)
+        _insert(CONVERSATION_DAY, CONVERSATION_DAY.rows(organization, records), add=False)
+    _totals_refresh(organization, ids)
+    if touched.first is None or touched.last is None:
+        return
+    records = _billing(organization).filter(
+        occurred_at__gte=_day_start(organization, touched.first),
+        occurred_at__lt=_day_start(organization, touched.last + timedelta(days=1)),
+        model__in=touched.models,
+    )
+    for table in ORG_DAY_TABLES:
+        table.model.objects.filter(  # type: ignore[attr-defined]
+            organization=organization,
+            day__gte=touched.first,
+            day__lte=touched.last,
+            model__in=touched.models,
+        ).delete()
+        _insert(table, table.rows(organization, records), add=False)
+
+
+def conversations_recompute(*, conversation_ids: Iterable[int]) -> None:
+    """Recompute every rollup row these conversations reach from the raw rows: after their
+    usage changed in place (re-pricing). Same transaction as the change."""
+    for organization, ids in _by_organization(conversation_ids).items():
+        _recompute(organization, ids, _touched(organization, ids))
+
+
+@contextmanager
+def conversations_removed(*, conversation_ids: list[int]) -> Iterator[None]:
+    """Around deleting conversations' rows: notes what they reach before, recomputes it
+    from the rows that remain after."""
+    plan = [
+        (organization, ids, _touched(organization, ids))
+        for organization, ids in _by_organization(conversation_ids).items()
+    ]
+    yield
+    for organization, ids, touched in plan:
+        _recompute(organization, ids, touched)
+
+
+def organization_forget(*, organization: Organization) -> None:
+    """Every rollup row of an organization about to be deleted (one DELETE each)."""
+    for model in (ConversationTotals, ConversationDay, UsageDay, CalibrationGap):
+        model.objects.filter(organization=organization).delete()
+
+
+def organization_rebuild(*, organization: Organization) -> None:
+    """All of an organization's rollups again from its raw rows. The caller owns the
+    transaction."""
+    organization_forget(organization=organization)
+    records = _billing(organization)
+    for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+        _insert(table, table.rows(organization, records), add=False)
+    _totals_insert(organization, None)
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+def _rows(
+    queryset: Iterable[dict[str, Any]], keys: tuple[str, ...]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    rows = {}
+    for row in queryset:
+        key = tuple(row[k] for k in keys)
+        rows[key] = {c.removeprefix("sum_"): _normal(v) for c, v in row.items() if c not in keys}
+    return rows
+
+
+def _normal(value: Any) -> Any:
+    # Decimal('1.500') == Decimal('1.5'), but a report should not print both.
+    return value.normalize() if isinstance(value, Decimal) else value
+
+
+def _compare(
+    name: str,
+    stored: dict[tuple[Any, ...], dict[str, Any]],
+    raw: dict[tuple[Any, ...], dict[str, Any]],
+) -> list[str]:
+    drift = []
+    for key in sorted(set(stored) | set(raw), key=repr):
+        mine, truth = stored.get(key), raw.get(key)
+        if mine is None:
+            drift.append(f"{name} {key}: missing (raw rows sum to {truth})")
+        elif truth is None:
+            drift.append(f"{name} {key}: {mine} but no raw rows")
+        else:
+            differ = {c: (mine[c], truth[c]) for c in truth if mine.get(c) != truth[c]}
+            if differ:
+                shown = ", ".join(f"{c} {a} != {b}" for c, (a, b) in differ.items())
+                drift.append(f"{name} {key}: {shown} (rollup != raw)")
+    return drift
+
+
+def organization_drift(*, organization: Organization) -> list[str]:
+    """Every rollup row of the organization that differs from its raw rows, one line each;
+    empty when the rollups are exact."""
+    records = _billing(organization)
+    drift = []
+    for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
+        keys = tuple(k for k in table.keys if k != "organization_id")
+        stored = table.model.objects.filter(organization=organization)  # type: ignore[attr-defined]
+        drift += _compare(
+            table.model._meta.model_name or table.name,
+            _rows(stored.values(*keys, *table.sums), keys),
+            _rows(table.rows(organization, records).values(*keys, *map(_alias, table.sums)), keys),
+        )
+    raw_totals = (
+        records.values("conversation_id")
+        .annotate(**_aliased(_conversation_day_sums()))
+        .annotate(
+            sum_is_priced=Case(When(sum_priced_calls__gt=0, then=Value(True)), default=Value(False))
+        )
+        .order_by()
+        .values("conversation_id", *map(_alias, (*TOTALS_COLUMNS, "is_priced")))
+    )
+    drift += _compare(
+        "conversationtotals",
+        _rows(
+            ConversationTotals.objects.filter(organization=organization).values(
+                "conversation_id", *TOTALS_COLUMNS, "is_priced"
+            ),
+            ("conversation_id",),
+        ),
+        _rows(raw_totals, ("conversation_id",)),
+    )
+    return drift
