@@ -5,13 +5,14 @@ The caller owns the transaction (an import is all or nothing)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from itertools import islice
 
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,6 +32,7 @@ from ..models import (
     UsageRecord,
 )
 from ..ranges import request_ranges
+from . import bulk
 from .usage import turn_usage_records
 
 CHUNK = 200
@@ -115,8 +117,20 @@ def _turn_build(
     )
 
 
-def _conversation_store(
+@dataclass
+class ChunkRows:
+    """A chunk's rows, built as unsaved instances (defaults filled in by Django) in the
+    order they are written: conversations, then messages, turns and usage records."""
+
+    conversations: list[Conversation] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    records: list[UsageRecord] = field(default_factory=list)
+
+
+def _conversation_rows(
     *,
+    rows: ChunkRows,
     organization: Organization,
     job: ImportJob | None,
     book: PriceBook,
@@ -128,7 +142,7 @@ def _conversation_store(
 ) -> None:
     calls: list[Call] = [r.call for r in results]
     times = [c.started_at for c in calls if c.started_at is not None]
-    conversation = Conversation.objects.create(
+    conversation = Conversation(
         organization=organization,
         import_job=job,
         source=_source_of(transcript),
@@ -141,7 +155,7 @@ def _conversation_store(
         content_sha256=digest,
     )
     message_times = transcript.message_times or []
-    messages = Message.objects.bulk_create(
+    messages = [
         Message(
             conversation=conversation,
             index=i,
@@ -150,11 +164,11 @@ def _conversation_store(
             sent_at=message_times[i] if i < len(message_times) else None,
         )
         for i, m in enumerate(transcript.messages)
-    )
-    turns = Turn.objects.bulk_create(
-        _turn_build(conversation, messages, n, r) for n, r in enumerate(results)
-    )
-    records: list[UsageRecord] = []
+    ]
+    turns = [_turn_build(conversation, messages, n, r) for n, r in enumerate(results)]
+    rows.conversations.append(conversation)
+    rows.messages.extend(messages)
+    rows.turns.extend(turns)
     for turn, result in zip(turns, results, strict=True):
         at = result.call.started_at or conversation.started_at or fallback_time
         turn_records = turn_usage_records(
@@ -163,13 +177,78 @@ def _conversation_store(
         for record in turn_records:
             if record.is_billing:
                 totals.add_billing(record)
-        records.extend(turn_records)
-    UsageRecord.objects.bulk_create(records)
+        rows.records.extend(turn_records)
     totals.conversations += 1
     totals.turns += len(turns)
     totals.messages += len(messages)
     for warning in located_warnings(transcript):
         totals.warn(warning)
+
+
+def _rows_orm_write(rows: ChunkRows) -> None:
+    """Django's bulk_create, table by table: it fills each foreign key from the instance
+    saved just before (SQLite, and any database without COPY)."""
+    Conversation.objects.bulk_create(rows.conversations)
+    Message.objects.bulk_create(rows.messages)
+    Turn.objects.bulk_create(rows.turns)
+    UsageRecord.objects.bulk_create(rows.records)
+
+
+def _rows_copy_write(rows: ChunkRows) -> None:
+    """PostgreSQL: ids from the tables' sequences, foreign keys filled here, one COPY a
+    table (services/bulk.py)."""
+    tables: list[tuple[type[models.Model], Sequence[models.Model]]] = [
+        (Conversation, rows.conversations),
+        (Message, rows.messages),
+        (Turn, rows.turns),
+        (UsageRecord, rows.records),
+    ]
+    for model, objects in tables:
+        for obj, pk in zip(objects, bulk.ids_reserve(model=model, count=len(objects)), strict=True):
+            obj.pk = pk
+    # The instances were built with unsaved parents; the ORM copies the parent's id at save
+    # time, COPY needs it now.
+    for message in rows.messages:
+        message.conversation_id = message.conversation.pk
+    for turn in rows.turns:
+        turn.conversation_id = turn.conversation.pk
+        turn.response_id = turn.response.pk if turn.response is not None else None
+    for record in rows.records:
+        record.conversation_id = record.conversation.pk
+        record.turn_id = record.turn.pk
+    for model, objects in tables:
+        bulk.objects_copy(model=model, objects=objects)
+
+
+def _chunk_store(
+    *,
+    organization: Organization,
+    job: ImportJob | None,
+    book: PriceBook,
+    stored: list[tuple[Transcript, str, list[CallAnalysis]]],
+    fallback_time: datetime,
+    totals: ImportTotals,
+) -> list[int]:
+    """Write one chunk's conversations with their messages, turns and usage records, in
+    the caller's transaction; the ids of the conversations written, in file order."""
+    rows = ChunkRows()
+    for transcript, digest, results in stored:
+        _conversation_rows(
+            rows=rows,
+            organization=organization,
+            job=job,
+            book=book,
+            transcript=transcript,
+            digest=digest,
+            results=results,
+            fallback_time=fallback_time,
+            totals=totals,
+        )
+    if bulk.copy_supported():
+        _rows_copy_write(rows)
+    else:
+        _rows_orm_write(rows)
+    return [conversation.pk for conversation in rows.conversations]
 
 
 def _title_from(transcript: Transcript) -> str:
@@ -259,17 +338,17 @@ def transcripts_store(
             retention_seconds=retention_seconds,
             org=str(organization.code),
         )
-        for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True):
-            _conversation_store(
-                organization=organization,
-                job=job,
-                book=book,
-                transcript=transcript,
-                digest=digest,
-                results=result.calls,
-                fallback_time=now,
-                totals=totals,
-            )
+        _chunk_store(
+            organization=organization,
+            job=job,
+            book=book,
+            stored=[
+                (transcript, digest, result.calls)
+                for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True)
+            ],
+            fallback_time=now,
+            totals=totals,
+        )
         if on_chunk is not None:
             on_chunk(totals)
     if totals.skipped:
