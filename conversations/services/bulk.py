@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from django.db import connection, models
@@ -21,6 +22,8 @@ from psycopg.copy import QueuedLibpqWriter
 # Where `rows_copy` runs. A module constant so a test can take the ORM path on
 # PostgreSQL too and compare what both write.
 COPY_VENDORS = frozenset({"postgresql"})
+
+Row = Mapping[str, Any]
 
 
 def copy_supported() -> bool:
@@ -46,22 +49,10 @@ def ids_reserve(*, model: type[models.Model], count: int) -> list[int]:
         return sorted(row[0] for row in cursor.fetchall())
 
 
-def _json_dump(field: models.JSONField[Any]) -> Any:
-    encoder = field.encoder
-
-    def dump(value: Any) -> str | None:
-        # As the ORM writes a JSONField with null=True: Python None is SQL NULL.
-        return None if value is None else json.dumps(value, cls=encoder)
-
-    return dump
-
-
-def rows_copy(
-    *, model: type[models.Model], rows: Sequence[Mapping[str, Any]], ids: Sequence[int]
-) -> None:
+def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[int]) -> None:
     """Write rows given as columns by attribute name, under the ids given, with one COPY.
-    A column a row leaves out gets the field's default, called per row as Model.__init__
-    does (a fresh uuid4 code, `created` = now).
+    Every row has the first row's columns; a column they leave out gets the field's
+    default, called per row as Model.__init__ does (a fresh uuid4 code, `created` = now).
 
     Text format: psycopg turns each Python value (str, int, bool, Decimal, datetime, UUID)
     into the server's text form and the server parses it by the column's type, so a value
@@ -72,13 +63,25 @@ def rows_copy(
     pk = model._meta.pk
     assert pk is not None
     fields = [field for field in model._meta.concrete_fields if field is not pk]
-    columns = [
-        (f.attname, _json_dump(f) if isinstance(f, models.JSONField) else None, f.get_default)
-        for f in fields
+    given = [field for field in fields if field.attname in rows[0]]
+    defaulted = [field for field in fields if field.attname not in rows[0]]
+    if len(given) != len(rows[0]):
+        unknown = sorted(set(rows[0]) - {field.attname for field in given})
+        raise ValueError(f"{model.__name__} has no column {', '.join(unknown)}")
+    columns = [pk, *given, *defaulted]
+    # As the ORM writes a JSONField: Python None is SQL NULL, anything else JSON text.
+    encoders = [
+        (index, field.encoder)
+        for index, field in enumerate(columns)
+        if isinstance(field, models.JSONField)
     ]
+    names = [field.attname for field in given]
+    # itemgetter of one name returns the value itself, not a 1-tuple.
+    values_of = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    defaults = [field.get_default for field in defaulted]
     statement = sql.SQL("COPY {table} ({columns}) FROM STDIN").format(
         table=sql.Identifier(model._meta.db_table),
-        columns=sql.SQL(", ").join(sql.Identifier(f.column) for f in [pk, *fields]),
+        columns=sql.SQL(", ").join(sql.Identifier(field.column) for field in columns),
     )
     connection.ensure_connection()
     with (
@@ -89,8 +92,10 @@ def rows_copy(
         cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy,
     ):
         for row, id_ in zip(rows, ids, strict=True):
-            values: list[Any] = [id_]
-            for attname, dump, default in columns:
-                value = row[attname] if attname in row else default()
-                values.append(dump(value) if dump is not None else value)
+            if len(row) != len(given):  # a column the first row lacks would be lost
+                raise ValueError(f"{model.__name__} rows differ in their columns")
+            values = [id_, *values_of(row), *(default() for default in defaults)]
+            for index, encoder in encoders:
+                if values[index] is not None:
+                    values[index] = json.dumps(values[index], cls=encoder)
             copy.write_row(values)
