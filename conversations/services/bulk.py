@@ -69,7 +69,8 @@ def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[i
         unknown = sorted(set(rows[0]) - {field.attname for field in given})
         raise ValueError(f"{model.__name__} has no column {', '.join(unknown)}")
     columns = [pk, *given, *defaulted]
-    # As the ORM writes a JSONField: Python None is SQL NULL, anything else JSON text.
+    # As the ORM writes a JSONField: Python None is SQL NULL, anything else JSON text
+    # (without the spaces json.dumps puts after separators: jsonb drops them anyway).
     encoders = [
         (index, field.encoder)
         for index, field in enumerate(columns)
@@ -97,5 +98,5 @@ def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[i
             values = [id_, *values_of(row), *(default() for default in defaults)]
             for index, encoder in encoders:
                 if values[index] is not None:
-                    values[index] = json.dumps(values[index], cls=encoder)
+                    values[index] = json.dumps(values[index], cls=encoder, separators=(",", ":"))
             copy.write_row(values)
