@@ -247,3 +247,38 @@ def test_it_stores_nothing_when_an_import_crashes_after_a_chunk_was_copied(
     again = imports.import_path(organization=org, paths=[path])
     assert again.status == ImportStatus.SUCCEEDED, again.error
     assert Conversation.objects.filter(organization=org).count() == 2 * transcripts.CHUNK + 1
+
+
+def test_it_fills_the_defaults_django_fills_when_copying() -> None:
+    org = OrganizationFactory.create()
+    by_orm = Conversation.objects.create(organization=org)
+    ids = bulk.ids_reserve(model=Conversation, count=2)
+    assert ids[0] < ids[1] and by_orm.pk < ids[0]
+    bulk.rows_copy(
+        model=Conversation,
+        rows=[{"organization_id": org.pk}, {"organization_id": org.pk}],
+        ids=ids,
+    )
+    first, second = Conversation.objects.filter(pk__in=ids).order_by("pk")
+    for copied in (first, second):
+        for field in ("source", "external_id", "title", "model", "started_at", "warnings"):
+            assert getattr(copied, field) == getattr(by_orm, field), field
+        assert copied.created >= by_orm.created
+    # A fresh uuid4 per row, as Model.__init__ draws one per instance.
+    assert len({by_orm.code, first.code, second.code}) == 3 and first.code.version == 4
+
+
+def test_it_refuses_rows_it_would_write_only_in_part() -> None:
+    org = OrganizationFactory.create()
+    ids = bulk.ids_reserve(model=Conversation, count=2)
+    with pytest.raises(ValueError, match="Conversation has no column nonsense"):
+        bulk.rows_copy(
+            model=Conversation, rows=[{"organization_id": org.pk, "nonsense": 1}], ids=ids[:1]
+        )
+    # A later row with a column the first lacks would lose it: refused, not dropped.
+    with pytest.raises(ValueError, match="rows differ in their columns"):
+        bulk.rows_copy(
+            model=Conversation,
+            rows=[{"organization_id": org.pk}, {"organization_id": org.pk, "title": "lost"}],
+            ids=ids,
+        )
