@@ -5,8 +5,8 @@ psycopg that was most of an import's time (issue 13: 82 % of a 50 MB file); COPY
 table's rows of a whole chunk in one statement, through the same constraints and triggers.
 
 Rows come as plain dicts, not model instances: building ~95,000 instances for a 50 MB file
-cost more than writing them. Defaults Django would fill in Python (uuid codes, `created`
-timestamps, JSON defaults) are filled here from the same field definitions."""
+took longer than their COPY (profiled). Defaults Django would fill in Python (uuid codes,
+`created` timestamps, JSON defaults) are filled here from the same field definitions."""
 
 from __future__ import annotations
 
