@@ -95,7 +95,7 @@ def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[i
         for row, id_ in zip(rows, ids, strict=True):
             if len(row) != len(given):  # a column the first row lacks would be lost
                 raise ValueError(f"{model.__name__} rows differ in their columns")
-            values = [id_, *values_of(row), *(default() for default in defaults)]
+            values = [id_, *values_of(row), *[default() for default in defaults]]
             for index, encoder in encoders:
                 if values[index] is not None:
                     values[index] = json.dumps(values[index], cls=encoder, separators=(",", ":"))
