@@ -18,7 +18,7 @@ so, so a batch call's cached tokens with no batch cached rate pay the batch inpu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from conversations.engine.pricing import Rates
@@ -53,6 +53,12 @@ def tier_of(service_tier: str | None, *, batch: bool) -> str:
 class RateMatrix:
     cells: Mapping[Cell, Decimal]
     long_context_threshold: int | None = None
+    # Rates already chosen, by (tier, band, retention): an import asks twice a call (the
+    # engine, then the usage records) with a handful of distinct answers; choosing them
+    # afresh was a tenth of a 50 MB import's time (bench/import.py).
+    _chosen: dict[tuple[str, str, str], Rates] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def band_of(self, prompt_tokens: int) -> str:
         threshold = self.long_context_threshold
@@ -87,8 +93,14 @@ class RateMatrix:
         tier = tier_of(service_tier, batch=batch)
         band = self.band_of(prompt_tokens)
         retention = EXTENDED if extended_retention else DEFAULT
+        chosen = self._chosen.get((tier, band, retention))
+        if chosen is not None:
+            return chosen
         values = {b: self.rate(b, tier, band, retention) for b in BUCKETS}
         input_rate, output_rate = values.pop("input"), values.pop("output")
         if input_rate is None or output_rate is None:
             raise ValueError("a price row needs standard input and output rates")
-        return Rates(input=input_rate, output=output_rate, **values)
+        chosen = self._chosen[(tier, band, retention)] = Rates(
+            input=input_rate, output=output_rate, **values
+        )
+        return chosen

@@ -54,10 +54,16 @@ def chat_transcript(record: Record) -> Transcript:
     # Tool definitions are part of every prompt: they must reach the turns, or the
     # estimate of each request is short by the size of the schemas.
     tools = _tools(obj, record)
-    calls = calls_from_messages(messages, model=model, tools=tools, location=record.location)
+    # Without tools the importer rebuilds the same turns itself: building them here too cost
+    # a twentieth of a 50 MB import (each request lists every earlier message's index).
+    calls = (
+        calls_from_messages(messages, model=model, tools=tools, location=record.location)
+        if tools
+        else None
+    )
     return Transcript(
         messages=messages,
-        calls=calls if tools else None,
+        calls=calls,
         external_id=_text(obj.get("id")),
         title=_text(obj.get("title")) or "",
         model=model,

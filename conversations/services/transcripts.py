@@ -11,7 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from itertools import islice
+from typing import Any
 
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,8 +33,8 @@ from ..models import (
     UsageRecord,
 )
 from ..ranges import request_ranges
-from . import rollups
-from .usage import turn_usage_records
+from . import bulk, rollups
+from .usage import turn_usage_fields
 
 CHUNK = 200
 # Without a recorded retention scenario, simulate OpenAI's usual 5-10 minutes: take 10.
@@ -58,12 +60,12 @@ class ImportTotals:
     def skipped(self) -> int:
         return self.skipped_same_content + self.skipped_same_id
 
-    def add_billing(self, record: UsageRecord) -> None:
-        self.tokens += record.total_tokens
-        if record.cost_total is None:
+    def add_billing(self, *, tokens: int, cost: Decimal | None) -> None:
+        self.tokens += tokens
+        if cost is None:
             self.unpriced_turns += 1
         else:
-            self.cost = (self.cost or Decimal(0)) + record.cost_total
+            self.cost = (self.cost or Decimal(0)) + cost
 
     def warn(self, text: str) -> None:
         if len(self.warnings) < WARNINGS_KEPT:
@@ -85,39 +87,57 @@ def _miss_fields(reason: EngineMissReason | None) -> tuple[str, str]:
     return reason.kind, reason.describe()[:300]
 
 
-def _turn_build(
-    conversation: Conversation, messages: list[Message], n: int, r: CallAnalysis
-) -> Turn:
+def _turn_row(conversation_model: str, n: int, r: CallAnalysis) -> Row:
     kind, detail = _miss_fields(r.miss_reason)
-    return Turn(
-        conversation=conversation,
-        index=n,
-        request_ranges=request_ranges(r.call.request),
-        response=messages[r.call.response] if r.call.response is not None else None,
-        model=(r.model or conversation.model)[:200],
-        service_tier=(r.call.service_tier or "")[:20],
-        prompt_cache_key=(r.call.prompt_cache_key or "")[:300],
-        cache_retention=(r.call.cache_retention or "")[:20],
-        cache_options=r.call.cache_options,
-        is_batch=r.call.batch,
-        tools=r.call.tools,
-        response_format=r.call.response_format,
-        max_output_tokens=r.call.max_output_tokens,
-        external_id=(r.call.external_id or "")[:300],
-        started_at=r.call.started_at,
-        latency_ms=r.call.latency_ms,
-        estimated_prompt_tokens=r.estimated_prompt_tokens,
-        estimated_completion_tokens=r.estimated_completion_tokens,
-        simulated_cached_tokens=r.simulated_cached_tokens,
-        simulated_cache_write_tokens=r.simulated_write_tokens,
-        miss_reason=kind,
-        miss_detail=detail,
-        over_context=r.over_context,
-    )
+    return {
+        "index": n,
+        "request_ranges": request_ranges(r.call.request),
+        "model": (r.model or conversation_model)[:200],
+        "service_tier": (r.call.service_tier or "")[:20],
+        "prompt_cache_key": (r.call.prompt_cache_key or "")[:300],
+        "cache_retention": (r.call.cache_retention or "")[:20],
+        "cache_options": r.call.cache_options,
+        "is_batch": r.call.batch,
+        "tools": r.call.tools,
+        "response_format": r.call.response_format,
+        "max_output_tokens": r.call.max_output_tokens,
+        "external_id": (r.call.external_id or "")[:300],
+        "started_at": r.call.started_at,
+        "latency_ms": r.call.latency_ms,
+        "estimated_prompt_tokens": r.estimated_prompt_tokens,
+        "estimated_completion_tokens": r.estimated_completion_tokens,
+        "simulated_cached_tokens": r.simulated_cached_tokens,
+        "simulated_cache_write_tokens": r.simulated_write_tokens,
+        "miss_reason": kind,
+        "miss_detail": detail,
+        "over_context": r.over_context,
+    }
 
 
-def _conversation_store(
+# A row's columns by attribute name. Columns left out get the model field's default, on
+# both paths (Model.__init__ for the ORM, bulk.rows_copy for COPY).
+Row = dict[str, Any]
+
+
+@dataclass
+class ChunkRows:
+    """A chunk's rows, in the order they are written: conversations, then messages, turns
+    and usage records. A row names its parent by the parent's position in the chunk, since
+    ids exist only once the parents are written (ORM) or reserved (COPY)."""
+
+    conversations: list[Row] = field(default_factory=list)
+    messages: list[Row] = field(default_factory=list)
+    message_conversation: list[int] = field(default_factory=list)
+    turns: list[Row] = field(default_factory=list)
+    turn_conversation: list[int] = field(default_factory=list)
+    turn_response: list[int | None] = field(default_factory=list)  # a position in messages
+    records: list[Row] = field(default_factory=list)
+    record_turn: list[int] = field(default_factory=list)
+
+
+def _conversation_rows(
     *,
+    rows: ChunkRows,
     organization: Organization,
     job: ImportJob | None,
     book: PriceBook,
@@ -126,53 +146,130 @@ def _conversation_store(
     results: list[CallAnalysis],
     fallback_time: datetime,
     totals: ImportTotals,
-) -> int:
-    """Store one conversation; returns its id."""
+) -> None:
     calls: list[Call] = [r.call for r in results]
     times = [c.started_at for c in calls if c.started_at is not None]
-    conversation = Conversation.objects.create(
-        organization=organization,
-        import_job=job,
-        source=_source_of(transcript),
-        external_id=(transcript.external_id or "")[:300],
-        title=(transcript.title or _title_from(transcript))[:300],
-        model=(transcript.model or next((c.model for c in calls if c.model), "") or "")[:200],
-        started_at=transcript.created_at or (min(times) if times else None),
-        has_timestamps=bool(times),
-        warnings=transcript.warnings[:50],
-        content_sha256=digest,
+    model = (transcript.model or next((c.model for c in calls if c.model), "") or "")[:200]
+    started_at = transcript.created_at or (min(times) if times else None)
+    position = len(rows.conversations)
+    rows.conversations.append(
+        {
+            "organization_id": organization.pk,
+            "import_job_id": job.pk if job is not None else None,
+            "source": _source_of(transcript),
+            "external_id": (transcript.external_id or "")[:300],
+            "title": (transcript.title or _title_from(transcript))[:300],
+            "model": model,
+            "started_at": started_at,
+            "has_timestamps": bool(times),
+            "warnings": transcript.warnings[:50],
+            "content_sha256": digest,
+        }
     )
+    first_message = len(rows.messages)
     message_times = transcript.message_times or []
-    messages = Message.objects.bulk_create(
-        Message(
-            conversation=conversation,
-            index=i,
-            role=str(m.get("role", ""))[:20],
-            data=m,
-            sent_at=message_times[i] if i < len(message_times) else None,
+    for i, m in enumerate(transcript.messages):
+        rows.messages.append(
+            {
+                "index": i,
+                "role": str(m.get("role", ""))[:20],
+                "data": m,
+                "sent_at": message_times[i] if i < len(message_times) else None,
+            }
         )
-        for i, m in enumerate(transcript.messages)
-    )
-    turns = Turn.objects.bulk_create(
-        _turn_build(conversation, messages, n, r) for n, r in enumerate(results)
-    )
-    records: list[UsageRecord] = []
-    for turn, result in zip(turns, results, strict=True):
-        at = result.call.started_at or conversation.started_at or fallback_time
-        turn_records = turn_usage_records(
-            turn=turn, conversation=conversation, result=result, book=book, at=at
-        )
-        for record in turn_records:
-            if record.is_billing:
-                totals.add_billing(record)
-        records.extend(turn_records)
-    UsageRecord.objects.bulk_create(records)
+    rows.message_conversation.extend([position] * len(transcript.messages))
+    for n, result in enumerate(results):
+        turn = _turn_row(model, n, result)
+        response = result.call.response
+        turn_position = len(rows.turns)
+        rows.turns.append(turn)
+        rows.turn_conversation.append(position)
+        rows.turn_response.append(None if response is None else first_message + response)
+        at = result.call.started_at or started_at or fallback_time
+        for record in turn_usage_fields(model=turn["model"], result=result, book=book, at=at):
+            record["organization_id"] = organization.pk
+            if record["is_billing"]:
+                totals.add_billing(tokens=record["total_tokens"], cost=record["cost_total"])
+            rows.records.append(record)
+            rows.record_turn.append(turn_position)
     totals.conversations += 1
-    totals.turns += len(turns)
-    totals.messages += len(messages)
+    totals.turns += len(results)
+    totals.messages += len(transcript.messages)
     for warning in located_warnings(transcript):
         totals.warn(warning)
-    return conversation.pk
+
+
+# Writes one table's rows, parents' ids already in them; the rows' ids, in order.
+Insert = Callable[[type[models.Model], list[Row]], list[int]]
+
+
+def _rows_write(rows: ChunkRows, insert: Insert) -> list[int]:
+    """Table by table, each row's parent id filled in from the table written before."""
+    conversation_ids = insert(Conversation, rows.conversations)
+    for row, parent in zip(rows.messages, rows.message_conversation, strict=True):
+        row["conversation_id"] = conversation_ids[parent]
+    message_ids = insert(Message, rows.messages)
+    for row, parent, response in zip(
+        rows.turns, rows.turn_conversation, rows.turn_response, strict=True
+    ):
+        row["conversation_id"] = conversation_ids[parent]
+        row["response_id"] = None if response is None else message_ids[response]
+    turn_ids = insert(Turn, rows.turns)
+    for row, turn in zip(rows.records, rows.record_turn, strict=True):
+        row["turn_id"] = turn_ids[turn]
+        row["conversation_id"] = rows.turns[turn]["conversation_id"]
+    insert(UsageRecord, rows.records)
+    return conversation_ids
+
+
+def _orm_insert(model: type[models.Model], rows: list[Row]) -> list[int]:
+    objects = model._default_manager.bulk_create([model(**row) for row in rows])
+    return [obj.pk for obj in objects]
+
+
+def _copy_insert(model: type[models.Model], rows: list[Row]) -> list[int]:
+    ids = bulk.ids_reserve(model=model, count=len(rows))
+    bulk.rows_copy(model=model, rows=rows, ids=ids)
+    return ids
+
+
+def _rows_orm_write(rows: ChunkRows) -> list[int]:
+    """SQLite, and any database without COPY: Django's bulk_create, ids from RETURNING."""
+    return _rows_write(rows, _orm_insert)
+
+
+def _rows_copy_write(rows: ChunkRows) -> list[int]:
+    """PostgreSQL: ids reserved from each table's sequence, then one COPY a table."""
+    return _rows_write(rows, _copy_insert)
+
+
+def _chunk_store(
+    *,
+    organization: Organization,
+    job: ImportJob | None,
+    book: PriceBook,
+    stored: list[tuple[Transcript, str, list[CallAnalysis]]],
+    fallback_time: datetime,
+    totals: ImportTotals,
+) -> list[int]:
+    """Write one chunk's conversations with their messages, turns and usage records, in
+    the caller's transaction; the ids of the conversations written, in file order."""
+    rows = ChunkRows()
+    for transcript, digest, results in stored:
+        _conversation_rows(
+            rows=rows,
+            organization=organization,
+            job=job,
+            book=book,
+            transcript=transcript,
+            digest=digest,
+            results=results,
+            fallback_time=fallback_time,
+            totals=totals,
+        )
+    if bulk.copy_supported():
+        return _rows_copy_write(rows)
+    return _rows_orm_write(rows)
 
 
 def _title_from(transcript: Transcript) -> str:
@@ -262,20 +359,17 @@ def transcripts_store(
             retention_seconds=retention_seconds,
             org=str(organization.code),
         )
-        stored: list[int] = []
-        for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True):
-            stored.append(
-                _conversation_store(
-                    organization=organization,
-                    job=job,
-                    book=book,
-                    transcript=transcript,
-                    digest=digest,
-                    results=result.calls,
-                    fallback_time=now,
-                    totals=totals,
-                )
-            )
+        stored = _chunk_store(
+            organization=organization,
+            job=job,
+            book=book,
+            stored=[
+                (transcript, digest, result.calls)
+                for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True)
+            ],
+            fallback_time=now,
+            totals=totals,
+        )
         # The chunk's rows are written: their sums go into the rollups in the same
         # transaction, computed by the database from those rows.
         rollups.conversations_added(conversation_ids=stored)

@@ -14,10 +14,9 @@ from ..engine.pricing import Buckets, buckets_from_counts, buckets_from_usage
 from ..models import Conversation, Turn, UsageRecord, UsageSource
 
 
-def usage_record_build(
+def usage_record_fields(
     *,
-    turn: Turn,
-    conversation: Conversation,
+    model: str,
     source: str,
     cache_source: str,
     raw: Any,
@@ -29,44 +28,34 @@ def usage_record_build(
     at: datetime,
     billing: bool,
     cache_eligible: bool,
-) -> UsageRecord:
-    """An unsaved record: callers write them in bulk."""
-    return UsageRecord(
-        turn=turn,
-        organization_id=conversation.organization_id,
-        conversation=conversation,
-        occurred_at=at,
-        model=turn.model,
-        source=source,
-        cache_source=cache_source,
-        is_billing=billing,
-        raw=raw,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=total,
-        reasoning_tokens=buckets.reasoning,
-        input_uncached=buckets.input_uncached,
-        input_cached=buckets.input_cached,
-        input_cache_write=buckets.input_cache_write,
-        output=buckets.output,
+) -> dict[str, Any]:
+    """A record's columns by attribute name, less its turn, conversation and organization:
+    the import writes them as plain rows (services/bulk.py), other writers as instances."""
+    return {
+        "occurred_at": at,
+        "model": model,
+        "source": source,
+        "cache_source": cache_source,
+        "is_billing": billing,
+        "raw": raw,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+        "reasoning_tokens": buckets.reasoning,
+        "input_uncached": buckets.input_uncached,
+        "input_cached": buckets.input_cached,
+        "input_cache_write": buckets.input_cache_write,
+        "output": buckets.output,
         # A call that read cached tokens was eligible, whatever the policy says.
-        cache_eligible=cache_eligible or buckets.input_cached > 0,
+        "cache_eligible": cache_eligible or buckets.input_cached > 0,
         **priced.cost_fields(),
-    )
+    }
 
 
-def turn_usage_records(
-    *,
-    turn: Turn,
-    conversation: Conversation,
-    result: CallAnalysis,
-    book: PriceBook,
-    at: datetime,
-) -> list[UsageRecord]:
-    """The estimated record, then the reported one when the API reported usage. At most
-    one of them is billing: a request that got no reply (an error, or a transcript's
-    trailing message) was not billed, so its estimate stays for what-ifs but counts in no
-    total."""
+def turn_usage_fields(
+    *, model: str, result: CallAnalysis, book: PriceBook, at: datetime
+) -> list[dict[str, Any]]:
+    """The columns of a turn's records (turn_usage_records says which and why)."""
     call = result.call
     estimated_buckets = buckets_from_counts(
         prompt_tokens=result.estimated_prompt_tokens,
@@ -75,9 +64,8 @@ def turn_usage_records(
         write_tokens=result.simulated_write_tokens,
     )
     reported = call.usage
-    estimated = usage_record_build(
-        turn=turn,
-        conversation=conversation,
+    estimated = usage_record_fields(
+        model=model,
         source=UsageSource.ESTIMATED,
         cache_source=UsageSource.SIMULATED,
         raw=None,
@@ -86,7 +74,7 @@ def turn_usage_records(
         completion=result.estimated_completion_tokens,
         total=result.estimated_prompt_tokens + result.estimated_completion_tokens,
         priced=book.price(
-            model=turn.model,
+            model=model,
             at=at,
             buckets=estimated_buckets,
             service_tier=call.service_tier,
@@ -100,9 +88,8 @@ def turn_usage_records(
     if reported is None:
         return [estimated]
     buckets = buckets_from_usage(reported)
-    record = usage_record_build(
-        turn=turn,
-        conversation=conversation,
+    record = usage_record_fields(
+        model=model,
         source=UsageSource.REPORTED,
         cache_source=UsageSource.REPORTED,
         raw=reported.raw,
@@ -111,7 +98,7 @@ def turn_usage_records(
         completion=reported.completion_tokens,
         total=reported.total_tokens,
         priced=book.price(
-            model=turn.model,
+            model=model,
             at=at,
             buckets=buckets,
             service_tier=call.service_tier,
@@ -123,3 +110,26 @@ def turn_usage_records(
         cache_eligible=result.cache_eligible,
     )
     return [estimated, record]
+
+
+def turn_usage_records(
+    *,
+    turn: Turn,
+    conversation: Conversation,
+    result: CallAnalysis,
+    book: PriceBook,
+    at: datetime,
+) -> list[UsageRecord]:
+    """Unsaved records of a turn (callers write them in bulk): the estimated one, then the
+    reported one when the API reported usage. At most one of them is billing: a request
+    that got no reply (an error, or a transcript's trailing message) was not billed, so
+    its estimate stays for what-ifs but counts in no total."""
+    return [
+        UsageRecord(
+            turn=turn,
+            organization_id=conversation.organization_id,
+            conversation=conversation,
+            **fields,
+        )
+        for fields in turn_usage_fields(model=turn.model, result=result, book=book, at=at)
+    ]
