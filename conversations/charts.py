@@ -6,11 +6,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from .breakdowns import BreakdownRow, Dimension
+from .cache_report import LostRow, reason_label
 from .engine.metrics import HIT_RATE_TARGET
 from .selectors import DayCost, ModelCost, TurnRow
 
 Figure = dict[str, Any]
 
+# One colour per miss reason, the same in every chart of the cache page.
+REASON_COLORS = {
+    "cold": "#8ab17d",
+    "prefix_changed": "#e76f51",
+    "expired": "#f4a261",
+    "overflow": "#9b5de5",
+    "partial": "#bbbbbb",
+}
 COLORS = {"cached": "#2a9d8f", "uncached": "#e76f51", "output": "#264653", "cost": "#f4a261"}
 BASE_LAYOUT: dict[str, Any] = {
     "margin": {"l": 60, "r": 60, "t": 30, "b": 40},
@@ -191,5 +201,64 @@ def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
                     "showarrow": False,
                 }
             ],
+        },
+    }
+
+
+def _lost_stack(rows: list[LostRow], x_of: Any, categories: list[str]) -> Figure:
+    reasons = sorted({r.reason for r in rows})
+    traces = []
+    for reason in reasons:
+        lost = {x_of(r): r.lost for r in rows if r.reason == reason}
+        traces.append(
+            {
+                "type": "bar",
+                "name": label(reason_label(reason)),
+                "x": categories,
+                "y": [_money(lost.get(c)) for c in categories],
+                "marker": {"color": REASON_COLORS.get(reason, "#999")},
+            }
+        )
+    return {
+        "data": traces,
+        "layout": {
+            **BASE_LAYOUT,
+            "barmode": "stack",
+            "yaxis": {"title": {"text": "USD lost"}, "tickprefix": "$"},
+        },
+    }
+
+
+def lost_by_day_figure(rows: list[LostRow]) -> Figure:
+    """Money lost to misses per day, stacked by reason."""
+    days = sorted({r.day.isoformat() for r in rows if r.day is not None})
+    return _lost_stack(rows, lambda r: r.day.isoformat() if r.day else "", days)
+
+
+def lost_by_model_figure(rows: list[LostRow]) -> Figure:
+    """Money lost to misses per model, stacked by reason."""
+    models = sorted({label(r.model or "(no model)") for r in rows})
+    return _lost_stack(rows, lambda r: label(r.model or "(no model)"), models)
+
+
+def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
+    """Cost per group: bars over time for a period dimension, else the groups by cost."""
+    priced = [r for r in rows if r.cost is not None]
+    names = [label(r.title or r.label) if r.title else label(r.label) for r in priced]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": names,
+                "y": [_money(r.cost) for r in priced],
+                "customdata": [r.calls for r in priced],
+                "hovertemplate": "%{x}: $%{y:.4f} over %{customdata} calls<extra></extra>",
+                "marker": {"color": COLORS["output"]},
+            }
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "xaxis": {"title": {"text": label(dimension.label)}, "type": "category"},
+            "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
         },
     }

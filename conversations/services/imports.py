@@ -77,11 +77,13 @@ def import_job_create(
     upload: UploadedFile,
     second_upload: UploadedFile | None = None,
     format: str = "",
+    tags: dict[str, str] | None = None,
 ) -> ImportJob:
     """Store an upload and queue it. The same content already imported into the org
-    creates a job marked duplicate and nothing else."""
+    creates a job marked duplicate and nothing else. `tags` go on every conversation."""
     job = ImportJob(
         organization=organization,
+        tags=tags or {},
         created_by_id=user.pk if user.is_authenticated else None,
         original_name=(upload.name or "upload")[:300],
         format=format,
@@ -199,6 +201,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                     transcripts=transcripts,
                     job=job,
                     on_chunk=on_chunk,
+                    tags=job.tags,
                 )
                 # The files' own warnings first, as `analyze` prints them.
                 totals.warnings = [*file_warnings, *totals.warnings][:WARNINGS_KEPT]

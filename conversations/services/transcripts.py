@@ -84,10 +84,18 @@ def _miss_fields(reason: EngineMissReason | None) -> tuple[str, str]:
     return reason.kind, reason.describe()[:300]
 
 
+def _miss_place(reason: EngineMissReason | None) -> tuple[int | None, int | None]:
+    """Where a changed prefix diverged (token, message): what prefix breakers group by."""
+    if reason is None or reason.kind != "prefix_changed":
+        return None, None
+    return reason.token, reason.message
+
+
 def _turn_build(
     conversation: Conversation, messages: list[Message], n: int, r: CallAnalysis
 ) -> Turn:
     kind, detail = _miss_fields(r.miss_reason)
+    miss_token, miss_message = _miss_place(r.miss_reason)
     return Turn(
         conversation=conversation,
         index=n,
@@ -96,6 +104,7 @@ def _turn_build(
         model=(r.model or conversation.model)[:200],
         service_tier=(r.call.service_tier or "")[:20],
         prompt_cache_key=(r.call.prompt_cache_key or "")[:300],
+        end_user=(r.call.end_user or "")[:300],
         cache_retention=(r.call.cache_retention or "")[:20],
         cache_options=r.call.cache_options,
         is_batch=r.call.batch,
@@ -111,6 +120,8 @@ def _turn_build(
         simulated_cache_write_tokens=r.simulated_write_tokens,
         miss_reason=kind,
         miss_detail=detail,
+        miss_token=miss_token,
+        miss_message=miss_message,
         over_context=r.over_context,
     )
 
@@ -125,6 +136,7 @@ def _conversation_store(
     results: list[CallAnalysis],
     fallback_time: datetime,
     totals: ImportTotals,
+    tags: dict[str, str],
 ) -> None:
     calls: list[Call] = [r.call for r in results]
     times = [c.started_at for c in calls if c.started_at is not None]
@@ -139,6 +151,7 @@ def _conversation_store(
         has_timestamps=bool(times),
         warnings=transcript.warnings[:50],
         content_sha256=digest,
+        tags={**transcript.tags, **tags},
     )
     message_times = transcript.message_times or []
     messages = Message.objects.bulk_create(
@@ -243,9 +256,11 @@ def transcripts_store(
     job: ImportJob | None = None,
     retention_seconds: int = DEFAULT_RETENTION_SECONDS,
     on_chunk: Callable[[ImportTotals], None] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> ImportTotals:
     """Analyse and store transcripts. The caller owns the transaction. For an import
-    (`job`), conversations another import already stored are counted, not stored."""
+    (`job`), conversations another import already stored are counted, not stored.
+    `tags` go on every conversation, over the tags a transcript brings itself."""
     book = PriceBook.for_organization(organization)
     totals = ImportTotals()
     now = timezone.now()
@@ -269,6 +284,7 @@ def transcripts_store(
                 results=result.calls,
                 fallback_time=now,
                 totals=totals,
+                tags=tags or {},
             )
         if on_chunk is not None:
             on_chunk(totals)
