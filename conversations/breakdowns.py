@@ -31,6 +31,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Sum,
+    TextField,
     Value,
     When,
 )
@@ -104,8 +105,10 @@ class Slice:
         if self.end_user is not None:
             records = records.filter(turn__end_user=self.end_user)
         if self.tag_key:
-            # contains on the JSON object: {"team": "search"} matches that pair exactly.
-            records = records.filter(conversation__tags__contains={self.tag_key: self.tag_value})
+            # The tag's text, not a JSON containment: SQLite (make run) has no `contains`.
+            records = records.alias(
+                tag_filter=Cast(KeyTextTransform(self.tag_key, "conversation__tags"), TextField())
+            ).filter(tag_filter=self.tag_value)
         if self.conversation is not None:
             records = records.filter(conversation__code=self.conversation)
         return records
