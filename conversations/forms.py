@@ -91,14 +91,25 @@ class OrganizationDeleteForm(forms.Form):
         return value
 
 
+AUTO_APPLY = {"class": "auto-apply"}  # the filters that apply on change (see the template)
+
+
 class BreakdownForm(forms.Form):
     """The filters of the breakdown, cache and export pages: they combine, and all live in
     the URL's query string so that a link, Back and an export see the same slice."""
 
-    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date", **AUTO_APPLY})
+    )
+    date_to = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date", **AUTO_APPLY})
+    )
     model = forms.CharField(required=False, max_length=200)
-    source = forms.ChoiceField(required=False, choices=[("", "All sources"), *SOURCE_CHOICES])
+    source = forms.ChoiceField(
+        required=False,
+        choices=[("", "All sources"), *SOURCE_CHOICES],
+        widget=forms.Select(attrs=AUTO_APPLY),
+    )
     key = forms.CharField(required=False, max_length=300, label="prompt_cache_key")
     user = forms.CharField(required=False, max_length=300, label="End user")
     tag = forms.CharField(required=False, max_length=300, help_text="name=value")
