@@ -20,6 +20,7 @@ from typing import Any
 
 from .profiles import ModelProfile
 from .render import render_tokens
+from .sequences import END, MESSAGE, START, TOOL
 from .types import ChatMessage
 from .vocabulary import get_encoding
 
@@ -81,6 +82,34 @@ class Divergence:
     @property
     def cause_labels(self) -> list[str]:
         return [CAUSES[c] for c in self.causes]
+
+
+def _marker(token: int) -> str:
+    """How a placeholder shows beside text: the chat format's framing, else a dot."""
+    if token == START:
+        return "<|start|>"
+    if token == MESSAGE:
+        return "<|message|>"
+    if TOOL < token <= END:
+        return "<|end|>"
+    return "·"
+
+
+def decode(encoding: Any, tokens: Sequence[int]) -> str:
+    """Text of a rendered token run: real ids decoded together, placeholders as markers."""
+    parts: list[str] = []
+    run: list[int] = []
+    for token in tokens:
+        if token >= 0:
+            run.append(token)
+            continue
+        if run:
+            parts.append(encoding.decode(run))
+            run = []
+        parts.append(_marker(token))
+    if run:
+        parts.append(encoding.decode(run))
+    return "".join(parts)
 
 
 def _canonical(value: Any) -> str:
@@ -162,9 +191,9 @@ def compare_requests(left: RequestView, right: RequestView, *, profile: ModelPro
     token = _first_difference(tokens_l, tokens_r)
     encoding = get_encoding(profile.encoding)
     at = token if token is not None else min(len(tokens_l), len(tokens_r))
-    before = encoding.decode(list(tokens_l[max(0, at - CONTEXT_TOKENS) : at]))
+    before = decode(encoding, tokens_l[max(0, at - CONTEXT_TOKENS) : at])
     sides = [
-        Side(before, encoding.decode(list(tokens[at : at + CONTEXT_TOKENS])))
+        Side(before, decode(encoding, tokens[at : at + CONTEXT_TOKENS]))
         for tokens in (tokens_l, tokens_r)
     ]
     causes = _tool_causes(left.tools, right.tools)
