@@ -135,10 +135,7 @@ def main() -> None:
     from conversations.csv_export import csv_lines
     from conversations.models import Organization
 
-    if args.reuse:
-        organization = Organization.objects.get(slug=SLUG)
-    else:
-        organization = fill(args.records)
+    organization = Organization.objects.get(slug=SLUG) if args.reuse else fill(args.records)
     everything = breakdowns.Slice()
     month = breakdowns.Slice.of_dates(date(2026, 9, 1), date(2026, 9, 30))
     filtered = breakdowns.Slice.of_dates(
