@@ -4,12 +4,15 @@ user read from logs."""
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
@@ -178,3 +181,28 @@ def test_it_tags_an_import_and_reads_metadata_and_end_users(
     transcripts = list(parse_files([log]))
     assert transcripts[0].calls is not None
     assert transcripts[0].calls[0].end_user == "user-7"
+
+
+def test_it_tags_a_command_line_import(member: Membership, fixtures: Path) -> None:
+    call_command(
+        "import_transcripts",
+        str(fixtures / "chat_small.json"),
+        "--org",
+        member.organization.slug,
+        "--tag",
+        "team=search",
+        "--tag",
+        "env = prod",
+        stdout=io.StringIO(),
+    )
+    conversation = Conversation.objects.get(organization=member.organization)
+    assert conversation.tags == {"team": "search", "env": "prod"}
+    with pytest.raises(CommandError, match="--tag: Line 1: write a tag as name=value"):
+        call_command(
+            "import_transcripts",
+            str(fixtures / "chat_small.json"),
+            "--org",
+            member.organization.slug,
+            "--tag",
+            "nope",
+        )

@@ -261,6 +261,7 @@ def import_path(
     organization: Organization,
     paths: list[Path],
     format: str = "",
+    tags: dict[str, str] | None = None,
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
     digest = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
@@ -272,6 +273,7 @@ def import_path(
         format=format,
         size_bytes=sum(p.stat().st_size for p in paths),
         content_sha256=digest,
+        tags=tags or {},
         status=ImportStatus.RUNNING,
         started=now,
         heartbeat=now,
