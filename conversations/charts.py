@@ -8,7 +8,7 @@ from typing import Any
 
 from .breakdowns import BreakdownRow, Dimension
 from .cache_report import LostRow, reason_label
-from .engine.metrics import HIT_RATE_TARGET
+from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET
 from .selectors import DayCost, ModelCost, TurnRow
 
 Figure = dict[str, Any]
@@ -260,5 +260,76 @@ def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
             **BASE_LAYOUT,
             "xaxis": {"title": {"text": label(dimension.label)}, "type": "category"},
             "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
+        },
+    }
+
+
+def cache_targets_figure(rows: list[BreakdownRow]) -> Figure:
+    """Per day: hit rate by request and by token against the 70 % line, and cost reduction
+    against its 50-75 % band (seed 002's targets)."""
+    days = [r.label for r in rows]
+    low, high = COST_REDUCTION_TARGET
+    lines = (
+        ("Eligible calls that hit", [r.hit_rate_requests for r in rows], COLORS["cached"], "solid"),
+        ("Prompt tokens cached", [r.hit_rate_tokens for r in rows], COLORS["output"], "dot"),
+        ("Cost reduction", [r.cost_reduction for r in rows], COLORS["cost"], "dash"),
+    )
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": name,
+                "x": days,
+                "y": values,
+                "line": {"color": color, "dash": dash},
+            }
+            for name, values, color, dash in lines
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "yaxis": {"tickformat": ".0%", "range": [0, 1.05]},
+            "shapes": [
+                {
+                    "type": "line",
+                    "xref": "paper",
+                    "x0": 0,
+                    "x1": 1,
+                    "y0": HIT_RATE_TARGET,
+                    "y1": HIT_RATE_TARGET,
+                    "line": {"color": "#999", "dash": "dash"},
+                },
+                {
+                    "type": "rect",
+                    "xref": "paper",
+                    "x0": 0,
+                    "x1": 1,
+                    "y0": low,
+                    "y1": high,
+                    "fillcolor": COLORS["cost"],
+                    "opacity": 0.12,
+                    "line": {"width": 0},
+                },
+            ],
+            "annotations": [
+                {
+                    "xref": "paper",
+                    "x": 1,
+                    "y": HIT_RATE_TARGET,
+                    "xanchor": "right",
+                    "yanchor": "bottom",
+                    "text": f"hit rate target {HIT_RATE_TARGET:.0%}",
+                    "showarrow": False,
+                },
+                {
+                    "xref": "paper",
+                    "x": 0,
+                    "y": low,
+                    "xanchor": "left",
+                    "yanchor": "bottom",
+                    "text": f"cost reduction {low:.0%}-{high:.0%}",
+                    "showarrow": False,
+                },
+            ],
         },
     }

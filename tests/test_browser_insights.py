@@ -38,7 +38,7 @@ def test_it_shows_where_the_cache_loses_money(
 
     page.goto(tab.url(f"/o/{membership.organization.slug}/cache/"))
 
-    assert wait_for_charts(page) == 2  # lost per day, lost per model
+    assert wait_for_charts(page) == 3  # targets by day, lost per day, lost per model
     expect(page.locator('[data-kpi="hit-requests"]')).to_have_text("59.0%")
     expect(page.locator('#lost-by-reason tr[data-reason="prefix_changed"] td').nth(1)).to_have_text(
         "40"
