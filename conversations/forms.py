@@ -132,7 +132,9 @@ class BreakdownForm(forms.Form):
         return by
 
     def _data(self) -> dict[str, Any]:
-        return self.cleaned_data if self.is_valid() else {}
+        """The fields that are valid: one bad filter (shown as an error) drops itself only."""
+        self.is_valid()
+        return self.cleaned_data
 
     def to_slice(self) -> breakdowns.Slice:
         data = self._data()

@@ -13,6 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
@@ -471,6 +472,6 @@ def usage_export(request: HtmxHttpRequest, slug: str) -> HttpResponse | Streamin
             content_type="text/plain",
         )
     response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
-    name = f"{organization.slug}-{table}.csv"
+    name = f"{organization.slug}-{slugify(table)}.csv"  # a tag name may hold quotes
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
