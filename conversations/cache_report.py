@@ -314,3 +314,34 @@ def _explained(organization: Organization, breaker: Breaker, book: PriceBook) ->
         _request_view(second), _request_view(first), profile=book.profile(first.model or None)
     )
     return Breaker(**{**breaker.__dict__, "divergence": divergence})
+
+
+# Key problems ------------------------------------------------------------------------------
+
+# MissReason.describe() of a cold miss whose prefix the cache held under another key.
+OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    name: str  # "changing_key" or "missing_key"
+    label: str
+    calls: int
+    lost: Decimal | None
+
+
+def key_problems(organization: Organization, slice_: Slice) -> list[KeyProblem]:
+    """Misses a prompt_cache_key caused or could have avoided: a cold miss on a prefix the
+    cache held under another key (the key changed), and misses of calls sent without one."""
+    missed = _missed(organization, slice_)
+    changing = missed.filter(reason="cold", turn__miss_detail__startswith=OTHER_KEY).aggregate(
+        calls=Count("id"), lost=Sum(LOST)
+    )
+    missing = missed.filter(turn__prompt_cache_key="").aggregate(calls=Count("id"), lost=Sum(LOST))
+    problems = [
+        KeyProblem("changing_key", "prompt_cache_key changes: the prefix was cached under another key",
+                   changing["calls"], changing["lost"]),
+        KeyProblem("missing_key", "no prompt_cache_key (misses of calls sent without one)",
+                   missing["calls"], missing["lost"]),
+    ]  # fmt: skip
+    return [p for p in problems if p.calls]

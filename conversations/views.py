@@ -364,6 +364,7 @@ def cache_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "summary": cache_report.cache_summary(organization, slice_),
         "by_reason": cache_report.lost_by_reason(organization, slice_),
         "breakers": cache_report.prefix_breakers(organization, slice_),
+        "key_problems": cache_report.key_problems(organization, slice_),
         "day_figure": charts.lost_by_day_figure(by_day),
         "targets_figure": charts.cache_targets_figure(
             breakdowns.breakdown(organization, slice_, breakdowns.DIMENSIONS["day"], limit=400)

@@ -12,7 +12,12 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations.breakdowns import Slice
-from conversations.cache_report import cache_summary, lost_by_reason, prefix_breakers
+from conversations.cache_report import (
+    cache_summary,
+    key_problems,
+    lost_by_reason,
+    prefix_breakers,
+)
 from conversations.engine.cache import STEP
 from conversations.engine.fixes import key_rates
 from conversations.engine.types import Call, Transcript
@@ -199,3 +204,25 @@ def test_it_shows_a_key_at_30_rpm_overflowing_and_what_sharding_it_saves(
     # read `tokens` cached tokens each, at $1.50 / 1M less.
     assert overflow.saving == 29 * tokens * LOST_PER_TOKEN
     assert overflow.calls == 60
+
+
+def test_it_prices_misses_a_changing_or_missing_key_caused(member: Membership) -> None:
+    """Conversation 0 warms the prefix under key a; conversation 1 sends the same prefix
+    under key b 5 s later: a cold miss that names key a. Conversations 2 and 3 send it with
+    no key: the first misses (the prefix was last cached under key b: the key changed, to
+    none), the second hits. The two lenses overlap on conversation 2."""
+    organization = member.organization
+    keys = ["a", "b", None, None]
+    transcripts = [
+        conversation(STATIC, T0 + timedelta(seconds=5 * n), key=key, n=n)
+        for n, key in enumerate(keys)
+    ]
+    transcripts_store(organization=organization, transcripts=transcripts)
+    prompt = UsageRecord.objects.filter(organization=organization).first()
+    assert prompt is not None
+    each = cacheable(prompt.prompt_tokens) * LOST_PER_TOKEN
+
+    problems = {p.name: p for p in key_problems(organization, Slice())}
+
+    assert (problems["changing_key"].calls, problems["changing_key"].lost) == (2, 2 * each)
+    assert (problems["missing_key"].calls, problems["missing_key"].lost) == (1, each)
