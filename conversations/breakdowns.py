@@ -188,6 +188,8 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension("source", "Source", F("conversation__source")),
         Dimension("key", "prompt_cache_key", F("turn__prompt_cache_key")),
         Dimension("user", "End user", F("turn__end_user")),
+        Dimension("api_key", "API key", F("turn__api_key")),
+        Dimension("project", "Project", F("turn__project")),
     )
 }
 TAG_PREFIX = "tag:"
@@ -313,6 +315,8 @@ TURN_COLUMNS = (
     ("model", "model"),
     ("prompt_cache_key", "turn__prompt_cache_key"),
     ("end_user", "turn__end_user"),
+    ("api_key", "turn__api_key"),
+    ("project", "turn__project"),
     ("usage_source", "source"),
     ("prompt_tokens", "prompt_tokens"),
     ("cached_tokens", "input_cached"),

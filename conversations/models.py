@@ -268,6 +268,9 @@ class Turn(models.Model):
     prompt_cache_key = models.CharField(max_length=300, blank=True)
     # The request's end user (`safety_identifier`, else the older `user`) when logs carry it.
     end_user = models.CharField(max_length=300, blank=True)
+    # The API key (its id or name, never the secret) and project when the log names them.
+    api_key = models.CharField(max_length=200, blank=True)
+    project = models.CharField(max_length=200, blank=True)
     is_batch = models.BooleanField(default=False)
     tools = models.JSONField(null=True, blank=True)
     response_format = models.JSONField(null=True, blank=True)

@@ -173,6 +173,8 @@ def test_it_tags_an_import_and_reads_metadata_and_end_users(
             "messages": [{"role": "user", "content": "hi"}],
             "safety_identifier": "user-7",
         },
+        "api_key": "sk-proj-SECRET-abcd",
+        "project": "proj-search",
         "response": {
             "model": "gpt-4o",
             "choices": [{"message": {"role": "assistant", "content": "yo"}}],
@@ -182,7 +184,14 @@ def test_it_tags_an_import_and_reads_metadata_and_end_users(
     log.write_text(json.dumps(entry) + "\n")
     transcripts = list(parse_files([log]))
     assert transcripts[0].calls is not None
-    assert transcripts[0].calls[0].end_user == "user-7"
+    call = transcripts[0].calls[0]
+    assert (call.end_user, call.project) == ("user-7", "proj-search")
+    assert call.api_key == "sk-...abcd"  # never the secret
+    transcripts_store(organization=member.organization, transcripts=transcripts)
+    for name, label in (("api_key", "sk-...abcd"), ("project", "proj-search"), ("user", "user-7")):
+        rows = breakdown(member.organization, Slice(), DIMENSIONS[name])
+        assert label in {row.label for row in rows}, name
+    assert "SECRET" not in str(list(Conversation.objects.values_list("turns__api_key")))
 
 
 def test_it_tags_a_command_line_import(member: Membership, fixtures: Path) -> None:

@@ -61,6 +61,9 @@ class Call:
     cache_options: dict[str, Any] | None = None
     # Who the call was for: the request's `safety_identifier`, else its older `user` field.
     end_user: str | None = None
+    # The API key (an id or a name, never the secret) and project a log line names.
+    api_key: str | None = None
+    project: str | None = None
 
 
 @dataclass(slots=True)

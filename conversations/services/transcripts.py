@@ -105,6 +105,8 @@ def _turn_build(
         service_tier=(r.call.service_tier or "")[:20],
         prompt_cache_key=(r.call.prompt_cache_key or "")[:300],
         end_user=(r.call.end_user or "")[:300],
+        api_key=(r.call.api_key or "")[:200],
+        project=(r.call.project or "")[:200],
         cache_retention=(r.call.cache_retention or "")[:20],
         cache_options=r.call.cache_options,
         is_batch=r.call.batch,

@@ -9,7 +9,10 @@ from conversations import breakdowns
 from conversations.csv_export import csv_lines
 from conversations.management.cli import organization_by_slug, require_migrated
 
-BY = ("conversation", "turn", "model", "day", "week", "month", "key", "user", "source")
+BY = (
+    "conversation", "turn", "model", "day", "week", "month", "key", "user", "api_key", "project",
+    "source",
+)  # fmt: skip
 
 
 def _date(text: str) -> date:
