@@ -314,10 +314,13 @@ _API_KEY_FIELDS = ("api_key_id", "api_key_name", "api_key")
 _PROJECT_FIELDS = ("project", "project_id", "openai_project")
 
 
-def _redacted(value: str) -> str:
-    """A key's name or id as logged; a secret (sk-...) is cut to its last four characters,
-    as costlab shows its own keys: the secret itself is never stored."""
-    return f"sk-...{value[-4:]}" if value.startswith("sk-") else value
+def _redacted(field: str, value: str) -> str:
+    """A key's id or name as logged. The `api_key` field, or anything shaped like a secret
+    (sk-...), may hold the key itself: only its last four characters are kept, as costlab
+    shows its own keys."""
+    if field == "api_key" or value.startswith("sk-"):
+        return f"{'sk-' if value.startswith('sk-') else ''}...{value[-4:]}"
+    return value
 
 
 def _account(call: Call, obj: dict[str, Any], body: Any) -> None:
@@ -328,11 +331,12 @@ def _account(call: Call, obj: dict[str, Any], body: Any) -> None:
         holders.append(metadata)
     for fields, attribute in ((_API_KEY_FIELDS, "api_key"), (_PROJECT_FIELDS, "project")):
         for holder in holders:
-            value = next(
-                (holder[f] for f in fields if isinstance(holder.get(f), str) and holder[f]), None
-            )
-            if value is not None:
-                setattr(call, attribute, _redacted(value) if attribute == "api_key" else value)
+            field = next((f for f in fields if isinstance(holder.get(f), str) and holder[f]), None)
+            if field is not None:
+                value = holder[field]
+                setattr(
+                    call, attribute, _redacted(field, value) if attribute == "api_key" else value
+                )
                 break
 
 
