@@ -5,7 +5,8 @@ re-running the simulator over the period's conversations with the fix applied.
 A read path but not a selector, like what_if.py: the figures come from the engine, not
 from an aggregate. The work grows with the calls, so it is bounded: a period holding more
 than MAX_CALLS calls is refused with a message (narrow the period or the filters), and the
-result is kept in the cache per (organization, slice, price book, last usage row).
+result is kept in the cache per (organization, slice, price book, last usage row), and one
+request at a time works out a given list.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from typing import ClassVar
 from uuid import UUID
 
 from django.core.cache import cache
-from django.db.models import Count, Max
+from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
 from pricing.book import PriceBook
@@ -27,7 +29,7 @@ from pricing.book import PriceBook
 from . import selectors
 from .breakdowns import Slice
 from .engine.fixes import Fix, Simulation, find_fixes
-from .models import Conversation, Organization
+from .models import Conversation, Organization, UsageRecord
 
 MAX_CALLS = 20_000
 RETENTION_SECONDS = 600  # the imports' default scenario: entries live 10 minutes idle
@@ -72,6 +74,13 @@ class TooLarge:
     limit: int
 
 
+@dataclass(frozen=True)
+class Busy:
+    """Another request is working out the same list right now."""
+
+    kind: ClassVar[str] = "busy"
+
+
 def _item(fix: Fix, conversations: list[Conversation]) -> FixItem:
     by_conversation: dict[int, list[int]] = defaultdict(list)
     for number, index in fix.calls:
@@ -93,7 +102,7 @@ def _item(fix: Fix, conversations: list[Conversation]) -> FixItem:
     )
 
 
-def fix_list(organization: Organization, slice_: Slice) -> FixList | TooLarge:
+def fix_list(organization: Organization, slice_: Slice) -> FixList | TooLarge | Busy:
     records = slice_.records(organization)
     size = records.aggregate(calls=Count("id"), last=Max("id"))
     if size["calls"] > MAX_CALLS:
@@ -106,6 +115,20 @@ def fix_list(organization: Organization, slice_: Slice) -> FixList | TooLarge:
     found: FixList | None = cache.get(key)
     if found is not None:
         return found
+    # One request at a time works a list out; a crashed one frees the lock within minutes.
+    if not cache.add(f"{key}:computing", True, timeout=300):
+        return Busy()
+    try:
+        found = _compute(organization, records, book, now)
+    finally:
+        cache.delete(f"{key}:computing")
+    cache.set(key, found, timeout=CACHE_SECONDS)
+    return found
+
+
+def _compute(
+    organization: Organization, records: QuerySet[UsageRecord], book: PriceBook, now: datetime
+) -> FixList:
     ids = records.values("conversation_id").distinct()
     # Whole conversations: a fix changes every call of one, and the cache is shared.
     conversations = list(
@@ -120,10 +143,8 @@ def fix_list(organization: Organization, slice_: Slice) -> FixList | TooLarge:
         org=str(organization.code),
     )
     fixes = find_fixes(transcripts, simulation)
-    found = FixList(
+    return FixList(
         items=[_item(f, conversations) for f in fixes],
         conversations=len(conversations),
         calls=sum(len(t.calls or []) for t in transcripts),
     )
-    cache.set(key, found, timeout=CACHE_SECONDS)
-    return found

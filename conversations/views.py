@@ -387,6 +387,7 @@ def cache_fixes(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     context = {
         "organization": membership.organization,
         "fixes": fix_list.fix_list(membership.organization, form.to_slice()),
+        "query": request.GET.urlencode(),
     }
     return render(request, "conversations/cache.html#fixes", context)
 

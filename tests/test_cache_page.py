@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
+from conversations import fix_list as fix_list_module
 from conversations.breakdowns import Slice
 from conversations.cache_report import (
     cache_summary,
@@ -21,7 +23,7 @@ from conversations.cache_report import (
 from conversations.engine.cache import STEP
 from conversations.engine.fixes import key_rates
 from conversations.engine.types import Call, Transcript
-from conversations.fix_list import FixList, fix_list
+from conversations.fix_list import Busy, FixList, TooLarge, fix_list
 from conversations.models import Membership, Organization, UsageRecord
 from conversations.services.transcripts import transcripts_store
 
@@ -226,3 +228,14 @@ def test_it_prices_misses_a_changing_or_missing_key_caused(member: Membership) -
 
     assert (problems["changing_key"].calls, problems["changing_key"].lost) == (2, 2 * each)
     assert (problems["missing_key"].calls, problems["missing_key"].lost) == (1, each)
+
+
+def test_it_bounds_the_fix_list(member: Membership, monkeypatch: pytest.MonkeyPatch) -> None:
+    organization = member.organization
+    timestamped_traffic(organization)
+    monkeypatch.setattr(fix_list_module, "MAX_CALLS", 99)
+    assert fix_list(organization, Slice()) == TooLarge(calls=100, limit=99)
+    monkeypatch.setattr(fix_list_module, "MAX_CALLS", 100)
+    # Another request holds the lock: this one says so instead of computing it twice.
+    monkeypatch.setattr(cache, "add", lambda *args, **kwargs: False)
+    assert fix_list(organization, Slice()) == Busy()
