@@ -6,11 +6,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from .engine.metrics import HIT_RATE_TARGET
+from .breakdowns import BreakdownRow, Dimension
+from .cache_report import LostRow, reason_label
+from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET
 from .selectors import DayCost, ModelCost, TurnRow
 
 Figure = dict[str, Any]
 
+# One colour per miss reason, the same in every chart of the cache page.
+REASON_COLORS = {
+    "cold": "#8ab17d",
+    "prefix_changed": "#e76f51",
+    "expired": "#f4a261",
+    "overflow": "#9b5de5",
+    "partial": "#bbbbbb",
+}
 COLORS = {"cached": "#2a9d8f", "uncached": "#e76f51", "output": "#264653", "cost": "#f4a261"}
 BASE_LAYOUT: dict[str, Any] = {
     "margin": {"l": 60, "r": 60, "t": 30, "b": 40},
@@ -190,6 +200,136 @@ def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
                     "text": f"target {HIT_RATE_TARGET:.0%}",
                     "showarrow": False,
                 }
+            ],
+        },
+    }
+
+
+def _lost_stack(rows: list[LostRow], x_of: Any, categories: list[str]) -> Figure:
+    reasons = sorted({r.reason for r in rows})
+    traces = []
+    for reason in reasons:
+        lost = {x_of(r): r.lost for r in rows if r.reason == reason}
+        traces.append(
+            {
+                "type": "bar",
+                "name": label(reason_label(reason)),
+                "x": categories,
+                "y": [_money(lost.get(c)) for c in categories],
+                "marker": {"color": REASON_COLORS.get(reason, "#999")},
+            }
+        )
+    return {
+        "data": traces,
+        "layout": {
+            **BASE_LAYOUT,
+            "barmode": "stack",
+            "yaxis": {"title": {"text": "USD lost"}, "tickprefix": "$"},
+        },
+    }
+
+
+def lost_by_day_figure(rows: list[LostRow]) -> Figure:
+    """Money lost to misses per day, stacked by reason."""
+    days = sorted({r.day.isoformat() for r in rows if r.day is not None})
+    return _lost_stack(rows, lambda r: r.day.isoformat() if r.day else "", days)
+
+
+def lost_by_model_figure(rows: list[LostRow]) -> Figure:
+    """Money lost to misses per model, stacked by reason."""
+    models = sorted({label(r.model or "(no model)") for r in rows})
+    return _lost_stack(rows, lambda r: label(r.model or "(no model)"), models)
+
+
+def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
+    """Cost per group: bars over time for a period dimension, else the groups by cost."""
+    priced = [r for r in rows if r.cost is not None]
+    names = [label(r.title or r.label) if r.title else label(r.label) for r in priced]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": names,
+                "y": [_money(r.cost) for r in priced],
+                "customdata": [r.calls for r in priced],
+                "hovertemplate": "%{x}: $%{y:.4f} over %{customdata} calls<extra></extra>",
+                "marker": {"color": COLORS["output"]},
+            }
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "xaxis": {"title": {"text": label(dimension.label)}, "type": "category"},
+            "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
+        },
+    }
+
+
+def cache_targets_figure(rows: list[BreakdownRow]) -> Figure:
+    """Per day: hit rate by request and by token against the 70 % line, and cost reduction
+    against its 50-75 % band (seed 002's targets)."""
+    days = [r.label for r in rows]
+    low, high = COST_REDUCTION_TARGET
+    lines = (
+        ("Eligible calls that hit", [r.hit_rate_requests for r in rows], COLORS["cached"], "solid"),
+        ("Prompt tokens cached", [r.hit_rate_tokens for r in rows], COLORS["output"], "dot"),
+        ("Cost reduction", [r.cost_reduction for r in rows], COLORS["cost"], "dash"),
+    )
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": name,
+                "x": days,
+                "y": values,
+                "line": {"color": color, "dash": dash},
+            }
+            for name, values, color, dash in lines
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "yaxis": {"tickformat": ".0%", "range": [0, 1.05]},
+            "shapes": [
+                {
+                    "type": "line",
+                    "xref": "paper",
+                    "x0": 0,
+                    "x1": 1,
+                    "y0": HIT_RATE_TARGET,
+                    "y1": HIT_RATE_TARGET,
+                    "line": {"color": "#999", "dash": "dash"},
+                },
+                {
+                    "type": "rect",
+                    "xref": "paper",
+                    "x0": 0,
+                    "x1": 1,
+                    "y0": low,
+                    "y1": high,
+                    "fillcolor": COLORS["cost"],
+                    "opacity": 0.12,
+                    "line": {"width": 0},
+                },
+            ],
+            "annotations": [
+                {
+                    "xref": "paper",
+                    "x": 1,
+                    "y": HIT_RATE_TARGET,
+                    "xanchor": "right",
+                    "yanchor": "bottom",
+                    "text": f"hit rate target {HIT_RATE_TARGET:.0%}",
+                    "showarrow": False,
+                },
+                {
+                    "xref": "paper",
+                    "x": 0,
+                    "y": low,
+                    "xanchor": "left",
+                    "yanchor": "bottom",
+                    "text": f"cost reduction {low:.0%}-{high:.0%}",
+                    "showarrow": False,
+                },
             ],
         },
     }

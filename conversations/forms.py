@@ -5,10 +5,12 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from . import breakdowns
 from .formats import FORMATS
-from .models import Role
+from .models import ConversationSource, Role
 from .selectors import CONVERSATION_SORTS, UsageFilter
 
+SOURCE_CHOICES = list(ConversationSource.choices)
 FORMAT_CHOICES = [("", "Detect automatically")] + [(f, f.replace("_", " ")) for f in FORMATS]
 
 
@@ -39,6 +41,14 @@ class UploadForm(forms.Form):
         help_text="Only for the Batch API: the output file that goes with the input file.",
     )
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
+    tags = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Optional: name=value per line, set on every conversation of the file.",
+    )
+
+    def clean_tags(self) -> dict[str, str]:
+        return parse_tags(self.cleaned_data.get("tags") or "")
 
     def clean(self) -> dict[str, object]:
         cleaned = super().clean() or {}
@@ -79,3 +89,118 @@ class OrganizationDeleteForm(forms.Form):
         if value != self.slug:
             raise forms.ValidationError(f"Type {self.slug} to delete this organization.")
         return value
+
+
+AUTO_APPLY = {"class": "auto-apply"}  # the filters that apply on change (see the template)
+
+
+class BreakdownForm(forms.Form):
+    """The filters of the breakdown, cache and export pages: they combine, and all live in
+    the URL's query string so that a link, Back and an export see the same slice."""
+
+    date_from = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date", **AUTO_APPLY})
+    )
+    date_to = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date", **AUTO_APPLY})
+    )
+    model = forms.CharField(required=False, max_length=200)
+    source = forms.ChoiceField(
+        required=False,
+        choices=[("", "All sources"), *SOURCE_CHOICES],
+        widget=forms.Select(attrs=AUTO_APPLY),
+    )
+    key = forms.CharField(required=False, max_length=300, label="prompt_cache_key")
+    user = forms.CharField(required=False, max_length=300, label="End user")
+    tag = forms.CharField(required=False, max_length=300, help_text="name=value")
+    by = forms.CharField(required=False, max_length=120)
+    compare = forms.BooleanField(required=False)
+
+    def clean_tag(self) -> tuple[str, str] | None:
+        text = (self.cleaned_data.get("tag") or "").strip()
+        if not text:
+            return None
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise forms.ValidationError("Write a tag filter as name=value.")
+        return name.strip(), value.strip()
+
+    def clean_by(self) -> str:
+        by = self.cleaned_data.get("by") or "model"
+        if breakdowns.dimension_get(by) is None:
+            raise forms.ValidationError(f"Unknown grouping {by!r}.")
+        return by
+
+    def _data(self) -> dict[str, Any]:
+        """The fields that are valid: one bad filter (shown as an error) drops itself only."""
+        self.is_valid()
+        return self.cleaned_data
+
+    def to_slice(self) -> breakdowns.Slice:
+        data = self._data()
+        tag = data.get("tag")
+        return breakdowns.Slice.of_dates(
+            data.get("date_from"),
+            data.get("date_to"),
+            model=data.get("model") or "",
+            source=data.get("source") or "",
+            # A key filter of "-" selects the calls sent without a key.
+            prompt_cache_key=_none_or(data.get("key")),
+            end_user=_none_or(data.get("user")),
+            tag_key=tag[0] if tag else "",
+            tag_value=tag[1] if tag else "",
+        )
+
+    @property
+    def dimension(self) -> breakdowns.Dimension:
+        by = self._data().get("by") or "model"
+        return breakdowns.dimension_get(by) or breakdowns.DIMENSIONS["model"]
+
+    @property
+    def compare_value(self) -> bool:
+        return bool(self._data().get("compare"))
+
+
+NO_VALUE = "-"
+
+
+def _none_or(text: str | None) -> str | None:
+    """A filter text: None when empty (no filter), "" for NO_VALUE (calls without one)."""
+    if not text:
+        return None
+    return "" if text == NO_VALUE else text
+
+
+MAX_TAGS = 50
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """Lines of name=value (blank lines skipped) -> tags; a bad line names its number."""
+    tags: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise forms.ValidationError(f"Line {number}: write a tag as name=value.")
+        if len(name.strip()) > 100 or len(value.strip()) > 300:
+            raise forms.ValidationError(
+                f"Line {number}: names up to 100 characters, values up to 300."
+            )
+        tags[name.strip()] = value.strip()
+    if len(tags) > MAX_TAGS:
+        raise forms.ValidationError(f"At most {MAX_TAGS} tags per conversation.")
+    return tags
+
+
+def tags_text(tags: dict[str, str]) -> str:
+    return "\n".join(f"{name}={value}" for name, value in sorted(tags.items()))
+
+
+class TagsForm(forms.Form):
+    """A conversation's tags as lines of name=value."""
+
+    tags = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
+
+    def clean_tags(self) -> dict[str, str]:
+        return parse_tags(self.cleaned_data.get("tags") or "")

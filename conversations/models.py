@@ -136,6 +136,8 @@ class ImportJob(models.Model):
     # Conversations of the file already imported from another one, not stored again.
     skipped_conversations = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
+    # Tags given with the upload, set on every conversation the import stores.
+    tags = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     duplicate_of = models.ForeignKey(
         "self", models.SET_NULL, null=True, blank=True, related_name="+"
@@ -210,6 +212,9 @@ class Conversation(models.Model):
     # What was imported (messages and calls, not the title): an import skips a conversation
     # already stored from another file (hashing.transcript_sha256).
     content_sha256 = models.CharField(max_length=64, blank=True)
+    # Free key/value metadata ({"team": "search", "env": "prod"}): set on import and in the
+    # page; breakdowns group and filter by any key (conversations/breakdowns.py).
+    tags = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -283,6 +288,11 @@ class Turn(models.Model):
     model = models.CharField(max_length=200, blank=True)
     service_tier = models.CharField(max_length=20, blank=True)
     prompt_cache_key = models.CharField(max_length=300, blank=True)
+    # The request's end user (`safety_identifier`, else the older `user`) when logs carry it.
+    end_user = models.CharField(max_length=300, blank=True)
+    # The API key (its id or name, never the secret) and project when the log names them.
+    api_key = models.CharField(max_length=200, blank=True)
+    project = models.CharField(max_length=200, blank=True)
     is_batch = models.BooleanField(default=False)
     tools = models.JSONField(null=True, blank=True)
     response_format = models.JSONField(null=True, blank=True)
@@ -301,6 +311,10 @@ class Turn(models.Model):
     simulated_cache_write_tokens = models.PositiveIntegerField(default=0)
     miss_reason = models.CharField(max_length=20, choices=MissReason, blank=True)
     miss_detail = models.CharField(max_length=300, blank=True)
+    # prefix_changed: the first differing token and the message holding it (None: tools or
+    # response format), so prefix breakers group in the database, not by parsing the detail.
+    miss_token = models.PositiveIntegerField(null=True, blank=True)
+    miss_message = models.PositiveIntegerField(null=True, blank=True)
     over_context = models.BooleanField(default=False)
 
     class Meta:

@@ -17,6 +17,11 @@ urlpatterns = [
         views.conversation_delete,
         name="conversation_delete",
     ),
+    path("o/<slug:slug>/c/<uuid:code>/tags/", views.conversation_tags, name="conversation_tags"),
+    path("o/<slug:slug>/cache/", views.cache_page, name="cache_page"),
+    path("o/<slug:slug>/cache/fixes/", views.cache_fixes, name="cache_fixes"),
+    path("o/<slug:slug>/breakdown/", views.breakdown_page, name="breakdown_page"),
+    path("o/<slug:slug>/export.csv", views.usage_export, name="usage_export"),
     path("o/<slug:slug>/imports/", views.imports, name="imports"),
     path("o/<slug:slug>/imports/<uuid:code>/", views.import_job_detail, name="import_job_detail"),
     path(

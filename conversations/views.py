@@ -5,23 +5,37 @@ organization A gets a 404 for anything of organization B, pages and partials ali
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
-from . import charts, selectors, what_if
-from .forms import InviteForm, OrganizationDeleteForm, RoleForm, UploadForm, UsageFilterForm
-from .models import Role
+from . import breakdowns, cache_report, charts, fix_list, selectors, what_if
+from .csv_export import csv_lines
+from .forms import (
+    BreakdownForm,
+    InviteForm,
+    OrganizationDeleteForm,
+    RoleForm,
+    TagsForm,
+    UploadForm,
+    UsageFilterForm,
+    tags_text,
+)
+from .models import Conversation, Role
 from .services import deletion
 from .services import imports as import_services
 from .services import members as member_services
+from .services import tags as tag_services
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -113,6 +127,7 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> Http
         "turns": turns,
         "summary": summary,
         "turn_figure": charts.conversation_turns_figure(turns),
+        "tags_form": _tags_form(conversation),
     }
     return render(request, "conversations/conversation.html", context)
 
@@ -164,6 +179,7 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 upload=form.cleaned_data["file"],
                 second_upload=form.cleaned_data.get("second_file"),
                 format=form.cleaned_data.get("format") or "",
+                tags=form.cleaned_data.get("tags") or {},
             )
             if job.duplicate_of_id:
                 messages.info(request, f"{job.original_name} was already imported: nothing new.")
@@ -301,3 +317,163 @@ def organization_delete(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     deletion.organization_delete(organization=membership.organization)
     messages.success(request, f"Deleted the organization {name} and everything in it.")
     return redirect("home")
+
+
+def _tags_form(conversation: Conversation) -> TagsForm:
+    return TagsForm(initial={"tags": tags_text(conversation.tags)})
+
+
+@login_required
+@require_POST
+def conversation_tags(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    conversation = selectors.conversation_get(organization=membership.organization, code=code)
+    if not membership.can_import:
+        return HttpResponse("Viewers cannot change tags.", status=403)
+    form = TagsForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(str(e) for e in form.errors["tags"])
+        messages.error(request, f"Tags not saved: {problems}")
+        return redirect("conversation_detail", slug=slug, code=code)
+    tag_services.conversation_tags_set(conversation=conversation, tags=form.cleaned_data["tags"])
+    messages.success(request, "Tags saved.")
+    return redirect("conversation_detail", slug=slug, code=code)
+
+
+def _period(form: BreakdownForm) -> tuple[breakdowns.Slice, breakdowns.Slice | None]:
+    current = form.to_slice()
+    return current, current.previous() if form.compare_value else None
+
+
+@login_required
+@require_GET
+@vary_on_headers(*HTMX_HEADERS)
+def cache_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Where the organization's cache misses cost money, and why."""
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    organization = membership.organization
+    form = BreakdownForm(request.GET)
+    slice_ = form.to_slice()
+    by_day = cache_report.lost_by_day(organization, slice_)
+    by_model = cache_report.lost_by_model(organization, slice_)
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "form": form,
+        "models": selectors.models_used(organization),
+        "summary": cache_report.cache_summary(organization, slice_),
+        "by_reason": cache_report.lost_by_reason(organization, slice_),
+        "breakers": cache_report.prefix_breakers(organization, slice_),
+        "key_problems": cache_report.key_problems(organization, slice_),
+        "day_figure": charts.lost_by_day_figure(by_day),
+        "targets_figure": charts.cache_targets_figure(
+            breakdowns.breakdown(organization, slice_, breakdowns.DIMENSIONS["day"], limit=400)
+        ),
+        "model_figure": charts.lost_by_model_figure(by_model),
+        "query": request.GET.urlencode(),
+    }
+    template = "conversations/cache.html"
+    if wants_fragment(request):
+        template += "#cache-body"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def cache_fixes(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The fix list, loaded after the cache page: it re-runs the simulator."""
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    form = BreakdownForm(request.GET)
+    context = {
+        "organization": membership.organization,
+        "fixes": fix_list.fix_list(membership.organization, form.to_slice()),
+        "query": request.GET.urlencode(),
+    }
+    return render(request, "conversations/cache.html#fixes", context)
+
+
+@login_required
+@require_GET
+@vary_on_headers(*HTMX_HEADERS)
+def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    organization = membership.organization
+    form = BreakdownForm(request.GET)
+    current, previous = _period(form)
+    dimension = form.dimension
+    rows = breakdowns.breakdown(organization, current, dimension)
+    before = (
+        {row.key: row for row in breakdowns.breakdown(organization, previous, dimension)}
+        if previous is not None
+        else None
+    )
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "form": form,
+        "dimension": dimension,
+        "dimensions": [
+            *((d.name, d.label) for d in breakdowns.DIMENSIONS.values()),
+            *(
+                (f"{breakdowns.TAG_PREFIX}{k}", f"Tag {k}")
+                for k in breakdowns.tag_keys(organization)
+            ),
+        ],
+        "models": selectors.models_used(organization),
+        "rows": [(row, before.get(row.key) if before is not None else None) for row in rows],
+        "totals": breakdowns.slice_totals(organization, current),
+        "previous_totals": (
+            breakdowns.slice_totals(organization, previous) if previous is not None else None
+        ),
+        "previous": previous,
+        "compare_unavailable": form.compare_value and previous is None,
+        "figure": charts.breakdown_figure(rows, dimension),
+        "query": request.GET.urlencode(),
+    }
+    template = "conversations/breakdown.html"
+    if wants_fragment(request):
+        template += "#breakdown-body"
+    return render(request, template, context)
+
+
+EXPORT_TABLES = ("conversations", "turns")
+
+
+@login_required
+@require_GET
+def usage_export(request: HtmxHttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
+    """CSV of a table (conversations, turns) or of a breakdown (`by`), over the filters of
+    the page it was linked from; streamed row by row from a server-side cursor."""
+    membership = selectors.membership_get(user=request.user, slug=slug)
+    organization = membership.organization
+    form = BreakdownForm(request.GET)
+    if not form.is_valid():
+        errors = "; ".join(
+            f"{name}: {' '.join(str(e) for e in problems)}"
+            for name, problems in form.errors.items()
+        )
+        return HttpResponse(f"Bad filters: {errors}", status=400, content_type="text/plain")
+    slice_ = form.to_slice()
+    table = request.GET.get("table", "")
+    header: list[str]
+    rows: Iterator[tuple[Any, ...]]
+    if table == "turns":
+        header = [name for name, _ in breakdowns.TURN_COLUMNS]
+        rows = breakdowns.turn_export_rows(organization, slice_)
+    elif table == "conversations":
+        header = list(breakdowns.CONVERSATION_COLUMNS)
+        rows = breakdowns.conversation_export_rows(organization, slice_)
+    elif table in ("", "breakdown"):
+        table = form.dimension.name.replace(":", "-")
+        header = breakdowns.breakdown_export_header(form.dimension)
+        rows = breakdowns.breakdown_export_rows(organization, slice_, form.dimension)
+    else:
+        return HttpResponse(
+            f"table {table!r}: expected conversations, turns or breakdown",
+            status=400,
+            content_type="text/plain",
+        )
+    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
+    name = f"{organization.slug}-{slugify(table)}.csv"  # a tag name may hold quotes
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

@@ -151,6 +151,13 @@ ORG_URLS: dict[str, OrgUrl] = {
     "conversation_detail": OrgUrl(conversation, READ),
     "conversation_what_if": OrgUrl(conversation, READ),
     "conversation_delete": OrgUrl(conversation, {"POST": EDITORS}),
+    "conversation_tags": OrgUrl(
+        conversation, {"POST": EDITORS}, data=lambda w: {"tags": "team=search"}
+    ),
+    "cache_page": OrgUrl(slug, READ),
+    "cache_fixes": OrgUrl(slug, READ),
+    "breakdown_page": OrgUrl(slug, READ),
+    "usage_export": OrgUrl(slug, READ),
     "imports": OrgUrl(slug, {"GET": ALL, "POST": EDITORS}, data=upload),
     "import_job_detail": OrgUrl(job, READ),
     "import_job_progress": OrgUrl(job, READ),

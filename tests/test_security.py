@@ -170,6 +170,9 @@ def pages(client: Client) -> dict[str, str]:
         "conversation_table": reverse("conversation_table", args=[slug]),
         "conversation_detail": reverse("conversation_detail", args=[slug, conversation.code]),
         "conversation_what_if": reverse("conversation_what_if", args=[slug, conversation.code]),
+        "cache_page": reverse("cache_page", args=[slug]),
+        "cache_fixes": reverse("cache_fixes", args=[slug]),
+        "breakdown_page": reverse("breakdown_page", args=[slug]),
         "imports": reverse("imports", args=[slug]),
         "import_job_detail": reverse("import_job_detail", args=[slug, job.code]),
         "import_job_progress": reverse("import_job_progress", args=[slug, job.code]),
@@ -188,6 +191,8 @@ def pages(client: Client) -> dict[str, str]:
 
 # URLs that only take a POST and answer with a redirect: no page of their own to check.
 ACTIONS = {name for name, row in ORG_URLS.items() if "GET" not in row.methods}
+# Downloads: no HTML to check, but the policy header all the same.
+DOWNLOADS = {"usage_export"}
 
 
 def url_names(patterns: Sequence[URLPattern | URLResolver]) -> set[str]:
@@ -230,7 +235,15 @@ def test_it_sends_the_policy_and_no_inline_script_on_every_page(
     client: Client, pages: dict[str, str]
 ) -> None:
     # A new page must be added to the fixture: this fails until it is.
-    assert url_names([*conversation_urlpatterns, *calls_urlpatterns]) == set(pages) | ACTIONS
+    assert (
+        url_names([*conversation_urlpatterns, *calls_urlpatterns])
+        == set(pages) | ACTIONS | DOWNLOADS
+    )
+    slug = pages["org_overview"].split("/")[2]
+    for name in DOWNLOADS:
+        download = client.get(reverse(name, args=[slug]))
+        assert download.status_code == 200, name
+        assert_strict_policy(download)
     for name, url in pages.items():
         for headers in ({}, {"HX-Request": "true"}):
             response = client.get(url, headers=headers, follow=False)

@@ -397,6 +397,8 @@ def _turn_record(call: ApiCall, result: CallResult | None) -> tuple[Turn | None,
                 simulated_cached_tokens=analysis.simulated_cached_tokens,
                 miss_reason=reason.kind if reason else "",
                 miss_detail=reason.describe()[:300] if reason else "",
+                miss_token=reason.token if reason and reason.kind == "prefix_changed" else None,
+                miss_message=reason.message if reason and reason.kind == "prefix_changed" else None,
                 over_context=analysis.over_context,
             )
             records = turn_usage_records(

@@ -19,6 +19,8 @@ strategies   full / window / trim / summarize compared on one transcript
 calibration  estimated vs reported prompt tokens and cached tokens, per model
 levers       prompt_cache_key, retention and breakpoint choices compared, writes priced
 projection   cost of the next N turns
+divergence   where two requests' prefixes part, side by side, and the cause named
+fixes        the cache fixes of an organization's calls, each re-simulated with its saving
 report       analysis_to_json(), render_table()
 
 Each module imports only modules listed above it (tests/engine/test_layout.py checks it): no

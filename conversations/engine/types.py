@@ -59,6 +59,11 @@ class Call:
     cache_retention: str | None = None  # the request's prompt_cache_retention ("24h")
     # The request's prompt_cache_options (breakpoint models): {"mode": "explicit", "ttl": ...}
     cache_options: dict[str, Any] | None = None
+    # Who the call was for: the request's `safety_identifier`, else its older `user` field.
+    end_user: str | None = None
+    # The API key (an id or a name, never the secret) and project a log line names.
+    api_key: str | None = None
+    project: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +79,8 @@ class Transcript:
     message_times: list[datetime | None] | None = None  # parallel to messages when known
     location: str = ""  # file (and zip entry) and line/record it came from
     warnings: list[str] = field(default_factory=list)
+    # Free key/value metadata (a request's `metadata` object): the conversation's tags.
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 _POSITION = re.compile(r" (?:line|record) \d+$")

@@ -8,7 +8,9 @@ Accepted line shape::
       "response": {...chat.completion object: id, model, created, choices, usage, ...},
       "conversation_id": "c-42",          # optional, also metadata.conversation_id
       "timestamp": 1734986202,            # optional: unix s/ms or ISO 8601; or "started_at"
-      "latency_ms": 850                   # optional
+      "latency_ms": 850,                  # optional
+      "api_key_id": "key-ci",             # optional: api_key_id, api_key_name or api_key
+      "project": "proj-search"            # optional: project, project_id or openai_project
     }
 
 Aliases: the request body may be under `request`, `request_body` or `body`, the response
@@ -288,6 +290,7 @@ def log_entry(record: Record) -> _Entry:
             responses_api=True,
         )
         _timing(entry.call, obj, warn)
+        _account(entry.call, obj, body)
         return entry
     # A call OpenAI refused may hold a request it could not read either: keep what can be
     # rendered as a pending call rather than refusing the whole log.
@@ -303,7 +306,38 @@ def log_entry(record: Record) -> _Entry:
     if isinstance(body, dict):
         legacy_functions_warning(body, call, warn)
     _timing(call, obj, warn)
+    _account(call, obj, body)
     return _Entry(request, message, call, _conversation_id(obj, body), warnings)
+
+
+_API_KEY_FIELDS = ("api_key_id", "api_key_name", "api_key")
+_PROJECT_FIELDS = ("project", "project_id", "openai_project")
+
+
+def _redacted(field: str, value: str) -> str:
+    """A key's id or name as logged. The `api_key` field, or anything shaped like a secret
+    (sk-...), may hold the key itself: only its last four characters are kept, as costlab
+    shows its own keys."""
+    if field == "api_key" or value.startswith("sk-"):
+        return f"{'sk-' if value.startswith('sk-') else ''}...{value[-4:]}"
+    return value
+
+
+def _account(call: Call, obj: dict[str, Any], body: Any) -> None:
+    """The API key and project the line names (top level, or the body's `metadata`)."""
+    holders = [obj]
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    if isinstance(metadata, dict):
+        holders.append(metadata)
+    for fields, attribute in ((_API_KEY_FIELDS, "api_key"), (_PROJECT_FIELDS, "project")):
+        for holder in holders:
+            field = next((f for f in fields if isinstance(holder.get(f), str) and holder[f]), None)
+            if field is not None:
+                value = holder[field]
+                setattr(
+                    call, attribute, _redacted(field, value) if attribute == "api_key" else value
+                )
+                break
 
 
 def _timing(call: Call, obj: dict[str, Any], warn: Warn) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from conversations.engine.types import ChatMessage, Transcript
 
 from .errors import describe
-from .messages import calls_from_messages, normalize_message, parse_time
+from .messages import calls_from_messages, metadata_tags, normalize_message, parse_time
 from .records import Record, record_object
 
 _CREATED_KEYS = ("created", "created_at", "timestamp")
@@ -71,6 +71,7 @@ def chat_transcript(record: Record) -> Transcript:
         message_times=times if any(t is not None for t in times) else None,
         location=record.location,
         warnings=warnings,
+        tags=metadata_tags(obj.get("metadata")),
     )
 
 

@@ -106,6 +106,7 @@ def call_from(
         tools=dicts(body.get("tools")),
         response_format=response_format if isinstance(response_format, dict) else None,
         prompt_cache_key=text(body.get("prompt_cache_key")),
+        end_user=text(body.get("safety_identifier")) or text(body.get("user")),
         cache_retention=text(body.get("prompt_cache_retention")),
         cache_options=cache_options if isinstance(cache_options, dict) else None,
         service_tier=text(response.get("service_tier")) or text(body.get("service_tier")),

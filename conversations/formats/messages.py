@@ -145,3 +145,15 @@ def calls_from_messages(
             )
         )
     return calls
+
+
+def metadata_tags(metadata: Any) -> dict[str, str]:
+    """A record's `metadata` object as conversation tags: its text and number values (the
+    API's metadata is string to string; anything nested is not a tag)."""
+    if not isinstance(metadata, dict):
+        return {}
+    return {
+        str(key)[:100]: str(value)[:300]
+        for key, value in metadata.items()
+        if isinstance(value, str | int | float) and not isinstance(value, bool)
+    }

@@ -94,6 +94,7 @@ def responses_exchange(
         tools=_tools(body.get("tools"), warn, body_path),
         response_format=_response_format(body.get("text")),
         prompt_cache_key=text(body.get("prompt_cache_key")),
+        end_user=text(body.get("safety_identifier")) or text(body.get("user")),
         service_tier=text(response.get("service_tier")) or text(body.get("service_tier")),
         started_at=parse_time(response.get("created_at")),
         max_output_tokens=integer(body.get("max_output_tokens")),

@@ -77,11 +77,13 @@ def import_job_create(
     upload: UploadedFile,
     second_upload: UploadedFile | None = None,
     format: str = "",
+    tags: dict[str, str] | None = None,
 ) -> ImportJob:
     """Store an upload and queue it. The same content already imported into the org
-    creates a job marked duplicate and nothing else."""
+    creates a job marked duplicate and nothing else. `tags` go on every conversation."""
     job = ImportJob(
         organization=organization,
+        tags=tags or {},
         created_by_id=user.pk if user.is_authenticated else None,
         original_name=(upload.name or "upload")[:300],
         format=format,
@@ -199,6 +201,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                     transcripts=transcripts,
                     job=job,
                     on_chunk=on_chunk,
+                    tags=job.tags,
                 )
                 # The files' own warnings first, as `analyze` prints them.
                 totals.warnings = [*file_warnings, *totals.warnings][:WARNINGS_KEPT]
@@ -258,6 +261,7 @@ def import_path(
     organization: Organization,
     paths: list[Path],
     format: str = "",
+    tags: dict[str, str] | None = None,
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
     digest = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
@@ -269,6 +273,7 @@ def import_path(
         format=format,
         size_bytes=sum(p.stat().st_size for p in paths),
         content_sha256=digest,
+        tags=tags or {},
         status=ImportStatus.RUNNING,
         started=now,
         heartbeat=now,

@@ -87,14 +87,25 @@ def _miss_fields(reason: EngineMissReason | None) -> tuple[str, str]:
     return reason.kind, reason.describe()[:300]
 
 
+def _miss_place(reason: EngineMissReason | None) -> tuple[int | None, int | None]:
+    """Where a changed prefix diverged (token, message): what prefix breakers group by."""
+    if reason is None or reason.kind != "prefix_changed":
+        return None, None
+    return reason.token, reason.message
+
+
 def _turn_row(conversation_model: str, n: int, r: CallAnalysis) -> Row:
     kind, detail = _miss_fields(r.miss_reason)
+    miss_token, miss_message = _miss_place(r.miss_reason)
     return {
         "index": n,
         "request_ranges": request_ranges(r.call.request),
         "model": (r.model or conversation_model)[:200],
         "service_tier": (r.call.service_tier or "")[:20],
         "prompt_cache_key": (r.call.prompt_cache_key or "")[:300],
+        "end_user": (r.call.end_user or "")[:300],
+        "api_key": (r.call.api_key or "")[:200],
+        "project": (r.call.project or "")[:200],
         "cache_retention": (r.call.cache_retention or "")[:20],
         "cache_options": r.call.cache_options,
         "is_batch": r.call.batch,
@@ -110,6 +121,8 @@ def _turn_row(conversation_model: str, n: int, r: CallAnalysis) -> Row:
         "simulated_cache_write_tokens": r.simulated_write_tokens,
         "miss_reason": kind,
         "miss_detail": detail,
+        "miss_token": miss_token,
+        "miss_message": miss_message,
         "over_context": r.over_context,
     }
 
@@ -146,6 +159,7 @@ def _conversation_rows(
     results: list[CallAnalysis],
     fallback_time: datetime,
     totals: ImportTotals,
+    tags: dict[str, str],
 ) -> None:
     calls: list[Call] = [r.call for r in results]
     times = [c.started_at for c in calls if c.started_at is not None]
@@ -164,6 +178,7 @@ def _conversation_rows(
             "has_timestamps": bool(times),
             "warnings": transcript.warnings[:50],
             "content_sha256": digest,
+            "tags": {**transcript.tags, **tags},
         }
     )
     first_message = len(rows.messages)
@@ -251,6 +266,7 @@ def _chunk_store(
     stored: list[tuple[Transcript, str, list[CallAnalysis]]],
     fallback_time: datetime,
     totals: ImportTotals,
+    tags: dict[str, str],
 ) -> list[int]:
     """Write one chunk's conversations with their messages, turns and usage records, in
     the caller's transaction; the ids of the conversations written, in file order."""
@@ -266,6 +282,7 @@ def _chunk_store(
             results=results,
             fallback_time=fallback_time,
             totals=totals,
+            tags=tags,
         )
     if bulk.copy_supported():
         return _rows_copy_write(rows)
@@ -343,9 +360,11 @@ def transcripts_store(
     job: ImportJob | None = None,
     retention_seconds: int = DEFAULT_RETENTION_SECONDS,
     on_chunk: Callable[[ImportTotals], None] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> ImportTotals:
     """Analyse and store transcripts. The caller owns the transaction. For an import
-    (`job`), conversations another import already stored are counted, not stored."""
+    (`job`), conversations another import already stored are counted, not stored.
+    `tags` go on every conversation, over the tags a transcript brings itself."""
     book = PriceBook.for_organization(organization)
     totals = ImportTotals()
     now = timezone.now()
@@ -369,6 +388,7 @@ def transcripts_store(
             ],
             fallback_time=now,
             totals=totals,
+            tags=tags or {},
         )
         # The chunk's rows are written: their sums go into the rollups in the same
         # transaction, computed by the database from those rows.

@@ -3,9 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations.formats import FORMATS
+from conversations.forms import parse_tags
 from conversations.management.cli import organization_by_slug, require_migrated
 from conversations.models import ImportStatus
 from conversations.services import imports
@@ -28,6 +30,13 @@ class Command(BaseCommand):
             choices=FORMATS,
             help="Skip format detection (the same option as analyze's).",
         )
+        parser.add_argument(
+            "--tag",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="A tag set on every conversation of the files (repeatable).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_migrated()
@@ -36,8 +45,15 @@ class Command(BaseCommand):
         for path in paths:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
+        try:
+            tags = parse_tags("\n".join(options["tag"]))
+        except ValidationError as exc:
+            raise CommandError(f"--tag: {' '.join(exc.messages)}") from None
         job = imports.import_path(
-            organization=organization, paths=paths, format=options["input_format"] or ""
+            organization=organization,
+            paths=paths,
+            format=options["input_format"] or "",
+            tags=tags,
         )
         if job.status == ImportStatus.DUPLICATE:
             self.stdout.write(f"{job.original_name}: already imported, nothing new created.")

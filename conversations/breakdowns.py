@@ -1,0 +1,412 @@
+"""Read paths that slice an organization's billing usage by any dimension (issue 14):
+breakdowns, the money a cache miss lost, and the row streams behind the CSV exports.
+
+A module of its own, beside selectors.py, for two reasons: the overview's selectors are
+being moved onto the rollups (issue 13) and this module must not collide with that; and
+every read here has the same shape (an organization, a half-open time range, optional
+filters, one GROUP BY) so that the lead can point each one at the rollups where a rollup
+holds its dimension (model, day) and keep raw rows for the others (key, end user, tags).
+
+Every query starts from the organization and filters `occurred_at` with a half-open range
+[start, end), which the partial index usage_org_billing_time serves; nothing loops over
+usage rows in Python, and the export streams read through a server-side cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.db.models import (
+    Case,
+    Count,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Q,
+    QuerySet,
+    Sum,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import (
+    Cast,
+    Coalesce,
+    Greatest,
+    NullIf,
+    TruncDay,
+    TruncMonth,
+    TruncWeek,
+)
+
+from .models import Conversation, ConversationSource, Organization, UsageRecord
+
+MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=24, decimal_places=12)
+# A price row without a cache policy caches in 128-token steps (design.md 2.6, prefix_128).
+DEFAULT_STEP = 128
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Which billing records a figure covers: a half-open period [start, end) in UTC and
+    filters that combine (all must match). Empty strings and None mean 'any'."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    model: str = ""
+    source: str = ""
+    prompt_cache_key: str | None = None  # "" selects calls sent without a key
+    end_user: str | None = None
+    tag_key: str = ""
+    tag_value: str = ""
+    conversation: UUID | None = None
+
+    @classmethod
+    def of_dates(cls, date_from: date | None, date_to: date | None, **filters: Any) -> Slice:
+        """Days as people say them: both ends inclusive, turned into [from 00:00, to+1 00:00)."""
+        return cls(
+            start=day_start(date_from) if date_from else None,
+            end=day_start(date_to + timedelta(days=1)) if date_to else None,
+            **filters,
+        )
+
+    def previous(self) -> Slice | None:
+        """The period of the same length just before this one, same filters: what a
+        comparison sets beside it. None when the period is open at either end."""
+        if self.start is None or self.end is None:
+            return None
+        length = self.end - self.start
+        return replace(self, start=self.start - length, end=self.start)
+
+    def records(self, organization: Organization) -> QuerySet[UsageRecord]:
+        """The usage that counts (one billing record per turn) in this slice."""
+        records = UsageRecord.objects.filter(organization=organization, is_billing=True)
+        if self.start is not None:
+            records = records.filter(occurred_at__gte=self.start)
+        if self.end is not None:
+            records = records.filter(occurred_at__lt=self.end)
+        if self.model:
+            records = records.filter(model=self.model)
+        if self.source:
+            records = records.filter(conversation__source=self.source)
+        if self.prompt_cache_key is not None:
+            records = records.filter(turn__prompt_cache_key=self.prompt_cache_key)
+        if self.end_user is not None:
+            records = records.filter(turn__end_user=self.end_user)
+        if self.tag_key:
+            # The tag's text, not a JSON containment: SQLite (make run) has no `contains`.
+            records = records.alias(
+                tag_filter=Cast(KeyTextTransform(self.tag_key, "conversation__tags"), TextField())
+            ).filter(tag_filter=self.tag_value)
+        if self.conversation is not None:
+            records = records.filter(conversation__code=self.conversation)
+        return records
+
+
+# The tokens of a call that the cache could have served: its prompt down to the policy's
+# step, for eligible calls only (below the minimum or on a model without caching nothing is
+# cacheable, so nothing is lost). A breakpoint model caches exact lengths; its step of 1
+# in the policy row keeps that exact.
+_STEP = Coalesce(F("price__cache_policy__step_tokens"), Value(DEFAULT_STEP))
+CACHEABLE = Case(
+    When(cache_eligible=True, then=F("prompt_tokens") / _STEP * _STEP),
+    default=Value(0),
+    output_field=IntegerField(),
+)
+MISSED_TOKENS = Greatest(CACHEABLE - F("input_cached"), Value(0), output_field=IntegerField())
+# The call's own input rate per token (its tier and context band included), from what its
+# uncached input cost; the row's base rates where no input went uncached.
+_INPUT_RATE = Coalesce(
+    ExpressionWrapper(
+        F("cost_input_uncached") / NullIf(F("input_uncached"), 0), output_field=MONEY
+    ),
+    ExpressionWrapper(F("price__input_per_1m") / Value(Decimal(1_000_000)), output_field=MONEY),
+)
+# Share of the input rate a cached token saves: 1 - cached / input. NULL (nothing to lose)
+# for a row without a cached rate: that model has no caching.
+_SAVED_SHARE = ExpressionWrapper(
+    Value(Decimal(1))
+    - Cast(F("price__cached_input_per_1m"), MONEY) / NullIf(F("price__input_per_1m"), 0),
+    output_field=MONEY,
+)
+# What a miss cost: its cacheable tokens that were not cached x (input rate - cached rate).
+# NULL for an unpriced call (unknown, never 0).
+LOST = Case(
+    When(cost_total__isnull=True, then=Value(None, output_field=MONEY)),
+    When(cache_eligible=False, then=Value(Decimal(0), output_field=MONEY)),
+    default=ExpressionWrapper(MISSED_TOKENS * _INPUT_RATE * _SAVED_SHARE, output_field=MONEY),
+    output_field=MONEY,
+)
+
+# Figures every breakdown row carries, aggregated in the database.
+FIGURES: dict[str, Any] = {
+    "calls": Count("id"),
+    "cost": Sum("cost_total"),
+    "cost_uncached": Sum("cost_uncached", filter=Q(cost_total__isnull=False)),
+    # Not named prompt_tokens: LOST reads that column, and an alias would shadow it.
+    "prompt": Coalesce(Sum("prompt_tokens"), 0),
+    "cached_tokens": Coalesce(Sum("input_cached"), 0),
+    "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+    "eligible": Count("id", filter=Q(cache_eligible=True)),
+    "hits": Count("id", filter=Q(cache_eligible=True, input_cached__gt=0)),
+    "unpriced": Count("id", filter=Q(cost_total__isnull=True)),
+    "lost": Sum(LOST),
+}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One way to group usage: the expression that names a group and how to show it."""
+
+    name: str
+    label: str
+    expression: Any
+    title: Any = None  # a second value shown beside the key (a conversation's title)
+
+
+DIMENSIONS: dict[str, Dimension] = {
+    d.name: d
+    for d in (
+        Dimension("model", "Model", F("model")),
+        Dimension("day", "Day", TruncDay("occurred_at", tzinfo=UTC)),
+        Dimension("week", "Week", TruncWeek("occurred_at", tzinfo=UTC)),
+        Dimension("month", "Month", TruncMonth("occurred_at", tzinfo=UTC)),
+        Dimension(
+            "conversation", "Conversation", F("conversation__code"), F("conversation__title")
+        ),
+        Dimension("source", "Source", F("conversation__source")),
+        Dimension("key", "prompt_cache_key", F("turn__prompt_cache_key")),
+        Dimension("user", "End user", F("turn__end_user")),
+        Dimension("api_key", "API key", F("turn__api_key")),
+        Dimension("project", "Project", F("turn__project")),
+    )
+}
+TAG_PREFIX = "tag:"
+
+
+def dimension_get(name: str) -> Dimension | None:
+    """A dimension by name; `tag:<key>` groups by the value of that tag."""
+    if name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX):
+        key = name[len(TAG_PREFIX) :]
+        return Dimension(name, f"Tag {key}", KeyTextTransform(key, "conversation__tags"))
+    return DIMENSIONS.get(name)
+
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    """One group of a breakdown. Token sums are never NULL (a group has a record); money
+    is None when no call of the group is priced."""
+
+    key: Any
+    title: str | None
+    calls: int
+    cost: Decimal | None
+    cost_uncached: Decimal | None
+    prompt: int
+    cached_tokens: int
+    completion_tokens: int
+    eligible: int
+    hits: int
+    unpriced: int
+    lost: Decimal | None
+
+    @property
+    def label(self) -> str:
+        if isinstance(self.key, datetime):
+            return self.key.date().isoformat()
+        if self.key is None or self.key == "":
+            return "(none)"
+        if self.key in ConversationSource.values:
+            return str(ConversationSource(self.key).label)
+        return str(self.key)
+
+    @property
+    def hit_rate_requests(self) -> float | None:
+        return self.hits / self.eligible if self.eligible else None
+
+    @property
+    def hit_rate_tokens(self) -> float | None:
+        return self.cached_tokens / self.prompt if self.prompt else None
+
+    @property
+    def cost_reduction(self) -> float | None:
+        if not self.cost_uncached or self.cost is None:
+            return None
+        return float(1 - self.cost / self.cost_uncached)
+
+
+SORTS = {
+    "cost": F("cost").desc(nulls_last=True),
+    "calls": F("calls").desc(),
+    "lost": F("lost").desc(nulls_last=True),
+    "key": F("key").asc(),
+}
+
+
+def breakdown_query(
+    organization: Organization, slice_: Slice, dimension: Dimension, *, sort: str = "cost"
+) -> QuerySet[UsageRecord, dict[str, Any]]:
+    records = slice_.records(organization).annotate(key=dimension.expression)
+    names = ["key"]
+    if dimension.title is not None:
+        records = records.annotate(title=dimension.title)
+        names.append("title")
+    order = SORTS["key"] if dimension.name in ("day", "week", "month") else SORTS[sort]
+    return records.values(*names).annotate(**FIGURES).order_by(order, "key")
+
+
+def breakdown_rows(
+    organization: Organization, slice_: Slice, dimension: Dimension, *, sort: str = "cost"
+) -> Iterator[BreakdownRow]:
+    """Every group, read through a server-side cursor (an export by conversation may be
+    hundreds of thousands of groups)."""
+    for row in breakdown_query(organization, slice_, dimension, sort=sort).iterator(
+        chunk_size=2000
+    ):
+        yield BreakdownRow(title=row.pop("title", None), **row)
+
+
+def breakdown(
+    organization: Organization,
+    slice_: Slice,
+    dimension: Dimension,
+    *,
+    sort: str = "cost",
+    limit: int = 200,
+) -> list[BreakdownRow]:
+    rows = breakdown_query(organization, slice_, dimension, sort=sort)[:limit]
+    return [BreakdownRow(title=row.pop("title", None), **row) for row in rows]
+
+
+def slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
+    """The figures of the whole slice, as one row (key None)."""
+    row = slice_.records(organization).aggregate(**FIGURES)
+    return BreakdownRow(key=None, title=None, **row)
+
+
+def tag_keys(organization: Organization) -> list[str]:
+    """The tag names the organization's conversations use, for the group-by menu."""
+    keys: set[str] = set()
+    tagged = Conversation.objects.filter(organization=organization).exclude(tags={})
+    for tags in tagged.values_list("tags", flat=True).iterator(chunk_size=2000):
+        keys.update(tags)
+    return sorted(keys)
+
+
+# Export streams: one row per turn or per conversation, read through a server-side cursor.
+
+TURN_COLUMNS = (
+    ("conversation", "conversation__code"),
+    ("title", "conversation__title"),
+    ("source", "conversation__source"),
+    ("turn", "turn__index"),
+    ("occurred_at", "occurred_at"),
+    ("model", "model"),
+    ("prompt_cache_key", "turn__prompt_cache_key"),
+    ("end_user", "turn__end_user"),
+    ("api_key", "turn__api_key"),
+    ("project", "turn__project"),
+    ("usage_source", "source"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("cached_tokens", "input_cached"),
+    ("uncached_tokens", "input_uncached"),
+    ("cache_write_tokens", "input_cache_write"),
+    ("completion_tokens", "completion_tokens"),
+    ("reasoning_tokens", "reasoning_tokens"),
+    ("cost", "cost_total"),
+    ("cost_without_cache", "cost_uncached"),
+    ("cache_eligible", "cache_eligible"),
+    ("miss_reason", "turn__miss_reason"),
+    ("miss_detail", "turn__miss_detail"),
+    ("latency_ms", "turn__latency_ms"),
+)
+
+
+def turn_export_rows(organization: Organization, slice_: Slice) -> Iterator[tuple[Any, ...]]:
+    columns = [column for _, column in TURN_COLUMNS]
+    records = slice_.records(organization).order_by("occurred_at", "id").values_list(*columns)
+    yield from records.iterator(chunk_size=2000)
+
+
+CONVERSATION_COLUMNS = (
+    "conversation",
+    "title",
+    "source",
+    "model",
+    "tags",
+    "calls",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "cost",
+    "cost_without_cache",
+    "unpriced_calls",
+    "money_lost_to_misses",
+)
+
+
+def tags_text(tags: dict[str, Any]) -> str:
+    return "; ".join(f"{key}={value}" for key, value in sorted(tags.items()))
+
+
+def conversation_export_rows(
+    organization: Organization, slice_: Slice
+) -> Iterator[tuple[Any, ...]]:
+    """One row per conversation with usage in the slice: grouped in the database, its
+    title, model and tags read alongside (they depend on the conversation)."""
+    rows = (
+        slice_.records(organization)
+        .values(
+            "conversation__code",
+            "conversation__title",
+            "conversation__source",
+            "conversation__model",
+            "conversation__tags",
+        )
+        .annotate(**FIGURES)
+        .order_by("conversation__code")
+    )
+    for row in rows.iterator(chunk_size=2000):
+        yield (
+            row["conversation__code"],
+            row["conversation__title"],
+            row["conversation__source"],
+            row["conversation__model"],
+            tags_text(row["conversation__tags"] or {}),
+            row["calls"],
+            row["prompt"],
+            row["cached_tokens"],
+            row["completion_tokens"],
+            row["cost"],
+            row["cost_uncached"],
+            row["unpriced"],
+            row["lost"],
+        )
+
+
+BREAKDOWN_COLUMNS = tuple(
+    name for name in (f.name for f in fields(BreakdownRow)) if name not in ("title",)
+)
+
+
+def breakdown_export_rows(
+    organization: Organization, slice_: Slice, dimension: Dimension
+) -> Iterator[tuple[Any, ...]]:
+    for row in breakdown_rows(organization, slice_, dimension):
+        key = row.key.date() if isinstance(row.key, datetime) else row.key
+        yield (key, row.title, *(getattr(row, name) for name in BREAKDOWN_COLUMNS[1:]))
+
+
+def breakdown_export_header(dimension: Dimension) -> list[str]:
+    return [dimension.name, "title", *BREAKDOWN_COLUMNS[1:]]

@@ -1,0 +1,347 @@
+"""Reads for an organization's cache page (issue 14): what cache misses cost, per reason,
+over time and by model; which calls could hit at all; seed 002's metrics against their
+targets; and the prefix breakers, the places where prompts stop matching.
+
+Kept apart from selectors.py (the overview, moving onto the rollups of issue 13) and
+from breakdowns.py (grouping by any dimension), whose slice and money expressions it
+reuses: every figure here is one GROUP BY over the slice's billing records, in the
+database. Only the side-by-side of two requests and the naming of a breaker's cause read
+messages, for the few groups shown, through the engine (engine/divergence.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Avg, Count, F, Max, Min, Q, Sum
+from django.db.models.functions import Coalesce, TruncDay
+
+from pricing.book import PriceBook
+
+from .breakdowns import LOST, MISSED_TOKENS, Slice
+from .engine.divergence import Divergence, RequestView, compare_requests
+from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET, LATENCY_REDUCTION_TARGET
+from .models import MissReason, Organization, Turn, UsageRecord
+
+NOT_ELIGIBLE = (MissReason.NOT_SUPPORTED, MissReason.BELOW_MINIMUM, MissReason.BATCH)
+NO_REASON = "partial"  # a hit that fell short of the cacheable prefix with no reason given
+
+
+def reason_label(reason: str) -> str:
+    if reason in MissReason.values:
+        return str(MissReason(reason).label)
+    return "Partial hit" if reason in ("", NO_REASON) else reason
+
+
+def _in(value: float | None, band: tuple[float, float]) -> bool | None:
+    return None if value is None else band[0] <= value <= band[1]
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    calls: int
+    eligible: int
+    below_minimum: int
+    not_supported: int
+    batch: int
+    hits: int
+    prompt_tokens: int
+    cached_tokens: int
+    cost: Decimal | None
+    cost_uncached: Decimal | None
+    lost: Decimal | None
+    missed_tokens: int
+    unpriced: int
+    latency_hit_ms: float | None
+    latency_miss_ms: float | None
+
+    hit_rate_target = HIT_RATE_TARGET
+    cost_target = COST_REDUCTION_TARGET
+    latency_target = LATENCY_REDUCTION_TARGET
+
+    @property
+    def not_eligible(self) -> int:
+        return self.calls - self.eligible
+
+    @property
+    def hit_rate_requests(self) -> float | None:
+        return self.hits / self.eligible if self.eligible else None
+
+    @property
+    def hit_rate_tokens(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+    @property
+    def cost_reduction(self) -> float | None:
+        if not self.cost_uncached or self.cost is None:
+            return None
+        return float(1 - self.cost / self.cost_uncached)
+
+    @property
+    def latency_reduction(self) -> float | None:
+        if self.latency_hit_ms is None or not self.latency_miss_ms:
+            return None
+        return 1 - self.latency_hit_ms / self.latency_miss_ms
+
+    @property
+    def cached_per_request(self) -> float | None:
+        return self.cached_tokens / self.calls if self.calls else None
+
+    @property
+    def hit_rate_met(self) -> bool | None:
+        rate = self.hit_rate_requests
+        return None if rate is None else rate >= HIT_RATE_TARGET
+
+    @property
+    def cost_in_band(self) -> bool | None:
+        return _in(self.cost_reduction, COST_REDUCTION_TARGET)
+
+    @property
+    def latency_in_band(self) -> bool | None:
+        return _in(self.latency_reduction, LATENCY_REDUCTION_TARGET)
+
+
+def cache_summary(organization: Organization, slice_: Slice) -> CacheSummary:
+    records = slice_.records(organization)
+    not_eligible = Q(cache_eligible=False)
+    agg = records.aggregate(
+        calls=Count("id"),
+        eligible=Count("id", filter=Q(cache_eligible=True)),
+        below_minimum=Count("id", filter=not_eligible & Q(turn__miss_reason="below_minimum")),
+        not_supported=Count("id", filter=not_eligible & Q(turn__miss_reason="not_supported")),
+        batch=Count("id", filter=not_eligible & Q(turn__miss_reason="batch")),
+        hits=Count("id", filter=Q(cache_eligible=True, input_cached__gt=0)),
+        prompt=Coalesce(Sum("prompt_tokens"), 0),  # not prompt_tokens: LOST reads that
+        cached_tokens=Coalesce(Sum("input_cached"), 0),
+        cost=Sum("cost_total"),
+        cost_uncached=Sum("cost_uncached", filter=Q(cost_total__isnull=False)),
+        lost=Sum(LOST),
+        missed_tokens=Coalesce(Sum(MISSED_TOKENS), 0),
+        unpriced=Count("id", filter=Q(cost_total__isnull=True)),
+        latency_hit_ms=Avg("turn__latency_ms", filter=Q(input_cached__gt=0)),
+        latency_miss_ms=Avg("turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)),
+    )
+    agg["prompt_tokens"] = agg.pop("prompt")
+    return CacheSummary(**agg)
+
+
+@dataclass(frozen=True)
+class LostRow:
+    """Money lost to one miss reason (within one day or model when grouped so)."""
+
+    reason: str
+    calls: int
+    missed_tokens: int
+    lost: Decimal | None
+    day: date | None = None
+    model: str | None = None
+
+    @property
+    def label(self) -> str:
+        return reason_label(self.reason)
+
+
+def _missed(organization: Organization, slice_: Slice) -> Any:
+    """Eligible calls that got less than their cacheable prefix: the misses that cost."""
+    return (
+        slice_.records(organization)
+        .filter(cache_eligible=True)
+        .annotate(missed=MISSED_TOKENS, reason=F("turn__miss_reason"))
+        .filter(missed__gt=0)
+    )
+
+
+def _lost_rows(rows: Any, **extra: str) -> list[LostRow]:
+    out = []
+    for row in rows:
+        more = {name: row[column] for name, column in extra.items()}
+        if isinstance(more.get("day"), datetime):
+            more["day"] = more["day"].date()
+        out.append(
+            LostRow(
+                reason=row["reason"] or NO_REASON,
+                calls=row["calls"],
+                missed_tokens=row["missed_tokens"],
+                lost=row["lost"],
+                **more,
+            )
+        )
+    return out
+
+
+FIGURES = {"calls": Count("id"), "missed_tokens": Sum("missed"), "lost": Sum(LOST)}
+
+
+def lost_by_reason(organization: Organization, slice_: Slice) -> list[LostRow]:
+    rows = (
+        _missed(organization, slice_)
+        .values("reason")
+        .annotate(**FIGURES)
+        .order_by(F("lost").desc(nulls_last=True), "reason")
+    )
+    return _lost_rows(rows)
+
+
+def lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
+    rows = (
+        _missed(organization, slice_)
+        .annotate(day=TruncDay("occurred_at", tzinfo=UTC))
+        .values("day", "reason")
+        .annotate(**FIGURES)
+        .order_by("day", "reason")
+    )
+    return _lost_rows(rows, day="day")
+
+
+def lost_by_model(organization: Organization, slice_: Slice) -> list[LostRow]:
+    rows = (
+        _missed(organization, slice_)
+        .values("model", "reason")
+        .annotate(**FIGURES)
+        .order_by("model", "reason")
+    )
+    return _lost_rows(rows, model="model")
+
+
+# Prefix breakers --------------------------------------------------------------------------
+
+BLOCK = 128  # breakers diverging inside the same 128-token block are one place
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """A place where prompts stop matching: the same model, message position and token
+    block. `first`/`second` are two of its calls, for the side-by-side."""
+
+    model: str
+    message: int | None  # None: in the tools or the response format
+    block: int
+    first_token: int
+    last_token: int
+    calls: int
+    conversations: int
+    lost: Decimal | None
+    first: int  # turn ids
+    second: int
+    divergence: Divergence | None = None
+
+    @property
+    def where(self) -> str:
+        place = f"message {self.message}" if self.message is not None else "tools/format"
+        tokens = (
+            f"token {self.first_token:,}"
+            if self.first_token == self.last_token
+            else f"tokens {self.first_token:,}-{self.last_token:,}"
+        )
+        return f"{place}, {tokens}"
+
+
+def prefix_breakers(
+    organization: Organization, slice_: Slice, *, limit: int = 10, explain: int = 5
+) -> list[Breaker]:
+    """The places where prefixes diverge, costliest first; the first `explain` of them
+    with a side-by-side of two requests and the named cause."""
+    rows = (
+        slice_.records(organization)
+        .filter(turn__miss_reason=MissReason.PREFIX_CHANGED, turn__miss_token__isnull=False)
+        .annotate(block=F("turn__miss_token") / BLOCK, message=F("turn__miss_message"))
+        .values("model", "message", "block")
+        .annotate(
+            first_token=Min("turn__miss_token"),
+            last_token=Max("turn__miss_token"),
+            calls=Count("id"),
+            conversations=Count("conversation", distinct=True),
+            lost=Sum(LOST),
+            first=Min("turn_id"),
+            second=Max("turn_id"),
+        )
+        .order_by(F("lost").desc(nulls_last=True), F("calls").desc(), "model", "block")[:limit]
+    )
+    breakers = [Breaker(**row) for row in rows]
+    book = PriceBook.for_organization(organization)
+    return [
+        _explained(organization, breaker, book) if n < explain else breaker
+        for n, breaker in enumerate(breakers)
+    ]
+
+
+def _request_view(turn: Turn) -> RequestView:
+    indexes = turn.request_indexes()
+    data = dict(turn.conversation.messages.filter(index__in=indexes).values_list("index", "data"))
+    return RequestView(
+        messages=[data[i] for i in indexes if i in data],
+        tools=turn.tools,
+        response_format=turn.response_format,
+        prompt_cache_key=turn.prompt_cache_key or None,
+    )
+
+
+def _other_turn(organization: Organization, turn: Turn) -> Turn | None:
+    """A call to compare a lone breaker with: the latest earlier call of the same model
+    from another conversation (the prefix it found in the cache came from one)."""
+    record = (
+        UsageRecord.objects.filter(
+            organization=organization,
+            is_billing=True,
+            model=turn.model,
+            id__lt=turn.usage_records.filter(is_billing=True).values("id")[:1],
+        )
+        .exclude(conversation_id=turn.conversation_id)
+        .order_by("-id")
+        .select_related("turn__conversation")
+        .first()
+    )
+    return record.turn if record else None
+
+
+def _explained(organization: Organization, breaker: Breaker, book: PriceBook) -> Breaker:
+    turns = Turn.objects.select_related("conversation").filter(
+        conversation__organization=organization, id__in=(breaker.first, breaker.second)
+    )
+    by_id = {t.id: t for t in turns}
+    first = by_id.get(breaker.first)
+    second = by_id.get(breaker.second) if breaker.second != breaker.first else None
+    if first is None:
+        return breaker
+    if second is None:
+        second = _other_turn(organization, first)
+    if second is None:
+        return breaker
+    divergence = compare_requests(
+        _request_view(second), _request_view(first), profile=book.profile(first.model or None)
+    )
+    return Breaker(**{**breaker.__dict__, "divergence": divergence})
+
+
+# Key problems ------------------------------------------------------------------------------
+
+# MissReason.describe() of a cold miss whose prefix the cache held under another key.
+OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    name: str  # "changing_key" or "missing_key"
+    label: str
+    calls: int
+    lost: Decimal | None
+
+
+def key_problems(organization: Organization, slice_: Slice) -> list[KeyProblem]:
+    """Misses a prompt_cache_key caused or could have avoided: a cold miss on a prefix the
+    cache held under another key (the key changed), and misses of calls sent without one."""
+    missed = _missed(organization, slice_)
+    changing = missed.filter(reason="cold", turn__miss_detail__startswith=OTHER_KEY).aggregate(
+        calls=Count("id"), lost=Sum(LOST)
+    )
+    missing = missed.filter(turn__prompt_cache_key="").aggregate(calls=Count("id"), lost=Sum(LOST))
+    problems = [
+        KeyProblem("changing_key", "prompt_cache_key changes: the prefix was cached under another key",
+                   changing["calls"], changing["lost"]),
+        KeyProblem("missing_key", "no prompt_cache_key (misses of calls sent without one)",
+                   missing["calls"], missing["lost"]),
+    ]  # fmt: skip
+    return [p for p in problems if p.calls]

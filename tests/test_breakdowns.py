@@ -1,0 +1,219 @@
+"""Breakdowns by every dimension (issue 14): filters that combine and stay in the URL, a
+period beside the previous one, tags set on import and in the page, the request's end
+user read from logs."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+from django.urls import reverse
+
+from conversations.breakdowns import DIMENSIONS, Slice, breakdown, dimension_get, slice_totals
+from conversations.engine.pricing import usage_from_dict
+from conversations.engine.types import Call, Transcript
+from conversations.formats import parse_files
+from conversations.models import Conversation, ConversationSource, Membership, Organization, Role
+from conversations.services.imports import import_job_create, import_job_process
+from conversations.services.transcripts import transcripts_store
+
+from .factories import MembershipFactory
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+
+def _call(at: datetime, model: str = "gpt-4o", key: str | None = None) -> Call:
+    return Call(
+        request=[0],
+        response=1,
+        model=model,
+        started_at=at,
+        prompt_cache_key=key,
+        usage=usage_from_dict({"prompt_tokens": 2000, "completion_tokens": 100}),
+    )
+
+
+@pytest.fixture
+def member() -> Membership:
+    return MembershipFactory.create(role=Role.ANALYST)
+
+
+def _store(organization: Organization) -> None:
+    """Week 1 (Nov 2-8): 3 calls of team a (2 gpt-4o on key k1, 1 gpt-4o-mini), 1 of
+    team b. Week 2 (Nov 9-15): 1 call of team a on gpt-4o, key k1."""
+    hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+
+    def one(at: datetime, team: str, model: str = "gpt-4o", key: str | None = "k1") -> Transcript:
+        return Transcript(
+            messages=hello, calls=[_call(at, model, key)], model=model, tags={"team": team}
+        )
+
+    transcripts_store(
+        organization=organization,
+        transcripts=[
+            one(T0, "a"),
+            one(T0 + timedelta(days=1), "a"),
+            one(T0 + timedelta(days=2), "a", "gpt-4o-mini", None),
+            one(T0 + timedelta(days=3), "b"),
+            one(T0 + timedelta(days=7), "a"),
+        ],
+    )
+
+
+def test_it_groups_by_every_dimension(member: Membership) -> None:
+    _store(member.organization)
+    org = member.organization
+    counts = {
+        name: {row.label: row.calls for row in breakdown(org, Slice(), dim)}
+        for name, dim in DIMENSIONS.items()
+    }
+    assert counts["model"] == {"gpt-4o": 4, "gpt-4o-mini": 1}
+    assert counts["key"] == {"k1": 4, "(none)": 1}
+    assert counts["source"] == {str(ConversationSource.API_LOG.label): 5}
+    assert counts["week"] == {"2026-11-02": 4, "2026-11-09": 1}
+    assert counts["month"] == {"2026-11-01": 5}
+    assert sum(counts["day"].values()) == 5 and len(counts["day"]) == 5
+    assert len(counts["conversation"]) == 5
+    tag = dimension_get("tag:team")
+    assert tag is not None
+    assert {r.label: r.calls for r in breakdown(org, Slice(), tag)} == {"a": 4, "b": 1}
+
+
+def test_it_combines_filters_over_a_half_open_period(member: Membership) -> None:
+    _store(member.organization)
+    org = member.organization
+    week1 = Slice.of_dates(date(2026, 11, 2), date(2026, 11, 8))
+    assert week1.end == datetime(2026, 11, 9, tzinfo=UTC)  # the last day included, no more
+    assert slice_totals(org, week1).calls == 4
+    both = Slice.of_dates(date(2026, 11, 2), date(2026, 11, 8), model="gpt-4o", tag_key="team",
+                          tag_value="a")  # fmt: skip
+    assert slice_totals(org, both).calls == 2
+    assert slice_totals(org, Slice(prompt_cache_key="")).calls == 1  # calls without a key
+
+    week2 = Slice.of_dates(date(2026, 11, 9), date(2026, 11, 15))
+    previous = week2.previous()
+    assert previous is not None
+    assert (previous.start, previous.end) == (week1.start, week1.end)
+    assert slice_totals(org, previous).calls == 4
+
+
+def test_it_keeps_filters_in_the_url_and_compares_periods(
+    client: Client, member: Membership
+) -> None:
+    _store(member.organization)
+    client.force_login(member.user)
+    url = reverse("breakdown_page", args=[member.organization.slug])
+    query = {"by": "model", "date_from": "2026-11-09", "date_to": "2026-11-15", "compare": "on"}
+
+    page = client.get(url, query).content.decode()
+
+    assert 'data-previous="calls">previous period 4<' in page
+    assert 'data-key="gpt-4o"' in page and 'data-key="gpt-4o-mini"' not in page
+    # The export links carry the same filters.
+    assert "date_from=2026-11-09&amp;date_to=2026-11-15" in page
+    fragment = client.get(url, {**query, "tag": "team=b"}, headers={"HX-Request": "true"})
+    assert fragment.content.decode().lstrip().startswith('<div id="breakdown-body">')
+    assert 'data-kpi="calls">0<' in fragment.content.decode()
+    # A bad filter is shown as an error and drops itself only.
+    bad = client.get(url, {"tag": "no-equals", "model": "gpt-4o-mini"}).content.decode()
+    assert "Write a tag filter as name=value." in bad
+    assert 'data-kpi="calls">1<' in bad
+
+
+def test_it_sets_tags_in_the_page(client: Client, member: Membership) -> None:
+    _store(member.organization)
+    conversation = Conversation.objects.filter(organization=member.organization).first()
+    assert conversation is not None
+    client.force_login(member.user)
+    url = reverse("conversation_tags", args=[member.organization.slug, conversation.code])
+
+    client.post(url, {"tags": "team = search\nenv=prod\n"})
+
+    conversation.refresh_from_db()
+    assert conversation.tags == {"team": "search", "env": "prod"}
+    client.post(url, {"tags": "no equals sign"})
+    conversation.refresh_from_db()
+    assert conversation.tags == {"team": "search", "env": "prod"}  # nothing half-stored
+    viewer = MembershipFactory.create(organization=member.organization, role=Role.VIEWER)
+    client.force_login(viewer.user)
+    assert client.post(url, {"tags": "x=y"}).status_code == 403
+
+
+def test_it_tags_an_import_and_reads_metadata_and_end_users(
+    member: Membership, tmp_path: Path
+) -> None:
+    chat = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+        "model": "gpt-4o",
+        "metadata": {"feature": "search", "nested": {"no": 1}},
+    }
+    upload = SimpleUploadedFile("chat.json", json.dumps(chat).encode())
+    job = import_job_create(
+        organization=member.organization,
+        user=member.user,
+        upload=upload,
+        tags={"batch": "nov"},
+    )
+    import_job_process(job)
+    conversation = Conversation.objects.get(organization=member.organization)
+    assert conversation.tags == {"feature": "search", "batch": "nov"}
+
+    log = tmp_path / "log.jsonl"
+    entry = {
+        "request": {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "hi"}],
+            "safety_identifier": "user-7",
+        },
+        "api_key": "sk-proj-SECRET-abcd",
+        "project": "proj-search",
+        "response": {
+            "model": "gpt-4o",
+            "choices": [{"message": {"role": "assistant", "content": "yo"}}],
+            "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9},
+        },
+    }
+    log.write_text(json.dumps(entry) + "\n")
+    transcripts = list(parse_files([log]))
+    assert transcripts[0].calls is not None
+    call = transcripts[0].calls[0]
+    assert (call.end_user, call.project) == ("user-7", "proj-search")
+    assert call.api_key == "sk-...abcd"  # never the secret
+    transcripts_store(organization=member.organization, transcripts=transcripts)
+    for name, label in (("api_key", "sk-...abcd"), ("project", "proj-search"), ("user", "user-7")):
+        rows = breakdown(member.organization, Slice(), DIMENSIONS[name])
+        assert label in {row.label for row in rows}, name
+    assert "SECRET" not in str(list(Conversation.objects.values_list("turns__api_key")))
+
+
+def test_it_tags_a_command_line_import(member: Membership, fixtures: Path) -> None:
+    call_command(
+        "import_transcripts",
+        str(fixtures / "chat_small.json"),
+        "--org",
+        member.organization.slug,
+        "--tag",
+        "team=search",
+        "--tag",
+        "env = prod",
+        stdout=io.StringIO(),
+    )
+    conversation = Conversation.objects.get(organization=member.organization)
+    assert conversation.tags == {"team": "search", "env": "prod"}
+    with pytest.raises(CommandError, match="--tag: Line 1: write a tag as name=value"):
+        call_command(
+            "import_transcripts",
+            str(fixtures / "chat_small.json"),
+            "--org",
+            member.organization.slug,
+            "--tag",
+            "nope",
+        )
