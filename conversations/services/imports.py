@@ -92,7 +92,7 @@ def import_job_create(
         job.original_name = f"{upload.name} + {second_upload.name}"[:300]
         paths.append(_save_upload(job, "second_file", second_upload))
     # The content, not the bytes: gzipped, zipped or with CRLF endings, it is the same log.
-    job.content_sha256 = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
+    job.content_sha256 = _content_sha256(paths)
     previous = _previous_import(organization, job.content_sha256)
     if previous is not None:
         job.status = ImportStatus.DUPLICATE
@@ -103,6 +103,14 @@ def import_job_create(
     job.save()
     jobs.enqueue_on_commit(jobs.IMPORT_JOB_RUN, job.id)
     return job
+
+
+def _content_sha256(paths: list[Path]) -> str:
+    return files_sha256(
+        paths,
+        max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
+        max_ratio=settings.COSTLAB_MAX_COMPRESSION_RATIO,
+    )
 
 
 def import_job_claim(job_id: int) -> ImportJob | None:
@@ -191,6 +199,8 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                     format=job.format or None,
                     display_names=names,
                     max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
+                    max_record_bytes=settings.COSTLAB_MAX_RECORD_BYTES,
+                    max_ratio=settings.COSTLAB_MAX_COMPRESSION_RATIO,
                     on_progress=on_progress,
                     on_warning=file_warnings.append,
                 )
@@ -260,7 +270,7 @@ def import_path(
     format: str = "",
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
-    digest = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
+    digest = _content_sha256(paths)
     name = " + ".join(p.name for p in paths)
     now = timezone.now()
     job = ImportJob.objects.create(
