@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import stat
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -72,6 +73,13 @@ def zip_sources(
         shown = f"{name}:{info.filename}"
         if info.flag_bits & 0x1:
             raise ParseError("encrypted archive members are not supported", file=shown)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            # Nothing is extracted, so the link cannot escape; but its "content" is a path
+            # on someone's machine, never a transcript.
+            raise ParseError(
+                "symbolic link members are not supported: put the file itself in the archive",
+                file=shown,
+            )
         if info.filename.lower().endswith(".zip"):
             raise ParseError(
                 "nested archives are not supported: extract this member and upload its files",
@@ -176,7 +184,9 @@ def gzip_source(path: Path, name: str, *, max_ratio: float | None = None) -> Sou
     """A gzip-compressed file (a rotated `.jsonl.gz` log, say) read as its decompressed
     bytes. Its declared size is the gzip trailer's ISIZE (the uncompressed size modulo
     4 GiB, garbage when the file is cut off): it drives progress only; the byte budget is
-    enforced on the bytes actually decompressed, so a lying trailer cannot pass."""
+    enforced on the bytes actually decompressed, so a lying trailer cannot pass. An honest
+    trailer over the ratio refuses the file before anything is read: streaming up to the
+    ratio would import (and roll back) all the records that fit in it."""
     try:
         with path.open("rb") as raw:
             raw.seek(-4, 2)
@@ -184,6 +194,9 @@ def gzip_source(path: Path, name: str, *, max_ratio: float | None = None) -> Sou
         compressed = path.stat().st_size
     except OSError as exc:
         raise ParseError(f"not a readable gzip file ({exc.strerror or exc})", file=name) from exc
+    ceiling = expand_limit(compressed, max_ratio)
+    if max_ratio is not None and ceiling is not None and declared > ceiling:
+        raise ratio_error(name, compressed, max_ratio)
     return Source(
         name=name,
         size=declared,

@@ -8,6 +8,8 @@ written inside that transaction are invisible to the page that polls until it co
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from pathlib import Path
 
 from django.conf import settings
@@ -32,6 +34,15 @@ logger = logging.getLogger(__name__)
 
 class ImportFailed(Exception):
     """An import that stored nothing; the message names the file, line and field."""
+
+
+def shown_name(name: str) -> str:
+    """A file name as costlab shows it (job list, errors, the terminal): its last path
+    component, whichever separator the sender's system uses, with control and format
+    characters (terminal escapes, bell, right-to-left overrides) replaced by "?"."""
+    last = re.split(r"[/\\]", name)[-1] or "upload"
+    cleaned = "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in last)
+    return cleaned[:300]
 
 
 def progress_key(job: ImportJob) -> str:
@@ -83,13 +94,15 @@ def import_job_create(
     job = ImportJob(
         organization=organization,
         created_by_id=user.pk if user.is_authenticated else None,
-        original_name=(upload.name or "upload")[:300],
+        original_name=shown_name(upload.name or "upload"),
         format=format,
         size_bytes=(upload.size or 0) + ((second_upload.size or 0) if second_upload else 0),
     )
     paths = [_save_upload(job, "file", upload)]
     if second_upload is not None:
-        job.original_name = f"{upload.name} + {second_upload.name}"[:300]
+        job.original_name = (
+            f"{shown_name(upload.name or 'upload')} + {shown_name(second_upload.name or 'upload')}"
+        )[:300]
         paths.append(_save_upload(job, "second_file", second_upload))
     # The content, not the bytes: gzipped, zipped or with CRLF endings, it is the same log.
     job.content_sha256 = _content_sha256(paths)
@@ -271,7 +284,7 @@ def import_path(
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
     digest = _content_sha256(paths)
-    name = " + ".join(p.name for p in paths)
+    name = " + ".join(shown_name(p.name) for p in paths)
     now = timezone.now()
     job = ImportJob.objects.create(
         organization=organization,
