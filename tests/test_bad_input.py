@@ -33,6 +33,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoDbBlocker
 
 from conversations.models import (
     Conversation,
@@ -96,11 +97,13 @@ def _zip_bomb(directory: Path) -> Path:
     """100 MB of valid chat lines, the same line over and over, deflated to ~100 kB."""
     path = directory / "bomb.zip"
     line = _chat_line(1)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open("calls.jsonl", "w", force_zip64=True) as member:
-            block = line * (MB // len(line))
-            for _ in range(100):
-                member.write(block)
+    block = line * (MB // len(line))
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("calls.jsonl", "w", force_zip64=True) as member,
+    ):
+        for _ in range(100):
+            member.write(block)
     return path
 
 
@@ -364,8 +367,14 @@ def run_import_command(path: Path, organization: Organization) -> tuple[int, str
     log = path.parent / f"command-{uuid.uuid4().hex[:6]}.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "import_transcripts", str(path)]
-            + ["--org", organization.slug],
+            [
+                sys.executable,
+                "manage.py",
+                "import_transcripts",
+                str(path),
+                "--org",
+                organization.slug,
+            ],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -421,7 +430,7 @@ def _reset_peak(worker: Worker) -> None:
 @pytest.fixture(scope="module")
 def module_workers(
     django_db_setup: None,
-    django_db_blocker: pytest.FixtureRequest,
+    django_db_blocker: DjangoDbBlocker,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[Worker]]:
     """Two real workers for all the HTTP probes (starting one per probe would cost more than
@@ -429,7 +438,7 @@ def module_workers(
     from django.conf import settings
 
     queue = f"test-bad-{uuid.uuid4().hex[:8]}"
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+    with django_db_blocker.unblock():
         url = _database_url()
     env = {
         **os.environ,
