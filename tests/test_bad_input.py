@@ -41,6 +41,7 @@ from conversations.models import (
     ImportJob,
     ImportStatus,
     Membership,
+    Message,
     Organization,
     UsageRecord,
 )
@@ -167,6 +168,18 @@ def _huge_string_line(directory: Path) -> Path:
     return path
 
 
+def _largest_accepted(directory: Path) -> Path:
+    """A message of 8,000,000 characters of prose: just under the default record limit."""
+    text = ("lorem ipsum dolor sit amet " * 300_000)[:8_000_000]
+    return _write(directory, "largest.jsonl", _chat_line(1, model="gpt-4o", content=text))
+
+
+def _stored_whole(job: ImportJob) -> None:
+    assert (job.conversations, job.turns, job.messages) == (1, 1, 2)
+    assert job.tokens > 1_000_000
+    assert Message.objects.filter(conversation__organization=job.organization).count() == 2
+
+
 def _deep(directory: Path) -> Path:
     deep = b"[" * 100_000 + b"]" * 100_000
     line = b'{"messages": [{"role": "user", "content": ' + deep + b"}]}\n"
@@ -251,12 +264,19 @@ PROBES = [
     Probe(
         "50 MB string in a JSON array",
         _huge_string_array,
-        ("huge_string.json record 2", "over the limit of 16,777,216 bytes"),
+        ("huge_string.json record 2", "over the limit of 8,388,608 bytes"),
     ),
     Probe(
         "50 MB string on one JSONL line",
         _huge_string_line,
-        ("huge_line.jsonl line 2", "over the limit of 16,777,216 bytes"),
+        ("huge_line.jsonl line 2", "over the limit of 8,388,608 bytes"),
+    ),
+    Probe(
+        "largest accepted message (8 MB of text)",
+        _largest_accepted,
+        stored=True,
+        verify=_stored_whole,
+        tables_changed=STORED_TABLES,
     ),
     Probe("deep nesting", _deep, ("deep.jsonl line 2", "nested deeper than 100 levels")),
     Probe("zip bomb", _zip_bomb, ("bomb.zip:calls.jsonl", "decompression bomb")),
