@@ -264,12 +264,15 @@ PROBES = [
     Probe(
         "50 MB string in a JSON array",
         _huge_string_array,
-        ("huge_string.json record 2", "over the limit of 8,388,608 bytes"),
+        (
+            "huge_string.json record 2, field messages[0].content",
+            "over the limit of 8,388,608 bytes",
+        ),
     ),
     Probe(
         "50 MB string on one JSONL line",
         _huge_string_line,
-        ("huge_line.jsonl line 2", "over the limit of 8,388,608 bytes"),
+        ("huge_line.jsonl line 2, field messages[0].content", "over the limit of 8,388,608 bytes"),
     ),
     Probe(
         "largest accepted message (8 MB of text)",

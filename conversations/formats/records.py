@@ -98,15 +98,61 @@ def _utf16_or_32(head: bytes) -> str:
     return ""
 
 
-def _too_long(limit: int, source: Source, number: int | None, unit: str) -> ParseError:
+def _too_long(
+    limit: int, source: Source, number: int | None, unit: str, field: str | None = None
+) -> ParseError:
     what = "line" if unit == "line" else "record" if number is not None else "JSON document"
     return ParseError(
         f"this {what} is over the limit of {limit:,} bytes for one line or record; it was "
         "refused before being read whole (split it, or ask your admin to raise the limit)",
         file=source.name,
         line=number,
+        field=field,
         unit=unit,
     )
+
+
+def _field_path(stack: list[Any], keys: list[str]) -> str | None:
+    """The JSON path (`messages[0].content`) of the value being read when a record was cut
+    short: `stack` holds the containers open around it, `keys` each map's current key. A
+    list's last item is the one being read if it is an open container, else the next one."""
+    path = ""
+    for depth, container in enumerate(stack):
+        if isinstance(container, dict):
+            if not keys[depth]:  # cut inside the key itself
+                break
+            path += f".{keys[depth]}" if path else keys[depth]
+        else:
+            open_child = depth + 1 < len(stack)
+            path += f"[{len(container) - 1 if open_child else len(container)}]"
+    return path or None
+
+
+def _field_at_cut(prefix: bytes) -> str | None:
+    """The path of the value a too-long line was cut in, from the part that was read (the
+    limit's worth, already in memory). Deeper than MAX_DEPTH: no path."""
+    stack: list[Any] = []
+    keys: list[str] = []
+    try:
+        for event, value in ijson.basic_parse(io.BytesIO(prefix)):
+            if event == "map_key":
+                keys[-1] = value
+            elif event in _OPENERS:
+                if len(stack) >= MAX_DEPTH:
+                    return None
+                child: Any = {} if event == "start_map" else []
+                if stack and isinstance(stack[-1], list):
+                    stack[-1].append(None)
+                stack.append(child)
+                keys.append("")
+            elif event in _CLOSERS:
+                stack.pop()
+                keys.pop()
+            elif stack and isinstance(stack[-1], list):
+                stack[-1].append(None)
+    except ijson.JSONError:
+        pass
+    return _field_path(stack, keys)
 
 
 def _skip_preamble(stream: io.BufferedReader) -> tuple[bytes, int, int]:
@@ -137,7 +183,7 @@ def _readline(stream: io.BufferedReader, limit: int | None, source: Source, numb
         return stream.readline()
     line = stream.readline(limit + 1)
     if len(line) > limit and not line.endswith(b"\n"):
-        raise _too_long(limit, source, number, "line")
+        raise _too_long(limit, source, number, "line", _field_at_cut(line))
     return line
 
 
@@ -259,6 +305,9 @@ class _Utf8Checked:
         # Where the record being read started (at a chunk's precision), and its number.
         self.record_start: int | None = None
         self.record: int | None = None
+        # The containers and keys of the record being built (_build's own lists): where
+        # in the record the limit was crossed.
+        self.building: tuple[list[Any], list[str]] | None = None
 
     def start_record(self, number: int | None) -> None:
         self.record_start, self.record = self._offset, number
@@ -285,7 +334,8 @@ class _Utf8Checked:
             and self.record_start is not None
             and self._offset - self.record_start > self._limit
         ):
-            raise _too_long(self._limit, self._source, self.record, "record")
+            field = _field_path(*self.building) if self.building else None
+            raise _too_long(self._limit, self._source, self.record, "record", field)
         return data
 
 
@@ -308,7 +358,7 @@ def _json_records(
         if event == "start_map":
             # A single object is one record, from the file's first byte.
             checked.record_start = offset
-            yield Record(_build(event, value, events), source.name, None, "record")
+            yield Record(_build(event, value, events, checked), source.name, None, "record")
         else:  # the caller saw '['
             # Counted from the end of the previous item: the parser holds a scalar item
             # whole before its only event, so the bytes count before the record "starts".
@@ -317,7 +367,7 @@ def _json_records(
                 if event == "end_array":
                     break
                 number += 1
-                built = _build(event, value, events)
+                built = _build(event, value, events, checked)
                 checked.start_record(number + 1)
                 yield Record(built, source.name, number, "record")
             checked.end_record()
@@ -340,13 +390,14 @@ def _json_records(
         ) from exc
 
 
-def _build(event: str, value: Any, events: Iterator[tuple[str, Any]]) -> Any:
+def _build(event: str, value: Any, events: Iterator[tuple[str, Any]], checked: _Utf8Checked) -> Any:
     """Assemble one JSON value from parser events, iteratively and depth-limited."""
     if event not in _OPENERS:
         return value
     root: Any = {} if event == "start_map" else []
     stack: list[Any] = [root]
     keys: list[str] = [""]
+    checked.building = (stack, keys)
     for event, value in events:
         if event == "map_key":
             keys[-1] = value

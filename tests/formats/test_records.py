@@ -111,15 +111,32 @@ _BIG = b'{"messages": [{"role": "user", "content": "' + b"x" * 300_000 + b'"}]}'
     ("name", "data", "where"),
     [
         # JSONL: the third line is too long; the bounded readline never reads past it.
-        ("lines.jsonl", _LINE + b"\n\n" + _BIG + b"\n" + _LINE + b"\n", "lines.jsonl line 3"),
-        ("first.jsonl", _BIG + b"\n", "first.jsonl line 1"),
+        (
+            "lines.jsonl",
+            _LINE + b"\n\n" + _BIG + b"\n" + _LINE + b"\n",
+            "lines.jsonl line 3, field messages[0].content",
+        ),
+        ("first.jsonl", _BIG + b"\n", "first.jsonl line 1, field messages[0].content"),
         # A JSON array: the second item, counted while the parser pulls its bytes.
-        ("array.json", b"[" + _LINE + b",\n" + _BIG + b"]", "array.json record 2"),
+        (
+            "array.json",
+            b"[" + _LINE + b",\n" + _BIG + b"]",
+            "array.json record 2, field messages[0].content",
+        ),
+        (
+            "parts.json",
+            b'[{"messages": [{"role": "user", "content": ["a", {"x": 1}, "' + b"z" * 300_000,
+            "parts.json record 1, field messages[0].content[2]",
+        ),
         # A scalar item gets no event until the parser holds it whole: counted from the
         # end of the item before it.
         ("scalar.json", b"[" + _LINE + b', "' + b"y" * 300_000 + b'"]', "scalar.json record 2"),
         # A pretty-printed single object is one record, the whole file.
-        ("single.json", b'{\n "messages": [\n' + _BIG + b"]}", "single.json: this JSON"),
+        (
+            "single.json",
+            b'{\n "messages": [\n' + _BIG + b"]}",
+            "single.json, field messages[0].messages[0].content: this JSON",
+        ),
     ],
 )
 def test_it_refuses_a_line_or_record_over_the_limit_before_holding_it(
