@@ -120,4 +120,6 @@ def test_it_holds_analyze_to_the_record_limit_of_imports(
     path.write_text(json.dumps(line) + "\n")
     with pytest.raises(CommandError) as caught:
         call_command("analyze", str(path))
-    assert "long.jsonl line 1: this line is over the limit of 1,000 bytes" in str(caught.value)
+    message = str(caught.value)
+    assert "long.jsonl line 1, field messages[0].content: this line is over the limit" in message
+    assert "of 1,000 bytes" in message
