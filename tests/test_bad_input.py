@@ -34,6 +34,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 from pytest_django import DjangoDbBlocker
 
 from conversations.models import (
@@ -56,7 +57,7 @@ MB = 1024 * 1024
 
 # Filled as the probes run; printed at the end of the session (pytest -s) as the table of
 # the issue note.
-FIGURES: list[tuple[str, str, str, int | None]] = []
+FIGURES: list[tuple[str, str, str, int | None, int | None]] = []
 
 
 def _chat_line(i: int, *, model: str = "gpt-4o-mini", content: str | None = None) -> bytes:
@@ -383,8 +384,12 @@ def _check_outcome(probe: Probe, job: ImportJob, *, text: str) -> None:
     assert not hidden, f"{probe.name}: control characters in {text!r}"
 
 
-def _record(probe: Probe, path: str, outcome: str, peak: int | None) -> None:
-    FIGURES.append((probe.name, path, outcome, peak))
+def _record(
+    probe: Probe, path: str, outcome: str, peak: int | None, before: int | None = None
+) -> None:
+    """`before`: a long-lived worker's resident size when the probe started (its peak
+    cannot be less: the heap of earlier probes stays mapped)."""
+    FIGURES.append((probe.name, path, outcome, peak, before))
     assert peak is None or peak < MEMORY_BOUND, f"{probe.name}: peak {peak / MB:.0f} MB"
 
 
@@ -459,15 +464,21 @@ def test_the_import_command_refuses_bad_input_and_stores_nothing(
 # --- through the upload form and a real worker ---------------------------------------------
 
 
-def _peak(worker: Worker) -> int:
+def _status(worker: Worker, key: str) -> int:
     status = Path(f"/proc/{worker.pid}/status").read_text()
-    (line,) = [x for x in status.splitlines() if x.startswith("VmHWM:")]
+    (line,) = [x for x in status.splitlines() if x.startswith(f"{key}:")]
     return int(line.split()[1]) * 1024
 
 
-def _reset_peak(worker: Worker) -> None:
-    # "5" resets the high-water mark to the current resident size (proc(5)).
+def _peak(worker: Worker) -> int:
+    return _status(worker, "VmHWM")
+
+
+def _reset_peak(worker: Worker) -> int:
+    """Reset the worker's high-water mark to its current resident size (proc(5): "5" to
+    clear_refs); that size."""
     Path(f"/proc/{worker.pid}/clear_refs").write_text("5")
+    return _status(worker, "VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -535,8 +546,7 @@ def test_the_upload_form_refuses_bad_input_and_stores_nothing(
     client.force_login(membership.user)
     path = probe_files(probe)
     before = table_counts()
-    for worker in module_workers:
-        _reset_peak(worker)
+    resident = max(_reset_peak(worker) for worker in module_workers)
     status, content = _post(client, membership, path, probe.upload_name or path.name)
     if probe.at_the_door:
         assert status == 400
@@ -557,11 +567,9 @@ def test_the_upload_form_refuses_bad_input_and_stores_nothing(
     _check_outcome(probe, job, text=job.error)
     if not probe.stored:
         # The page shows the same located error (escaped as HTML).
-        from django.utils.html import escape
-
         assert escape(job.error[:200]).encode() in page.content
     assert "/" not in job.original_name and "\x1b" not in job.original_name
-    _record(probe, "upload + worker", job.status, peak)
+    _record(probe, "upload + worker", job.status, peak, resident)
 
 
 @pytest.mark.celery_worker
@@ -583,8 +591,7 @@ def test_the_same_file_uploaded_twice_at_once_is_imported_once(
         finally:
             connection.close()  # this thread's own connection
 
-    for worker in module_workers:
-        _reset_peak(worker)
+    resident = max(_reset_peak(worker) for worker in module_workers)
     threads = [threading.Thread(target=post) for _ in range(2)]
     for thread in threads:
         thread.start()
@@ -601,15 +608,16 @@ def test_the_same_file_uploaded_twice_at_once_is_imported_once(
     assert Conversation.objects.filter(organization=membership.organization).count() == 200
     peak = max(_peak(worker) for worker in module_workers)
     probe = Probe("same file uploaded twice at once", lambda d: path)
-    _record(probe, "2 uploads + 2 workers", " + ".join(statuses), peak)
+    _record(probe, "2 uploads + 2 workers", " + ".join(statuses), peak, resident)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def print_figures() -> Iterator[None]:
     yield
     if FIGURES:
-        print("\n| probe | path | outcome | peak memory |")
-        print("|---|---|---|---|")
-        for name, path, outcome, peak in FIGURES:
+        print("\n| probe | path | outcome | peak memory | resident at start |")
+        print("|---|---|---|---|---|")
+        for name, path, outcome, peak, before in FIGURES:
             shown = "n/a" if peak is None else f"{peak / MB:.0f} MB"
-            print(f"| {name} | {path} | {outcome} | {shown} |")
+            start = "" if before is None else f"{before / MB:.0f} MB"
+            print(f"| {name} | {path} | {outcome} | {shown} | {start} |")
