@@ -46,6 +46,7 @@ from conversations.models import (
     Organization,
     UsageRecord,
 )
+from conversations.services.imports import shown_name
 from costlab.celery import app as celery_app
 
 from .conftest import ROOT, Worker, Workers, _database_url
@@ -621,3 +622,19 @@ def print_figures() -> Iterator[None]:
             shown = "n/a" if peak is None else f"{peak / MB:.0f} MB"
             start = "" if before is None else f"{before / MB:.0f} MB"
             print(f"| {name} | {path} | {outcome} | {shown} | {start} |")
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ("../../etc/passwd.jsonl", "passwd.jsonl"),
+        ("C:\\Users\\me\\chats.jsonl", "chats.jsonl"),
+        ("a\x1b[31m\x07b.jsonl", "a?[31m?b.jsonl"),
+        ("\u202egnp.jsonl", "?gnp.jsonl"),
+        ("dir/", "upload"),
+    ],
+)
+def test_it_shows_a_file_name_without_its_path_or_control_characters(sent: str, shown: str) -> None:
+    # Django's upload parser drops most of these already; the command passes names as they
+    # are on disk, so the service cleans them for both.
+    assert shown_name(sent) == shown
