@@ -5,9 +5,11 @@ decompressed (no absolute paths, no `..` components: nothing is ever extracted t
 a name like that means a hostile or broken archive), and the total uncompressed size the
 central directory declares must fit `max_bytes`. Headers can lie, so the byte budget is
 enforced again while members stream (sources.Meter), and zipfile itself stops a member at
-its declared size and checks its CRC. A member (or gzip file) may expand at most `max_ratio`
-times its compressed size: checked up front on a zip's declared sizes, and on the bytes
-actually decompressed (sources.expand_limit), so a bomb never runs to the byte budget. Directories, `__MACOSX/` and Finder/Windows debris are
+its declared size and checks its CRC. A member (or gzip file) may expand at most
+`max_ratio` times its compressed size: checked up front on a zip's declared sizes, and on
+the bytes actually decompressed (sources.expand_limit), so a bomb never runs to the byte
+budget. Symbolic links are refused; member names are shown with control characters
+replaced (errors.printable). Directories, `__MACOSX/` and Finder/Windows debris are
 skipped. Nested archives are refused: one level only, and the user is told which member to
 extract.
 """
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
-from .errors import ParseError
+from .errors import ParseError, printable
 from .sources import Source, expand_limit, file_source, open_metered, ratio_error
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
@@ -70,7 +72,7 @@ def zip_sources(
     if _is_chatgpt_export(members):
         members = _export_members(members, name, warn)
     for info in members:
-        shown = f"{name}:{info.filename}"
+        shown = f"{name}:{printable(info.filename)}"
         if info.flag_bits & 0x1:
             raise ParseError("encrypted archive members are not supported", file=shown)
         if stat.S_ISLNK(info.external_attr >> 16):
@@ -98,7 +100,7 @@ def zip_sources(
         raise ParseError("the archive holds no transcript files", file=name)
     return [
         Source(
-            name=f"{name}:{info.filename}",
+            name=f"{name}:{printable(info.filename)}",
             size=info.file_size,
             open=_opener(path, info),
             compressed_size=info.compress_size if info.compress_type else None,
@@ -135,7 +137,7 @@ def _export_members(
         elif member.suffix.lower() in _ASSET_SUFFIXES or "dalle-generations" in member.parts:
             assets += 1
         else:
-            other.append(info.filename)
+            other.append(printable(info.filename))
     if warn is not None and assets:
         warn(f"{name}: ChatGPT export: {assets} image, audio or attachment file(s) not imported")
     if warn is not None and other:
@@ -150,7 +152,7 @@ def _check_name(member: str, archive: str) -> None:
         raise ParseError(
             "unsafe member path (absolute, or with a '..' component); the archive was "
             "refused before anything was extracted",
-            file=f"{archive}:{member}",
+            file=f"{archive}:{printable(member)}",
         )
 
 

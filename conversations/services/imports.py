@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from pathlib import Path
 
 from django.conf import settings
@@ -24,7 +23,7 @@ from django.utils import timezone
 from costlab import heartbeat, jobs
 
 from ..formats import parse_files
-from ..formats.errors import ParseError
+from ..formats.errors import ParseError, printable
 from ..hashing import files_sha256
 from ..models import ImportJob, ImportStatus, Organization
 from .transcripts import WARNINGS_KEPT, ImportTotals, transcripts_store
@@ -40,9 +39,7 @@ def shown_name(name: str) -> str:
     """A file name as costlab shows it (job list, errors, the terminal): its last path
     component, whichever separator the sender's system uses, with control and format
     characters (terminal escapes, bell, right-to-left overrides) replaced by "?"."""
-    last = re.split(r"[/\\]", name)[-1] or "upload"
-    cleaned = "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in last)
-    return cleaned[:300]
+    return printable(re.split(r"[/\\]", name)[-1] or "upload")[:300]
 
 
 def progress_key(job: ImportJob) -> str:

@@ -212,3 +212,10 @@ def test_it_refuses_a_symlink_member(tmp_path: Path, parse: Parse) -> None:
         parse(path)
     assert caught.value.file == "links.zip:secrets.jsonl"
     assert "symbolic link members are not supported" in str(caught.value)
+
+
+def test_it_shows_member_names_without_control_characters(make_zip: MakeZip, parse: Parse) -> None:
+    archive = make_zip({"a\x1b[2J\u202eb.jsonl": b"not json\n"})
+    with pytest.raises(ParseError) as caught:
+        parse(archive)
+    assert caught.value.file == "upload.zip:a?[2J?b.jsonl"
