@@ -9,6 +9,7 @@ from . import breakdowns
 from .formats import FORMATS
 from .models import ConversationSource, Role
 from .selectors import CONVERSATION_SORTS, UsageFilter
+from .services.imports import shown_name
 
 SOURCE_CHOICES = list(ConversationSource.choices)
 FORMAT_CHOICES = [("", "Detect automatically")] + [(f, f.replace("_", " ")) for f in FORMATS]
@@ -34,11 +35,16 @@ class UsageFilterForm(forms.Form):
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField(help_text="JSON, JSONL, gzip-compressed (.gz) or a .zip holding them.")
+    # Empty files are refused in clean(), where the message can name the file.
+    file = forms.FileField(
+        help_text="JSON, JSONL, gzip-compressed (.gz) or a .zip holding them.",
+        allow_empty_file=True,
+    )
     second_file = forms.FileField(
         required=False,
         label="Batch output file",
         help_text="Only for the Batch API: the output file that goes with the input file.",
+        allow_empty_file=True,
     )
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
     tags = forms.CharField(
@@ -55,10 +61,15 @@ class UploadForm(forms.Form):
         limit = settings.COSTLAB_MAX_UPLOAD_BYTES
         for name in ("file", "second_file"):
             upload = cleaned.get(name)
-            if upload is not None and upload.size > limit:
+            if upload is None:
+                continue
+            shown = shown_name(upload.name or "upload")
+            if not upload.size:
+                self.add_error(name, f"{shown}: empty file, nothing to import.")
+            elif upload.size > limit:
                 self.add_error(
                     name,
-                    f"{upload.name} is {upload.size:,} bytes; the limit is {limit:,} bytes "
+                    f"{shown} is {upload.size:,} bytes; the limit is {limit:,} bytes "
                     "(COSTLAB_MAX_UPLOAD_BYTES). Split the file, or ask your admin to raise it.",
                 )
         return cleaned

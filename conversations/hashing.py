@@ -5,8 +5,9 @@ decompresses to, a zip as its transcript members' contents (what the import read
 line endings are normalised (CRLF and CR count as LF). The same log gzipped, zipped or
 saved on Windows is then the same upload, not three copies with inflated totals.
 
-Reading stops at `max_bytes` of content: past the upload limit the import refuses the
-file anyway, and a decompression bomb must not keep the request hashing.
+Reading stops at `max_bytes` of content, or when a compressed file passes `max_ratio`: past
+either limit the import refuses the file anyway, and a decompression bomb must not keep the
+request hashing (its raw bytes are hashed instead).
 """
 
 from __future__ import annotations
@@ -44,15 +45,15 @@ def _source_sha256(source: Source, max_bytes: int | None) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path, *, max_bytes: int | None = None) -> str:
+def file_sha256(path: Path, *, max_bytes: int | None = None, max_ratio: float | None = None) -> str:
     """The content digest of one uploaded file (see the module docstring)."""
     with path.open("rb") as handle:
         head = handle.read(4)
     try:
         if is_zip(head):
-            sources = zip_sources(path, path.name, max_bytes=None)
+            sources = zip_sources(path, path.name, max_bytes=None, max_ratio=max_ratio)
             return combined_sha256(_source_sha256(s, max_bytes) for s in sources)
-        return _source_sha256(local_source(path, path.name), max_bytes)
+        return _source_sha256(local_source(path, path.name, max_ratio=max_ratio), max_bytes)
     except ParseError:
         # Unreadable as an archive or a gzip: its bytes are its content. The import will
         # say what is wrong with it.
@@ -68,8 +69,10 @@ def combined_sha256(digests: Iterable[str]) -> str:
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
 
 
-def files_sha256(paths: list[Path], *, max_bytes: int | None = None) -> str:
-    return combined_sha256(file_sha256(p, max_bytes=max_bytes) for p in paths)
+def files_sha256(
+    paths: list[Path], *, max_bytes: int | None = None, max_ratio: float | None = None
+) -> str:
+    return combined_sha256(file_sha256(p, max_bytes=max_bytes, max_ratio=max_ratio) for p in paths)
 
 
 def transcript_sha256(transcript: Transcript) -> str:

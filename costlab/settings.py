@@ -242,6 +242,15 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # The biggest transcript (or unpacked zip) costlab accepts, in bytes.
 COSTLAB_MAX_UPLOAD_BYTES = envint("COSTLAB_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024)
+# Memory is bounded by these, not by the input. The biggest single JSONL line, JSON array
+# item or single-object file (so also the biggest message or string): refused with its
+# location once this many bytes of it were read, never held whole. An import's peak is
+# about 110 MB plus 20 times its biggest record of text (tokens, stored copies): 8 MiB keeps
+# a worker near 300 MB, under the 500 MB the bad-input suite holds it to.
+COSTLAB_MAX_RECORD_BYTES = envint("COSTLAB_MAX_RECORD_BYTES", 8 * 1024 * 1024)
+# How many times its compressed size a gzip file or zip member may expand to: a bomb is
+# refused after this much, long before COSTLAB_MAX_UPLOAD_BYTES (real logs gzip 5-30x).
+COSTLAB_MAX_COMPRESSION_RATIO = envint("COSTLAB_MAX_COMPRESSION_RATIO", 200)
 
 # The what-if on a conversation page (conversations/what_if.py): any member may open it, so
 # the work is bounded. Conversations above either size get a message instead of figures.

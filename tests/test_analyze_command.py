@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from pytest_django import Settings
 
 from conversations.models import Conversation
 
@@ -106,3 +107,19 @@ def test_it_asks_for_migrate_instead_of_a_traceback_on_a_new_database(
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert "unapplied migration(s): run `python manage.py migrate` first" in lines[0]
+
+
+def test_it_holds_analyze_to_the_record_limit_of_imports(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from django.core.management import CommandError
+
+    settings.COSTLAB_MAX_RECORD_BYTES = 1_000
+    line = {"messages": [{"role": "user", "content": "x" * 2_000}]}
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(CommandError) as caught:
+        call_command("analyze", str(path))
+    message = str(caught.value)
+    assert "long.jsonl line 1, field messages[0].content: this line is over the limit" in message
+    assert "of 1,000 bytes" in message

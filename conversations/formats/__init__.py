@@ -51,6 +51,8 @@ def parse_files(
     format: str | None = None,
     display_names: dict[Path, str] | None = None,
     max_bytes: int | None = None,
+    max_record_bytes: int | None = None,
+    max_ratio: float | None = None,
     on_progress: ProgressCallback | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> Iterator[Transcript]:
@@ -60,7 +62,10 @@ def parse_files(
     format: one of FORMATS, or None to detect each file. display_names: temp path -> the
     user's file name, used in errors and locations. max_bytes: limit on the total bytes
     read (uncompressed for zip members), checked up front from declared sizes and again
-    while reading. on_progress(bytes_read, total_bytes): called about once per MB and at
+    while reading. max_record_bytes: limit on one JSONL line, JSON array item or
+    single-object file, enforced before it is held whole (so it bounds every string and
+    message too). max_ratio: how many times its compressed size a gzip file or zip member
+    may expand to. on_progress(bytes_read, total_bytes): called about once per MB and at
     the end. on_warning(text): hears what concerns a file rather than one conversation
     (archive members left out, a Batch pair that hardly matches).
     """
@@ -71,7 +76,9 @@ def parse_files(
     # last zip must refuse the upload before the first transcript is yielded.
     sources: list[Source] = []
     for path in paths:
-        sources.extend(_expand(path, names.get(path, path.name), format, max_bytes, on_warning))
+        sources.extend(
+            _expand(path, names.get(path, path.name), format, max_bytes, max_ratio, on_warning)
+        )
     total = sum(source.size for source in sources)
     declared = sum(source.size for source in sources if source.size_is_exact)
     if max_bytes is not None and declared > max_bytes:
@@ -82,22 +89,27 @@ def parse_files(
     # Sniffing reads only each file's first record, under its own budget (a gzip's first
     # record can be a bomb): the import's meter counts the bytes the parse itself reads, so
     # progress ends at exactly the total.
-    plan = [(source, *_format_of(source, format, max_bytes)) for source in sources]
+    plan = [
+        (source, *_format_of(source, format, max_bytes, max_record_bytes)) for source in sources
+    ]
     meter = Meter(total=total, max_bytes=max_bytes, on_progress=on_progress)
+
+    def records(chosen: list[Source]) -> Iterator[Record]:
+        return chain.from_iterable(
+            read_records(source, meter, max_record_bytes=max_record_bytes) for source in chosen
+        )
 
     for source, kind, _role in plan:
         if kind in _PER_RECORD:
-            yield from _PER_RECORD[kind](read_records(source, meter))
+            yield from _PER_RECORD[kind](records([source]))
     # One log may be split across files (daily rotation): group all of them together.
     logs = [source for source, kind, _role in plan if kind == "api_log"]
     if logs:
-        yield from parse_api_log(_records(logs, meter))
+        yield from parse_api_log(records(logs))
     inputs = [source for source, kind, role in plan if kind == "batch" and role == INPUT]
     outputs = [source for source, kind, role in plan if kind == "batch" and role == OUTPUT]
     if inputs or outputs:
-        yield from parse_batch(
-            _records(inputs, meter), _records(outputs, meter), warn=on_warning or _ignore
-        )
+        yield from parse_batch(records(inputs), records(outputs), warn=on_warning or _ignore)
     meter.finish()
 
 
@@ -106,6 +118,7 @@ def _expand(
     name: str,
     format: str | None,
     max_bytes: int | None,
+    max_ratio: float | None,
     warn: Callable[[str], None] | None,
 ) -> list[Source]:
     if path.is_dir():
@@ -113,16 +126,18 @@ def _expand(
     with open_metered(file_source(path, name), None) as stream:
         head = stream.read(4)
     if is_zip(head):
-        return zip_sources(path, name, max_bytes=max_bytes, warn=warn)
+        return zip_sources(path, name, max_bytes=max_bytes, warn=warn, max_ratio=max_ratio)
     if format == "zip":
         raise ParseError("not a zip archive", file=name)
-    return [local_source(path, name)]
+    return [local_source(path, name, max_ratio=max_ratio)]
 
 
-def _format_of(source: Source, format: str | None, max_bytes: int | None) -> tuple[str, str | None]:
+def _format_of(
+    source: Source, format: str | None, max_bytes: int | None, max_record_bytes: int | None
+) -> tuple[str, str | None]:
     if format is not None and (format in _PER_RECORD or format == "api_log"):
         return format, None
-    kind, role = sniff(source, max_bytes=max_bytes)
+    kind, role = sniff(source, max_bytes=max_bytes, max_record_bytes=max_record_bytes)
     if kind == "zip":
         raise ParseError(
             "nested archives are not supported: extract this member (or decompress this "
@@ -140,7 +155,3 @@ def _format_of(source: Source, format: str | None, max_bytes: int | None) -> tup
 
 def _ignore(_text: str) -> None:
     pass
-
-
-def _records(sources: list[Source], meter: Meter) -> Iterator[Record]:
-    return chain.from_iterable(read_records(source, meter) for source in sources)

@@ -25,9 +25,12 @@ def detect_format(path: Path) -> str:
     return sniff(local_source(path, path.name))[0]
 
 
-def sniff(source: Source, *, max_bytes: int | None = None) -> tuple[str, str | None]:
+def sniff(
+    source: Source, *, max_bytes: int | None = None, max_record_bytes: int | None = None
+) -> tuple[str, str | None]:
     """(format, batch role) of a source; the role is "input"/"output" for batch files.
-    Reading stops at `max_bytes` even when the first record has not ended."""
+    Reading stops at `max_bytes`, or `max_record_bytes` of the first record, even when the
+    first record has not ended."""
     with open_metered(source, None) as stream:
         head = stream.read(4)
     if is_zip(head):
@@ -39,7 +42,7 @@ def sniff(source: Source, *, max_bytes: int | None = None) -> tuple[str, str | N
             file=source.name,
         )
     meter = Meter(total=source.size, max_bytes=max_bytes)
-    records = read_records(source, meter)
+    records = read_records(source, meter, max_record_bytes=max_record_bytes)
     try:
         record = next(records, None)
     finally:

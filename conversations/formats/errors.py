@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 
@@ -68,3 +69,10 @@ def describe(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def printable(text: str) -> str:
+    """`text` (a file or archive member name) with control and format characters (terminal
+    escapes, bell, right-to-left overrides) replaced by "?": names are shown in pages and
+    printed to terminals, and a name is whatever its sender chose."""
+    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)

@@ -7,6 +7,11 @@ are built one top-level array item at a time, so a 1 GB export never sits in mem
 The item builder is ours rather than `ijson.items`: ijson tracks a prefix string per
 nesting level, which grows quadratically on hostile input (100k nested arrays), and ours
 stops at MAX_DEPTH instead.
+
+Bounded: a JSONL line is read with a bounded readline, and a JSON document's bytes are
+counted per record as the event parser pulls them, so a line or record (and so any string,
+message or number inside it) over `max_record_bytes` is refused with its location after at
+most that many bytes (plus one read chunk) were buffered, never materialised whole.
 """
 
 from __future__ import annotations
@@ -48,16 +53,27 @@ class Record:
         return ParseError(message, file=self.file, line=self.number, field=field, unit=self.unit)
 
 
-def read_records(source: Source, meter: Meter | None) -> Generator[Record, None, None]:
-    """Yield every record of `source`; raise ParseError on the first unreadable one."""
+def read_records(
+    source: Source, meter: Meter | None, *, max_record_bytes: int | None = None
+) -> Generator[Record, None, None]:
+    """Yield every record of `source`; raise ParseError on the first unreadable one, or
+    the first line or record longer than `max_record_bytes`."""
     with open_metered(source, meter) as stream:
         first, skipped, newlines = _skip_preamble(stream)
         if not first:
             raise ParseError("empty file", file=source.name)
+        utf16 = _utf16_or_32(stream.peek(4)[:4])
+        if utf16:
+            raise ParseError(
+                f"the file is {utf16} encoded; save it as UTF-8 and upload it again",
+                file=source.name,
+            )
         if first == b"[":
-            yield from _json_records(stream, source, offset=skipped)
+            yield from _json_records(stream, source, offset=skipped, limit=max_record_bytes)
         elif first == b"{":
-            yield from _object_or_lines(stream, source, first_line=newlines + 1, offset=skipped)
+            yield from _object_or_lines(
+                stream, source, first_line=newlines + 1, offset=skipped, limit=max_record_bytes
+            )
         else:
             shown = first.decode("latin-1")
             raise ParseError(
@@ -65,6 +81,78 @@ def read_records(source: Source, meter: Meter | None) -> Generator[Record, None,
                 "(a JSON array, a JSON object, or JSON Lines)",
                 file=source.name,
             )
+
+
+def _utf16_or_32(head: bytes) -> str:
+    """The encoding of a file that is not UTF-8 but UTF-16 or UTF-32 (by its byte-order
+    mark, or by the zero bytes beside its opening bracket), or ""."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    # Without a mark: an opening bracket with a zero byte beside it (UTF-16 "{" is
+    # b"{\x00" or b"\x00{", UTF-32 has three zeros).
+    zeros = head.count(b"\x00")
+    if zeros and head.replace(b"\x00", b"")[:1] in (b"[", b"{"):
+        return "UTF-32" if zeros >= 3 else "UTF-16"
+    return ""
+
+
+def _too_long(
+    limit: int, source: Source, number: int | None, unit: str, field: str | None = None
+) -> ParseError:
+    what = "line" if unit == "line" else "record" if number is not None else "JSON document"
+    return ParseError(
+        f"this {what} is over the limit of {limit:,} bytes for one line or record; it was "
+        "refused before being read whole (split it, or ask your admin to raise the limit)",
+        file=source.name,
+        line=number,
+        field=field,
+        unit=unit,
+    )
+
+
+def _field_path(stack: list[Any], keys: list[str]) -> str | None:
+    """The JSON path (`messages[0].content`) of the value being read when a record was cut
+    short: `stack` holds the containers open around it, `keys` each map's current key. A
+    list's last item is the one being read if it is an open container, else the next one."""
+    path = ""
+    for depth, container in enumerate(stack):
+        if isinstance(container, dict):
+            if not keys[depth]:  # cut inside the key itself
+                break
+            path += f".{keys[depth]}" if path else keys[depth]
+        else:
+            open_child = depth + 1 < len(stack)
+            path += f"[{len(container) - 1 if open_child else len(container)}]"
+    return path or None
+
+
+def _field_at_cut(prefix: bytes) -> str | None:
+    """The path of the value a too-long line was cut in, from the part that was read (the
+    limit's worth, already in memory). Deeper than MAX_DEPTH: no path."""
+    stack: list[Any] = []
+    keys: list[str] = []
+    try:
+        for event, value in ijson.basic_parse(io.BytesIO(prefix)):
+            if event == "map_key":
+                keys[-1] = value
+            elif event in _OPENERS:
+                if len(stack) >= MAX_DEPTH:
+                    return None
+                child: Any = {} if event == "start_map" else []
+                if stack and isinstance(stack[-1], list):
+                    stack[-1].append(None)
+                stack.append(child)
+                keys.append("")
+            elif event in _CLOSERS:
+                stack.pop()
+                keys.pop()
+            elif stack and isinstance(stack[-1], list):
+                stack[-1].append(None)
+    except ijson.JSONError:
+        pass
+    return _field_path(stack, keys)
 
 
 def _skip_preamble(stream: io.BufferedReader) -> tuple[bytes, int, int]:
@@ -90,10 +178,19 @@ def _skip_preamble(stream: io.BufferedReader) -> tuple[bytes, int, int]:
             return stripped[:1], skipped, newlines
 
 
+def _readline(stream: io.BufferedReader, limit: int | None, source: Source, number: int) -> bytes:
+    if limit is None:
+        return stream.readline()
+    line = stream.readline(limit + 1)
+    if len(line) > limit and not line.endswith(b"\n"):
+        raise _too_long(limit, source, number, "line", _field_at_cut(line))
+    return line
+
+
 def _object_or_lines(
-    stream: io.BufferedReader, source: Source, *, first_line: int, offset: int
+    stream: io.BufferedReader, source: Source, *, first_line: int, offset: int, limit: int | None
 ) -> Iterator[Record]:
-    line = stream.readline()
+    line = _readline(stream, limit, source, first_line)
     try:
         value = _decode_line(line, source, first_line)
     except ParseError as err:
@@ -102,11 +199,13 @@ def _object_or_lines(
         # malformed first line of a JSONL file.
         cause = err.__cause__
         if isinstance(cause, json.JSONDecodeError) and cause.pos >= len(cause.doc.rstrip()):
-            yield from _json_records(_Prefixed(line, stream), source, offset=offset)
+            yield from _json_records(_Prefixed(line, stream), source, offset=offset, limit=limit)
             return
         raise
     yield _as_record(value, source, first_line)
-    for number, raw in enumerate(stream, start=first_line + 1):
+    number = first_line
+    while raw := _readline(stream, limit, source, number + 1):
+        number += 1
         if raw.strip():
             yield _as_record(_decode_line(raw, source, number), source, number)
 
@@ -187,13 +286,34 @@ class _Prefixed:
 
 class _Utf8Checked:
     """Validates UTF-8 ahead of the JSON parser, so the error can give a byte offset (the
-    parser only says "invalid bytes")."""
+    parser only says "invalid bytes"), and counts the bytes of the record being built:
+    the parser buffers a whole string (or number) before it emits it, so the limit must
+    stop the bytes going in, not check the values coming out."""
 
-    def __init__(self, stream: io.BufferedReader | _Prefixed, source: Source, offset: int) -> None:
+    def __init__(
+        self,
+        stream: io.BufferedReader | _Prefixed,
+        source: Source,
+        offset: int,
+        limit: int | None = None,
+    ) -> None:
         self._stream = stream
         self._source = source
         self._offset = offset
         self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._limit = limit
+        # Where the record being read started (at a chunk's precision), and its number.
+        self.record_start: int | None = None
+        self.record: int | None = None
+        # The containers and keys of the record being built (_build's own lists): where
+        # in the record the limit was crossed.
+        self.building: tuple[list[Any], list[str]] | None = None
+
+    def start_record(self, number: int | None) -> None:
+        self.record_start, self.record = self._offset, number
+
+    def end_record(self) -> None:
+        self.record_start = None
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
@@ -209,6 +329,13 @@ class _Utf8Checked:
                 byte_offset=at,
             ) from exc
         self._offset += len(data)
+        if (
+            self._limit is not None
+            and self.record_start is not None
+            and self._offset - self.record_start > self._limit
+        ):
+            field = _field_path(*self.building) if self.building else None
+            raise _too_long(self._limit, self._source, self.record, "record", field)
         return data
 
 
@@ -221,20 +348,29 @@ _CLOSERS = {"end_map", "end_array"}
 
 
 def _json_records(
-    stream: io.BufferedReader | _Prefixed, source: Source, *, offset: int
+    stream: io.BufferedReader | _Prefixed, source: Source, *, offset: int, limit: int | None
 ) -> Iterator[Record]:
-    events = ijson.basic_parse(_Utf8Checked(stream, source, offset), use_float=True)
+    checked = _Utf8Checked(stream, source, offset, limit)
+    events = ijson.basic_parse(checked, use_float=True)
     number = 0
     try:
         event, value = next(events)
         if event == "start_map":
-            yield Record(_build(event, value, events), source.name, None, "record")
+            # A single object is one record, from the file's first byte.
+            checked.record_start = offset
+            yield Record(_build(event, value, events, checked), source.name, None, "record")
         else:  # the caller saw '['
+            # Counted from the end of the previous item: the parser holds a scalar item
+            # whole before its only event, so the bytes count before the record "starts".
+            checked.start_record(1)
             for event, value in events:
                 if event == "end_array":
                     break
                 number += 1
-                yield Record(_build(event, value, events), source.name, number, "record")
+                built = _build(event, value, events, checked)
+                checked.start_record(number + 1)
+                yield Record(built, source.name, number, "record")
+            checked.end_record()
         for _ in events:  # drains to the end, so trailing garbage is reported
             pass
     except _TooDeepError:
@@ -254,13 +390,14 @@ def _json_records(
         ) from exc
 
 
-def _build(event: str, value: Any, events: Iterator[tuple[str, Any]]) -> Any:
+def _build(event: str, value: Any, events: Iterator[tuple[str, Any]], checked: _Utf8Checked) -> Any:
     """Assemble one JSON value from parser events, iteratively and depth-limited."""
     if event not in _OPENERS:
         return value
     root: Any = {} if event == "start_map" else []
     stack: list[Any] = [root]
     keys: list[str] = [""]
+    checked.building = (stack, keys)
     for event, value in events:
         if event == "map_key":
             keys[-1] = value

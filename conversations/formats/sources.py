@@ -2,7 +2,10 @@
 
 Every parser reads through `open_metered`, so the size limit and the progress callback
 hold for all formats alike, and a member whose header understates its size is still
-stopped once the bytes actually read pass the limit.
+stopped once the bytes actually read pass the limit. A compressed source also carries its
+own ceiling (`expand_limit`, its compressed size times the allowed ratio), checked on the
+bytes actually decompressed: a bomb is stopped a few chunks past the ratio, whatever its
+headers say, and nothing it expands to is ever held whole.
 """
 
 from __future__ import annotations
@@ -24,6 +27,24 @@ ProgressCallback = Callable[[int, int], None]
 # to leave on for a 1 GB export.
 PROGRESS_STEP = 1 << 20
 READ_CHUNK = 1 << 16
+# Below this, any ratio is allowed: a small file of repeated lines compresses far better
+# than a big one, and a megabyte costs nothing to read.
+RATIO_FLOOR = 1 << 20
+
+
+def expand_limit(compressed: int, max_ratio: float | None) -> int | None:
+    """The most bytes `compressed` bytes may decompress to under `max_ratio` (None: any)."""
+    if max_ratio is None:
+        return None
+    return max(int(compressed * max_ratio), RATIO_FLOOR)
+
+
+def ratio_error(name: str, compressed: int, max_ratio: float) -> ParseError:
+    return ParseError(
+        f"decompresses to more than {max_ratio:g} times its compressed size of "
+        f"{compressed:,} bytes: refused as a decompression bomb",
+        file=name,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +58,10 @@ class Source:
     # False when `size` is only a hint (a gzip trailer, unreadable on a truncated file): it
     # then drives progress but not the up-front limit check; the meter still enforces it.
     size_is_exact: bool = True
+    # A compressed source: its size on disk and the ratio it may expand by (None: a plain
+    # file, read as it is).
+    compressed_size: int | None = None
+    max_ratio: float | None = None
 
 
 def file_source(path: Path, name: str) -> Source:
@@ -86,6 +111,12 @@ class _MeteredRaw(io.RawIOBase):
         self._inner = inner
         self._meter = meter
         self._source = source
+        self._read = 0
+        self._ceiling = (
+            expand_limit(source.compressed_size, source.max_ratio)
+            if source.compressed_size is not None
+            else None
+        )
 
     def readable(self) -> bool:
         return True
@@ -99,6 +130,12 @@ class _MeteredRaw(io.RawIOBase):
             raise ParseError(f"corrupt compressed data ({exc})", file=self._source.name) from exc
         n = len(data)
         buffer[:n] = data
+        self._read += n
+        if self._ceiling is not None and self._read > self._ceiling:
+            assert self._source.compressed_size is not None and self._source.max_ratio
+            raise ratio_error(
+                self._source.name, self._source.compressed_size, self._source.max_ratio
+            )
         if self._meter is not None:
             self._meter.advance(n, self._source)
         return n

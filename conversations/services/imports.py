@@ -8,6 +8,7 @@ written inside that transaction are invisible to the page that polls until it co
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.utils import timezone
 from costlab import heartbeat, jobs
 
 from ..formats import parse_files
-from ..formats.errors import ParseError
+from ..formats.errors import ParseError, printable
 from ..hashing import files_sha256
 from ..models import ImportJob, ImportStatus, Organization
 from .transcripts import WARNINGS_KEPT, ImportTotals, transcripts_store
@@ -32,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 class ImportFailed(Exception):
     """An import that stored nothing; the message names the file, line and field."""
+
+
+def shown_name(name: str) -> str:
+    """A file name as costlab shows it (job list, errors, the terminal): its last path
+    component, whichever separator the sender's system uses, with control and format
+    characters (terminal escapes, bell, right-to-left overrides) replaced by "?"."""
+    return printable(re.split(r"[/\\]", name)[-1] or "upload")[:300]
 
 
 def progress_key(job: ImportJob) -> str:
@@ -85,16 +93,18 @@ def import_job_create(
         organization=organization,
         tags=tags or {},
         created_by_id=user.pk if user.is_authenticated else None,
-        original_name=(upload.name or "upload")[:300],
+        original_name=shown_name(upload.name or "upload"),
         format=format,
         size_bytes=(upload.size or 0) + ((second_upload.size or 0) if second_upload else 0),
     )
     paths = [_save_upload(job, "file", upload)]
     if second_upload is not None:
-        job.original_name = f"{upload.name} + {second_upload.name}"[:300]
+        job.original_name = (
+            f"{shown_name(upload.name or 'upload')} + {shown_name(second_upload.name or 'upload')}"
+        )[:300]
         paths.append(_save_upload(job, "second_file", second_upload))
     # The content, not the bytes: gzipped, zipped or with CRLF endings, it is the same log.
-    job.content_sha256 = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
+    job.content_sha256 = _content_sha256(paths)
     previous = _previous_import(organization, job.content_sha256)
     if previous is not None:
         job.status = ImportStatus.DUPLICATE
@@ -105,6 +115,14 @@ def import_job_create(
     job.save()
     jobs.enqueue_on_commit(jobs.IMPORT_JOB_RUN, job.id)
     return job
+
+
+def _content_sha256(paths: list[Path]) -> str:
+    return files_sha256(
+        paths,
+        max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
+        max_ratio=settings.COSTLAB_MAX_COMPRESSION_RATIO,
+    )
 
 
 def import_job_claim(job_id: int) -> ImportJob | None:
@@ -193,6 +211,8 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                     format=job.format or None,
                     display_names=names,
                     max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES,
+                    max_record_bytes=settings.COSTLAB_MAX_RECORD_BYTES,
+                    max_ratio=settings.COSTLAB_MAX_COMPRESSION_RATIO,
                     on_progress=on_progress,
                     on_warning=file_warnings.append,
                 )
@@ -264,8 +284,8 @@ def import_path(
     tags: dict[str, str] | None = None,
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
-    digest = files_sha256(paths, max_bytes=settings.COSTLAB_MAX_UPLOAD_BYTES)
-    name = " + ".join(p.name for p in paths)
+    digest = _content_sha256(paths)
+    name = " + ".join(shown_name(p.name) for p in paths)
     now = timezone.now()
     job = ImportJob.objects.create(
         organization=organization,

@@ -88,3 +88,23 @@ def test_it_counts_progress_in_decompressed_bytes(
     parse(packed, on_progress=lambda done, total: seen.append((done, total)))
     size = plain.stat().st_size
     assert seen[-1] == (size, size)
+
+
+def test_it_stops_a_gzip_past_the_ratio_even_when_its_trailer_lies(
+    parse: Parse, tmp_path: Path
+) -> None:
+    line = b'{"messages": [{"role": "user", "content": "hi"}]}\n'
+    bomb = bytearray(gzip.compress(line * 200_000))  # 10 MB in ~30 kB
+    path = tmp_path / "bomb.jsonl.gz"
+    path.write_bytes(bomb)
+    # An honest trailer: refused before a byte is decompressed.
+    with pytest.raises(ParseError, match="more than 20 times its compressed size") as caught:
+        parse(path, max_ratio=20)
+    assert caught.value.file == "bomb.jsonl.gz"
+    # Without a ratio limit the same file is read.
+    assert len(parse(path)) == 200_000
+    # A forged one: stopped once the bytes decompressed pass the floor of the ratio.
+    bomb[-4:] = (10).to_bytes(4, "little")
+    path.write_bytes(bomb)
+    with pytest.raises(ParseError, match="refused as a decompression bomb"):
+        parse(path, max_ratio=20)

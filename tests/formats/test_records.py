@@ -101,3 +101,74 @@ def test_it_names_the_record_of_a_malformed_json_array(tmp_path: Path, parse: Pa
     with pytest.raises(ParseError) as caught:
         parse(path, format="chat_json")
     assert (caught.value.unit, caught.value.line) == ("record", 2)
+
+
+_LINE = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+_BIG = b'{"messages": [{"role": "user", "content": "' + b"x" * 300_000 + b'"}]}'
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "where"),
+    [
+        # JSONL: the third line is too long; the bounded readline never reads past it.
+        (
+            "lines.jsonl",
+            _LINE + b"\n\n" + _BIG + b"\n" + _LINE + b"\n",
+            "lines.jsonl line 3, field messages[0].content",
+        ),
+        ("first.jsonl", _BIG + b"\n", "first.jsonl line 1, field messages[0].content"),
+        # A JSON array: the second item, counted while the parser pulls its bytes.
+        (
+            "array.json",
+            b"[" + _LINE + b",\n" + _BIG + b"]",
+            "array.json record 2, field messages[0].content",
+        ),
+        (
+            "parts.json",
+            b'[{"messages": [{"role": "user", "content": ["a", {"x": 1}, "' + b"z" * 300_000,
+            "parts.json record 1, field messages[0].content[2]",
+        ),
+        # A scalar item gets no event until the parser holds it whole: counted from the
+        # end of the item before it.
+        ("scalar.json", b"[" + _LINE + b', "' + b"y" * 300_000 + b'"]', "scalar.json record 2"),
+        # A pretty-printed single object is one record, the whole file.
+        (
+            "single.json",
+            b'{\n "messages": [\n' + _BIG + b"]}",
+            "single.json, field messages[0].messages[0].content: this JSON",
+        ),
+    ],
+)
+def test_it_refuses_a_line_or_record_over_the_limit_before_holding_it(
+    parse: Parse, tmp_path: Path, name: str, data: bytes, where: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ParseError) as caught:
+        parse(path, max_record_bytes=100_000)
+    assert str(caught.value).startswith(where), str(caught.value)
+    assert "over the limit of 100,000 bytes for one line or record" in str(caught.value)
+
+
+def test_it_reads_records_just_under_the_limit(parse: Parse, tmp_path: Path) -> None:
+    path = tmp_path / "fits.jsonl"
+    path.write_bytes(_LINE + b"\n" + _LINE + b"\n")
+    assert len(parse(path, max_record_bytes=len(_LINE))) == 2
+    with pytest.raises(ParseError, match=r"fits\.jsonl line 1: this line is over"):
+        parse(path, max_record_bytes=len(_LINE) - 1)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "expected"),
+    [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")],
+)
+def test_it_says_when_a_file_is_utf16_or_utf32(
+    parse: Parse, tmp_path: Path, encoding: str, expected: str
+) -> None:
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(_LINE.decode().encode(encoding))
+    with pytest.raises(ParseError) as caught:
+        parse(path)
+    assert str(caught.value) == (
+        f"windows.jsonl: the file is {expected} encoded; save it as UTF-8 and upload it again"
+    )

@@ -186,3 +186,36 @@ def test_it_reads_an_export_with_nothing_else_to_say_quietly(
     warnings: list[str] = []
     assert len(parse(archive, on_warning=warnings.append)) == 1
     assert warnings == []
+
+
+def test_it_refuses_a_member_past_the_ratio_before_reading_it(
+    make_zip: MakeZip, parse: Parse
+) -> None:
+    archive = make_zip({"ok.jsonl": CHAT, "bomb.jsonl": CHAT * 100_000})
+    with pytest.raises(ParseError) as caught:
+        parse(archive, max_ratio=50)
+    assert caught.value.file == "upload.zip:bomb.jsonl"
+    assert "more than 50 times its compressed size" in str(caught.value)
+    assert len(parse(archive)) == 100_001
+
+
+def test_it_refuses_a_symlink_member(tmp_path: Path, parse: Parse) -> None:
+    import stat
+
+    path = tmp_path / "links.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("chat.jsonl", CHAT)
+        link = zipfile.ZipInfo("secrets.jsonl")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    with pytest.raises(ParseError) as caught:
+        parse(path)
+    assert caught.value.file == "links.zip:secrets.jsonl"
+    assert "symbolic link members are not supported" in str(caught.value)
+
+
+def test_it_shows_member_names_without_control_characters(make_zip: MakeZip, parse: Parse) -> None:
+    archive = make_zip({"a\x1b[2J\u202eb.jsonl": b"not json\n"})
+    with pytest.raises(ParseError) as caught:
+        parse(archive)
+    assert caught.value.file == "upload.zip:a?[2J?b.jsonl"

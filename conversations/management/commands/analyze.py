@@ -6,6 +6,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -119,8 +120,15 @@ class Command(BaseCommand):
             if not path.is_file():
                 raise CommandError(f"{path}: no such file", returncode=NOT_A_TRANSCRIPT)
         try:
+            # The same memory limits as an import: analyze holds every transcript at once.
             transcripts = list(
-                parse_files(files, format=input_format, on_warning=file_warnings.append)
+                parse_files(
+                    files,
+                    format=input_format,
+                    max_record_bytes=settings.COSTLAB_MAX_RECORD_BYTES,
+                    max_ratio=settings.COSTLAB_MAX_COMPRESSION_RATIO,
+                    on_warning=file_warnings.append,
+                )
             )
         except ParseError as exc:
             raise CommandError(f"not a transcript: {exc}", returncode=NOT_A_TRANSCRIPT) from exc
