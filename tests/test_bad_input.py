@@ -46,6 +46,7 @@ from conversations.models import (
     Organization,
     UsageRecord,
 )
+from conversations.services import rollups
 from conversations.services.imports import shown_name
 from costlab.celery import app as celery_app
 
@@ -241,6 +242,11 @@ STORED_TABLES = frozenset(
         "conversations.Turn",
         "conversations.UsageRecord",
         "conversations.ImportJob",
+        # The rollups of what was stored (written in the same transaction).
+        "conversations.UsageDay",
+        "conversations.ConversationDay",
+        "conversations.ConversationTotals",
+        "conversations.CalibrationGap",
     }
 )
 
@@ -377,6 +383,7 @@ def _check_outcome(probe: Probe, job: ImportJob, *, text: str) -> None:
         assert job.status == ImportStatus.SUCCEEDED, job.error
         assert probe.verify is not None
         probe.verify(job)
+        assert not rollups.organization_drift(organization=job.organization)
         return
     assert job.status == ImportStatus.FAILED, f"{probe.name}: {job.status}"
     for piece in probe.expect:
