@@ -92,6 +92,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "conversations/overview.html#conversation-table",
         {
             "organization": membership.organization,
+            "membership": membership,
             "conversations": conversations,
             "sort": form.sort_value,
             "form": form,
