@@ -390,7 +390,9 @@ def _cached(usage: dict[str, Any] | None) -> int | None:
 
 def _measured(turns: list[TurnResult], eligible: list[bool]) -> Measured:
     answered = [t for t in turns if t.status == CallStatus.SUCCEEDED]
-    hits = [t for t, ok in zip(turns, eligible, strict=True) if ok and t in answered]
+    hits = [
+        t for t, ok in zip(turns, eligible, strict=True) if ok and t.status == CallStatus.SUCCEEDED
+    ]
     costs = [t.measured_cost for t in answered if t.measured_cost is not None]
     latencies = [t.latency_ms for t in answered if t.latency_ms is not None]
     ttfts = [t.ttft_ms for t in answered if t.ttft_ms is not None]
@@ -412,9 +414,9 @@ def experiment_results(experiment: Experiment) -> list[VariantResult]:
     """Per variant, the prediction beside the measurement, in total and per turn. Two
     queries: the replays (with their plans) and the calls made."""
     replays = list(
-        experiment.replays.select_related("variant__connection", "original").order_by(
-            "variant__position", "id"
-        )
+        experiment.replays.select_related("variant__connection", "original")
+        .defer("messages")  # the transcripts the run sends: large, and not needed here
+        .order_by("variant__position", "id")
     )
     calls = {
         (call.replay_id, call.index): call
