@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from decimal import Decimal
 from uuid import UUID
 
 from django.conf import settings
@@ -422,7 +421,7 @@ def experiment_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
         else None,
         "needs_confirmation": experiment_services.needs_confirmation(experiment),
         "threshold": settings.COSTLAB_EXPERIMENT_CONFIRM_USD,
-        "default_cap": (estimate * 2).quantize(Decimal("0.0001")) if estimate else None,
+        "default_cap": experiment_services.default_cap(estimate) if estimate else None,
         "start_form": ExperimentStartForm(),
     }
     if request.htmx and not request.htmx.history_restore_request:
@@ -443,8 +442,6 @@ def experiment_start(request: HttpRequest, slug: str, code: UUID) -> HttpRespons
         messages.error(request, form.errors.as_text())
         return redirect("experiment_detail", slug=slug, code=code)
     cap = form.cleaned_data["cap"]
-    if cap is None and experiment.cap is None and experiment.predicted_spend:
-        cap = (experiment.predicted_spend * 2).quantize(Decimal("0.0001"))
     try:
         experiment_services.experiment_start(
             experiment=experiment,

@@ -438,6 +438,11 @@ def experiment_create(
 # --- Starting, cancelling ----------------------------------------------------------------------
 
 
+def default_cap(estimate: Decimal) -> Decimal:
+    """Twice the estimate: room for the provider to differ, not for a runaway."""
+    return max((estimate * 2).quantize(Decimal("0.0001")), Decimal("0.0001"))
+
+
 def needs_confirmation(experiment: Experiment) -> bool:
     """Above the configured threshold, or of unknown cost (an unpriced model)."""
     spend = experiment.predicted_spend
@@ -451,8 +456,8 @@ def experiment_start(
     confirmed: bool = False,
     cap: Decimal | None = None,
 ) -> Experiment:
-    """Write the replayed conversations and queue the run. `membership` None: a shell
-    command, trusted like the deployment's operator."""
+    """Write the replayed conversations and queue the run, with `cap` (or the one set, or
+    twice the estimate). `membership` None: a shell command, trusted like the operator."""
     if membership is not None and (
         membership.organization_id != experiment.organization_id or not membership.can_chat
     ):
@@ -461,6 +466,8 @@ def experiment_start(
         if cap <= 0:
             raise ExperimentRefused("the cap must be a positive amount of USD")
         experiment.cap = cap
+    elif experiment.cap is None and experiment.predicted_spend:
+        experiment.cap = default_cap(experiment.predicted_spend)
     if needs_confirmation(experiment) and not confirmed:
         spend = experiment.predicted_spend
         what = f"${spend:.4f}" if spend is not None else "an unknown amount (unpriced model)"

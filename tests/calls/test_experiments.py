@@ -220,3 +220,18 @@ def test_the_results_page_stops_polling_once_finished(client: Client) -> None:
     assert polled.status_code == 200 and 'hx-trigger="every 1s"' in polled.content.decode()
     Experiment.objects.filter(pk=experiment.pk).update(status=ExperimentStatus.SUCCEEDED)
     assert client.get(url, headers={"HX-Request": "true"}).status_code == 286
+
+
+def test_it_sets_time_limits_and_late_acks_on_the_experiment_task(settings: Settings) -> None:
+    from calls import tasks
+
+    task = tasks.experiment_run
+    assert (task.soft_time_limit, task.time_limit) == (
+        tasks.EXPERIMENT_SOFT_TIME_LIMIT,
+        tasks.EXPERIMENT_TIME_LIMIT,
+    )
+    # Past the soft limit the threads finish their call (at most the call task's own limit).
+    assert tasks.EXPERIMENT_TIME_LIMIT - tasks.EXPERIMENT_SOFT_TIME_LIMIT >= tasks.CALL_TIME_LIMIT
+    assert task.acks_late is True and task.reject_on_worker_lost is True
+    beat = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert beat["calls.tasks.experiments_sweep"]["schedule"] == settings.COSTLAB_JOB_SWEEP_SECONDS

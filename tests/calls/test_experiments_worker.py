@@ -39,6 +39,7 @@ from conversations.engine.vocabulary import get_encoding
 from conversations.models import (
     Conversation,
     ConversationSource,
+    Message,
     Organization,
     Role,
     Turn,
@@ -397,4 +398,46 @@ def test_it_refuses_a_start_above_the_threshold_without_confirmation(
         experiment=experiment, membership=membership, confirmed=True
     )
     assert started.status == ExperimentStatus.PENDING
+    assert started.cap == experiments.default_cap(experiment.predicted_spend)
     assert Conversation.objects.filter(source=ConversationSource.REPLAY).count() == 1
+
+
+def test_it_replays_fresh_replies_and_makes_the_summary_calls_for_real(
+    live_server: LiveServer, worker_env: None, worker: Worker
+) -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    organization = membership.organization
+    conversations = conversations_stored(organization, count=1, turns=4)
+    connect(organization, live_server, key="sk-experiment-fresh")
+    report = run_command(
+        organization,
+        conversations,
+        "--variant",
+        "model=gpt-4o,strategy=summarize:1580:50",
+        "--history",
+        "fresh",
+        "--wait",
+        "--timeout",
+        "120",
+    )
+    assert report["status"] == ExperimentStatus.SUCCEEDED
+    experiment = Experiment.objects.get(code=report["experiment"])
+    one_call_per_turn(experiment)
+    replay = experiment.replays.get()
+    summaries = [n for n, step in enumerate(replay.plan) if step["summary"]]
+    assert summaries, "the threshold should make at least one summary call"
+    calls = {c.index: c for c in replay.calls.all()}
+    messages = {m.index: m for m in Message.objects.filter(conversation=replay.conversation)}
+    for number, step in enumerate(replay.plan):
+        call = calls[number]
+        # Every reply the run produced is in the replayed conversation's history...
+        produced = messages[step["response"]]
+        assert produced.data["content"] == call.reply
+        assert produced.role == ("system" if step["summary"] else "assistant")
+        # ...and, being as long as the recorded one, each prompt is as long as predicted.
+        assert call.usage is not None
+        assert call.usage["prompt_tokens"] == step["predicted"]["prompt_tokens"], number
+    # The original's replies are not the replay's: fresh replies entered the history.
+    original = {m.index: m.data for m in conversations[0].messages.all()}
+    answer = replay.plan[0]["response"]
+    assert messages[answer].data["content"] != original[answer]["content"]
