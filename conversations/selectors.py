@@ -18,6 +18,7 @@ from .engine.calibration import ModelCalibration, Pair, calibrate
 from .engine.types import Call, Transcript
 from .models import (
     Conversation,
+    ConversationSource,
     ImportJob,
     Membership,
     Organization,
@@ -457,3 +458,13 @@ def calibration(organization: Organization, filters: UsageFilter) -> list[ModelC
         )[:CALIBRATION_SAMPLE]
     )
     return calibrate(Pair(*row) for row in rows)
+
+
+def calibration_replayed_calls(organization: Organization, filters: UsageFilter) -> int:
+    """How many of the calibrated calls were made by experiments (replays): there the
+    prediction was made before the call, on the team's own conversations."""
+    return (
+        billing_records(organization, filters)
+        .filter(source=UsageSource.REPORTED, conversation__source=ConversationSource.REPLAY)
+        .count()
+    )

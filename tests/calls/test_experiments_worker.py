@@ -213,15 +213,19 @@ def test_it_replays_three_conversations_under_two_variants_as_predicted(
     calibrated = {c.model: c for c in conversation_selectors.calibration(organization, filters)}
     assert calibrated["gpt-4o-mini"].calls == 12
     assert calibrated["gpt-4o-mini"].cached_exact_share == 1.0
+    assert conversation_selectors.calibration_replayed_calls(organization, filters) == 24
     # The results page shows what the JSON says.
     client.force_login(membership.user)
     page = client.get(reverse("experiment_detail", args=[organization.slug, experiment.code]))
     assert page.status_code == 200
     html = page.content.decode()
     for variant in report["variants"]:
-        assert f"${Decimal(variant['measured']['cost']):.6f}" in html
-        assert f"{variant['measured']['cached_tokens']:,}" in html
-    assert "Succeeded" in html or "Finished" in html
+        assert f'data-measured-cost="{variant["measured"]["cost"]}"' in html
+        assert f'data-measured-cached="{variant["measured"]["cached_tokens"]}"' in html
+        assert f'data-predicted-cost="{variant["predicted"]["cost"]}"' in html
+    assert 'data-status="succeeded"' in html and "Finished" in html
+    overview = client.get(reverse("org_overview", args=[organization.slug])).content.decode()
+    assert "24 of these calls were" in overview
     csv = client.get(reverse("experiment_csv", args=[organization.slug, experiment.code]))
     lines = b"".join(csv.streaming_content).decode().splitlines()  # type: ignore[attr-defined]
     assert len(lines) == 1 + 24
