@@ -52,6 +52,10 @@ def experiment_run(experiment_id: int) -> None:
         experiments.experiment_run(experiment_id)
     except SoftTimeLimitExceeded:
         experiments.experiment_release(experiment_id)
+    except Exception as error:
+        # Running it again would break the same way: say so on the page, keep the turns.
+        experiments.experiment_fail(experiment_id=experiment_id, message=f"the run broke: {error}")
+        raise
 
 
 @shared_task(soft_time_limit=50, time_limit=60)

@@ -650,6 +650,13 @@ def experiment_release(experiment_id: int) -> None:
         jobs.enqueue(jobs.EXPERIMENT_RUN, experiment_id)
 
 
+def experiment_fail(*, experiment_id: int, message: str) -> None:
+    """A run that broke (not a dead worker: an error): the turns made are kept."""
+    Experiment.objects.filter(pk=experiment_id, status=ExperimentStatus.RUNNING).update(
+        status=ExperimentStatus.FAILED, finished=timezone.now(), error=message[:4000]
+    )
+
+
 def experiments_sweep() -> heartbeat.Swept:
     """Runs whose worker died go back to the queue and carry on where they stopped."""
     rows = Experiment.objects.all()

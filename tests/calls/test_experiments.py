@@ -235,3 +235,23 @@ def test_it_sets_time_limits_and_late_acks_on_the_experiment_task(settings: Sett
     assert task.acks_late is True and task.reject_on_worker_lost is True
     beat = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert beat["calls.tasks.experiments_sweep"]["schedule"] == settings.COSTLAB_JOB_SWEEP_SECONDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_that_breaks_fails_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from calls import tasks
+    from costlab import jobs
+
+    sent: list[tuple[str, tuple[object, ...]]] = []
+    monkeypatch.setattr(jobs, "enqueue", lambda name, *args: sent.append((name, args)))
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    experiment = draft(membership, count=1, turns=1)
+    experiments.experiment_start(experiment=experiment, membership=membership, confirmed=True)
+    assert sent == [(jobs.EXPERIMENT_RUN, (experiment.pk,))]
+    # Its replayed conversation deleted under it: the run cannot record its turns.
+    Conversation.objects.filter(source="replay").delete()
+    with pytest.raises(AssertionError):
+        tasks.experiment_run(experiment.pk)
+    experiment.refresh_from_db()
+    assert experiment.status == ExperimentStatus.FAILED
+    assert experiment.error.startswith("the run broke")
