@@ -224,6 +224,12 @@ def test_it_replays_three_conversations_under_two_variants_as_predicted(
         assert f'data-measured-cached="{variant["measured"]["cached_tokens"]}"' in html
         assert f'data-predicted-cost="{variant["predicted"]["cost"]}"' in html
     assert 'data-status="succeeded"' in html and "Finished" in html
+    replayed = replays[0].conversation
+    assert replayed is not None
+    detail = client.get(reverse("conversation_detail", args=[organization.slug, replayed.code]))
+    assert str(experiment.code) in detail.content.decode()
+    assert replays[0].original is not None
+    assert str(replays[0].original.code) in detail.content.decode()
     overview = client.get(reverse("org_overview", args=[organization.slug])).content.decode()
     assert "24 of these calls were" in overview
     csv = client.get(reverse("experiment_csv", args=[organization.slug, experiment.code]))
