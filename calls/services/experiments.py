@@ -696,13 +696,17 @@ def _replay_run(run: _Run, replay: Replay) -> None:
     previous: ApiCall | None = None
     for index, step in enumerate(replay.plan):
         call = done.get(index)
+        produced = replay.messages[step["response"]]["produced"]
         if call is not None and call.is_finished:
+            if call.status == CallStatus.FAILED and produced:
+                return  # as below: what follows needed the reply that did not come
             previous = call
             continue
         if previous is not None and step["gap"]:
             since = (timezone.now() - previous.requested_at).total_seconds()
             run.wait(step["gap"] - since)
         run.check()
+        now = timezone.now()
         if call is None:
             call, _ = ApiCall.objects.get_or_create(
                 replay=replay,
@@ -714,15 +718,16 @@ def _replay_run(run: _Run, replay: Replay) -> None:
                     "model": variant.model,
                     "stream": variant.stream,
                     "request_end": max(step["request"], default=-1) + 1,
+                    "status": CallStatus.RUNNING,
+                    "requested_at": now,
+                    "started_at": now,
                 },
             )
-        ApiCall.objects.filter(pk=call.pk).update(
-            status=CallStatus.RUNNING, started_at=timezone.now()
-        )
+        else:  # left running by a worker that died: made again, its lost attempt kept
+            ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.RUNNING, started_at=now)
         ok = _turn_make(run, replay, call, step, messages)
-        call.refresh_from_db()
         previous = call
-        if not ok and replay.messages[step["response"]]["produced"]:
+        if not ok and produced:
             # The rest of this replay needs the reply that did not come.
             return
 
