@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from django import forms
 
-from .models import ProviderConnection
+from conversations.models import Organization
+
+from .models import HistoryMode, ProviderConnection
 from .services.connections import ConnectionSettings
 
 HEADER_HELP = (
@@ -135,3 +138,62 @@ class MessageForm(forms.Form):
 
 class EndpointKeyForm(forms.Form):
     name = forms.CharField(max_length=100, required=False, help_text="What the key is for.")
+
+
+VARIANTS_HELP = (
+    "One variant per line: model=gpt-4o-mini,strategy=window:8 (fields: model, strategy "
+    "full|window:K|trim:TOKENS|summarize:TOKENS, connection, label, cache_key "
+    "none|conversation|experiment, retention, breakpoints implicit|explicit, ttl, pacing "
+    "fast|fixed:SECONDS|recorded[/FACTOR], stream true|false)."
+)
+
+
+class ExperimentForm(forms.Form):
+    """A new experiment: which conversations (the overview's filtered ones are offered), the
+    variants in the command's syntax, the default connection, the history mode and a cap."""
+
+    name = forms.CharField(max_length=200, required=False)
+    conversations = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
+    variants = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=VARIANTS_HELP,
+        initial="model=gpt-4o-mini,strategy=full\nmodel=gpt-4o-mini,strategy=window:8",
+    )
+    connection = forms.ModelChoiceField(queryset=ProviderConnection.objects.none())
+    history_mode = forms.ChoiceField(choices=HistoryMode.choices, initial=HistoryMode.RECORDED)
+    cap = forms.DecimalField(
+        min_value=Decimal("0.0001"),
+        max_digits=14,
+        decimal_places=4,
+        required=False,
+        label="Spend cap (USD)",
+        help_text="The run stops once its measured spend reaches it. Empty: twice the estimate.",
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        organization: Organization,
+        candidates: list[tuple[str, str]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        chosen = self.fields["conversations"]
+        assert isinstance(chosen, forms.MultipleChoiceField)
+        chosen.choices = candidates
+        field = self.fields["connection"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = organization.provider_connections.order_by("name")
+        if not self.is_bound:
+            self.initial["conversations"] = [code for code, _ in candidates]
+
+
+class ExperimentStartForm(forms.Form):
+    cap = forms.DecimalField(
+        min_value=Decimal("0.0001"),
+        max_digits=14,
+        decimal_places=4,
+        required=False,
+        label="Spend cap (USD)",
+    )
+    confirm = forms.BooleanField(required=False, label="I confirm this spend")

@@ -139,6 +139,149 @@ class Chat(models.Model):
 class CallPurpose(models.TextChoices):
     CHAT = "chat", "Live chat turn"
     TEST = "test", "Connection test"
+    REPLAY = "replay", "Experiment replay turn"
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "Predicted, not started"
+    PENDING = "pending", "Waiting for a worker"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Finished"
+    CANCELLED = "cancelled", "Cancelled"
+    CAPPED = "capped", "Stopped at the spend cap"
+    FAILED = "failed", "Failed"
+
+
+class HistoryMode(models.TextChoices):
+    RECORDED = "recorded", "Recorded replies (same prefix as the original)"
+    FRESH = "fresh", "Fresh replies (the model's new replies enter the history)"
+
+
+class Experiment(models.Model):
+    """Stored conversations re-run under one or more variants, measured beside costlab's
+    prediction (design.md 2.9). A long job (costlab/heartbeat.py): claimed, beating, swept;
+    its turns are written as they are made, each once (ApiCall's unique (replay, index)), so
+    a run taken over after its worker died goes on where the last one stopped."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="experiments")
+    name = models.CharField(max_length=200, blank=True)
+    conversations = models.ManyToManyField(Conversation, related_name="+")
+    history_mode = models.CharField(
+        max_length=10, choices=HistoryMode.choices, default=HistoryMode.RECORDED
+    )
+    status = models.CharField(
+        max_length=10, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT
+    )
+    # USD; the run stops once its measured spend reaches it. Empty: no cap.
+    cap = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    # costlab's estimate of the spend, all variants; None: some model is unpriced.
+    predicted_spend = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
+    turns_total = models.PositiveIntegerField(default=0, help_text="Calls planned, all variants.")
+    cancel_requested = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why it stopped, when not by finishing.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            # The experiments page: an organization's experiments, newest first.
+            models.Index(fields=["organization", "-created"], name="experiment_org_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"experiment {self.code}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (
+            ExperimentStatus.SUCCEEDED,
+            ExperimentStatus.CANCELLED,
+            ExperimentStatus.CAPPED,
+            ExperimentStatus.FAILED,
+        )
+
+
+class CacheKeyPolicy(models.TextChoices):
+    NONE = "none", "No prompt_cache_key"
+    CONVERSATION = "conversation", "One key per replayed conversation"
+    EXPERIMENT = "experiment", "One key for the whole experiment"
+
+
+class Pacing(models.TextChoices):
+    FIXED = "fixed", "A fixed gap between turns (0: as fast as budgets allow)"
+    RECORDED = "recorded", "The recorded gaps, divided by a factor"
+
+
+class Variant(models.Model):
+    """One way of re-running the experiment's conversations, and its prediction."""
+
+    experiment = models.ForeignKey(Experiment, models.CASCADE, related_name="variants")
+    position = models.PositiveSmallIntegerField()
+    label = models.CharField(max_length=200)
+    connection = models.ForeignKey(
+        ProviderConnection, models.SET_NULL, null=True, blank=True, related_name="variants"
+    )
+    model = models.CharField(max_length=200)
+    strategy = models.CharField(max_length=50, default="full")
+    cache_key = models.CharField(
+        max_length=12, choices=CacheKeyPolicy.choices, default=CacheKeyPolicy.CONVERSATION
+    )
+    # prompt_cache_retention sent with every call ("24h"); empty: the provider's default.
+    retention = models.CharField(max_length=10, blank=True)
+    # Breakpoint models: prompt_cache_options sent ({"mode": "explicit", "ttl": "1h"}).
+    cache_options = models.JSONField(null=True, blank=True)
+    pacing = models.CharField(max_length=10, choices=Pacing.choices, default=Pacing.FIXED)
+    # fixed: seconds between turns; recorded: the factor the recorded gaps are divided by.
+    pacing_value = models.FloatField(default=0)
+    stream = models.BooleanField(default=False)
+    # costlab's prediction, all conversations: {"cost", "cached_share", "peak_prompt_tokens",
+    # "calls", ...} (costs as decimal strings, None when unpriced).
+    prediction = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["experiment", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "position"], name="variant_position"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Replay(models.Model):
+    """One original conversation under one variant: its plan (the calls to make, each with
+    costlab's prediction) and, once started, the stored conversation (source "replay") its
+    turns are recorded in."""
+
+    experiment = models.ForeignKey(Experiment, models.CASCADE, related_name="replays")
+    variant = models.ForeignKey(Variant, models.CASCADE, related_name="replays")
+    original = models.ForeignKey(
+        Conversation, models.SET_NULL, null=True, blank=True, related_name="replays_of"
+    )
+    conversation = models.OneToOneField(
+        Conversation, models.SET_NULL, null=True, blank=True, related_name="replay"
+    )
+    # The messages the replay sends: the original's (and the strategy's summaries), each
+    # with whether the run produces it (a summary; a reply in fresh-replies mode).
+    messages = models.JSONField(default=list)
+    # Per call: request (message indices), response index, max tokens, gap, prediction.
+    plan = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["variant", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["variant", "original"], name="replay_one_per_original"),
+        ]
+
+    def __str__(self) -> str:
+        return f"replay {self.pk} of {self.original_id}"
 
 
 class CallStatus(models.TextChoices):
@@ -159,7 +302,10 @@ class ApiCall(models.Model):
     )
     purpose = models.CharField(max_length=10, choices=CallPurpose.choices)
     chat = models.ForeignKey(Chat, models.CASCADE, null=True, blank=True, related_name="calls")
-    index = models.PositiveIntegerField(null=True, blank=True, help_text="Turn index in the chat.")
+    replay = models.ForeignKey(Replay, models.CASCADE, null=True, blank=True, related_name="calls")
+    index = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Turn index in the chat or replay."
+    )
     # The request sends messages [0, request_end) of the chat's conversation.
     request_end = models.PositiveIntegerField(default=0)
     model = models.CharField(max_length=200)
@@ -187,6 +333,12 @@ class ApiCall(models.Model):
                 fields=["chat", "index"],
                 condition=Q(chat__isnull=False),
                 name="apicall_one_per_chat_turn",
+            ),
+            # The same guard for experiments: one call per replayed turn.
+            models.UniqueConstraint(
+                fields=["replay", "index"],
+                condition=Q(replay__isnull=False),
+                name="apicall_one_per_replay_turn",
             ),
         ]
         indexes = [

@@ -8,10 +8,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from django.http import Http404
 
 from conversations.engine.cache_policy import CachePolicy
@@ -27,7 +28,9 @@ from .models import (
     CallStatus,
     Chat,
     EndpointKey,
+    Experiment,
     ProviderConnection,
+    Replay,
     key_digest,
 )
 
@@ -236,3 +239,306 @@ def endpoint_model_names(*, organization_id: int | None) -> list[str]:
     """Models the endpoint answers for: every exact (non-pattern) name in the price book."""
     entry = _book(organization_id)
     return sorted({row.model for row in entry.book.rows if not row.is_pattern})
+
+
+# --- Experiments -------------------------------------------------------------------------------
+
+
+def experiments(organization: Organization, *, limit: int = 50) -> list[Experiment]:
+    return list(organization.experiments.order_by("-created")[:limit])
+
+
+def experiment_get(*, organization: Organization, code: UUID) -> Experiment:
+    try:
+        return Experiment.objects.get(organization=organization, code=code)
+    except Experiment.DoesNotExist:
+        raise Http404 from None
+
+
+@dataclass(frozen=True)
+class ExperimentProgress:
+    status: str
+    status_label: str
+    turns_total: int
+    turns_done: int
+    turns_failed: int
+    spent: Decimal
+    cap: Decimal | None
+    is_finished: bool
+    error: str
+    cancel_requested: bool
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.turns_done / self.turns_total) if self.turns_total else 0
+
+
+def experiment_progress(experiment: Experiment) -> ExperimentProgress:
+    """Turns done out of those planned and the spend so far: one aggregate query."""
+    figures = ApiCall.objects.filter(
+        replay__experiment=experiment,
+        status__in=(CallStatus.SUCCEEDED, CallStatus.FAILED),
+    ).aggregate(
+        done=Count("id"),
+        failed=Count("id", filter=Q(status=CallStatus.FAILED)),
+        spent=Sum("cost"),
+    )
+    return ExperimentProgress(
+        status=experiment.status,
+        status_label=experiment.get_status_display(),
+        turns_total=experiment.turns_total,
+        turns_done=figures["done"],
+        turns_failed=figures["failed"],
+        spent=figures["spent"] or Decimal(0),
+        cap=experiment.cap,
+        is_finished=experiment.is_finished,
+        error=experiment.error,
+        cancel_requested=experiment.cancel_requested is not None,
+    )
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """One replayed call: costlab's prediction and what the provider reported."""
+
+    variant: int  # the variant's position
+    conversation: str  # the original conversation's code
+    title: str
+    index: int
+    status: str  # pending (not made yet), succeeded, failed...
+    predicted_prompt_tokens: int
+    predicted_cached_tokens: int
+    predicted_cost: Decimal | None
+    measured_prompt_tokens: int | None
+    measured_cached_tokens: int | None
+    measured_cost: Decimal | None
+    latency_ms: int | None
+    ttft_ms: int | None
+    attempts: int
+    error: str
+
+    @property
+    def cached_gap(self) -> int | None:
+        """Measured minus predicted cached tokens (None until measured)."""
+        if self.measured_cached_tokens is None:
+            return None
+        return self.measured_cached_tokens - self.predicted_cached_tokens
+
+    @property
+    def cost_gap(self) -> Decimal | None:
+        if self.measured_cost is None or self.predicted_cost is None:
+            return None
+        return self.measured_cost - self.predicted_cost
+
+
+@dataclass(frozen=True)
+class Measured:
+    calls: int  # made and answered
+    failed_calls: int
+    prompt_tokens: int
+    cached_tokens: int
+    cost: Decimal | None  # None: some answered call is unpriced
+    hit_rate: float | None  # eligible calls (as predicted) that read the cache
+    latency_ms: float | None  # means over the answered calls
+    ttft_ms: float | None
+
+    @property
+    def cached_share(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    position: int
+    label: str
+    model: str
+    strategy: str
+    connection: str
+    predicted: dict[str, Any]
+    predicted_cost: Decimal | None
+    measured: Measured
+    turns: list[TurnResult]
+    # Where measured and predicted cached tokens differ most (largest gaps first).
+    largest_gaps: list[TurnResult]
+
+    @property
+    def cost_gap(self) -> Decimal | None:
+        if self.measured.cost is None or self.predicted_cost is None:
+            return None
+        return self.measured.cost - self.predicted_cost
+
+    @property
+    def cached_gap(self) -> int:
+        return self.measured.cached_tokens - sum(
+            t.predicted_cached_tokens for t in self.turns if t.measured_cached_tokens is not None
+        )
+
+
+LARGEST_GAPS = 5
+
+
+def _decimal(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _cached(usage: dict[str, Any] | None) -> int | None:
+    if not usage:
+        return None
+    details = usage.get("prompt_tokens_details") or {}
+    return int(details.get("cached_tokens") or 0)
+
+
+def _measured(turns: list[TurnResult], eligible: list[bool]) -> Measured:
+    answered = [t for t in turns if t.status == CallStatus.SUCCEEDED]
+    hits = [
+        t for t, ok in zip(turns, eligible, strict=True) if ok and t.status == CallStatus.SUCCEEDED
+    ]
+    costs = [t.measured_cost for t in answered if t.measured_cost is not None]
+    latencies = [t.latency_ms for t in answered if t.latency_ms is not None]
+    ttfts = [t.ttft_ms for t in answered if t.ttft_ms is not None]
+    return Measured(
+        calls=len(answered),
+        failed_calls=sum(t.status == CallStatus.FAILED for t in turns),
+        prompt_tokens=sum(t.measured_prompt_tokens or 0 for t in answered),
+        cached_tokens=sum(t.measured_cached_tokens or 0 for t in answered),
+        cost=sum(costs, Decimal(0)) if len(costs) == len(answered) else None,
+        hit_rate=(
+            sum((t.measured_cached_tokens or 0) > 0 for t in hits) / len(hits) if hits else None
+        ),
+        latency_ms=sum(latencies) / len(latencies) if latencies else None,
+        ttft_ms=sum(ttfts) / len(ttfts) if ttfts else None,
+    )
+
+
+def experiment_results(experiment: Experiment) -> list[VariantResult]:
+    """Per variant, the prediction beside the measurement, in total and per turn. Two
+    queries: the replays (with their plans) and the calls made."""
+    replays = list(
+        experiment.replays.select_related("variant__connection", "original")
+        .defer("messages")  # the transcripts the run sends: large, and not needed here
+        .order_by("variant__position", "id")
+    )
+    calls = {
+        (call.replay_id, call.index): call
+        for call in ApiCall.objects.filter(replay__experiment=experiment).only(
+            "replay_id", "index", "status", "usage", "cost", "latency_ms", "ttft_ms",
+            "attempt_count", "error",
+        )
+    }  # fmt: skip
+    by_variant: dict[int, list[Replay]] = {}
+    for replay in replays:
+        by_variant.setdefault(replay.variant.position, []).append(replay)
+    results = []
+    for position, group in sorted(by_variant.items()):
+        variant = group[0].variant
+        turns: list[TurnResult] = []
+        eligible: list[bool] = []
+        for replay in group:
+            code = str(replay.original.code) if replay.original else ""
+            title = replay.original.title if replay.original else ""
+            for index, step in enumerate(replay.plan):
+                predicted = step["predicted"]
+                call = calls.get((replay.pk, index))
+                status = call.status if call is not None else "pending"
+                usage = call.usage if call is not None else None
+                answered = call is not None and status == CallStatus.SUCCEEDED
+                turns.append(
+                    TurnResult(
+                        variant=position,
+                        conversation=code,
+                        title=title,
+                        index=index,
+                        status=status,
+                        predicted_prompt_tokens=predicted["prompt_tokens"],
+                        predicted_cached_tokens=predicted["cached_tokens"],
+                        predicted_cost=_decimal(predicted["cost"]),
+                        measured_prompt_tokens=(
+                            int(usage.get("prompt_tokens") or 0) if answered and usage else None
+                        ),
+                        measured_cached_tokens=_cached(usage) if answered else None,
+                        measured_cost=call.cost if call is not None and answered else None,
+                        latency_ms=call.latency_ms if call is not None else None,
+                        ttft_ms=call.ttft_ms if call is not None else None,
+                        attempts=call.attempt_count if call is not None else 0,
+                        error=call.error if call is not None else "",
+                    )
+                )
+                eligible.append(bool(predicted["eligible"]))
+        gaps = sorted(
+            (t for t in turns if t.cached_gap),
+            key=lambda t: abs(t.cached_gap or 0),
+            reverse=True,
+        )
+        results.append(
+            VariantResult(
+                position=position,
+                label=variant.label,
+                model=variant.model,
+                strategy=variant.strategy,
+                connection=variant.connection.name if variant.connection else "(deleted)",
+                predicted=variant.prediction,
+                predicted_cost=_decimal(variant.prediction.get("cost")),
+                measured=_measured(turns, eligible),
+                turns=turns,
+                largest_gaps=gaps[:LARGEST_GAPS],
+            )
+        )
+    return results
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def experiment_report(experiment: Experiment) -> dict[str, Any]:
+    """The results as plain data (`manage.py experiment_run --format json`): costs as
+    decimal strings, never floats."""
+    variants = []
+    for result in experiment_results(experiment):
+        measured = result.measured
+        variants.append(
+            {
+                "label": result.label,
+                "model": result.model,
+                "strategy": result.strategy,
+                "connection": result.connection,
+                "predicted": result.predicted,
+                "measured": {
+                    "calls": measured.calls,
+                    "failed_calls": measured.failed_calls,
+                    "prompt_tokens": measured.prompt_tokens,
+                    "cached_tokens": measured.cached_tokens,
+                    "cached_share": measured.cached_share,
+                    "hit_rate": measured.hit_rate,
+                    "cost": _text(measured.cost),
+                    "latency_ms": measured.latency_ms,
+                    "ttft_ms": measured.ttft_ms,
+                },
+                "turns": [
+                    {
+                        "conversation": turn.conversation,
+                        "index": turn.index,
+                        "status": turn.status,
+                        "predicted_cached_tokens": turn.predicted_cached_tokens,
+                        "measured_cached_tokens": turn.measured_cached_tokens,
+                        "predicted_cost": _text(turn.predicted_cost),
+                        "measured_cost": _text(turn.measured_cost),
+                        "latency_ms": turn.latency_ms,
+                        "ttft_ms": turn.ttft_ms,
+                    }
+                    for turn in result.turns
+                ],
+            }
+        )
+    progress = experiment_progress(experiment)
+    return {
+        "experiment": str(experiment.code),
+        "status": experiment.status,
+        "error": experiment.error,
+        "predicted_spend": _text(experiment.predicted_spend),
+        "cap": _text(experiment.cap),
+        "spent": str(progress.spent),
+        "turns_total": progress.turns_total,
+        "turns_done": progress.turns_done,
+        "variants": variants,
+    }

@@ -36,4 +36,26 @@ urlpatterns = [
     path("o/<slug:slug>/chats/new/", views.chat_new, name="chat_new"),
     path("o/<slug:slug>/chats/<uuid:code>/", views.chat_detail, name="chat_detail"),
     path("o/<slug:slug>/chats/<uuid:code>/send/", views.chat_send, name="chat_send"),
+    path("o/<slug:slug>/experiments/", views.experiments, name="experiments"),
+    path("o/<slug:slug>/experiments/new/", views.experiment_new, name="experiment_new"),
+    path(
+        "o/<slug:slug>/experiments/<uuid:code>/",
+        views.experiment_detail,
+        name="experiment_detail",
+    ),
+    path(
+        "o/<slug:slug>/experiments/<uuid:code>/start/",
+        views.experiment_start,
+        name="experiment_start",
+    ),
+    path(
+        "o/<slug:slug>/experiments/<uuid:code>/cancel/",
+        views.experiment_cancel,
+        name="experiment_cancel",
+    ),
+    path(
+        "o/<slug:slug>/experiments/<uuid:code>/turns.csv",
+        views.experiment_csv,
+        name="experiment_csv",
+    ),
 ]

@@ -6,12 +6,15 @@ other organization); what a role may do is asked of the membership."""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -20,13 +23,23 @@ from django_htmx.http import HttpResponseStopPolling
 
 from conversations import charts
 from conversations import selectors as conversation_selectors
-from conversations.models import Membership
+from conversations.forms import UsageFilterForm
+from conversations.models import ConversationSource, Membership
 from conversations.views import HtmxHttpRequest
 
+from . import charts as experiment_charts
 from . import selectors
-from .forms import ChatForm, ConnectionForm, EndpointKeyForm, MessageForm
+from .forms import (
+    ChatForm,
+    ConnectionForm,
+    EndpointKeyForm,
+    ExperimentForm,
+    ExperimentStartForm,
+    MessageForm,
+)
 from .services import chats as chat_services
 from .services import connections as connection_services
+from .services import experiments as experiment_services
 
 
 def _membership(request: HttpRequest, slug: str) -> Membership:
@@ -298,3 +311,218 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
         except chat_services.ChatBusy as busy:
             messages.error(request, str(busy).capitalize() + ".")
     return redirect("chat_detail", slug=slug, code=chat.code)
+
+
+# --- Experiments -------------------------------------------------------------------------------
+
+
+def _candidates(request: HttpRequest, membership: Membership) -> list[tuple[str, str]]:
+    """The conversations offered: on GET the overview's filtered ones (its query string),
+    on POST those submitted that are the organization's (never a replay)."""
+    organization = membership.organization
+    limit = settings.COSTLAB_EXPERIMENT_MAX_CONVERSATIONS
+    if request.method == "POST":
+        codes = []
+        for code in request.POST.getlist("conversations"):
+            try:
+                codes.append(UUID(code))
+            except ValueError:
+                continue
+        chosen = organization.conversations.filter(code__in=codes).exclude(
+            source=ConversationSource.REPLAY
+        )
+        return [(str(c.code), c.title or str(c.code)) for c in chosen]
+    filters = UsageFilterForm(request.GET).to_filter()
+    rows = conversation_selectors.conversation_list(organization, filters, limit=limit * 2)
+    replays = set(
+        organization.conversations.filter(
+            source=ConversationSource.REPLAY, code__in=[r.code for r in rows]
+        ).values_list("code", flat=True)
+    )
+    return [(str(r.code), r.title or str(r.code)) for r in rows if r.code not in replays][:limit]
+
+
+@login_required
+@require_GET
+def experiments(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _membership(request, slug)
+    context = {
+        "organization": membership.organization,
+        "membership": membership,
+        "experiments": selectors.experiments(membership.organization),
+    }
+    return render(request, "calls/experiments.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_new(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _membership(request, slug)
+    if not membership.can_chat:
+        return _forbidden("Experiments spend the organization's money: analysts and admins.")
+    organization = membership.organization
+    form = ExperimentForm(
+        request.POST or None, organization=organization, candidates=_candidates(request, membership)
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            variants = [
+                experiment_services.variant_parse(line)
+                for line in data["variants"].splitlines()
+                if line.strip()
+            ]
+            experiment = experiment_services.experiment_create(
+                organization=organization,
+                user=request.user if request.user.is_authenticated else None,
+                conversations=list(
+                    organization.conversations.filter(code__in=data["conversations"])
+                ),
+                variants=variants,
+                connection=data["connection"],
+                history_mode=data["history_mode"],
+                cap=data["cap"],
+                name=data["name"],
+            )
+        except experiment_services.ExperimentInvalid as invalid:
+            form.add_error(None, str(invalid))
+        else:
+            return redirect("experiment_detail", slug=slug, code=experiment.code)
+    context = {"organization": organization, "form": form}
+    return render(request, "calls/experiment_new.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def experiment_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    """The prediction, the run's progress (polled by htmx until it ends: then 286) and the
+    results, with a per-turn chart of one conversation (?conversation=CODE)."""
+    membership = _membership(request, slug)
+    experiment = selectors.experiment_get(organization=membership.organization, code=code)
+    progress = selectors.experiment_progress(experiment)
+    results = selectors.experiment_results(experiment)
+    originals = sorted({(t.conversation, t.title) for r in results for t in r.turns})
+    chosen = request.GET.get("conversation") or (originals[0][0] if originals else "")
+    if chosen not in {c for c, _ in originals} and originals:
+        chosen = originals[0][0]
+    estimate = experiment.predicted_spend
+    context = {
+        "organization": membership.organization,
+        "membership": membership,
+        "experiment": experiment,
+        "variants": experiment.variants.select_related("connection"),
+        "progress": progress,
+        "results": results,
+        "originals": originals,
+        "chosen": chosen,
+        "figure": experiment_charts.predicted_vs_measured_figure(results, chosen)
+        if chosen
+        else None,
+        "needs_confirmation": experiment_services.needs_confirmation(experiment),
+        "threshold": settings.COSTLAB_EXPERIMENT_CONFIRM_USD,
+        "default_cap": experiment_services.default_cap(estimate) if estimate else None,
+        "start_form": ExperimentStartForm(),
+    }
+    if request.htmx and not request.htmx.history_restore_request:
+        response = render(request, "calls/experiment.html#live", context)
+        return HttpResponseStopPolling(response.content) if progress.is_finished else response
+    return render(request, "calls/experiment.html", context)
+
+
+@login_required
+@require_POST
+def experiment_start(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    experiment = selectors.experiment_get(organization=membership.organization, code=code)
+    if not membership.can_chat:
+        return _forbidden("Experiments spend the organization's money: analysts and admins.")
+    form = ExperimentStartForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form.errors.as_text())
+        return redirect("experiment_detail", slug=slug, code=code)
+    cap = form.cleaned_data["cap"]
+    try:
+        experiment_services.experiment_start(
+            experiment=experiment,
+            membership=membership,
+            confirmed=form.cleaned_data["confirm"],
+            cap=cap,
+        )
+    except experiment_services.ExperimentRefused as refused:
+        messages.error(request, str(refused))
+    return redirect("experiment_detail", slug=slug, code=code)
+
+
+@login_required
+@require_POST
+def experiment_cancel(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
+    membership = _membership(request, slug)
+    experiment = selectors.experiment_get(organization=membership.organization, code=code)
+    if not membership.can_chat:
+        return _forbidden("Only analysts and admins cancel experiments.")
+    experiment_services.experiment_cancel(experiment=experiment, membership=membership)
+    messages.success(request, "Cancelled: no further call will start.")
+    return redirect("experiment_detail", slug=slug, code=code)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+CSV_COLUMNS = (
+    "variant", "conversation", "title", "turn", "status",
+    "predicted_prompt_tokens", "measured_prompt_tokens",
+    "predicted_cached_tokens", "measured_cached_tokens", "cached_gap",
+    "predicted_cost", "measured_cost", "latency_ms", "ttft_ms", "attempts", "error",
+)  # fmt: skip
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as text: one starting with = + - @, a tab or a carriage
+    return would be read as a formula (CSV injection), so it gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+@login_required
+@require_GET
+def experiment_csv(request: HttpRequest, slug: str, code: UUID) -> StreamingHttpResponse:
+    membership = _membership(request, slug)
+    experiment = selectors.experiment_get(organization=membership.organization, code=code)
+    results = selectors.experiment_results(experiment)
+
+    def rows() -> Iterator[list[object]]:
+        yield list(CSV_COLUMNS)
+        for result in results:
+            for t in result.turns:
+                yield [
+                    csv_cell(v)
+                    for v in (
+                        result.label,
+                        t.conversation,
+                        t.title,
+                        t.index,
+                        t.status,
+                        t.predicted_prompt_tokens,
+                        t.measured_prompt_tokens,
+                        t.predicted_cached_tokens,
+                        t.measured_cached_tokens,
+                        t.cached_gap,
+                        t.predicted_cost,
+                        t.measured_cost,
+                        t.latency_ms,
+                        t.ttft_ms,
+                        t.attempts,
+                        t.error,
+                    )
+                ]
+
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse(
+        (writer.writerow(row) for row in rows()), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.code}.csv"'
+    return response

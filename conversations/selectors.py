@@ -23,6 +23,7 @@ from .models import (
     CalibrationGap,
     Conversation,
     ConversationDay,
+    ConversationSource,
     ConversationTotals,
     ImportJob,
     Membership,
@@ -602,3 +603,15 @@ def _percentile_of(histogram: list[tuple[int, int]], share: float) -> float:
         if seen > rank:
             return permille / 1000
     return histogram[-1][0] / 1000
+
+
+def calibration_replayed_calls(organization: Organization, filters: UsageFilter) -> int:
+    """How many of the calibrated calls were made by experiments (replays): there the
+    prediction was made before the call, on the team's own conversations. Read from the
+    conversation-day rollups: every billed call of a replay carries the usage it reported."""
+    replayed = filters.apply_days(
+        ConversationDay.objects.filter(
+            organization=organization, conversation__source=ConversationSource.REPLAY
+        )
+    ).aggregate(n=Sum("calls"))["n"]
+    return int(replayed or 0)

@@ -78,6 +78,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "form": form,
         "totals": totals,
         "calibration": selectors.calibration(organization, filters),
+        "calibration_replayed": selectors.calibration_replayed_calls(organization, filters),
         "models": selectors.models_used(organization),
         "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
         "day_figure": charts.cost_by_day_figure(by_day),
@@ -106,6 +107,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "conversations/overview.html#conversation-table",
         {
             "organization": membership.organization,
+            "membership": membership,
             "conversations": conversations,
             "sort": form.sort_value,
             "form": form,

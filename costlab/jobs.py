@@ -14,6 +14,7 @@ from .celery import app
 IMPORT_JOB_RUN = "conversations.tasks.import_job_run"
 COSTS_RECOMPUTE = "pricing.tasks.costs_recompute_run"
 CALL_RUN = "calls.tasks.api_call_run"
+EXPERIMENT_RUN = "calls.tasks.experiment_run"
 
 
 def enqueue(task_name: str, *args: object) -> None:

@@ -11,6 +11,7 @@ import base64
 import os
 import secrets
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -308,6 +309,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": COSTLAB_JOB_SWEEP_SECONDS,
         "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
     },
+    "experiments-sweep": {
+        "task": "calls.tasks.experiments_sweep",
+        "schedule": COSTLAB_JOB_SWEEP_SECONDS,
+        "options": {"expires": COSTLAB_JOB_SWEEP_SECONDS},
+    },
     "uploads-sweep": {
         "task": "conversations.tasks.uploads_sweep",
         "schedule": 3600,
@@ -366,6 +372,12 @@ COSTLAB_CALL_TIMEOUT_SECONDS = float(os.getenv("COSTLAB_CALL_TIMEOUT_SECONDS", "
 # A call running (or queued) longer than this lost its worker: the sweep sends it again. Above
 # the call task's hard time limit (calls/tasks.py, 6 minutes), so no live task is doubled.
 COSTLAB_CALL_STALE_SECONDS = envint("COSTLAB_CALL_STALE_SECONDS", 390)
+# Experiments (calls/services/experiments.py): at most this many conversations each, this many
+# of them replayed at once by one run, and above this estimated spend (USD) starting one
+# needs an explicit confirmation.
+COSTLAB_EXPERIMENT_MAX_CONVERSATIONS = envint("COSTLAB_EXPERIMENT_MAX_CONVERSATIONS", 200)
+COSTLAB_EXPERIMENT_PARALLEL = envint("COSTLAB_EXPERIMENT_PARALLEL", 8)
+COSTLAB_EXPERIMENT_CONFIRM_USD = Decimal(os.getenv("COSTLAB_EXPERIMENT_CONFIRM_USD", "1.00"))
 # costlab's own OpenAI-compatible endpoint (/v1/): modelled latency of a request with nothing
 # cached (a fully cached one answers COSTLAB_ENDPOINT_HIT_SPEEDUP faster), the cache
 # retention it simulates, the reply length when a request sets none, and the faults' timings.

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from calls.models import ApiCall, Chat, EndpointKey, ProviderConnection
+from calls.models import ApiCall, Chat, EndpointKey, Experiment, ProviderConnection
 from calls.services.chats import ChatOptions, chat_create, connection_test_request
 from calls.services.connections import (
     ConnectionSettings,
     connection_create,
     endpoint_key_issue,
 )
+from calls.services.experiments import experiment_create, variant_parse
 from conversations.engine.types import Call, Transcript
 from conversations.models import Conversation, ImportJob, Membership, Organization, Role
 from conversations.services.transcripts import transcripts_store
@@ -41,6 +42,7 @@ class World:
     chat: Chat
     call: ApiCall  # a connection test
     endpoint_key: EndpointKey
+    experiment: Experiment  # a draft: starting it would need a worker
 
 
 def world_build(organization: Organization) -> World:
@@ -58,9 +60,17 @@ def world_build(organization: Organization) -> World:
         settings=ConnectionSettings(name="prod", base_url="https://api.example.com/v1"),
         api_key="sk-world-1234",
     )
+    conversation = Conversation.objects.filter(organization=organization).latest("id")
     return World(
         organization=organization,
         connection=connection,
+        experiment=experiment_create(
+            organization=organization,
+            user=None,
+            conversations=[conversation],
+            variants=[variant_parse("model=gpt-4o-mini")],
+            connection=connection,
+        ),
         chat=chat_create(
             organization=organization,
             user=None,
@@ -68,7 +78,7 @@ def world_build(organization: Organization) -> World:
         ),
         call=connection_test_request(connection=connection),
         endpoint_key=endpoint_key_issue(organization=organization, name="ci")[0],
-        conversation=Conversation.objects.filter(organization=organization).latest("id"),
+        conversation=conversation,
         job=ImportJob.objects.create(organization=organization, original_name="chats.jsonl"),
         member=MembershipFactory.create(organization=organization, role=Role.VIEWER),
     )
@@ -111,6 +121,10 @@ def endpoint_key(w: World) -> dict[str, object]:
     return {"slug": w.organization.slug, "code": w.endpoint_key.code}
 
 
+def experiment(w: World) -> dict[str, object]:
+    return {"slug": w.organization.slug, "code": w.experiment.code}
+
+
 def nothing(w: World) -> dict[str, object]:
     return {}
 
@@ -141,6 +155,15 @@ def connection_form(w: World) -> dict[str, object]:
 
 def chat_form(w: World) -> dict[str, object]:
     return {"connection": w.connection.pk, "model": "gpt-4o", "stream": "on"}
+
+
+def experiment_form(w: World) -> dict[str, object]:
+    return {
+        "conversations": [str(w.conversation.code)],
+        "variants": "model=gpt-4o-mini",
+        "connection": w.connection.pk,
+        "history_mode": "recorded",
+    }
 
 
 READ = {"GET": ALL}
@@ -182,6 +205,12 @@ ORG_URLS: dict[str, OrgUrl] = {
         slug, {"GET": ADMINS, "POST": ADMINS}, data=lambda w: {"name": "theirs"}
     ),
     "endpoint_key_revoke": OrgUrl(endpoint_key, {"POST": ADMINS}),
+    "experiments": OrgUrl(slug, READ),
+    "experiment_new": OrgUrl(slug, {"GET": EDITORS, "POST": EDITORS}, data=experiment_form),
+    "experiment_detail": OrgUrl(experiment, READ),
+    "experiment_start": OrgUrl(experiment, {"POST": EDITORS}, data=lambda w: {"confirm": "on"}),
+    "experiment_cancel": OrgUrl(experiment, {"POST": EDITORS}),
+    "experiment_csv": OrgUrl(experiment, READ),
 }
 
 # URLs outside any organization, by name (a namespace ends in ':'), and why.

@@ -48,6 +48,9 @@ class ChatRequest:
     stream: bool = False
     prompt_cache_key: str | None = None
     max_completion_tokens: int | None = None
+    # Further body fields sent as they are (a replay's tools, response_format,
+    # prompt_cache_retention, prompt_cache_options).
+    extra: dict[str, Any] | None = None
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model, "messages": self.messages}
@@ -58,6 +61,9 @@ class ChatRequest:
             params["prompt_cache_key"] = self.prompt_cache_key
         if self.max_completion_tokens:
             params["max_completion_tokens"] = self.max_completion_tokens
+        if self.extra:
+            # Through extra_body: fields newer than the installed SDK's signature still go.
+            params["extra_body"] = dict(self.extra)
         return params
 
     def estimated_tokens(self) -> int:

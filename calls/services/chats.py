@@ -108,7 +108,8 @@ def _stale(now: datetime) -> Q:
     """Calls whose worker is gone: running (or never taken) for longer than a task may live
     (COSTLAB_CALL_STALE_SECONDS, above the task's hard time limit)."""
     limit = now - timedelta(seconds=settings.COSTLAB_CALL_STALE_SECONDS)
-    waiting = Q(status__in=(CallStatus.PENDING, CallStatus.RUNNING))
+    # A replayed turn belongs to its experiment's run, which resumes it itself.
+    waiting = Q(status__in=(CallStatus.PENDING, CallStatus.RUNNING), replay__isnull=True)
     return waiting & (Q(started_at__lt=limit) | Q(started_at__isnull=True, requested_at__lt=limit))
 
 
@@ -214,6 +215,8 @@ def api_call_run(call_id: int) -> None:
     call = api_call_claim(call_id)
     if call is None:
         logger.info("call %s is finished already; nothing to do", call_id)
+        return
+    if call.purpose == CallPurpose.REPLAY:  # made by its experiment's run, never alone
         return
     if call.purpose == CallPurpose.CHAT:
         _chat_turn_run(call)

@@ -1,0 +1,257 @@
+"""Experiments without a worker: variants as typed, planning and prediction, what the
+pages offer and refuse, and the per-turn CSV (safe against formula injection)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+from pytest_django import Settings
+
+from calls.models import (
+    CacheKeyPolicy,
+    Experiment,
+    ExperimentStatus,
+    Pacing,
+    ProviderConnection,
+    Replay,
+)
+from calls.services import experiments
+from calls.services.connections import ConnectionSettings, connection_create
+from calls.services.experiments import ExperimentInvalid, variant_parse
+from conversations.models import Conversation, Membership, Organization, Role
+from tests.calls.test_experiments_worker import conversations_stored
+from tests.factories import MembershipFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def connection_of(organization: Organization, name: str = "built-in") -> ProviderConnection:
+    return connection_create(
+        organization=organization,
+        user=None,
+        settings=ConnectionSettings(name=name, base_url="http://127.0.0.1:9/v1"),
+        api_key="sk-unit-0000",
+    )
+
+
+def draft(membership: Membership, *variants: str, count: int = 2, turns: int = 3) -> Experiment:
+    organization = membership.organization
+    return experiments.experiment_create(
+        organization=organization,
+        user=None,
+        conversations=conversations_stored(organization, count=count, turns=turns),
+        variants=[variant_parse(v) for v in variants or ("model=gpt-4o",)],
+        connection=connection_of(organization),
+    )
+
+
+def test_it_parses_a_variant_with_every_field() -> None:
+    spec = variant_parse(
+        "model=gpt-5.6,strategy=trim:4000,connection=prod,label=trimmed,cache_key=experiment,"
+        "retention=24h,breakpoints=explicit,ttl=1h,pacing=recorded/60,stream=true"
+    )
+    assert (spec.model, spec.strategy, spec.connection, spec.label) == (
+        "gpt-5.6",
+        "trim:4000",
+        "prod",
+        "trimmed",
+    )
+    assert spec.cache_key == CacheKeyPolicy.EXPERIMENT and spec.retention == "24h"
+    assert spec.cache_options == {"mode": "explicit", "ttl": "1h"}
+    assert (spec.pacing, spec.pacing_value, spec.stream) == (Pacing.RECORDED, 60.0, True)
+    assert variant_parse("model=x,pacing=fixed:2.5").pacing_value == 2.5
+    assert variant_parse("model=x").pacing == Pacing.FIXED
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("strategy=full", "model=... is required"),
+        ("model=x,colour=red", "unknown field 'colour'"),
+        ("model=x,strategy=window", "strategy 'window'"),
+        ("model=x,pacing=slowly", "pacing 'slowly'"),
+        ("model=x,cache_key=sometimes", "cache_key must be one of"),
+        ("model=x,stream=yes", "stream must be true or false"),
+        ("model=x,oops", "'oops' is not NAME=VALUE"),
+    ],
+)
+def test_it_names_what_is_wrong_in_a_variant(text: str, says: str) -> None:
+    with pytest.raises(ExperimentInvalid, match=says.replace(".", r"\.").replace("(", r"\(")):
+        variant_parse(text)
+
+
+def test_it_predicts_every_variant_and_plans_every_call() -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    experiment = draft(
+        membership,
+        "model=gpt-4o,strategy=full,pacing=recorded/10",
+        "model=gpt-4o,strategy=window:2,cache_key=none",
+    )
+    full, window = experiment.variants.order_by("position")
+    assert experiment.status == ExperimentStatus.DRAFT and experiment.turns_total == 12
+    assert full.prediction["calls"] == window.prediction["calls"] == 6
+    assert window.prediction["peak_prompt_tokens"] < full.prediction["peak_prompt_tokens"]
+    assert Decimal(window.prediction["cost"]) < Decimal(full.prediction["cost"])
+    spend = Decimal(full.prediction["cost"]) + Decimal(window.prediction["cost"])
+    assert experiment.predicted_spend == spend
+    replay = Replay.objects.get(variant=full, original__title="Orders 0")
+    # Recorded gaps of a minute, divided by 10; the first call goes at once.
+    assert [step["gap"] for step in replay.plan] == [0.0, 6.0, 6.0]
+    assert [step["request"][-1] for step in replay.plan] == [1, 3, 5]
+    # Cold first, then the growing prefix hits, in 128-token steps (prefix_128).
+    cached = [step["predicted"]["cached_tokens"] for step in replay.plan]
+    assert cached[0] == 0 and 0 < cached[1] <= cached[2] and cached[2] % 128 == 0
+    # Each variant has its own key per conversation: nothing shared with another run.
+    key = experiments.cache_key_for(full, replay.original)  # type: ignore[arg-type]
+    assert key and experiment.code.hex[:16] in key and "-v0-" in key
+    assert experiments.cache_key_for(window, replay.original) is None  # type: ignore[arg-type]
+    # Nothing is written for the replays before the start.
+    assert not Conversation.objects.filter(source="replay").exists()
+
+
+def test_it_refuses_what_it_cannot_run(settings: Settings) -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    organization = membership.organization
+    conversations = conversations_stored(organization, count=3, turns=1)
+    connection = connection_of(organization)
+    settings.COSTLAB_EXPERIMENT_MAX_CONVERSATIONS = 2
+    with pytest.raises(ExperimentInvalid, match="at most 2"):
+        experiments.experiment_create(
+            organization=organization,
+            user=None,
+            conversations=conversations,
+            variants=[variant_parse("model=gpt-4o")],
+            connection=connection,
+        )
+    other = MembershipFactory.create().organization
+    with pytest.raises(ExperimentInvalid, match="not this organization's"):
+        experiments.experiment_create(
+            organization=other,
+            user=None,
+            conversations=conversations[:1],
+            variants=[variant_parse("model=gpt-4o")],
+            connection=connection_of(other),
+        )
+    with pytest.raises(ExperimentInvalid, match="no connection named 'prod'"):
+        experiments.experiment_create(
+            organization=organization,
+            user=None,
+            conversations=conversations[:1],
+            variants=[variant_parse("model=gpt-4o,connection=prod")],
+            connection=None,
+        )
+    assert not Experiment.objects.exists()
+
+
+def test_the_command_names_a_bad_argument() -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    slug = membership.organization.slug
+    with pytest.raises(CommandError, match="no organization"):
+        call_command("experiment_run", "--org=nope", "--conversations=x", "--variant=model=x")
+    with pytest.raises(CommandError, match="no conversation 'x'"):
+        call_command("experiment_run", f"--org={slug}", "--conversations=x", "--variant=model=x")
+
+
+def test_the_new_experiment_page_offers_the_overviews_filtered_conversations(
+    client: Client,
+) -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    organization = membership.organization
+    conversations_stored(organization, count=2, turns=1)
+    client.force_login(membership.user)
+    url = reverse("experiment_new", args=[organization.slug])
+    offered = client.get(url + "?model=gpt-4o").content.decode()
+    assert offered.count('name="conversations"') == 2
+    assert (
+        client.get(url + "?model=gpt-3.5-turbo").content.decode().count('name="conversations"') == 0
+    )
+    viewer = MembershipFactory.create(organization=organization, role=Role.VIEWER)
+    client.force_login(viewer.user)
+    assert client.get(url).status_code == 403
+
+
+def test_the_csv_neutralises_cells_a_spreadsheet_would_run(client: Client) -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    experiment = draft(membership, "model=gpt-4o,label=@SUM(A1)", count=1, turns=2)
+    Conversation.objects.filter(organization=membership.organization).update(
+        title='=HYPERLINK("http://evil.example","x")'
+    )
+    Experiment.objects.filter(pk=experiment.pk).update(name="-2+3")
+    client.force_login(membership.user)
+    response = client.get(
+        reverse("experiment_csv", args=[membership.organization.slug, experiment.code])
+    )
+    assert response["Content-Type"].startswith("text/csv")
+    body = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0][:4] == ["variant", "conversation", "title", "turn"]
+    assert len(rows) == 1 + 2
+    for row in rows[1:]:
+        assert row[0] == "'@SUM(A1)"
+        assert row[2] == '\'=HYPERLINK("http://evil.example","x")'
+        assert row[4] == "pending"
+    for cell in (cell for row in rows for cell in row):
+        assert cell[:1] not in ("=", "+", "@", "\t", "\r")
+
+
+@pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@A1", "\tx", "\rx"])
+def test_it_quotes_every_formula_lead(value: str) -> None:
+    from calls.views import csv_cell
+
+    assert csv_cell(value) == "'" + value
+    assert csv_cell(-1) == -1  # numbers stay numbers
+
+
+def test_the_results_page_stops_polling_once_finished(client: Client) -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    experiment = draft(membership, count=1, turns=1)
+    client.force_login(membership.user)
+    url = reverse("experiment_detail", args=[membership.organization.slug, experiment.code])
+    page = client.get(url).content.decode()
+    assert 'id="experiment-start"' in page and "Start the experiment" in page
+    Experiment.objects.filter(pk=experiment.pk).update(status=ExperimentStatus.RUNNING)
+    polled = client.get(url, headers={"HX-Request": "true"})
+    assert polled.status_code == 200 and 'hx-trigger="every 1s"' in polled.content.decode()
+    Experiment.objects.filter(pk=experiment.pk).update(status=ExperimentStatus.SUCCEEDED)
+    assert client.get(url, headers={"HX-Request": "true"}).status_code == 286
+
+
+def test_it_sets_time_limits_and_late_acks_on_the_experiment_task(settings: Settings) -> None:
+    from calls import tasks
+
+    task = tasks.experiment_run
+    assert (task.soft_time_limit, task.time_limit) == (
+        tasks.EXPERIMENT_SOFT_TIME_LIMIT,
+        tasks.EXPERIMENT_TIME_LIMIT,
+    )
+    # Past the soft limit the threads finish their call (at most the call task's own limit).
+    assert tasks.EXPERIMENT_TIME_LIMIT - tasks.EXPERIMENT_SOFT_TIME_LIMIT >= tasks.CALL_TIME_LIMIT
+    assert task.acks_late is True and task.reject_on_worker_lost is True
+    beat = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert beat["calls.tasks.experiments_sweep"]["schedule"] == settings.COSTLAB_JOB_SWEEP_SECONDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_that_breaks_fails_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from calls import tasks
+    from costlab import jobs
+
+    sent: list[tuple[str, tuple[object, ...]]] = []
+    monkeypatch.setattr(jobs, "enqueue", lambda name, *args: sent.append((name, args)))
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    experiment = draft(membership, count=1, turns=1)
+    experiments.experiment_start(experiment=experiment, membership=membership, confirmed=True)
+    assert sent == [(jobs.EXPERIMENT_RUN, (experiment.pk,))]
+    # Its replayed conversation deleted under it: the run cannot record its turns.
+    Conversation.objects.filter(source="replay").delete()
+    with pytest.raises(AssertionError):
+        tasks.experiment_run(experiment.pk)
+    experiment.refresh_from_db()
+    assert experiment.status == ExperimentStatus.FAILED
+    assert experiment.error.startswith("the run broke")
