@@ -21,6 +21,7 @@ import tiktoken
 from .images import image_part_cost
 from .profiles import ModelProfile
 from .sequences import (
+    CHANNEL,
     END,
     MESSAGE,
     START,
@@ -176,9 +177,22 @@ def role_tokens(encoding: str, role: str) -> tuple[int, ...]:
 
 
 @functools.cache
-def _framing_packed(encoding: str, role: str, tokens_per_message: int) -> tuple[bytes, bytes]:
-    """The packed tokens around a plain message's content: START role MESSAGE, then ENDs."""
-    head = pack((START, *role_tokens(encoding, role), MESSAGE))
+def channel_tokens(encoding: str, role: str, harmony: bool) -> tuple[int, ...]:
+    """What follows the role in a reasoning model's assistant message: `<|channel|>final`
+    (profiles.ModelProfile.harmony); nothing for other roles and models."""
+    if not harmony or role != "assistant":
+        return ()
+    return (CHANNEL, *get_encoding(encoding).encode_ordinary("final"))
+
+
+@functools.cache
+def _framing_packed(
+    encoding: str, role: str, tokens_per_message: int, harmony: bool
+) -> tuple[bytes, bytes]:
+    """The packed tokens around a plain message's content: START role [channel] MESSAGE,
+    then ENDs."""
+    channel = channel_tokens(encoding, role, harmony)
+    head = pack((START, *role_tokens(encoding, role), *channel, MESSAGE))
     return head, pack(fillers(END, tokens_per_message - 2))
 
 
@@ -195,7 +209,9 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
             text = _shared_text_packed(profile.encoding, content)
         else:
             text = _packer(profile.encoding)(content)
-        opening, closing = _framing_packed(profile.encoding, role, profile.tokens_per_message)
+        opening, closing = _framing_packed(
+            profile.encoding, role, profile.tokens_per_message, profile.harmony
+        )
         return EncodedMessage(opening + text + closing, len(text) // TOKEN_BYTES)
     enc = get_encoding(profile.encoding)
     synthetic = message.get(SYNTHETIC_TOKENS_KEY)
@@ -216,7 +232,8 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
     name_tokens = encode_text(enc, message.get("name")) if role != "tool" else []
     overhead = profile.tokens_per_message + (profile.tokens_per_name if name_tokens else 0)
     overhead += round_tokens
-    head = [*role_tokens(profile.encoding, role), *name_tokens]
+    channel = channel_tokens(profile.encoding, role, profile.harmony)
+    head = [*role_tokens(profile.encoding, role), *name_tokens, *channel]
     tail = body
     if overhead >= 2:
         tokens = [START, *head, MESSAGE, *tail, *fillers(END, overhead - 2)]

@@ -30,6 +30,19 @@ class ModelProfile:
     # image_url parts: base + per 512px tile at high detail; base alone at low detail
     image_base_tokens: int = 85
     image_tile_tokens: int = 170
+    # Reasoning models (o3, o4-mini, the gpt-5 family) render chats the way OpenAI's harmony
+    # format does: the reply priming stops after the role (`<|start|>assistant`, the model
+    # writes its own channel), and each earlier assistant message names its channel
+    # (`<|channel|>final`, 2 tokens). Measured on 146 text-only calls of 11 reasoning models:
+    # one token fewer than the cookbook rule without an assistant message in the request
+    # (ruby_llm.jsonl, crewai.jsonl, dd-trace-py.jsonl, pydantic-ai.jsonl, ...), one more with
+    # one (openinference, activeagent, ruby_llm "uau" calls); o1-mini follows the cookbook.
+    harmony: bool = False
+    # Tokens the gpt-5 family's own instructions add whenever a request has tools (how to
+    # call them, presumably): 82 over every tools-only call of gpt-5, gpt-5-mini, gpt-5-nano,
+    # gpt-5.4 and gpt-5.4-mini (pydantic-ai.jsonl lines 112-229, ruby_llm.jsonl); o3-mini
+    # adds none (crewai.jsonl).
+    tools_preamble: int = 0
     context_window: int | None = None
     max_output_tokens: int | None = None
 
@@ -43,12 +56,14 @@ class _Family:
     legacy_0301: bool = False
     image_base: int = 85
     image_tile: int = 170
+    harmony: bool = False
+    tools_preamble: int = 0
 
 
 # Longest matching prefix wins, so "gpt-4o-mini" beats "gpt-4o" beats "gpt-4".
 _FAMILIES = (
-    _Family("gpt-5-chat", "o200k_base", 128_000, 16_384),
-    _Family("gpt-5", "o200k_base", 400_000, 128_000),
+    _Family("gpt-5-chat", "o200k_base", 128_000, 16_384, harmony=True, tools_preamble=82),
+    _Family("gpt-5", "o200k_base", 400_000, 128_000, harmony=True, tools_preamble=82),
     _Family("gpt-4.1", "o200k_base", 1_047_576, 32_768),
     _Family("gpt-4.5", "o200k_base", 128_000, 16_384),
     # gpt-4o-mini bills images at ~33x the tokens of gpt-4o (same dollars): OpenAI vision docs.
@@ -59,8 +74,8 @@ _FAMILIES = (
     _Family("o1-mini", "o200k_base", 128_000, 65_536),
     _Family("o1-preview", "o200k_base", 128_000, 32_768),
     _Family("o1", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150),
-    _Family("o3", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150),
-    _Family("o4", "o200k_base", 200_000, 100_000),
+    _Family("o3", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150, harmony=True),
+    _Family("o4", "o200k_base", 200_000, 100_000, harmony=True),
     _Family("gpt-4-turbo", "cl100k_base", 128_000, 4_096),
     _Family("gpt-4-1106", "cl100k_base", 128_000, 4_096),
     _Family("gpt-4-0125", "cl100k_base", 128_000, 4_096),
@@ -95,4 +110,6 @@ def default_profile(model: str | None) -> ModelProfile:
         image_tile_tokens=family.image_tile,
         context_window=family.context_window,
         max_output_tokens=family.max_output_tokens,
+        harmony=family.harmony,
+        tools_preamble=family.tools_preamble,
     )

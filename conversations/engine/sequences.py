@@ -22,6 +22,7 @@ from typing import Final
 # Not -1: hash(-1) == hash(-2) in CPython, and block hashes hash token tuples.
 START = -5
 MESSAGE = -6
+CHANNEL = -7  # <|channel|>: reasoning models' assistant messages (profiles.harmony)
 END = -10  # -10, -11, ...: trailing per-message overhead
 PRIMING = -200  # priming, when it cannot be the start of an assistant message
 TOOL = -1_000  # tool-definition framing (the text itself is real tokens)
