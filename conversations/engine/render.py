@@ -103,17 +103,80 @@ def encode_tools(
     return with_overhead(TOOL, overhead, text, after=True)
 
 
-def encode_response_format(
-    response_format: dict[str, Any] | None, profile: ModelProfile
-) -> list[int]:
-    """A json_schema response format counted as its schema's compact JSON. This is an
-    estimate: OpenAI does not document how structured-output schemas are rendered."""
-    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
-        return []
+# The keys of a json_schema response format that reach the prompt: the others (required,
+# additionalProperties, default, minimum, maximum, format, ...) are enforced by constrained
+# decoding instead. With ASCII-escaped compact JSON under a "# Response Formats" heading, 273
+# of the corpus's 296 structured-output calls on non-reasoning models are exact, from seven
+# sources (ruby_llm.jsonl lines 34-36, activeagent.jsonl lines 60 and 101-103,
+# openai-dotnet.jsonl lines 71-87, openllmetry.jsonl lines 192-285, mirascope.jsonl,
+# elastic-otel-python.jsonl line 68, crewai.jsonl); keeping `required` leaves 3 exact,
+# keeping `default` or `minimum` 36 fewer, dropping `const` 28 fewer (crewai.jsonl line 9).
+_SCHEMA_KEYS = frozenset(
+    {"type", "properties", "items", "enum", "const", "description", "title", "anyOf"}
+    | {"$defs", "$ref", "strict"}
+)
+# Beyond its text the format costs its name once more and 2 tokens, 4 more as a message of
+# its own (no system message or tools to join); joining one, the blank line before it counts
+# like the tools' (render.encode_tools).
+_FORMAT_TOKENS = 2
+_FORMAT_MESSAGE_TOKENS = 4
+_TOOLS_END = "} // namespace functions"
+
+
+def _prompt_schema(value: Any, *, names: bool = False) -> Any:
+    if isinstance(value, dict):
+        if names:  # property names are data, not keywords
+            return {key: _prompt_schema(item) for key, item in value.items()}
+        return {
+            key: _prompt_schema(item, names=key in ("properties", "$defs"))
+            for key, item in value.items()
+            if key in _SCHEMA_KEYS
+        }
+    if isinstance(value, list):
+        return [_prompt_schema(item) for item in value]
+    return value
+
+
+def response_format_text(response_format: dict[str, Any]) -> tuple[str, str] | None:
+    """A json_schema response format as the prompt shows it, and its name; None for other
+    formats (json_object and text add nothing measurable)."""
+    if response_format.get("type") != "json_schema":
+        return None
     spec = response_format.get("json_schema")
-    schema = spec.get("schema", spec) if isinstance(spec, dict) else spec
-    text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
-    return encode_text(get_encoding(profile.encoding), text)
+    if not isinstance(spec, dict):
+        return None
+    name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+    schema = spec.get("schema", {})
+    description = spec.get("description")
+    lines = ["# Response Formats", "", f"## {name}", ""]
+    if isinstance(description, str) and description:
+        lines.append(f"// {description}")
+    lines.append(json.dumps(_prompt_schema(schema), separators=(",", ":")))
+    return "\n".join(lines), str(name)
+
+
+def encode_response_format(
+    response_format: dict[str, Any] | None,
+    profile: ModelProfile,
+    *,
+    after: str | None = None,
+) -> list[int]:
+    """A json_schema response format: its text (response_format_text) and framing. `after`:
+    the end of the text it joins (the system message's or the tools block's), None when it
+    is a message of its own."""
+    if not isinstance(response_format, dict):
+        return []
+    found = response_format_text(response_format)
+    if found is None:
+        return []
+    text, name = found
+    enc = get_encoding(profile.encoding)
+    overhead = _FORMAT_TOKENS + len(encode_text(enc, name))
+    if after is None:
+        overhead += _FORMAT_MESSAGE_TOKENS
+    else:
+        overhead += _separator_tokens(profile.encoding, after)
+    return with_overhead(TOOL, overhead, encode_text(enc, text), after=True)
 
 
 def encode_header(
@@ -125,7 +188,8 @@ def encode_header(
 ) -> list[int]:
     """What a request sends before its messages: the tools block, then the response format."""
     tools_tokens = encode_tools(tools, profile, after_system=after_system)
-    return tools_tokens + encode_response_format(response_format, profile)
+    after = _TOOLS_END if tools_tokens else after_system
+    return tools_tokens + encode_response_format(response_format, profile, after=after)
 
 
 def count_request(
