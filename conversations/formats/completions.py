@@ -103,7 +103,7 @@ def call_from(
         request=[],
         response=None,
         model=text(response.get("model")) or text(body.get("model")),
-        tools=dicts(body.get("tools")),
+        tools=dicts(body.get("tools")) or legacy_functions(body),
         response_format=response_format if isinstance(response_format, dict) else None,
         prompt_cache_key=text(body.get("prompt_cache_key")),
         cache_retention=text(body.get("prompt_cache_retention")),
@@ -118,9 +118,14 @@ def call_from(
     )
 
 
-def legacy_functions_warning(body: dict[str, Any], call: Call, warn: Warn) -> None:
-    if body.get("functions") and not call.tools:
-        warn("legacy 'functions' definitions are not counted in prompt estimates")
+def legacy_functions(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Legacy `functions` as `tools` entries: the API shows both to the model alike (the
+    real-log corpus's openllmetry.jsonl lines 25-30, 97 and 241-259 and langchaingo.jsonl
+    line 80 count exactly so)."""
+    functions = dicts(body.get("functions"))
+    if functions is None:
+        return None
+    return [{"type": "function", "function": function} for function in functions]
 
 
 def text(value: Any) -> str | None:
