@@ -116,10 +116,13 @@ _SCHEMA_KEYS = frozenset(
     | {"$defs", "$ref", "strict"}
 )
 # Beyond its text the format costs its name once more and 2 tokens, 4 more as a message of
-# its own (no system message or tools to join); joining one, the blank line before it counts
-# like the tools' (render.encode_tools).
+# its own (no system message or tools to join); joining a system message, the blank line
+# before it counts like the tools' (render.encode_tools).
 _FORMAT_TOKENS = 2
 _FORMAT_MESSAGE_TOKENS = 4
+# After a tools block it costs 3 fewer: 54 calls with both (mirascope.jsonl lines 183-184,
+# pydantic-ai.jsonl lines 196-199, crewai.jsonl lines 352-353).
+_FORMAT_AFTER_TOOLS_TOKENS = -3
 _TOOLS_END = "} // namespace functions"
 
 
@@ -174,6 +177,8 @@ def encode_response_format(
     overhead = _FORMAT_TOKENS + len(encode_text(enc, name))
     if after is None:
         overhead += _FORMAT_MESSAGE_TOKENS
+    elif after == _TOOLS_END:
+        overhead += _FORMAT_AFTER_TOOLS_TOKENS
     else:
         overhead += _separator_tokens(profile.encoding, after)
     return with_overhead(TOOL, overhead, encode_text(enc, text), after=True)

@@ -50,18 +50,46 @@ def _type(spec: object, indent: str) -> str:
     return "any"
 
 
+def _comments(spec: object) -> list[str]:
+    """The comment lines above a property: its title, then its description."""
+    if not isinstance(spec, dict):
+        return []
+    found = []
+    for key in ("title", "description"):
+        value = spec.get(key)
+        if isinstance(value, str) and value:
+            found.append(value)
+    return found
+
+
+def _default(spec: object) -> str:
+    """A property's default as a trailing comment; a string is quoted unless it is one of
+    the enum's values (which the type already shows quoted)."""
+    if not isinstance(spec, dict) or "default" not in spec:
+        return ""
+    value = spec["default"]
+    if isinstance(value, str):
+        shown = value if isinstance(spec.get("enum"), list) else f'"{value}"'
+    else:
+        shown = json.dumps(value)
+    return f" // default: {shown}"
+
+
 def _properties(schema: dict[str, Any], indent: str) -> str:
     properties = schema.get("properties")
     required = schema.get("required")
     required = required if isinstance(required, list) else []
     lines = []
     for name, spec in properties.items() if isinstance(properties, dict) else ():
-        description = spec.get("description") if isinstance(spec, dict) else None
-        if isinstance(description, str) and description:
-            lines.append(f"{indent}// {description}")
+        for comment in _comments(spec):
+            lines.append(f"{indent}// {comment}")
         optional = "" if name in required else "?"
-        lines.append(f"{indent}{name}{optional}: {_type(spec, indent)},")
+        lines.append(f"{indent}{name}{optional}: {_type(spec, indent)},{_default(spec)}")
     return "\n".join(lines)
+
+
+def _function_comment(description: str) -> str:
+    return f"// {description}"
 
 
 def tools_text(tools: list[dict[str, Any]]) -> str:
@@ -71,7 +99,7 @@ def tools_text(tools: list[dict[str, Any]]) -> str:
     for function in _functions(tools):
         description = function.get("description")
         if isinstance(description, str) and description:
-            lines.append(f"// {description}")
+            lines.append(_function_comment(description))
         name = function.get("name", "")
         parameters = function.get("parameters")
         properties = parameters.get("properties") if isinstance(parameters, dict) else None
@@ -94,5 +122,5 @@ def undescribed_first_properties(tools: list[dict[str, Any]]) -> int:
         properties = parameters.get("properties") if isinstance(parameters, dict) else None
         if isinstance(properties, dict) and properties:
             first = next(iter(properties.values()))
-            count += not (isinstance(first, dict) and first.get("description"))
+            count += not _comments(first)
     return count
