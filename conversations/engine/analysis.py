@@ -276,7 +276,10 @@ def _render_transcript(
             known = by_model[model] = (profile, renderer)
         profile, renderer = known
         rendered = renderer.render(
-            call.request, tools=call.tools, response_format=call.response_format
+            call.request,
+            tools=call.tools,
+            response_format=call.response_format,
+            tool_choice=call.tool_choice,
         )
         completion = renderer.messages.body(call.response) if call.response is not None else 0
         result = CallAnalysis(

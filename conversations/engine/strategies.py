@@ -28,7 +28,7 @@ from .analysis import (
 )
 from .cache_policy import default_policy
 from .messages import SYNTHETIC_TOKENS_KEY, EncodingCache, MessageTokens, encode_message
-from .render import encode_header, priming_tokens, system_tail
+from .render import encode_header, forced_call_tokens, priming_tokens, system_tail
 from .types import Call, ChatMessage, Transcript
 
 StrategyKind = Literal["full", "window", "trim", "summarize"]
@@ -95,6 +95,8 @@ class _Sizer:
     def request(self, call: Call, indices: Sequence[int]) -> int:
         first = [self.messages.messages[indices[0]]] if indices else []
         total = self.header(call, after_system=system_tail(first)) + self._priming
+        if call.tool_choice is not None:
+            total += len(forced_call_tokens(call.tool_choice, self.messages.profile))
         return total + sum(self.messages.length(i) for i in indices)
 
 

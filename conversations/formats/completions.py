@@ -98,6 +98,7 @@ def call_from(
     """A Call with everything the two objects say; request/response indexes come later.
     Model and service tier come from the response first: that is what was billed."""
     response_format = body.get("response_format")
+    tool_choice = body.get("tool_choice") or body.get("function_call")
     cache_options = body.get("prompt_cache_options")
     return Call(
         request=[],
@@ -105,6 +106,7 @@ def call_from(
         model=text(response.get("model")) or text(body.get("model")),
         tools=dicts(body.get("tools")) or legacy_functions(body),
         response_format=response_format if isinstance(response_format, dict) else None,
+        tool_choice=tool_choice if isinstance(tool_choice, dict) else None,
         prompt_cache_key=text(body.get("prompt_cache_key")),
         cache_retention=text(body.get("prompt_cache_retention")),
         cache_options=cache_options if isinstance(cache_options, dict) else None,

@@ -205,3 +205,38 @@ def test_it_does_not_keep_a_long_early_message_after_release() -> None:
     short.render([0, 1])
     short.release()
     assert short.messages._tokens[0] is not None and short.messages._tokens[1] is not None
+
+
+def test_it_counts_a_forced_tool_choice_after_the_reply_priming() -> None:
+    # tests/fixtures/real/openllmetry.jsonl line 32: gpt-3.5-turbo-0125 reported 100.
+    def described(text: str, kind: str) -> dict[str, object]:
+        return {"description": text, "type": kind}
+
+    taste = {**described("List of taste characteristics", "array"), "items": {"type": "string"}}
+    parameters = {
+        "properties": {
+            "name": described("The name of the food item", "string"),
+            "healthy": described("Whether the food is good for you", "boolean"),
+            "calories": described("Estimated calories per serving", "integer"),
+            "taste_profile": taste,
+        },
+        "required": ["name", "healthy", "calories", "taste_profile"],
+        "type": "object",
+    }
+    function = {"name": "FoodAnalysis", "description": "", "parameters": parameters}
+    tools = [{"type": "function", "function": function}]
+    forced = {"type": "function", "function": {"name": "FoodAnalysis"}}
+    messages = [{"role": "user", "content": "Analyze the following food item: avocado"}]
+    profile = default_profile("gpt-3.5-turbo-0125")
+    assert count_request(messages, profile=profile, tools=tools, tool_choice=forced) == 100
+    free = count_request(messages, profile=profile, tools=tools)
+    # " to=functions.FoodAnalysis" (6 tokens) and 4 of framing
+    assert free == 90
+    # a suffix: the messages' tokens, hence the next request's prefix, are unchanged
+    with_choice = render_tokens(messages, profile=profile, tools=tools, tool_choice=forced)
+    assert with_choice[:free] == render_tokens(messages, profile=profile, tools=tools)
+    # the gpt-5 family answers a forced choice at no cost
+    gpt5 = default_profile("gpt-5-nano")
+    assert count_request(messages, profile=gpt5, tools=tools, tool_choice=forced) == (
+        count_request(messages, profile=gpt5, tools=tools)
+    )
