@@ -121,7 +121,10 @@ def _encode_parts(
             tokens += encode_text(enc, part.get("refusal"))
         elif kind == "image_url":
             cost = image_part_cost(
-                part, base=profile.image_base_tokens, tile=profile.image_tile_tokens
+                part,
+                base=profile.image_base_tokens,
+                tile=profile.image_tile_tokens,
+                patch_multiplier=profile.image_patch_multiplier,
             )
             unknown += not cost.known
             seed = json.dumps(part.get("image_url"), sort_keys=True, default=str)

@@ -10,6 +10,7 @@ Django layer overrides any field from its price rows. A new fact that differs be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,8 @@ class ModelProfile:
     # image_url parts: base + per 512px tile at high detail; base alone at low detail
     image_base_tokens: int = 85
     image_tile_tokens: int = 170
+    # Patch-based image models: tokens per 32px patch (images.patch_tokens); None: tiles.
+    image_patch_multiplier: float | None = None
     # Reasoning models (o3, o4-mini, the gpt-5 family) render chats the way OpenAI's harmony
     # format does: the reply priming stops after the role (`<|start|>assistant`, the model
     # writes its own channel), and each earlier assistant message names its channel
@@ -56,15 +59,28 @@ class _Family:
     legacy_0301: bool = False
     image_base: int = 85
     image_tile: int = 170
+    patch: float | None = None
     harmony: bool = False
     tools_preamble: int = 0
 
 
+# The gpt-5 family: harmony chats and the tools preamble (ModelProfile).
+_GPT5: dict[str, Any] = {"harmony": True, "tools_preamble": 82}
+
 # Longest matching prefix wins, so "gpt-4o-mini" beats "gpt-4o" beats "gpt-4".
 _FAMILIES = (
-    _Family("gpt-5-chat", "o200k_base", 128_000, 16_384, harmony=True, tools_preamble=82),
-    _Family("gpt-5", "o200k_base", 400_000, 128_000, harmony=True, tools_preamble=82),
+    _Family("gpt-5-chat", "o200k_base", 128_000, 16_384, **_GPT5),
+    # gpt-5 bills images by tiles of 70 + 140 (activeagent.jsonl lines 46-48, crewai.jsonl
+    # line 345); its mini and nano by patches, x1.2 and x1.5 (crewai.jsonl lines 344 and 346,
+    # ruby_llm.jsonl line 217).
+    _Family("gpt-5", "o200k_base", 400_000, 128_000, **_GPT5, image_base=70, image_tile=140),
+    _Family("gpt-5-mini", "o200k_base", 400_000, 128_000, **_GPT5, patch=1.2),
+    _Family("gpt-5-nano", "o200k_base", 400_000, 128_000, **_GPT5, patch=1.5),
     _Family("gpt-4.1", "o200k_base", 1_047_576, 32_768),
+    # OpenAI's vision guide: patches x1.62 (mini), x2.46 (nano), x1.72 (o4-mini); crewai.jsonl
+    # lines 3-4, pydantic-ai.jsonl line 177, ruby_llm.jsonl lines 1 and 211-215.
+    _Family("gpt-4.1-mini", "o200k_base", 1_047_576, 32_768, patch=1.62),
+    _Family("gpt-4.1-nano", "o200k_base", 1_047_576, 32_768, patch=2.46),
     _Family("gpt-4.5", "o200k_base", 128_000, 16_384),
     # gpt-4o-mini bills images at ~33x the tokens of gpt-4o (same dollars): OpenAI vision docs.
     _Family("gpt-4o-mini", "o200k_base", 128_000, 16_384, image_base=2833, image_tile=5667),
@@ -76,6 +92,7 @@ _FAMILIES = (
     _Family("o1", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150),
     _Family("o3", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150, harmony=True),
     _Family("o4", "o200k_base", 200_000, 100_000, harmony=True),
+    _Family("o4-mini", "o200k_base", 200_000, 100_000, harmony=True, patch=1.72),
     _Family("gpt-4-turbo", "cl100k_base", 128_000, 4_096),
     _Family("gpt-4-1106", "cl100k_base", 128_000, 4_096),
     _Family("gpt-4-0125", "cl100k_base", 128_000, 4_096),
@@ -108,6 +125,7 @@ def default_profile(model: str | None) -> ModelProfile:
         tokens_per_name=-1 if family.legacy_0301 else 1,
         image_base_tokens=family.image_base,
         image_tile_tokens=family.image_tile,
+        image_patch_multiplier=family.patch,
         context_window=family.context_window,
         max_output_tokens=family.max_output_tokens,
         harmony=family.harmony,
