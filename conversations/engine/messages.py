@@ -152,12 +152,14 @@ def _compact_arguments(arguments: object) -> object:
 # only a tool_call_id, which the API does not show the model: counting the id overcounted
 # every result by 8-15 tokens). Measured: 5 per round on single-call rounds, e.g.
 # activeagent.jsonl lines 29 and 67, ruby_llm.jsonl lines 6-43, simonw-llm.jsonl line 4.
-TOOL_ROUND_TOKENS = 5
+# (profiles.ModelProfile.tool_round_tokens: 4 more on the gpt-5 family.)
 
 
-def _encode_tool_calls(enc: tiktoken.Encoding, message: ChatMessage) -> tuple[list[int], int]:
+def _encode_tool_calls(
+    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int
+) -> tuple[list[int], int]:
     """Function name and compact arguments of each tool call (the body), and the tokens its
-    result adds (the function name again, TOOL_ROUND_TOKENS). The legacy `function_call` is
+    result adds (the function name again, `round_tokens`). The legacy `function_call` is
     counted as a call without a result message of role tool."""
     tokens: list[int] = []
     extra = 0
@@ -166,7 +168,7 @@ def _encode_tool_calls(enc: tiktoken.Encoding, message: ChatMessage) -> tuple[li
         if isinstance(function, dict):
             name = encode_text(enc, function.get("name"))
             tokens += name + encode_text(enc, _compact_arguments(function.get("arguments")))
-            extra += len(name) + TOOL_ROUND_TOKENS
+            extra += len(name) + round_tokens
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         tokens += encode_text(enc, legacy.get("name"))
@@ -227,7 +229,7 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
         else:
             body = encode_text(enc, content)
         body += encode_text(enc, message.get("refusal"))
-        calls, round_tokens = _encode_tool_calls(enc, message)
+        calls, round_tokens = _encode_tool_calls(enc, message, profile.tool_round_tokens)
         body += calls
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its

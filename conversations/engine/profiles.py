@@ -27,7 +27,16 @@ class ModelProfile:
     # opens with a system or developer message (the tools join it instead of a message of
     # their own): the cookbook's 101/105 and the corpus's tool calls (render.encode_tools).
     tools_overhead: int = 9
+    # On the gpt-5 family 3 of those 4 come back: with tools, the system text is headed
+    # "# Instructions" as in OpenAI's harmony format (developer-led tool calls of gpt-5-nano,
+    # ruby_llm.jsonl lines 127-129 and 204-205, mirascope.jsonl).
     tools_system_saving: int = 4
+    # Each tool call's framing beyond its name (twice) and arguments: the call's and its
+    # result's (messages.py). 5 by the corpus's single-call rounds; 9 on the gpt-5 family,
+    # whose call names its channel and recipient and whose result its author and channel:
+    # 39 rounds of gpt-5, -mini, -nano, gpt-5.4 and -mini (pydantic-ai.jsonl lines 113-230,
+    # ruby_llm.jsonl lines 141-207, crewai.jsonl lines 79-106).
+    tool_round_tokens: int = 5
     # image_url parts: base + per 512px tile at high detail; base alone at low detail
     image_base_tokens: int = 85
     image_tile_tokens: int = 170
@@ -62,10 +71,17 @@ class _Family:
     patch: float | None = None
     harmony: bool = False
     tools_preamble: int = 0
+    tools_system_saving: int = 4
+    tool_round_tokens: int = 5
 
 
 # The gpt-5 family: harmony chats and the tools preamble (ModelProfile).
-_GPT5: dict[str, Any] = {"harmony": True, "tools_preamble": 82}
+_GPT5: dict[str, Any] = {
+    "harmony": True,
+    "tools_preamble": 82,
+    "tools_system_saving": 1,
+    "tool_round_tokens": 9,
+}
 
 # Longest matching prefix wins, so "gpt-4o-mini" beats "gpt-4o" beats "gpt-4".
 _FAMILIES = (
@@ -130,4 +146,6 @@ def default_profile(model: str | None) -> ModelProfile:
         max_output_tokens=family.max_output_tokens,
         harmony=family.harmony,
         tools_preamble=family.tools_preamble,
+        tools_system_saving=family.tools_system_saving,
+        tool_round_tokens=family.tool_round_tokens,
     )

@@ -128,6 +128,7 @@ def encode_tools(
     if after_system is not None:
         overhead -= profile.tools_system_saving
         overhead += _separator_tokens(profile.encoding, after_system)
+
     return with_overhead(TOOL, overhead, text, after=True)
 
 

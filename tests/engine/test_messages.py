@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conversations.engine import messages
-from conversations.engine.messages import TOOL_ROUND_TOKENS, encode_message
+from conversations.engine.messages import encode_message
 from conversations.engine.profiles import default_profile
 from conversations.engine.sequences import unpack
 from conversations.engine.vocabulary import ENCODINGS, get_encoding
@@ -32,8 +32,11 @@ def test_it_counts_names_tool_calls_and_refusals() -> None:
     expected_body = len(enc.encode("get_weather")) + len(enc.encode('{"city":"Paris"}'))
     assert encoded.body == expected_body
     # overhead + role + body, then the result's author (the function) and the round's framing
-    result = len(enc.encode("get_weather")) + TOOL_ROUND_TOKENS
+    result = len(enc.encode("get_weather")) + profile.tool_round_tokens
     assert len(encoded.tokens) == 3 + 1 + expected_body + result
+    # the gpt-5 family: harmony's channel on the call (2) and 4 more per round
+    gpt5 = encode_message(call, default_profile("gpt-5-mini"))
+    assert len(gpt5.tokens) == len(encoded.tokens) + 2 + 4
     tool = encode_message({"role": "tool", "tool_call_id": "c1", "content": "sunny"}, profile)
     sunny = len(enc.encode("sunny"))
     assert len(tool.tokens) == 3 + len(enc.encode("tool")) + sunny  # the id is not shown
