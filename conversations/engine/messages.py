@@ -108,18 +108,24 @@ def _encode_parts(
 ) -> tuple[list[int], int]:
     tokens: list[int] = []
     unknown = 0
+    # Adjacent text parts are one text to the tokenizer: encoded apart, "?" + "<file" or
+    # "." + "Now" counted a token too many (ruby_llm.jsonl lines 172-177, activeagent.jsonl
+    # lines 39, 55 and 57).
+    text: list[str] = []
     for part in parts:
         if isinstance(part, str):
-            tokens += encode_text(enc, part)
+            text.append(part)
             continue
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
-        if kind == "text":
-            tokens += encode_text(enc, part.get("text"))
-        elif kind == "refusal":
-            tokens += encode_text(enc, part.get("refusal"))
-        elif kind == "image_url":
+        if kind in ("text", "refusal"):
+            value = part.get(kind)
+            text += [value] if isinstance(value, str) else []
+            continue
+        tokens += encode_text(enc, "".join(text))
+        text = []
+        if kind == "image_url":
             cost = image_part_cost(
                 part,
                 base=profile.image_base_tokens,
@@ -131,6 +137,7 @@ def _encode_parts(
             tokens += hashed_run(seed, cost.tokens)
         else:  # audio, files: no documented rule; reported like an unknown image
             unknown += 1
+    tokens += encode_text(enc, "".join(text))
     return tokens, unknown
 
 
@@ -155,20 +162,52 @@ def _compact_arguments(arguments: object) -> object:
 # (profiles.ModelProfile.tool_round_tokens: 4 more on the gpt-5 family.)
 
 
+# Several calls in one message: the wrapper's JSON, each result's author and 1 token more.
+# Measured on 2-call messages of requests with tools (mirascope.jsonl lines 294-309,
+# pydantic-ai.jsonl lines 98-99); the gpt-5 family keeps calls apart (crewai.jsonl lines
+# 83-106: three calls in one message, exact as three rounds).
+PARALLEL_TOKENS = 1
+
+
+def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
+    """Several tool calls in one message as the model wrote them: one call of
+    `multi_tool_use.parallel` whose JSON lists each function and its parameters."""
+    uses = []
+    for function in functions:
+        arguments = function.get("arguments")
+        try:
+            parameters = json.loads(arguments) if isinstance(arguments, str) and arguments else {}
+        except ValueError:
+            parameters = arguments
+        uses.append(
+            {"recipient_name": f"functions.{function.get('name')}", "parameters": parameters}
+        )
+    return json.dumps({"tool_uses": uses}, separators=(",", ":"), ensure_ascii=False)
+
+
 def _encode_tool_calls(
-    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int
+    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int, parallel: int | None
 ) -> tuple[list[int], int]:
     """Function name and compact arguments of each tool call (the body), and the tokens its
-    result adds (the function name again, `round_tokens`). The legacy `function_call` is
-    counted as a call without a result message of role tool."""
+    result adds (the function name again, `round_tokens`). Several calls in one message are
+    one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON and
+    each result's author; None where calls stay separate messages). The legacy
+    `function_call` is counted as a call without a result message of role tool."""
     tokens: list[int] = []
     extra = 0
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            name = encode_text(enc, function.get("name"))
-            tokens += name + encode_text(enc, _compact_arguments(function.get("arguments")))
-            extra += len(name) + round_tokens
+    functions = [
+        call["function"]
+        for call in message.get("tool_calls") or []
+        if isinstance(call, dict) and isinstance(call.get("function"), dict)
+    ]
+    if len(functions) > 1 and parallel is not None:
+        tokens = encode_text(enc, _parallel_call_text(functions))
+        extra = parallel + sum(len(encode_text(enc, f.get("name"))) for f in functions)
+        functions = []
+    for function in functions:
+        name = encode_text(enc, function.get("name"))
+        tokens += name + encode_text(enc, _compact_arguments(function.get("arguments")))
+        extra += len(name) + round_tokens
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         tokens += encode_text(enc, legacy.get("name"))
@@ -229,7 +268,9 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
         else:
             body = encode_text(enc, content)
         body += encode_text(enc, message.get("refusal"))
-        calls, round_tokens = _encode_tool_calls(enc, message, profile.tool_round_tokens)
+        calls, round_tokens = _encode_tool_calls(
+            enc, message, profile.tool_round_tokens, None if profile.harmony else PARALLEL_TOKENS
+        )
         body += calls
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
