@@ -66,6 +66,7 @@ class _Family:
     context_window: int | None = None
     max_output_tokens: int | None = None
     legacy_0301: bool = False
+    search: bool = False
     image_base: int = 85
     image_tile: int = 170
     patch: float | None = None
@@ -100,6 +101,11 @@ _FAMILIES = (
     _Family("gpt-4.5", "o200k_base", 128_000, 16_384),
     # gpt-4o-mini bills images at ~33x the tokens of gpt-4o (same dollars): OpenAI vision docs.
     _Family("gpt-4o-mini", "o200k_base", 128_000, 16_384, image_base=2833, image_tile=5667),
+    # The search models bill only the messages' text: no framing, no role, no priming
+    # (gpt-4o-search-preview: activeagent.jsonl line 83, openai-dotnet.jsonl lines 101-102,
+    # pydantic-ai.jsonl lines 208-209; gpt-4o-mini-search-preview: ruby_llm.jsonl line 71).
+    _Family("gpt-4o-search", "o200k_base", 128_000, 16_384, search=True),
+    _Family("gpt-4o-mini-search", "o200k_base", 128_000, 16_384, search=True),
     _Family("gpt-4o-2024-05-13", "o200k_base", 128_000, 4_096),
     _Family("gpt-4o", "o200k_base", 128_000, 16_384),
     _Family("chatgpt-4o", "o200k_base", 128_000, 16_384),
@@ -135,6 +141,15 @@ def default_profile(model: str | None) -> ModelProfile:
     family = _family(model)
     if family is None:
         return ModelProfile()
+    if family.search:  # the role's one token is taken back (render.with_overhead)
+        return ModelProfile(
+            encoding=family.encoding,
+            tokens_per_message=-1,
+            tokens_per_name=0,
+            reply_priming=0,
+            context_window=family.context_window,
+            max_output_tokens=family.max_output_tokens,
+        )
     return ModelProfile(
         encoding=family.encoding,
         tokens_per_message=4 if family.legacy_0301 else 3,
