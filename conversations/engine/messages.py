@@ -141,6 +141,44 @@ def _encode_parts(
     return tokens, unknown
 
 
+def _file_kind(part: dict[str, Any]) -> str:
+    file = part.get("file")
+    file = file if isinstance(file, dict) else {}
+    name = str(file.get("filename") or "").lower()
+    data = str(file.get("file_data") or "")[:40]
+    if name.endswith(".pdf") or data.startswith("data:application/pdf"):
+        return "a PDF file"
+    return "a file"
+
+
+def unknown_size_parts(message: ChatMessage, profile: ModelProfile) -> list[str]:
+    """What each part of unknown size in a message is ("an image", "a PDF file", "a file",
+    "audio"): the parts _encode_parts counts as 0, for warnings that name them. OpenAI
+    documents no token rule for files and input audio, and an image by URL has no size."""
+    content = message.get("content")
+    found = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict) or part.get("type") in (None, "text", "refusal"):
+            continue
+        kind = part.get("type")
+        if kind == "image_url":
+            cost = image_part_cost(
+                part,
+                base=profile.image_base_tokens,
+                tile=profile.image_tile_tokens,
+                patch_multiplier=profile.image_patch_multiplier,
+            )
+            if not cost.known:
+                found.append("an image")
+        elif kind == "file":
+            found.append(_file_kind(part))
+        elif kind in ("input_audio", "audio"):
+            found.append("audio")
+        else:
+            found.append(f"a {kind} part")
+    return found
+
+
 def _compact_arguments(arguments: object) -> object:
     """Tool-call arguments as the API re-serializes them: compact JSON. Counting them as sent
     left a spread of -1..+1 per call that follows the client's spacing; compact, 113 instead of

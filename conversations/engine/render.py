@@ -29,6 +29,7 @@ from .messages import (
     encode_message,
     encode_text,
     role_tokens,
+    unknown_size_parts,
 )
 from .profiles import ModelProfile
 from .schemas import tools_text, undescribed_first_properties
@@ -417,6 +418,18 @@ class RenderedRequest:
                 kind = "implicit"
             cuts.append(Cut(end, self._ends[position], kind))
         return cuts
+
+    def unknown_parts(self) -> list[str]:
+        """What each part of unknown size in this prompt is (messages.unknown_size_parts)."""
+        if not self.unknown_images:
+            return []
+        messages = self._messages.messages
+        profile = self._messages.profile
+        return [
+            kind
+            for position in range(self._count)
+            for kind in unknown_size_parts(messages[self._indices[position]], profile)
+        ]
 
     def message_at(self, index: int) -> int | None:
         position = bisect.bisect_right(self._offsets, index, 0, self._count) - 1
