@@ -146,7 +146,12 @@ def tools_text(tools: list[dict[str, Any]]) -> str:
         parameters = function.get("parameters")
         properties = parameters.get("properties") if isinstance(parameters, dict) else None
         if isinstance(parameters, dict) and isinstance(properties, dict) and properties:
-            lines += [f"type {name} = (_: {{", _properties(parameters), "}) => any;"]
+            # The parameters' own title (pydantic's model name) is a comment on the first line
+            # of the object: 9 of the 13 calls with one are exact (magentic.jsonl lines 45-48,
+            # openinference.jsonl lines 3-14, dd-trace-py.jsonl line 144), 4 to 6 short before.
+            title = parameters.get("title")
+            inner = [_comment(title)] if isinstance(title, str) and title else []
+            lines += [f"type {name} = (_: {{", *inner, _properties(parameters), "}) => any;"]
         else:
             lines.append(f"type {name} = () => any;")
         lines.append("")
