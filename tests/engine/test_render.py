@@ -7,6 +7,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conversations.engine.cache import block_hashes
 from conversations.engine.messages import EARLY_TOKENS
 from conversations.engine.profiles import default_profile
@@ -120,10 +122,12 @@ def test_it_renders_a_growing_conversation_like_from_scratch() -> None:
         _check(renderer, list(range(end)))
 
 
-def test_it_makes_each_prompt_a_prefix_of_the_next() -> None:
-    # reply priming is the opening of the assistant message that follows
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-5-mini", "o3-mini"])
+def test_it_makes_each_prompt_a_prefix_of_the_next(model: str) -> None:
+    # reply priming is the opening of the assistant message that follows, also on reasoning
+    # models whose priming stops before the channel their assistant messages name
     transcript = conversation(6)
-    profile = default_profile("gpt-4o")
+    profile = default_profile(model)
     prompts = [
         render_tokens(transcript.messages[:end], profile=profile)
         for end in range(2, len(transcript.messages), 2)
@@ -240,3 +244,32 @@ def test_it_counts_a_forced_tool_choice_after_the_reply_priming() -> None:
     assert count_request(messages, profile=gpt5, tools=tools, tool_choice=forced) == (
         count_request(messages, profile=gpt5, tools=tools)
     )
+
+
+def test_it_counts_reasoning_models_like_harmony_chats() -> None:
+    # The reply priming stops after the role (one token fewer than gpt-4o's), and an earlier
+    # assistant message names its channel (two more): tests/fixtures/real/ruby_llm.jsonl.
+    messages: list[ChatMessage] = [{"role": "user", "content": "What's 2 + 2?"}]
+    history: list[ChatMessage] = [
+        *messages,
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+    ]
+    gpt4o, gpt5 = default_profile("gpt-4o"), default_profile("gpt-5-nano")
+    assert count_request(messages, profile=gpt5) == count_request(messages, profile=gpt4o) - 1
+    assert count_request(history, profile=gpt5) == count_request(history, profile=gpt4o) + 1
+
+
+def test_it_joins_the_tools_to_the_system_text() -> None:
+    # The blank line before the tools block is its own token after a letter, folded into
+    # the text's last token after "." (crewai.jsonl line 214 vs line 138).
+    tools = [{"type": "function", "function": {"name": "f", "description": "Do it."}}]
+    profile = default_profile("gpt-4.1-mini")
+
+    def header(system: str) -> int:
+        messages: list[ChatMessage] = [{"role": "system", "content": system}]
+        return count_request(messages, profile=profile, tools=tools) - count_request(
+            messages, profile=profile
+        )
+
+    assert header("Your goal is: test goal2") == header("Your goal is: test goal.") + 1
