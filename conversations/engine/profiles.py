@@ -132,6 +132,10 @@ def _family(model: str | None) -> _Family | None:
     if not model:
         return None
     name = model.strip().lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" -> "gpt-4o"
+    # Azure names deployments of gpt-3.5-turbo "gpt-35-turbo" (dd-trace-py.jsonl lines 118-126,
+    # openllmetry.jsonl line 110, openllmetry-js.jsonl line 1: cl100k counts, not o200k's).
+    if name.startswith("gpt-35"):
+        name = "gpt-3.5" + name[len("gpt-35") :]
     matches = [f for f in _FAMILIES if name.startswith(f.prefix)]
     return max(matches, key=lambda f: len(f.prefix)) if matches else None
 
