@@ -89,7 +89,10 @@ def _resolved(node: Any, definitions: dict[str, Any], depth: int = 0) -> Any:
 
 
 def _comments(spec: object) -> list[str]:
-    """The comment lines above a property: its title, then its description."""
+    """The comment lines above a property: its title, then its description. Titles (pydantic
+    adds one to every field) are shown: without them crewai's strict tools were 3 tokens
+    short per titled property (crewai.jsonl lines 5-99 and 279-290, 41 calls exact with them,
+    also dd-trace-py.jsonl line 140 and mirascope.jsonl line 185)."""
     if not isinstance(spec, dict):
         return []
     found = []
@@ -101,8 +104,9 @@ def _comments(spec: object) -> list[str]:
 
 
 def _default(spec: object) -> str:
-    """A property's default as a trailing comment; a string is quoted unless it is one of
-    the enum's values (which the type already shows quoted)."""
+    """A property's default as a trailing comment, as OpenAI's harmony renderer writes it; a
+    string is quoted unless it is one of the enum's values. Measured: magentic.jsonl lines
+    7-10 and crewai.jsonl line 122 exact with it, 5 to 12 tokens short without."""
     if not isinstance(spec, dict) or "default" not in spec:
         return ""
     value = spec["default"]
