@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain as chain_iter
 from itertools import islice
@@ -38,6 +38,7 @@ from .sequences import (
     MESSAGE,
     PRIMING,
     START,
+    STRUCTURED,
     TOKEN_BYTES,
     TOOL,
     filler,
@@ -111,6 +112,33 @@ def forced_call_tokens(tool_choice: object, profile: ModelProfile) -> list[int]:
         return []
     text = encode_text(get_encoding(profile.encoding), f" to=functions.{name}")
     return text + filler(FORCED, _FORCED_FRAMING)
+
+
+# Under a json_schema response format each earlier assistant reply with text (the structured
+# replies the format produced) costs 3 tokens more, presumably marking its content type:
+# mirascope.jsonl lines 36-50 (6 calls) and ruby_llm.jsonl line 35 exact with them, crewai.jsonl
+# lines 287, 353, 708 and 715 one short; assistant messages that only call tools cost nothing
+# more (pydantic-ai.jsonl lines 197-199, 27 calls). Counted after the reply priming, so that
+# a message's tokens stay the same whatever the request around it.
+_STRUCTURED_REPLY_TOKENS = 3
+
+
+def structured_reply_tokens(
+    response_format: object, messages: Iterable[ChatMessage], profile: ModelProfile
+) -> list[int]:
+    """What earlier replies cost under a json_schema response format (a per-request suffix)."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return []
+    if profile.harmony:
+        return []
+    replies = sum(
+        1
+        for message in messages
+        if message.get("role") == "assistant"
+        and isinstance(message.get("content"), str)
+        and message.get("content")
+    )
+    return filler(STRUCTURED, _STRUCTURED_REPLY_TOKENS * replies)
 
 
 def encode_tools(
@@ -239,6 +267,7 @@ def count_request(
     after_system = system_tail(messages)
     total = len(encode_header(tools, response_format, profile, after_system=after_system))
     total += sum(encode_message(message, profile).length for message in messages)
+    total += len(structured_reply_tokens(response_format, messages, profile))
     return total + len(priming_tokens(profile)) + len(forced_call_tokens(tool_choice, profile))
 
 
@@ -534,6 +563,9 @@ class TranscriptRenderer:
         priming = self._priming
         if tool_choice is not None:
             priming += pack(forced_call_tokens(tool_choice, self.profile))
+        if response_format is not None:
+            messages = (self.messages.messages[index] for index in request)
+            priming += pack(structured_reply_tokens(response_format, messages, self.profile))
         return self._snapshot(chain, priming)
 
     def _snapshot(self, chain: _Chain, priming: bytes) -> RenderedRequest:

@@ -273,3 +273,26 @@ def test_it_joins_the_tools_to_the_system_text() -> None:
         )
 
     assert header("Your goal is: test goal2") == header("Your goal is: test goal.") + 1
+
+
+def test_it_counts_earlier_structured_replies_after_the_priming() -> None:
+    # tests/fixtures/real/ruby_llm.jsonl line 35: gpt-4.1-nano reported 61 prompt tokens.
+    schema = {
+        "type": "object",
+        "properties": {"country": {"type": "string"}},
+        "required": ["country"],
+        "additionalProperties": False,
+    }
+    spec = {"name": "response", "schema": schema, "strict": True}
+    response_format = {"type": "json_schema", "json_schema": spec}
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": "What country is Paris in?"},
+        {"role": "assistant", "content": '{"country":"France"}'},
+        {"role": "user", "content": "What about Berlin?"},
+    ]
+    profile = default_profile("gpt-4.1-nano")
+    assert count_request(messages, profile=profile, response_format=response_format) == 61
+    # a suffix: the prompt without it is the same tokens as ever
+    plain = render_tokens(messages, profile=profile, response_format=response_format)
+    first = render_tokens(messages[:1], profile=profile, response_format=response_format)
+    assert plain[: len(first)] == first
