@@ -171,6 +171,7 @@ class _Organization:
             slots,
             tools=body.get("tools") or None,
             response_format=body.get("response_format") or None,
+            tool_choice=body.get("tool_choice") or None,
         )
 
 

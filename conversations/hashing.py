@@ -90,6 +90,8 @@ def transcript_sha256(transcript: Transcript) -> str:
             "id": call.external_id,
             "at": call.started_at.isoformat() if call.started_at else None,
             "batch": call.batch,
+            # only when set, so that digests taken before it was kept stay valid
+            **({"tool_choice": call.tool_choice} if call.tool_choice else {}),
         }
         for call in transcript.calls or []
     ]

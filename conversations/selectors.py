@@ -527,6 +527,7 @@ def conversation_transcript(conversation: Conversation) -> Transcript:
             model=turn.model or None,
             tools=turn.tools,
             response_format=turn.response_format,
+            tool_choice=turn.tool_choice,
             prompt_cache_key=turn.prompt_cache_key or None,
             cache_retention=turn.cache_retention or None,
             cache_options=turn.cache_options,

@@ -119,7 +119,6 @@ def _kind(warning: str) -> str:
         ("incomplete", "incomplete response"),
         ("total_tokens", "total_tokens disagrees"),
         ("cached of", "cached above prompt"),
-        ("legacy 'functions'", "legacy functions"),
         ("stored prompt", "stored prompt"),
     ):
         if marker in warning:

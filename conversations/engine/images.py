@@ -1,4 +1,4 @@
-"""Token cost of `image_url` parts, by OpenAI's documented rule for tile-based models.
+"""Token cost of `image_url` parts, by OpenAI's documented rules (512px tiles or 32px patches).
 
 Owns: an image part's token cost, and reading an image's size from its header.
 
@@ -126,6 +126,26 @@ def tile_tokens(width: int, height: int, *, base: int, tile: int) -> int:
     return base + tile * tiles
 
 
+# Patch-based models (gpt-4.1-mini/nano, o4-mini, gpt-5-mini/nano) count 32px patches, at
+# most 1536 (a larger image is scaled down to fit), times a per-model multiplier (profiles.py).
+PATCH = 32
+PATCH_CAP = 1536
+
+
+def patch_tokens(width: int, height: int, *, multiplier: float) -> int:
+    """OpenAI's documented patch rule; the product is rounded up (gpt-4.1-nano's 16 patches
+    of a 128px square: 40 tokens, ruby_llm.jsonl line 1)."""
+    w, h = float(width), float(height)
+    if math.ceil(w / PATCH) * math.ceil(h / PATCH) > PATCH_CAP:
+        shrink = math.sqrt(PATCH_CAP * PATCH * PATCH / (w * h))
+        w, h = w * shrink, h * shrink
+        # then shrink further so that whole patches along each side fit the cap
+        shrink = min(math.floor(w / PATCH) / (w / PATCH), math.floor(h / PATCH) / (h / PATCH))
+        w, h = w * shrink, h * shrink
+    patches = math.ceil(round(w, 6) / PATCH) * math.ceil(round(h, 6) / PATCH)
+    return math.ceil(round(patches * multiplier, 6))
+
+
 def _explicit_size(part: dict[str, Any], image: dict[str, Any]) -> tuple[int, int] | None:
     for holder in (image, part):
         width, height = holder.get("width"), holder.get("height")
@@ -134,14 +154,17 @@ def _explicit_size(part: dict[str, Any], image: dict[str, Any]) -> tuple[int, in
     return None
 
 
-def image_part_cost(part: dict[str, Any], *, base: int, tile: int) -> ImageCost:
-    """Cost of one `{"type": "image_url", "image_url": {"url", "detail"}}` part."""
+def image_part_cost(
+    part: dict[str, Any], *, base: int, tile: int, patch_multiplier: float | None = None
+) -> ImageCost:
+    """Cost of one `{"type": "image_url", "image_url": {"url", "detail"}}` part: by 32px
+    patches when the model has a patch multiplier, else by 512px tiles."""
     image = part.get("image_url")
     if isinstance(image, str):  # some logs flatten the object to its URL
         image = {"url": image}
     if not isinstance(image, dict):
         return ImageCost(0, known=False)
-    if image.get("detail") == "low":
+    if image.get("detail") == "low" and patch_multiplier is None:
         return ImageCost(base, known=True)
     size = _explicit_size(part, image)
     url = image.get("url")
@@ -149,4 +172,6 @@ def image_part_cost(part: dict[str, Any], *, base: int, tile: int) -> ImageCost:
         size = data_url_size(url)
     if size is None:
         return ImageCost(0, known=False)
+    if patch_multiplier is not None:
+        return ImageCost(patch_tokens(*size, multiplier=patch_multiplier), known=True)
     return ImageCost(tile_tokens(*size, base=base, tile=tile), known=True)

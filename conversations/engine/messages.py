@@ -21,6 +21,7 @@ import tiktoken
 from .images import image_part_cost
 from .profiles import ModelProfile
 from .sequences import (
+    CHANNEL,
     END,
     MESSAGE,
     START,
@@ -107,27 +108,75 @@ def _encode_parts(
 ) -> tuple[list[int], int]:
     tokens: list[int] = []
     unknown = 0
+    # Adjacent text parts are one text to the tokenizer: encoded apart, "?" + "<file" or
+    # "." + "Now" counted a token too many (ruby_llm.jsonl lines 172-177, activeagent.jsonl
+    # lines 39, 55 and 57).
+    text: list[str] = []
     for part in parts:
         if isinstance(part, str):
-            tokens += encode_text(enc, part)
+            text.append(part)
             continue
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
-        if kind == "text":
-            tokens += encode_text(enc, part.get("text"))
-        elif kind == "refusal":
-            tokens += encode_text(enc, part.get("refusal"))
-        elif kind == "image_url":
+        if kind in ("text", "refusal"):
+            value = part.get(kind)
+            text += [value] if isinstance(value, str) else []
+            continue
+        tokens += encode_text(enc, "".join(text))
+        text = []
+        if kind == "image_url":
             cost = image_part_cost(
-                part, base=profile.image_base_tokens, tile=profile.image_tile_tokens
+                part,
+                base=profile.image_base_tokens,
+                tile=profile.image_tile_tokens,
+                patch_multiplier=profile.image_patch_multiplier,
             )
             unknown += not cost.known
             seed = json.dumps(part.get("image_url"), sort_keys=True, default=str)
             tokens += hashed_run(seed, cost.tokens)
         else:  # audio, files: no documented rule; reported like an unknown image
             unknown += 1
+    tokens += encode_text(enc, "".join(text))
     return tokens, unknown
+
+
+def _file_kind(part: dict[str, Any]) -> str:
+    file = part.get("file")
+    file = file if isinstance(file, dict) else {}
+    name = str(file.get("filename") or "").lower()
+    data = str(file.get("file_data") or "")[:40]
+    if name.endswith(".pdf") or data.startswith("data:application/pdf"):
+        return "a PDF file"
+    return "a file"
+
+
+def unknown_size_parts(message: ChatMessage, profile: ModelProfile) -> list[str]:
+    """What each part of unknown size in a message is ("an image", "a PDF file", "a file",
+    "audio"): the parts _encode_parts counts as 0, for warnings that name them. OpenAI
+    documents no token rule for files and input audio, and an image by URL has no size."""
+    content = message.get("content")
+    found = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict) or part.get("type") in (None, "text", "refusal"):
+            continue
+        kind = part.get("type")
+        if kind == "image_url":
+            cost = image_part_cost(
+                part,
+                base=profile.image_base_tokens,
+                tile=profile.image_tile_tokens,
+                patch_multiplier=profile.image_patch_multiplier,
+            )
+            if not cost.known:
+                found.append("an image")
+        elif kind == "file":
+            found.append(_file_kind(part))
+        elif kind in ("input_audio", "audio"):
+            found.append("audio")
+        else:
+            found.append(f"a {kind} part")
+    return found
 
 
 def _compact_arguments(arguments: object) -> object:
@@ -148,21 +197,55 @@ def _compact_arguments(arguments: object) -> object:
 # only a tool_call_id, which the API does not show the model: counting the id overcounted
 # every result by 8-15 tokens). Measured: 5 per round on single-call rounds, e.g.
 # activeagent.jsonl lines 29 and 67, ruby_llm.jsonl lines 6-43, simonw-llm.jsonl line 4.
-TOOL_ROUND_TOKENS = 5
+# (profiles.ModelProfile.tool_round_tokens: 4 more on the gpt-5 family.)
 
 
-def _encode_tool_calls(enc: tiktoken.Encoding, message: ChatMessage) -> tuple[list[int], int]:
+# Several calls in one message: the wrapper's JSON, each result's author and 1 token more.
+# Measured on 2-call messages of requests with tools (mirascope.jsonl lines 294-309,
+# pydantic-ai.jsonl lines 98-99); the gpt-5 family keeps calls apart (crewai.jsonl lines
+# 83-106: three calls in one message, exact as three rounds).
+PARALLEL_TOKENS = 1
+
+
+def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
+    """Several tool calls in one message as the model wrote them: one call of
+    `multi_tool_use.parallel` whose JSON lists each function and its parameters."""
+    uses = []
+    for function in functions:
+        arguments = function.get("arguments")
+        try:
+            parameters = json.loads(arguments) if isinstance(arguments, str) and arguments else {}
+        except ValueError:
+            parameters = arguments
+        uses.append(
+            {"recipient_name": f"functions.{function.get('name')}", "parameters": parameters}
+        )
+    return json.dumps({"tool_uses": uses}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode_tool_calls(
+    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int, parallel: int | None
+) -> tuple[list[int], int]:
     """Function name and compact arguments of each tool call (the body), and the tokens its
-    result adds (the function name again, TOOL_ROUND_TOKENS). The legacy `function_call` is
-    counted as a call without a result message of role tool."""
+    result adds (the function name again, `round_tokens`). Several calls in one message are
+    one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON and
+    each result's author; None where calls stay separate messages). The legacy
+    `function_call` is counted as a call without a result message of role tool."""
     tokens: list[int] = []
     extra = 0
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            name = encode_text(enc, function.get("name"))
-            tokens += name + encode_text(enc, _compact_arguments(function.get("arguments")))
-            extra += len(name) + TOOL_ROUND_TOKENS
+    functions = [
+        call["function"]
+        for call in message.get("tool_calls") or []
+        if isinstance(call, dict) and isinstance(call.get("function"), dict)
+    ]
+    if len(functions) > 1 and parallel is not None:
+        tokens = encode_text(enc, _parallel_call_text(functions))
+        extra = parallel + sum(len(encode_text(enc, f.get("name"))) for f in functions)
+        functions = []
+    for function in functions:
+        name = encode_text(enc, function.get("name"))
+        tokens += name + encode_text(enc, _compact_arguments(function.get("arguments")))
+        extra += len(name) + round_tokens
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         tokens += encode_text(enc, legacy.get("name"))
@@ -176,9 +259,22 @@ def role_tokens(encoding: str, role: str) -> tuple[int, ...]:
 
 
 @functools.cache
-def _framing_packed(encoding: str, role: str, tokens_per_message: int) -> tuple[bytes, bytes]:
-    """The packed tokens around a plain message's content: START role MESSAGE, then ENDs."""
-    head = pack((START, *role_tokens(encoding, role), MESSAGE))
+def channel_tokens(encoding: str, role: str, harmony: bool) -> tuple[int, ...]:
+    """What follows the role in a reasoning model's assistant message: `<|channel|>final`
+    (profiles.ModelProfile.harmony); nothing for other roles and models."""
+    if not harmony or role != "assistant":
+        return ()
+    return (CHANNEL, *get_encoding(encoding).encode_ordinary("final"))
+
+
+@functools.cache
+def _framing_packed(
+    encoding: str, role: str, tokens_per_message: int, harmony: bool
+) -> tuple[bytes, bytes]:
+    """The packed tokens around a plain message's content: START role [channel] MESSAGE,
+    then ENDs."""
+    channel = channel_tokens(encoding, role, harmony)
+    head = pack((START, *role_tokens(encoding, role), *channel, MESSAGE))
     return head, pack(fillers(END, tokens_per_message - 2))
 
 
@@ -195,7 +291,9 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
             text = _shared_text_packed(profile.encoding, content)
         else:
             text = _packer(profile.encoding)(content)
-        opening, closing = _framing_packed(profile.encoding, role, profile.tokens_per_message)
+        opening, closing = _framing_packed(
+            profile.encoding, role, profile.tokens_per_message, profile.harmony
+        )
         return EncodedMessage(opening + text + closing, len(text) // TOKEN_BYTES)
     enc = get_encoding(profile.encoding)
     synthetic = message.get(SYNTHETIC_TOKENS_KEY)
@@ -208,7 +306,9 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
         else:
             body = encode_text(enc, content)
         body += encode_text(enc, message.get("refusal"))
-        calls, round_tokens = _encode_tool_calls(enc, message)
+        calls, round_tokens = _encode_tool_calls(
+            enc, message, profile.tool_round_tokens, None if profile.harmony else PARALLEL_TOKENS
+        )
         body += calls
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
@@ -216,7 +316,8 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
     name_tokens = encode_text(enc, message.get("name")) if role != "tool" else []
     overhead = profile.tokens_per_message + (profile.tokens_per_name if name_tokens else 0)
     overhead += round_tokens
-    head = [*role_tokens(profile.encoding, role), *name_tokens]
+    channel = channel_tokens(profile.encoding, role, profile.harmony)
+    head = [*role_tokens(profile.encoding, role), *name_tokens, *channel]
     tail = body
     if overhead >= 2:
         tokens = [START, *head, MESSAGE, *tail, *fillers(END, overhead - 2)]

@@ -10,6 +10,7 @@ Django layer overrides any field from its price rows. A new fact that differs be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,34 @@ class ModelProfile:
     # opens with a system or developer message (the tools join it instead of a message of
     # their own): the cookbook's 101/105 and the corpus's tool calls (render.encode_tools).
     tools_overhead: int = 9
+    # On the gpt-5 family 3 of those 4 come back: with tools, the system text is headed
+    # "# Instructions" as in OpenAI's harmony format (developer-led tool calls of gpt-5-nano,
+    # ruby_llm.jsonl lines 127-129 and 204-205, mirascope.jsonl).
     tools_system_saving: int = 4
+    # Each tool call's framing beyond its name (twice) and arguments: the call's and its
+    # result's (messages.py). 5 by the corpus's single-call rounds; 9 on the gpt-5 family,
+    # whose call names its channel and recipient and whose result its author and channel:
+    # 39 rounds of gpt-5, -mini, -nano, gpt-5.4 and -mini (pydantic-ai.jsonl lines 113-230,
+    # ruby_llm.jsonl lines 141-207, crewai.jsonl lines 79-106).
+    tool_round_tokens: int = 5
     # image_url parts: base + per 512px tile at high detail; base alone at low detail
     image_base_tokens: int = 85
     image_tile_tokens: int = 170
+    # Patch-based image models: tokens per 32px patch (images.patch_tokens); None: tiles.
+    image_patch_multiplier: float | None = None
+    # Reasoning models (o3, o4-mini, the gpt-5 family) render chats the way OpenAI's harmony
+    # format does: the reply priming stops after the role (`<|start|>assistant`, the model
+    # writes its own channel), and each earlier assistant message names its channel
+    # (`<|channel|>final`, 2 tokens). Measured on 146 text-only calls of 11 reasoning models:
+    # one token fewer than the cookbook rule without an assistant message in the request
+    # (ruby_llm.jsonl, crewai.jsonl, dd-trace-py.jsonl, pydantic-ai.jsonl, ...), one more with
+    # one (openinference, activeagent, ruby_llm "uau" calls); o1-mini follows the cookbook.
+    harmony: bool = False
+    # Tokens the gpt-5 family's own instructions add whenever a request has tools (how to
+    # call them, presumably): 82 over every tools-only call of gpt-5, gpt-5-mini, gpt-5-nano,
+    # gpt-5.4 and gpt-5.4-mini (pydantic-ai.jsonl lines 112-229, ruby_llm.jsonl); o3-mini
+    # adds none (crewai.jsonl).
+    tools_preamble: int = 0
     context_window: int | None = None
     max_output_tokens: int | None = None
 
@@ -41,26 +66,55 @@ class _Family:
     context_window: int | None = None
     max_output_tokens: int | None = None
     legacy_0301: bool = False
+    search: bool = False
     image_base: int = 85
     image_tile: int = 170
+    patch: float | None = None
+    harmony: bool = False
+    tools_preamble: int = 0
+    tools_system_saving: int = 4
+    tool_round_tokens: int = 5
 
+
+# The gpt-5 family: harmony chats and the tools preamble (ModelProfile).
+_GPT5: dict[str, Any] = {
+    "harmony": True,
+    "tools_preamble": 82,
+    "tools_system_saving": 1,
+    "tool_round_tokens": 9,
+}
 
 # Longest matching prefix wins, so "gpt-4o-mini" beats "gpt-4o" beats "gpt-4".
 _FAMILIES = (
-    _Family("gpt-5-chat", "o200k_base", 128_000, 16_384),
-    _Family("gpt-5", "o200k_base", 400_000, 128_000),
+    _Family("gpt-5-chat", "o200k_base", 128_000, 16_384, **_GPT5),
+    # gpt-5 bills images by tiles of 70 + 140 (activeagent.jsonl lines 46-48, crewai.jsonl
+    # line 345); its mini and nano by patches, x1.2 and x1.5 (crewai.jsonl lines 344 and 346,
+    # ruby_llm.jsonl line 217).
+    _Family("gpt-5", "o200k_base", 400_000, 128_000, **_GPT5, image_base=70, image_tile=140),
+    _Family("gpt-5-mini", "o200k_base", 400_000, 128_000, **_GPT5, patch=1.2),
+    _Family("gpt-5-nano", "o200k_base", 400_000, 128_000, **_GPT5, patch=1.5),
     _Family("gpt-4.1", "o200k_base", 1_047_576, 32_768),
+    # OpenAI's vision guide: patches x1.62 (mini), x2.46 (nano), x1.72 (o4-mini); crewai.jsonl
+    # lines 3-4, pydantic-ai.jsonl line 177, ruby_llm.jsonl lines 1 and 211-215.
+    _Family("gpt-4.1-mini", "o200k_base", 1_047_576, 32_768, patch=1.62),
+    _Family("gpt-4.1-nano", "o200k_base", 1_047_576, 32_768, patch=2.46),
     _Family("gpt-4.5", "o200k_base", 128_000, 16_384),
     # gpt-4o-mini bills images at ~33x the tokens of gpt-4o (same dollars): OpenAI vision docs.
     _Family("gpt-4o-mini", "o200k_base", 128_000, 16_384, image_base=2833, image_tile=5667),
+    # The search models bill only the messages' text: no framing, no role, no priming
+    # (gpt-4o-search-preview: activeagent.jsonl line 83, openai-dotnet.jsonl lines 101-102,
+    # pydantic-ai.jsonl lines 208-209; gpt-4o-mini-search-preview: ruby_llm.jsonl line 71).
+    _Family("gpt-4o-search", "o200k_base", 128_000, 16_384, search=True),
+    _Family("gpt-4o-mini-search", "o200k_base", 128_000, 16_384, search=True),
     _Family("gpt-4o-2024-05-13", "o200k_base", 128_000, 4_096),
     _Family("gpt-4o", "o200k_base", 128_000, 16_384),
     _Family("chatgpt-4o", "o200k_base", 128_000, 16_384),
     _Family("o1-mini", "o200k_base", 128_000, 65_536),
     _Family("o1-preview", "o200k_base", 128_000, 32_768),
     _Family("o1", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150),
-    _Family("o3", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150),
-    _Family("o4", "o200k_base", 200_000, 100_000),
+    _Family("o3", "o200k_base", 200_000, 100_000, image_base=75, image_tile=150, harmony=True),
+    _Family("o4", "o200k_base", 200_000, 100_000, harmony=True),
+    _Family("o4-mini", "o200k_base", 200_000, 100_000, harmony=True, patch=1.72),
     _Family("gpt-4-turbo", "cl100k_base", 128_000, 4_096),
     _Family("gpt-4-1106", "cl100k_base", 128_000, 4_096),
     _Family("gpt-4-0125", "cl100k_base", 128_000, 4_096),
@@ -78,6 +132,10 @@ def _family(model: str | None) -> _Family | None:
     if not model:
         return None
     name = model.strip().lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" -> "gpt-4o"
+    # Azure names deployments of gpt-3.5-turbo "gpt-35-turbo" (dd-trace-py.jsonl lines 118-126,
+    # openllmetry.jsonl line 110, openllmetry-js.jsonl line 1: cl100k counts, not o200k's).
+    if name.startswith("gpt-35"):
+        name = "gpt-3.5" + name[len("gpt-35") :]
     matches = [f for f in _FAMILIES if name.startswith(f.prefix)]
     return max(matches, key=lambda f: len(f.prefix)) if matches else None
 
@@ -87,12 +145,26 @@ def default_profile(model: str | None) -> ModelProfile:
     family = _family(model)
     if family is None:
         return ModelProfile()
+    if family.search:  # the role's one token is taken back (render.with_overhead)
+        return ModelProfile(
+            encoding=family.encoding,
+            tokens_per_message=-1,
+            tokens_per_name=0,
+            reply_priming=0,
+            context_window=family.context_window,
+            max_output_tokens=family.max_output_tokens,
+        )
     return ModelProfile(
         encoding=family.encoding,
         tokens_per_message=4 if family.legacy_0301 else 3,
         tokens_per_name=-1 if family.legacy_0301 else 1,
         image_base_tokens=family.image_base,
         image_tile_tokens=family.image_tile,
+        image_patch_multiplier=family.patch,
         context_window=family.context_window,
         max_output_tokens=family.max_output_tokens,
+        harmony=family.harmony,
+        tools_preamble=family.tools_preamble,
+        tools_system_saving=family.tools_system_saving,
+        tool_round_tokens=family.tool_round_tokens,
     )

@@ -21,7 +21,7 @@ from .cache_policy import PREFIX_128, CachePolicy
 from .messages import SYNTHETIC_TOKENS_KEY, MessageTokens, encode_message
 from .pricing import Rates, buckets_from_counts, price_buckets
 from .profiles import ModelProfile
-from .render import encode_header, opens_with_system, priming_tokens
+from .render import encode_header, priming_tokens, system_tail
 from .types import Call, Transcript
 
 
@@ -102,7 +102,7 @@ def project(
     header = 0
     if last is not None:
         first = [transcript.messages[last.request[0]]] if last.request else []
-        after_system = opens_with_system(first)
+        after_system = system_tail(first)
         header = len(
             encode_header(last.tools, last.response_format, profile, after_system=after_system)
         )

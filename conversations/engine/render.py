@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain as chain_iter
 from itertools import islice
@@ -29,13 +29,16 @@ from .messages import (
     encode_message,
     encode_text,
     role_tokens,
+    unknown_size_parts,
 )
 from .profiles import ModelProfile
 from .schemas import tools_text, undescribed_first_properties
 from .sequences import (
+    FORCED,
     MESSAGE,
     PRIMING,
     START,
+    STRUCTURED,
     TOKEN_BYTES,
     TOOL,
     filler,
@@ -48,40 +51,195 @@ from .vocabulary import get_encoding
 
 
 def priming_tokens(profile: ModelProfile) -> list[int]:
-    """Reply priming: the opening of an assistant message when the counts allow it."""
+    """Reply priming: the opening of an assistant message when the counts allow it. A
+    reasoning model's stops after the role (profiles.ModelProfile.harmony): the model
+    writes its channel itself, so `<|message|>` is not part of the prompt."""
     opening = [START, *role_tokens(profile.encoding, "assistant"), MESSAGE]
     if profile.tokens_per_message >= 2 and profile.reply_priming == len(opening):
-        return opening
-    return filler(PRIMING, max(0, profile.reply_priming))
+        return opening[:-1] if profile.harmony else opening
+    return filler(PRIMING, max(0, profile.reply_priming - profile.harmony))
+
+
+# The tools join an opening system or developer message after its text and a blank line; the
+# tokenizer folds that "\n\n" into the text's last token when it ends with punctuation or a
+# space, else it costs one token. Measured on the tools-only calls that open with a system
+# message: 67 ending "." or " " are exact with the joined blank line, 20 ending with a letter,
+# a digit or empty text (crewai.jsonl lines 214, 622, 738; openllmetry.jsonl lines 3, 8, 25;
+# activeagent.jsonl lines 95, 98) count the extra token.
+_SYSTEM_TAIL_CHARS = 32
+
+
+def system_tail(messages: Sequence[ChatMessage]) -> str | None:
+    """The end of the opening system or developer message's text, which the tools block
+    joins (encode_tools); None when the request opens with another message."""
+    if not messages or messages[0].get("role") not in ("system", "developer"):
+        return None
+    content = messages[0].get("content")
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        content = next((t for t in reversed(texts) if isinstance(t, str)), "")
+    return content[-_SYSTEM_TAIL_CHARS:] if isinstance(content, str) else ""
+
+
+def _separator_tokens(encoding: str, tail: str) -> int:
+    """What a blank line adds after `tail` once tokenized together (0 or 1)."""
+    enc = get_encoding(encoding)
+    return len(enc.encode_ordinary(tail + "\n\n")) - len(enc.encode_ordinary(tail))
+
+
+# A tool_choice naming one function addresses the reply to it: the prompt grows by
+# " to=functions.<name>" and 4 framing tokens, on cl100k and o200k models alike. Measured on
+# all 89 forced calls whose tools count exactly otherwise (openllmetry.jsonl lines 32-70,
+# magentic.jsonl lines 4-57, langsmith-sdk.jsonl lines 16-56, ruby_llm.jsonl line 198,
+# mirascope.jsonl line 56). "required" and "none" add nothing, nor does any tool_choice on
+# the gpt-5 family (pydantic-ai.jsonl, ruby_llm.jsonl lines 192-198 on gpt-5-nano).
+_FORCED_FRAMING = 4
+
+
+def _forced_name(tool_choice: object) -> str | None:
+    if not isinstance(tool_choice, dict):
+        return None
+    function = tool_choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else tool_choice.get("name")
+    return name if isinstance(name, str) and name else None
+
+
+def forced_call_tokens(tool_choice: object, profile: ModelProfile) -> list[int]:
+    """What a forced tool_choice adds after the reply priming (a per-request suffix: the
+    next request's messages do not contain it)."""
+    name = _forced_name(tool_choice)
+    if name is None or profile.harmony:
+        return []
+    text = encode_text(get_encoding(profile.encoding), f" to=functions.{name}")
+    return text + filler(FORCED, _FORCED_FRAMING)
+
+
+# Under a json_schema response format each earlier assistant reply with text (the structured
+# replies the format produced) costs 3 tokens more, presumably marking its content type:
+# mirascope.jsonl lines 36-50 (6 calls) and ruby_llm.jsonl line 35 exact with them, crewai.jsonl
+# lines 287, 353, 708 and 715 one short; assistant messages that only call tools cost nothing
+# more (pydantic-ai.jsonl lines 197-199, 27 calls). Counted after the reply priming, so that
+# a message's tokens stay the same whatever the request around it.
+_STRUCTURED_REPLY_TOKENS = 3
+
+
+def structured_reply_tokens(
+    response_format: object, messages: Iterable[ChatMessage], profile: ModelProfile
+) -> list[int]:
+    """What earlier replies cost under a json_schema response format (a per-request suffix)."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return []
+    if profile.harmony:
+        return []
+    replies = sum(
+        1
+        for message in messages
+        if message.get("role") == "assistant"
+        and isinstance(message.get("content"), str)
+        and message.get("content")
+    )
+    return filler(STRUCTURED, _STRUCTURED_REPLY_TOKENS * replies)
 
 
 def encode_tools(
-    tools: list[dict[str, Any]] | None, profile: ModelProfile, *, after_system: bool = True
+    tools: list[dict[str, Any]] | None, profile: ModelProfile, *, after_system: str | None = "."
 ) -> list[int]:
     """Tool definitions: their namespace text (schemas.py) and the profile's framing.
-    `after_system`: the request opens with a system or developer message, which the tools
-    join (4 tokens fewer: no message of their own). Each function whose first property has
-    no description counts one token fewer than its text (schemas.py)."""
+    `after_system`: the end of the system or developer message the request opens with
+    (system_tail), which the tools join: 4 tokens fewer (no message of their own), one
+    back when the blank line between them is a token of its own. Each function whose first
+    property has no description counts one token fewer than its text (schemas.py)."""
     if not tools:
         return []
     text = encode_text(get_encoding(profile.encoding), tools_text(tools))
-    overhead = profile.tools_overhead - undescribed_first_properties(tools)
-    if after_system:
+    overhead = profile.tools_overhead + profile.tools_preamble
+    overhead -= undescribed_first_properties(tools)
+    if after_system is not None:
         overhead -= profile.tools_system_saving
+        overhead += _separator_tokens(profile.encoding, after_system)
+
     return with_overhead(TOOL, overhead, text, after=True)
 
 
-def encode_response_format(
-    response_format: dict[str, Any] | None, profile: ModelProfile
-) -> list[int]:
-    """A json_schema response format counted as its schema's compact JSON. This is an
-    estimate: OpenAI does not document how structured-output schemas are rendered."""
-    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
-        return []
+# The keys of a json_schema response format that reach the prompt: the others (required,
+# additionalProperties, default, minimum, maximum, format, ...) are enforced by constrained
+# decoding instead. With ASCII-escaped compact JSON under a "# Response Formats" heading, 273
+# of the corpus's 296 structured-output calls on non-reasoning models are exact, from seven
+# sources (ruby_llm.jsonl lines 34-36, activeagent.jsonl lines 60 and 101-103,
+# openai-dotnet.jsonl lines 71-87, openllmetry.jsonl lines 192-285, mirascope.jsonl,
+# elastic-otel-python.jsonl line 68, crewai.jsonl); keeping `required` leaves 3 exact,
+# keeping `default` or `minimum` 36 fewer, dropping `const` 28 fewer (crewai.jsonl line 9).
+_SCHEMA_KEYS = frozenset(
+    {"type", "properties", "items", "enum", "const", "description", "title", "anyOf"}
+    | {"$defs", "$ref", "strict"}
+)
+# Beyond its text the format costs its name once more and 2 tokens, 4 more as a message of
+# its own (no system message or tools to join); joining a system message, the blank line
+# before it counts like the tools' (render.encode_tools).
+_FORMAT_TOKENS = 2
+_FORMAT_MESSAGE_TOKENS = 4
+# After a tools block it costs 3 fewer: 54 calls with both (mirascope.jsonl lines 183-184,
+# pydantic-ai.jsonl lines 196-199, crewai.jsonl lines 352-353).
+_FORMAT_AFTER_TOOLS_TOKENS = -3
+_TOOLS_END = "} // namespace functions"
+
+
+def _prompt_schema(value: Any, *, names: bool = False) -> Any:
+    if isinstance(value, dict):
+        if names:  # property names are data, not keywords
+            return {key: _prompt_schema(item) for key, item in value.items()}
+        return {
+            key: _prompt_schema(item, names=key in ("properties", "$defs"))
+            for key, item in value.items()
+            if key in _SCHEMA_KEYS
+        }
+    if isinstance(value, list):
+        return [_prompt_schema(item) for item in value]
+    return value
+
+
+def response_format_text(response_format: dict[str, Any]) -> tuple[str, str] | None:
+    """A json_schema response format as the prompt shows it, and its name; None for other
+    formats (json_object and text add nothing measurable)."""
+    if response_format.get("type") != "json_schema":
+        return None
     spec = response_format.get("json_schema")
-    schema = spec.get("schema", spec) if isinstance(spec, dict) else spec
-    text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
-    return encode_text(get_encoding(profile.encoding), text)
+    if not isinstance(spec, dict):
+        return None
+    name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+    schema = spec.get("schema", {})
+    description = spec.get("description")
+    lines = ["# Response Formats", "", f"## {name}", ""]
+    if isinstance(description, str) and description:
+        lines.append(f"// {description}")
+    lines.append(json.dumps(_prompt_schema(schema), separators=(",", ":")))
+    return "\n".join(lines), str(name)
+
+
+def encode_response_format(
+    response_format: dict[str, Any] | None,
+    profile: ModelProfile,
+    *,
+    after: str | None = None,
+) -> list[int]:
+    """A json_schema response format: its text (response_format_text) and framing. `after`:
+    the end of the text it joins (the system message's or the tools block's), None when it
+    is a message of its own."""
+    if not isinstance(response_format, dict):
+        return []
+    found = response_format_text(response_format)
+    if found is None:
+        return []
+    text, name = found
+    enc = get_encoding(profile.encoding)
+    overhead = _FORMAT_TOKENS + len(encode_text(enc, name))
+    if after is None:
+        overhead += _FORMAT_MESSAGE_TOKENS
+    elif after == _TOOLS_END:
+        overhead += _FORMAT_AFTER_TOOLS_TOKENS
+    else:
+        overhead += _separator_tokens(profile.encoding, after)
+    return with_overhead(TOOL, overhead, encode_text(enc, text), after=True)
 
 
 def encode_header(
@@ -89,16 +247,12 @@ def encode_header(
     response_format: dict[str, Any] | None,
     profile: ModelProfile,
     *,
-    after_system: bool = True,
+    after_system: str | None = ".",
 ) -> list[int]:
     """What a request sends before its messages: the tools block, then the response format."""
     tools_tokens = encode_tools(tools, profile, after_system=after_system)
-    return tools_tokens + encode_response_format(response_format, profile)
-
-
-def opens_with_system(messages: Sequence[ChatMessage]) -> bool:
-    """Whether a request's first message is one the tools block joins (encode_tools)."""
-    return bool(messages) and messages[0].get("role") in ("system", "developer")
+    after = _TOOLS_END if tools_tokens else after_system
+    return tools_tokens + encode_response_format(response_format, profile, after=after)
 
 
 def count_request(
@@ -107,12 +261,14 @@ def count_request(
     profile: ModelProfile,
     tools: list[dict[str, Any]] | None = None,
     response_format: dict[str, Any] | None = None,
+    tool_choice: object = None,
 ) -> int:
     """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
-    after_system = opens_with_system(messages)
+    after_system = system_tail(messages)
     total = len(encode_header(tools, response_format, profile, after_system=after_system))
     total += sum(encode_message(message, profile).length for message in messages)
-    return total + len(priming_tokens(profile))
+    total += len(structured_reply_tokens(response_format, messages, profile))
+    return total + len(priming_tokens(profile)) + len(forced_call_tokens(tool_choice, profile))
 
 
 def _span(packed: bytes, start: int, end: int) -> bytes:
@@ -292,6 +448,18 @@ class RenderedRequest:
             cuts.append(Cut(end, self._ends[position], kind))
         return cuts
 
+    def unknown_parts(self) -> list[str]:
+        """What each part of unknown size in this prompt is (messages.unknown_size_parts)."""
+        if not self.unknown_images:
+            return []
+        messages = self._messages.messages
+        profile = self._messages.profile
+        return [
+            kind
+            for position in range(self._count)
+            for kind in unknown_size_parts(messages[self._indices[position]], profile)
+        ]
+
     def message_at(self, index: int) -> int | None:
         position = bisect.bisect_right(self._offsets, index, 0, self._count) - 1
         if position < 0 or index >= self._end:
@@ -340,7 +508,7 @@ class TranscriptRenderer:
         self,
         tools: list[dict[str, Any]] | None,
         response_format: dict[str, Any] | None,
-        after_system: bool,
+        after_system: str | None,
     ) -> tuple[str, bytes]:
         if not tools and not response_format:
             return "", b""
@@ -376,9 +544,10 @@ class TranscriptRenderer:
         *,
         tools: list[dict[str, Any]] | None = None,
         response_format: dict[str, Any] | None = None,
+        tool_choice: object = None,
     ) -> RenderedRequest:
         first = [self.messages.messages[request[0]]] if request else []
-        key, header = self._header(tools, response_format, opens_with_system(first))
+        key, header = self._header(tools, response_format, system_tail(first))
         chain = self._chains.get(key)
         if chain is None:
             chain = _Chain(key, header, [], [], 0, [], b"", 0, [] if self.cut_points else None)
@@ -391,14 +560,20 @@ class TranscriptRenderer:
             packed, unknown = self.messages.take(index, early=chain.length < EARLY_TOKENS)
             chain.append(index, packed, unknown, self.step)
         self._chains[key] = chain
-        return self._snapshot(chain)
+        priming = self._priming
+        if tool_choice is not None:
+            priming += pack(forced_call_tokens(tool_choice, self.profile))
+        if response_format is not None:
+            messages = (self.messages.messages[index] for index in request)
+            priming += pack(structured_reply_tokens(response_format, messages, self.profile))
+        return self._snapshot(chain, priming)
 
-    def _snapshot(self, chain: _Chain) -> RenderedRequest:
+    def _snapshot(self, chain: _Chain, priming: bytes) -> RenderedRequest:
         tail: list[int] = []
-        if len(chain.pending) + len(self._priming) >= self.step * TOKEN_BYTES:
+        if len(chain.pending) + len(priming) >= self.step * TOKEN_BYTES:
             parent = chain.hashes[-1] if chain.hashes else ROOT_HASH
-            hash_blocks_into(chain.pending + self._priming, self.step, parent, tail)
-        return RenderedRequest(self.messages, chain, self._priming, tuple(tail))
+            hash_blocks_into(chain.pending + priming, self.step, parent, tail)
+        return RenderedRequest(self.messages, chain, priming, tuple(tail))
 
     def release(self) -> None:
         """Drop token lists but the early ones (lengths and hashes stay); diagnosis
@@ -412,9 +587,13 @@ def render_tokens(
     profile: ModelProfile,
     tools: list[dict[str, Any]] | None = None,
     response_format: dict[str, Any] | None = None,
+    tool_choice: object = None,
 ) -> list[int]:
     """The full token sequence of one request (len == count_request)."""
     rendered = TranscriptRenderer(messages, profile).render(
-        list(range(len(messages))), tools=tools, response_format=response_format
+        list(range(len(messages))),
+        tools=tools,
+        response_format=response_format,
+        tool_choice=tool_choice,
     )
     return list(rendered.source.tokens(0, rendered.length))

@@ -161,7 +161,10 @@ def _totals_lines(totals: Totals, indent: str = "  ") -> list[str]:
     if totals.over_context_calls:
         lines.append(f"{indent}{totals.over_context_calls} call(s) over the context window")
     if totals.unknown_images:
-        lines.append(f"{indent}{totals.unknown_images} image(s) of unknown size counted as 0")
+        lines.append(
+            f"{indent}{totals.unknown_images} part(s) of unknown size (images, files, audio) "
+            "counted as 0"
+        )
     return lines
 
 

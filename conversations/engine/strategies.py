@@ -28,7 +28,13 @@ from .analysis import (
 )
 from .cache_policy import default_policy
 from .messages import SYNTHETIC_TOKENS_KEY, EncodingCache, MessageTokens, encode_message
-from .render import encode_header, opens_with_system, priming_tokens
+from .render import (
+    encode_header,
+    forced_call_tokens,
+    priming_tokens,
+    structured_reply_tokens,
+    system_tail,
+)
 from .types import Call, ChatMessage, Transcript
 
 StrategyKind = Literal["full", "window", "trim", "summarize"]
@@ -78,7 +84,7 @@ class _Sizer:
         self._priming = len(priming_tokens(messages.profile))
         self._headers: dict[str, int] = {}
 
-    def header(self, call: Call, *, after_system: bool = True) -> int:
+    def header(self, call: Call, *, after_system: str | None = ".") -> int:
         if not call.tools and not call.response_format:
             return 0
         key = json.dumps(
@@ -94,7 +100,13 @@ class _Sizer:
 
     def request(self, call: Call, indices: Sequence[int]) -> int:
         first = [self.messages.messages[indices[0]]] if indices else []
-        total = self.header(call, after_system=opens_with_system(first)) + self._priming
+        total = self.header(call, after_system=system_tail(first)) + self._priming
+        profile = self.messages.profile
+        if call.tool_choice is not None:
+            total += len(forced_call_tokens(call.tool_choice, profile))
+        if call.response_format is not None:
+            replies = (self.messages.messages[i] for i in indices)
+            total += len(structured_reply_tokens(call.response_format, replies, profile))
         return total + sum(self.messages.length(i) for i in indices)
 
 

@@ -58,7 +58,6 @@ from conversations.engine.types import Call, ChatMessage, Transcript
 
 from .completions import (
     call_from,
-    legacy_functions_warning,
     lenient_request_messages,
     reported_usage,
     request_messages,
@@ -303,8 +302,6 @@ def log_entry(record: Record) -> _Entry:
     call = call_from(
         body if isinstance(body, dict) else {}, response, usage=usage, location=record.location
     )
-    if isinstance(body, dict):
-        legacy_functions_warning(body, call, warn)
     _timing(call, obj, warn)
     _account(call, obj, body)
     return _Entry(request, message, call, _conversation_id(obj, body), warnings)

@@ -26,7 +26,6 @@ from conversations.engine.types import Call, ChatMessage, Transcript, Usage
 
 from .completions import (
     call_from,
-    legacy_functions_warning,
     lenient_request_messages,
     reported_usage,
     request_messages,
@@ -192,7 +191,6 @@ def _joined(
         if outcome.message is not None:
             messages.append(outcome.message)
             call.response = len(messages) - 1
-    legacy_functions_warning(body, call, warn)
     return _transcript(custom_id, messages, call, record.location, warnings)
 
 

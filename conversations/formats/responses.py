@@ -87,12 +87,14 @@ def responses_exchange(
         kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(skipped.items()))
         warn(f"Responses items not rendered (not counted in estimates): {kinds}")
     usage = reported_usage(response, record, response_path, warn)
+    tool_choice = body.get("tool_choice")
     call = Call(
         request=[],
         response=None,
         model=text(response.get("model")) or text(body.get("model")),
         tools=_tools(body.get("tools"), warn, body_path),
         response_format=_response_format(body.get("text")),
+        tool_choice=tool_choice if isinstance(tool_choice, dict) else None,
         prompt_cache_key=text(body.get("prompt_cache_key")),
         end_user=text(body.get("safety_identifier")) or text(body.get("user")),
         service_tier=text(response.get("service_tier")) or text(body.get("service_tier")),

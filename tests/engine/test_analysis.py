@@ -264,7 +264,30 @@ def test_it_warns_about_images_of_unknown_size(
     analysis = run([Transcript(messages=messages, model="gpt-4o")], profile_for, rates_for)
     call = analysis.conversations[0].calls[0]
     assert call.unknown_images == 1
-    assert any("unknown size" in w for w in call.warnings)
+    assert "1 part of unknown size counted as 0 tokens: an image" in call.warnings
+
+
+def test_it_names_files_and_audio_of_unknown_size(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    pdf = {"type": "file", "file": {"filename": "report.pdf", "file_data": "data:..."}}
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}}
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": [{"type": "text", "text": "Read these."}, pdf, audio]},
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": [image, image]},
+        {"role": "assistant", "content": "Two cats."},
+    ]
+    analysis = run([Transcript(messages=messages, model="gpt-4o")], profile_for, rates_for)
+    first, second = analysis.conversations[0].calls
+    assert first.unknown_images == 2
+    assert "2 parts of unknown size counted as 0 tokens: a PDF file, audio" in first.warnings
+    assert second.unknown_images == 4
+    assert (
+        "4 parts of unknown size counted as 0 tokens: a PDF file, audio, 2 images"
+        in second.warnings
+    )
 
 
 def test_it_marks_transcripts_without_timestamps(

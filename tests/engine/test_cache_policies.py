@@ -16,6 +16,7 @@ from conversations.engine.cache_policy import (
 from conversations.engine.metrics import cache_metrics
 from conversations.engine.pricing import Rates
 from conversations.engine.profiles import default_profile
+from conversations.engine.render import priming_tokens
 from conversations.engine.types import ChatMessage, Transcript
 
 from .conftest import conversation
@@ -96,8 +97,9 @@ def test_it_writes_a_breakpoint_prefix_once_then_reads_it_exactly() -> None:
     assert second.simulated_cached_tokens == first.simulated_write_tokens
     assert second.simulated_cached_tokens % 128 != 0 or second.simulated_cached_tokens == 0
     # ...and writes only what lies beyond it, up to its own latest user message.
+    priming = len(priming_tokens(default_profile("gpt-5.6")))
     assert second.simulated_write_tokens == (
-        second.prompt_tokens - 3 - second.simulated_cached_tokens
+        second.prompt_tokens - priming - second.simulated_cached_tokens
     )
     # Writes pay the write rate, reads the cached rate.
     assert first.cost is not None and second.cost is not None

@@ -6,7 +6,7 @@ import base64
 import struct
 import zlib
 
-from conversations.engine.images import data_url_size, image_size, tile_tokens
+from conversations.engine.images import data_url_size, image_size, patch_tokens, tile_tokens
 from conversations.engine.messages import encode_message
 from conversations.engine.profiles import default_profile
 
@@ -117,3 +117,17 @@ def test_it_changes_the_prompt_when_the_image_changes() -> None:
     one = encode_message(image_message(data_url(png(512, 512))), profile)
     other = encode_message(image_message(data_url(png(512, 511))), profile)
     assert len(one.tokens) == len(other.tokens) and one.tokens != other.tokens
+
+
+def test_it_counts_patches_on_patch_based_models() -> None:
+    # OpenAI's vision guide: 32px patches times the model's multiplier, at most 1536 patches.
+    assert patch_tokens(128, 128, multiplier=2.46) == 40  # 16 patches; ruby_llm.jsonl line 1
+    assert patch_tokens(640, 480, multiplier=1.72) == 516  # 300 patches (o4-mini)
+    assert patch_tokens(1024, 1024, multiplier=1.0) == 1024
+    # the guide's example: 1800x2400 is scaled to fit 1536 patches, then whole patches
+    assert patch_tokens(1800, 2400, multiplier=1.0) == 1452
+    url = data_url(png(128, 128))
+    nano = encode_message(image_message(url), default_profile("gpt-4.1-nano"))
+    assert nano.body == 40
+    assert encode_message(image_message(url), default_profile("gpt-4o")).body == 255  # tiles
+    assert encode_message(image_message(url), default_profile("gpt-5")).body == 70 + 140

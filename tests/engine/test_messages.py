@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conversations.engine import messages
-from conversations.engine.messages import TOOL_ROUND_TOKENS, encode_message
+from conversations.engine.messages import encode_message
 from conversations.engine.profiles import default_profile
 from conversations.engine.sequences import unpack
 from conversations.engine.vocabulary import ENCODINGS, get_encoding
@@ -32,8 +32,11 @@ def test_it_counts_names_tool_calls_and_refusals() -> None:
     expected_body = len(enc.encode("get_weather")) + len(enc.encode('{"city":"Paris"}'))
     assert encoded.body == expected_body
     # overhead + role + body, then the result's author (the function) and the round's framing
-    result = len(enc.encode("get_weather")) + TOOL_ROUND_TOKENS
+    result = len(enc.encode("get_weather")) + profile.tool_round_tokens
     assert len(encoded.tokens) == 3 + 1 + expected_body + result
+    # the gpt-5 family: harmony's channel on the call (2) and 4 more per round
+    gpt5 = encode_message(call, default_profile("gpt-5-mini"))
+    assert len(gpt5.tokens) == len(encoded.tokens) + 2 + 4
     tool = encode_message({"role": "tool", "tool_call_id": "c1", "content": "sunny"}, profile)
     sunny = len(enc.encode("sunny"))
     assert len(tool.tokens) == 3 + len(enc.encode("tool")) + sunny  # the id is not shown
@@ -89,3 +92,54 @@ def test_it_counts_text_with_a_lone_surrogate_like_encode_ordinary() -> None:
     encoded = encode_message({"role": "user", "content": text}, profile)
     assert encoded.body == len(get_encoding("o200k_base").encode_ordinary(text))
     assert encoded.length == encoded.body + 4
+
+
+def test_it_counts_parallel_calls_as_one_multi_tool_use_call() -> None:
+    profile = default_profile("gpt-4o")
+    enc = get_encoding("o200k_base")
+
+    def call(city: str) -> dict[str, object]:
+        arguments = f'{{"city": "{city}"}}'
+        return {"type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+
+    both = encode_message(
+        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]},
+        profile,
+    )
+    wrapper = (
+        '{"tool_uses":[{"recipient_name":"functions.get_weather","parameters":{"city":"Paris"}},'
+        '{"recipient_name":"functions.get_weather","parameters":{"city":"Rome"}}]}'
+    )
+    assert both.body == len(enc.encode(wrapper))
+    # framing and role, then each result's author (the function) and one token more
+    results = 2 * len(enc.encode("get_weather")) + messages.PARALLEL_TOKENS
+    assert len(both.tokens) == 3 + 1 + both.body + results
+    # the gpt-5 family keeps the calls apart: two rounds
+    gpt5 = default_profile("gpt-5-nano")
+    apart = encode_message(
+        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]}, gpt5
+    )
+    one = encode_message(
+        {"role": "assistant", "content": None, "tool_calls": [call("Paris")]}, gpt5
+    )
+    assert apart.body > one.body
+
+
+def test_it_tokenizes_adjacent_text_parts_as_one_text() -> None:
+    profile = default_profile("gpt-4.1-nano")
+    parts = [
+        {"type": "text", "text": "What's in this file?"},
+        {"type": "text", "text": "<file name='ruby.txt'>Ruby is the best.</file>"},
+    ]
+    joined = "What's in this file?<file name='ruby.txt'>Ruby is the best.</file>"
+    encoded = encode_message({"role": "user", "content": parts}, profile)
+    assert encoded.body == len(get_encoding("o200k_base").encode(joined))
+
+
+def test_it_counts_only_the_text_on_search_models() -> None:
+    profile = default_profile("gpt-4o-search-preview-2025-03-11")
+    enc = get_encoding("o200k_base")
+    message = {"role": "user", "content": "What was a positive news story from today?"}
+    # activeagent.jsonl line 83 reported 9 prompt tokens for this request
+    assert len(encode_message(message, profile).tokens) == len(enc.encode(message["content"]))
+    assert profile.reply_priming == 0

@@ -17,6 +17,10 @@ def test_it_picks_profiles_by_model_family() -> None:
     legacy = default_profile("gpt-3.5-turbo-0301")
     assert (legacy.tokens_per_message, legacy.tokens_per_name) == (4, -1)
     assert default_profile("openai/gpt-3.5-turbo").encoding == "cl100k_base"
+    assert default_profile("gpt-35-turbo").encoding == "cl100k_base"  # Azure's deployment name
+    reasoning = default_profile("gpt-5-nano-2025-08-07")
+    assert (reasoning.harmony, reasoning.image_patch_multiplier) == (True, 1.5)
+    assert not default_profile("o1-mini").harmony
     assert default_profile("some-local-model") == ModelProfile()
     assert default_profile(None).encoding == "o200k_base"
 

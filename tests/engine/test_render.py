@@ -4,16 +4,16 @@ encodes each message once, yet is identical to rendering from scratch."""
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from conversations.engine.cache import block_hashes
 from conversations.engine.messages import EARLY_TOKENS
 from conversations.engine.profiles import default_profile
 from conversations.engine.render import TranscriptRenderer, count_request, render_tokens
 from conversations.engine.types import ChatMessage
-from conversations.engine.vocabulary import get_encoding
 
 from .conftest import conversation, cookbook
 
@@ -69,15 +69,25 @@ def test_it_explains_the_one_cookbook_mismatch(oracles: Path) -> None:
     assert case["counted_by_api"] == 127
 
 
-def test_it_counts_a_json_schema_response_format() -> None:
-    profile = default_profile("gpt-4o")
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    response_format = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
-    messages = [{"role": "user", "content": "hi"}]
+def test_it_counts_a_json_schema_response_format_as_the_api_reported() -> None:
+    # tests/fixtures/real/ruby_llm.jsonl line 34: gpt-4.1-nano reported 41 prompt tokens.
+    profile = default_profile("gpt-4.1-nano")
+    schema = {
+        "type": "object",
+        "properties": {"country": {"type": "string"}},
+        "required": ["country"],
+        "additionalProperties": False,
+    }
+    spec = {"name": "response", "schema": schema, "strict": True}
+    response_format = {"type": "json_schema", "json_schema": spec}
+    messages = [{"role": "user", "content": "What country is Paris in?"}]
+    assert count_request(messages, profile=profile, response_format=response_format) == 41
+    # Keywords that constrained decoding enforces are not shown to the model.
+    constrained = {**schema, "properties": {"country": {"type": "string", "format": "email"}}}
+    spec = {**spec, "schema": {**constrained, "minProperties": 1}}
+    response_format = {"type": "json_schema", "json_schema": spec}
+    assert count_request(messages, profile=profile, response_format=response_format) == 41
     plain = count_request(messages, profile=profile)
-    with_schema = count_request(messages, profile=profile, response_format=response_format)
-    compact = json.dumps(schema, separators=(",", ":"))
-    assert with_schema - plain == len(get_encoding("o200k_base").encode(compact))
     assert (
         count_request(messages, profile=profile, response_format={"type": "json_object"}) == plain
     )
@@ -112,10 +122,12 @@ def test_it_renders_a_growing_conversation_like_from_scratch() -> None:
         _check(renderer, list(range(end)))
 
 
-def test_it_makes_each_prompt_a_prefix_of_the_next() -> None:
-    # reply priming is the opening of the assistant message that follows
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-5-mini", "o3-mini"])
+def test_it_makes_each_prompt_a_prefix_of_the_next(model: str) -> None:
+    # reply priming is the opening of the assistant message that follows, also on reasoning
+    # models whose priming stops before the channel their assistant messages name
     transcript = conversation(6)
-    profile = default_profile("gpt-4o")
+    profile = default_profile(model)
     prompts = [
         render_tokens(transcript.messages[:end], profile=profile)
         for end in range(2, len(transcript.messages), 2)
@@ -197,3 +209,90 @@ def test_it_does_not_keep_a_long_early_message_after_release() -> None:
     short.render([0, 1])
     short.release()
     assert short.messages._tokens[0] is not None and short.messages._tokens[1] is not None
+
+
+def test_it_counts_a_forced_tool_choice_after_the_reply_priming() -> None:
+    # tests/fixtures/real/openllmetry.jsonl line 32: gpt-3.5-turbo-0125 reported 100.
+    def described(text: str, kind: str) -> dict[str, object]:
+        return {"description": text, "type": kind}
+
+    taste = {**described("List of taste characteristics", "array"), "items": {"type": "string"}}
+    parameters = {
+        "properties": {
+            "name": described("The name of the food item", "string"),
+            "healthy": described("Whether the food is good for you", "boolean"),
+            "calories": described("Estimated calories per serving", "integer"),
+            "taste_profile": taste,
+        },
+        "required": ["name", "healthy", "calories", "taste_profile"],
+        "type": "object",
+    }
+    function = {"name": "FoodAnalysis", "description": "", "parameters": parameters}
+    tools = [{"type": "function", "function": function}]
+    forced = {"type": "function", "function": {"name": "FoodAnalysis"}}
+    messages = [{"role": "user", "content": "Analyze the following food item: avocado"}]
+    profile = default_profile("gpt-3.5-turbo-0125")
+    assert count_request(messages, profile=profile, tools=tools, tool_choice=forced) == 100
+    free = count_request(messages, profile=profile, tools=tools)
+    # " to=functions.FoodAnalysis" (6 tokens) and 4 of framing
+    assert free == 90
+    # a suffix: the messages' tokens, hence the next request's prefix, are unchanged
+    with_choice = render_tokens(messages, profile=profile, tools=tools, tool_choice=forced)
+    assert with_choice[:free] == render_tokens(messages, profile=profile, tools=tools)
+    # the gpt-5 family answers a forced choice at no cost
+    gpt5 = default_profile("gpt-5-nano")
+    assert count_request(messages, profile=gpt5, tools=tools, tool_choice=forced) == (
+        count_request(messages, profile=gpt5, tools=tools)
+    )
+
+
+def test_it_counts_reasoning_models_like_harmony_chats() -> None:
+    # The reply priming stops after the role (one token fewer than gpt-4o's), and an earlier
+    # assistant message names its channel (two more): tests/fixtures/real/ruby_llm.jsonl.
+    messages: list[ChatMessage] = [{"role": "user", "content": "What's 2 + 2?"}]
+    history: list[ChatMessage] = [
+        *messages,
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+    ]
+    gpt4o, gpt5 = default_profile("gpt-4o"), default_profile("gpt-5-nano")
+    assert count_request(messages, profile=gpt5) == count_request(messages, profile=gpt4o) - 1
+    assert count_request(history, profile=gpt5) == count_request(history, profile=gpt4o) + 1
+
+
+def test_it_joins_the_tools_to_the_system_text() -> None:
+    # The blank line before the tools block is its own token after a letter, folded into
+    # the text's last token after "." (crewai.jsonl line 214 vs line 138).
+    tools = [{"type": "function", "function": {"name": "f", "description": "Do it."}}]
+    profile = default_profile("gpt-4.1-mini")
+
+    def header(system: str) -> int:
+        messages: list[ChatMessage] = [{"role": "system", "content": system}]
+        return count_request(messages, profile=profile, tools=tools) - count_request(
+            messages, profile=profile
+        )
+
+    assert header("Your goal is: test goal2") == header("Your goal is: test goal.") + 1
+
+
+def test_it_counts_earlier_structured_replies_after_the_priming() -> None:
+    # tests/fixtures/real/ruby_llm.jsonl line 35: gpt-4.1-nano reported 61 prompt tokens.
+    schema = {
+        "type": "object",
+        "properties": {"country": {"type": "string"}},
+        "required": ["country"],
+        "additionalProperties": False,
+    }
+    spec = {"name": "response", "schema": schema, "strict": True}
+    response_format = {"type": "json_schema", "json_schema": spec}
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": "What country is Paris in?"},
+        {"role": "assistant", "content": '{"country":"France"}'},
+        {"role": "user", "content": "What about Berlin?"},
+    ]
+    profile = default_profile("gpt-4.1-nano")
+    assert count_request(messages, profile=profile, response_format=response_format) == 61
+    # a suffix: the prompt without it is the same tokens as ever
+    plain = render_tokens(messages, profile=profile, response_format=response_format)
+    first = render_tokens(messages[:1], profile=profile, response_format=response_format)
+    assert plain[: len(first)] == first

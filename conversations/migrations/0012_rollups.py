@@ -23,7 +23,7 @@ def rollups_build(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> N
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0010_insights_tags_end_user_miss_place'),
+        ('conversations', '0011_turn_tool_choice'),
     ]
 
     operations = [
