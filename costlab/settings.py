@@ -352,6 +352,8 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+# Several installations (or test runs) sharing one Redis keep apart by a prefix.
+CACHES["default"]["KEY_PREFIX"] = os.getenv("COSTLAB_CACHE_PREFIX", "")
 
 # SQLite cannot enforce "one global price row per model and start" (NULLS NOT DISTINCT);
 # PostgreSQL does, and prices_import checks before inserting on both.

@@ -15,10 +15,9 @@ if "COSTLAB_VAR_DIR" not in os.environ:
     os.environ["COSTLAB_VAR_DIR"] = tempfile.mkdtemp(prefix="costlab-test-var-")
     atexit.register(shutil.rmtree, os.environ["COSTLAB_VAR_DIR"], ignore_errors=True)
 
-from costlab.dev_settings import *  # noqa: F403
-
 # A Redis cache (CI's, a developer's) outlives a run, and so would its counters: the log-in
 # and endpoint-key limits would carry one run's failures into the next and refuse 127.0.0.1.
-# Each run keys its entries under its own prefix, the var folder's name, which its workers
-# and subprocesses inherit with COSTLAB_VAR_DIR.
-CACHES["default"]["KEY_PREFIX"] = os.path.basename(os.environ["COSTLAB_VAR_DIR"])  # noqa: F405
+# Each run keys its entries under its own prefix, which workers inherit like the folder.
+os.environ.setdefault("COSTLAB_CACHE_PREFIX", os.path.basename(os.environ["COSTLAB_VAR_DIR"]))
+
+from costlab.dev_settings import *  # noqa: F403
