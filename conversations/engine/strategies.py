@@ -161,10 +161,14 @@ def _summarize(
                 keep -= 1  # the trailing non-assistant messages are the new turn's input
             folded = rest[:keep]
             if folded:
+                # The summary call asks for it: replayed against a real model (calls/
+                # experiments), the folded messages alone would get a reply, not a summary.
+                messages.append(_summary_request(strategy.summary_tokens))
+                ask = len(messages) - 1
                 summary = _summary_message(len(summaries) + 1, strategy.summary_tokens)
                 messages.append(summary)
                 summaries.add(len(out))
-                out.append(_summary_call(call, carried + folded, len(messages) - 1))
+                out.append(_summary_call(call, [*carried, *folded, ask], len(messages) - 1))
                 carried = [len(messages) - 1]
                 carried_tokens = encode_message(summary, sizer.messages.profile).length
                 cut = folded[-1] + 1
@@ -172,6 +176,16 @@ def _summarize(
         out.append(_strip(call, request))
     planned = dataclasses.replace(transcript, messages=messages, calls=out)
     return Plan(planned, frozenset(summaries))
+
+
+def _summary_request(tokens: int) -> ChatMessage:
+    return {
+        "role": "user",
+        "content": (
+            f"Summarize the conversation above in at most {tokens} tokens. Keep every fact, "
+            "decision and open question the rest of the conversation may need."
+        ),
+    }
 
 
 def _summary_message(number: int, tokens: int) -> ChatMessage:

@@ -101,3 +101,7 @@ def test_it_sends_system_summary_and_recent_messages_after_a_fold(
     assert following.request[:2] == [0, summary_index]
     assert following.request[2:] == [following.request[-1]]  # just the new user message
     assert calls[first].request[0] != 0  # the summary's input is the folded messages
+    # ... and a request for the summary, after them
+    ask = plan.transcript.messages[calls[first].request[-1]]
+    assert ask["role"] == "user" and "Summarize the conversation above" in str(ask["content"])
+    assert calls[first].request[-1] == summary_index - 1
