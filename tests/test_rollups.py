@@ -422,6 +422,11 @@ def test_the_small_organization_pages_read_none_of_the_big_ones_rows(client: Cli
         (overview, {**month, "model": "gpt-4.1"}),
         *((table, {"sort": sort}) for sort in selectors.CONVERSATION_SORTS),
         (table, {"sort": "-tokens", **month}),
+        *(
+            (reverse(name, args=[small.slug, conversation.code]), {})
+            for conversation in Conversation.objects.filter(organization=small)[:2]
+            for name in ("conversation_detail", "conversation_what_if")
+        ),
     ]
     checked = 0
     with connection.cursor() as cursor:

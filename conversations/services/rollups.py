@@ -38,6 +38,7 @@ from django.db.models import (
     DecimalField,
     ExpressionWrapper,
     F,
+    FloatField,
     Max,
     Min,
     Q,
@@ -129,8 +130,10 @@ def _gap(*, signed: bool) -> Any:
     if not signed:
         difference = Abs(difference)
     exact: DecimalField[Decimal, Decimal] = DecimalField(max_digits=30, decimal_places=12)
+    # SQLite's NUMERIC keeps an integer an integer (and divides it as one): divide as floats.
+    kind: Any = FloatField() if connection.vendor == "sqlite" else exact
     return Round(
-        ExpressionWrapper(Cast(difference, exact) / F("prompt_tokens"), output_field=exact),
+        ExpressionWrapper(Cast(difference, kind) / F("prompt_tokens"), output_field=kind),
         12,
         output_field=exact,
     )
@@ -463,8 +466,11 @@ def _rows(
 
 
 def _normal(value: Any) -> Any:
-    # Decimal('1.500') == Decimal('1.5'), but a report should not print both.
-    return value.normalize() if isinstance(value, Decimal) else value
+    """Sums to the rollup columns' 12 places (SQLite sums decimals as floats and carries
+    more), without trailing zeros: Decimal('1.500') and Decimal('1.5') are one value."""
+    if isinstance(value, float | Decimal):
+        return Decimal(str(value)).quantize(Decimal("1e-12")).normalize()
+    return value
 
 
 def _compare(
