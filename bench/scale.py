@@ -98,9 +98,9 @@ FROM generate_series(1, %(conversations)s) AS g;
 
 INSERT INTO conversations_conversation
     (code, organization_id, source, external_id, title, model, started_at, has_timestamps,
-     warnings, content_sha256, created)
+     warnings, content_sha256, created, tags)
 SELECT gen_random_uuid(), %(org)s, 'api_log', 'bench-' || c.g, 'Support thread ' || c.g,
-       m.name, c.started, true, '[]'::jsonb, md5(%(org)s || '-' || c.g), c.started
+       m.name, c.started, true, '[]'::jsonb, md5(%(org)s || '-' || c.g), c.started, '{}'::jsonb
 FROM bench_conv c JOIN bench_models m ON m.i = c.m
 ORDER BY c.g;
 
@@ -127,14 +127,15 @@ INSERT INTO conversations_turn
     (conversation_id, index, request_ranges, response_id, model, service_tier,
      prompt_cache_key, is_batch, external_id, started_at, latency_ms,
      estimated_prompt_tokens, estimated_completion_tokens, simulated_cached_tokens,
-     cache_retention, simulated_cache_write_tokens, miss_reason, miss_detail, over_context)
+     cache_retention, simulated_cache_write_tokens, miss_reason, miss_detail, over_context,
+     end_user, api_key, project)
 SELECT b.conversation_id, n, jsonb_build_array(jsonb_build_array(0, 2 * n + 2)), msg.id,
        m.name, 'default', '', false, '', b.started + n * interval '40 seconds',
        CASE WHEN hashint(b.g, n + 7) %% 10 = 0 THEN NULL
             ELSE 300 + hashint(b.g, n + 9) %% 2500 END,
        t.prompt, t.completion, t.cached, '', 0,
        CASE WHEN NOT m.caches THEN 'not_supported' WHEN t.cached = 0 THEN 'cold' ELSE '' END,
-       '', false
+       '', false, '', '', ''
 FROM bench_map b
 JOIN bench_models m ON m.i = b.m
 CROSS JOIN generate_series(0, b.turns - 1) AS n
