@@ -41,6 +41,7 @@ from django.db.models.functions import (
     Coalesce,
     Greatest,
     NullIf,
+    Round,
     TruncDay,
     TruncMonth,
     TruncWeek,
@@ -141,11 +142,17 @@ _SAVED_SHARE = ExpressionWrapper(
     output_field=MONEY,
 )
 # What a miss cost: its cacheable tokens that were not cached x (input rate - cached rate).
-# NULL for an unpriced call (unknown, never 0).
+# NULL for an unpriced call (unknown, never 0). Rounded to the records' 12 places per call,
+# so that the daily sums the rollups keep (services/rollups.py, CacheDay) add up to exactly
+# the sum over the raw rows.
 LOST = Case(
     When(cost_total__isnull=True, then=Value(None, output_field=MONEY)),
     When(cache_eligible=False, then=Value(Decimal(0), output_field=MONEY)),
-    default=ExpressionWrapper(MISSED_TOKENS * _INPUT_RATE * _SAVED_SHARE, output_field=MONEY),
+    default=Round(
+        ExpressionWrapper(MISSED_TOKENS * _INPUT_RATE * _SAVED_SHARE, output_field=MONEY),
+        12,
+        output_field=MONEY,
+    ),
     output_field=MONEY,
 )
 

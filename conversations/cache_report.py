@@ -2,21 +2,23 @@
 over time and by model; which calls could hit at all; seed 002's metrics against their
 targets; and the prefix breakers, the places where prompts stop matching.
 
-Kept apart from selectors.py (the overview, moving onto the rollups of issue 13) and
-from breakdowns.py (grouping by any dimension), whose slice and money expressions it
-reuses: every figure here is one GROUP BY over the slice's billing records, in the
-database. Only the side-by-side of two requests and the naming of a breaker's cause read
+Kept apart from selectors.py (the overview) and from breakdowns.py (grouping by any
+dimension), whose slice and money expressions it reuses. The summary and the money lost by
+reason, day and model read the CacheDay rollup (services/rollups.py) when the slice is whole
+days of the organization with at most a model filter, and otherwise one GROUP BY over the
+slice's billing records (the raw_* functions, which the tests hold the rollup reads to). Only the side-by-side of two requests and the naming of a breaker's cause read
 messages, for the few groups shown, through the engine (engine/divergence.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.db.models import Avg, Count, F, Max, Min, Q, Sum
+from django.db.models import Avg, Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay
 
 from pricing.book import PriceBook
@@ -24,7 +26,7 @@ from pricing.book import PriceBook
 from .breakdowns import LOST, MISSED_TOKENS, Slice
 from .engine.divergence import Divergence, RequestView, compare_requests
 from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET, LATENCY_REDUCTION_TARGET
-from .models import MissReason, Organization, Turn, UsageRecord
+from .models import CacheDay, MissReason, Organization, Turn, UsageRecord
 
 NOT_ELIGIBLE = (MissReason.NOT_SUPPORTED, MissReason.BELOW_MINIMUM, MissReason.BATCH)
 NO_REASON = "partial"  # a hit that fell short of the cacheable prefix with no reason given
@@ -104,7 +106,125 @@ class CacheSummary:
         return _in(self.latency_reduction, LATENCY_REDUCTION_TARGET)
 
 
+# Rollup reads --------------------------------------------------------------------------------
+
+# Zone names whose days are UTC's: only there do the rollup's local days group as
+# lost_by_day's UTC days do.
+UTC_ZONES = frozenset(
+    {"UTC", "Etc/UTC", "UCT", "Etc/UCT", "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0",
+     "GMT-0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich", "Universal",
+     "Etc/Universal", "Zulu", "Etc/Zulu"}
+)  # fmt: skip
+
+
+def _local_day(moment: datetime, zone: ZoneInfo) -> date | None:
+    """The organization's day starting at `moment`; None when it is not a local midnight."""
+    local = moment.astimezone(zone)
+    return local.date() if local.time() == time.min else None
+
+
+def cache_days(organization: Organization, slice_: Slice) -> QuerySet[CacheDay] | None:
+    """The CacheDay rows that sum exactly to the slice's records, or None when they cannot
+    (a filter the rollup has no column for, or a bound inside an organization's day): the
+    caller then reads the raw rows."""
+    if (
+        slice_.source
+        or slice_.prompt_cache_key is not None
+        or slice_.end_user is not None
+        or slice_.tag_key
+        or slice_.conversation is not None
+    ):
+        return None
+    zone = ZoneInfo(organization.time_zone)
+    rows = CacheDay.objects.filter(organization=organization)
+    if slice_.start is not None:
+        first = _local_day(slice_.start, zone)
+        if first is None:
+            return None
+        rows = rows.filter(day__gte=first)
+    if slice_.end is not None:
+        after = _local_day(slice_.end, zone)
+        if after is None:
+            return None
+        rows = rows.filter(day__lt=after)
+    if slice_.model:
+        rows = rows.filter(model=slice_.model)
+    return rows
+
+
+SUMMARY_SUMS = {
+    "calls": Coalesce(Sum("calls"), 0),
+    "eligible": Coalesce(Sum("eligible_calls"), 0),
+    "hits": Coalesce(Sum("hit_calls"), 0),
+    "priced": Coalesce(Sum("priced_calls"), 0),
+    "prompt": Coalesce(Sum("prompt_tokens"), 0),
+    "cached_tokens": Coalesce(Sum("input_cached"), 0),
+    "cost": Sum("cost_total"),
+    "cost_uncached": Sum("cost_uncached"),
+    "lost": Sum("lost"),
+    "missed_tokens": Coalesce(Sum("missed_tokens"), 0),
+    "hit_ms": Coalesce(Sum("latency_hit_ms"), 0),
+    "hit_timed": Coalesce(Sum("latency_hit_calls"), 0),
+    "miss_ms": Coalesce(Sum("latency_miss_ms"), 0),
+    "miss_timed": Coalesce(Sum("latency_miss_calls"), 0),
+}
+
+
+def _summary_from(days: QuerySet[CacheDay]) -> CacheSummary:
+    agg = days.aggregate(**SUMMARY_SUMS)
+    not_eligible = {
+        row["miss_reason"]: row["n"]
+        for row in days.filter(miss_reason__in=NOT_ELIGIBLE)
+        .values("miss_reason")
+        .annotate(n=Sum(F("calls") - F("eligible_calls")))
+        .order_by()
+    }
+    return CacheSummary(
+        calls=agg["calls"],
+        eligible=agg["eligible"],
+        below_minimum=not_eligible.get(MissReason.BELOW_MINIMUM, 0),
+        not_supported=not_eligible.get(MissReason.NOT_SUPPORTED, 0),
+        batch=not_eligible.get(MissReason.BATCH, 0),
+        hits=agg["hits"],
+        prompt_tokens=agg["prompt"],
+        cached_tokens=agg["cached_tokens"],
+        cost=agg["cost"],
+        cost_uncached=agg["cost_uncached"],
+        lost=agg["lost"],
+        missed_tokens=agg["missed_tokens"],
+        unpriced=agg["calls"] - agg["priced"],
+        latency_hit_ms=agg["hit_ms"] / agg["hit_timed"] if agg["hit_timed"] else None,
+        latency_miss_ms=agg["miss_ms"] / agg["miss_timed"] if agg["miss_timed"] else None,
+    )
+
+
+def _lost_from(days: QuerySet[CacheDay], *group: str) -> list[dict[str, Any]]:
+    """The raw FIGURES from the rollup: calls, missed tokens and money of the calls that
+    missed (named apart from the rollup's own columns, then renamed as the raw rows are)."""
+    rows = (
+        days.filter(missed_calls__gt=0)
+        .annotate(reason=F("miss_reason"))
+        .values(*group, "reason")
+        .annotate(n=Sum("missed_calls"), tokens=Sum("missed_tokens"), money=Sum("missed_lost"))
+        .order_by(
+            *(F("money").desc(nulls_last=True), "reason") if not group else (*group, "reason")
+        )
+    )
+    return [
+        {**{k: row[k] for k in (*group, "reason")}, "calls": row["n"],
+         "missed_tokens": row["tokens"], "lost": row["money"]}
+        for row in rows
+    ]  # fmt: skip
+
+
 def cache_summary(organization: Organization, slice_: Slice) -> CacheSummary:
+    days = cache_days(organization, slice_)
+    if days is not None:
+        return _summary_from(days)
+    return raw_cache_summary(organization, slice_)
+
+
+def raw_cache_summary(organization: Organization, slice_: Slice) -> CacheSummary:
     records = slice_.records(organization)
     not_eligible = Q(cache_eligible=False)
     agg = records.aggregate(
@@ -175,17 +295,32 @@ def _lost_rows(rows: Any, **extra: str) -> list[LostRow]:
 FIGURES = {"calls": Count("id"), "missed_tokens": Sum("missed"), "lost": Sum(LOST)}
 
 
+REASON_ORDER = (F("lost").desc(nulls_last=True), "reason")
+
+
 def lost_by_reason(organization: Organization, slice_: Slice) -> list[LostRow]:
+    days = cache_days(organization, slice_)
+    if days is not None:
+        return _lost_rows(_lost_from(days))
+    return raw_lost_by_reason(organization, slice_)
+
+
+def raw_lost_by_reason(organization: Organization, slice_: Slice) -> list[LostRow]:
     rows = (
-        _missed(organization, slice_)
-        .values("reason")
-        .annotate(**FIGURES)
-        .order_by(F("lost").desc(nulls_last=True), "reason")
+        _missed(organization, slice_).values("reason").annotate(**FIGURES).order_by(*REASON_ORDER)
     )
     return _lost_rows(rows)
 
 
 def lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
+    """By UTC day: from the rollup where the organization's days are UTC's."""
+    days = cache_days(organization, slice_) if organization.time_zone in UTC_ZONES else None
+    if days is not None:
+        return _lost_rows(_lost_from(days, "day"), day="day")
+    return raw_lost_by_day(organization, slice_)
+
+
+def raw_lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
     rows = (
         _missed(organization, slice_)
         .annotate(day=TruncDay("occurred_at", tzinfo=UTC))
@@ -197,6 +332,13 @@ def lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
 
 
 def lost_by_model(organization: Organization, slice_: Slice) -> list[LostRow]:
+    days = cache_days(organization, slice_)
+    if days is not None:
+        return _lost_rows(_lost_from(days, "model"), model="model")
+    return raw_lost_by_model(organization, slice_)
+
+
+def raw_lost_by_model(organization: Organization, slice_: Slice) -> list[LostRow]:
     rows = (
         _missed(organization, slice_)
         .values("model", "reason")

@@ -489,6 +489,49 @@ class UsageDay(models.Model):
         return f"{self.organization_id} {self.day} {self.model}"
 
 
+class CacheDay(models.Model):
+    """An organization's billing usage on one day (in its time zone) with one model and one
+    miss reason (the turn's, "" for a hit or no reason): what the cache page's summary and its
+    money lost by reason, day and model read (cache_report.py). `lost` and `missed_tokens`
+    follow breakdowns.LOST and MISSED_TOKENS; `missed_*` count only the eligible calls that
+    got less than their cacheable prefix, the misses that cost."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    miss_reason = models.CharField(max_length=20, blank=True)
+    calls = models.BigIntegerField(default=0)
+    priced_calls = models.BigIntegerField(default=0)
+    eligible_calls = models.BigIntegerField(default=0)
+    hit_calls = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    input_cached = models.BigIntegerField(default=0)
+    cost_total = cost_sum_field()
+    cost_uncached = cost_sum_field()
+    # LOST over every call (0 for a call that missed nothing) and over the missed ones: the
+    # two differ in whether the sum is NULL, as the raw sums do.
+    lost = cost_sum_field()
+    missed_tokens = models.BigIntegerField(default=0)
+    missed_calls = models.BigIntegerField(default=0)
+    missed_lost = cost_sum_field()
+    latency_hit_ms = models.BigIntegerField(default=0)
+    latency_hit_calls = models.BigIntegerField(default=0)
+    latency_miss_ms = models.BigIntegerField(default=0)
+    latency_miss_calls = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target; it also serves the cache page's day ranges.
+            models.UniqueConstraint(
+                fields=["organization", "day", "model", "miss_reason"],
+                name="cacheday_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.day} {self.model} {self.miss_reason}"
+
+
 class CalibrationGap(models.Model):
     """How many reported calls of a day and model were estimated `gap_permille` thousandths
     off (|estimated - reported| / reported prompt tokens, rounded): the histogram the

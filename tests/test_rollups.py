@@ -28,6 +28,7 @@ from conversations.engine.calibration import Pair, calibrate
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
 from conversations.models import (
+    CacheDay,
     Conversation,
     ConversationDay,
     ConversationTotals,
@@ -109,6 +110,12 @@ def test_it_adds_each_import_chunk_to_the_rollups(
     monkeypatch.setattr(transcripts, "CHUNK", 7)
     transcripts_store(organization=org, transcripts=_transcripts(random.Random(1), 40))
     assert UsageDay.objects.filter(organization=org).count() > 10
+    # Several miss reasons a day and model, misses that cost among them.
+    assert (
+        CacheDay.objects.filter(organization=org).count()
+        > UsageDay.objects.filter(organization=org).count()
+    )
+    assert CacheDay.objects.filter(organization=org, missed_calls__gt=0, missed_lost__gt=0)
     assert_exact(org)
     transcripts_store(organization=org, transcripts=_transcripts(random.Random(2), 15))
     assert_exact(org)
@@ -147,7 +154,7 @@ def test_it_recomputes_the_rollups_a_deleted_conversation_reached(org: Organizat
         assert_exact(org)
     assert not ConversationDay.objects.filter(conversation_id__in=[c.pk for c in victims])
     deletion.organization_delete(organization=org)
-    for model in (UsageDay, ConversationDay, ConversationTotals):
+    for model in (UsageDay, CacheDay, ConversationDay, ConversationTotals):
         assert not model.objects.filter(organization_id=org.pk).exists()
 
 
@@ -161,9 +168,16 @@ def test_it_verifies_and_rebuilds_from_the_command_line(
     assert day is not None
     UsageDay.objects.filter(pk=day.pk).update(calls=day.calls + 1)
     ConversationTotals.objects.filter(organization=org).order_by("pk").first().delete()  # type: ignore[union-attr]
+    missed = CacheDay.objects.filter(organization=org, missed_calls__gt=0).order_by("pk").first()
+    assert missed is not None
+    CacheDay.objects.filter(pk=missed.pk).update(missed_calls=0)
     with pytest.raises(CommandError, match="drifted in 1 organization"):
         call_command("rollups_verify")
     out = capsys.readouterr().out
+    assert (
+        f"cacheday ({missed.day!r}, {missed.model!r}, {missed.miss_reason!r}): missed_calls 0"
+        in out
+    )
     assert f"usageday ({day.day!r}, {day.model!r}): calls {day.calls + 1} != {day.calls}" in out
     assert "conversationtotals" in out and "missing" in out
     call_command("rollups_rebuild", "--org", org.slug)

@@ -8,16 +8,9 @@ from django.db.migrations.state import StateApps
 
 
 def rollups_build(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """Existing usage gets its rollups now, or the pages would show nothing until someone
-    ran rollups_rebuild. The service works on the models as they are at this migration; if a
-    later migration changes these tables, this step becomes `manage.py rollups_rebuild`."""
-    from conversations.models import Organization
-    from conversations.services.rollups import organization_rebuild
-
-    if not apps.get_model("conversations", "UsageRecord").objects.exists():
-        return
-    for organization in Organization.objects.only("id", "time_zone"):
-        organization_rebuild(organization=organization)
+    """Moved to 0013_cache_day: the service writes every rollup table as the code has them,
+    and CacheDay only exists from 0013 on. A database that ran this step before gets its
+    rollups rebuilt there again (the same sums)."""
 
 
 class Migration(migrations.Migration):

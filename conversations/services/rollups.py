@@ -1,8 +1,9 @@
 """Rollups: the sums pages read instead of the raw usage (design.md 2.10).
 
-Four tables (conversations/models.py): UsageDay (organization x day x model, calibration sums
-included), CalibrationGap (its estimate-gap histogram), ConversationDay (conversation x day x
-model) and ConversationTotals (conversation). They are written in the
+Five tables (conversations/models.py): UsageDay (organization x day x model, calibration sums
+included), CalibrationGap (its estimate-gap histogram), CacheDay (organization x day x model x
+miss reason, for the cache page), ConversationDay (conversation x day x model) and
+ConversationTotals (conversation). They are written in the
 transaction that writes or changes the usage they sum, so a page never sees one without the
 other:
 
@@ -48,8 +49,11 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Abs, Cast, Coalesce, Round, TruncDate
+from django.db.models.lookups import GreaterThan
 
+from ..breakdowns import LOST, MISSED_TOKENS
 from ..models import (
+    CacheDay,
     CalibrationGap,
     Conversation,
     ConversationDay,
@@ -150,9 +154,42 @@ def _conversation_day_sums() -> dict[str, Any]:
     }
 
 
+def _cache_day_sums() -> dict[str, Any]:
+    """What cache_report.py's summary and lost-by-reason/day/model sum (the same filters)."""
+    priced = Q(cost_total__isnull=False)
+    hit = Q(input_cached__gt=0)
+    missed = Q(cache_eligible=True) & Q(GreaterThan(MISSED_TOKENS, 0))
+    return {
+        "calls": Count("id"),
+        "priced_calls": Count("id", filter=priced),
+        "eligible_calls": Count("id", filter=Q(cache_eligible=True)),
+        "hit_calls": Count("id", filter=Q(cache_eligible=True) & hit),
+        "prompt_tokens": _int_sum("prompt_tokens"),
+        "input_cached": _int_sum("input_cached"),
+        "cost_total": Sum("cost_total"),
+        "cost_uncached": Sum("cost_uncached", filter=priced),
+        "lost": Sum(LOST),
+        "missed_tokens": Coalesce(Sum(MISSED_TOKENS), 0),
+        "missed_calls": Count("id", filter=missed),
+        "missed_lost": Sum(LOST, filter=missed),
+        "latency_hit_ms": _int_sum("turn__latency_ms", filter=hit),
+        "latency_hit_calls": Count("turn__latency_ms", filter=hit),
+        "latency_miss_ms": _int_sum(
+            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
+        ),
+        "latency_miss_calls": Count(
+            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
+        ),
+    }
+
+
 TOTALS_COLUMNS = tuple(_conversation_day_sums())
 # Columns whose sums follow SQL's SUM: NULL until a non-NULL value is added.
-NULLABLE_COLUMNS = {name for name in _usage_day_sums() if "cost_" in name or "_sum" in name}
+NULLABLE_COLUMNS = {
+    name
+    for name in (*_usage_day_sums(), *_cache_day_sums())
+    if "cost_" in name or "_sum" in name or name in ("lost", "missed_lost")
+}
 
 
 def _billing(organization: Organization) -> QuerySet[UsageRecord]:
@@ -220,8 +257,15 @@ CONVERSATION_DAY = Table(
     sums=_conversation_day_sums(),
     conflict=("conversation_id", "day", "model"),
 )
+CACHE_DAY = Table(
+    CacheDay,
+    keys=("organization_id", "day", "model", "miss_reason"),
+    sums=_cache_day_sums(),
+    conflict=("organization_id", "day", "model", "miss_reason"),
+    computed={"miss_reason": F("turn__miss_reason")},
+)
 # Tables keyed by the organization's days: recomputed by day span (`_recompute`).
-ORG_DAY_TABLES = (USAGE_DAY, CALIBRATION_GAP)
+ORG_DAY_TABLES = (USAGE_DAY, CALIBRATION_GAP, CACHE_DAY)
 
 
 def _alias(column: str) -> str:
@@ -438,7 +482,7 @@ def conversations_removed(*, conversation_ids: list[int]) -> Iterator[None]:
 
 def organization_forget(*, organization: Organization) -> None:
     """Every rollup row of an organization about to be deleted (one DELETE each)."""
-    for model in (ConversationTotals, ConversationDay, UsageDay, CalibrationGap):
+    for model in (ConversationTotals, ConversationDay, UsageDay, CalibrationGap, CacheDay):
         model.objects.filter(organization=organization).delete()
 
 
