@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from django.db.models import (
     Case,
@@ -47,7 +48,7 @@ from django.db.models.functions import (
     TruncWeek,
 )
 
-from .models import Conversation, ConversationSource, Organization, UsageRecord
+from .models import CacheDay, Conversation, ConversationSource, Organization, UsageRecord
 
 MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=24, decimal_places=12)
 # A price row without a cache policy caches in 128-token steps (design.md 2.6, prefix_128).
@@ -172,6 +173,50 @@ FIGURES: dict[str, Any] = {
 }
 
 
+# Zone names whose days are UTC's: only there do the rollup's local days group as
+# lost_by_day's UTC days do.
+UTC_ZONES = frozenset(
+    {"UTC", "Etc/UTC", "UCT", "Etc/UCT", "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0",
+     "GMT-0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich", "Universal",
+     "Etc/Universal", "Zulu", "Etc/Zulu"}
+)  # fmt: skip
+
+
+def _local_day(moment: datetime, zone: ZoneInfo) -> date | None:
+    """The organization's day starting at `moment`; None when it is not a local midnight."""
+    local = moment.astimezone(zone)
+    return local.date() if local.time() == time.min else None
+
+
+def cache_days(organization: Organization, slice_: Slice) -> QuerySet[CacheDay] | None:
+    """The CacheDay rows that sum exactly to the slice's records, or None when they cannot
+    (a filter the rollup has no column for, or a bound inside an organization's day): the
+    caller then reads the raw rows."""
+    if (
+        slice_.source
+        or slice_.prompt_cache_key is not None
+        or slice_.end_user is not None
+        or slice_.tag_key
+        or slice_.conversation is not None
+    ):
+        return None
+    zone = ZoneInfo(organization.time_zone)
+    rows = CacheDay.objects.filter(organization=organization)
+    if slice_.start is not None:
+        first = _local_day(slice_.start, zone)
+        if first is None:
+            return None
+        rows = rows.filter(day__gte=first)
+    if slice_.end is not None:
+        after = _local_day(slice_.end, zone)
+        if after is None:
+            return None
+        rows = rows.filter(day__lt=after)
+    if slice_.model:
+        rows = rows.filter(model=slice_.model)
+    return rows
+
+
 @dataclass(frozen=True)
 class Dimension:
     """One way to group usage: the expression that names a group and how to show it."""
@@ -284,7 +329,92 @@ def breakdown_rows(
         yield BreakdownRow(title=row.pop("title", None), **row)
 
 
+# The FIGURES as sums of CacheDay rows, named apart from its columns (an annotation may not
+# reuse a field's name), and the dimensions it can group by: its model and its days, which
+# are UTC days only where the organization's are.
+ROLLUP_FIGURES: dict[str, Any] = {
+    "calls": Sum("calls"),
+    "cost": Sum("cost_total"),
+    "cost_uncached": Sum("cost_uncached"),
+    "prompt": Sum("prompt_tokens"),
+    "cached_tokens": Sum("input_cached"),
+    "completion_tokens": Sum("completion_tokens"),
+    "eligible": Sum("eligible_calls"),
+    "hits": Sum("hit_calls"),
+    "priced": Sum("priced_calls"),
+    "lost": Sum("lost"),
+}
+ROLLUP_KEYS: dict[str, Any] = {
+    "model": F("model"),
+    "day": F("day"),
+    "week": TruncWeek("day"),
+    "month": TruncMonth("day"),
+}
+
+
+def _figures(row: dict[str, Any]) -> dict[str, Any]:
+    figures = {name: row[f"r_{name}"] for name in ROLLUP_FIGURES if name != "priced"}
+    figures["unpriced"] = row["r_calls"] - row["r_priced"]
+    return figures
+
+
+def _day_key(value: date) -> datetime:
+    """The raw rows' key for a rollup day: its UTC midnight, as TruncDay gives it."""
+    return day_start(value)
+
+
+def rollup_breakdown(
+    organization: Organization,
+    slice_: Slice,
+    dimension: Dimension,
+    *,
+    sort: str = "cost",
+    limit: int = 200,
+) -> list[BreakdownRow] | None:
+    """breakdown() from the CacheDay rollup, or None when the rollup cannot give it."""
+    if dimension.name not in ROLLUP_KEYS:
+        return None
+    dated = dimension.name != "model"
+    if dated and organization.time_zone not in UTC_ZONES:
+        return None
+    days = cache_days(organization, slice_)
+    if days is None:
+        return None
+    sorts = {
+        "cost": F("r_cost").desc(nulls_last=True),
+        "calls": F("r_calls").desc(),
+        "lost": F("r_lost").desc(nulls_last=True),
+        "key": F("key").asc(),
+    }
+    rows = (
+        days.annotate(key=ROLLUP_KEYS[dimension.name])
+        .values("key")
+        .annotate(**{f"r_{name}": value for name, value in ROLLUP_FIGURES.items()})
+        .order_by(sorts["key"] if dated else sorts[sort], "key")[:limit]
+    )
+    return [
+        BreakdownRow(key=_day_key(row["key"]) if dated else row["key"], title=None, **_figures(row))
+        for row in rows
+    ]
+
+
 def breakdown(
+    organization: Organization,
+    slice_: Slice,
+    dimension: Dimension,
+    *,
+    sort: str = "cost",
+    limit: int = 200,
+) -> list[BreakdownRow]:
+    """The first `limit` groups: from the rollup for a model or a period over whole days,
+    else one GROUP BY over the raw rows."""
+    rolled = rollup_breakdown(organization, slice_, dimension, sort=sort, limit=limit)
+    if rolled is not None:
+        return rolled
+    return raw_breakdown(organization, slice_, dimension, sort=sort, limit=limit)
+
+
+def raw_breakdown(
     organization: Organization,
     slice_: Slice,
     dimension: Dimension,
@@ -298,6 +428,16 @@ def breakdown(
 
 def slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
     """The figures of the whole slice, as one row (key None)."""
+    days = cache_days(organization, slice_)
+    if days is not None:
+        row = days.aggregate(**{f"r_{name}": value for name, value in ROLLUP_FIGURES.items()})
+        if row["r_calls"] is None:  # no day at all: the raw aggregate's zeros and NULLs
+            return raw_slice_totals(organization, slice_)
+        return BreakdownRow(key=None, title=None, **_figures(row))
+    return raw_slice_totals(organization, slice_)
+
+
+def raw_slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
     row = slice_.records(organization).aggregate(**FIGURES)
     return BreakdownRow(key=None, title=None, **row)
 

@@ -13,17 +13,16 @@ messages, for the few groups shown, through the engine (engine/divergence.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.db.models import Avg, Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay
 
 from pricing.book import PriceBook
 
-from .breakdowns import LOST, MISSED_TOKENS, Slice
+from .breakdowns import LOST, MISSED_TOKENS, UTC_ZONES, Slice, cache_days
 from .engine.divergence import Divergence, RequestView, compare_requests
 from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET, LATENCY_REDUCTION_TARGET
 from .models import CacheDay, MissReason, Organization, Turn, UsageRecord
@@ -107,50 +106,6 @@ class CacheSummary:
 
 
 # Rollup reads --------------------------------------------------------------------------------
-
-# Zone names whose days are UTC's: only there do the rollup's local days group as
-# lost_by_day's UTC days do.
-UTC_ZONES = frozenset(
-    {"UTC", "Etc/UTC", "UCT", "Etc/UCT", "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0",
-     "GMT-0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich", "Universal",
-     "Etc/Universal", "Zulu", "Etc/Zulu"}
-)  # fmt: skip
-
-
-def _local_day(moment: datetime, zone: ZoneInfo) -> date | None:
-    """The organization's day starting at `moment`; None when it is not a local midnight."""
-    local = moment.astimezone(zone)
-    return local.date() if local.time() == time.min else None
-
-
-def cache_days(organization: Organization, slice_: Slice) -> QuerySet[CacheDay] | None:
-    """The CacheDay rows that sum exactly to the slice's records, or None when they cannot
-    (a filter the rollup has no column for, or a bound inside an organization's day): the
-    caller then reads the raw rows."""
-    if (
-        slice_.source
-        or slice_.prompt_cache_key is not None
-        or slice_.end_user is not None
-        or slice_.tag_key
-        or slice_.conversation is not None
-    ):
-        return None
-    zone = ZoneInfo(organization.time_zone)
-    rows = CacheDay.objects.filter(organization=organization)
-    if slice_.start is not None:
-        first = _local_day(slice_.start, zone)
-        if first is None:
-            return None
-        rows = rows.filter(day__gte=first)
-    if slice_.end is not None:
-        after = _local_day(slice_.end, zone)
-        if after is None:
-            return None
-        rows = rows.filter(day__lt=after)
-    if slice_.model:
-        rows = rows.filter(model=slice_.model)
-    return rows
-
 
 SUMMARY_SUMS = {
     "calls": Coalesce(Sum("calls"), 0),

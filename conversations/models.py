@@ -506,6 +506,7 @@ class CacheDay(models.Model):
     hit_calls = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     input_cached = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
     cost_total = cost_sum_field()
     cost_uncached = cost_sum_field()
     # LOST over every call (0 for a call that missed nothing) and over the missed ones: the

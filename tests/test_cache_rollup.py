@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from conversations import cache_report
+from conversations import breakdowns, cache_report
 from conversations.breakdowns import Slice
 from conversations.demo import demo_transcripts
 from conversations.models import CacheDay, Organization
@@ -121,3 +121,38 @@ def test_a_slice_the_rollup_cannot_answer_reads_the_raw_rows() -> None:
     utc_day = Slice(start=datetime(2026, 10, 5, tzinfo=UTC))
     assert cache_report.cache_days(organization, utc_day) is None
     assert cache_report.cache_summary(organization, utc_day).calls > 0
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/Los_Angeles"])
+def test_breakdowns_by_model_and_period_read_the_same_rows_from_the_rollup(
+    time_zone: str,
+) -> None:
+    organization = _filled(time_zone)
+    utc = time_zone == "UTC"
+    for slice_ in _slices(organization):
+        assert breakdowns.slice_totals(organization, slice_) == breakdowns.raw_slice_totals(
+            organization, slice_
+        )
+        for name in ("model", "day", "week", "month"):
+            dimension = breakdowns.DIMENSIONS[name]
+            for sort in breakdowns.SORTS:
+                for limit in (200, 2):
+                    rolled = breakdowns.rollup_breakdown(
+                        organization, slice_, dimension, sort=sort, limit=limit
+                    )
+                    # Days from the rollup only where the organization's days are UTC's.
+                    assert (rolled is not None) == (utc or name == "model")
+                    raw = breakdowns.raw_breakdown(
+                        organization, slice_, dimension, sort=sort, limit=limit
+                    )
+                    assert (
+                        breakdowns.breakdown(
+                            organization, slice_, dimension, sort=sort, limit=limit
+                        )
+                        == raw
+                    ), (name, sort, limit)
+                    if rolled is not None:
+                        assert rolled == raw
+    # Every dimension had groups to compare, unpriced ones among them.
+    rows = breakdowns.raw_breakdown(organization, Slice(), breakdowns.DIMENSIONS["model"])
+    assert len(rows) >= 4 and any(r.cost is None for r in rows)

@@ -39,6 +39,7 @@ class Migration(migrations.Migration):
                 ('hit_calls', models.BigIntegerField(default=0)),
                 ('prompt_tokens', models.BigIntegerField(default=0)),
                 ('input_cached', models.BigIntegerField(default=0)),
+                ('completion_tokens', models.BigIntegerField(default=0)),
                 ('cost_total', models.DecimalField(blank=True, decimal_places=12, max_digits=30, null=True)),
                 ('cost_uncached', models.DecimalField(blank=True, decimal_places=12, max_digits=30, null=True)),
                 ('lost', models.DecimalField(blank=True, decimal_places=12, max_digits=30, null=True)),

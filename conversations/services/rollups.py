@@ -166,6 +166,7 @@ def _cache_day_sums() -> dict[str, Any]:
         "hit_calls": Count("id", filter=Q(cache_eligible=True) & hit),
         "prompt_tokens": _int_sum("prompt_tokens"),
         "input_cached": _int_sum("input_cached"),
+        "completion_tokens": _int_sum("completion_tokens"),
         "cost_total": Sum("cost_total"),
         "cost_uncached": Sum("cost_uncached", filter=priced),
         "lost": Sum(LOST),
