@@ -101,7 +101,7 @@ def test_the_cache_page_reads_the_same_figures_from_the_rollup_as_from_raw_rows(
     assert CacheDay.objects.filter(organization=organization, missed_calls__gt=0).exists()
     utc = time_zone == "UTC"
     for slice_ in _slices(organization):
-        assert cache_report.cache_days(organization, slice_) is not None
+        assert breakdowns.cache_days(organization, slice_) is not None
         _assert_same(organization, slice_, by_day=True)
         # The rollup path touches no usage row; lost_by_day needs the days to be UTC's.
         assert not _reads_raw_rows(lambda s=slice_: cache_report.cache_summary(organization, s))
@@ -115,11 +115,11 @@ def test_a_slice_the_rollup_cannot_answer_reads_the_raw_rows() -> None:
     by_source = Slice(source="import")
     by_key = Slice(prompt_cache_key="")
     for slice_ in (inside_a_day, by_source, by_key):
-        assert cache_report.cache_days(organization, slice_) is None
+        assert breakdowns.cache_days(organization, slice_) is None
         assert _reads_raw_rows(lambda s=slice_: cache_report.cache_summary(organization, s))
     # A UTC midnight is not Los Angeles': the raw rows, and still the same figures.
     utc_day = Slice(start=datetime(2026, 10, 5, tzinfo=UTC))
-    assert cache_report.cache_days(organization, utc_day) is None
+    assert breakdowns.cache_days(organization, utc_day) is None
     assert cache_report.cache_summary(organization, utc_day).calls > 0
 
 
