@@ -13,14 +13,20 @@ beside it), three quarters of the eligible ones cache hits. Everything is writte
 same service `manage.py rollups_rebuild` uses.
 
 Then, for each organization, it times what a member's browser asks for: the overview, each
-filter, the conversation table partial under every sort, a conversation page and its
-what-if. Server time is the median of 5 requests through Django's test Client (the view,
+filter, the conversation table partial under every sort, the cache page, the breakdown
+page, a conversation page and its what-if. Server time is the median of 5 requests through Django's test Client (the view,
 its middleware and template, no network), with the number of queries. The last line is
 
     overview_ms=M filtered_ms=M table_ms=M small_org_ms=M
 
 (big organization: the overview, the slowest filter, the slowest sort; small organization:
-its overview). PostgreSQL only.
+its overview), and after it
+
+    cache_ms=M breakdown_ms=M
+
+the slowest cache page (whole range, 30 days, 30 days + model) and the slowest breakdown page
+(by model, by model with a comparison, by day, by prompt_cache_key) of either organization.
+PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ MODELS = [
 ]
 NO_CACHE = {"gpt-4", "acme-finetune-7b"}
 TARGETS = {"overview": 150.0, "filtered": 150.0, "table": 50.0, "small_org": 50.0}
+# The insights pages (issue 14): the slowest cache page and breakdown of either organization.
+INSIGHT_TARGETS = {"cache": 150.0, "breakdown": 150.0}
 REPEAT = 5
 
 
@@ -344,6 +352,19 @@ def measure() -> dict[str, float]:
                 (f"table partial sort={sort}", table, {"sort": sort}, {"HX-Request": "true"})
             )
         rows.append(("table partial sort=-cost, 30 days", table, {"sort": "-cost", **month}, {}))
+        cache = reverse("cache_page", args=[slug])
+        breakdown = reverse("breakdown_page", args=[slug])
+        rows += [
+            ("cache page", cache, {}, {}),
+            ("cache page, last 30 days", cache, month, {}),
+            ("cache page, 30 days + model", cache, {**month, "model": top_model or ""}, {}),
+            ("breakdown by model", breakdown, {"by": "model"}, {}),
+            ("breakdown by model, 30 days + compare", breakdown,
+             {"by": "model", **month, "compare": "on"}, {}),
+            ("breakdown by day", breakdown, {"by": "day"}, {}),
+            ("breakdown by key", breakdown, {"by": "key"}, {}),
+            ("breakdown by key, last 30 days", breakdown, {"by": "key", **month}, {}),
+        ]  # fmt: skip
         figures: dict[str, float] = {}
         for label, url, query, headers in rows:
             timing = timed(
@@ -369,6 +390,9 @@ def measure() -> dict[str, float]:
         print(timed(cold_what_if).line("its what-if (computed, not cached)"))
         filters = [v for k, v in figures.items() if k.startswith("overview,")]
         sorts = [v for k, v in figures.items() if k.startswith("table partial")]
+        for page in INSIGHT_TARGETS:
+            slowest = max(v for k, v in figures.items() if k.startswith(page))
+            results[page] = max(results.get(page, 0.0), slowest)
         if slug == BIG:
             results["overview"] = figures["overview"]
             results["filtered"] = max(filters)
@@ -408,7 +432,11 @@ def main() -> None:
     for name, target in TARGETS.items():
         verdict = "ok" if results[name] < target else "OVER"
         print(f"{name + '_ms':<14} {results[name]:8.1f} ms   target < {target:.0f} ms   {verdict}")
+    for name, target in INSIGHT_TARGETS.items():
+        verdict = "ok" if results[name] < target else "OVER"
+        print(f"{name + '_ms':<14} {results[name]:8.1f} ms   target < {target:.0f} ms   {verdict}")
     print(" ".join(f"{name}_ms={results[name]:.0f}" for name in TARGETS))
+    print(" ".join(f"{name}_ms={results[name]:.0f}" for name in INSIGHT_TARGETS))
 
 
 if __name__ == "__main__":

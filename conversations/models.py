@@ -492,7 +492,8 @@ class UsageDay(models.Model):
 class CacheDay(models.Model):
     """An organization's billing usage on one day (in its time zone) with one model and one
     miss reason (the turn's, "" for a hit or no reason): what the cache page's summary and its
-    money lost by reason, day and model read (cache_report.py). `lost` and `missed_tokens`
+    money lost by reason, day and model read (cache_report.py), and the breakdowns by model
+    and by period (breakdowns.py). `lost` and `missed_tokens`
     follow breakdowns.LOST and MISSED_TOKENS; `missed_*` count only the eligible calls that
     got less than their cacheable prefix, the misses that cost."""
 
