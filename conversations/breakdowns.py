@@ -157,6 +157,9 @@ LOST = Case(
     output_field=MONEY,
 )
 
+# MissReason.describe() of a cold miss whose prefix the cache held under another key.
+OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
+
 # Figures every breakdown row carries, aggregated in the database.
 FIGURES: dict[str, Any] = {
     "calls": Count("id"),

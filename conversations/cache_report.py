@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce, TruncDay
 
 from pricing.book import PriceBook
 
-from .breakdowns import LOST, MISSED_TOKENS, UTC_ZONES, Slice, cache_days
+from .breakdowns import LOST, MISSED_TOKENS, OTHER_KEY, UTC_ZONES, Slice, cache_days
 from .engine.divergence import Divergence, RequestView, compare_requests
 from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET, LATENCY_REDUCTION_TARGET
 from .models import CacheDay, MissReason, Organization, Turn, UsageRecord
@@ -415,9 +415,6 @@ def _explained(organization: Organization, breaker: Breaker, book: PriceBook) ->
 
 # Key problems ------------------------------------------------------------------------------
 
-# MissReason.describe() of a cold miss whose prefix the cache held under another key.
-OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
-
 
 @dataclass(frozen=True)
 class KeyProblem:
@@ -430,11 +427,27 @@ class KeyProblem:
 def key_problems(organization: Organization, slice_: Slice) -> list[KeyProblem]:
     """Misses a prompt_cache_key caused or could have avoided: a cold miss on a prefix the
     cache held under another key (the key changed), and misses of calls sent without one."""
-    missed = _missed(organization, slice_)
-    changing = missed.filter(reason="cold", turn__miss_detail__startswith=OTHER_KEY).aggregate(
-        calls=Count("id"), lost=Sum(LOST)
-    )
-    missing = missed.filter(turn__prompt_cache_key="").aggregate(calls=Count("id"), lost=Sum(LOST))
+    days = cache_days(organization, slice_)
+    if days is not None:
+        sums = days.aggregate(
+            changing_calls=Coalesce(Sum("other_key_calls"), 0),
+            changing_lost=Sum("other_key_lost"),
+            missing_calls=Coalesce(Sum("no_key_calls"), 0),
+            missing_lost=Sum("no_key_lost"),
+        )
+        changing = {"calls": sums["changing_calls"], "lost": sums["changing_lost"]}
+        missing = {"calls": sums["missing_calls"], "lost": sums["missing_lost"]}
+    else:
+        changing, missing = _raw_key_problems(organization, slice_)
+    return _problems(changing, missing)
+
+
+def raw_key_problems(organization: Organization, slice_: Slice) -> list[KeyProblem]:
+    changing, missing = _raw_key_problems(organization, slice_)
+    return _problems(changing, missing)
+
+
+def _problems(changing: dict[str, Any], missing: dict[str, Any]) -> list[KeyProblem]:
     problems = [
         KeyProblem("changing_key", "prompt_cache_key changes: the prefix was cached under another key",
                    changing["calls"], changing["lost"]),
@@ -442,3 +455,14 @@ def key_problems(organization: Organization, slice_: Slice) -> list[KeyProblem]:
                    missing["calls"], missing["lost"]),
     ]  # fmt: skip
     return [p for p in problems if p.calls]
+
+
+def _raw_key_problems(
+    organization: Organization, slice_: Slice
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    missed = _missed(organization, slice_)
+    changing = missed.filter(reason="cold", turn__miss_detail__startswith=OTHER_KEY).aggregate(
+        calls=Count("id"), lost=Sum(LOST)
+    )
+    missing = missed.filter(turn__prompt_cache_key="").aggregate(calls=Count("id"), lost=Sum(LOST))
+    return changing, missing

@@ -516,6 +516,12 @@ class CacheDay(models.Model):
     missed_tokens = models.BigIntegerField(default=0)
     missed_calls = models.BigIntegerField(default=0)
     missed_lost = cost_sum_field()
+    # The misses a prompt_cache_key caused or could have avoided (cache_report.key_problems):
+    # cold misses on a prefix cached under another key, and misses of calls sent without one.
+    other_key_calls = models.BigIntegerField(default=0)
+    other_key_lost = cost_sum_field()
+    no_key_calls = models.BigIntegerField(default=0)
+    no_key_lost = cost_sum_field()
     latency_hit_ms = models.BigIntegerField(default=0)
     latency_hit_calls = models.BigIntegerField(default=0)
     latency_miss_ms = models.BigIntegerField(default=0)

@@ -81,6 +81,9 @@ def _assert_same(organization: Organization, slice_: Slice, *, by_day: bool) -> 
     assert cache_report.lost_by_model(organization, slice_) == cache_report.raw_lost_by_model(
         organization, slice_
     )
+    assert cache_report.key_problems(organization, slice_) == cache_report.raw_key_problems(
+        organization, slice_
+    )
     if by_day:
         assert cache_report.lost_by_day(organization, slice_) == cache_report.raw_lost_by_day(
             organization, slice_
@@ -98,6 +101,7 @@ def test_the_cache_page_reads_the_same_figures_from_the_rollup_as_from_raw_rows(
     assert whole.unpriced > 0 and whole.latency_hit_ms is not None
     reasons = {r.reason for r in cache_report.raw_lost_by_reason(organization, Slice())}
     assert len(reasons) >= 2
+    assert [p.name for p in cache_report.raw_key_problems(organization, Slice())] == ["missing_key"]
     assert CacheDay.objects.filter(organization=organization, missed_calls__gt=0).exists()
     utc = time_zone == "UTC"
     for slice_ in _slices(organization):
@@ -106,6 +110,7 @@ def test_the_cache_page_reads_the_same_figures_from_the_rollup_as_from_raw_rows(
         # The rollup path touches no usage row; lost_by_day needs the days to be UTC's.
         assert not _reads_raw_rows(lambda s=slice_: cache_report.cache_summary(organization, s))
         assert not _reads_raw_rows(lambda s=slice_: cache_report.lost_by_reason(organization, s))
+        assert not _reads_raw_rows(lambda s=slice_: cache_report.key_problems(organization, s))
         assert _reads_raw_rows(lambda s=slice_: cache_report.lost_by_day(organization, s)) != utc
 
 

@@ -51,7 +51,7 @@ from django.db.models import (
 from django.db.models.functions import Abs, Cast, Coalesce, Round, TruncDate
 from django.db.models.lookups import GreaterThan
 
-from ..breakdowns import LOST, MISSED_TOKENS
+from ..breakdowns import LOST, MISSED_TOKENS, OTHER_KEY
 from ..models import (
     CacheDay,
     CalibrationGap,
@@ -159,6 +159,8 @@ def _cache_day_sums() -> dict[str, Any]:
     priced = Q(cost_total__isnull=False)
     hit = Q(input_cached__gt=0)
     missed = Q(cache_eligible=True) & Q(GreaterThan(MISSED_TOKENS, 0))
+    other_key = Q(turn__miss_reason="cold", turn__miss_detail__startswith=OTHER_KEY)
+    no_key = Q(turn__prompt_cache_key="")
     return {
         "calls": Count("id"),
         "priced_calls": Count("id", filter=priced),
@@ -173,6 +175,10 @@ def _cache_day_sums() -> dict[str, Any]:
         "missed_tokens": Coalesce(Sum(MISSED_TOKENS), 0),
         "missed_calls": Count("id", filter=missed),
         "missed_lost": Sum(LOST, filter=missed),
+        "other_key_calls": Count("id", filter=missed & other_key),
+        "other_key_lost": Sum(LOST, filter=missed & other_key),
+        "no_key_calls": Count("id", filter=missed & no_key),
+        "no_key_lost": Sum(LOST, filter=missed & no_key),
         "latency_hit_ms": _int_sum("turn__latency_ms", filter=hit),
         "latency_hit_calls": Count("turn__latency_ms", filter=hit),
         "latency_miss_ms": _int_sum(
@@ -189,7 +195,7 @@ TOTALS_COLUMNS = tuple(_conversation_day_sums())
 NULLABLE_COLUMNS = {
     name
     for name in (*_usage_day_sums(), *_cache_day_sums())
-    if "cost_" in name or "_sum" in name or name in ("lost", "missed_lost")
+    if "cost_" in name or "_sum" in name or name.endswith("lost")
 }
 
 
