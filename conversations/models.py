@@ -323,6 +323,15 @@ class Turn(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["conversation", "index"], name="turn_unique_index"),
         ]
+        indexes = [
+            # The cache page's prefix breakers: the few turns whose prefix changed, without
+            # reading every turn (cache_report.prefix_breakers).
+            models.Index(
+                fields=["id"],
+                condition=models.Q(miss_reason="prefix_changed", miss_token__isnull=False),
+                name="turn_prefix_changed",
+            ),
+        ]
         ordering = ["conversation", "index"]
 
     def __str__(self) -> str:

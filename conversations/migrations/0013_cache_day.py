@@ -60,5 +60,9 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('organization', 'day', 'model', 'miss_reason'), name='cacheday_unique_key')],
             },
         ),
+        migrations.AddIndex(
+            model_name='turn',
+            index=models.Index(condition=models.Q(('miss_reason', 'prefix_changed'), ('miss_token__isnull', False)), fields=['id'], name='turn_prefix_changed'),
+        ),
         migrations.RunPython(rollups_build, migrations.RunPython.noop),
     ]
