@@ -244,6 +244,7 @@ STORED_TABLES = frozenset(
         "conversations.ImportJob",
         # The rollups of what was stored (written in the same transaction).
         "conversations.UsageDay",
+        "conversations.CacheDay",
         "conversations.ConversationDay",
         "conversations.ConversationTotals",
         "conversations.CalibrationGap",

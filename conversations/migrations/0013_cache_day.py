@@ -23,6 +23,9 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('conversations', '0012_rollups'),
+        # rollups_build runs today's rollup code, whose money lost reads the price rows'
+        # cache policies: the price book's schema must be the current one.
+        ('pricing', '0008_search_models_count_text_only'),
     ]
 
     operations = [
