@@ -465,7 +465,10 @@ def _turn_record(
                 turn=turn, conversation=conversation, result=analysis, book=book, at=at
             )
             UsageRecord.objects.bulk_create(records)
-            rollups.turns_added(organization=chat.organization, turn_ids=[turn.pk])
+            billed_in = [conversation.pk] if any(r.is_billing for r in records) else []
+            rollups.turns_added(
+                organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
+            )
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
