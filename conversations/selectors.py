@@ -517,9 +517,13 @@ def conversation_summary(turns: list[TurnRow]) -> ConversationSummary:
     )
 
 
-def conversation_transcript(conversation: Conversation) -> Transcript:
-    """Rebuild the engine's view of a stored conversation: messages once, calls by index."""
-    messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
+def conversation_transcript(
+    conversation: Conversation, *, messages: list[Any] | None = None
+) -> Transcript:
+    """Rebuild the engine's view of a stored conversation: messages once, calls by index.
+    A caller that has just read the messages (in index order, from 0) passes them in."""
+    if messages is None:
+        messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
     calls = [
         Call(
             request=turn.request_indexes(),

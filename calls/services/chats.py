@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.engine.analysis import CallAnalysis, analyze
@@ -147,39 +149,78 @@ def api_calls_sweep(*, now: datetime | None = None) -> CallsSwept:
     return CallsSwept(requeued=requeued, failed=failed)
 
 
+def _count(rows: QuerySet[Any], by: str) -> Coalesce:
+    """COUNT(*) of `rows` (filtered on OuterRef(by)) as a scalar subquery."""
+    counted = rows.order_by().values(by).annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted), 0)
+
+
+def _chat_state(chat: Chat, now: datetime) -> dict[str, int]:
+    """What a send checks, read in one statement: the chat's calls (all of them, those still
+    waiting for their reply, those lost for good) and its stored messages."""
+    calls = ApiCall.objects.filter(chat_id=OuterRef("pk"))
+    lost = calls.filter(_stale(now), requested_at__lt=now - CALL_GIVE_UP_AFTER)
+    waiting = calls.filter(status__in=(CallStatus.PENDING, CallStatus.RUNNING))
+    messages = Message.objects.filter(conversation_id=OuterRef("conversation_id"))
+    state = (
+        Chat.objects.filter(pk=chat.pk)
+        .values(
+            n_calls=_count(calls, "chat_id"),
+            n_waiting=_count(waiting, "chat_id"),
+            n_lost=_count(lost, "chat_id"),
+            n_messages=_count(messages, "conversation_id"),
+        )
+        .get()
+    )
+    return {str(k)[2:]: int(cast(int, v)) for k, v in state.items()}
+
+
 def chat_message_send(*, chat: Chat, text: str) -> ApiCall:
     """Store the user's message and queue the call that answers it."""
     now = timezone.now()
-    _lost_calls_fail(chat, now)
-    with transaction.atomic():
-        # Locks the chat row: two quick sends cannot both see "no call pending".
-        Chat.objects.select_for_update().filter(pk=chat.pk).first()
-        if chat.calls.filter(status__in=(CallStatus.PENDING, CallStatus.RUNNING)).exists():
-            raise ChatBusy("wait for the reply to the previous message")
-        conversation = chat.conversation
-        index = conversation.messages.count()
-        Message.objects.create(
-            conversation=conversation,
-            index=index,
-            role="user",
-            data={"role": "user", "content": text},
-            sent_at=now,
-        )
-        if not conversation.turns.exists() and not chat.calls.exists():
-            title = " ".join(text.split())[:TITLE_CHARS]
-            if title:
-                Conversation.objects.filter(pk=conversation.pk).update(title=title)
-        call = ApiCall.objects.create(
-            organization=chat.organization,
-            connection=chat.connection,
-            purpose=CallPurpose.CHAT,
-            chat=chat,
-            index=chat.calls.count(),
-            request_end=index + 1,
-            model=chat.model,
-            stream=chat.stream,
-        )
-        jobs.enqueue_on_commit(jobs.CALL_RUN, call.pk)
+    lost_failed = False
+    while True:
+        with transaction.atomic():
+            # Locks the chat row: two quick sends cannot both see "no call pending".
+            Chat.objects.select_for_update().filter(pk=chat.pk).values_list("pk").first()
+            state = _chat_state(chat, now)
+            if not state["lost"] or lost_failed:
+                return _message_store(chat, text, now, state)
+        # Rare: a call whose worker never finished is failed first (its turn recorded as
+        # unanswered, outside this transaction), then the send looks again.
+        _lost_calls_fail(chat, now)
+        lost_failed = True
+
+
+def _message_store(chat: Chat, text: str, now: datetime, state: dict[str, int]) -> ApiCall:
+    if state["waiting"]:
+        raise ChatBusy("wait for the reply to the previous message")
+    index = state["messages"]
+    Message.objects.create(
+        conversation_id=chat.conversation_id,
+        index=index,
+        role="user",
+        data={"role": "user", "content": text},
+        sent_at=now,
+    )
+    if (
+        not state["calls"]
+        and not Turn.objects.filter(conversation_id=chat.conversation_id).exists()
+    ):
+        title = " ".join(text.split())[:TITLE_CHARS]
+        if title:
+            Conversation.objects.filter(pk=chat.conversation_id).update(title=title)
+    call = ApiCall.objects.create(
+        organization_id=chat.organization_id,
+        connection_id=chat.connection_id,
+        purpose=CallPurpose.CHAT,
+        chat=chat,
+        index=state["calls"],
+        request_end=index + 1,
+        model=chat.model,
+        stream=chat.stream,
+    )
+    jobs.enqueue_on_commit(jobs.CALL_RUN, call.pk)
     return call
 
 
@@ -205,8 +246,16 @@ def api_call_claim(call_id: int) -> ApiCall | None:
     ).update(status=CallStatus.RUNNING, started_at=timezone.now())
     if not claimed:
         return None
-    return ApiCall.objects.select_related("connection", "chat__conversation__organization").get(
-        pk=call_id
+    # The turn an earlier delivery may have recorded comes with the call (recorded_turn_id).
+    recorded = Turn.objects.filter(
+        conversation_id=OuterRef("chat__conversation_id"), index=OuterRef("index")
+    ).values("pk")[:1]
+    return (
+        ApiCall.objects.select_related(
+            "connection", "chat__organization", "chat__conversation__organization"
+        )
+        .annotate(recorded_turn_id=Subquery(recorded))
+        .get(pk=call_id)
     )
 
 
@@ -302,9 +351,9 @@ def api_call_fail(*, call_id: int, message: str) -> None:
 def _chat_turn_run(call: ApiCall) -> None:
     chat = call.chat
     assert chat is not None and call.index is not None
-    existing = Turn.objects.filter(conversation=chat.conversation, index=call.index).first()
+    existing = getattr(call, "recorded_turn_id", None)
     if existing is not None:  # recorded by an earlier delivery that died before finishing
-        ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.SUCCEEDED, turn=existing)
+        ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.SUCCEEDED, turn_id=existing)
         return
     messages = list(
         chat.conversation.messages.filter(index__lt=call.request_end)
@@ -323,16 +372,21 @@ def _chat_turn_run(call: ApiCall) -> None:
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
         return
-    turn, cost = _turn_record(call, result)
+    turn, cost = _turn_record(call, result, messages=messages)
     _call_succeed(call, result, cost=cost, turn=turn)
 
 
 def _analysis(
-    chat: Chat, call: ApiCall, result: CallResult | None, book: PriceBook, now: datetime
+    chat: Chat,
+    call: ApiCall,
+    result: CallResult | None,
+    book: PriceBook,
+    now: datetime,
+    messages: list[Any] | None,
 ) -> CallAnalysis:
     """costlab's own figures for the new turn: the stored conversation plus this call,
     analysed like an import (estimate, simulated cache, price), reported usage beside."""
-    transcript = conversation_transcript(chat.conversation)
+    transcript = conversation_transcript(chat.conversation, messages=messages)
     transcript.messages = transcript.messages[: call.request_end]
     if result is not None:
         transcript.messages.append({"role": "assistant", "content": result.content})
@@ -361,15 +415,18 @@ def _analysis(
     return analysis.conversations[0].calls[-1]
 
 
-def _turn_record(call: ApiCall, result: CallResult | None) -> tuple[Turn | None, Decimal | None]:
+def _turn_record(
+    call: ApiCall, result: CallResult | None, *, messages: list[Any] | None = None
+) -> tuple[Turn | None, Decimal | None]:
     """The turn of this call, written once (a second writer hits the unique constraint and
-    leaves the first one's rows as they are), and what it is billed."""
+    leaves the first one's rows as they are), and what it is billed. `messages`: the
+    request's messages as the caller read them (index 0 to request_end), if it did."""
     chat = call.chat
     assert chat is not None and call.index is not None
     conversation = chat.conversation
     now = timezone.now()
     book = price_book(chat.organization)
-    analysis = _analysis(chat, call, result, book, now)
+    analysis = _analysis(chat, call, result, book, now, messages)
     at = analysis.call.started_at or now
     try:
         with transaction.atomic():
@@ -408,7 +465,10 @@ def _turn_record(call: ApiCall, result: CallResult | None) -> tuple[Turn | None,
                 turn=turn, conversation=conversation, result=analysis, book=book, at=at
             )
             UsageRecord.objects.bulk_create(records)
-            rollups.turns_added(organization=chat.organization, turn_ids=[turn.pk])
+            billed_in = [conversation.pk] if any(r.is_billing for r in records) else []
+            rollups.turns_added(
+                organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
+            )
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()

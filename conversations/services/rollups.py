@@ -382,10 +382,15 @@ def conversations_added(*, conversation_ids: list[int]) -> None:
         _totals_refresh(organization, ids)
 
 
-def turns_added(*, organization: Organization, turn_ids: list[int]) -> None:
-    """Add the usage of turns just recorded in existing conversations (a live call)."""
+def turns_added(
+    *, organization: Organization, turn_ids: list[int], conversation_ids: list[int] | None = None
+) -> None:
+    """Add the usage of turns just recorded in existing conversations (a live call).
+    `conversation_ids`: the conversations of those turns' billing records, when the caller
+    has just written them (a query saved per call)."""
     records = _billing(organization).filter(turn_id__in=turn_ids)
-    conversation_ids = list(records.values_list("conversation_id", flat=True).distinct())
+    if conversation_ids is None:
+        conversation_ids = list(records.values_list("conversation_id", flat=True).distinct())
     if not conversation_ids:  # a request that got no reply is billed nowhere
         return
     for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
