@@ -53,11 +53,7 @@ class ChatRequest:
     extra: dict[str, Any] | None = None
 
     def params(self) -> dict[str, Any]:
-        # The messages go in the body as they are (extra_body, merged over the SDK's body):
-        # they are JSON from the database already, and the SDK would walk each one through
-        # its typed-dict transform first (measured: 14 ms of worker CPU a call at 40 messages).
-        body: dict[str, Any] = {"messages": self.messages}
-        params: dict[str, Any] = {"model": self.model, "messages": [], "extra_body": body}
+        params: dict[str, Any] = {"model": self.model, "messages": self.messages}
         if self.stream:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
@@ -67,7 +63,7 @@ class ChatRequest:
             params["max_completion_tokens"] = self.max_completion_tokens
         if self.extra:
             # Through extra_body: fields newer than the installed SDK's signature still go.
-            body.update(self.extra)
+            params["extra_body"] = dict(self.extra)
         return params
 
     def estimated_tokens(self) -> int:
