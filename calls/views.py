@@ -6,7 +6,6 @@ other organization); what a role may do is asked of the membership."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from uuid import UUID
 
@@ -23,6 +22,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from conversations import charts
 from conversations import selectors as conversation_selectors
+from conversations.csv_export import Cell, csv_lines
 from conversations.forms import UsageFilterForm
 from conversations.models import ConversationSource, Membership
 from conversations.views import HtmxHttpRequest
@@ -466,25 +466,12 @@ def experiment_cancel(request: HttpRequest, slug: str, code: UUID) -> HttpRespon
     return redirect("experiment_detail", slug=slug, code=code)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 CSV_COLUMNS = (
     "variant", "conversation", "title", "turn", "status",
     "predicted_prompt_tokens", "measured_prompt_tokens",
     "predicted_cached_tokens", "measured_cached_tokens", "cached_gap",
     "predicted_cost", "measured_cost", "latency_ms", "ttft_ms", "attempts", "error",
 )  # fmt: skip
-
-
-def csv_cell(value: object) -> object:
-    """A cell a spreadsheet shows as text: one starting with = + - @, a tab or a carriage
-    return would be read as a formula (CSV injection), so it gets a leading quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
 
 
 @login_required
@@ -494,35 +481,31 @@ def experiment_csv(request: HttpRequest, slug: str, code: UUID) -> StreamingHttp
     experiment = selectors.experiment_get(organization=membership.organization, code=code)
     results = selectors.experiment_results(experiment)
 
-    def rows() -> Iterator[list[object]]:
-        yield list(CSV_COLUMNS)
+    def rows() -> Iterator[list[Cell]]:
         for result in results:
             for t in result.turns:
                 yield [
-                    csv_cell(v)
-                    for v in (
-                        result.label,
-                        t.conversation,
-                        t.title,
-                        t.index,
-                        t.status,
-                        t.predicted_prompt_tokens,
-                        t.measured_prompt_tokens,
-                        t.predicted_cached_tokens,
-                        t.measured_cached_tokens,
-                        t.cached_gap,
-                        t.predicted_cost,
-                        t.measured_cost,
-                        t.latency_ms,
-                        t.ttft_ms,
-                        t.attempts,
-                        t.error,
-                    )
+                    result.label,
+                    t.conversation,
+                    t.title,
+                    t.index,
+                    t.status,
+                    t.predicted_prompt_tokens,
+                    t.measured_prompt_tokens,
+                    t.predicted_cached_tokens,
+                    t.measured_cached_tokens,
+                    t.cached_gap,
+                    t.predicted_cost,
+                    t.measured_cost,
+                    t.latency_ms,
+                    t.ttft_ms,
+                    t.attempts,
+                    t.error,
                 ]
 
-    writer = csv.writer(_Echo())
+    # The exports' one writer: text cells neutralised against formulas, one row in memory.
     response = StreamingHttpResponse(
-        (writer.writerow(row) for row in rows()), content_type="text/csv; charset=utf-8"
+        csv_lines(CSV_COLUMNS, rows()), content_type="text/csv; charset=utf-8"
     )
     response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.code}.csv"'
     return response
