@@ -87,7 +87,12 @@ def connection_new(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             messages.success(request, f"Connection {connection.name} saved.")
             return redirect("connection_detail", slug=slug, code=connection.code)
-    context = {"organization": membership.organization, "form": form, "connection": None}
+    context = {
+        "organization": membership.organization,
+        "membership": membership,
+        "form": form,
+        "connection": None,
+    }
     return render(
         request, "calls/connection_form.html", context, status=400 if form.errors else 200
     )
@@ -128,7 +133,12 @@ def connection_edit(request: HttpRequest, slug: str, code: UUID) -> HttpResponse
         else:
             messages.success(request, f"Connection {connection.name} saved.")
             return redirect("connection_detail", slug=slug, code=connection.code)
-    context = {"organization": membership.organization, "form": form, "connection": connection}
+    context = {
+        "organization": membership.organization,
+        "membership": membership,
+        "form": form,
+        "connection": connection,
+    }
     return render(
         request, "calls/connection_form.html", context, status=400 if form.errors else 200
     )
@@ -166,6 +176,7 @@ def call_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse
     call = selectors.call_get(organization=membership.organization, code=code)
     context = {
         "organization": membership.organization,
+        "membership": membership,
         "call": call,
         "attempts": selectors.call_attempts(call),
     }
@@ -388,7 +399,7 @@ def experiment_new(request: HttpRequest, slug: str) -> HttpResponse:
             form.add_error(None, str(invalid))
         else:
             return redirect("experiment_detail", slug=slug, code=experiment.code)
-    context = {"organization": organization, "form": form}
+    context = {"organization": organization, "membership": membership, "form": form}
     return render(request, "calls/experiment_new.html", context, status=400 if form.errors else 200)
 
 

@@ -194,3 +194,25 @@ def test_it_makes_a_built_in_connection_in_the_demo_on_the_servers_port(
     assert connection.base_url == "http://127.0.0.1:9000/v1"
     assert ProviderConnection.objects.filter(organization=organization).count() == 1
     assert Conversation.objects.filter(organization=organization, source="live").count() == 0
+
+
+def test_it_keeps_the_admins_navigation_on_every_calls_page(
+    client: Client, queued: list[Any]
+) -> None:
+    """The header's Members link is an admin's on every full page, forms included."""
+    membership = as_member(client, Role.ADMIN)
+    slug = membership.organization.slug
+    connection = make_connection(membership.organization)
+    call = chats.connection_test_request(connection=connection)
+    members = reverse("members", args=[slug])
+    for url in (
+        reverse("connections", args=[slug]),
+        reverse("connection_new", args=[slug]),
+        reverse("connection_edit", args=[slug, connection.code]),
+        reverse("call_detail", args=[slug, call.code]),
+        reverse("chats", args=[slug]),
+        reverse("chat_new", args=[slug]),
+        reverse("experiments", args=[slug]),
+        reverse("experiment_new", args=[slug]),
+    ):
+        assert f'href="{members}"' in client.get(url).content.decode(), url
