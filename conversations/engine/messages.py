@@ -200,11 +200,16 @@ def _compact_arguments(arguments: object) -> object:
 # (profiles.ModelProfile.tool_round_tokens: 4 more on the gpt-5 family.)
 
 
-# Several calls in one message: the wrapper's JSON, each result's author and 1 token more.
-# Measured on 2-call messages of requests with tools (mirascope.jsonl lines 294-309,
-# pydantic-ai.jsonl lines 98-99); the gpt-5 family keeps calls apart (crewai.jsonl lines
-# 83-106: three calls in one message, exact as three rounds).
-PARALLEL_TOKENS = 1
+# Several calls in one message: the wrapper's JSON (_parallel_call_text), then 4 tokens per
+# call and 4 once, whatever the functions' names (the results' author is not each function, as
+# it is after a single call). Two-call messages, 12 beyond the JSON on six sources:
+# elastic-otel-python.jsonl lines 40-63, otel-python-contrib.jsonl lines 13-31, openai-dotnet.jsonl
+# lines 126-128, openinference.jsonl line 20, pydantic-ai.jsonl lines 10-99 (14 calls, names of
+# 2 to 3 tokens each); three calls, 16: activeagent.jsonl lines 19-23 (and 12 for its two-call
+# message). mirascope.jsonl lines 62-84 and 288-294 count one fewer (11). The gpt-5 family keeps
+# calls apart (crewai.jsonl lines 83-106: three calls in one message, exact as three rounds).
+PARALLEL_TOKENS = 4
+PARALLEL_CALL_TOKENS = 4
 
 
 def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
@@ -228,8 +233,8 @@ def _encode_tool_calls(
 ) -> tuple[list[int], int]:
     """Function name and compact arguments of each tool call (the body), and the tokens its
     result adds (the function name again, `round_tokens`). Several calls in one message are
-    one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON and
-    each result's author; None where calls stay separate messages). The legacy
+    one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON, plus
+    PARALLEL_CALL_TOKENS per call; None where calls stay separate messages). The legacy
     `function_call` is counted as a call without a result message of role tool."""
     tokens: list[int] = []
     extra = 0
@@ -240,7 +245,7 @@ def _encode_tool_calls(
     ]
     if len(functions) > 1 and parallel is not None:
         tokens = encode_text(enc, _parallel_call_text(functions))
-        extra = parallel + sum(len(encode_text(enc, f.get("name"))) for f in functions)
+        extra = parallel + PARALLEL_CALL_TOKENS * len(functions)
         functions = []
     for function in functions:
         name = encode_text(enc, function.get("name"))

@@ -111,8 +111,9 @@ def test_it_counts_parallel_calls_as_one_multi_tool_use_call() -> None:
         '{"recipient_name":"functions.get_weather","parameters":{"city":"Rome"}}]}'
     )
     assert both.body == len(enc.encode(wrapper))
-    # framing and role, then each result's author (the function) and one token more
-    results = 2 * len(enc.encode("get_weather")) + messages.PARALLEL_TOKENS
+    # framing and role, then 4 tokens per call and 4 once, whatever the functions' names
+    results = 2 * messages.PARALLEL_CALL_TOKENS + messages.PARALLEL_TOKENS
+    assert results == 12
     assert len(both.tokens) == 3 + 1 + both.body + results
     # the gpt-5 family keeps the calls apart: two rounds
     gpt5 = default_profile("gpt-5-nano")
