@@ -318,11 +318,22 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
     # tool_call_id nor a `name` some clients add (openinference.jsonl line 47) is shown.
-    name_tokens = encode_text(enc, message.get("name")) if role != "tool" else []
-    overhead = profile.tokens_per_message + (profile.tokens_per_name if name_tokens else 0)
-    overhead += round_tokens
+    name = message.get("name") if role != "tool" else None
+    author = [*role_tokens(profile.encoding, role)]
+    overhead = profile.tokens_per_message + round_tokens
+    if isinstance(name, str) and name:
+        if profile.tokens_per_name == 1:
+            # The author is written `role:name` and tokenized as one text: the cookbook's one
+            # token per name is the colon, until it merges with the name. "user:user" is one
+            # token fewer (openinference.jsonl lines 27-36, 10 calls), and so is
+            # "assistant:not_your_average_bostonian" (dd-trace-py.jsonl lines 2 and 18); the
+            # cookbook's "system:example_user" keeps it (../shared/oracles).
+            author = encode_text(enc, f"{role}:{name}")
+        else:
+            author += encode_text(enc, name)
+            overhead += profile.tokens_per_name
     channel = channel_tokens(profile.encoding, role, profile.harmony)
-    head = [*role_tokens(profile.encoding, role), *name_tokens, *channel]
+    head = [*author, *channel]
     tail = body
     if overhead >= 2:
         tokens = [START, *head, MESSAGE, *tail, *fillers(END, overhead - 2)]
