@@ -296,7 +296,7 @@ class Turn(models.Model):
     is_batch = models.BooleanField(default=False)
     tools = models.JSONField(null=True, blank=True)
     response_format = models.JSONField(null=True, blank=True)
-    # A tool_choice naming one function (it costs prompt tokens; engine render.py).
+    # A tool_choice naming one function, or "none" (they cost prompt tokens; engine render.py).
     tool_choice = models.JSONField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     external_id = models.CharField(max_length=300, blank=True)

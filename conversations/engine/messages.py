@@ -200,11 +200,16 @@ def _compact_arguments(arguments: object) -> object:
 # (profiles.ModelProfile.tool_round_tokens: 4 more on the gpt-5 family.)
 
 
-# Several calls in one message: the wrapper's JSON, each result's author and 1 token more.
-# Measured on 2-call messages of requests with tools (mirascope.jsonl lines 294-309,
-# pydantic-ai.jsonl lines 98-99); the gpt-5 family keeps calls apart (crewai.jsonl lines
-# 83-106: three calls in one message, exact as three rounds).
-PARALLEL_TOKENS = 1
+# Several calls in one message: the wrapper's JSON (_parallel_call_text), then 4 tokens per
+# call and 4 once, whatever the functions' names (the results' author is not each function, as
+# it is after a single call). Two-call messages, 12 beyond the JSON on six sources:
+# elastic-otel-python.jsonl lines 40-63, otel-python-contrib.jsonl lines 13-31, openai-dotnet.jsonl
+# lines 126-128, openinference.jsonl line 20, pydantic-ai.jsonl lines 10-99 (14 calls, names of
+# 2 to 3 tokens each); three calls, 16: activeagent.jsonl lines 19-23 (and 12 for its two-call
+# message). mirascope.jsonl lines 62-84 and 288-294 count one fewer (11). The gpt-5 family keeps
+# calls apart (crewai.jsonl lines 83-106: three calls in one message, exact as three rounds).
+PARALLEL_TOKENS = 4
+PARALLEL_CALL_TOKENS = 4
 
 
 def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
@@ -223,13 +228,25 @@ def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
     return json.dumps({"tool_uses": uses}, separators=(",", ":"), ensure_ascii=False)
 
 
+def _addressed_length(enc: tiktoken.Encoding, name: object) -> int:
+    """A function's name where the round addresses it, `functions.<name>`: usually the dot
+    merges with the name's first token and it counts as the name alone, but "calculator" is
+    ".cal" + "culator", one token more. Counted in context, 31 calls one short are exact, none
+    changed of those that were (ruby_llm.jsonl lines 6-43, 16 calls; crewai.jsonl lines 97,
+    143, 335 and 505, 9 calls; pydantic-ai.jsonl, logfire.jsonl, langchaingo.jsonl,
+    openllmetry-js.jsonl, dd-trace-py.jsonl)."""
+    if not isinstance(name, str) or not name:
+        return 0
+    return len(enc.encode_ordinary(f"functions.{name}")) - len(enc.encode_ordinary("functions"))
+
+
 def _encode_tool_calls(
     enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int, parallel: int | None
 ) -> tuple[list[int], int]:
     """Function name and compact arguments of each tool call (the body), and the tokens its
     result adds (the function name again, `round_tokens`). Several calls in one message are
-    one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON and
-    each result's author; None where calls stay separate messages). The legacy
+    one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON, plus
+    PARALLEL_CALL_TOKENS per call; None where calls stay separate messages). The legacy
     `function_call` is counted as a call without a result message of role tool."""
     tokens: list[int] = []
     extra = 0
@@ -240,12 +257,12 @@ def _encode_tool_calls(
     ]
     if len(functions) > 1 and parallel is not None:
         tokens = encode_text(enc, _parallel_call_text(functions))
-        extra = parallel + sum(len(encode_text(enc, f.get("name"))) for f in functions)
+        extra = parallel + PARALLEL_CALL_TOKENS * len(functions)
         functions = []
     for function in functions:
         name = encode_text(enc, function.get("name"))
         tokens += name + encode_text(enc, _compact_arguments(function.get("arguments")))
-        extra += len(name) + round_tokens
+        extra += _addressed_length(enc, function.get("name")) + round_tokens
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         tokens += encode_text(enc, legacy.get("name"))
@@ -313,11 +330,22 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
     # tool_call_id nor a `name` some clients add (openinference.jsonl line 47) is shown.
-    name_tokens = encode_text(enc, message.get("name")) if role != "tool" else []
-    overhead = profile.tokens_per_message + (profile.tokens_per_name if name_tokens else 0)
-    overhead += round_tokens
+    name = message.get("name") if role != "tool" else None
+    author = [*role_tokens(profile.encoding, role)]
+    overhead = profile.tokens_per_message + round_tokens
+    if isinstance(name, str) and name:
+        if profile.tokens_per_name == 1:
+            # The author is written `role:name` and tokenized as one text: the cookbook's one
+            # token per name is the colon, until it merges with the name. "user:user" is one
+            # token fewer (openinference.jsonl lines 27-36, 10 calls), and so is
+            # "assistant:not_your_average_bostonian" (dd-trace-py.jsonl lines 2 and 18); the
+            # cookbook's "system:example_user" keeps it (../shared/oracles).
+            author = encode_text(enc, f"{role}:{name}")
+        else:
+            author += encode_text(enc, name)
+            overhead += profile.tokens_per_name
     channel = channel_tokens(profile.encoding, role, profile.harmony)
-    head = [*role_tokens(profile.encoding, role), *name_tokens, *channel]
+    head = [*author, *channel]
     tail = body
     if overhead >= 2:
         tokens = [START, *head, MESSAGE, *tail, *fillers(END, overhead - 2)]

@@ -91,9 +91,12 @@ def _separator_tokens(encoding: str, tail: str) -> int:
 # " to=functions.<name>" and 4 framing tokens, on cl100k and o200k models alike. Measured on
 # all 89 forced calls whose tools count exactly otherwise (openllmetry.jsonl lines 32-70,
 # magentic.jsonl lines 4-57, langsmith-sdk.jsonl lines 16-56, ruby_llm.jsonl line 198,
-# mirascope.jsonl line 56). "required" and "none" add nothing, nor does any tool_choice on
-# the gpt-5 family (pydantic-ai.jsonl, ruby_llm.jsonl lines 192-198 on gpt-5-nano).
+# mirascope.jsonl line 56). "required" adds nothing (64 calls), nor does any tool_choice on
+# the gpt-5 family (pydantic-ai.jsonl line 226, ruby_llm.jsonl lines 187-206 on gpt-5-nano).
+# "none" adds one token elsewhere: every such call was one short (openai-dotnet.jsonl lines 110
+# and 114, ruby_llm.jsonl line 192).
 _FORCED_FRAMING = 4
+_NONE_FRAMING = 1
 
 
 def _forced_name(tool_choice: object) -> str | None:
@@ -105,10 +108,14 @@ def _forced_name(tool_choice: object) -> str | None:
 
 
 def forced_call_tokens(tool_choice: object, profile: ModelProfile) -> list[int]:
-    """What a forced tool_choice adds after the reply priming (a per-request suffix: the
-    next request's messages do not contain it)."""
+    """What a forced (or "none") tool_choice adds after the reply priming (a per-request
+    suffix: the next request's messages do not contain it)."""
+    if profile.harmony:
+        return []
+    if tool_choice == "none":
+        return filler(FORCED, _NONE_FRAMING)
     name = _forced_name(tool_choice)
-    if name is None or profile.harmony:
+    if name is None:
         return []
     text = encode_text(get_encoding(profile.encoding), f" to=functions.{name}")
     return text + filler(FORCED, _FORCED_FRAMING)

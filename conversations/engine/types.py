@@ -48,8 +48,9 @@ class Call:
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
     # The request's tool_choice when it names one function ({"type": "function", ...}): the
-    # reply is then addressed to it, which costs prompt tokens (render.forced_call_tokens).
-    tool_choice: dict[str, Any] | None = None
+    # reply is then addressed to it, which costs prompt tokens (render.forced_call_tokens);
+    # also "none", which costs one. "auto" and "required" cost nothing and are not kept.
+    tool_choice: dict[str, Any] | str | None = None
     prompt_cache_key: str | None = None
     service_tier: str | None = None  # from the RESPONSE when known (what was billed)
     started_at: datetime | None = None

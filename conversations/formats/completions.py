@@ -106,7 +106,7 @@ def call_from(
         model=text(response.get("model")) or text(body.get("model")),
         tools=dicts(body.get("tools")) or legacy_functions(body),
         response_format=response_format if isinstance(response_format, dict) else None,
-        tool_choice=tool_choice if isinstance(tool_choice, dict) else None,
+        tool_choice=tool_choice if isinstance(tool_choice, dict) or tool_choice == "none" else None,
         prompt_cache_key=text(body.get("prompt_cache_key")),
         end_user=text(body.get("safety_identifier")) or text(body.get("user")),
         cache_retention=text(body.get("prompt_cache_retention")),

@@ -111,8 +111,9 @@ def test_it_counts_parallel_calls_as_one_multi_tool_use_call() -> None:
         '{"recipient_name":"functions.get_weather","parameters":{"city":"Rome"}}]}'
     )
     assert both.body == len(enc.encode(wrapper))
-    # framing and role, then each result's author (the function) and one token more
-    results = 2 * len(enc.encode("get_weather")) + messages.PARALLEL_TOKENS
+    # framing and role, then 4 tokens per call and 4 once, whatever the functions' names
+    results = 2 * messages.PARALLEL_CALL_TOKENS + messages.PARALLEL_TOKENS
+    assert results == 12
     assert len(both.tokens) == 3 + 1 + both.body + results
     # the gpt-5 family keeps the calls apart: two rounds
     gpt5 = default_profile("gpt-5-nano")
@@ -143,3 +144,40 @@ def test_it_counts_only_the_text_on_search_models() -> None:
     # activeagent.jsonl line 83 reported 9 prompt tokens for this request
     assert len(encode_message(message, profile).tokens) == len(enc.encode(message["content"]))
     assert profile.reply_priming == 0
+
+
+def test_it_writes_a_name_after_its_role_as_one_text() -> None:
+    # `role:name`, tokenized together: the colon is the cookbook's token per name until it
+    # merges ("user:user", tests/fixtures/real/openinference.jsonl lines 27-36, reported 15).
+    profile = default_profile("gpt-4o")
+    enc = get_encoding("o200k_base")
+    plain = encode_message({"role": "user", "content": "What is the capital of France?"}, profile)
+    same = encode_message(
+        {"role": "user", "name": "user", "content": "What is the capital of France?"}, profile
+    )
+    assert len(enc.encode("user:user")) == 2
+    assert len(same.tokens) == len(plain.tokens) + 1
+    assert 3 + len(same.tokens) == 15  # with the reply priming: what OpenAI reported
+    # the legacy gpt-3.5-turbo-0301 rule (the name replaces the role) is unchanged
+    legacy = default_profile("gpt-3.5-turbo-0301")
+    named = encode_message({"role": "user", "name": "user", "content": "hi"}, legacy)
+    unnamed = encode_message({"role": "user", "content": "hi"}, legacy)
+    assert len(named.tokens) == len(unnamed.tokens) + len(enc.encode("user")) - 1
+
+
+def test_it_counts_a_rounds_function_name_as_it_tokenizes_after_functions() -> None:
+    # "functions.calculator" is ".cal" + "culator": one token more than "calculator" alone,
+    # where "functions.get_weather" keeps "get_weather"'s two (tests/fixtures/real/ruby_llm.jsonl
+    # lines 6-43).
+    profile = default_profile("gpt-4.1-nano")
+    enc = get_encoding("o200k_base")
+
+    def round_of(name: str) -> int:
+        call = {"type": "function", "function": {"name": name, "arguments": "{}"}}
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        encoded = encode_message(message, profile)
+        return len(encoded.tokens) - encoded.body
+
+    assert len(enc.encode("calculator")) == 1
+    assert round_of("calculator") == 3 + 1 + 2 + profile.tool_round_tokens
+    assert round_of("get_weather") == 3 + 1 + 2 + profile.tool_round_tokens

@@ -296,3 +296,24 @@ def test_it_counts_earlier_structured_replies_after_the_priming() -> None:
     plain = render_tokens(messages, profile=profile, response_format=response_format)
     first = render_tokens(messages[:1], profile=profile, response_format=response_format)
     assert plain[: len(first)] == first
+
+
+def test_it_counts_a_tool_choice_of_none_outside_the_gpt5_family() -> None:
+    # tests/fixtures/real/openai-dotnet.jsonl line 110: gpt-4o-mini reported 59 with "none".
+    parameters = {"type": "object", "properties": {"word": {"type": "string"}}}
+    function = {
+        "description": "gets an arbitrary number assigned to a given word",
+        "name": "get_number_for_word",
+        "parameters": parameters,
+    }
+    tools = [{"type": "function", "function": function}]
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": "What's the number for the word 'banana'?"}
+    ]
+    mini = default_profile("gpt-4o-mini")
+    assert count_request(messages, profile=mini, tools=tools, tool_choice="none") == 59
+    assert count_request(messages, profile=mini, tools=tools) == 58
+    gpt5 = default_profile("gpt-5-nano")
+    assert count_request(messages, profile=gpt5, tools=tools, tool_choice="none") == (
+        count_request(messages, profile=gpt5, tools=tools)
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversations.engine.schemas import tools_text
+from conversations.engine.schemas import tools_text, undescribed_first_properties
 
 
 def test_it_renders_pydantic_schemas_as_commented_types() -> None:
@@ -61,3 +61,16 @@ def test_it_renders_pydantic_schemas_as_commented_types() -> None:
             "} // namespace functions",
         ]
     )
+
+
+def test_it_takes_a_token_off_only_for_an_undescribed_first_property_that_is_no_object() -> None:
+    # tests/fixtures/real/activeagent.jsonl lines 123-134: `params: {...}` first, exact as text.
+    def function(first: dict[str, Any]) -> dict[str, Any]:
+        parameters = {"type": "object", "properties": {"first": first}}
+        return {"type": "function", "function": {"name": "f", "parameters": parameters}}
+
+    nested: dict[str, Any] = {"type": "object", "properties": {"id": {"type": "string"}}}
+    listed: dict[str, Any] = {"type": "array", "items": nested}
+    described: dict[str, Any] = {"type": "string", "description": "an id"}
+    tools = [function({"type": "string"}), function(nested), function(listed), function(described)]
+    assert [undescribed_first_properties([tool]) for tool in tools] == [1, 0, 0, 0]

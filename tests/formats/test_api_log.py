@@ -202,3 +202,18 @@ def test_it_imports_a_reply_withheld_by_the_content_filter(fixtures: Path, parse
     assert call.usage is not None
     assert (call.usage.prompt_tokens, call.usage.completion_tokens) == (15, 19)
     assert any("finish_reason 'content_filter'" in w for w in transcript.warnings)
+
+
+def test_it_keeps_a_tool_choice_that_costs_tokens(tmp_path: Path, parse: Parse) -> None:
+    """A named function and "none" cost prompt tokens and are kept; "auto" is not."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    reply = {"choices": [{"message": {"role": "assistant", "content": "ok"}}]}
+    lines = []
+    for n, choice in enumerate(["none", "auto", {"type": "function", "function": {"name": "f"}}]):
+        messages = [{"role": "user", "content": f"question {n}"}]
+        request = {"messages": messages, "tools": tools, "tool_choice": choice}
+        lines.append(json.dumps({"request": request, "response": reply}))
+    path = tmp_path / "choices.jsonl"
+    path.write_text("\n".join(lines))
+    choices = [call.tool_choice for t in parse(path, format="api_log") for call in t.calls or []]
+    assert choices == ["none", None, {"type": "function", "function": {"name": "f"}}]

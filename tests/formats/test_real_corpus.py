@@ -3,16 +3,20 @@ corpus (tests/fixtures/real/README.md: 2,969 Chat Completions calls from 20 publ
 
 Prints the figures (run with `-s` to see them): share of calls whose estimate equals the
 reported prompt_tokens, share within 1 %, the worst gaps. Calls with an image of unknown size
-are excluded from the shares and counted. The floors are today's figures, so a change that
+are excluded from the shares and counted, and so are calls whose recording is not the request
+OpenAI billed (EDITED_RECORDINGS: each reason a check on the recording, printed with its count).
+The floors are today's figures, so a change that
 makes counting worse fails here; issue 10's targets replace them once reached.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,12 +29,68 @@ from conversations.formats import parse_files
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 
 # Floors: a little under what this test measures today (58.8 % / 62.2 % when it was written,
-# 91.4 % / 95.0 % with the rendering rules of render.py, messages.py and schemas.py).
-EQUAL_FLOOR = 0.91
-WITHIN_1_PERCENT_FLOOR = 0.945
+# 91.4 % / 95.0 % with the rendering rules of render.py, messages.py and schemas.py, 94.9 % /
+# 97.7 % with the edited recordings left out and the rules for parallel calls, names, tool
+# rounds' addressed names, first object properties and tool_choice "none").
+EQUAL_FLOOR = 0.945
+WITHIN_1_PERCENT_FLOOR = 0.975
 TARGET_EQUAL = 0.95
 TARGET_WITHIN_1_PERCENT = 0.99
 WORST_SHOWN = 15
+
+
+# openai-dotnet's image tests record each generated image as this 1x1 PNG ("Replace large images
+# with a small 1x1 PNG in recordings to save space": tests/Images/ImageTestFixtureBase.cs since
+# its commit 65d5703f), including where the test then sends the image to a chat call. OpenAI
+# billed that call for the real image: the same recorded request reports 25515 and 36849 prompt
+# tokens, 14 text tokens + 2833 + 4 or 6 tiles of 5667 (a 1024x1024 and a 1024x1536 image on
+# gpt-4o-mini), where the placeholder would be one tile (29 calls, openai-dotnet.jsonl lines
+# 143-171).
+_DOTNET_PLACEHOLDER = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAC0lEQVQYV2NgAAIAAAUAAarVyFEAAAAASUVORK5CYII="
+)
+PLACEHOLDER_IMAGE = "image replaced by the recorder's 1x1 placeholder (openai-dotnet)"
+# A response that calls a function its request does not declare answered another request: the
+# recording pairs one test's request with another's response (dd-trace-py.jsonl line 138: no
+# tools in the request, a call of extract_student_info in the response).
+UNDECLARED_CALL = "response calls a function the recorded request does not declare"
+
+
+def _declared(request: dict[str, Any]) -> set[Any]:
+    names = set()
+    for tool in request.get("tools") or []:
+        if isinstance(tool, dict):
+            spec = tool.get("function") or tool.get("custom") or {}
+            names.add(spec.get("name") if isinstance(spec, dict) else None)
+    for function in request.get("functions") or []:
+        names.add(function.get("name") if isinstance(function, dict) else None)
+    return names
+
+
+def _called(response: dict[str, Any]) -> list[Any]:
+    called = []
+    for choice in response.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        for call in message.get("tool_calls") or []:
+            spec = call.get("function") or call.get("custom") or {}
+            called.append(spec.get("name"))
+        if isinstance(message.get("function_call"), dict):
+            called.append(message["function_call"].get("name"))
+    return called
+
+
+def edited_recording(line: str) -> str | None:
+    """Why a corpus line's recorded request is not the one OpenAI billed, or None. Checks the
+    recording only, never the gap, so a rule change cannot hide behind it."""
+    if _DOTNET_PLACEHOLDER in line:
+        return PLACEHOLDER_IMAGE
+    record = json.loads(line)
+    declared = _declared(record.get("request") or {})
+    if any(name not in declared for name in _called(record.get("response") or {})):
+        return UNDECLARED_CALL
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +113,12 @@ class Agreement:
     equal: int
     within_1_percent: int
     gaps: list[Gap]
+    # excluded: the recording is not the billed request (edited_recording), by reason
+    edited: dict[str, list[Gap]]
 
     @property
     def measured(self) -> int:
-        return self.calls - self.unknown_size
+        return self.calls - self.unknown_size - sum(len(g) for g in self.edited.values())
 
     @property
     def equal_share(self) -> float:
@@ -109,7 +171,12 @@ def _unpriced(call: Call, prompt_tokens: int) -> Rates | None:
 
 def measure(paths: list[Path]) -> Agreement:
     results: list[tuple[CallAnalysis, list[ChatMessage]]] = []
-    for path in paths:  # one analysis per file: their calls are unrelated
+    lines: dict[str, str] = {}
+    for path in paths:
+        with path.open(encoding="utf-8") as file:
+            lines |= {
+                f"{path.name} line {n}": text for n, text in enumerate(file, 1)
+            }  # one analysis per file: their calls are unrelated
         analysis = analyze(
             parse_files([path]),
             profile_for=default_profile,
@@ -124,6 +191,7 @@ def measure(paths: list[Path]) -> Agreement:
         ]
     unknown = equal = within = 0
     gaps = []
+    edited: dict[str, list[Gap]] = {}
     for result, messages in results:
         if result.unknown_images:
             unknown += 1
@@ -131,8 +199,6 @@ def measure(paths: list[Path]) -> Agreement:
         usage = result.call.usage
         assert usage is not None
         reported, estimated = usage.prompt_tokens, result.estimated_prompt_tokens
-        equal += estimated == reported
-        within += abs(estimated - reported) <= reported / 100
         model = result.model or ""
         gap = Gap(
             result.call.location,
@@ -141,19 +207,26 @@ def measure(paths: list[Path]) -> Agreement:
             reported,
             features(result.call, messages, model),
         )
+        reason = edited_recording(lines[result.call.location])
+        if reason is not None:
+            edited.setdefault(reason, []).append(gap)
+            continue
+        equal += estimated == reported
+        within += abs(estimated - reported) <= reported / 100
         gaps.append(gap)
     gaps.sort(key=lambda g: abs(g.gap) / max(1, g.reported), reverse=True)
-    return Agreement(len(results), unknown, equal, within, gaps)
+    return Agreement(len(results), unknown, equal, within, gaps, edited)
 
 
 def report(agreement: Agreement) -> str:
     lines = [
         f"real-log corpus: {agreement.calls} calls with reported usage, "
         f"{agreement.unknown_size} left out (a part of unknown size)",
+        *(f"  {len(gaps)} left out: {reason}" for reason, gaps in sorted(agreement.edited.items())),
         f"  estimate == reported: {agreement.equal_share:.1%} "
-        f"(floor {EQUAL_FLOOR:.0%}, target {TARGET_EQUAL:.0%})",
+        f"(floor {EQUAL_FLOOR:.1%}, target {TARGET_EQUAL:.0%})",
         f"  within 1 %:           {agreement.within_share:.1%} "
-        f"(floor {WITHIN_1_PERCENT_FLOOR:.0%}, target {TARGET_WITHIN_1_PERCENT:.0%})",
+        f"(floor {WITHIN_1_PERCENT_FLOOR:.1%}, target {TARGET_WITHIN_1_PERCENT:.0%})",
         "  worst gaps (estimated - reported):",
     ]
     lines += [
@@ -178,3 +251,14 @@ def test_it_agrees_with_the_reported_prompt_tokens(agreement: Agreement) -> None
     print("\n" + report(agreement))
     assert agreement.equal_share >= EQUAL_FLOOR, report(agreement)
     assert agreement.within_share >= WITHIN_1_PERCENT_FLOOR, report(agreement)
+
+
+def test_it_leaves_out_only_recordings_that_are_not_the_billed_request(
+    agreement: Agreement,
+) -> None:
+    """The left-out calls are named by a check on their recording; none of them is one that
+    costlab counts right (an exclusion must not hide a call the rules explain)."""
+    edited = [gap for gaps in agreement.edited.values() for gap in gaps]
+    assert len(agreement.edited[PLACEHOLDER_IMAGE]) == 29
+    assert len(agreement.edited[UNDECLARED_CALL]) == 1
+    assert all(gap.gap != 0 for gap in edited)
