@@ -110,6 +110,80 @@ def endpoint_bench(turns: int, user_words: int, reply_tokens: int, repeat: int) 
     print(f"  ratio           {endpoint / floor:.2f}x the floor (target < 2x)")
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a live process; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _cpu_snapshot(web: int, worker: int) -> dict[str, float]:
+    """CPU seconds so far of each part of the path (Linux /proc; empty elsewhere), then the
+    database's counters: its time executing statements in this database
+    (pg_stat_database.active_time: wall time, waits included), the sessions opened and the
+    transactions committed."""
+    if not Path("/proc/self/stat").exists():
+        return {}
+    from django.db import connection
+
+    active_ms = sessions = commits = 0
+    backends: list[int] = []
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # statistics read afresh
+            cursor.execute(
+                "SELECT active_time, sessions, xact_commit FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            )
+            active_ms, sessions, commits = cursor.fetchone()
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            backends = [row[0] for row in cursor.fetchall()]
+    return {
+        "bench (sends, polls)": _proc_cpu(os.getpid()),
+        "web server (endpoint)": _proc_cpu(web),
+        "worker (main)": _proc_cpu(worker),
+        "worker (children)": sum(_proc_cpu(child) for child in _children(worker)),
+        # Backends live as long as their sessions (a session opened and closed during the
+        # run is missed: see "sessions"); on this machine only.
+        "postgres (backends)": sum(_proc_cpu(pid) for pid in backends),
+        "db statements (wall)": float(active_ms) / 1000,
+        "db sessions": float(sessions),
+        "db commits": float(commits),
+    }
+
+
+def _cpu_report(before: dict[str, float], after: dict[str, float], calls: int) -> None:
+    if not before:
+        return
+    spent = {name: (after[name] - before[name]) / calls for name in after}
+    cpu = {name: value for name, value in spent.items() if not name.startswith("db ")}
+    print("  per call        CPU by process, us (other helpers' load on the machine excluded)")
+    for name, value in cpu.items():
+        print(f"    {name:<24}{value * 1e6:8.0f}")
+    print(f"    {'all of them':<24}{sum(cpu.values()) * 1e6:8.0f}")
+    print(f"    {'db statements (wall)':<24}{spent['db statements (wall)'] * 1e6:8.0f}")
+    print(
+        f"    sessions {spent['db sessions']:.2f}, commits {spent['db commits']:.1f} per call"
+        " (the bench's polls included)"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -200,6 +274,7 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
         waiting = {c.pk: chat_services.chat_message_send(chat=c, text="hello") for c in open_chats}
         _drain(waiting, ApiCall, CallStatus)
         sent = {c.pk: 1 for c in open_chats}
+        cpu_before = _cpu_snapshot(web.pid, worker.pid)
         started = time.perf_counter()
         waiting = {}
         done = 0
@@ -213,12 +288,14 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
             finished = _drain(waiting, ApiCall, CallStatus, once=True)
             done += finished
         elapsed = time.perf_counter() - started
+        cpu_after = _cpu_snapshot(web.pid, worker.pid)
         failed = ApiCall.objects.filter(organization=organization, status=CallStatus.FAILED)
         print(
             f"end to end        {total} calls in {chats} chats x {turns - 1} turns (after a warm-up)"
         )
         print(f"  wall time       {elapsed:.1f} s, worker concurrency {concurrency}")
         print(f"  calls/s         {total / elapsed:.1f} (target >= 100)")
+        _cpu_report(cpu_before, cpu_after, total)
         if failed.exists():
             example: Any = failed.first()
             print(f"  FAILED          {failed.count()} calls, e.g. {example.error!r}")
@@ -231,22 +308,26 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
 
 
 def _drain(waiting: dict[int, Any], api_call: Any, status: Any, once: bool = False) -> int:
-    """Wait for the waiting calls; forget those that finished; how many did."""
+    """Wait for the waiting calls; forget those that finished; how many did. One small
+    statement per look, built once: the bench's own polling should cost the machine (the
+    same 2 cores) as little as it can."""
+    from django.db import connection
+
+    sql = f"SELECT id FROM {api_call._meta.db_table} WHERE id IN (%s) AND status IN (%s, %s)"
     finished_count = 0
-    while waiting:
-        codes = {c.pk for c in waiting.values()}
-        over = set(
-            api_call.objects.filter(
-                pk__in=codes, status__in=(status.SUCCEEDED, status.FAILED)
-            ).values_list("pk", flat=True)  # type: ignore[attr-defined]
-        )
-        for chat_pk, call in list(waiting.items()):
-            if call.pk in over:
-                del waiting[chat_pk]
-                finished_count += 1
-        if once and finished_count:
-            return finished_count
-        time.sleep(0.005)
+    with connection.cursor() as cursor:
+        while waiting:
+            codes = [c.pk for c in waiting.values()]
+            marks = ", ".join(["%s"] * len(codes))
+            cursor.execute(sql % (marks, "%s", "%s"), [*codes, status.SUCCEEDED, status.FAILED])
+            over = {row[0] for row in cursor.fetchall()}
+            for chat_pk, call in list(waiting.items()):
+                if call.pk in over:
+                    del waiting[chat_pk]
+                    finished_count += 1
+            if once and finished_count:
+                return finished_count
+            time.sleep(0.005)
     return finished_count
 
 
