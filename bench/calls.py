@@ -8,15 +8,21 @@ recorded).
 
 1. Endpoint: a growing conversation sent turn after turn to `simulate_usage` (render + cache
    simulation + reply), against the time to tokenize the messages each call adds (the floor:
-   a call cannot do less than encode its new text). Target: under 2x the floor.
+   a call cannot do less than encode its new text); each call's best of --repeat runs.
+   Twice: with requests as JSON gives them (new strings: the history's comparison reads
+   every byte of it), and with strings shared with the previous request (the history
+   compares by pointer, as this bench measured before). Target: under 2x the floor.
 2. End to end: a web server (runserver, threaded) and a Celery worker (prefork, 2 processes)
    are started; CHATS chats each send TURNS messages, one at a time per chat, all chats at
-   once. Target: at least 100 calls/s on 2 cores.
+   once. Target: at least 100 calls/s on 2 cores. On Linux it also prints each process's
+   CPU per call (bench, web server, worker, PostgreSQL backends) and the database's
+   sessions and commits per call: where the time goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import socket
@@ -48,9 +54,24 @@ def _conversation(turns: int, user_words: int) -> tuple[str, list[str]]:
     return system, [_text(rng, user_words) for _ in range(turns)]
 
 
-def _endpoint_run(turns: int, user_words: int, reply_tokens: int) -> tuple[float, float, object]:
-    """One conversation sent turn after turn: seconds in simulate_usage, seconds to encode
-    each call's new messages (the floor), and the last call."""
+def _parsed(value: Any, *, new_strings: bool) -> Any:
+    """`value` as a request's JSON parse gives it: new dicts and lists, and new strings too
+    unless `new_strings` is off (then they are the very objects sent last time, whose
+    comparison is a pointer check: the bench's input until it measured both)."""
+    if new_strings:
+        return json.loads(json.dumps(value))
+    if isinstance(value, dict):
+        return {key: _parsed(item, new_strings=False) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_parsed(item, new_strings=False) for item in value]
+    return value
+
+
+def _endpoint_run(
+    turns: int, user_words: int, reply_tokens: int, *, new_strings: bool
+) -> tuple[list[float], list[float], object]:
+    """One conversation sent turn after turn: per call, seconds in simulate_usage and
+    seconds to encode the call's new messages (the floor); and the last call."""
     from calls import simulated
     from conversations.engine.cache_policy import PREFIX_128
     from conversations.engine.messages import encode_message
@@ -60,21 +81,21 @@ def _endpoint_run(turns: int, user_words: int, reply_tokens: int) -> tuple[float
     simulated.simulate_reset()
     system, questions = _conversation(turns, user_words)
     messages: list[dict[str, object]] = [{"role": "system", "content": system}]
-    endpoint = floor = 0.0
+    endpoint: list[float] = []
+    floor: list[float] = []
     new: list[dict[str, object]] = list(messages)
     call = None
     for turn, text in enumerate(questions):
         question = {"role": "user", "content": text}
         messages.append(question)
         new.append(question)
-        # The request as it arrives: freshly parsed dicts, as JSON gives them.
-        body = {"model": "gpt-4o", "messages": [dict(m) for m in messages]}
+        body = _parsed({"model": "gpt-4o", "messages": messages}, new_strings=new_strings)
         body["max_completion_tokens"] = reply_tokens
-        fresh = [dict(m) for m in new]
+        fresh = _parsed(new, new_strings=new_strings)
         started = time.perf_counter()
         for message in fresh:
             encode_message(message, profile)
-        floor += time.perf_counter() - started
+        floor.append(time.perf_counter() - started)
         started = time.perf_counter()
         call = simulated.simulate_usage(
             org_key="bench",
@@ -85,7 +106,7 @@ def _endpoint_run(turns: int, user_words: int, reply_tokens: int) -> tuple[float
             retention_seconds=600,
             default_reply_tokens=reply_tokens,
         )
-        endpoint += time.perf_counter() - started
+        endpoint.append(time.perf_counter() - started)
         reply = {"role": "assistant", "content": call.reply}
         messages.append(reply)
         new = [reply]
@@ -97,17 +118,28 @@ def endpoint_bench(turns: int, user_words: int, reply_tokens: int, repeat: int) 
     from conversations.engine.profiles import default_profile
 
     encode_message({"role": "user", "content": "warm up"}, default_profile("gpt-4o"))
-    runs = [_endpoint_run(turns, user_words, reply_tokens) for _ in range(repeat)]
-    endpoint = min(r[0] for r in runs)  # the best of each: a shared machine is noisy
-    floor = min(r[1] for r in runs)
-    call: Any = runs[-1][2]
-    print(
-        f"endpoint          {turns} turns, last prompt {call.prompt_tokens:,} tokens "
-        f"({call.cached_tokens:,} cached); best of {repeat}"
-    )
-    print(f"  per call        {endpoint / turns * 1e3:.3f} ms (render, simulate, reply)")
-    print(f"  tokenize new    {floor / turns * 1e3:.3f} ms per call (the floor)")
-    print(f"  ratio           {endpoint / floor:.2f}x the floor (target < 2x)")
+    for new_strings in (True, False):
+        runs = [
+            _endpoint_run(turns, user_words, reply_tokens, new_strings=new_strings)
+            for _ in range(repeat)
+        ]
+        # Each call's best over the runs, for both sides alike: a run on a shared machine is
+        # interrupted at random calls, while what a call costs (garbage collections
+        # included) comes back at the same call every run.
+        endpoint = sum(min(times) for times in zip(*(r[0] for r in runs), strict=True))
+        floor = sum(min(times) for times in zip(*(r[1] for r in runs), strict=True))
+        call: Any = runs[-1][2]
+        if new_strings:
+            print(
+                f"endpoint          {turns} turns, last prompt {call.prompt_tokens:,} tokens "
+                f"({call.cached_tokens:,} cached); each call's best of {repeat} runs"
+            )
+            print("  requests as JSON gives them (new dicts, new strings):")
+        else:
+            print("  strings shared with the previous request (the history compares by pointer):")
+        print(f"  per call        {endpoint / turns * 1e3:.3f} ms (render, simulate, reply)")
+        print(f"  tokenize new    {floor / turns * 1e3:.3f} ms per call (the floor)")
+        print(f"  ratio           {endpoint / floor:.2f}x the floor (target < 2x)")
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
