@@ -164,11 +164,14 @@ def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
         assert len(turns) > 10
         for n, (turn, conversation) in enumerate(turns):
             # With the caller's conversation, or the one the records name.
-            rollups.turns_added(
-                organization=organization,
-                turn_ids=[turn],
-                conversation_ids=[conversation] if n % 2 else None,
-            )
+            with CaptureQueriesContext(connection) as statements:
+                rollups.turns_added(
+                    organization=organization,
+                    turn_ids=[turn],
+                    conversation_ids=[conversation] if n % 2 else None,
+                )
+            if connection.vendor == "postgresql" and n % 2:  # all six in one round trip
+                assert len(statements) == 1
         assert_exact(organization)
     assert sorted(key[2] for key in rollups._templates) == ["America/Los_Angeles", "Asia/Tokyo"]
 

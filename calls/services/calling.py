@@ -315,7 +315,16 @@ def chat_completion_call(
         attempt.ttft_ms = first
         attempt.usage = result.usage
         attempt.response_id = result.response_id[:200]
-        attempt.save()
+        attempt.save(
+            update_fields=[
+                "outcome",
+                "status_code",
+                "latency_ms",
+                "ttft_ms",
+                "usage",
+                "response_id",
+            ]
+        )
         return result
     raise CallFailed(f"gave up after {attempts} attempts: {last}")
 
@@ -333,5 +342,7 @@ def _attempt_fail(attempt: CallAttempt, verdict: _Verdict, started: float) -> No
     attempt.error = verdict.message[:2000]
     attempt.latency_ms = int((time.monotonic() - started) * 1000)
     attempt.retry_after_seconds = verdict.retry_after
-    attempt.save()
+    attempt.save(
+        update_fields=["outcome", "status_code", "error", "latency_ms", "retry_after_seconds"]
+    )
     logger.info("call %s attempt %s: %s", attempt.call_id, attempt.number, verdict.outcome)

@@ -241,22 +241,34 @@ def api_call_claim(call_id: int) -> ApiCall | None:
     """Mark the call running, unless it is finished already (a re-delivered task). A call
     left running by a killed worker is claimed again: the turn's unique constraint, not the
     claim, makes the recording happen once."""
-    claimed = ApiCall.objects.filter(
-        pk=call_id, status__in=(CallStatus.PENDING, CallStatus.RUNNING)
-    ).update(status=CallStatus.RUNNING, started_at=timezone.now())
-    if not claimed:
-        return None
-    # The turn an earlier delivery may have recorded comes with the call (recorded_turn_id).
-    recorded = Turn.objects.filter(
-        conversation_id=OuterRef("chat__conversation_id"), index=OuterRef("index")
-    ).values("pk")[:1]
-    return (
-        ApiCall.objects.select_related(
-            "connection", "chat__organization", "chat__conversation__organization"
-        )
-        .annotate(recorded_turn_id=Subquery(recorded))
-        .get(pk=call_id)
+    waiting = (CallStatus.PENDING, CallStatus.RUNNING)
+    call = (
+        ApiCall.objects.select_related("connection", "chat__organization", "chat__conversation")
+        .filter(pk=call_id, status__in=waiting)
+        .first()
     )
+    if call is None:
+        return None
+    now = timezone.now()
+    claimed = ApiCall.objects.filter(pk=call_id, status__in=waiting).update(
+        status=CallStatus.RUNNING, started_at=now
+    )
+    if not claimed:  # finished meanwhile by another delivery
+        return None
+    delivered_before = call.status == CallStatus.RUNNING
+    call.status, call.started_at = CallStatus.RUNNING, now
+    recorded = None
+    if delivered_before and call.chat is not None and call.index is not None:
+        # Claimed before: that delivery may have recorded the turn before it died. (A call
+        # still pending was never claimed, so it has no turn: no query for it.)
+        recorded = (
+            Turn.objects.filter(conversation_id=call.chat.conversation_id, index=call.index)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    # Not a field: what .annotate() would add, read by _chat_turn_run.
+    call.recorded_turn_id = recorded  # type: ignore[attr-defined]
+    return call
 
 
 def api_call_run(call_id: int) -> None:
