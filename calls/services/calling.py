@@ -24,6 +24,7 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -283,8 +284,9 @@ def chat_completion_call(
     last = "no attempt made"
     for number in range(1, attempts + 1):
         charged = _wait_for_budget(connection, request, sleep, deadline)
-        attempt = CallAttempt.objects.create(call=call, number=number)
-        ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
+        with transaction.atomic():  # the attempt and its count: one commit
+            attempt = CallAttempt.objects.create(call=call, number=number)
+            ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
         started = time.monotonic()
         try:
             result, first = _send(client, request, started)

@@ -384,8 +384,7 @@ def _chat_turn_run(call: ApiCall) -> None:
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
         return
-    turn, cost = _turn_record(call, result, messages=messages)
-    _call_succeed(call, result, cost=cost, turn=turn)
+    _turn_record(call, result, messages=messages)  # and the call marked succeeded with it
 
 
 def _analysis(
@@ -432,7 +431,9 @@ def _turn_record(
 ) -> tuple[Turn | None, Decimal | None]:
     """The turn of this call, written once (a second writer hits the unique constraint and
     leaves the first one's rows as they are), and what it is billed. `messages`: the
-    request's messages as the caller read them (index 0 to request_end), if it did."""
+    request's messages as the caller read them (index 0 to request_end), if it did. With a
+    `result`, the call is marked succeeded in the same transaction as its turn (one commit,
+    and no moment where the turn is there but its call still running)."""
     chat = call.chat
     assert chat is not None and call.index is not None
     conversation = chat.conversation
@@ -481,10 +482,15 @@ def _turn_record(
             rollups.turns_added(
                 organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
             )
+            billed = next((r.cost_total for r in records if r.is_billing), None)
+            if result is not None:
+                _call_succeed(call, result, cost=billed, turn=turn)
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
         billing = UsageRecord.objects.filter(turn=existing, is_billing=True).first()
-        return existing, billing.cost_total if billing else None
-    billed = next((r.cost_total for r in records if r.is_billing), None)
+        cost = billing.cost_total if billing else None
+        if result is not None:
+            _call_succeed(call, result, cost=cost, turn=existing)
+        return existing, cost
     return turn, billed
