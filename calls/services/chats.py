@@ -242,12 +242,10 @@ def api_call_claim(call_id: int) -> ApiCall | None:
     left running by a killed worker is claimed again: the turn's unique constraint, not the
     claim, makes the recording happen once."""
     waiting = (CallStatus.PENDING, CallStatus.RUNNING)
-    call = (
-        ApiCall.objects.select_related("connection", "chat__organization", "chat__conversation")
-        .filter(pk=call_id, status__in=waiting)
-        .first()
-    )
-    if call is None:
+    calls = ApiCall.objects.select_related("connection", "chat__organization", "chat__conversation")
+    try:  # get, not first: no ORDER BY to build for a primary key
+        call = calls.get(pk=call_id, status__in=waiting)
+    except ApiCall.DoesNotExist:
         return None
     now = timezone.now()
     claimed = ApiCall.objects.filter(pk=call_id, status__in=waiting).update(
