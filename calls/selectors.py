@@ -152,11 +152,12 @@ def endpoint_caller(*, key: str) -> EndpointCaller | None:
     if not key:
         return None
     digest = key_digest(key)
-    organization_id = (
-        EndpointKey.objects.filter(key_hash=digest, revoked__isnull=True)
-        .values_list("organization_id", flat=True)
-        .first()
+    # key_hash is unique: at most one row, so no ORDER BY (first() would compile one on
+    # every request the endpoint serves).
+    found = EndpointKey.objects.filter(key_hash=digest, revoked__isnull=True).values_list(
+        "organization_id", flat=True
     )
+    organization_id = next(iter(found), None)
     if organization_id is None and not settings.COSTLAB_DEV:
         return None
     return EndpointCaller(org_key=f"key:{digest[:32]}", organization_id=organization_id)

@@ -7,7 +7,8 @@ same renderer the analysis uses (prompt tokens), runs it through the same CacheS
 
 State lives in this process, per simulated organization (one per endpoint key): its prompt
 cache, for the retention simulated, and each message it has sent already encoded, so a call
-tokenizes only its new messages (the history is looked up, then hashed block by block).
+tokenizes only its new messages (the history is compared with the previous request's in one
+C-level list comparison, then only the new messages are encoded and hashed block by block).
 The endpoint is meant to be served by one process (threads are fine): another process would
 keep a cache of its own.
 """
@@ -18,10 +19,12 @@ import json
 import random
 import threading
 import zlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import accumulate
 from typing import Any
 
 from conversations.engine.breakpoints import BreakpointSimulator
@@ -51,7 +54,7 @@ _WORDS = (
 ).split()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, but built per call: a frozen init costs a setattr per field
 class SimulatedCall:
     prompt_tokens: int
     cached_tokens: int
@@ -59,7 +62,12 @@ class SimulatedCall:
     write_tokens: int | None  # None: the policy does not report writes
     reply: str
     finish_reason: str
-    miss: str | None  # why the prompt was not (fully) cached, in words
+    reason: MissReason | None  # why the prompt was not (fully) cached
+
+    @property
+    def miss(self) -> str | None:
+        """Why the prompt was not (fully) cached, in words."""
+        return self.reason.describe() if self.reason is not None else None
 
     @property
     def cached_share(self) -> float:
@@ -98,28 +106,46 @@ class _Thread:
         self.renderer = TranscriptRenderer(
             self.slots, profile, cache=encodings, cut_points=cut_points
         )
-        self.last_raw: list[ChatMessage] = []  # the previous request's messages, as sent
+        self.profile, self.cuts = profile, cut_points
+        # The previous request's messages as interned (equal to those it sent, and kept
+        # anyway by the arena): holding the request's own dicts instead would leave freeing
+        # them to the next call. And each one's slot.
+        self.last_messages: list[ChatMessage] = []
         self.last_slots: list[int] = []
 
-    def indices(self, raw: list[ChatMessage], organization: _Organization) -> list[int] | None:
+    def extends(self, raw: Sequence[ChatMessage]) -> bool:
+        """Whether the request repeats this line's previous request and adds to it: one
+        C-level comparison of the messages (exact, and the only look at the history)."""
+        known = len(self.last_messages)
+        return bool(known) and len(raw) >= known and raw[:known] == self.last_messages
+
+    def indices(
+        self,
+        raw: Sequence[ChatMessage],
+        organization: _Organization,
+        *,
+        extends: bool | None = None,
+    ) -> list[int] | None:
         """The slots of a request's messages (None when the arena is full). The part that
-        repeats the previous request is recognised by one C-level list comparison."""
-        known = len(self.last_raw)
-        if known and len(raw) >= known and raw[:known] == self.last_raw:
-            slots, new = self.last_slots, raw[known:]  # extended in place: only ours
+        repeats the previous request keeps its slots (`extends`: already compared)."""
+        if extends if extends is not None else self.extends(raw):
+            messages, slots = self.last_messages, self.last_slots  # grown in place
+            new = raw[len(messages) :]
         else:
-            slots, new = [], raw
+            messages, slots, new = [], [], raw
         for message in new:
             interned = organization.intern(message)
             slot = self.slot_of.get(id(interned))
             if slot is None:
                 if self.used == ARENA_SLOTS:
+                    self.last_messages, self.last_slots = [], []  # partly grown: start over
                     return None
                 slot = self.slot_of[id(interned)] = self.used
                 self.slots[slot] = interned
                 self.used += 1
+            messages.append(interned)
             slots.append(slot)
-        self.last_raw, self.last_slots = raw, slots
+        self.last_messages, self.last_slots = messages, slots
         return slots
 
 
@@ -130,6 +156,17 @@ class _Organization:
     messages: dict[Any, ChatMessage] = field(default_factory=dict)
     encodings: EncodingCache = field(default_factory=EncodingCache)
     threads: OrderedDict[tuple[Any, ...], _Thread] = field(default_factory=OrderedDict)
+    # The thread of the latest request: the next one usually continues it, and is then
+    # recognised by the one comparison of its history (no key to build or hash).
+    latest: _Thread | None = None
+    scopes: dict[str, str] = field(default_factory=dict)  # model -> simulator scope
+
+    def scope(self, org_key: str, model: str) -> str:
+        """As the analysis: a model's cache is its own (one string per model, kept)."""
+        scope = self.scopes.get(model)
+        if scope is None:
+            scope = self.scopes[model] = f"{org_key}\x00{model}"
+        return scope
 
     def intern(self, message: ChatMessage) -> ChatMessage:
         """The first message object seen with this content: its encoding is cached by
@@ -137,6 +174,7 @@ class _Organization:
         if len(self.messages) >= MAX_MESSAGES_PER_ORG:
             self.messages.clear()
             self.threads.clear()
+            self.latest = None
             self.encodings = EncodingCache()
         content = message.get("content")
         if len(message) == 2 and isinstance(content, str):  # the usual {"role", "content"}
@@ -145,28 +183,44 @@ class _Organization:
             key = json.dumps(message, sort_keys=True, default=str)
         return self.messages.setdefault(key, message)
 
-    def render(
-        self,
-        raw: list[ChatMessage],
-        profile: ModelProfile,
-        policy: CachePolicy,
-        body: dict[str, Any],
-    ) -> RenderedRequest:
-        """The request rendered by the thread its first two messages name (a conversation
-        and its system prompt, usually), made or renewed when needed."""
-        cuts = policy.kind == "breakpoints"
+    def _thread(
+        self, raw: Sequence[ChatMessage], profile: ModelProfile, cuts: bool
+    ) -> tuple[_Thread, list[int]]:
+        """The thread its first two messages name, made or renewed when needed, and the
+        request's slots in it."""
         head = tuple(id(self.intern(m)) for m in raw[:2])
         key = (profile, cuts, *head)
         thread = self.threads.get(key)
         slots = thread.indices(raw, self) if thread is not None else None
         if thread is None or slots is None:  # a new line, or its arena is full
-            thread = self.threads[key] = _Thread(profile, self.encodings, cuts)
+            thread = _Thread(profile, self.encodings, cuts)
             slots = thread.indices(raw, self)
             if slots is None:
                 raise ValueError(f"a request of more than {ARENA_SLOTS} messages")
+        self.threads[key] = thread  # (again: interning may have started the threads afresh)
         self.threads.move_to_end(key)
         while len(self.threads) > THREADS_PER_ORG:
             self.threads.popitem(last=False)
+        return thread, slots
+
+    def render(
+        self,
+        raw: Sequence[ChatMessage],
+        profile: ModelProfile,
+        policy: CachePolicy,
+        body: dict[str, Any],
+    ) -> RenderedRequest:
+        """The request rendered by the thread of the latest request when it continues it,
+        else by the thread its first two messages name (a conversation and its system
+        prompt, usually), made or renewed when needed."""
+        cuts = policy.kind == "breakpoints"
+        latest, slots = self.latest, None
+        # The usual next turn: the same line as the latest request, a bit longer.
+        if latest is not None and latest.profile is profile and latest.cuts == cuts:
+            slots = latest.indices(raw, self, extends=True) if latest.extends(raw) else None
+        if latest is None or slots is None:
+            latest, slots = self._thread(raw, profile, cuts)
+        thread = self.latest = latest
         return thread.renderer.render(
             slots,
             tools=body.get("tools") or None,
@@ -184,6 +238,8 @@ class _Endpoint:
         self.prefix: dict[tuple[CachePolicy, int], CacheSimulator] = {}
         self.breakpoints: dict[CachePolicy, BreakpointSimulator] = {}
         self.organizations: dict[str, _Organization] = {}
+        # The latest (policy, retention, simulator): a policy hashes 13 fields to be looked up.
+        self.latest_prefix: tuple[CachePolicy, int, CacheSimulator] | None = None
 
     def process(
         self,
@@ -214,6 +270,11 @@ class _Endpoint:
                 explicit_only=(options or {}).get("mode") == "explicit",
                 ttl_seconds=ttl,
             )
+        latest = self.latest_prefix
+        if latest is not None and latest[0] is policy and latest[1] == retention_seconds:
+            return latest[2].process(
+                rendered, org=scope, prompt_cache_key=key, at=now, ttl_seconds=ttl
+            )
         prefix = self.prefix.get((policy, retention_seconds))
         if prefix is None:
             prefix = self.prefix[(policy, retention_seconds)] = CacheSimulator(
@@ -223,6 +284,7 @@ class _Endpoint:
                 minimum=policy.min_tokens,
                 hit_step=policy.step_tokens,
             )
+        self.latest_prefix = (policy, retention_seconds, prefix)
         return prefix.process(rendered, org=scope, prompt_cache_key=key, at=now, ttl_seconds=ttl)
 
 
@@ -256,13 +318,15 @@ def simulate_usage(
     raw_messages: Sequence[ChatMessage] = body["messages"]
     model = str(body.get("model") or "")
     with state.lock:  # the renderer and the simulators are not thread-safe
-        organization = state.organizations.setdefault(org_key, _Organization())
-        rendered = organization.render(list(raw_messages), profile, policy, body)
+        organization = state.organizations.get(org_key)
+        if organization is None:
+            organization = state.organizations[org_key] = _Organization()
+        rendered = organization.render(raw_messages, profile, policy, body)
         outcome = state.process(
             rendered,
             policy=policy,
             retention_seconds=retention_seconds,
-            scope=f"{org_key}\x00{model}",  # as the analysis: a model's cache is its own
+            scope=organization.scope(org_key, model),
             body=body,
             now=now,
         )
@@ -275,7 +339,7 @@ def simulate_usage(
         reply=reply,
         # A reply cut at the request's limit (or ours) ends for "length", as on the API.
         finish_reason="length" if limit or wanted > MAX_REPLY_TOKENS else "stop",
-        miss=outcome.reason.describe() if outcome.reason is not None else None,
+        reason=outcome.reason,
     )
 
 
@@ -288,22 +352,26 @@ def _seed(messages: Sequence[ChatMessage]) -> int:
     return zlib.crc32(text.encode())
 
 
-# Replies are slices of one long deterministic tape of words per encoding: a reply costs one
-# C-level join of its own length, and the tape is checked once to be a token per word.
+# Replies are slices of one long deterministic tape of words per encoding, kept as one string
+# with each word's offset: a reply is one slice of its own length, and the tape is checked
+# once to be a token per word.
 _TAPE_WORDS = 1 << 15
 
 
 @cache
-def _tape(encoding: str) -> tuple[str, ...]:
+def _tape(encoding: str) -> tuple[str, array[int]]:
     """Words, each one token with its leading space in this encoding, in a fixed random order
-    that tokenizes to exactly one token a word (checked)."""
+    that tokenizes to exactly one token a word (checked): the text, and where each word
+    starts in it (one more offset: the end)."""
     enc = get_encoding(encoding)
     words = sorted({w for w in _WORDS if len(enc.encode_ordinary(" " + w)) == 1}) or ["the"]
     rng = random.Random(11)
-    tape = tuple(" " + rng.choice(words) for _ in range(_TAPE_WORDS + MAX_REPLY_TOKENS))
-    if len(enc.encode_ordinary("".join(tape))) != len(tape):  # pragma: no cover
-        return (" the",) * len(tape)  # a merge across words: the plainest text instead
-    return tape
+    tape = [" " + rng.choice(words) for _ in range(_TAPE_WORDS + MAX_REPLY_TOKENS)]
+    text = "".join(tape)
+    if len(enc.encode_ordinary(text)) != len(tape):  # pragma: no cover
+        tape = [" the"] * len(tape)  # a merge across words: the plainest text instead
+        text = "".join(tape)
+    return text, array("q", accumulate(map(len, tape), initial=0))
 
 
 def reply_text(encoding: str, tokens: int, *, seed: int) -> str:
@@ -311,5 +379,6 @@ def reply_text(encoding: str, tokens: int, *, seed: int) -> str:
     the seed picks where on the tape it starts."""
     if tokens <= 0:
         return ""
+    text, offsets = _tape(encoding)
     start = seed % _TAPE_WORDS
-    return "".join(_tape(encoding)[start : start + min(tokens, MAX_REPLY_TOKENS)])
+    return text[offsets[start] : offsets[start + min(tokens, MAX_REPLY_TOKENS)]]

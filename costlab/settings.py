@@ -283,6 +283,10 @@ CELERY_TASK_DEFAULT_QUEUE = os.getenv("CELERY_QUEUE", "costlab")
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "false")
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Database connections outlive a task (costlab/celery.py closes the broken and the old ones
+# around each task, as Django does around requests); Celery's fixup then closes them only
+# every 2 x this many tasks.
+CELERY_DB_REUSE_MAX = envint("CELERY_DB_REUSE_MAX", 1000)
 
 # Crash recovery (costlab/heartbeat.py): a running job stamps its row every HEARTBEAT seconds;
 # one silent for STALE seconds lost its worker, and the sweep (Celery beat, every SWEEP seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -144,6 +144,49 @@ def test_it_recomputes_the_rollups_of_repriced_usage(org: Organization) -> None:
         Decimal(0),
     )
     assert totals.cost == raw
+
+
+def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
+    org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live call's statements are built once per time zone and reused with the real ids:
+    turn by turn, in two organizations of two time zones, the rollups end up exact."""
+    monkeypatch.setattr(rollups, "_templates", {})
+    tokyo = OrganizationFactory.create(time_zone="Asia/Tokyo")
+    for organization, seed in ((org, 21), (tokyo, 22)):
+        transcripts_store(
+            organization=organization, transcripts=_transcripts(random.Random(seed), 8)
+        )
+        rollups.organization_forget(organization=organization)  # as if none were added yet
+    for organization in (org, tokyo):
+        records = UsageRecord.objects.filter(organization=organization, is_billing=True)
+        turns = list(records.order_by("turn_id").values_list("turn_id", "conversation_id"))
+        assert len(turns) > 10
+        for n, (turn, conversation) in enumerate(turns):
+            # With the caller's conversation, or the one the records name.
+            with CaptureQueriesContext(connection) as statements:
+                rollups.turns_added(
+                    organization=organization,
+                    turn_ids=[turn],
+                    conversation_ids=[conversation] if n % 2 else None,
+                )
+            if connection.vendor == "postgresql" and n % 2:  # all six in one round trip
+                assert len(statements) == 1
+        assert_exact(organization)
+    assert sorted(key[2] for key in rollups._templates) == ["America/Los_Angeles", "Asia/Tokyo"]
+
+
+def test_a_statement_template_refuses_stand_ins_it_cannot_swap() -> None:
+    def inlined(organization: Organization, ids: list[int]) -> list[tuple[str, Sequence[Any]]]:
+        return [(f"SELECT {organization.pk}, %s", [ids[0]])]
+
+    def dropped(organization: Organization, ids: list[int]) -> list[tuple[str, Sequence[Any]]]:
+        return [("SELECT %s", [organization.pk])]
+
+    with pytest.raises(RuntimeError, match="written into"):
+        rollups._template(("test", "inlined"), inlined, "UTC", [1])
+    with pytest.raises(RuntimeError, match="missing"):
+        rollups._template(("test", "dropped"), dropped, "UTC", [1])
 
 
 def test_it_recomputes_the_rollups_a_deleted_conversation_reached(org: Organization) -> None:

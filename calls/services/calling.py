@@ -24,6 +24,7 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -283,8 +284,9 @@ def chat_completion_call(
     last = "no attempt made"
     for number in range(1, attempts + 1):
         charged = _wait_for_budget(connection, request, sleep, deadline)
-        attempt = CallAttempt.objects.create(call=call, number=number)
-        ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
+        with transaction.atomic():  # the attempt and its count: one commit
+            attempt = CallAttempt.objects.create(call=call, number=number)
+            ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
         started = time.monotonic()
         try:
             result, first = _send(client, request, started)
@@ -315,7 +317,16 @@ def chat_completion_call(
         attempt.ttft_ms = first
         attempt.usage = result.usage
         attempt.response_id = result.response_id[:200]
-        attempt.save()
+        attempt.save(
+            update_fields=[
+                "outcome",
+                "status_code",
+                "latency_ms",
+                "ttft_ms",
+                "usage",
+                "response_id",
+            ]
+        )
         return result
     raise CallFailed(f"gave up after {attempts} attempts: {last}")
 
@@ -333,5 +344,7 @@ def _attempt_fail(attempt: CallAttempt, verdict: _Verdict, started: float) -> No
     attempt.error = verdict.message[:2000]
     attempt.latency_ms = int((time.monotonic() - started) * 1000)
     attempt.retry_after_seconds = verdict.retry_after
-    attempt.save()
+    attempt.save(
+        update_fields=["outcome", "status_code", "error", "latency_ms", "retry_after_seconds"]
+    )
     logger.info("call %s attempt %s: %s", attempt.call_id, attempt.number, verdict.outcome)

@@ -241,22 +241,32 @@ def api_call_claim(call_id: int) -> ApiCall | None:
     """Mark the call running, unless it is finished already (a re-delivered task). A call
     left running by a killed worker is claimed again: the turn's unique constraint, not the
     claim, makes the recording happen once."""
-    claimed = ApiCall.objects.filter(
-        pk=call_id, status__in=(CallStatus.PENDING, CallStatus.RUNNING)
-    ).update(status=CallStatus.RUNNING, started_at=timezone.now())
-    if not claimed:
+    waiting = (CallStatus.PENDING, CallStatus.RUNNING)
+    calls = ApiCall.objects.select_related("connection", "chat__organization", "chat__conversation")
+    try:  # get, not first: no ORDER BY to build for a primary key
+        call = calls.get(pk=call_id, status__in=waiting)
+    except ApiCall.DoesNotExist:
         return None
-    # The turn an earlier delivery may have recorded comes with the call (recorded_turn_id).
-    recorded = Turn.objects.filter(
-        conversation_id=OuterRef("chat__conversation_id"), index=OuterRef("index")
-    ).values("pk")[:1]
-    return (
-        ApiCall.objects.select_related(
-            "connection", "chat__organization", "chat__conversation__organization"
-        )
-        .annotate(recorded_turn_id=Subquery(recorded))
-        .get(pk=call_id)
+    now = timezone.now()
+    claimed = ApiCall.objects.filter(pk=call_id, status__in=waiting).update(
+        status=CallStatus.RUNNING, started_at=now
     )
+    if not claimed:  # finished meanwhile by another delivery
+        return None
+    delivered_before = call.status == CallStatus.RUNNING
+    call.status, call.started_at = CallStatus.RUNNING, now
+    recorded = None
+    if delivered_before and call.chat is not None and call.index is not None:
+        # Claimed before: that delivery may have recorded the turn before it died. (A call
+        # still pending was never claimed, so it has no turn: no query for it.)
+        recorded = (
+            Turn.objects.filter(conversation_id=call.chat.conversation_id, index=call.index)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    # Not a field: what .annotate() would add, read by _chat_turn_run.
+    call.recorded_turn_id = recorded  # type: ignore[attr-defined]
+    return call
 
 
 def api_call_run(call_id: int) -> None:
@@ -372,8 +382,7 @@ def _chat_turn_run(call: ApiCall) -> None:
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
         return
-    turn, cost = _turn_record(call, result, messages=messages)
-    _call_succeed(call, result, cost=cost, turn=turn)
+    _turn_record(call, result, messages=messages)  # and the call marked succeeded with it
 
 
 def _analysis(
@@ -420,7 +429,9 @@ def _turn_record(
 ) -> tuple[Turn | None, Decimal | None]:
     """The turn of this call, written once (a second writer hits the unique constraint and
     leaves the first one's rows as they are), and what it is billed. `messages`: the
-    request's messages as the caller read them (index 0 to request_end), if it did."""
+    request's messages as the caller read them (index 0 to request_end), if it did. With a
+    `result`, the call is marked succeeded in the same transaction as its turn (one commit,
+    and no moment where the turn is there but its call still running)."""
     chat = call.chat
     assert chat is not None and call.index is not None
     conversation = chat.conversation
@@ -469,10 +480,15 @@ def _turn_record(
             rollups.turns_added(
                 organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
             )
+            billed = next((r.cost_total for r in records if r.is_billing), None)
+            if result is not None:
+                _call_succeed(call, result, cost=billed, turn=turn)
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
         billing = UsageRecord.objects.filter(turn=existing, is_billing=True).first()
-        return existing, billing.cost_total if billing else None
-    billed = next((r.cost_total for r in records if r.is_billing), None)
+        cost = billing.cost_total if billing else None
+        if result is not None:
+            _call_succeed(call, result, cost=cost, turn=existing)
+        return existing, cost
     return turn, billed

@@ -3,6 +3,7 @@ the engine bills it, per simulated organization, streaming, faults on demand, ke
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -19,9 +20,10 @@ from calls import simulated
 from calls.models import EndpointKey
 from calls.services.connections import endpoint_key_issue, endpoint_key_revoke
 from conversations.engine import messages as engine_messages
+from conversations.engine.cache import CacheSimulator
 from conversations.engine.cache_policy import PREFIX_128
 from conversations.engine.profiles import default_profile
-from conversations.engine.render import count_request
+from conversations.engine.render import TranscriptRenderer, count_request
 from conversations.engine.vocabulary import get_encoding
 from conversations.models import Role
 from tests.factories import MembershipFactory, OrganizationFactory
@@ -273,6 +275,44 @@ def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPat
         messages.append({"role": "assistant", "content": call.reply})
     # Each message encoded once, though the last request sent eight.
     assert len(encoded) == len(set(encoded)) == 8
+
+
+def test_interleaved_and_edited_conversations_bill_as_a_fresh_render_would() -> None:
+    """Two conversations on one key take turns, one re-sends a request unchanged, one edits
+    an early message without changing its length: each call's usage equals what a fresh
+    render of the whole request, through a simulator of its own, gives."""
+    profile = default_profile("gpt-4o")
+    oracle = CacheSimulator(600, rpm_limit=PREFIX_128.overflow_rpm, minimum=1024)
+    system = {"role": "system", "content": "You answer for ACME. " + "Cite the policy. " * 300}
+    lines: dict[str, list[dict[str, Any]]] = {"a": [system], "b": [system]}
+    plan = ["a", "b", "a", "b", "a", "a=", "b", "a!", "b", "a"]
+    for turn, step in enumerate(plan):
+        line = lines[step[0]]
+        if step.endswith("!"):  # an early question, same length, one letter changed
+            line[1] = {"role": "user", "content": line[1]["content"].replace("q", "Q", 1)}
+        elif not step.endswith("="):  # "=": the same request again
+            line.append({"role": "user", "content": f"{step} question {turn}: " + "why? " * 40})
+        # As JSON gives it: new dicts, new strings.
+        sent = json.loads(json.dumps(line))
+        now = 1000.0 + turn
+        call = simulated.simulate_usage(
+            org_key="o",
+            body={"model": "gpt-4o", "messages": sent},
+            now=now,
+            profile=profile,
+            policy=PREFIX_128,
+            retention_seconds=600,
+            default_reply_tokens=30,
+        )
+        fresh = TranscriptRenderer(json.loads(json.dumps(line)), profile).render(
+            list(range(len(line)))
+        )
+        expected = oracle.process(fresh, org="o\x00gpt-4o", at=now)
+        assert (call.prompt_tokens, call.cached_tokens) == (fresh.length, expected.cached_tokens)
+        if step == "a!":
+            assert 0 < call.cached_tokens < fresh.length - 200  # the edit broke the prefix
+        if not step.endswith("="):
+            line.append({"role": "assistant", "content": call.reply})
 
 
 def test_it_reports_a_write_then_exact_reads_on_a_breakpoint_model(sdk: openai.OpenAI) -> None:
