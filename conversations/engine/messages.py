@@ -228,6 +228,54 @@ def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
     return json.dumps({"tool_uses": uses}, separators=(",", ":"), ensure_ascii=False)
 
 
+def parallel_results(messages: list[ChatMessage]) -> set[int]:
+    """Indices of the tool results that answer an assistant message with several tool calls
+    (the results up to the next message of another role)."""
+    found: set[int] = set()
+    calls = 0
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "assistant":
+            tool_calls = message.get("tool_calls")
+            calls = len(tool_calls) if isinstance(tool_calls, list) else 0
+        elif role == "tool" and calls > 1:
+            found.add(index)
+        elif role != "tool":
+            calls = 0
+    return found
+
+
+def _ascii_escaped(text: str) -> str:
+    """Text with each non-ASCII character as its JSON escape (`°` -> `\\u00b0`)."""
+    if text.isascii():
+        return text
+    return "".join(char if char.isascii() else json.dumps(char)[1:-1] for char in text)
+
+
+def as_parallel_result(message: ChatMessage) -> ChatMessage:
+    """A result of a parallel call as the model sees it: its non-ASCII characters escaped
+    as in JSON, quotes and newlines kept. After a single call the same results count raw
+    (ruby_llm.jsonl lines 100-120 and 133-207, 31 calls with `°C` in a result, exact); after
+    a parallel call raw they were 4 tokens short per `°`, exact escaped: openinference.jsonl
+    line 11 (`72°F`), ruby_llm.jsonl lines 92 and 194 (one and two `°C`); closer on
+    ruby-openai.jsonl line 4 (-12 to +2), activeagent.jsonl line 69, crewai.jsonl line 607,
+    openinference.jsonl line 26. Results in plain ASCII are unchanged (pydantic-ai.jsonl,
+    elastic-otel-python.jsonl, otel-python-contrib.jsonl, activeagent.jsonl lines 19-23,
+    whose results have quotes and newlines, stay exact)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": _ascii_escaped(content)}
+    if isinstance(content, list):
+        parts = [
+            {**part, "text": _ascii_escaped(part["text"])}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else part
+            for part in content
+        ]
+        return {**message, "content": parts}
+    return message
+
+
 def _addressed_length(enc: tiktoken.Encoding, name: object) -> int:
     """A function's name where the round addresses it, `functions.<name>`: usually the dot
     merges with the name's first token and it counts as the name alone, but "calculator" is
@@ -414,12 +462,17 @@ class MessageTokens:
         self.retain = False
         self._released = False
         self._early: set[int] = set()
+        # Results of a parallel call (as_parallel_result): the gpt-5 family keeps calls apart.
+        self._parallel = set() if profile.harmony else parallel_results(messages)
 
     def _encode(self, index: int) -> bytes:
         message = self.messages[index]
+        parallel = index in self._parallel
+        if parallel:
+            message = as_parallel_result(message)
         if self._released:  # diagnosis reading back after the analysis: a small LRU
             return _reencode(self.profile, json.dumps(message, sort_keys=True, default=str))
-        if self._cache is not None:
+        if self._cache is not None and not parallel:  # the cache holds messages as sent
             encoded = _cached_encode(self._cache, message, self.profile)
         else:
             encoded = encode_message(message, self.profile)

@@ -26,8 +26,10 @@ from .messages import (
     EARLY_TOKENS,
     EncodingCache,
     MessageTokens,
+    as_parallel_result,
     encode_message,
     encode_text,
+    parallel_results,
     role_tokens,
     unknown_size_parts,
 )
@@ -273,7 +275,13 @@ def count_request(
     """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
     after_system = system_tail(messages)
     total = len(encode_header(tools, response_format, profile, after_system=after_system))
-    total += sum(encode_message(message, profile).length for message in messages)
+    parallel = set() if profile.harmony else parallel_results(messages)
+    total += sum(
+        encode_message(
+            as_parallel_result(message) if index in parallel else message, profile
+        ).length
+        for index, message in enumerate(messages)
+    )
     total += len(structured_reply_tokens(response_format, messages, profile))
     return total + len(priming_tokens(profile)) + len(forced_call_tokens(tool_choice, profile))
 

@@ -126,6 +126,36 @@ def test_it_counts_parallel_calls_as_one_multi_tool_use_call() -> None:
     assert apart.body > one.body
 
 
+def test_it_escapes_non_ascii_in_the_results_of_a_parallel_call_only() -> None:
+    def call(city: str) -> dict[str, object]:
+        arguments = f'{{"city": "{city}"}}'
+        return {"id": city, "type": "function", "function": {"name": "w", "arguments": arguments}}
+
+    def result(city: str) -> dict[str, object]:
+        return {"role": "tool", "tool_call_id": city, "content": '15°C, "dry"\n'}
+
+    two = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]},
+        result("Paris"),
+        result("Rome"),
+        {"role": "assistant", "content": "Mild.", "tool_calls": [call("Oslo")]},
+        result("Oslo"),
+    ]
+    assert messages.parallel_results(two) == {2, 3}
+    escaped = messages.as_parallel_result(two[2])
+    assert escaped["content"] == '15\\u00b0C, "dry"\n'  # quotes and newlines kept
+    assert two[2]["content"] == '15°C, "dry"\n'  # the message itself is left alone
+    profile = default_profile("gpt-4o-mini")
+    tokens = messages.MessageTokens(two, profile)
+    assert tokens.length(2) == encode_message(escaped, profile).length
+    assert tokens.length(2) > encode_message(two[2], profile).length
+    assert tokens.length(5) == encode_message(two[5], profile).length  # after a single call
+    # the gpt-5 family keeps calls apart: their results count as sent
+    apart = messages.MessageTokens(two, default_profile("gpt-5-nano"))
+    assert apart.length(2) == encode_message(two[2], default_profile("gpt-5-nano")).length
+
+
 def test_it_tokenizes_adjacent_text_parts_as_one_text() -> None:
     profile = default_profile("gpt-4.1-nano")
     parts = [
