@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conversations.engine import messages
 from conversations.engine.messages import encode_message
 from conversations.engine.profiles import default_profile
 from conversations.engine.sequences import unpack
+from conversations.engine.types import ChatMessage
 from conversations.engine.vocabulary import ENCODINGS, get_encoding
 
 
@@ -127,14 +130,14 @@ def test_it_counts_parallel_calls_as_one_multi_tool_use_call() -> None:
 
 
 def test_it_escapes_non_ascii_in_the_results_of_a_parallel_call_only() -> None:
-    def call(city: str) -> dict[str, object]:
+    def call(city: str) -> dict[str, Any]:
         arguments = f'{{"city": "{city}"}}'
         return {"id": city, "type": "function", "function": {"name": "w", "arguments": arguments}}
 
-    def result(city: str) -> dict[str, object]:
+    def result(city: str) -> ChatMessage:
         return {"role": "tool", "tool_call_id": city, "content": '15°C, "dry"\n'}
 
-    two = [
+    two: list[ChatMessage] = [
         {"role": "user", "content": "Weather?"},
         {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]},
         result("Paris"),
