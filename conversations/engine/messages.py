@@ -295,7 +295,10 @@ def _encode_tool_calls(
     result adds (the function name again, `round_tokens`). Several calls in one message are
     one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON, plus
     PARALLEL_CALL_TOKENS per call; None where calls stay separate messages). The legacy
-    `function_call` is counted as a call without a result message of role tool."""
+    `function_call` and its `function` result are the same round as a single tool call, at
+    the same cost (openai-dotnet.jsonl lines 118 and 120: 5 short without the round's
+    tokens, 6 over with the round and the result's `name` both counted; exact with the
+    round, the name being its function's)."""
     tokens: list[int] = []
     extra = 0
     functions = [
@@ -314,7 +317,8 @@ def _encode_tool_calls(
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         tokens += encode_text(enc, legacy.get("name"))
-        tokens += encode_text(enc, legacy.get("arguments"))
+        tokens += encode_text(enc, _compact_arguments(legacy.get("arguments")))
+        extra += _addressed_length(enc, legacy.get("name")) + round_tokens
     return tokens, extra
 
 
@@ -377,8 +381,9 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
         body += calls
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
-    # tool_call_id nor a `name` some clients add (openinference.jsonl line 47) is shown.
-    name = message.get("name") if role != "tool" else None
+    # tool_call_id nor a `name` some clients add (openinference.jsonl line 47) is shown;
+    # nor the `name` of a legacy `function` result, which is that function's.
+    name = message.get("name") if role not in ("tool", "function") else None
     author = [*role_tokens(profile.encoding, role)]
     overhead = profile.tokens_per_message + round_tokens
     if isinstance(name, str) and name:

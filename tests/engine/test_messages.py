@@ -159,6 +159,34 @@ def test_it_escapes_non_ascii_in_the_results_of_a_parallel_call_only() -> None:
     assert apart.length(2) == encode_message(two[2], default_profile("gpt-5-nano")).length
 
 
+def test_a_legacy_function_round_costs_what_a_tool_round_costs() -> None:
+    profile = default_profile("gpt-4o-mini")
+    arguments = '{"month": "February"}'
+    tool_round: list[ChatMessage] = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "color_for", "arguments": arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "chartreuse"},
+    ]
+    legacy_round: list[ChatMessage] = [
+        {"role": "assistant", "function_call": {"name": "color_for", "arguments": arguments}},
+        {"role": "function", "name": "color_for", "content": "chartreuse"},
+    ]
+
+    def length(round_: list[ChatMessage]) -> int:
+        return sum(encode_message(message, profile).length for message in round_)
+
+    assert length(legacy_round) == length(tool_round)
+
+
 def test_it_tokenizes_adjacent_text_parts_as_one_text() -> None:
     profile = default_profile("gpt-4.1-nano")
     parts = [
