@@ -26,8 +26,8 @@ from .messages import (
     EARLY_TOKENS,
     EncodingCache,
     MessageTokens,
-    as_parallel_result,
     encode_message,
+    encode_parallel_result,
     encode_text,
     parallel_results,
     role_tokens,
@@ -275,13 +275,15 @@ def count_request(
     """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
     after_system = system_tail(messages)
     total = len(encode_header(tools, response_format, profile, after_system=after_system))
-    parallel = set() if profile.harmony else parallel_results(messages)
-    total += sum(
-        encode_message(
-            as_parallel_result(message) if index in parallel else message, profile
-        ).length
-        for index, message in enumerate(messages)
-    )
+    parallel = {} if profile.harmony else parallel_results(messages)
+    for index, message in enumerate(messages):
+        place = parallel.get(index)
+        encoded = (
+            encode_message(message, profile)
+            if place is None
+            else encode_parallel_result(message, place, profile)
+        )
+        total += encoded.length
     total += len(structured_reply_tokens(response_format, messages, profile))
     return total + len(priming_tokens(profile)) + len(forced_call_tokens(tool_choice, profile))
 

@@ -97,66 +97,70 @@ def test_it_counts_text_with_a_lone_surrogate_like_encode_ordinary() -> None:
     assert encoded.length == encoded.body + 4
 
 
+def _call(city: str) -> dict[str, Any]:
+    arguments = f'{{"city": "{city}"}}'
+    return {"id": city, "type": "function", "function": {"name": "w", "arguments": arguments}}
+
+
 def test_it_counts_parallel_calls_as_one_multi_tool_use_call() -> None:
     profile = default_profile("gpt-4o")
     enc = get_encoding("o200k_base")
-
-    def call(city: str) -> dict[str, object]:
-        arguments = f'{{"city": "{city}"}}'
-        return {"type": "function", "function": {"name": "get_weather", "arguments": arguments}}
-
     both = encode_message(
-        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]},
+        {"role": "assistant", "content": None, "tool_calls": [_call("Paris"), _call("Rome")]},
         profile,
     )
     wrapper = (
-        '{"tool_uses":[{"recipient_name":"functions.get_weather","parameters":{"city":"Paris"}},'
-        '{"recipient_name":"functions.get_weather","parameters":{"city":"Rome"}}]}'
+        '{"tool_uses":[{"recipient_name":"functions.w","parameters":{"city":"Paris"}},'
+        '{"recipient_name":"functions.w","parameters":{"city":"Rome"}}]}'
     )
     assert both.body == len(enc.encode(wrapper))
-    # framing and role, then 4 tokens per call and 4 once, whatever the functions' names
-    results = 2 * messages.PARALLEL_CALL_TOKENS + messages.PARALLEL_TOKENS
-    assert results == 12
-    assert len(both.tokens) == 3 + 1 + both.body + results
+    # framing and role only: the call's own cost is counted with its results
+    assert len(both.tokens) == 3 + 1 + both.body
     # the gpt-5 family keeps the calls apart: two rounds
     gpt5 = default_profile("gpt-5-nano")
     apart = encode_message(
-        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]}, gpt5
+        {"role": "assistant", "content": None, "tool_calls": [_call("Paris"), _call("Rome")]},
+        gpt5,
     )
     one = encode_message(
-        {"role": "assistant", "content": None, "tool_calls": [call("Paris")]}, gpt5
+        {"role": "assistant", "content": None, "tool_calls": [_call("Paris")]}, gpt5
     )
     assert apart.body > one.body
 
 
-def test_it_escapes_non_ascii_in_the_results_of_a_parallel_call_only() -> None:
-    def call(city: str) -> dict[str, Any]:
-        arguments = f'{{"city": "{city}"}}'
-        return {"id": city, "type": "function", "function": {"name": "w", "arguments": arguments}}
+def test_the_results_of_a_parallel_call_are_one_json_array() -> None:
+    def result(city: str, content: str) -> ChatMessage:
+        return {"role": "tool", "tool_call_id": city, "content": content}
 
-    def result(city: str) -> ChatMessage:
-        return {"role": "tool", "tool_call_id": city, "content": '15°C, "dry"\n'}
-
-    two: list[ChatMessage] = [
+    transcript: list[ChatMessage] = [
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]},
-        result("Paris"),
-        result("Rome"),
-        {"role": "assistant", "content": "Mild.", "tool_calls": [call("Oslo")]},
-        result("Oslo"),
+        {"role": "assistant", "content": None, "tool_calls": [_call(c) for c in "ABC"]},
+        result("A", '15°C, "dry"\n'),
+        result("B", '{"temp":15,  "sky": "clear"}'),
+        result("C", "[not json"),
+        {"role": "assistant", "content": "Mild.", "tool_calls": [_call("D")]},
+        result("D", "15°C"),
     ]
-    assert messages.parallel_results(two) == {2, 3}
-    escaped = messages.as_parallel_result(two[2])
-    assert escaped["content"] == '15\\u00b0C, "dry"\n'  # quotes and newlines kept
-    assert two[2]["content"] == '15°C, "dry"\n'  # the message itself is left alone
+    places = messages.parallel_results(transcript)
+    assert sorted(places) == [2, 3, 4]
+    texts = [messages.parallel_result_text(transcript[i], places[i]) for i in (2, 3, 4)]
+    # Python's json.dumps: non-ASCII escaped, quotes escaped, a JSON object as its value
+    array = '["15\\u00b0C, \\"dry\\"\\n", {"temp": 15, "sky": "clear"}, "[not json"]'
+    assert "".join(texts) == array
     profile = default_profile("gpt-4o-mini")
-    tokens = messages.MessageTokens(two, profile)
-    assert tokens.length(2) == encode_message(escaped, profile).length
-    assert tokens.length(2) > encode_message(two[2], profile).length
-    assert tokens.length(5) == encode_message(two[5], profile).length  # after a single call
+    enc = get_encoding("o200k_base")
+    tokens = messages.MessageTokens(transcript, profile)
+    # cut after each comma, the shares tokenize as the whole array; the first carries the
+    # framing of the call and its results
+    shares = sum(tokens.length(i) for i in (2, 3, 4))
+    assert shares == len(enc.encode(array)) + messages.PARALLEL_TOKENS
+    assert tokens.length(3) == len(enc.encode(texts[1]))
+    # after a single call a result counts as sent
+    assert tokens.length(6) == encode_message(transcript[6], profile).length
     # the gpt-5 family keeps calls apart: their results count as sent
-    apart = messages.MessageTokens(two, default_profile("gpt-5-nano"))
-    assert apart.length(2) == encode_message(two[2], default_profile("gpt-5-nano")).length
+    gpt5 = default_profile("gpt-5-nano")
+    apart = messages.MessageTokens(transcript, gpt5)
+    assert apart.length(2) == encode_message(transcript[2], gpt5).length
 
 
 def test_a_legacy_function_round_costs_what_a_tool_round_costs() -> None:
