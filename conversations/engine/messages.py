@@ -200,16 +200,21 @@ def _compact_arguments(arguments: object) -> object:
 # (profiles.ModelProfile.tool_round_tokens: 4 more on the gpt-5 family.)
 
 
-# Several calls in one message: the wrapper's JSON (_parallel_call_text), then 4 tokens per
-# call and 4 once, whatever the functions' names (the results' author is not each function, as
-# it is after a single call). Two-call messages, 12 beyond the JSON on six sources:
-# elastic-otel-python.jsonl lines 40-63, otel-python-contrib.jsonl lines 13-31, openai-dotnet.jsonl
-# lines 126-128, openinference.jsonl line 20, pydantic-ai.jsonl lines 10-99 (14 calls, names of
-# 2 to 3 tokens each); three calls, 16: activeagent.jsonl lines 19-23 (and 12 for its two-call
-# message). mirascope.jsonl lines 62-84 and 288-294 count one fewer (11). The gpt-5 family keeps
-# calls apart (crewai.jsonl lines 83-106: three calls in one message, exact as three rounds).
-PARALLEL_TOKENS = 4
-PARALLEL_CALL_TOKENS = 4
+# Several calls in one message: one call of `multi_tool_use.parallel` whose JSON lists them
+# (_parallel_call_text), and their results one message whose text is a JSON array of them
+# (parallel_result_text), together 16 tokens beyond the two JSON texts, whatever the number
+# of calls and the functions' names (the results' author is not each function, as it is
+# after a single call). Exact so on 62 of the 63 such calls of 10 sources, two and three
+# calls a message (the old rule, 4 tokens per call and per result and 4 once over the results
+# as sent, was exact on 26 and missed by -75 to +500): elastic-otel-python.jsonl lines 40-63,
+# otel-python-contrib.jsonl lines 13-31, openai-dotnet.jsonl lines 126-128, pydantic-ai.jsonl
+# lines 10-99, mirascope.jsonl lines 62-84 and 288-294, openinference.jsonl lines 11-26 and
+# 121-124, activeagent.jsonl lines 19-23 and 69, crewai.jsonl lines 100 and 809-816,
+# ruby_llm.jsonl lines 90-92 and 194, ruby-openai.jsonl line 4. crewai.jsonl line 607 (gpt-4o,
+# 2026-03) is 9 over: exact if its three non-ASCII characters were not escaped. The gpt-5
+# family keeps calls apart (crewai.jsonl lines 83-106: three calls in one message, exact as
+# three rounds).
+PARALLEL_TOKENS = 16
 
 
 def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
@@ -228,6 +233,88 @@ def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
     return json.dumps({"tool_uses": uses}, separators=(",", ":"), ensure_ascii=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ParallelResult:
+    """Where a tool result stands in the results of a parallel call."""
+
+    first: bool
+    last: bool
+
+
+def parallel_results(messages: list[ChatMessage]) -> dict[int, ParallelResult]:
+    """The tool results that answer an assistant message with several tool calls (the
+    results up to the next message of another role), by index."""
+    groups: list[list[int]] = []
+    calls = 0
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "assistant":
+            tool_calls = message.get("tool_calls")
+            calls = len(tool_calls) if isinstance(tool_calls, list) else 0
+            groups.append([])
+        elif role == "tool" and calls > 1:
+            groups[-1].append(index)
+        elif role != "tool":
+            calls = 0
+    return {
+        index: ParallelResult(first=index == group[0], last=index == group[-1])
+        for group in groups
+        for index in group
+    }
+
+
+def _result_value(content: object) -> object:
+    """A result as the array holds it: a text that is a JSON object or array as that value
+    (openinference.jsonl lines 23-25, JSON results of 5,000 tokens: -71 and +500 counted as
+    text, exact as values; activeagent.jsonl line 69, openinference.jsonl lines 121-124),
+    any other text as a string; text parts joined."""
+    if isinstance(content, list):
+        content = "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    if not isinstance(content, str):
+        return ""
+    if content[:1] in ("{", "["):
+        try:
+            value = json.loads(content)
+        except ValueError:
+            return content
+        if isinstance(value, (dict, list)):
+            return value
+    return content
+
+
+def parallel_result_text(message: ChatMessage, place: ParallelResult) -> str:
+    """This result's share of the results' JSON array, as Python's json.dumps writes it
+    (`", "` and `": "` separators, non-ASCII escaped: `°` is `\\u00b0`, 4 tokens more than
+    after a single call; ruby_llm.jsonl lines 92 and 194, ruby-openai.jsonl line 4): `[` before
+    the first, `,` after all but the last, `]` after it. Cut after the comma, before the space,
+    the shares tokenize as the whole array does."""
+    text = json.dumps(_result_value(message.get("content")))
+    return ("[" if place.first else " ") + text + ("]" if place.last else ",")
+
+
+def encode_parallel_result(
+    message: ChatMessage, place: ParallelResult, profile: ModelProfile
+) -> EncodedMessage:
+    """A result of a parallel call: its share of the array; the first carries the framing
+    (PARALLEL_TOKENS). Parts other than text (an image in a result) count as elsewhere."""
+    enc = get_encoding(profile.encoding)
+    body = encode_text(enc, parallel_result_text(message, place))
+    content = message.get("content")
+    unknown = 0
+    if isinstance(content, list):
+        others = [
+            part for part in content if not (isinstance(part, dict) and part.get("type") == "text")
+        ]
+        extra, unknown = _encode_parts(enc, others, profile)
+        body += extra
+    tokens = with_overhead(START, PARALLEL_TOKENS, body) if place.first else body
+    return EncodedMessage(pack(tokens), body=len(body), unknown_images=unknown)
+
+
 def _addressed_length(enc: tiktoken.Encoding, name: object) -> int:
     """A function's name where the round addresses it, `functions.<name>`: usually the dot
     merges with the name's first token and it counts as the name alone, but "calculator" is
@@ -241,13 +328,16 @@ def _addressed_length(enc: tiktoken.Encoding, name: object) -> int:
 
 
 def _encode_tool_calls(
-    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int, parallel: int | None
+    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int, parallel: bool
 ) -> tuple[list[int], int]:
     """Function name and compact arguments of each tool call (the body), and the tokens its
     result adds (the function name again, `round_tokens`). Several calls in one message are
-    one `multi_tool_use.parallel` call (`parallel`: its framing beyond the wrapper's JSON, plus
-    PARALLEL_CALL_TOKENS per call; None where calls stay separate messages). The legacy
-    `function_call` is counted as a call without a result message of role tool."""
+    one `multi_tool_use.parallel` call where `parallel` (its framing is counted with the
+    results, encode_parallel_result), else separate calls. The legacy
+    `function_call` and its `function` result are the same round as a single tool call, at
+    the same cost (openai-dotnet.jsonl lines 118 and 120: 5 short without the round's
+    tokens, 6 over with the round and the result's `name` both counted; exact with the
+    round, the name being its function's)."""
     tokens: list[int] = []
     extra = 0
     functions = [
@@ -255,9 +345,8 @@ def _encode_tool_calls(
         for call in message.get("tool_calls") or []
         if isinstance(call, dict) and isinstance(call.get("function"), dict)
     ]
-    if len(functions) > 1 and parallel is not None:
-        tokens = encode_text(enc, _parallel_call_text(functions))
-        extra = parallel + PARALLEL_CALL_TOKENS * len(functions)
+    if len(functions) > 1 and parallel:
+        tokens = encode_text(enc, _parallel_call_text(functions))  # its cost: PARALLEL_TOKENS
         functions = []
     for function in functions:
         name = encode_text(enc, function.get("name"))
@@ -266,7 +355,8 @@ def _encode_tool_calls(
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         tokens += encode_text(enc, legacy.get("name"))
-        tokens += encode_text(enc, legacy.get("arguments"))
+        tokens += encode_text(enc, _compact_arguments(legacy.get("arguments")))
+        extra += _addressed_length(enc, legacy.get("name")) + round_tokens
     return tokens, extra
 
 
@@ -324,13 +414,14 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
             body = encode_text(enc, content)
         body += encode_text(enc, message.get("refusal"))
         calls, round_tokens = _encode_tool_calls(
-            enc, message, profile.tool_round_tokens, None if profile.harmony else PARALLEL_TOKENS
+            enc, message, profile.tool_round_tokens, not profile.harmony
         )
         body += calls
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
-    # tool_call_id nor a `name` some clients add (openinference.jsonl line 47) is shown.
-    name = message.get("name") if role != "tool" else None
+    # tool_call_id nor a `name` some clients add (openinference.jsonl line 47) is shown;
+    # nor the `name` of a legacy `function` result, which is that function's.
+    name = message.get("name") if role not in ("tool", "function") else None
     author = [*role_tokens(profile.encoding, role)]
     overhead = profile.tokens_per_message + round_tokens
     if isinstance(name, str) and name:
@@ -414,12 +505,20 @@ class MessageTokens:
         self.retain = False
         self._released = False
         self._early: set[int] = set()
+        # Results of a parallel call (encode_parallel_result): the gpt-5 family keeps calls
+        # apart.
+        self._parallel = {} if profile.harmony else parallel_results(messages)
 
     def _encode(self, index: int) -> bytes:
         message = self.messages[index]
-        if self._released:  # diagnosis reading back after the analysis: a small LRU
+        place = self._parallel.get(index)
+        if place is not None:  # encoded in its place, neither cached nor kept by the LRU
+            encoded = encode_parallel_result(message, place, self.profile)
+            if self._released:
+                return encoded.packed
+        elif self._released:  # diagnosis reading back after the analysis: a small LRU
             return _reencode(self.profile, json.dumps(message, sort_keys=True, default=str))
-        if self._cache is not None:
+        elif self._cache is not None:
             encoded = _cached_encode(self._cache, message, self.profile)
         else:
             encoded = encode_message(message, self.profile)

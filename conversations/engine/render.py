@@ -27,7 +27,9 @@ from .messages import (
     EncodingCache,
     MessageTokens,
     encode_message,
+    encode_parallel_result,
     encode_text,
+    parallel_results,
     role_tokens,
     unknown_size_parts,
 )
@@ -273,7 +275,15 @@ def count_request(
     """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
     after_system = system_tail(messages)
     total = len(encode_header(tools, response_format, profile, after_system=after_system))
-    total += sum(encode_message(message, profile).length for message in messages)
+    parallel = {} if profile.harmony else parallel_results(messages)
+    for index, message in enumerate(messages):
+        place = parallel.get(index)
+        encoded = (
+            encode_message(message, profile)
+            if place is None
+            else encode_parallel_result(message, place, profile)
+        )
+        total += encoded.length
     total += len(structured_reply_tokens(response_format, messages, profile))
     return total + len(priming_tokens(profile)) + len(forced_call_tokens(tool_choice, profile))
 

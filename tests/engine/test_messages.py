@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conversations.engine import messages
 from conversations.engine.messages import encode_message
 from conversations.engine.profiles import default_profile
 from conversations.engine.sequences import unpack
+from conversations.engine.types import ChatMessage
 from conversations.engine.vocabulary import ENCODINGS, get_encoding
 
 
@@ -94,36 +97,98 @@ def test_it_counts_text_with_a_lone_surrogate_like_encode_ordinary() -> None:
     assert encoded.length == encoded.body + 4
 
 
+def _call(city: str) -> dict[str, Any]:
+    arguments = f'{{"city": "{city}"}}'
+    return {"id": city, "type": "function", "function": {"name": "w", "arguments": arguments}}
+
+
 def test_it_counts_parallel_calls_as_one_multi_tool_use_call() -> None:
     profile = default_profile("gpt-4o")
     enc = get_encoding("o200k_base")
-
-    def call(city: str) -> dict[str, object]:
-        arguments = f'{{"city": "{city}"}}'
-        return {"type": "function", "function": {"name": "get_weather", "arguments": arguments}}
-
     both = encode_message(
-        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]},
+        {"role": "assistant", "content": None, "tool_calls": [_call("Paris"), _call("Rome")]},
         profile,
     )
     wrapper = (
-        '{"tool_uses":[{"recipient_name":"functions.get_weather","parameters":{"city":"Paris"}},'
-        '{"recipient_name":"functions.get_weather","parameters":{"city":"Rome"}}]}'
+        '{"tool_uses":[{"recipient_name":"functions.w","parameters":{"city":"Paris"}},'
+        '{"recipient_name":"functions.w","parameters":{"city":"Rome"}}]}'
     )
     assert both.body == len(enc.encode(wrapper))
-    # framing and role, then 4 tokens per call and 4 once, whatever the functions' names
-    results = 2 * messages.PARALLEL_CALL_TOKENS + messages.PARALLEL_TOKENS
-    assert results == 12
-    assert len(both.tokens) == 3 + 1 + both.body + results
+    # framing and role only: the call's own cost is counted with its results
+    assert len(both.tokens) == 3 + 1 + both.body
     # the gpt-5 family keeps the calls apart: two rounds
     gpt5 = default_profile("gpt-5-nano")
     apart = encode_message(
-        {"role": "assistant", "content": None, "tool_calls": [call("Paris"), call("Rome")]}, gpt5
+        {"role": "assistant", "content": None, "tool_calls": [_call("Paris"), _call("Rome")]},
+        gpt5,
     )
     one = encode_message(
-        {"role": "assistant", "content": None, "tool_calls": [call("Paris")]}, gpt5
+        {"role": "assistant", "content": None, "tool_calls": [_call("Paris")]}, gpt5
     )
     assert apart.body > one.body
+
+
+def test_the_results_of_a_parallel_call_are_one_json_array() -> None:
+    def result(city: str, content: str) -> ChatMessage:
+        return {"role": "tool", "tool_call_id": city, "content": content}
+
+    transcript: list[ChatMessage] = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [_call(c) for c in "ABC"]},
+        result("A", '15°C, "dry"\n'),
+        result("B", '{"temp":15,  "sky": "clear"}'),
+        result("C", "[not json"),
+        {"role": "assistant", "content": "Mild.", "tool_calls": [_call("D")]},
+        result("D", "15°C"),
+    ]
+    places = messages.parallel_results(transcript)
+    assert sorted(places) == [2, 3, 4]
+    texts = [messages.parallel_result_text(transcript[i], places[i]) for i in (2, 3, 4)]
+    # Python's json.dumps: non-ASCII escaped, quotes escaped, a JSON object as its value
+    array = '["15\\u00b0C, \\"dry\\"\\n", {"temp": 15, "sky": "clear"}, "[not json"]'
+    assert "".join(texts) == array
+    profile = default_profile("gpt-4o-mini")
+    enc = get_encoding("o200k_base")
+    tokens = messages.MessageTokens(transcript, profile)
+    # cut after each comma, the shares tokenize as the whole array; the first carries the
+    # framing of the call and its results
+    shares = sum(tokens.length(i) for i in (2, 3, 4))
+    assert shares == len(enc.encode(array)) + messages.PARALLEL_TOKENS
+    assert tokens.length(3) == len(enc.encode(texts[1]))
+    # after a single call a result counts as sent
+    assert tokens.length(6) == encode_message(transcript[6], profile).length
+    # the gpt-5 family keeps calls apart: their results count as sent
+    gpt5 = default_profile("gpt-5-nano")
+    apart = messages.MessageTokens(transcript, gpt5)
+    assert apart.length(2) == encode_message(transcript[2], gpt5).length
+
+
+def test_a_legacy_function_round_costs_what_a_tool_round_costs() -> None:
+    profile = default_profile("gpt-4o-mini")
+    arguments = '{"month": "February"}'
+    tool_round: list[ChatMessage] = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "color_for", "arguments": arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "chartreuse"},
+    ]
+    legacy_round: list[ChatMessage] = [
+        {"role": "assistant", "function_call": {"name": "color_for", "arguments": arguments}},
+        {"role": "function", "name": "color_for", "content": "chartreuse"},
+    ]
+
+    def length(round_: list[ChatMessage]) -> int:
+        return sum(encode_message(message, profile).length for message in round_)
+
+    assert length(legacy_round) == length(tool_round)
 
 
 def test_it_tokenizes_adjacent_text_parts_as_one_text() -> None:
