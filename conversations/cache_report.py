@@ -13,16 +13,17 @@ messages, for the few groups shown, through the engine (engine/divergence.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db.models import Avg, Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay
 
 from pricing.book import PriceBook
 
-from .breakdowns import LOST, MISSED_TOKENS, OTHER_KEY, UTC_ZONES, Slice, cache_days
+from .breakdowns import LOST, MISSED_TOKENS, OTHER_KEY, Slice, cache_days, same_days
 from .engine.divergence import Divergence, RequestView, compare_requests
 from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET, LATENCY_REDUCTION_TARGET
 from .models import CacheDay, MissReason, Organization, Turn, UsageRecord
@@ -268,8 +269,8 @@ def raw_lost_by_reason(organization: Organization, slice_: Slice) -> list[LostRo
 
 
 def lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
-    """By UTC day: from the rollup where the organization's days are UTC's."""
-    days = cache_days(organization, slice_) if organization.time_zone in UTC_ZONES else None
+    """By day of the slice's zone: from the rollup where those are the organization's days."""
+    days = cache_days(organization, slice_) if same_days(organization, slice_) else None
     if days is not None:
         return _lost_rows(_lost_from(days, "day"), day="day")
     return raw_lost_by_day(organization, slice_)
@@ -278,7 +279,7 @@ def lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
 def raw_lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
     rows = (
         _missed(organization, slice_)
-        .annotate(day=TruncDay("occurred_at", tzinfo=UTC))
+        .annotate(day=TruncDay("occurred_at", tzinfo=ZoneInfo(slice_.zone)))
         .values("day", "reason")
         .annotate(**FIGURES)
         .order_by("day", "reason")

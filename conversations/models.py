@@ -549,6 +549,44 @@ class CacheDay(models.Model):
         return f"{self.organization_id} {self.day} {self.model} {self.miss_reason}"
 
 
+class DimensionDay(models.Model):
+    """An organization's billing usage on one day (in its time zone) with one model, grouped
+    by one other dimension: `kind` names it (source, key for prompt_cache_key, user,
+    api_key, project, or tag:<name>) and `value` is the group's value ("" for calls without
+    one). A record is counted once per kind; under tag:<name> only if its conversation has
+    that tag. What the breakdowns by those dimensions, and the breakdowns and totals under
+    one such filter, sum (breakdowns.py); services/dimension_rollups.py keeps it."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    kind = models.TextField()
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    value = models.TextField(blank=True)
+    calls = models.BigIntegerField(default=0)
+    priced_calls = models.BigIntegerField(default=0)
+    eligible_calls = models.BigIntegerField(default=0)
+    hit_calls = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    input_cached = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_total = cost_sum_field()
+    cost_uncached = cost_sum_field()
+    lost = cost_sum_field()  # breakdowns.LOST, as CacheDay.lost
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target; it also serves the pages' reads, which name the
+            # organization and a kind, then a day range.
+            models.UniqueConstraint(
+                fields=["organization", "kind", "day", "model", "value"],
+                name="dimensionday_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.kind}={self.value} {self.day} {self.model}"
+
+
 class CalibrationGap(models.Model):
     """How many reported calls of a day and model were estimated `gap_permille` thousandths
     off (|estimated - reported| / reported prompt tokens, rounded): the histogram the
@@ -586,6 +624,13 @@ class ConversationDay(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     input_cached = models.BigIntegerField(default=0)
+    # The rest of a breakdown row's figures, for the breakdown by conversation (not in
+    # ConversationTotals: the conversation list does not show them).
+    cost_uncached = cost_sum_field()
+    completion_tokens = models.BigIntegerField(default=0)
+    eligible_calls = models.BigIntegerField(default=0)
+    hit_calls = models.BigIntegerField(default=0)
+    lost = cost_sum_field()  # breakdowns.LOST, as CacheDay.lost
 
     class Meta:
         constraints = [
