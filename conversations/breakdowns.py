@@ -1,11 +1,11 @@
 """Read paths that slice an organization's billing usage by any dimension (issue 14):
 breakdowns, the money a cache miss lost, and the row streams behind the CSV exports.
 
-A module of its own, beside selectors.py, for two reasons: the overview's selectors are
-being moved onto the rollups (issue 13) and this module must not collide with that; and
-every read here has the same shape (an organization, a half-open time range, optional
-filters, one GROUP BY) so that the lead can point each one at the rollups where a rollup
-holds its dimension (model, day) and keep raw rows for the others (key, end user, tags).
+A module of its own, beside selectors.py (the overview). Every read here has the same shape
+(an organization, a half-open time range, optional filters, one GROUP BY), so each breakdown
+reads a rollup where one holds its slice and grouping (CacheDay, DimensionDay,
+ConversationDay: `rollup_breakdown`) and one GROUP BY over the raw rows otherwise
+(`raw_breakdown`, which the tests hold the rollup reads to).
 
 Every query starts from the organization and filters `occurred_at` with a half-open range
 [start, end), which the partial index usage_org_billing_time serves; nothing loops over
@@ -256,13 +256,19 @@ def _other_filters(slice_: Slice) -> list[tuple[str, str]] | None:
     return pairs
 
 
+def days_only(organization: Organization, slice_: Slice) -> Q | None:
+    """The slice as a filter on an organization-day-model rollup (CacheDay, BreakerDay,
+    ConversationDay), or None when it filters by more than whole days and a model."""
+    if _other_filters(slice_) != []:
+        return None
+    return _day_filter(organization, slice_)
+
+
 def cache_days(organization: Organization, slice_: Slice) -> QuerySet[CacheDay] | None:
     """The CacheDay rows that sum exactly to the slice's records, or None when they cannot
     (a filter the rollup has no column for, or a bound inside an organization's day): the
     caller then reads the raw rows."""
-    if _other_filters(slice_) != []:
-        return None
-    where = _day_filter(organization, slice_)
+    where = days_only(organization, slice_)
     if where is None:
         return None
     return CacheDay.objects.filter(where, organization=organization)
@@ -475,8 +481,8 @@ def _rollup_source(
             return None
         return _Rollup(days, F("model") if name == "model" else PERIOD_KEYS[name])
     if name == "conversation":
-        where = _day_filter(organization, slice_)
-        if where is None or _other_filters(slice_) != []:
+        where = days_only(organization, slice_)
+        if where is None:
             return None
         return _Rollup(
             ConversationDay.objects.filter(where, organization=organization),

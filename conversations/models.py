@@ -587,6 +587,39 @@ class DimensionDay(models.Model):
         return f"{self.organization_id} {self.kind}={self.value} {self.day} {self.model}"
 
 
+class BreakerDay(models.Model):
+    """A conversation's calls on one day (in the organization's time zone) with one model
+    whose prefix changed at one place: message position (-1: the tools or the response
+    format) and 128-token block, as cache_report.prefix_breakers groups them. Per
+    conversation so that the page can count the conversations a breaker reaches; only the
+    conversations with such calls have rows."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    message = models.IntegerField()
+    block = models.IntegerField()
+    calls = models.BigIntegerField(default=0)
+    lost = cost_sum_field()  # breakdowns.LOST
+    first_token = models.IntegerField()  # the lowest and highest token the prefix broke at
+    last_token = models.IntegerField()
+    first_turn = models.BigIntegerField()  # the lowest and highest turn id, for the
+    last_turn = models.BigIntegerField()  # side-by-side of two requests
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "day", "model", "message", "block"],
+                name="breakerday_unique_key",
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "day"], name="breakerday_org_day")]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} {self.day} {self.model} {self.message}/{self.block}"
+
+
 class CalibrationGap(models.Model):
     """How many reported calls of a day and model were estimated `gap_permille` thousandths
     off (|estimated - reported| / reported prompt tokens, rounded): the histogram the

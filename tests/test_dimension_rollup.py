@@ -265,3 +265,95 @@ def test_the_breakdown_page_by_key_reads_no_usage_row(
         assert response.status_code == 200
         reads = [q["sql"] for q in queries.captured_queries]
         assert not any("conversations_usagerecord" in sql for sql in reads), query
+
+
+# --- prefix breakers from BreakerDay ------------------------------------------------------
+
+
+def _breaking_traffic(rng: random.Random) -> list[Transcript]:
+    """Conversations over four days, two models: a third with a timestamp in the system
+    prompt, some whose tools come in another order, several calls each."""
+    from conversations.engine.types import Call
+
+    from .test_cache_page import STATIC
+
+    tools = [
+        {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+        for name in ("lookup_order", "refund", "escalate")
+    ]
+    result = []
+    for n in range(45):
+        at = T0 + timedelta(minutes=130 * n)
+        system = f"Now: {at:%Y-%m-%dT%H:%M:%S}Z. {STATIC}" if n % 3 == 0 else STATIC
+        model = "gpt-4.1" if n % 2 else "gpt-4o"
+        messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+        calls = []
+        for k in range(rng.randint(1, 3)):
+            messages.append({"role": "user", "content": f"Where is order {n}-{k}?"})
+            messages.append({"role": "assistant", "content": "It ships today."})
+            order = tools if (n + k) % 5 else list(reversed(tools))
+            calls.append(
+                Call(
+                    request=list(range(len(messages) - 1)),
+                    response=len(messages) - 1,
+                    model=model,
+                    started_at=at + timedelta(minutes=k),
+                    tools=order,
+                )
+            )
+        result.append(Transcript(messages=messages, calls=calls, title=f"t {n}", model=model))
+    return result
+
+
+def test_prefix_breakers_read_the_same_groups_from_the_rollup_as_from_raw_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conversations import cache_report
+    from conversations.models import BreakerDay
+
+    organization = OrganizationFactory.create(time_zone="America/Los_Angeles")
+    monkeypatch.setattr(transcripts, "CHUNK", 7)
+    transcripts_store(organization=organization, transcripts=_breaking_traffic(random.Random(5)))
+    assert rollups.organization_drift(organization=organization) == []
+    whole = Slice(zone=organization.time_zone)
+    raw = cache_report.raw_prefix_breakers(organization, whole, limit=50)
+    # Breakers in the system prompt and in the tools (message None), and a conversation
+    # with two calls at one place: calls and conversations differ.
+    assert {b.message for b in raw} == {0, None}
+    assert any(b.calls > b.conversations for b in raw)
+    assert BreakerDay.objects.filter(organization=organization).count() > len(raw)
+    zone = organization.time_zone
+    slices = [
+        whole,
+        Slice(zone=zone, model="gpt-4.1"),
+        Slice.of_dates(_local(organization, 1), _local(organization, 2), zone=zone),
+        Slice.of_dates(_local(organization, 1), None, zone=zone, model="gpt-4o"),
+    ]
+    for slice_ in slices:
+        for limit in (50, 1):
+            expected = cache_report.raw_prefix_breakers(organization, slice_, limit=limit)
+            shown = cache_report.prefix_breakers(organization, slice_, limit=limit, explain=0)
+            assert shown == expected, (slice_, limit)
+        assert not _reads_raw_rows(
+            lambda s=slice_: cache_report.prefix_breakers(organization, s, explain=0)
+        )
+    # A key filter has no BreakerDay column: the raw rows, the same groups.
+    keyed = Slice(zone=zone, prompt_cache_key="")
+    assert _reads_raw_rows(lambda: cache_report.prefix_breakers(organization, keyed, explain=0))
+    # Calls added to a conversation later (as a live call adds them) combine with its row:
+    # counts add, the first and last token and turn are the least and greatest.
+    dimension_rollups.organization_forget(organization=organization)
+    records = UsageRecord.objects.filter(organization=organization, is_billing=True)
+    dimension_rollups.records_added(
+        organization=organization, records=records.filter(turn__index=0)
+    )
+    dimension_rollups.records_added(
+        organization=organization, records=records.filter(turn__index__gt=0)
+    )
+    assert rollups.organization_drift(organization=organization) == []
+    for victim in Conversation.objects.filter(organization=organization).order_by("pk")[:4]:
+        deletion.conversation_delete(conversation=victim)
+    assert rollups.organization_drift(organization=organization) == []
+    assert cache_report.prefix_breakers(organization, whole, explain=0) == (
+        cache_report.raw_prefix_breakers(organization, whole)
+    )

@@ -1,7 +1,10 @@
-"""The DimensionDay rollup: an organization's usage per day and model, grouped by one more
-dimension (source, prompt_cache_key, end user, API key, project, each tag name), so that the
-breakdowns by those dimensions read a few thousand rollup rows instead of joining a million
-usage rows through their turns and conversations (issue 14).
+"""Two rollups of the insights pages (issue 14), so that they read a few thousand rollup rows
+instead of joining a million usage rows through their turns and conversations:
+
+- DimensionDay: an organization's usage per day and model, grouped by one more dimension
+  (source, prompt_cache_key, end user, API key, project, each tag name), for the breakdowns;
+- BreakerDay: per conversation, day and model, the calls whose prefix changed at one place
+  (message, 128-token block), for the cache page's prefix breakers.
 
 Kept by the same write paths as the other rollups, in their transactions, through hooks in
 services/rollups.py (new rows add their sums; changed or removed rows recompute the days
@@ -29,7 +32,8 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 
 from ..breakdowns import LOST, TAG_PREFIX
-from ..models import Conversation, DimensionDay, Organization, UsageRecord
+from ..cache_report import BLOCK, TOOLS_MESSAGE
+from ..models import BreakerDay, Conversation, DimensionDay, MissReason, Organization, UsageRecord
 
 # The kinds every record is counted under, and the value that groups it.
 KINDS: dict[str, Any] = {
@@ -118,39 +122,109 @@ def _all_rows(organization: Organization, records: QuerySet[UsageRecord]) -> lis
     return rows
 
 
+# BreakerDay: its keys, the keys its upsert meets, and how each figure combines.
+BREAKER_KEYS = ("organization_id", "conversation_id", "day", "model", "message", "block")
+BREAKER_CONFLICT = BREAKER_KEYS[1:]
+LEAST, GREATEST = "least", "greatest"
+BREAKER_COMBINE = {
+    "first_token": LEAST,
+    "last_token": GREATEST,
+    "first_turn": LEAST,
+    "last_turn": GREATEST,
+}
+
+
+def _breaker_sums() -> dict[str, Any]:
+    return {
+        "calls": Count("id"),
+        "lost": Sum(LOST),
+        "first_token": Min("turn__miss_token"),
+        "last_token": Max("turn__miss_token"),
+        "first_turn": Min("turn_id"),
+        "last_turn": Max("turn_id"),
+    }
+
+
+def _breaker_rows(organization: Organization, records: QuerySet[UsageRecord]) -> QuerySet[Any]:
+    """The BreakerDay rows the records give: calls that missed because the prefix changed
+    at a known token, grouped as cache_report.prefix_breakers groups them."""
+    zone = ZoneInfo(organization.time_zone)
+    rows: QuerySet[Any] = (
+        records.filter(turn__miss_reason=MissReason.PREFIX_CHANGED, turn__miss_token__isnull=False)
+        .annotate(
+            day=TruncDate("occurred_at", tzinfo=zone),
+            message=Coalesce(F("turn__miss_message"), Value(TOOLS_MESSAGE)),
+            block=F("turn__miss_token") / BLOCK,
+        )
+        .values(*BREAKER_KEYS)
+        .annotate(**{_alias(c): v for c, v in _breaker_sums().items()})
+        .order_by()
+    )
+    return rows
+
+
 def _quote(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _insert(parts: list[QuerySet[Any]], *, add: bool) -> None:
-    """INSERT the rows of every kind in one statement (a UNION ALL: the kinds never share
-    a key); with `add`, a key already there gets the new sums added to its own."""
-    if not parts:
-        return
-    rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
-    columns = [*KEYS, *SUMS]
+def _upsert(
+    table: str,
+    rows: QuerySet[Any],
+    keys: tuple[str, ...],
+    sums: Iterable[str],
+    *,
+    conflict: tuple[str, ...] | None,
+    combine: dict[str, str] | None = None,
+) -> None:
+    """INSERT the rows a values() queryset computes; with `conflict`, a key already there
+    gets the new figures combined with its own: added (costs: NULL + x = x, as SUM has it),
+    or the least or the greatest of the two."""
+    sums = list(sums)
+    columns = [*keys, *sums]
     names = ", ".join(_quote(c) for c in columns)
-    select = ", ".join(f"delta.{_quote(c if c in KEYS else _alias(c))}" for c in columns)
+    select = ", ".join(f"delta.{_quote(c if c in keys else _alias(c))}" for c in columns)
     inner, params = rows.query.sql_with_params()
-    table = _quote(DimensionDay._meta.db_table)
+    target = _quote(table)
     # WHERE true: SQLite needs it to tell an upsert's ON from a join's. The keys in order,
     # so two writers never wait on each other in a cycle.
     sql = (
-        f"INSERT INTO {table} ({names}) SELECT {select} FROM ({inner}) delta WHERE true "
-        f"ORDER BY {', '.join(f'delta.{_quote(k)}' for k in KEYS)}"
+        f"INSERT INTO {target} ({names}) SELECT {select} FROM ({inner}) delta WHERE true "
+        f"ORDER BY {', '.join(f'delta.{_quote(k)}' for k in keys)}"
     )
-    if add:
+    if conflict is not None:
         updates = []
-        for column in SUMS:
-            mine, theirs = f"{table}.{_quote(column)}", f"excluded.{_quote(column)}"
-            if column in NULLABLE:
+        for column in sums:
+            mine, theirs = f"{target}.{_quote(column)}", f"excluded.{_quote(column)}"
+            how = (combine or {}).get(column)
+            if how is not None:
+                # SQLite's two-argument MIN and MAX are PostgreSQL's LEAST and GREATEST.
+                if connection.vendor == "sqlite":
+                    how = "min" if how == LEAST else "max"
+                updates.append(f"{_quote(column)} = {how}({mine}, {theirs})")
+            elif column in NULLABLE:
                 updates.append(f"{_quote(column)} = COALESCE({mine} + {theirs}, {mine}, {theirs})")
             else:
                 updates.append(f"{_quote(column)} = {mine} + {theirs}")
-        sql += f" ON CONFLICT ({', '.join(_quote(k) for k in KEYS)}) DO UPDATE SET "
+        sql += f" ON CONFLICT ({', '.join(_quote(k) for k in conflict)}) DO UPDATE SET "
         sql += ", ".join(updates)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def _insert(organization: Organization, records: QuerySet[UsageRecord], *, add: bool) -> None:
+    """Both rollups' rows from the records: every kind of DimensionDay in one statement (a
+    UNION ALL: the kinds never share a key), then BreakerDay's."""
+    parts = _all_rows(organization, records)
+    rows = parts[0].union(*parts[1:], all=True)
+    _upsert(DimensionDay._meta.db_table, rows, KEYS, SUMS, conflict=KEYS if add else None)
+    _upsert(
+        BreakerDay._meta.db_table,
+        _breaker_rows(organization, records),
+        BREAKER_KEYS,
+        _breaker_sums(),
+        conflict=BREAKER_CONFLICT if add else None,
+        combine=BREAKER_COMBINE,
+    )
 
 
 def _billing(organization: Organization) -> QuerySet[UsageRecord]:
@@ -162,7 +236,7 @@ def _billing(organization: Organization) -> QuerySet[UsageRecord]:
 
 def records_added(*, organization: Organization, records: QuerySet[UsageRecord]) -> None:
     """Add the sums of billing records just written (an import's chunk, a recorded call)."""
-    _insert(_all_rows(organization, records), add=True)
+    _insert(organization, records, add=True)
 
 
 def _day_start(organization: Organization, day: date) -> datetime:
@@ -175,15 +249,16 @@ def span_recompute(
     """Recompute every row of these days and models from the raw rows (after re-pricing,
     a delete, a tag edit): a superset of the keys a change reaches, and as correct."""
     models = sorted(set(models))
-    DimensionDay.objects.filter(
-        organization=organization, day__gte=first, day__lte=last, model__in=models
-    ).delete()
+    for table in (DimensionDay, BreakerDay):
+        table.objects.filter(
+            organization=organization, day__gte=first, day__lte=last, model__in=models
+        ).delete()
     records = _billing(organization).filter(
         occurred_at__gte=_day_start(organization, first),
         occurred_at__lt=_day_start(organization, last + timedelta(days=1)),
         model__in=models,
     )
-    _insert(_all_rows(organization, records), add=False)
+    _insert(organization, records, add=False)
 
 
 def conversations_retagged(*, organization: Organization, conversation_ids: list[int]) -> None:
@@ -210,12 +285,13 @@ def conversations_retagged(*, organization: Organization, conversation_ids: list
 
 def organization_forget(*, organization: Organization) -> None:
     DimensionDay.objects.filter(organization=organization).delete()
+    BreakerDay.objects.filter(organization=organization).delete()
 
 
 def organization_rebuild(*, organization: Organization) -> None:
     """Every row again from the raw rows; the caller owns the transaction."""
     organization_forget(organization=organization)
-    _insert(_all_rows(organization, _billing(organization)), add=False)
+    _insert(organization, _billing(organization), add=False)
 
 
 # --- verification -------------------------------------------------------------------------
@@ -229,28 +305,47 @@ def _normal(value: Any) -> Any:
     return value
 
 
-def _keyed(rows: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _keyed(
+    rows: Iterable[dict[str, Any]], keys: tuple[str, ...], sums: Iterable[str]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
     keyed = {}
     for row in rows:
-        key = tuple(row[k] for k in KEYS[1:])
-        keyed[key] = {c: _normal(row.get(c, row.get(_alias(c)))) for c in SUMS}
+        key = tuple(row[k] for k in keys)
+        keyed[key] = {c: _normal(row[c] if c in row else row[_alias(c)]) for c in sums}
     return keyed
 
 
-def organization_drift(*, organization: Organization) -> list[str]:
-    """Every DimensionDay row that differs from the raw rows, one line each."""
-    stored = _keyed(DimensionDay.objects.filter(organization=organization).values(*KEYS[1:], *SUMS))
-    raw: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for part in _all_rows(organization, _billing(organization)):
-        raw.update(_keyed(part))
+def _compare(
+    name: str,
+    stored: dict[tuple[Any, ...], dict[str, Any]],
+    raw: dict[tuple[Any, ...], dict[str, Any]],
+) -> list[str]:
     drift = []
     for key in sorted(set(stored) | set(raw), key=repr):
         mine, truth = stored.get(key), raw.get(key)
         if mine is None:
-            drift.append(f"dimensionday {key}: missing (raw rows sum to {truth})")
+            drift.append(f"{name} {key}: missing (raw rows sum to {truth})")
         elif truth is None:
-            drift.append(f"dimensionday {key}: {mine} but no raw rows")
+            drift.append(f"{name} {key}: {mine} but no raw rows")
         elif mine != truth:
-            shown = ", ".join(f"{c} {mine[c]} != {truth[c]}" for c in SUMS if mine[c] != truth[c])
-            drift.append(f"dimensionday {key}: {shown} (rollup != raw)")
+            shown = ", ".join(f"{c} {mine[c]} != {truth[c]}" for c in mine if mine[c] != truth[c])
+            drift.append(f"{name} {key}: {shown} (rollup != raw)")
+    return drift
+
+
+def organization_drift(*, organization: Organization) -> list[str]:
+    """Every DimensionDay and BreakerDay row that differs from the raw rows, one line each."""
+    keys = KEYS[1:]
+    stored = DimensionDay.objects.filter(organization=organization).values(*keys, *SUMS)
+    raw: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for part in _all_rows(organization, _billing(organization)):
+        raw.update(_keyed(part, keys, SUMS))
+    drift = _compare("dimensionday", _keyed(stored, keys, SUMS), raw)
+    places, figures = BREAKER_KEYS[1:], tuple(_breaker_sums())
+    breakers = BreakerDay.objects.filter(organization=organization).values(*places, *figures)
+    drift += _compare(
+        "breakerday",
+        _keyed(breakers, places, figures),
+        _keyed(_breaker_rows(organization, _billing(organization)), places, figures),
+    )
     return drift

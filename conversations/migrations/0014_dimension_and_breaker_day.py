@@ -7,8 +7,8 @@ from django.db.migrations.state import StateApps
 
 
 def rollups_build(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """Existing usage gets its rollups (DimensionDay and ConversationDay's new columns among
-    them) now, or the pages would show nothing until someone ran rollups_rebuild (moved here
+    """Existing usage gets its rollups (DimensionDay, BreakerDay and ConversationDay's new columns
+    among them) now, or the pages would show nothing until someone ran rollups_rebuild (moved here
     from 0013). The service works on the models as they are
     at this migration; if a later migration changes these tables, this step moves there."""
     from conversations.models import Organization
@@ -77,6 +77,28 @@ class Migration(migrations.Migration):
             ],
             options={
                 'constraints': [models.UniqueConstraint(fields=('organization', 'kind', 'day', 'model', 'value'), name='dimensionday_unique_key')],
+            },
+        ),
+        migrations.CreateModel(
+            name='BreakerDay',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('day', models.DateField()),
+                ('model', models.CharField(blank=True, max_length=200)),
+                ('message', models.IntegerField()),
+                ('block', models.IntegerField()),
+                ('calls', models.BigIntegerField(default=0)),
+                ('lost', models.DecimalField(blank=True, decimal_places=12, max_digits=30, null=True)),
+                ('first_token', models.IntegerField()),
+                ('last_token', models.IntegerField()),
+                ('first_turn', models.BigIntegerField()),
+                ('last_turn', models.BigIntegerField()),
+                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='conversations.conversation')),
+                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='conversations.organization')),
+            ],
+            options={
+                'indexes': [models.Index(fields=['organization', 'day'], name='breakerday_org_day')],
+                'constraints': [models.UniqueConstraint(fields=('conversation', 'day', 'model', 'message', 'block'), name='breakerday_unique_key')],
             },
         ),
         migrations.RunPython(rollups_build, migrations.RunPython.noop),
