@@ -91,11 +91,7 @@ ROLLED_DIMENSIONS = [
 
 def _slices(organization: Organization) -> list[Slice]:
     zone = organization.time_zone
-    periods = [
-        (None, None),
-        (_local(organization, 2), None),
-        (_local(organization, 1), _local(organization, 6)),
-    ]
+    periods = [(None, None), (_local(organization, 1), _local(organization, 6))]
     return [
         Slice.of_dates(first, last, zone=zone, **filters)
         for first, last in periods
@@ -157,7 +153,7 @@ def test_every_breakdown_reads_the_same_rows_from_the_rollups_as_from_raw_rows(
         for name in ROLLED_DIMENSIONS:
             dimension = breakdowns.dimension_get(name)
             assert dimension is not None
-            for sort, limit in [("cost", 200), *((sort, 2) for sort in breakdowns.SORTS)]:
+            for sort, limit in [("cost", 200), ("calls", 2), ("lost", 2), ("key", 2)]:
                 rolled = breakdowns.rollup_breakdown(
                     organization, slice_, dimension, sort=sort, limit=limit
                 )
@@ -172,7 +168,7 @@ def test_every_breakdown_reads_the_same_rows_from_the_rollups_as_from_raw_rows(
                 assert not _reads_raw_rows(
                     lambda s=slice_, d=dimension: breakdowns.breakdown(organization, s, d)
                 )
-    assert compared > 1000
+    assert compared > 500
 
 
 def test_days_weeks_and_months_are_the_organization_s() -> None:
