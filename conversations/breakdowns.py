@@ -50,7 +50,6 @@ from django.db.models.functions import (
 
 from .models import (
     CacheDay,
-    Conversation,
     ConversationDay,
     ConversationSource,
     DimensionDay,
@@ -250,7 +249,7 @@ def _other_filters(slice_: Slice) -> list[tuple[str, str]] | None:
     if slice_.prompt_cache_key is not None:
         pairs.append(("key", slice_.prompt_cache_key))
     if slice_.end_user is not None:
-        pairs.append(("user", slice_.end_user))
+        pairs.append((DIMENSION_KINDS["user"], slice_.end_user))
     if slice_.tag_key:
         pairs.append((f"{TAG_PREFIX}{slice_.tag_key}", slice_.tag_value))
     return pairs
@@ -437,15 +436,22 @@ PERIOD_KEYS: dict[str, Any] = {
     "week": TruncWeek("day"),
     "month": TruncMonth("day"),
 }
-# Dimensions DimensionDay holds, by its kind (tags: `tag:<name>`, as the dimension's name).
-DIMENSION_KINDS = ("source", "key", "user", "api_key", "project")
+# DimensionDay's kind for each dimension it holds (tags: `tag:<name>`, the dimension's
+# name). Every other kind sorts before "tag:", so that tag_keys' walk ends at the last tag.
+DIMENSION_KINDS = {
+    "source": "source",
+    "key": "key",
+    "user": "end_user",
+    "api_key": "api_key",
+    "project": "project",
+}
 MONEY_FIGURES = ("cost", "cost_uncached", "lost")
 
 
 def dimension_kind(dimension: Dimension) -> str | None:
-    if dimension.name in DIMENSION_KINDS or dimension.name.startswith(TAG_PREFIX):
+    if dimension.name.startswith(TAG_PREFIX):
         return dimension.name
-    return None
+    return DIMENSION_KINDS.get(dimension.name)
 
 
 def _figures(row: dict[str, Any]) -> dict[str, Any]:
@@ -625,13 +631,25 @@ def raw_slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
     return BreakdownRow(key=None, title=None, **row)
 
 
+# More tag names than a menu can show: the rest are still reachable by URL.
+TAG_MENU_LIMIT = 100
+
+
 def tag_keys(organization: Organization) -> list[str]:
-    """The tag names the organization's conversations use, for the group-by menu."""
-    keys: set[str] = set()
-    tagged = Conversation.objects.filter(organization=organization).exclude(tags={})
-    for tags in tagged.values_list("tags", flat=True).iterator(chunk_size=2000):
-        keys.update(tags)
-    return sorted(keys)
+    """The tag names the organization's billed calls carry, for the group-by menu: the
+    DimensionDay kinds `tag:<name>`, walked one name at a time down its index (a probe per
+    name, instead of reading every tagged conversation's tags)."""
+    # A string sorts after its prefixes in any collation: the walk starts at "tag:".
+    kinds = DimensionDay.objects.filter(organization=organization, kind__startswith=TAG_PREFIX)
+    names: list[str] = []
+    last: str | None = None
+    while len(names) < TAG_MENU_LIMIT:
+        after = kinds.filter(kind__gte=TAG_PREFIX) if last is None else kinds.filter(kind__gt=last)
+        last = after.order_by("kind").values_list("kind", flat=True).first()
+        if last is None:
+            break
+        names.append(last[len(TAG_PREFIX) :])
+    return sorted(names)
 
 
 # Export streams: one row per turn or per conversation, read through a server-side cursor.

@@ -551,7 +551,7 @@ class CacheDay(models.Model):
 
 class DimensionDay(models.Model):
     """An organization's billing usage on one day (in its time zone) with one model, grouped
-    by one other dimension: `kind` names it (source, key for prompt_cache_key, user,
+    by one other dimension: `kind` names it (source, key for prompt_cache_key, end_user,
     api_key, project, or tag:<name>) and `value` is the group's value ("" for calls without
     one). A record is counted once per kind; under tag:<name> only if its conversation has
     that tag. What the breakdowns by those dimensions, and the breakdowns and totals under

@@ -7,10 +7,10 @@ from django.db.migrations.state import StateApps
 
 
 def rollups_build(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """Existing usage gets its rollups (DimensionDay, BreakerDay and ConversationDay's new columns
-    among them) now, or the pages would show nothing until someone ran rollups_rebuild (moved here
-    from 0013). The service works on the models as they are
-    at this migration; if a later migration changes these tables, this step moves there."""
+    """Existing usage gets its rollups (DimensionDay, BreakerDay and ConversationDay's new
+    columns among them) now, or the pages would show nothing until someone ran
+    rollups_rebuild (moved here from 0013). The service works on the models as they are at
+    this migration; if a later migration changes these tables, this step moves there."""
     from conversations.models import Organization
     from conversations.services.rollups import organization_rebuild
 

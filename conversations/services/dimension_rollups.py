@@ -39,7 +39,7 @@ from ..models import BreakerDay, Conversation, DimensionDay, MissReason, Organiz
 KINDS: dict[str, Any] = {
     "source": F("conversation__source"),
     "key": F("turn__prompt_cache_key"),
-    "user": F("turn__end_user"),
+    "end_user": F("turn__end_user"),
     "api_key": F("turn__api_key"),
     "project": F("turn__project"),
 }
@@ -102,21 +102,27 @@ def _kind_rows(
     return rows
 
 
-def _tag_names(records: QuerySet[UsageRecord]) -> list[str]:
-    """The tag names of the conversations these records belong to (few: tags are
-    analysts' labels), read from the tagged conversations only."""
+def _tag_names(conversations: QuerySet[Conversation]) -> list[str]:
+    """The tag names of these conversations (few: tags are analysts' labels), read from
+    the tagged ones only."""
     names: set[str] = set()
-    tagged = Conversation.objects.filter(
-        pk__in=records.values("conversation_id").order_by()
-    ).exclude(tags={})
+    tagged = conversations.exclude(tags={})
     for tags in tagged.values_list("tags", flat=True).iterator(chunk_size=2000):
         names.update(tags)
     return sorted(names)
 
 
-def _all_rows(organization: Organization, records: QuerySet[UsageRecord]) -> list[QuerySet[Any]]:
+def _all_rows(
+    organization: Organization, records: QuerySet[UsageRecord], *, many: bool = False
+) -> list[QuerySet[Any]]:
+    """Every kind's rows. `many`: the records are a large part of the organization's (a
+    rebuild, a recompute by day span), so the tag names are read from all its conversations
+    (a superset: a name no record has gives no row) instead of through the records."""
     rows = [_kind_rows(organization, records, kind, value) for kind, value in KINDS.items()]
-    for name in _tag_names(records):
+    conversations = Conversation.objects.filter(organization=organization)
+    if not many:
+        conversations = conversations.filter(pk__in=records.values("conversation_id").order_by())
+    for name in _tag_names(conversations):
         tagged = records.filter(conversation__tags__has_key=name)
         rows.append(_kind_rows(organization, tagged, tag_kind(name), tag_value(name)))
     return rows
@@ -211,10 +217,12 @@ def _upsert(
         cursor.execute(sql, params)
 
 
-def _insert(organization: Organization, records: QuerySet[UsageRecord], *, add: bool) -> None:
+def _insert(
+    organization: Organization, records: QuerySet[UsageRecord], *, add: bool, many: bool = False
+) -> None:
     """Both rollups' rows from the records: every kind of DimensionDay in one statement (a
     UNION ALL: the kinds never share a key), then BreakerDay's."""
-    parts = _all_rows(organization, records)
+    parts = _all_rows(organization, records, many=many)
     rows = parts[0].union(*parts[1:], all=True)
     _upsert(DimensionDay._meta.db_table, rows, KEYS, SUMS, conflict=KEYS if add else None)
     _upsert(
@@ -258,7 +266,7 @@ def span_recompute(
         occurred_at__lt=_day_start(organization, last + timedelta(days=1)),
         model__in=models,
     )
-    _insert(organization, records, add=False)
+    _insert(organization, records, add=False, many=True)
 
 
 def conversations_retagged(*, organization: Organization, conversation_ids: list[int]) -> None:
@@ -291,7 +299,7 @@ def organization_forget(*, organization: Organization) -> None:
 def organization_rebuild(*, organization: Organization) -> None:
     """Every row again from the raw rows; the caller owns the transaction."""
     organization_forget(organization=organization)
-    _insert(organization, _billing(organization), add=False)
+    _insert(organization, _billing(organization), add=False, many=True)
 
 
 # --- verification -------------------------------------------------------------------------
@@ -338,7 +346,7 @@ def organization_drift(*, organization: Organization) -> list[str]:
     keys = KEYS[1:]
     stored = DimensionDay.objects.filter(organization=organization).values(*keys, *SUMS)
     raw: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for part in _all_rows(organization, _billing(organization)):
+    for part in _all_rows(organization, _billing(organization), many=True):
         raw.update(_keyed(part, keys, SUMS))
     drift = _compare("dimensionday", _keyed(stored, keys, SUMS), raw)
     places, figures = BREAKER_KEYS[1:], tuple(_breaker_sums())
