@@ -20,7 +20,7 @@ that tag (the breakdowns derive the group of calls without it from the CacheDay 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -83,25 +83,6 @@ def _alias(column: str) -> str:
     return f"sum_{column}"
 
 
-def _kind_rows(
-    organization: Organization, records: QuerySet[UsageRecord], kind: str, value: Any
-) -> QuerySet[Any]:
-    """The rollup rows of one kind as the records give them (a values() queryset)."""
-    zone = ZoneInfo(organization.time_zone)
-    rows: QuerySet[Any] = (
-        records.annotate(
-            day=TruncDate("occurred_at", tzinfo=zone),
-            kind=Value(kind, output_field=TextField()),
-            value=value,
-        )
-        .filter(value__isnull=False)
-        .values(*KEYS)
-        .annotate(**{_alias(c): v for c, v in _sums().items()})
-        .order_by()
-    )
-    return rows
-
-
 def _tag_names(conversations: QuerySet[Conversation]) -> list[str]:
     """The tag names of these conversations (few: tags are analysts' labels), read from
     the tagged ones only."""
@@ -112,20 +93,44 @@ def _tag_names(conversations: QuerySet[Conversation]) -> list[str]:
     return sorted(names)
 
 
-def _all_rows(
+def _dimension_rows(
     organization: Organization, records: QuerySet[UsageRecord], *, many: bool = False
-) -> list[QuerySet[Any]]:
-    """Every kind's rows. `many`: the records are a large part of the organization's (a
-    rebuild, a recompute by day span), so the tag names are read from all its conversations
-    (a superset: a name no record has gives no row) instead of through the records."""
-    rows = [_kind_rows(organization, records, kind, value) for kind, value in KINDS.items()]
+) -> tuple[str, str, list[Any]]:
+    """Every kind's rows as SQL: a WITH clause that sums the records once per day, model
+    and combination of the dimensions' values (one scan, one ORM query to build), and a
+    body that regroups it per kind (a UNION ALL: the kinds never share a key). Returns the
+    WITH clause, the body and their parameters. `many`: the records are a large part of the
+    organization's (a rebuild, a recompute by day span), so the tag names are read from all
+    its conversations (a superset: a name no record has gives no row), not through them."""
     conversations = Conversation.objects.filter(organization=organization)
     if not many:
         conversations = conversations.filter(pk__in=records.values("conversation_id").order_by())
-    for name in _tag_names(conversations):
-        tagged = records.filter(conversation__tags__has_key=name)
-        rows.append(_kind_rows(organization, tagged, tag_kind(name), tag_value(name)))
-    return rows
+    tags = _tag_names(conversations)
+    columns = {f"v_{kind}": value for kind, value in KINDS.items()}
+    kinds = dict(zip(columns, KINDS, strict=True))
+    for n, name in enumerate(tags):
+        columns[f"t_{n}"] = tag_value(name)
+        kinds[f"t_{n}"] = tag_kind(name)
+    grouped = (
+        records.annotate(day=TruncDate("occurred_at", tzinfo=ZoneInfo(organization.time_zone)))
+        .annotate(**columns)
+        .values("organization_id", "day", "model", *columns)
+        .annotate(**{_alias(c): v for c, v in _sums().items()})
+        .order_by()
+    )
+    inner, params = grouped.query.sql_with_params()
+    sums = ", ".join(f"SUM(g.{_quote(_alias(c))}) AS {_quote(_alias(c))}" for c in SUMS)
+    parts = []
+    for column in columns:
+        value = f"g.{_quote(column)}"
+        parts.append(
+            f"SELECT g.{_quote('organization_id')}, %s AS {_quote('kind')}, g.{_quote('day')}, "
+            f"g.{_quote('model')}, {value} AS {_quote('value')}, {sums} FROM g "
+            f"WHERE {value} IS NOT NULL "
+            f"GROUP BY g.{_quote('organization_id')}, g.{_quote('day')}, g.{_quote('model')}, "
+            f"{value}"
+        )
+    return f"WITH g AS ({inner}) ", " UNION ALL ".join(parts), [*params, *kinds.values()]
 
 
 # BreakerDay: its keys, the keys its upsert meets, and how each figure combines.
@@ -175,26 +180,26 @@ def _quote(name: str) -> str:
 
 def _upsert(
     table: str,
-    rows: QuerySet[Any],
+    rows: tuple[str, str, Sequence[Any]],
     keys: tuple[str, ...],
     sums: Iterable[str],
     *,
     conflict: tuple[str, ...] | None,
     combine: dict[str, str] | None = None,
 ) -> None:
-    """INSERT the rows a values() queryset computes; with `conflict`, a key already there
-    gets the new figures combined with its own: added (costs: NULL + x = x, as SUM has it),
-    or the least or the greatest of the two."""
+    """INSERT the rows a query computes (its WITH clause, body and parameters); with
+    `conflict`, a key already there gets the new figures combined with its own: added
+    (costs: NULL + x = x, as SUM has it), or the least or the greatest of the two."""
     sums = list(sums)
     columns = [*keys, *sums]
     names = ", ".join(_quote(c) for c in columns)
     select = ", ".join(f"delta.{_quote(c if c in keys else _alias(c))}" for c in columns)
-    inner, params = rows.query.sql_with_params()
+    prefix, inner, params = rows
     target = _quote(table)
     # WHERE true: SQLite needs it to tell an upsert's ON from a join's. The keys in order,
     # so two writers never wait on each other in a cycle.
     sql = (
-        f"INSERT INTO {target} ({names}) SELECT {select} FROM ({inner}) delta WHERE true "
+        f"{prefix}INSERT INTO {target} ({names}) SELECT {select} FROM ({inner}) delta WHERE true "
         f"ORDER BY {', '.join(f'delta.{_quote(k)}' for k in keys)}"
     )
     if conflict is not None:
@@ -220,14 +225,13 @@ def _upsert(
 def _insert(
     organization: Organization, records: QuerySet[UsageRecord], *, add: bool, many: bool = False
 ) -> None:
-    """Both rollups' rows from the records: every kind of DimensionDay in one statement (a
-    UNION ALL: the kinds never share a key), then BreakerDay's."""
-    parts = _all_rows(organization, records, many=many)
-    rows = parts[0].union(*parts[1:], all=True)
+    """Both rollups' rows from the records: every kind of DimensionDay in one statement,
+    then BreakerDay's."""
+    rows = _dimension_rows(organization, records, many=many)
     _upsert(DimensionDay._meta.db_table, rows, KEYS, SUMS, conflict=KEYS if add else None)
     _upsert(
         BreakerDay._meta.db_table,
-        _breaker_rows(organization, records),
+        ("", *_breaker_rows(organization, records).query.sql_with_params()),
         BREAKER_KEYS,
         _breaker_sums(),
         conflict=BREAKER_CONFLICT if add else None,
@@ -345,10 +349,15 @@ def organization_drift(*, organization: Organization) -> list[str]:
     """Every DimensionDay and BreakerDay row that differs from the raw rows, one line each."""
     keys = KEYS[1:]
     stored = DimensionDay.objects.filter(organization=organization).values(*keys, *SUMS)
-    raw: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for part in _all_rows(organization, _billing(organization), many=True):
-        raw.update(_keyed(part, keys, SUMS))
-    drift = _compare("dimensionday", _keyed(stored, keys, SUMS), raw)
+    prefix, body, params = _dimension_rows(organization, _billing(organization), many=True)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{prefix}SELECT * FROM ({body}) delta", params)
+        names = [column[0] for column in cursor.description]
+        raw_rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for row in raw_rows:  # SQLite gives a day as text
+        if isinstance(row["day"], str):
+            row["day"] = date.fromisoformat(row["day"])
+    drift = _compare("dimensionday", _keyed(stored, keys, SUMS), _keyed(raw_rows, keys, SUMS))
     places, figures = BREAKER_KEYS[1:], tuple(_breaker_sums())
     breakers = BreakerDay.objects.filter(organization=organization).values(*places, *figures)
     drift += _compare(
