@@ -1,11 +1,11 @@
 """Read paths that slice an organization's billing usage by any dimension (issue 14):
 breakdowns, the money a cache miss lost, and the row streams behind the CSV exports.
 
-A module of its own, beside selectors.py, for two reasons: the overview's selectors are
-being moved onto the rollups (issue 13) and this module must not collide with that; and
-every read here has the same shape (an organization, a half-open time range, optional
-filters, one GROUP BY) so that the lead can point each one at the rollups where a rollup
-holds its dimension (model, day) and keep raw rows for the others (key, end user, tags).
+A module of its own, beside selectors.py (the overview). Every read here has the same shape
+(an organization, a half-open time range, optional filters, one GROUP BY), so each breakdown
+reads a rollup where one holds its slice and grouping (CacheDay, DimensionDay,
+ConversationDay: `rollup_breakdown`) and one GROUP BY over the raw rows otherwise
+(`raw_breakdown`, which the tests hold the rollup reads to).
 
 Every query starts from the organization and filters `occurred_at` with a half-open range
 [start, end), which the partial index usage_org_billing_time serves; nothing loops over
@@ -48,21 +48,31 @@ from django.db.models.functions import (
     TruncWeek,
 )
 
-from .models import CacheDay, Conversation, ConversationSource, Organization, UsageRecord
+from .models import (
+    CacheDay,
+    ConversationDay,
+    ConversationSource,
+    DimensionDay,
+    Organization,
+    UsageRecord,
+)
 
 MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=24, decimal_places=12)
 # A price row without a cache policy caches in 128-token steps (design.md 2.6, prefix_128).
 DEFAULT_STEP = 128
 
 
-def day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
+def day_start(day: date, zone: str = "UTC") -> datetime:
+    """The moment a day starts where `zone` says (an IANA name)."""
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(zone))
 
 
 @dataclass(frozen=True)
 class Slice:
-    """Which billing records a figure covers: a half-open period [start, end) in UTC and
-    filters that combine (all must match). Empty strings and None mean 'any'."""
+    """Which billing records a figure covers: a half-open period [start, end) and filters
+    that combine (all must match). Empty strings and None mean 'any'. `zone` is where its
+    days start: grouping by day, week or month cuts there (the organization's time zone,
+    which the rollups' days follow)."""
 
     start: datetime | None = None
     end: datetime | None = None
@@ -73,21 +83,32 @@ class Slice:
     tag_key: str = ""
     tag_value: str = ""
     conversation: UUID | None = None
+    zone: str = "UTC"
 
     @classmethod
-    def of_dates(cls, date_from: date | None, date_to: date | None, **filters: Any) -> Slice:
-        """Days as people say them: both ends inclusive, turned into [from 00:00, to+1 00:00)."""
+    def of_dates(
+        cls, date_from: date | None, date_to: date | None, *, zone: str = "UTC", **filters: Any
+    ) -> Slice:
+        """Days as people say them, in `zone`: both ends inclusive, turned into
+        [from 00:00, to+1 00:00)."""
         return cls(
-            start=day_start(date_from) if date_from else None,
-            end=day_start(date_to + timedelta(days=1)) if date_to else None,
+            start=day_start(date_from, zone) if date_from else None,
+            end=day_start(date_to + timedelta(days=1), zone) if date_to else None,
+            zone=zone,
             **filters,
         )
 
     def previous(self) -> Slice | None:
         """The period of the same length just before this one, same filters: what a
-        comparison sets beside it. None when the period is open at either end."""
+        comparison sets beside it (as many whole days, when it is whole days: a daylight
+        saving change keeps it on midnights). None when the period is open at either end."""
         if self.start is None or self.end is None:
             return None
+        zone = ZoneInfo(self.zone)
+        first, after = _local_day(self.start, zone), _local_day(self.end, zone)
+        if first is not None and after is not None:
+            before = first - (after - first)
+            return replace(self, start=day_start(before, self.zone), end=self.start)
         length = self.end - self.start
         return replace(self, start=self.start - length, end=self.start)
 
@@ -191,32 +212,89 @@ def _local_day(moment: datetime, zone: ZoneInfo) -> date | None:
     return local.date() if local.time() == time.min else None
 
 
-def cache_days(organization: Organization, slice_: Slice) -> QuerySet[CacheDay] | None:
-    """The CacheDay rows that sum exactly to the slice's records, or None when they cannot
-    (a filter the rollup has no column for, or a bound inside an organization's day): the
-    caller then reads the raw rows."""
-    if (
-        slice_.source
-        or slice_.prompt_cache_key is not None
-        or slice_.end_user is not None
-        or slice_.tag_key
-        or slice_.conversation is not None
-    ):
-        return None
+def same_days(organization: Organization, slice_: Slice) -> bool:
+    """Whether the slice's days are the organization's, which the rollups' days are."""
+    zone = organization.time_zone
+    return slice_.zone == zone or (slice_.zone in UTC_ZONES and zone in UTC_ZONES)
+
+
+def _day_filter(organization: Organization, slice_: Slice) -> Q | None:
+    """The slice's period and model as a filter on a rollup's `day` and `model`, or None
+    when a bound falls inside one of the organization's days."""
     zone = ZoneInfo(organization.time_zone)
-    rows = CacheDay.objects.filter(organization=organization)
+    where = Q()
     if slice_.start is not None:
         first = _local_day(slice_.start, zone)
         if first is None:
             return None
-        rows = rows.filter(day__gte=first)
+        where &= Q(day__gte=first)
     if slice_.end is not None:
         after = _local_day(slice_.end, zone)
         if after is None:
             return None
-        rows = rows.filter(day__lt=after)
+        where &= Q(day__lt=after)
     if slice_.model:
-        rows = rows.filter(model=slice_.model)
+        where &= Q(model=slice_.model)
+    return where
+
+
+def _other_filters(slice_: Slice) -> list[tuple[str, str]] | None:
+    """The slice's filters besides period and model, as DimensionDay (kind, value) pairs;
+    None when one has no rollup (a single conversation)."""
+    if slice_.conversation is not None:
+        return None
+    pairs = []
+    if slice_.source:
+        pairs.append(("source", slice_.source))
+    if slice_.prompt_cache_key is not None:
+        pairs.append(("key", slice_.prompt_cache_key))
+    if slice_.end_user is not None:
+        pairs.append((DIMENSION_KINDS["user"], slice_.end_user))
+    if slice_.tag_key:
+        pairs.append((f"{TAG_PREFIX}{slice_.tag_key}", slice_.tag_value))
+    return pairs
+
+
+def days_only(organization: Organization, slice_: Slice) -> Q | None:
+    """The slice as a filter on an organization-day-model rollup (CacheDay, BreakerDay,
+    ConversationDay), or None when it filters by more than whole days and a model."""
+    if _other_filters(slice_) != []:
+        return None
+    return _day_filter(organization, slice_)
+
+
+def cache_days(organization: Organization, slice_: Slice) -> QuerySet[CacheDay] | None:
+    """The CacheDay rows that sum exactly to the slice's records, or None when they cannot
+    (a filter the rollup has no column for, or a bound inside an organization's day): the
+    caller then reads the raw rows."""
+    where = days_only(organization, slice_)
+    if where is None:
+        return None
+    return CacheDay.objects.filter(where, organization=organization)
+
+
+def dimension_days(
+    organization: Organization, slice_: Slice, kind: str | None = None
+) -> QuerySet[DimensionDay] | None:
+    """The DimensionDay rows of `kind` (the filter's own kind when None) that sum exactly
+    to the slice's records, or None when they cannot: more than one filter besides period
+    and model, a filter of another kind than `kind`, or a bound inside a day."""
+    pairs = _other_filters(slice_)
+    if pairs is None or len(pairs) > 1:
+        return None
+    if kind is None:
+        if not pairs:
+            return None
+        kind = pairs[0][0]
+    where = _day_filter(organization, slice_)
+    if where is None:
+        return None
+    rows = DimensionDay.objects.filter(where, organization=organization, kind=kind)
+    if pairs:
+        filter_kind, value = pairs[0]
+        if filter_kind != kind:
+            return None
+        rows = rows.filter(value=value)
     return rows
 
 
@@ -228,15 +306,21 @@ class Dimension:
     label: str
     expression: Any
     title: Any = None  # a second value shown beside the key (a conversation's title)
+    period: Any = None  # TruncDay, TruncWeek, TruncMonth: cut in the slice's time zone
+
+    def expression_in(self, zone: str) -> Any:
+        if self.period is not None:
+            return self.period("occurred_at", tzinfo=ZoneInfo(zone))
+        return self.expression
 
 
 DIMENSIONS: dict[str, Dimension] = {
     d.name: d
     for d in (
         Dimension("model", "Model", F("model")),
-        Dimension("day", "Day", TruncDay("occurred_at", tzinfo=UTC)),
-        Dimension("week", "Week", TruncWeek("occurred_at", tzinfo=UTC)),
-        Dimension("month", "Month", TruncMonth("occurred_at", tzinfo=UTC)),
+        Dimension("day", "Day", TruncDay("occurred_at", tzinfo=UTC), period=TruncDay),
+        Dimension("week", "Week", TruncWeek("occurred_at", tzinfo=UTC), period=TruncWeek),
+        Dimension("month", "Month", TruncMonth("occurred_at", tzinfo=UTC), period=TruncMonth),
         Dimension(
             "conversation", "Conversation", F("conversation__code"), F("conversation__title")
         ),
@@ -312,7 +396,7 @@ SORTS = {
 def breakdown_query(
     organization: Organization, slice_: Slice, dimension: Dimension, *, sort: str = "cost"
 ) -> QuerySet[UsageRecord, dict[str, Any]]:
-    records = slice_.records(organization).annotate(key=dimension.expression)
+    records = slice_.records(organization).annotate(key=dimension.expression_in(slice_.zone))
     names = ["key"]
     if dimension.title is not None:
         records = records.annotate(title=dimension.title)
@@ -332,9 +416,8 @@ def breakdown_rows(
         yield BreakdownRow(title=row.pop("title", None), **row)
 
 
-# The FIGURES as sums of CacheDay rows, named apart from its columns (an annotation may not
-# reuse a field's name), and the dimensions it can group by: its model and its days, which
-# are UTC days only where the organization's are.
+# The FIGURES as sums of rollup rows (CacheDay, DimensionDay and ConversationDay name these
+# columns alike), named apart from the columns (an annotation may not reuse a field's name).
 ROLLUP_FIGURES: dict[str, Any] = {
     "calls": Sum("calls"),
     "cost": Sum("cost_total"),
@@ -347,23 +430,114 @@ ROLLUP_FIGURES: dict[str, Any] = {
     "priced": Sum("priced_calls"),
     "lost": Sum("lost"),
 }
-ROLLUP_KEYS: dict[str, Any] = {
-    "model": F("model"),
+_R_FIGURES = {f"r_{name}": value for name, value in ROLLUP_FIGURES.items()}
+PERIOD_KEYS: dict[str, Any] = {
     "day": F("day"),
     "week": TruncWeek("day"),
     "month": TruncMonth("day"),
 }
+# DimensionDay's kind for each dimension it holds (tags: `tag:<name>`, the dimension's
+# name). Every other kind sorts before "tag:", so that tag_keys' walk ends at the last tag.
+DIMENSION_KINDS = {
+    "source": "source",
+    "key": "key",
+    "user": "end_user",
+    "api_key": "api_key",
+    "project": "project",
+}
+MONEY_FIGURES = ("cost", "cost_uncached", "lost")
+
+
+def dimension_kind(dimension: Dimension) -> str | None:
+    if dimension.name.startswith(TAG_PREFIX):
+        return dimension.name
+    return DIMENSION_KINDS.get(dimension.name)
 
 
 def _figures(row: dict[str, Any]) -> dict[str, Any]:
-    figures = {name: row[f"r_{name}"] for name in ROLLUP_FIGURES if name != "priced"}
-    figures["unpriced"] = row["r_calls"] - row["r_priced"]
+    figures = {name: row[f"r_{name}"] or 0 for name in ROLLUP_FIGURES if name != "priced"}
+    for name in MONEY_FIGURES:  # NULL when no call is priced, as the raw sums
+        figures[name] = row[f"r_{name}"]
+    figures["unpriced"] = (row["r_calls"] or 0) - (row["r_priced"] or 0)
     return figures
 
 
-def _day_key(value: date) -> datetime:
-    """The raw rows' key for a rollup day: its UTC midnight, as TruncDay gives it."""
-    return day_start(value)
+@dataclass(frozen=True)
+class _Rollup:
+    """Where a breakdown's groups come from: rollup rows, the expression naming a group
+    (and its title), and whether it needs the group of calls without a tag added."""
+
+    rows: QuerySet[Any]
+    key: Any
+    title: Any = None
+    untagged: bool = False
+
+
+def _rollup_source(
+    organization: Organization, slice_: Slice, dimension: Dimension
+) -> _Rollup | None:
+    name = dimension.name
+    if name == "model" or name in PERIOD_KEYS:
+        if name in PERIOD_KEYS and not same_days(organization, slice_):
+            return None
+        days: QuerySet[Any] | None = cache_days(organization, slice_)
+        if days is None:
+            days = dimension_days(organization, slice_)
+        if days is None:
+            return None
+        return _Rollup(days, F("model") if name == "model" else PERIOD_KEYS[name])
+    if name == "conversation":
+        where = days_only(organization, slice_)
+        if where is None:
+            return None
+        return _Rollup(
+            ConversationDay.objects.filter(where, organization=organization),
+            F("conversation__code"),
+            F("conversation__title"),
+        )
+    kind = dimension_kind(dimension)
+    if kind is None:
+        return None
+    dims = dimension_days(organization, slice_, kind)
+    if dims is None:
+        return None
+    untagged = kind.startswith(TAG_PREFIX) and not _other_filters(slice_)
+    return _Rollup(dims, F("value"), untagged=untagged)
+
+
+def _untagged(
+    organization: Organization, slice_: Slice, tagged: QuerySet[Any]
+) -> BreakdownRow | None:
+    """The group of calls whose conversation lacks the tag (key None, as the raw rows
+    group it): the slice's totals less the tagged rows'. Money is NULL when none of its
+    calls is priced, as SUM gives it."""
+    days = cache_days(organization, slice_)
+    if days is None:
+        return None
+    total, part = days.aggregate(**_R_FIGURES), tagged.aggregate(**_R_FIGURES)
+    rest = {name: (total[name] or 0) - (part[name] or 0) for name in _R_FIGURES}
+    if not rest["r_calls"]:
+        return None
+    if not rest["r_priced"]:
+        for name in MONEY_FIGURES:
+            rest[f"r_{name}"] = None
+    return BreakdownRow(key=None, title=None, **_figures(rest))
+
+
+def _python_order(sort: str) -> Any:
+    """The SQL sort's first term, in Python (ties keep the order they come in)."""
+    if sort == "calls":
+        return lambda row: -row.calls
+    if sort == "key":
+        return lambda row: (row.key is None, row.key if row.key is not None else "")
+    figure = sort if sort in ("cost", "lost") else "cost"
+    return lambda row: (getattr(row, figure) is None, -(getattr(row, figure) or 0))
+
+
+def _day_key(value: date, zone: str) -> datetime:
+    """The raw rows' key for a rollup day: its midnight in the slice's zone, as TruncDay
+    (TruncWeek, TruncMonth) gives it."""
+    return day_start(value, zone)
 
 
 def rollup_breakdown(
@@ -374,31 +548,40 @@ def rollup_breakdown(
     sort: str = "cost",
     limit: int = 200,
 ) -> list[BreakdownRow] | None:
-    """breakdown() from the CacheDay rollup, or None when the rollup cannot give it."""
-    if dimension.name not in ROLLUP_KEYS:
+    """breakdown() from a rollup (CacheDay, DimensionDay, ConversationDay), or None when
+    none holds the slice and the grouping."""
+    source = _rollup_source(organization, slice_, dimension)
+    if source is None:
         return None
-    dated = dimension.name != "model"
-    if dated and organization.time_zone not in UTC_ZONES:
-        return None
-    days = cache_days(organization, slice_)
-    if days is None:
-        return None
+    dated = dimension.name in PERIOD_KEYS
     sorts = {
         "cost": F("r_cost").desc(nulls_last=True),
         "calls": F("r_calls").desc(),
         "lost": F("r_lost").desc(nulls_last=True),
         "key": F("key").asc(),
     }
-    rows = (
-        days.annotate(key=ROLLUP_KEYS[dimension.name])
-        .values("key")
-        .annotate(**{f"r_{name}": value for name, value in ROLLUP_FIGURES.items()})
-        .order_by(sorts["key"] if dated else sorts[sort], "key")[:limit]
-    )
-    return [
-        BreakdownRow(key=_day_key(row["key"]) if dated else row["key"], title=None, **_figures(row))
-        for row in rows
+    names = ["key"]
+    rows = source.rows.annotate(key=source.key)
+    if source.title is not None:
+        rows = rows.annotate(title=source.title)
+        names.append("title")
+    order = sorts["key"] if dated else sorts.get(sort, sorts["cost"])
+    grouped = rows.values(*names).annotate(**_R_FIGURES).order_by(order, "key")[:limit]
+    out = [
+        BreakdownRow(
+            key=_day_key(row["key"], slice_.zone) if dated else row["key"],
+            title=row.get("title"),
+            **_figures(row),
+        )
+        for row in grouped
     ]
+    if source.untagged:
+        missing = _untagged(organization, slice_, source.rows)
+        if missing is not None:
+            out.append(missing)
+            out.sort(key=_python_order(sort))
+            out = out[:limit]
+    return out
 
 
 def breakdown(
@@ -409,8 +592,9 @@ def breakdown(
     sort: str = "cost",
     limit: int = 200,
 ) -> list[BreakdownRow]:
-    """The first `limit` groups: from the rollup for a model or a period over whole days,
-    else one GROUP BY over the raw rows."""
+    """The first `limit` groups: from a rollup where one holds the slice (whole days of
+    the organization, at most a model filter and one other), else one GROUP BY over the
+    raw rows."""
     rolled = rollup_breakdown(organization, slice_, dimension, sort=sort, limit=limit)
     if rolled is not None:
         return rolled
@@ -431,9 +615,11 @@ def raw_breakdown(
 
 def slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
     """The figures of the whole slice, as one row (key None)."""
-    days = cache_days(organization, slice_)
+    days: QuerySet[Any] | None = cache_days(organization, slice_)
+    if days is None:
+        days = dimension_days(organization, slice_)
     if days is not None:
-        row = days.aggregate(**{f"r_{name}": value for name, value in ROLLUP_FIGURES.items()})
+        row = days.aggregate(**_R_FIGURES)
         if row["r_calls"] is None:  # no day at all: the raw aggregate's zeros and NULLs
             return raw_slice_totals(organization, slice_)
         return BreakdownRow(key=None, title=None, **_figures(row))
@@ -445,13 +631,25 @@ def raw_slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
     return BreakdownRow(key=None, title=None, **row)
 
 
+# More tag names than a menu can show: the rest are still reachable by URL.
+TAG_MENU_LIMIT = 100
+
+
 def tag_keys(organization: Organization) -> list[str]:
-    """The tag names the organization's conversations use, for the group-by menu."""
-    keys: set[str] = set()
-    tagged = Conversation.objects.filter(organization=organization).exclude(tags={})
-    for tags in tagged.values_list("tags", flat=True).iterator(chunk_size=2000):
-        keys.update(tags)
-    return sorted(keys)
+    """The tag names the organization's billed calls carry, for the group-by menu: the
+    DimensionDay kinds `tag:<name>`, walked one name at a time down its index (a probe per
+    name, instead of reading every tagged conversation's tags)."""
+    # A string sorts after its prefixes in any collation: the walk starts at "tag:".
+    kinds = DimensionDay.objects.filter(organization=organization, kind__startswith=TAG_PREFIX)
+    names: list[str] = []
+    last: str | None = None
+    while len(names) < TAG_MENU_LIMIT:
+        after = kinds.filter(kind__gte=TAG_PREFIX) if last is None else kinds.filter(kind__gt=last)
+        last = after.order_by("kind").values_list("kind", flat=True).first()
+        if last is None:
+            break
+        names.append(last[len(TAG_PREFIX) :])
+    return sorted(names)
 
 
 # Export streams: one row per turn or per conversation, read through a server-side cursor.

@@ -13,19 +13,28 @@ messages, for the few groups shown, through the engine (engine/divergence.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db.models import Avg, Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay
 
 from pricing.book import PriceBook
 
-from .breakdowns import LOST, MISSED_TOKENS, OTHER_KEY, UTC_ZONES, Slice, cache_days
+from .breakdowns import (
+    LOST,
+    MISSED_TOKENS,
+    OTHER_KEY,
+    Slice,
+    cache_days,
+    days_only,
+    same_days,
+)
 from .engine.divergence import Divergence, RequestView, compare_requests
 from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET, LATENCY_REDUCTION_TARGET
-from .models import CacheDay, MissReason, Organization, Turn, UsageRecord
+from .models import BreakerDay, CacheDay, MissReason, Organization, Turn, UsageRecord
 
 NOT_ELIGIBLE = (MissReason.NOT_SUPPORTED, MissReason.BELOW_MINIMUM, MissReason.BATCH)
 NO_REASON = "partial"  # a hit that fell short of the cacheable prefix with no reason given
@@ -268,8 +277,8 @@ def raw_lost_by_reason(organization: Organization, slice_: Slice) -> list[LostRo
 
 
 def lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
-    """By UTC day: from the rollup where the organization's days are UTC's."""
-    days = cache_days(organization, slice_) if organization.time_zone in UTC_ZONES else None
+    """By day of the slice's zone: from the rollup where those are the organization's days."""
+    days = cache_days(organization, slice_) if same_days(organization, slice_) else None
     if days is not None:
         return _lost_rows(_lost_from(days, "day"), day="day")
     return raw_lost_by_day(organization, slice_)
@@ -278,7 +287,7 @@ def lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
 def raw_lost_by_day(organization: Organization, slice_: Slice) -> list[LostRow]:
     rows = (
         _missed(organization, slice_)
-        .annotate(day=TruncDay("occurred_at", tzinfo=UTC))
+        .annotate(day=TruncDay("occurred_at", tzinfo=ZoneInfo(slice_.zone)))
         .values("day", "reason")
         .annotate(**FIGURES)
         .order_by("day", "reason")
@@ -306,6 +315,9 @@ def raw_lost_by_model(organization: Organization, slice_: Slice) -> list[LostRow
 # Prefix breakers --------------------------------------------------------------------------
 
 BLOCK = 128  # breakers diverging inside the same 128-token block are one place
+# BreakerDay's message for a prefix that changed in the tools or the response format (the
+# turn's miss_message is NULL there; a key column cannot be).
+TOOLS_MESSAGE = -1
 
 
 @dataclass(frozen=True)
@@ -336,11 +348,53 @@ class Breaker:
         return f"{place}, {tokens}"
 
 
+BREAKER_ORDER = (F("lost").desc(nulls_last=True), F("calls").desc(), "model", "block")
+
+
 def prefix_breakers(
     organization: Organization, slice_: Slice, *, limit: int = 10, explain: int = 5
 ) -> list[Breaker]:
     """The places where prefixes diverge, costliest first; the first `explain` of them
-    with a side-by-side of two requests and the named cause."""
+    with a side-by-side of two requests and the named cause. From the BreakerDay rollup
+    where the slice is whole days with at most a model filter, else from the raw rows."""
+    breakers = _rollup_breakers(organization, slice_, limit)
+    if breakers is None:
+        breakers = raw_prefix_breakers(organization, slice_, limit=limit)
+    book = PriceBook.for_organization(organization)
+    return [
+        _explained(organization, breaker, book) if n < explain else breaker
+        for n, breaker in enumerate(breakers)
+    ]
+
+
+def _rollup_breakers(organization: Organization, slice_: Slice, limit: int) -> list[Breaker] | None:
+    where = days_only(organization, slice_)  # None: the slice is not the rollup's to answer
+    if where is None:
+        return None
+    rows = (
+        BreakerDay.objects.filter(where, organization=organization)
+        .values("model", "message", "block")
+        .annotate(
+            first_token=Min("first_token"),
+            last_token=Max("last_token"),
+            calls=Sum("calls"),
+            conversations=Count("conversation", distinct=True),
+            lost=Sum("lost"),
+            first=Min("first_turn"),
+            second=Max("last_turn"),
+        )
+        .order_by(*BREAKER_ORDER)[:limit]
+    )
+    return [
+        Breaker(**{**row, "message": None if row["message"] == TOOLS_MESSAGE else row["message"]})
+        for row in rows
+    ]
+
+
+def raw_prefix_breakers(
+    organization: Organization, slice_: Slice, *, limit: int = 10
+) -> list[Breaker]:
+    """prefix_breakers' groups from the raw rows, without the side-by-side."""
     rows = (
         slice_.records(organization)
         .filter(turn__miss_reason=MissReason.PREFIX_CHANGED, turn__miss_token__isnull=False)
@@ -355,14 +409,9 @@ def prefix_breakers(
             first=Min("turn_id"),
             second=Max("turn_id"),
         )
-        .order_by(F("lost").desc(nulls_last=True), F("calls").desc(), "model", "block")[:limit]
+        .order_by(*BREAKER_ORDER)[:limit]
     )
-    breakers = [Breaker(**row) for row in rows]
-    book = PriceBook.for_organization(organization)
-    return [
-        _explained(organization, breaker, book) if n < explain else breaker
-        for n, breaker in enumerate(breakers)
-    ]
+    return [Breaker(**row) for row in rows]
 
 
 def _request_view(turn: Turn) -> RequestView:

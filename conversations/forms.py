@@ -147,12 +147,14 @@ class BreakdownForm(forms.Form):
         self.is_valid()
         return self.cleaned_data
 
-    def to_slice(self) -> breakdowns.Slice:
+    def to_slice(self, zone: str = "UTC") -> breakdowns.Slice:
+        """The filters as a slice; dates are days in `zone` (the organization's)."""
         data = self._data()
         tag = data.get("tag")
         return breakdowns.Slice.of_dates(
             data.get("date_from"),
             data.get("date_to"),
+            zone=zone,
             model=data.get("model") or "",
             source=data.get("source") or "",
             # A key filter of "-" selects the calls sent without a key.

@@ -549,6 +549,77 @@ class CacheDay(models.Model):
         return f"{self.organization_id} {self.day} {self.model} {self.miss_reason}"
 
 
+class DimensionDay(models.Model):
+    """An organization's billing usage on one day (in its time zone) with one model, grouped
+    by one other dimension: `kind` names it (source, key for prompt_cache_key, end_user,
+    api_key, project, or tag:<name>) and `value` is the group's value ("" for calls without
+    one). A record is counted once per kind; under tag:<name> only if its conversation has
+    that tag. What the breakdowns by those dimensions, and the breakdowns and totals under
+    one such filter, sum (breakdowns.py); services/dimension_rollups.py keeps it."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    kind = models.TextField()
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    value = models.TextField(blank=True)
+    calls = models.BigIntegerField(default=0)
+    priced_calls = models.BigIntegerField(default=0)
+    eligible_calls = models.BigIntegerField(default=0)
+    hit_calls = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    input_cached = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_total = cost_sum_field()
+    cost_uncached = cost_sum_field()
+    lost = cost_sum_field()  # breakdowns.LOST, as CacheDay.lost
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target; it also serves the pages' reads, which name the
+            # organization and a kind, then a day range.
+            models.UniqueConstraint(
+                fields=["organization", "kind", "day", "model", "value"],
+                name="dimensionday_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.kind}={self.value} {self.day} {self.model}"
+
+
+class BreakerDay(models.Model):
+    """A conversation's calls on one day (in the organization's time zone) with one model
+    whose prefix changed at one place: message position (-1: the tools or the response
+    format) and 128-token block, as cache_report.prefix_breakers groups them. Per
+    conversation so that the page can count the conversations a breaker reaches; only the
+    conversations with such calls have rows."""
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    message = models.IntegerField()
+    block = models.IntegerField()
+    calls = models.BigIntegerField(default=0)
+    lost = cost_sum_field()  # breakdowns.LOST
+    first_token = models.IntegerField()  # the lowest and highest token the prefix broke at
+    last_token = models.IntegerField()
+    first_turn = models.BigIntegerField()  # the lowest and highest turn id, for the
+    last_turn = models.BigIntegerField()  # side-by-side of two requests
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "day", "model", "message", "block"],
+                name="breakerday_unique_key",
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "day"], name="breakerday_org_day")]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} {self.day} {self.model} {self.message}/{self.block}"
+
+
 class CalibrationGap(models.Model):
     """How many reported calls of a day and model were estimated `gap_permille` thousandths
     off (|estimated - reported| / reported prompt tokens, rounded): the histogram the
@@ -586,6 +657,13 @@ class ConversationDay(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     input_cached = models.BigIntegerField(default=0)
+    # The rest of a breakdown row's figures, for the breakdown by conversation (not in
+    # ConversationTotals: the conversation list does not show them).
+    cost_uncached = cost_sum_field()
+    completion_tokens = models.BigIntegerField(default=0)
+    eligible_calls = models.BigIntegerField(default=0)
+    hit_calls = models.BigIntegerField(default=0)
+    lost = cost_sum_field()  # breakdowns.LOST, as CacheDay.lost
 
     class Meta:
         constraints = [

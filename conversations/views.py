@@ -31,7 +31,7 @@ from .forms import (
     UsageFilterForm,
     tags_text,
 )
-from .models import Conversation, Role
+from .models import Conversation, Organization, Role
 from .services import deletion
 from .services import imports as import_services
 from .services import members as member_services
@@ -342,8 +342,10 @@ def conversation_tags(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
     return redirect("conversation_detail", slug=slug, code=code)
 
 
-def _period(form: BreakdownForm) -> tuple[breakdowns.Slice, breakdowns.Slice | None]:
-    current = form.to_slice()
+def _period(
+    organization: Organization, form: BreakdownForm
+) -> tuple[breakdowns.Slice, breakdowns.Slice | None]:
+    current = form.to_slice(organization.time_zone)
     return current, current.previous() if form.compare_value else None
 
 
@@ -355,7 +357,7 @@ def cache_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
     form = BreakdownForm(request.GET)
-    slice_ = form.to_slice()
+    slice_ = form.to_slice(organization.time_zone)
     by_day = cache_report.lost_by_day(organization, slice_)
     by_model = cache_report.lost_by_model(organization, slice_)
     context = {
@@ -388,7 +390,9 @@ def cache_fixes(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     form = BreakdownForm(request.GET)
     context = {
         "organization": membership.organization,
-        "fixes": fix_list.fix_list(membership.organization, form.to_slice()),
+        "fixes": fix_list.fix_list(
+            membership.organization, form.to_slice(membership.organization.time_zone)
+        ),
         "query": request.GET.urlencode(),
     }
     return render(request, "conversations/cache.html#fixes", context)
@@ -401,7 +405,7 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
     form = BreakdownForm(request.GET)
-    current, previous = _period(form)
+    current, previous = _period(organization, form)
     dimension = form.dimension
     rows = breakdowns.breakdown(organization, current, dimension)
     before = (
@@ -455,7 +459,7 @@ def usage_export(request: HtmxHttpRequest, slug: str) -> HttpResponse | Streamin
             for name, problems in form.errors.items()
         )
         return HttpResponse(f"Bad filters: {errors}", status=400, content_type="text/plain")
-    slice_ = form.to_slice()
+    slice_ = form.to_slice(organization.time_zone)
     table = request.GET.get("table", "")
     header: list[str]
     rows: Iterator[tuple[Any, ...]]

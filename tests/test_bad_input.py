@@ -248,6 +248,8 @@ STORED_TABLES = frozenset(
         "conversations.ConversationDay",
         "conversations.ConversationTotals",
         "conversations.CalibrationGap",
+        "conversations.DimensionDay",
+        "conversations.BreakerDay",
     }
 )
 

@@ -2,21 +2,6 @@
 
 import django.db.models.deletion
 from django.db import migrations, models
-from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations.state import StateApps
-
-
-def rollups_build(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """Existing usage gets its rollups (CacheDay among them) now, or the pages would show
-    nothing until someone ran rollups_rebuild. The service works on the models as they are
-    at this migration; if a later migration changes these tables, this step moves there."""
-    from conversations.models import Organization
-    from conversations.services.rollups import organization_rebuild
-
-    if not apps.get_model("conversations", "UsageRecord").objects.exists():
-        return
-    for organization in Organization.objects.only("id", "time_zone"):
-        organization_rebuild(organization=organization)
 
 
 class Migration(migrations.Migration):
@@ -67,5 +52,5 @@ class Migration(migrations.Migration):
             model_name='turn',
             index=models.Index(condition=models.Q(('miss_reason', 'prefix_changed'), ('miss_token__isnull', False)), fields=['id'], name='turn_prefix_changed'),
         ),
-        migrations.RunPython(rollups_build, migrations.RunPython.noop),
+        # Building the rollups for existing usage moved to 0014 (see rollups_build there).
     ]

@@ -1,10 +1,11 @@
 """Rollups: the sums pages read instead of the raw usage (design.md 2.10).
 
-Five tables (conversations/models.py): UsageDay (organization x day x model, calibration sums
+Six tables (conversations/models.py): UsageDay (organization x day x model, calibration sums
 included), CalibrationGap (its estimate-gap histogram), CacheDay (organization x day x model x
-miss reason, for the cache page), ConversationDay (conversation x day x model) and
-ConversationTotals (conversation). They are written in the
-transaction that writes or changes the usage they sum, so a page never sees one without the
+miss reason, for the cache page), ConversationDay (conversation x day x model),
+ConversationTotals (conversation) and DimensionDay (organization x day x model x one more
+dimension, kept by services/dimension_rollups.py through the hooks here). They are written in
+the transaction that writes or changes the usage they sum, so a page never sees one without the
 other:
 
 - new rows add their sums: one INSERT ... SELECT ... ON CONFLICT DO UPDATE per table,
@@ -63,6 +64,7 @@ from ..models import (
     UsageRecord,
     UsageSource,
 )
+from . import dimension_rollups
 
 # Ids per statement: well under PostgreSQL's 65,535 parameters.
 ID_BATCH = 5000
@@ -143,7 +145,7 @@ def _gap(*, signed: bool) -> Any:
     )
 
 
-def _conversation_day_sums() -> dict[str, Any]:
+def _conversation_totals_sums() -> dict[str, Any]:
     return {
         "calls": Count("id"),
         "priced_calls": Count("id", filter=Q(cost_total__isnull=False)),
@@ -151,6 +153,20 @@ def _conversation_day_sums() -> dict[str, Any]:
         "total_tokens": _int_sum("total_tokens"),
         "prompt_tokens": _int_sum("prompt_tokens"),
         "input_cached": _int_sum("input_cached"),
+    }
+
+
+def _conversation_day_sums() -> dict[str, Any]:
+    """ConversationTotals' sums and the rest of a breakdown row (the breakdown by
+    conversation), with the same filters as breakdowns.FIGURES."""
+    priced = Q(cost_total__isnull=False)
+    return {
+        **_conversation_totals_sums(),
+        "cost_uncached": Sum("cost_uncached", filter=priced),
+        "completion_tokens": _int_sum("completion_tokens"),
+        "eligible_calls": Count("id", filter=Q(cache_eligible=True)),
+        "hit_calls": Count("id", filter=Q(cache_eligible=True, input_cached__gt=0)),
+        "lost": Sum(LOST),
     }
 
 
@@ -190,11 +206,11 @@ def _cache_day_sums() -> dict[str, Any]:
     }
 
 
-TOTALS_COLUMNS = tuple(_conversation_day_sums())
+TOTALS_COLUMNS = tuple(_conversation_totals_sums())
 # Columns whose sums follow SQL's SUM: NULL until a non-NULL value is added.
 NULLABLE_COLUMNS = {
     name
-    for name in (*_usage_day_sums(), *_cache_day_sums())
+    for name in (*_usage_day_sums(), *_cache_day_sums(), *_conversation_day_sums())
     if "cost_" in name or "_sum" in name or name.endswith("lost")
 }
 
@@ -389,6 +405,7 @@ def conversations_added(*, conversation_ids: list[int]) -> None:
             records = _billing(organization).filter(conversation_id__in=batch)
             for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
                 _insert(table, table.rows(organization, records), add=True)
+            dimension_rollups.records_added(organization=organization, records=records)
         _totals_refresh(organization, ids)
 
 
@@ -404,6 +421,11 @@ def turns_added(
     if not conversation_ids:  # a request that got no reply is billed nowhere
         return
     conversations = sorted(set(conversation_ids))
+    # DimensionDay and BreakerDay first: their statement's shape follows the conversations'
+    # tag names, so it is built per call, not from a template. First, because an import adds
+    # them per chunk and its organization-day sums only at its end: taking them in the same
+    # order means a live call and an import never each hold what the other waits for.
+    dimension_rollups.records_added(organization=organization, records=records)
     if len(turn_ids) > TEMPLATE_IDS or len(conversations) > TEMPLATE_IDS:
         for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
             _insert(table, table.rows(organization, records), add=True)
@@ -598,6 +620,9 @@ def _recompute(organization: Organization, ids: list[int], touched: Touched) -> 
             model__in=touched.models,
         ).delete()
         _insert(table, table.rows(organization, records), add=False)
+    dimension_rollups.span_recompute(
+        organization=organization, first=touched.first, last=touched.last, models=touched.models
+    )
 
 
 def conversations_recompute(*, conversation_ids: Iterable[int]) -> None:
@@ -624,6 +649,7 @@ def organization_forget(*, organization: Organization) -> None:
     """Every rollup row of an organization about to be deleted (one DELETE each)."""
     for model in (ConversationTotals, ConversationDay, UsageDay, CalibrationGap, CacheDay):
         model.objects.filter(organization=organization).delete()
+    dimension_rollups.organization_forget(organization=organization)
 
 
 def organization_rebuild(*, organization: Organization) -> None:
@@ -634,6 +660,7 @@ def organization_rebuild(*, organization: Organization) -> None:
     for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
         _insert(table, table.rows(organization, records), add=False)
     _totals_insert(organization, None)
+    dimension_rollups.organization_rebuild(organization=organization)
 
 
 # --- verification -------------------------------------------------------------------------
@@ -692,7 +719,7 @@ def organization_drift(*, organization: Organization) -> list[str]:
         )
     raw_totals = (
         records.values("conversation_id")
-        .annotate(**_aliased(_conversation_day_sums()))
+        .annotate(**_aliased(_conversation_totals_sums()))
         .annotate(
             sum_is_priced=Case(When(sum_priced_calls__gt=0, then=Value(True)), default=Value(False))
         )
@@ -709,4 +736,4 @@ def organization_drift(*, organization: Organization) -> list[str]:
         ),
         _rows(raw_totals, ("conversation_id",)),
     )
-    return drift
+    return drift + dimension_rollups.organization_drift(organization=organization)

@@ -35,7 +35,11 @@ class Command(BaseCommand):
             default="conversation",
             help=f"One of {', '.join(BY)}, or tag:NAME (default: conversation).",
         )
-        parser.add_argument("--from", dest="date_from", help="First day (YYYY-MM-DD, UTC).")
+        parser.add_argument(
+            "--from",
+            dest="date_from",
+            help="First day (YYYY-MM-DD, in the organization's time zone).",
+        )
         parser.add_argument("--to", dest="date_to", help="Last day, included (YYYY-MM-DD).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -46,7 +50,7 @@ class Command(BaseCommand):
         date_to = _date(options["date_to"]) if options["date_to"] else None
         if date_from and date_to and date_to < date_from:
             raise CommandError(f"--to {date_to} is before --from {date_from}")
-        slice_ = breakdowns.Slice.of_dates(date_from, date_to)
+        slice_ = breakdowns.Slice.of_dates(date_from, date_to, zone=organization.time_zone)
         if by == "turn":
             header = [name for name, _ in breakdowns.TURN_COLUMNS]
             rows = breakdowns.turn_export_rows(organization, slice_)
