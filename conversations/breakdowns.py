@@ -389,7 +389,9 @@ SORTS = {
     "cost": F("cost").desc(nulls_last=True),
     "calls": F("calls").desc(),
     "lost": F("lost").desc(nulls_last=True),
-    "key": F("key").asc(),
+    # NULLS LAST said, not left to the database: SQLite puts NULLs first, PostgreSQL last,
+    # and the rollup path (its "(none)" group is added in Python) orders as PostgreSQL does.
+    "key": F("key").asc(nulls_last=True),
 }
 
 
@@ -558,7 +560,7 @@ def rollup_breakdown(
         "cost": F("r_cost").desc(nulls_last=True),
         "calls": F("r_calls").desc(),
         "lost": F("r_lost").desc(nulls_last=True),
-        "key": F("key").asc(),
+        "key": F("key").asc(nulls_last=True),
     }
     names = ["key"]
     rows = source.rows.annotate(key=source.key)
