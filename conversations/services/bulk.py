@@ -11,8 +11,7 @@ took longer than their COPY (profiled). Defaults Django would fill in Python (uu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -72,9 +71,8 @@ def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[i
     columns = [pk, *given, *defaulted]
     # As the ORM writes a JSONField: Python None is SQL NULL, anything else JSON text
     # (without the spaces json.dumps puts after separators: jsonb drops them anyway).
-    # One encoder a column, made once: json.dumps would build one per value.
     encoders = [
-        (index, (field.encoder or json.JSONEncoder)(separators=(",", ":")).encode)
+        (index, field.encoder)
         for index, field in enumerate(columns)
         if isinstance(field, models.JSONField)
     ]
@@ -98,24 +96,7 @@ def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[i
             if len(row) != len(given):  # a column the first row lacks would be lost
                 raise ValueError(f"{model.__name__} rows differ in their columns")
             values = [id_, *values_of(row), *[default() for default in defaults]]
-            for index, encode in encoders:
+            for index, encoder in encoders:
                 if values[index] is not None:
-                    values[index] = encode(values[index])
+                    values[index] = json.dumps(values[index], cls=encoder, separators=(",", ":"))
             copy.write_row(values)
-
-
-@contextmanager
-def constraints_checked_now() -> Iterator[None]:
-    """Foreign keys checked at the end of each statement in the block, not at commit.
-
-    Django declares them DEFERRABLE INITIALLY DEFERRED, so the checks of an import's ~100,000
-    rows all ran in its COMMIT (0.57 s of 3.9 for a 50 MB file), with nothing left to do
-    beside them. Checked per COPY, they run while the import's other thread analyses the
-    next chunk, and a broken reference fails the chunk that made it. The same checks,
-    the same all-or-nothing outcome. Set back to deferred afterwards (after an error the
-    transaction is aborted and rolls back, so nothing is to be set back)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL DEFERRED")

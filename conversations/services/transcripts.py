@@ -6,7 +6,6 @@ The caller owns the transaction (an import is all or nothing)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -14,7 +13,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from django.db import connection, models
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -71,18 +70,6 @@ class ImportTotals:
     def warn(self, text: str) -> None:
         if len(self.warnings) < WARNINGS_KEPT:
             self.warnings.append(text)
-
-    def add(self, chunk: ImportTotals) -> None:
-        """A chunk's stored conversations (counts, billing, warnings) added to these."""
-        self.conversations += chunk.conversations
-        self.turns += chunk.turns
-        self.messages += chunk.messages
-        self.tokens += chunk.tokens
-        self.unpriced_turns += chunk.unpriced_turns
-        if chunk.cost is not None:
-            self.cost = (self.cost or Decimal(0)) + chunk.cost
-        for warning in chunk.warnings:
-            self.warn(warning)
 
 
 def _source_of(transcript: Transcript) -> str:
@@ -268,61 +255,36 @@ def _rows_orm_write(rows: ChunkRows) -> list[int]:
 
 
 def _rows_copy_write(rows: ChunkRows) -> list[int]:
-    """PostgreSQL: ids reserved from each table's sequence, then one COPY a table, its
-    foreign keys checked as it ends."""
-    with bulk.constraints_checked_now():
-        return _rows_write(rows, _copy_insert)
+    """PostgreSQL: ids reserved from each table's sequence, then one COPY a table."""
+    return _rows_write(rows, _copy_insert)
 
 
-def _chunk_rows(
+def _chunk_store(
     *,
     organization: Organization,
     job: ImportJob | None,
     book: PriceBook,
-    fresh: list[tuple[Transcript, str]],
-    now: datetime,
-    retention_seconds: int,
+    stored: list[tuple[Transcript, str, list[CallAnalysis]]],
+    fallback_time: datetime,
+    totals: ImportTotals,
     tags: dict[str, str],
-) -> tuple[ChunkRows, ImportTotals]:
-    """Analyse one chunk's conversations and build their rows, with the chunk's totals.
-
-    Pure Python, on the import's second thread (see transcripts_store): its database
-    connection would be outside the import's transaction, so a query here fails loudly
-    instead of reading the wrong snapshot. The price book was loaded before."""
-    totals = ImportTotals()
-    rows = ChunkRows()
-    with connection.execute_wrapper(_no_queries):
-        analysis = analyze(
-            [transcript for transcript, _ in fresh],
-            profile_for=book.profile,
-            policy_for=book.policy,
-            rates_for=partial(book.call_rates, now=now),
-            retention_seconds=retention_seconds,
-            org=str(organization.code),
-        )
-        for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True):
-            _conversation_rows(
-                rows=rows,
-                organization=organization,
-                job=job,
-                book=book,
-                transcript=transcript,
-                digest=digest,
-                results=result.calls,
-                fallback_time=now,
-                totals=totals,
-                tags=tags,
-            )
-    return rows, totals
-
-
-def _no_queries(*args: object) -> None:
-    raise RuntimeError("a chunk's analysis ran a query outside the import's transaction")
-
-
-def _chunk_store(rows: ChunkRows) -> list[int]:
+) -> list[int]:
     """Write one chunk's conversations with their messages, turns and usage records, in
     the caller's transaction; the ids of the conversations written, in file order."""
+    rows = ChunkRows()
+    for transcript, digest, results in stored:
+        _conversation_rows(
+            rows=rows,
+            organization=organization,
+            job=job,
+            book=book,
+            transcript=transcript,
+            digest=digest,
+            results=results,
+            fallback_time=fallback_time,
+            totals=totals,
+            tags=tags,
+        )
     if bulk.copy_supported():
         return _rows_copy_write(rows)
     return _rows_orm_write(rows)
@@ -407,45 +369,33 @@ def transcripts_store(
     book = PriceBook.for_organization(organization)
     totals = ImportTotals()
     now = timezone.now()
-
-    def written(built: Future[tuple[ChunkRows, ImportTotals]]) -> None:
-        rows, chunk_totals = built.result()
-        stored = _chunk_store(rows)
+    for chunk in _chunks(transcripts, CHUNK):
+        fresh = _not_yet_imported(organization=organization, job=job, chunk=chunk, totals=totals)
+        analysis = analyze(
+            [transcript for transcript, _ in fresh],
+            profile_for=book.profile,
+            policy_for=book.policy,
+            rates_for=partial(book.call_rates, now=now),
+            retention_seconds=retention_seconds,
+            org=str(organization.code),
+        )
+        stored = _chunk_store(
+            organization=organization,
+            job=job,
+            book=book,
+            stored=[
+                (transcript, digest, result.calls)
+                for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True)
+            ],
+            fallback_time=now,
+            totals=totals,
+            tags=tags or {},
+        )
         # The chunk's rows are written: their sums go into the rollups in the same
         # transaction, computed by the database from those rows.
-        rollups.conversations_added(conversation_ids=stored, staged=staged)
-        totals.add(chunk_totals)
+        rollups.conversations_added(conversation_ids=stored)
         if on_chunk is not None:
             on_chunk(totals)
-
-    # Two stages a chunk apart: while this thread writes chunk n (mostly waiting for the
-    # database, which parses the COPY, checks constraints and sums the rollups on the
-    # other core), a second thread analyses chunk n + 1 (tiktoken and the cache simulator,
-    # pure Python). Queries stay on this thread, the only one in the import's transaction.
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-analysis") as analyst,
-        rollups.staged() as staged,
-    ):
-        building: Future[tuple[ChunkRows, ImportTotals]] | None = None
-        for chunk in _chunks(transcripts, CHUNK):
-            fresh = _not_yet_imported(
-                organization=organization, job=job, chunk=chunk, totals=totals
-            )
-            following = analyst.submit(
-                _chunk_rows,
-                organization=organization,
-                job=job,
-                book=book,
-                fresh=fresh,
-                now=now,
-                retention_seconds=retention_seconds,
-                tags=tags or {},
-            )
-            if building is not None:
-                written(building)
-            building = following
-        if building is not None:
-            written(building)
     if totals.skipped:
         totals.warnings.insert(
             0,
