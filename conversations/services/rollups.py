@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -453,10 +453,13 @@ def _staged_columns(table: Table) -> list[str]:
 @contextmanager
 def staged() -> Iterator[Staged]:
     """Stage an import's organization-day sums (see Staged); they go into the rollups when
-    the block ends without an exception (with one, the transaction rolls them back)."""
-    stage = Staged()
-    yield stage
-    stage.fold()
+    the block ends without an exception (with one, the transaction rolls them back). In a
+    transaction of its own when the caller has none (demo data, tests): the staging tables
+    last until commit, which in autocommit is the end of the statement that made them."""
+    with transaction.atomic(savepoint=False):
+        stage = Staged()
+        yield stage
+        stage.fold()
 
 
 def turns_added(
