@@ -220,7 +220,7 @@ def main() -> None:
     from django.db import connection
 
     from conversations.models import Organization, UsageRecord
-    from conversations.services import bulk, imports, transcripts
+    from conversations.services import bulk, imports, rollups, transcripts
 
     if args.orm:
         bulk.COPY_VENDORS = frozenset()
@@ -238,6 +238,8 @@ def main() -> None:
     phases.wrap(transcripts, "_conversation_rows", "rows built (dicts, usage records priced)")
     phases.wrap(transcripts, "_rows_copy_write", "rows written (ids, COPY)")
     phases.wrap(transcripts, "_rows_orm_write", "rows written (ORM bulk_create)")
+    phases.wrap(rollups, "conversations_added", "rollups summed (a chunk's, staged)")
+    phases.wrap(rollups.Staged, "fold", "rollups added (the import's, at its end)")
     rss_before = peak_rss_mb()
     best: tuple[float, dict[str, float]] | None = None
     cpus: list[float] = []

@@ -71,8 +71,9 @@ def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[i
     columns = [pk, *given, *defaulted]
     # As the ORM writes a JSONField: Python None is SQL NULL, anything else JSON text
     # (without the spaces json.dumps puts after separators: jsonb drops them anyway).
+    # One encoder a column, made once: json.dumps would build one per value.
     encoders = [
-        (index, field.encoder)
+        (index, (field.encoder or json.JSONEncoder)(separators=(",", ":")).encode)
         for index, field in enumerate(columns)
         if isinstance(field, models.JSONField)
     ]
@@ -96,7 +97,7 @@ def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[i
             if len(row) != len(given):  # a column the first row lacks would be lost
                 raise ValueError(f"{model.__name__} rows differ in their columns")
             values = [id_, *values_of(row), *[default() for default in defaults]]
-            for index, encoder in encoders:
+            for index, encode in encoders:
                 if values[index] is not None:
-                    values[index] = json.dumps(values[index], cls=encoder, separators=(",", ":"))
+                    values[index] = encode(values[index])
             copy.write_row(values)

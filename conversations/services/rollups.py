@@ -17,12 +17,14 @@ other:
   (manage.py rollups_rebuild, rollups_verify).
 
 Days are in the organization's time zone (Organization.time_zone). The SQL is built by the
-ORM, so it runs on SQLite as well as PostgreSQL; the upserts take their keys in order so two
-writers never wait on each other in a cycle.
+ORM, so it runs on SQLite as well as PostgreSQL; the upserts take their keys in order, and an
+import adds its organization-day sums once, at its end (`staged`), so two writers never wait
+on each other in a cycle.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -308,10 +310,17 @@ def _quote(name: str) -> str:
 def _insert_sql(table: Table, rows: QuerySet[Any], *, add: bool) -> tuple[str, Sequence[Any]]:
     """INSERT the rows a values() queryset computes; with `add`, a key already there gets
     the new sums added to its own (costs: NULL + x = x, as SUM would have it)."""
+    inner, params = rows.query.sql_with_params()
+    return _select_insert_sql(table, inner, params, add=add)
+
+
+def _select_insert_sql(
+    table: Table, inner: str, params: Sequence[Any], *, add: bool
+) -> tuple[str, Sequence[Any]]:
+    """_insert_sql of rows a SELECT gives: the table's keys and its sums under their aliases."""
     columns = [*table.keys, *table.sums]
     names = ", ".join(_quote(c) for c in columns)
     select = ", ".join(f"delta.{_quote(c if c in table.keys else _alias(c))}" for c in columns)
-    inner, params = rows.query.sql_with_params()
     # WHERE true: SQLite needs it to tell an upsert's ON from a join's.
     sql = (
         f"INSERT INTO {_quote(table.name)} ({names}) SELECT {select} FROM ({inner}) delta "
@@ -397,16 +406,107 @@ def _by_organization(conversation_ids: Iterable[int]) -> dict[Organization, list
 # --- new rows: add their sums -------------------------------------------------------------
 
 
-def conversations_added(*, conversation_ids: list[int]) -> None:
+def conversations_added(*, conversation_ids: list[int], staged: Staged | None = None) -> None:
     """Add the usage of conversations whose rows were all just written (an import's chunk)
-    to the rollups. Call once per chunk, after its usage records, in the same transaction."""
+    to the rollups. Call once per chunk, after its usage records, in the same transaction.
+    `staged`: the organization-day sums wait there until the import's last chunk."""
     for organization, ids in _by_organization(conversation_ids).items():
         for batch in _batches(ids):
             records = _billing(organization).filter(conversation_id__in=batch)
-            for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
-                _insert(table, table.rows(organization, records), add=True)
-            dimension_rollups.records_added(organization=organization, records=records)
+            for table in ORG_DAY_TABLES:
+                if staged is None:
+                    _insert(table, table.rows(organization, records), add=True)
+                else:
+                    staged.add(table, table.rows(organization, records))
+            # The conversations are new: their rows are this transaction's alone.
+            _insert(CONVERSATION_DAY, CONVERSATION_DAY.rows(organization, records), add=True)
+            if staged is None:
+                dimension_rollups.records_added(organization=organization, records=records)
+            else:
+                staged.add_dimensions(organization, batch)
         _totals_refresh(organization, ids)
+
+
+_STAGES = itertools.count()
+
+
+class Staged:
+    """An import's sums for the organization-day rollups (UsageDay, CalibrationGap,
+    CacheDay), gathered chunk by chunk in temporary tables of the transaction, then added to
+    the rollups by one upsert per table, keys in order (`staged()` does it on the way out).
+
+    Why: an upsert locks its row until commit. Added chunk by chunk, two imports into one
+    organization could each hold keys of their first chunks and wait for the other's (a
+    deadlock, which PostgreSQL ends by failing one import). Added at once, every writer takes
+    these rows table by table in ORG_DAY_TABLES order and, within a table, in key order
+    (`_insert` sorts too), so no two wait on each other in a cycle; and the rows stay locked
+    only from the end of the import to its commit. SQLite locks the whole database for a
+    writer: there the sums go straight in."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, str] = {}  # rollup table -> its temporary table
+        # DimensionDay is shared by the organization's writers too (a day, model and key
+        # or source), so an import adds it at the end as well, in one statement (keys in
+        # order); BreakerDay, per conversation, comes along with it.
+        self.dimensions: dict[Organization, list[int]] = defaultdict(list)
+
+    def add_dimensions(self, organization: Organization, conversation_ids: list[int]) -> None:
+        if connection.vendor != "postgresql":  # one writer at a time: no order to keep
+            records = _billing(organization).filter(conversation_id__in=conversation_ids)
+            dimension_rollups.records_added(organization=organization, records=records)
+            return
+        self.dimensions[organization].extend(conversation_ids)
+
+    def add(self, table: Table, rows: QuerySet[Any]) -> None:
+        if connection.vendor != "postgresql":
+            _insert(table, rows, add=True)
+            return
+        columns = ", ".join(_quote(c) for c in _staged_columns(table))
+        inner, params = rows.query.sql_with_params()
+        select = f"SELECT {columns} FROM ({inner}) delta"
+        stage = self.tables.get(table.name)
+        if stage is None:
+            stage = self.tables[table.name] = f"rollup_stage_{next(_STAGES)}_{table.name}"
+            sql = f"CREATE TEMPORARY TABLE {_quote(stage)} ON COMMIT DROP AS {select}"
+        else:
+            sql = f"INSERT INTO {_quote(stage)} ({columns}) {select}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
+    def fold(self) -> None:
+        """Add what was staged to the rollups (SUM: NULL until a non-NULL value, as the
+        per-chunk upserts had it), one table after the other in ORG_DAY_TABLES order, after
+        DimensionDay: the order a live call takes them in (turns_added)."""
+        for organization, ids in self.dimensions.items():
+            records = _billing(organization).filter(conversation_id__in=ids)
+            dimension_rollups.records_added(organization=organization, records=records)
+        self.dimensions.clear()
+        for table in ORG_DAY_TABLES:
+            stage = self.tables.pop(table.name, None)
+            if stage is None:
+                continue
+            keys = ", ".join(_quote(k) for k in table.keys)
+            sums = ", ".join(f"SUM({_quote(_alias(c))}) AS {_quote(_alias(c))}" for c in table.sums)
+            select = f"SELECT {keys}, {sums} FROM {_quote(stage)} GROUP BY {keys}"
+            with connection.cursor() as cursor:
+                cursor.execute(*_select_insert_sql(table, select, (), add=True))
+                cursor.execute(f"DROP TABLE {_quote(stage)}")
+
+
+def _staged_columns(table: Table) -> list[str]:
+    return [*table.keys, *map(_alias, table.sums)]
+
+
+@contextmanager
+def staged() -> Iterator[Staged]:
+    """Stage an import's organization-day sums (see Staged); they go into the rollups when
+    the block ends without an exception (with one, the transaction rolls them back). In a
+    transaction of its own when the caller has none (demo data, tests): the staging tables
+    last until commit, which in autocommit is the end of the statement that made them."""
+    with transaction.atomic(savepoint=False):
+        stage = Staged()
+        yield stage
+        stage.fold()
 
 
 def turns_added(

@@ -369,33 +369,40 @@ def transcripts_store(
     book = PriceBook.for_organization(organization)
     totals = ImportTotals()
     now = timezone.now()
-    for chunk in _chunks(transcripts, CHUNK):
-        fresh = _not_yet_imported(organization=organization, job=job, chunk=chunk, totals=totals)
-        analysis = analyze(
-            [transcript for transcript, _ in fresh],
-            profile_for=book.profile,
-            policy_for=book.policy,
-            rates_for=partial(book.call_rates, now=now),
-            retention_seconds=retention_seconds,
-            org=str(organization.code),
-        )
-        stored = _chunk_store(
-            organization=organization,
-            job=job,
-            book=book,
-            stored=[
-                (transcript, digest, result.calls)
-                for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True)
-            ],
-            fallback_time=now,
-            totals=totals,
-            tags=tags or {},
-        )
-        # The chunk's rows are written: their sums go into the rollups in the same
-        # transaction, computed by the database from those rows.
-        rollups.conversations_added(conversation_ids=stored)
-        if on_chunk is not None:
-            on_chunk(totals)
+    # The organization x day sums wait in the transaction until the last chunk
+    # (rollups.Staged: two imports into one organization would deadlock otherwise).
+    with rollups.staged() as staged:
+        for chunk in _chunks(transcripts, CHUNK):
+            fresh = _not_yet_imported(
+                organization=organization, job=job, chunk=chunk, totals=totals
+            )
+            analysis = analyze(
+                [transcript for transcript, _ in fresh],
+                profile_for=book.profile,
+                policy_for=book.policy,
+                rates_for=partial(book.call_rates, now=now),
+                retention_seconds=retention_seconds,
+                org=str(organization.code),
+            )
+            stored = _chunk_store(
+                organization=organization,
+                job=job,
+                book=book,
+                stored=[
+                    (transcript, digest, result.calls)
+                    for (transcript, digest), result in zip(
+                        fresh, analysis.conversations, strict=True
+                    )
+                ],
+                fallback_time=now,
+                totals=totals,
+                tags=tags or {},
+            )
+            # The chunk's rows are written: their sums go into the rollups in the same
+            # transaction, computed by the database from those rows.
+            rollups.conversations_added(conversation_ids=stored, staged=staged)
+            if on_chunk is not None:
+                on_chunk(totals)
     if totals.skipped:
         totals.warnings.insert(
             0,
