@@ -177,7 +177,9 @@ elif envbool("COSTLAB_DB_PREPARE", "true"):
     # and plans it no more: its CPU per chat call went from ~10 to ~6 ms (bench/calls.py).
     # Off behind a pooler that cannot keep prepared statements (PgBouncer's transaction mode
     # before 1.21).
-    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True}
+    # Django turns psycopg's preparing off unless a threshold is given: prepared from the
+    # second run of a statement's text.
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
