@@ -97,6 +97,8 @@ def attempt_succeeded(result: CallResult) -> None:
     unless told the caller will, inside the transaction that records what came of the call
     (one commit fewer; a worker killed before that commit leaves the attempt "sent", as
     one killed mid-request does, and the next delivery's attempt gets the turn)."""
+    if result.attempt_id is None:  # not a result of chat_completion_call
+        return
     CallAttempt.objects.filter(pk=result.attempt_id).update(
         outcome=AttemptOutcome.OK,
         status_code=200,

@@ -536,8 +536,7 @@ def _turn_record(
             billed = next((r.cost_total for r in records if r.is_billing), None)
             if result is not None:
                 _call_succeed(call, result, cost=billed, turn=turn)
-                if result.attempt_id is not None:
-                    attempt_succeeded(result)
+                attempt_succeeded(result)
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
@@ -546,7 +545,6 @@ def _turn_record(
         if result is not None:
             with transaction.atomic():
                 _call_succeed(call, result, cost=cost, turn=existing)
-                if result.attempt_id is not None:
-                    attempt_succeeded(result)
+                attempt_succeeded(result)
         return existing, cost
     return turn, billed
