@@ -171,6 +171,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_costlab.sqlite3")}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif envbool("COSTLAB_DB_PREPARE", "false"):
+    # psycopg binds parameters server-side, so a statement run again (every ORM query of a
+    # call has the same text each time) is prepared once per session and PostgreSQL parses
+    # and plans it no more: its CPU per chat call went from ~10 to ~6 ms (bench/calls.py).
+    # Opt-in, not the default: server-side binding caps a statement at 65,535 parameters
+    # (an import's id lists can hold more) and changes how every query is sent; and it must
+    # stay off behind a pooler that cannot keep prepared statements (PgBouncer's transaction
+    # mode before 1.21).
+    # Django turns psycopg's preparing off unless a threshold is given: prepared from the
+    # second run of a statement's text.
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -11,6 +11,7 @@ it is sent. The connection's rpm/tpm budget is taken before each attempt.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import random
@@ -85,6 +86,27 @@ class CallResult:
     started_at: datetime  # when the successful attempt was sent
     latency_ms: int
     ttft_ms: int | None
+    # The CallAttempt that got this result, and its time to the first token (or to the
+    # whole answer): what attempt_succeeded writes.
+    attempt_id: int | None = None
+    attempt_ttft_ms: int | None = None
+
+
+def attempt_succeeded(result: CallResult) -> None:
+    """Mark the attempt that got `result` as answered. chat_completion_call does it itself
+    unless told the caller will, inside the transaction that records what came of the call
+    (one commit fewer; a worker killed before that commit leaves the attempt "sent", as
+    one killed mid-request does, and the next delivery's attempt gets the turn)."""
+    if result.attempt_id is None:  # not a result of chat_completion_call
+        return
+    CallAttempt.objects.filter(pk=result.attempt_id).update(
+        outcome=AttemptOutcome.OK,
+        status_code=200,
+        latency_ms=result.latency_ms,
+        ttft_ms=result.attempt_ttft_ms,
+        usage=result.usage,
+        response_id=result.response_id[:200],
+    )
 
 
 class CallFailed(Exception):
@@ -275,9 +297,11 @@ def chat_completion_call(
     request: ChatRequest,
     sleep: Sleep = time.sleep,
     max_wait_seconds: float = MAX_WAIT_SECONDS,
+    record_success: bool = True,
 ) -> CallResult:
     """Make the call, retrying what can be retried; every attempt becomes a CallAttempt of
-    `call`. Raises CallFailed with the API's message when it gives up."""
+    `call`. Raises CallFailed with the API's message when it gives up. `record_success`
+    off: the caller marks the answered attempt itself (attempt_succeeded)."""
     client = _clients.get(connection)
     deadline = time.monotonic() + max_wait_seconds
     attempts = settings.COSTLAB_CALL_MAX_ATTEMPTS
@@ -311,22 +335,9 @@ def chat_completion_call(
             continue
         used = int((result.usage or {}).get("total_tokens") or 0)
         budget_settle(connection=connection, charged=charged, used=used)
-        attempt.outcome = AttemptOutcome.OK
-        attempt.status_code = 200
-        attempt.latency_ms = result.latency_ms
-        attempt.ttft_ms = first
-        attempt.usage = result.usage
-        attempt.response_id = result.response_id[:200]
-        attempt.save(
-            update_fields=[
-                "outcome",
-                "status_code",
-                "latency_ms",
-                "ttft_ms",
-                "usage",
-                "response_id",
-            ]
-        )
+        result = dataclasses.replace(result, attempt_id=attempt.pk, attempt_ttft_ms=first)
+        if record_success:
+            attempt_succeeded(result)
         return result
     raise CallFailed(f"gave up after {attempts} attempts: {last}")
 

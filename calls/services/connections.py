@@ -17,6 +17,7 @@ from conversations.models import Organization
 
 from ..crypto import secret_decrypt, secret_encrypt, secret_rotate
 from ..models import EndpointKey, ProviderConnection, RateBudget, key_digest
+from ..selectors import endpoint_callers_forget
 
 BUILTIN_NAME = "built-in"
 ENDPOINT_KEY_PREFIX = "clk-"
@@ -137,11 +138,13 @@ def endpoint_key_issue(
         last4=plain[-4:],
         created_by_id=user.pk if user is not None else None,
     )
+    endpoint_callers_forget()  # a development-mode caller of this key had no organization
     return key, plain
 
 
 def endpoint_key_revoke(*, key: EndpointKey) -> None:
     EndpointKey.objects.filter(pk=key.pk, revoked__isnull=True).update(revoked=timezone.now())
+    endpoint_callers_forget()  # other processes let it go within KEY_CACHE_SECONDS
 
 
 def builtin_connection_ensure(*, organization: Organization, port: int) -> ProviderConnection:

@@ -212,6 +212,33 @@ def test_it_refuses_a_message_while_the_previous_one_waits() -> None:
     assert Message.objects.filter(conversation=chat.conversation, role="user").count() == 1
 
 
+def test_a_send_fails_a_call_lost_for_good_first_and_reads_state_as_the_orm_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs, "enqueue", lambda name, *args: None)
+    chat = make_chat(make_connection())
+    lost = chats.chat_message_send(chat=chat, text="one")
+    now = timezone.now()
+    # Waiting, but not yet for good: the send refuses, as for any waiting call.
+    ApiCall.objects.filter(pk=lost.pk).update(requested_at=now - timedelta(minutes=5))
+    assert chats._state_template() is not None  # PostgreSQL: the statement built once
+    state = chats._chat_state(chat, now)
+    assert state == {k[2:]: v for k, v in chats._chat_state_query(chat.pk, now).get().items()}
+    assert state == {"calls": 1, "waiting": 1, "lost": 0, "messages": 2}
+    with pytest.raises(chats.ChatBusy):
+        chats.chat_message_send(chat=chat, text="two")
+    # Requested before the give-up time and never claimed: the next send fails it first.
+    old = now - chats.CALL_GIVE_UP_AFTER - timedelta(minutes=1)
+    ApiCall.objects.filter(pk=lost.pk).update(requested_at=old)
+    state = chats._chat_state(chat, now)
+    assert state == {k[2:]: v for k, v in chats._chat_state_query(chat.pk, now).get().items()}
+    assert state == {"calls": 1, "waiting": 1, "lost": 1, "messages": 2}
+    second = chats.chat_message_send(chat=chat, text="two")
+    lost.refresh_from_db()
+    assert lost.status == CallStatus.FAILED and lost.turn is not None
+    assert second.index == 1 and second.status == CallStatus.PENDING
+
+
 def test_it_stops_calling_at_the_monthly_spend_cap() -> None:
     connection = make_connection(monthly_spend_cap=Decimal("0.01"))
     chat = make_chat(connection)

@@ -14,9 +14,10 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from pytest_django import Settings
 
-from calls import simulated
+from calls import selectors, simulated
 from calls.models import EndpointKey
 from calls.services.connections import endpoint_key_issue, endpoint_key_revoke
 from conversations.engine import messages as engine_messages
@@ -236,6 +237,23 @@ def test_it_takes_any_key_in_development_mode_and_only_issued_ones_otherwise(
     endpoint_key_revoke(key=key)
     with pytest.raises(openai.AuthenticationError):
         complete(client, model="gpt-4o", messages=HI)
+
+
+def test_a_key_revoked_by_another_process_is_refused_once_its_check_expires(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.COSTLAB_DEV = False
+    organization = OrganizationFactory.create()
+    key, plain = endpoint_key_issue(organization=organization, name="ci")
+    accepted = selectors.endpoint_caller(key=plain)
+    assert accepted is not None and accepted.organization_id == organization.pk
+    # Revoked without this process hearing of it (another web process's page did it).
+    EndpointKey.objects.filter(pk=key.pk).update(revoked=timezone.now())
+    assert selectors.endpoint_caller(key=plain) == accepted  # remembered for a few seconds
+    later = time.monotonic() + selectors.KEY_CACHE_SECONDS + 0.1
+    monkeypatch.setattr(time, "monotonic", lambda: later)  # the module selectors reads
+    assert selectors.endpoint_caller(key=plain) is None
+    assert selectors.endpoint_caller(key="sk-not-issued") is None  # refused, never remembered
 
 
 def test_it_issues_a_working_key_from_the_command(
