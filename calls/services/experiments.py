@@ -72,7 +72,13 @@ from ..models import (
     Variant,
 )
 from ..selectors import connection_spend
-from .calling import CallFailed, CallResult, ChatRequest, chat_completion_call
+from .calling import (
+    CallFailed,
+    CallResult,
+    ChatRequest,
+    attempt_succeeded,
+    chat_completion_call,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -784,8 +790,13 @@ def _turn_make(
         error = _connection_capped(connection) or ""
     if not error and connection is not None:
         try:
+            # The answered attempt is marked in the turn's transaction (_call_finish), so a
+            # worker killed before that commit leaves it "sent", as one killed mid-request.
             result = chat_completion_call(
-                call=call, connection=connection, request=_request(replay, step, messages)
+                call=call,
+                connection=connection,
+                request=_request(replay, step, messages),
+                record_success=False,
             )
         except CallFailed as failed:
             error = failed.message
@@ -902,7 +913,8 @@ def _turn_record(
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
         record = UsageRecord.objects.filter(turn=existing, is_billing=True).first()
         cost = record.cost_total if record is not None and result is not None else None
-        _call_finish(call, result, error, cost=cost, turn=existing)
+        with transaction.atomic():
+            _call_finish(call, result, error, cost=cost, turn=existing)
     return cost
 
 
@@ -919,6 +931,7 @@ def _call_finish(
             status=CallStatus.FAILED, finished_at=timezone.now(), error=error[:4000], turn=turn
         )
         return
+    attempt_succeeded(result)
     ApiCall.objects.filter(pk=call.pk).update(
         status=CallStatus.SUCCEEDED,
         finished_at=timezone.now(),
