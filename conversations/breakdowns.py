@@ -14,6 +14,7 @@ usage rows in Python, and the export streams read through a server-side cursor.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -28,6 +29,7 @@ from django.db.models import (
     DecimalField,
     ExpressionWrapper,
     F,
+    Func,
     IntegerField,
     Q,
     QuerySet,
@@ -36,7 +38,6 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import (
     Cast,
     Coalesce,
@@ -129,9 +130,9 @@ class Slice:
             records = records.filter(turn__end_user=self.end_user)
         if self.tag_key:
             # The tag's text, not a JSON containment: SQLite (make run) has no `contains`.
-            records = records.alias(
-                tag_filter=Cast(KeyTextTransform(self.tag_key, "conversation__tags"), TextField())
-            ).filter(tag_filter=self.tag_value)
+            records = records.alias(tag_filter=Cast(tag_text(self.tag_key), TextField())).filter(
+                tag_filter=self.tag_value
+            )
         if self.conversation is not None:
             records = records.filter(conversation__code=self.conversation)
         return records
@@ -334,11 +335,41 @@ DIMENSIONS: dict[str, Dimension] = {
 TAG_PREFIX = "tag:"
 
 
+class _MemberText(Func):
+    """A JSON object's member, by name, as text. Django's key transforms read a name that
+    looks like an integer ("1", "-1") as an array index: PostgreSQL then gives NULL for
+    an object, and SQLite refuses the path `$[-1]` (an import failed on a tag named -1)."""
+
+    output_field = TextField()
+
+    def __init__(self, key: str, field: str) -> None:
+        super().__init__(F(field))
+        self.key = key
+
+    def as_postgresql(
+        self, compiler: Any, connection: Any, **extra: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        lhs, params = compiler.compile(self.get_source_expressions()[0])
+        return f"({lhs} ->> %s::text)", (*params, self.key)
+
+    def as_sql(
+        self, compiler: Any, connection: Any, *args: Any, **extra: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        # SQLite: a quoted label in the path is always a member's name.
+        lhs, params = compiler.compile(self.get_source_expressions()[0])
+        return f"json_extract({lhs}, %s)", (*params, "$." + json.dumps(self.key))
+
+
+def tag_text(key: str) -> Any:
+    """The value of the conversation's tag `key`, as text (NULL when it has none)."""
+    return _MemberText(key, "conversation__tags")
+
+
 def dimension_get(name: str) -> Dimension | None:
     """A dimension by name; `tag:<key>` groups by the value of that tag."""
     if name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX):
         key = name[len(TAG_PREFIX) :]
-        return Dimension(name, f"Tag {key}", KeyTextTransform(key, "conversation__tags"))
+        return Dimension(name, f"Tag {key}", tag_text(key))
     return DIMENSIONS.get(name)
 
 

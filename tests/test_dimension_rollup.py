@@ -353,3 +353,24 @@ def test_prefix_breakers_read_the_same_groups_from_the_rollup_as_from_raw_rows(
     assert cache_report.prefix_breakers(organization, whole, explain=0) == (
         cache_report.raw_prefix_breakers(organization, whole)
     )
+
+
+def test_tags_named_like_numbers_are_members_not_array_indexes() -> None:
+    """Tag names "1" and "-1" read as array indexes gave NULL on PostgreSQL and made SQLite
+    refuse the import (JSON path `$[-1]`): they are members' names, like any other."""
+    organization = OrganizationFactory.create()
+    stored = _dimensioned(random.Random(5), 4)
+    for n, transcript in enumerate(stored):
+        transcript.tags = {"1": f"one-{n % 2}", "-1": "minus"}
+    transcripts_store(organization=organization, transcripts=stored)
+    assert rollups.organization_drift(organization=organization) == []
+    billed = UsageRecord.objects.filter(organization=organization, is_billing=True).count()
+    whole = Slice(zone="UTC")
+    for name, keys in (("tag:1", {"one-0", "one-1"}), ("tag:-1", {"minus"})):
+        dimension = breakdowns.dimension_get(name)
+        assert dimension is not None
+        rolled = breakdowns.rollup_breakdown(organization, whole, dimension, sort="key", limit=9)
+        raw = breakdowns.raw_breakdown(organization, whole, dimension, sort="key", limit=9)
+        assert rolled == raw
+        assert {r.key for r in raw} == keys  # no "(none)" group: every call is tagged
+        assert sum(r.calls for r in raw) == billed

@@ -28,10 +28,9 @@ from zoneinfo import ZoneInfo
 
 from django.db import connection
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum, TextField, Value
-from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 
-from ..breakdowns import LOST, TAG_PREFIX
+from ..breakdowns import LOST, TAG_PREFIX, tag_text
 from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import BreakerDay, Conversation, DimensionDay, MissReason, Organization, UsageRecord
 
@@ -71,7 +70,7 @@ SUMS = tuple(_sums())
 
 def tag_value(name: str) -> Any:
     """A tag's value as text: what the breakdowns' tag filter compares."""
-    return Cast(KeyTextTransform(name, "conversation__tags"), TextField())
+    return Cast(tag_text(name), TextField())
 
 
 def tag_kind(name: str) -> str:

@@ -221,7 +221,8 @@ def test_a_send_fails_a_call_lost_for_good_first_and_reads_state_as_the_orm_woul
     now = timezone.now()
     # Waiting, but not yet for good: the send refuses, as for any waiting call.
     ApiCall.objects.filter(pk=lost.pk).update(requested_at=now - timedelta(minutes=5))
-    assert chats._state_template() is not None  # PostgreSQL: the statement built once
+    if db_connection.vendor == "postgresql":  # the statement built once; SQLite uses the ORM
+        assert chats._state_template() is not None
     state = chats._chat_state(chat, now)
     assert state == {k[2:]: v for k, v in chats._chat_state_query(chat.pk, now).get().items()}
     assert state == {"calls": 1, "waiting": 1, "lost": 0, "messages": 2}
