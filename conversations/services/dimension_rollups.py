@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +32,7 @@ from django.db.models.functions import Cast, Coalesce, TruncDate
 from ..breakdowns import LOST, TAG_PREFIX, tag_text
 from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import BreakerDay, Conversation, DimensionDay, MissReason, Organization, UsageRecord
+from .rollup_drift import compare, normal
 
 # The kinds every record is counted under, and the value that groups it.
 KINDS: dict[str, Any] = {
@@ -308,40 +308,14 @@ def organization_rebuild(*, organization: Organization) -> None:
 # --- verification -------------------------------------------------------------------------
 
 
-def _normal(value: Any) -> Any:
-    """A sum to the rollup's 12 places without trailing zeros (SQLite sums decimals as
-    floats and carries more)."""
-    if isinstance(value, float | Decimal):
-        return Decimal(str(value)).quantize(Decimal("1e-12")).normalize()
-    return value
-
-
 def _keyed(
     rows: Iterable[dict[str, Any]], keys: tuple[str, ...], sums: Iterable[str]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     keyed = {}
     for row in rows:
         key = tuple(row[k] for k in keys)
-        keyed[key] = {c: _normal(row[c] if c in row else row[_alias(c)]) for c in sums}
+        keyed[key] = {c: normal(row[c] if c in row else row[_alias(c)]) for c in sums}
     return keyed
-
-
-def _compare(
-    name: str,
-    stored: dict[tuple[Any, ...], dict[str, Any]],
-    raw: dict[tuple[Any, ...], dict[str, Any]],
-) -> list[str]:
-    drift = []
-    for key in sorted(set(stored) | set(raw), key=repr):
-        mine, truth = stored.get(key), raw.get(key)
-        if mine is None:
-            drift.append(f"{name} {key}: missing (raw rows sum to {truth})")
-        elif truth is None:
-            drift.append(f"{name} {key}: {mine} but no raw rows")
-        elif mine != truth:
-            shown = ", ".join(f"{c} {mine[c]} != {truth[c]}" for c in mine if mine[c] != truth[c])
-            drift.append(f"{name} {key}: {shown} (rollup != raw)")
-    return drift
 
 
 def organization_drift(*, organization: Organization) -> list[str]:
@@ -356,10 +330,10 @@ def organization_drift(*, organization: Organization) -> list[str]:
     for row in raw_rows:  # SQLite gives a day as text
         if isinstance(row["day"], str):
             row["day"] = date.fromisoformat(row["day"])
-    drift = _compare("dimensionday", _keyed(stored, keys, SUMS), _keyed(raw_rows, keys, SUMS))
+    drift = compare("dimensionday", _keyed(stored, keys, SUMS), _keyed(raw_rows, keys, SUMS))
     places, figures = BREAKER_KEYS[1:], tuple(_breaker_sums())
     breakers = BreakerDay.objects.filter(organization=organization).values(*places, *figures)
-    drift += _compare(
+    drift += compare(
         "breakerday",
         _keyed(breakers, places, figures),
         _keyed(_breaker_rows(organization, _billing(organization)), places, figures),

@@ -67,6 +67,7 @@ from ..models import (
     UsageSource,
 )
 from . import dimension_rollups
+from .rollup_drift import compare, normal
 
 # Ids per statement: well under PostgreSQL's 65,535 parameters.
 ID_BATCH = 5000
@@ -772,36 +773,8 @@ def _rows(
     rows = {}
     for row in queryset:
         key = tuple(row[k] for k in keys)
-        rows[key] = {c.removeprefix("sum_"): _normal(v) for c, v in row.items() if c not in keys}
+        rows[key] = {c.removeprefix("sum_"): normal(v) for c, v in row.items() if c not in keys}
     return rows
-
-
-def _normal(value: Any) -> Any:
-    """Sums to the rollup columns' 12 places (SQLite sums decimals as floats and carries
-    more), without trailing zeros: Decimal('1.500') and Decimal('1.5') are one value."""
-    if isinstance(value, float | Decimal):
-        return Decimal(str(value)).quantize(Decimal("1e-12")).normalize()
-    return value
-
-
-def _compare(
-    name: str,
-    stored: dict[tuple[Any, ...], dict[str, Any]],
-    raw: dict[tuple[Any, ...], dict[str, Any]],
-) -> list[str]:
-    drift = []
-    for key in sorted(set(stored) | set(raw), key=repr):
-        mine, truth = stored.get(key), raw.get(key)
-        if mine is None:
-            drift.append(f"{name} {key}: missing (raw rows sum to {truth})")
-        elif truth is None:
-            drift.append(f"{name} {key}: {mine} but no raw rows")
-        else:
-            differ = {c: (mine[c], truth[c]) for c in truth if mine.get(c) != truth[c]}
-            if differ:
-                shown = ", ".join(f"{c} {a} != {b}" for c, (a, b) in differ.items())
-                drift.append(f"{name} {key}: {shown} (rollup != raw)")
-    return drift
 
 
 def organization_drift(*, organization: Organization) -> list[str]:
@@ -812,7 +785,7 @@ def organization_drift(*, organization: Organization) -> list[str]:
     for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
         keys = tuple(k for k in table.keys if k != "organization_id")
         stored = table.model.objects.filter(organization=organization)  # type: ignore[attr-defined]
-        drift += _compare(
+        drift += compare(
             table.model._meta.model_name or table.name,
             _rows(stored.values(*keys, *table.sums), keys),
             _rows(table.rows(organization, records).values(*keys, *map(_alias, table.sums)), keys),
@@ -826,7 +799,7 @@ def organization_drift(*, organization: Organization) -> list[str]:
         .order_by()
         .values("conversation_id", *map(_alias, (*TOTALS_COLUMNS, "is_priced")))
     )
-    drift += _compare(
+    drift += compare(
         "conversationtotals",
         _rows(
             ConversationTotals.objects.filter(organization=organization).values(
