@@ -100,15 +100,20 @@ def _usage_day_sums() -> dict[str, Any]:
         # A hit is an eligible call that read cached tokens (design.md 2.8); a call that read
         # cached tokens is always eligible (services/usage.py).
         "hit_calls": Count("id", filter=Q(cache_eligible=True) & hit),
+        **_latency_sums(hit),
+        **_calibration_sums(),
+    }
+
+
+def _latency_sums(hit: Q) -> dict[str, Any]:
+    """Latency sums and counts of hits and of eligible misses (UsageDay and CacheDay):
+    the cache page's latency reduction is their means' ratio."""
+    miss = Q(input_cached=0, cache_eligible=True)
+    return {
         "latency_hit_ms": _int_sum("turn__latency_ms", filter=hit),
         "latency_hit_calls": Count("turn__latency_ms", filter=hit),
-        "latency_miss_ms": _int_sum(
-            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
-        ),
-        "latency_miss_calls": Count(
-            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
-        ),
-        **_calibration_sums(),
+        "latency_miss_ms": _int_sum("turn__latency_ms", filter=miss),
+        "latency_miss_calls": Count("turn__latency_ms", filter=miss),
     }
 
 
@@ -198,14 +203,7 @@ def _cache_day_sums() -> dict[str, Any]:
         "other_key_lost": Sum(LOST, filter=missed & other_key),
         "no_key_calls": Count("id", filter=missed & no_key),
         "no_key_lost": Sum(LOST, filter=missed & no_key),
-        "latency_hit_ms": _int_sum("turn__latency_ms", filter=hit),
-        "latency_hit_calls": Count("turn__latency_ms", filter=hit),
-        "latency_miss_ms": _int_sum(
-            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
-        ),
-        "latency_miss_calls": Count(
-            "turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)
-        ),
+        **_latency_sums(hit),
     }
 
 
