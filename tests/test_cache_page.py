@@ -132,6 +132,10 @@ def test_it_prices_each_miss_reason_on_the_cache_page(client: Client, member: Me
     assert 'data-reason="prefix_changed"' in page
     assert "timestamp or id in the system prompt" in page
     assert "target &gt; 70.0%" in page
+    # The fix list arrives by HTMX into its one placeholder; the full page must not also render
+    # the list's empty state (it did, below the export link, beside a list that had fixes).
+    assert page.count('id="fixes"') == 1
+    assert "No fix would have saved" not in page
 
 
 def test_it_counts_calls_that_cannot_hit_apart(member: Membership) -> None:
