@@ -478,10 +478,14 @@ class RenderedRequest:
         ]
 
     def message_at(self, index: int) -> int | None:
+        """The position in this request (0 = its first message) of the message holding
+        token `index`. The position, not the transcript's message index: a call that sends
+        its own copy of the system prompt (a timestamped one, say) stores it as a new
+        message, and its miss must group with the other calls' misses at message 0."""
         position = bisect.bisect_right(self._offsets, index, 0, self._count) - 1
         if position < 0 or index >= self._end:
             return None  # tools/response-format header, or reply priming
-        return self._indices[position]
+        return position
 
     def packed(self, start: int, end: int) -> bytes:
         """Tokens [start, end) of the prompt, packed."""

@@ -158,6 +158,15 @@ def test_it_maps_tokens_back_to_messages() -> None:
     assert source.message_at(rendered.length - 1) is None  # reply priming
 
 
+def test_it_names_the_position_in_the_request_not_the_stored_index() -> None:
+    transcript = conversation(8)
+    renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
+    rendered = renderer.render([5, 6, 7])  # a request that starts at the sixth stored message
+    source = rendered.source
+    assert source.message_at(4) == 0  # past the first message's 3-token header
+    assert source.message_at(rendered.length - 4) == 2
+
+
 def test_it_encodes_each_message_at_most_twice_under_a_sliding_window(
     encoded: list[ChatMessage],
 ) -> None:
