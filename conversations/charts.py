@@ -3,6 +3,8 @@ static/js/charts.js draws every [data-figure] element, swapped partials included
 
 from __future__ import annotations
 
+import math
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +30,26 @@ BASE_LAYOUT: dict[str, Any] = {
     "hovermode": "x unified",
     "height": 320,
 }
+
+
+DAY_MS = 86_400_000
+MAX_DAY_TICKS = 12
+
+
+def day_axis(days: list[str]) -> dict[str, Any]:
+    """An x axis of whole days: left to itself, Plotly puts 12-hour ticks ("00:00, 12:00")
+    under a few days of daily points, which reads as if the figures were per hour."""
+    try:
+        parsed = sorted(date.fromisoformat(d) for d in days)
+    except ValueError:
+        return {"type": "category"}  # not ISO dates (a week or month label): as they are
+    span = (parsed[-1] - parsed[0]).days + 1 if parsed else 1
+    return {
+        "type": "date",
+        "tickformat": "%b %-d",
+        "hoverformat": "%a %b %-d, %Y",
+        "dtick": DAY_MS * max(1, math.ceil(span / MAX_DAY_TICKS)),
+    }
 
 
 def label(text: str) -> str:
@@ -80,6 +102,7 @@ def cost_by_day_figure(rows: list[DayCost]) -> Figure:
         "layout": {
             **BASE_LAYOUT,
             "barmode": "stack",
+            "xaxis": day_axis(days),
             "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
         },
     }
@@ -178,6 +201,7 @@ def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
         ],
         "layout": {
             **BASE_LAYOUT,
+            "xaxis": day_axis(days),
             "yaxis": {"tickformat": ".0%", "range": [0, 1.05]},
             "shapes": [
                 {
@@ -205,7 +229,9 @@ def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
     }
 
 
-def _lost_stack(rows: list[LostRow], x_of: Any, categories: list[str]) -> Figure:
+def _lost_stack(
+    rows: list[LostRow], x_of: Any, categories: list[str], xaxis: dict[str, Any] | None = None
+) -> Figure:
     reasons = sorted({r.reason for r in rows})
     traces = []
     for reason in reasons:
@@ -224,6 +250,7 @@ def _lost_stack(rows: list[LostRow], x_of: Any, categories: list[str]) -> Figure
         "layout": {
             **BASE_LAYOUT,
             "barmode": "stack",
+            "xaxis": xaxis or {"type": "category"},
             "yaxis": {"title": {"text": "USD lost"}, "tickprefix": "$"},
         },
     }
@@ -232,7 +259,7 @@ def _lost_stack(rows: list[LostRow], x_of: Any, categories: list[str]) -> Figure
 def lost_by_day_figure(rows: list[LostRow]) -> Figure:
     """Money lost to misses per day, stacked by reason."""
     days = sorted({r.day.isoformat() for r in rows if r.day is not None})
-    return _lost_stack(rows, lambda r: r.day.isoformat() if r.day else "", days)
+    return _lost_stack(rows, lambda r: r.day.isoformat() if r.day else "", days, day_axis(days))
 
 
 def lost_by_model_figure(rows: list[LostRow]) -> Figure:
@@ -288,6 +315,7 @@ def cache_targets_figure(rows: list[BreakdownRow]) -> Figure:
         ],
         "layout": {
             **BASE_LAYOUT,
+            "xaxis": day_axis(days),
             "yaxis": {"tickformat": ".0%", "range": [0, 1.05]},
             "shapes": [
                 {

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from .engine.pricing import usage_from_dict
 from .engine.types import Call, Transcript
+from .formats import parse_files
+
+RECORDED = Path(__file__).parent / "demo_data" / "mirascope-caching.jsonl"
 
 WORDS = [
     "cache",
@@ -151,36 +154,24 @@ def demo_transcripts(now: datetime) -> list[Transcript]:
     stamped.messages[0] = {"role": "system", "content": "(each call sent its own timestamped copy)"}
     stamped.calls = calls
     result.append(stamped)
-    # An API log with reported usage: reported numbers win, the estimate stays beside them.
-    logged = _growing(
-        rng,
-        title="API log with reported usage",
-        model="gpt-4.1",
-        system=policy,
-        start=day - timedelta(hours=5),
-        turns=5,
-        gap_seconds=20,
-    )
-    logged.calls = []
-    for n, i in enumerate(range(2, len(logged.messages), 2)):
-        prompt = 1500 + 260 * n
-        cached = 0 if n == 0 else ((prompt - 260) // 128) * 128
-        logged.calls.append(
-            Call(
-                request=list(range(i)),
-                response=i,
-                model="gpt-4.1-2025-04-14",
-                started_at=logged.message_times[i] if logged.message_times else None,
-                latency_ms=900 - 60 * n,
-                usage=usage_from_dict(
-                    {
-                        "prompt_tokens": prompt,
-                        "completion_tokens": 180,
-                        "total_tokens": prompt + 180,
-                        "prompt_tokens_details": {"cached_tokens": cached},
-                    }
-                ),
-            )
-        )
-    result.append(logged)
+    # An API log with reported usage: a real recorded conversation (demo_data/README.md), so
+    # the overview's calibration table compares costlab with what OpenAI really billed.
+    result.append(_recorded(title="API log with reported usage", start=day - timedelta(hours=5)))
     return result
+
+
+def _recorded(*, title: str, start: datetime) -> Transcript:
+    """The recorded calls, moved to start at `start` (their gaps kept); bodies and usage
+    as recorded."""
+    transcript = next(iter(parse_files([RECORDED], format="api_log")))
+    calls = transcript.calls or []
+    shift = start - min(c.started_at or start for c in calls)
+    for call in calls:
+        if call.started_at is not None:
+            call.started_at += shift
+    if transcript.created_at is not None:
+        transcript.created_at += shift
+    if transcript.message_times is not None:
+        transcript.message_times = [t + shift if t else None for t in transcript.message_times]
+    transcript.title = title
+    return transcript

@@ -1,0 +1,27 @@
+"""Chart layouts that a reader would misread if Plotly chose them."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from conversations.charts import DAY_MS, day_axis
+
+
+def test_a_few_days_get_one_tick_per_day_not_twelve_hour_ticks() -> None:
+    axis = day_axis(["2026-11-27", "2026-11-28", "2026-11-30"])
+    assert axis["type"] == "date"
+    assert axis["dtick"] == DAY_MS
+    assert "%H" not in axis["tickformat"]
+
+
+def test_a_quarter_of_days_gets_about_a_dozen_ticks() -> None:
+    start = date(2026, 9, 1)
+    days = [(start + timedelta(days=n)).isoformat() for n in range(90)]
+    axis = day_axis(days)
+    assert axis["dtick"] == 8 * DAY_MS  # ceil(90 / 12) days per tick
+    assert 90 / (axis["dtick"] / DAY_MS) <= 12
+
+
+def test_labels_that_are_not_iso_days_stay_categories() -> None:
+    assert day_axis(["Nov 2026", "gpt-4o"]) == {"type": "category"}
+    assert day_axis([])["dtick"] == DAY_MS
