@@ -1,3 +1,4 @@
+import logging
 import os
 from typing import Any
 
@@ -8,6 +9,23 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "costlab.settings")
 app = Celery("costlab")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+class QuietSweeps(logging.Filter):
+    """Drops the worker's routine INFO lines ("received", "succeeded") for the sweeps.
+
+    Beat sends four sweeps every COSTLAB_JOB_SWEEP_SECONDS (10 s): eight such lines every ten
+    seconds buried an import's or a chat call's lines on a `make run` console. A sweep that
+    finds work says so itself (heartbeat.sweep logs a warning), and failures are errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "_sweep[" not in record.getMessage()
+
+
+# The loggers Celery writes a task's "received" (strategy) and "succeeded" (trace) lines to.
+SWEEP_QUIET_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+for _name in SWEEP_QUIET_LOGGERS:
+    logging.getLogger(_name).addFilter(QuietSweeps())
 
 
 @signals.task_prerun.connect
