@@ -1,5 +1,6 @@
 import logging
 import os
+import re
 from typing import Any
 
 from celery import Celery, signals
@@ -11,19 +12,29 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+# "Task calls.tasks.api_calls_sweep[<id>] received", "Sending due task … (….uploads_sweep)".
+SWEEP_TASK = re.compile(r"\.\w+_sweep[\[)]")
+
+
 class QuietSweeps(logging.Filter):
-    """Drops the worker's routine INFO lines ("received", "succeeded") for the sweeps.
+    """Drops the worker's routine INFO lines (sent by beat, received, succeeded) for the sweeps.
 
     Beat sends four sweeps every COSTLAB_JOB_SWEEP_SECONDS (10 s): eight such lines every ten
     seconds buried an import's or a chat call's lines on a `make run` console. A sweep that
     finds work says so itself (heartbeat.sweep logs a warning), and failures are errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or "_sweep[" not in record.getMessage()
+        return record.levelno > logging.INFO or not SWEEP_TASK.search(record.getMessage())
 
 
-# The loggers Celery writes a task's "received" (strategy) and "succeeded" (trace) lines to.
-SWEEP_QUIET_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+# The loggers Celery writes a task's "sending due task" (beat), "received" (strategy),
+# "succeeded" (trace) and "discarding" (request) lines to.
+SWEEP_QUIET_LOGGERS = (
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.app.trace",
+    "celery.worker.request",  # "Discarding revoked task": a sweep that expired in the queue
+)
 for _name in SWEEP_QUIET_LOGGERS:
     logging.getLogger(_name).addFilter(QuietSweeps())
 

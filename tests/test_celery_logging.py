@@ -19,6 +19,14 @@ def test_routine_sweep_lines_are_dropped() -> None:
     assert not quiet.filter(
         record(logging.INFO, "Task conversations.tasks.import_jobs_sweep[03a5] succeeded in 0.01s")
     )
+    assert not quiet.filter(
+        record(
+            logging.INFO,
+            "Scheduler: Sending due task %s (%s)",
+            "uploads-sweep",
+            "conversations.tasks.uploads_sweep",
+        )
+    )
 
 
 def test_other_tasks_and_a_failing_sweep_are_kept() -> None:
