@@ -313,15 +313,22 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
         return _forbidden("Viewers cannot send messages.")
     form = MessageForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Type a message first.")
+        error, status = "Type a message first.", 400
     elif chat.connection is None:
-        messages.error(request, "This chat's connection was deleted.")
+        error, status = "This chat's connection was deleted.", 400
     else:
         try:
             chat_services.chat_message_send(chat=chat, text=form.cleaned_data["text"])
         except chat_services.ChatBusy as busy:
-            messages.error(request, str(busy).capitalize() + ".")
-    return redirect("chat_detail", slug=slug, code=chat.code)
+            error, status = str(busy).capitalize() + ".", 409
+        else:
+            return redirect("chat_detail", slug=slug, code=chat.code)
+    # The page again, with the message still in the box: a redirect would have emptied it,
+    # and a user who typed while the previous reply was on its way lost what they wrote.
+    messages.error(request, error)
+    context = _chat_context(membership, code)
+    context["form"] = form
+    return render(request, "calls/chat.html", context, status=status)
 
 
 # --- Experiments -------------------------------------------------------------------------------

@@ -92,10 +92,10 @@ def test_it_starts_a_chat_and_sends_a_message_through_the_worker(
         reverse("chat_detail", args=[slug, chat.code]), headers={"HX-Request": "true"}
     )
     assert poll.status_code == 200 and b"<html" not in poll.content
-    again = client.post(
-        reverse("chat_send", args=[slug, chat.code]), {"text": "Hello?"}, follow=True
-    )
+    again = client.post(reverse("chat_send", args=[slug, chat.code]), {"text": "Hello? Anyone?"})
+    assert again.status_code == 409
     assert b"Wait for the reply" in again.content
+    assert b"Hello? Anyone?</textarea>" in again.content  # what was typed is not lost
     assert conversation.messages.filter(role="user").count() == 1
     # Once the call is over, the poll answers 286: htmx stops polling.
     ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.FAILED, error="boom")
