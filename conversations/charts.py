@@ -32,6 +32,9 @@ BASE_LAYOUT: dict[str, Any] = {
 }
 
 
+# Dollars as decimals: Plotly's default SI suffixes print a few cents' worth of calls as
+# "$298.6µ" (micro-dollars) on a small chat's cumulative-cost axis.
+MONEY_AXIS: dict[str, Any] = {"tickprefix": "$", "exponentformat": "none"}
 DAY_MS = 86_400_000
 MAX_DAY_TICKS = 12
 
@@ -77,7 +80,7 @@ def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
                 "marker": {"color": COLORS["output"]},
             }
         ],
-        "layout": {**BASE_LAYOUT, "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"}},
+        "layout": {**BASE_LAYOUT, "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS}},
     }
 
 
@@ -103,7 +106,7 @@ def cost_by_day_figure(rows: list[DayCost]) -> Figure:
             **BASE_LAYOUT,
             "barmode": "stack",
             "xaxis": day_axis(days),
-            "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
+            "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
         },
     }
 
@@ -168,7 +171,7 @@ def conversation_turns_figure(turns: list[TurnRow]) -> Figure:
                 "title": {"text": "Cumulative USD"},
                 "overlaying": "y",
                 "side": "right",
-                "tickprefix": "$",
+                **MONEY_AXIS,
                 "rangemode": "tozero",
             },
         },
@@ -251,7 +254,7 @@ def _lost_stack(
             **BASE_LAYOUT,
             "barmode": "stack",
             "xaxis": xaxis or {"type": "category"},
-            "yaxis": {"title": {"text": "USD lost"}, "tickprefix": "$"},
+            "yaxis": {"title": {"text": "USD lost"}, **MONEY_AXIS},
         },
     }
 
@@ -286,7 +289,7 @@ def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
         "layout": {
             **BASE_LAYOUT,
             "xaxis": {"title": {"text": label(dimension.label)}, "type": "category"},
-            "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
+            "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
         },
     }
 

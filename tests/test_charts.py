@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from conversations.charts import DAY_MS, day_axis
+from conversations.charts import DAY_MS, conversation_turns_figure, day_axis
 
 
 def test_a_few_days_get_one_tick_per_day_not_twelve_hour_ticks() -> None:
@@ -25,3 +25,9 @@ def test_a_quarter_of_days_gets_about_a_dozen_ticks() -> None:
 def test_labels_that_are_not_iso_days_stay_categories() -> None:
     assert day_axis(["Nov 2026", "gpt-4o"]) == {"type": "category"}
     assert day_axis([])["dtick"] == DAY_MS
+
+
+def test_money_axes_print_decimals_not_si_suffixes() -> None:
+    turns_layout = conversation_turns_figure([])["layout"]
+    assert turns_layout["yaxis2"]["exponentformat"] == "none"
+    assert turns_layout["yaxis2"]["tickprefix"] == "$"
