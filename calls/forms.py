@@ -186,6 +186,11 @@ class ExperimentForm(forms.Form):
         field.queryset = organization.provider_connections.order_by("name")
         if not self.is_bound:
             self.initial["conversations"] = [code for code, _ in candidates]
+            # As the chat form does: with a single connection (make run's "built-in") there
+            # is nothing to choose, and an empty select only made the browser refuse the form.
+            only = list(field.queryset[:2])
+            if len(only) == 1:
+                self.initial["connection"] = only[0].pk
 
 
 class ExperimentStartForm(forms.Form):

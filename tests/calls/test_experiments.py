@@ -176,6 +176,19 @@ def test_the_new_experiment_page_offers_the_overviews_filtered_conversations(
     assert client.get(url).status_code == 403
 
 
+def test_the_new_experiment_page_picks_the_only_connection_and_no_other(client: Client) -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    organization = membership.organization
+    only = connection_of(organization)
+    client.force_login(membership.user)
+    url = reverse("experiment_new", args=[organization.slug])
+    assert f'<option value="{only.pk}" selected>' in client.get(url).content.decode()
+    other = connection_of(organization, name="another")
+    page = client.get(url).content.decode()
+    for connection in (only, other):  # two: the user chooses
+        assert f'<option value="{connection.pk}">' in page
+
+
 def test_the_csv_neutralises_cells_a_spreadsheet_would_run(client: Client) -> None:
     membership = MembershipFactory.create(role=Role.ANALYST)
     experiment = draft(membership, "model=gpt-4o,label=@SUM(A1)", count=1, turns=2)
