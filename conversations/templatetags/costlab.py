@@ -19,10 +19,13 @@ SORT_COLUMNS = [
 
 
 @register.filter
-def usd(value: Decimal | None) -> str:
-    """Money for people: unknown stays unknown, small amounts keep their digits."""
+def usd(value: Decimal | str | None) -> str:
+    """Money for people: unknown stays unknown, small amounts keep their digits. A string is
+    a Decimal kept as text in JSON (an experiment's prediction)."""
     if value is None:
         return "unpriced"
+    if isinstance(value, str):
+        value = Decimal(value)
     if value == 0:
         return "$0.00"
     if abs(value) < Decimal("0.01"):

@@ -25,6 +25,7 @@ from calls.services import experiments
 from calls.services.connections import ConnectionSettings, connection_create
 from calls.services.experiments import ExperimentInvalid, variant_parse
 from conversations.models import Conversation, Membership, Organization, Role
+from conversations.templatetags.costlab import usd
 from tests.calls.test_experiments_worker import conversations_stored
 from tests.factories import MembershipFactory
 
@@ -229,6 +230,11 @@ def test_the_results_page_stops_polling_once_finished(client: Client) -> None:
     url = reverse("experiment_detail", args=[membership.organization.slug, experiment.code])
     page = client.get(url).content.decode()
     assert 'id="experiment-start"' in page and "Start the experiment" in page
+    # The prediction reads as money, as the results table does (it was the Decimal's text cut
+    # at ten characters, and a prediction of $0 read "unpriced").
+    variant = experiment.variants.get()
+    cost = Decimal(str(variant.prediction["cost"]))
+    assert f'data-predicted-cost="{variant.prediction["cost"]}">{usd(cost)}</td>' in page
     Experiment.objects.filter(pk=experiment.pk).update(status=ExperimentStatus.RUNNING)
     polled = client.get(url, headers={"HX-Request": "true"})
     assert polled.status_code == 200 and 'hx-trigger="every 1s"' in polled.content.decode()
