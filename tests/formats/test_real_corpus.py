@@ -33,9 +33,10 @@ CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 # 97.7 % with the edited recordings left out and the rules for parallel calls, names, tool
 # rounds' addressed names, first object properties and tool_choice "none"; 96.2 % / 98.2 %
 # with a parallel call's results as one JSON array and legacy function rounds as tool rounds;
-# 95.6 % / 97.6 % with nine more sources, 3,192 calls measured).
-EQUAL_FLOOR = 0.955
-WITHIN_1_PERCENT_FLOOR = 0.975
+# 95.6 % / 97.6 % with nine more sources, 3,192 calls measured; 96.4 % / 98.3 % with the gpt-5
+# family's parallel calls, its json_schema formats and array items' labels).
+EQUAL_FLOOR = 0.96
+WITHIN_1_PERCENT_FLOOR = 0.98
 TARGET_EQUAL = 0.95
 TARGET_WITHIN_1_PERCENT = 0.99
 WORST_SHOWN = 15
