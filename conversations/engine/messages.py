@@ -211,10 +211,21 @@ def _compact_arguments(arguments: object) -> object:
 # lines 10-99, mirascope.jsonl lines 62-84 and 288-294, openinference.jsonl lines 11-26 and
 # 121-124, activeagent.jsonl lines 19-23 and 69, crewai.jsonl lines 100 and 809-816,
 # ruby_llm.jsonl lines 90-92 and 194, ruby-openai.jsonl line 4. crewai.jsonl line 607 (gpt-4o,
-# 2026-03) is 9 over: exact if its three non-ASCII characters were not escaped. The gpt-5
-# family keeps calls apart (crewai.jsonl lines 83-106: three calls in one message, exact as
-# three rounds).
+# 2026-03) is 9 over: exact if its three non-ASCII characters were not escaped.
+# The gpt-5 family does the same, with 4 framing tokens more (as its single-call rounds cost 4
+# more, profiles.ModelProfile.tool_round_tokens) and the results' non-ASCII text not escaped:
+# 8 of the 9 such calls of 4 sources exact, the other 1 short (fantasy.jsonl lines 40 and 42,
+# gpt-5; crewai.jsonl lines 81-106, gpt-5-nano, 5 calls of three calls a message;
+# ruby_llm.jsonl line 131, gpt-5-nano, whose `°` alone shows the escaping; chatlas.jsonl line
+# 23, gpt-5.4). Kept apart as separate rounds, the two-call ones were 14 to 16 short.
 PARALLEL_TOKENS = 16
+# The single-call round's cost that PARALLEL_TOKENS goes with (profiles.ModelProfile).
+_ROUND_TOKENS = 5
+
+
+def parallel_framing(profile: ModelProfile) -> int:
+    """What a parallel call and its results cost beyond their two JSON texts."""
+    return PARALLEL_TOKENS + profile.tool_round_tokens - _ROUND_TOKENS
 
 
 def _parallel_call_text(functions: list[dict[str, Any]]) -> str:
@@ -286,13 +297,16 @@ def _result_value(content: object) -> object:
     return content
 
 
-def parallel_result_text(message: ChatMessage, place: ParallelResult) -> str:
+def parallel_result_text(
+    message: ChatMessage, place: ParallelResult, *, escaped: bool = True
+) -> str:
     """This result's share of the results' JSON array, as Python's json.dumps writes it
     (`", "` and `": "` separators, non-ASCII escaped: `°` is `\\u00b0`, 4 tokens more than
-    after a single call; ruby_llm.jsonl lines 92 and 194, ruby-openai.jsonl line 4): `[` before
-    the first, `,` after all but the last, `]` after it. Cut after the comma, before the space,
-    the shares tokenize as the whole array does."""
-    text = json.dumps(_result_value(message.get("content")))
+    after a single call; ruby_llm.jsonl lines 92 and 194, ruby-openai.jsonl line 4; not
+    `escaped` on the gpt-5 family, PARALLEL_TOKENS): `[` before the first, `,` after all but
+    the last, `]` after it. Cut after the comma, before the space, the shares tokenize as the
+    whole array does."""
+    text = json.dumps(_result_value(message.get("content")), ensure_ascii=escaped)
     return ("[" if place.first else " ") + text + ("]" if place.last else ",")
 
 
@@ -300,9 +314,9 @@ def encode_parallel_result(
     message: ChatMessage, place: ParallelResult, profile: ModelProfile
 ) -> EncodedMessage:
     """A result of a parallel call: its share of the array; the first carries the framing
-    (PARALLEL_TOKENS). Parts other than text (an image in a result) count as elsewhere."""
+    (parallel_framing). Parts other than text (an image in a result) count as elsewhere."""
     enc = get_encoding(profile.encoding)
-    body = encode_text(enc, parallel_result_text(message, place))
+    body = encode_text(enc, parallel_result_text(message, place, escaped=not profile.harmony))
     content = message.get("content")
     unknown = 0
     if isinstance(content, list):
@@ -311,7 +325,7 @@ def encode_parallel_result(
         ]
         extra, unknown = _encode_parts(enc, others, profile)
         body += extra
-    tokens = with_overhead(START, PARALLEL_TOKENS, body) if place.first else body
+    tokens = with_overhead(START, parallel_framing(profile), body) if place.first else body
     return EncodedMessage(pack(tokens), body=len(body), unknown_images=unknown)
 
 
@@ -328,12 +342,12 @@ def _addressed_length(enc: tiktoken.Encoding, name: object) -> int:
 
 
 def _encode_tool_calls(
-    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int, parallel: bool
+    enc: tiktoken.Encoding, message: ChatMessage, round_tokens: int
 ) -> tuple[list[int], int]:
     """Function name and compact arguments of each tool call (the body), and the tokens its
     result adds (the function name again, `round_tokens`). Several calls in one message are
-    one `multi_tool_use.parallel` call where `parallel` (its framing is counted with the
-    results, encode_parallel_result), else separate calls. The legacy
+    one `multi_tool_use.parallel` call (its framing is counted with the results,
+    encode_parallel_result). The legacy
     `function_call` and its `function` result are the same round as a single tool call, at
     the same cost (openai-dotnet.jsonl lines 118 and 120: 5 short without the round's
     tokens, 6 over with the round and the result's `name` both counted; exact with the
@@ -345,8 +359,8 @@ def _encode_tool_calls(
         for call in message.get("tool_calls") or []
         if isinstance(call, dict) and isinstance(call.get("function"), dict)
     ]
-    if len(functions) > 1 and parallel:
-        tokens = encode_text(enc, _parallel_call_text(functions))  # its cost: PARALLEL_TOKENS
+    if len(functions) > 1:
+        tokens = encode_text(enc, _parallel_call_text(functions))  # its cost: parallel_framing
         functions = []
     for function in functions:
         name = encode_text(enc, function.get("name"))
@@ -413,9 +427,7 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
         else:
             body = encode_text(enc, content)
         body += encode_text(enc, message.get("refusal"))
-        calls, round_tokens = _encode_tool_calls(
-            enc, message, profile.tool_round_tokens, not profile.harmony
-        )
+        calls, round_tokens = _encode_tool_calls(enc, message, profile.tool_round_tokens)
         body += calls
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
@@ -505,9 +517,8 @@ class MessageTokens:
         self.retain = False
         self._released = False
         self._early: set[int] = set()
-        # Results of a parallel call (encode_parallel_result): the gpt-5 family keeps calls
-        # apart.
-        self._parallel = {} if profile.harmony else parallel_results(messages)
+        # Results of a parallel call (encode_parallel_result).
+        self._parallel = parallel_results(messages)
 
     def _encode(self, index: int) -> bytes:
         message = self.messages[index]

@@ -34,7 +34,7 @@ from .messages import (
     unknown_size_parts,
 )
 from .profiles import ModelProfile
-from .schemas import tools_text, undescribed_first_properties
+from .schemas import labelled_item_objects, tools_text, undescribed_first_properties
 from .sequences import (
     FORCED,
     MESSAGE,
@@ -157,12 +157,14 @@ def encode_tools(
     `after_system`: the end of the system or developer message the request opens with
     (system_tail), which the tools join: 4 tokens fewer (no message of their own), one
     back when the blank line between them is a token of its own. Each function whose first
-    property has no description counts one token fewer than its text (schemas.py)."""
+    property has no description counts one token fewer than its text, and each labelled
+    array item object 2 more (schemas.py)."""
     if not tools:
         return []
     text = encode_text(get_encoding(profile.encoding), tools_text(tools))
     overhead = profile.tools_overhead + profile.tools_preamble
     overhead -= undescribed_first_properties(tools)
+    overhead += labelled_item_objects(tools)
     if after_system is not None:
         overhead -= profile.tools_system_saving
         overhead += _separator_tokens(profile.encoding, after_system)
@@ -190,6 +192,13 @@ _FORMAT_MESSAGE_TOKENS = 4
 # After a tools block it costs 3 fewer: 54 calls with both (mirascope.jsonl lines 183-184,
 # pydantic-ai.jsonl lines 196-199, crewai.jsonl lines 352-353).
 _FORMAT_AFTER_TOOLS_TOKENS = -3
+# The gpt-5 family (and o4-mini) costs neither those 2 tokens nor the name once more: every
+# such call was 2 + the name's tokens over, 3 for "response", "Person" or "Book", 5 for
+# "PersonSchemaClass", 4 for "structured_data" (ruby_llm.jsonl lines 233-242, gpt-5-nano;
+# 8 of fantasy.jsonl lines 55-70, gpt-5 and o4-mini; chatlas.jsonl line 1, gpt-5.4), and is
+# exact without them. Measured only as a message of its own (no system message, no tools).
+# (Earlier structured replies then seem to cost 4 each: chatlas.jsonl lines 2 and 3, one and
+# two replies, 4 and 8 short; one source, so not counted, structured_reply_tokens.)
 _TOOLS_END = "} // namespace functions"
 
 
@@ -241,7 +250,7 @@ def encode_response_format(
         return []
     text, name = found
     enc = get_encoding(profile.encoding)
-    overhead = _FORMAT_TOKENS + len(encode_text(enc, name))
+    overhead = 0 if profile.harmony else _FORMAT_TOKENS + len(encode_text(enc, name))
     if after is None:
         overhead += _FORMAT_MESSAGE_TOKENS
     elif after == _TOOLS_END:
@@ -275,7 +284,7 @@ def count_request(
     """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
     after_system = system_tail(messages)
     total = len(encode_header(tools, response_format, profile, after_system=after_system))
-    parallel = {} if profile.harmony else parallel_results(messages)
+    parallel = parallel_results(messages)
     for index, message in enumerate(messages):
         place = parallel.get(index)
         encoded = (

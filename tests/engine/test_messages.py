@@ -157,10 +157,22 @@ def test_the_results_of_a_parallel_call_are_one_json_array() -> None:
     assert tokens.length(3) == len(enc.encode(texts[1]))
     # after a single call a result counts as sent
     assert tokens.length(6) == encode_message(transcript[6], profile).length
-    # the gpt-5 family keeps calls apart: their results count as sent
+    # the gpt-5 family reads one array too, non-ASCII as is, with 4 framing tokens more (as
+    # its single rounds cost 4 more)
     gpt5 = default_profile("gpt-5-nano")
-    apart = messages.MessageTokens(transcript, gpt5)
-    assert apart.length(2) == encode_message(transcript[2], gpt5).length
+    assert messages.parallel_framing(gpt5) == messages.PARALLEL_TOKENS + 4
+    raw = [
+        messages.parallel_result_text(transcript[i], places[i], escaped=False) for i in (2, 3, 4)
+    ]
+    assert "".join(raw) == array.replace("\\u00b0", "°")
+    joined = messages.MessageTokens(transcript, gpt5)
+    shares = sum(joined.length(i) for i in (2, 3, 4))
+    assert shares == len(enc.encode("".join(raw))) + messages.PARALLEL_TOKENS + 4
+    assert joined.length(2) != encode_message(transcript[2], gpt5).length
+    # and the calls are one call of multi_tool_use.parallel, as on the other models
+    calls = [call["function"] for call in transcript[1]["tool_calls"]]
+    parallel_call = messages._parallel_call_text(calls)
+    assert encode_message(transcript[1], gpt5).body == len(enc.encode(parallel_call))
 
 
 def test_a_legacy_function_round_costs_what_a_tool_round_costs() -> None:

@@ -93,6 +93,56 @@ def test_it_counts_a_json_schema_response_format_as_the_api_reported() -> None:
     )
 
 
+def test_it_counts_a_json_schema_format_without_its_name_on_the_gpt5_family() -> None:
+    # tests/fixtures/real/ruby_llm.jsonl line 241 (gpt-5-nano, 51 reported) and fantasy.jsonl
+    # line 125 (gpt-5, 95 reported): the name is not counted once more, nor 2 tokens beside.
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "number"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    spec = {"name": "PersonSchemaClass", "schema": schema, "strict": True}
+    response_format = {"type": "json_schema", "json_schema": spec}
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": "Generate a person named Alice who is 28 years old"}
+    ]
+    nano = default_profile("gpt-5-nano")
+    assert count_request(messages, profile=nano, response_format=response_format) == 51
+    renamed = {"type": "json_schema", "json_schema": {**spec, "name": "response"}}
+    assert count_request(messages, profile=nano, response_format=renamed) == 51 - 2
+    described = {
+        "name": "Person",
+        "strict": True,
+        "description": "A person with name, age, and city",
+        "schema": {
+            "additionalProperties": False,
+            "properties": {
+                "age": {"description": "The person's age", "type": "integer"},
+                "city": {"description": "The city where the person lives", "type": "string"},
+                "name": {"description": "The person's name", "type": "string"},
+            },
+            "required": ["name", "age", "city"],
+            "type": "object",
+        },
+    }
+    asked: list[ChatMessage] = [
+        {
+            "role": "user",
+            "content": "Generate information about a person named Alice who is 30 years old "
+            "and lives in Paris.",
+        }
+    ]
+    gpt5 = default_profile("gpt-5")
+    person = {"type": "json_schema", "json_schema": described}
+    assert count_request(asked, profile=gpt5, response_format=person) == 95
+    # "PersonSchemaClass" is 2 tokens longer than "response": the heading shows it once on
+    # the gpt-5 family (above), twice elsewhere (heading and once more)
+    other = default_profile("gpt-4.1-nano")
+    with_name = count_request(messages, profile=other, response_format=response_format)
+    assert with_name - count_request(messages, profile=other, response_format=renamed) == 4
+
+
 def test_it_renders_exactly_as_many_tokens_as_it_counts(oracles: Path) -> None:
     for case in cookbook(oracles)["cases"]:
         profile = default_profile(case["model"])
