@@ -5,6 +5,7 @@ beside costlab's estimate."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -376,3 +377,79 @@ def test_it_sends_a_call_whose_worker_died_again_and_gives_up_on_old_ones(
     assert chats.api_calls_sweep(now=much_later) == chats.CallsSwept(requeued=0, failed=1)
     lost.refresh_from_db()
     assert lost.status == CallStatus.FAILED and lost.turn is not None
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        calling.ChatRequest(model="gpt-4o", messages=[{"role": "user", "content": "Hi."}]),
+        calling.ChatRequest(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "system", "content": "Réponds en français, s'il te plaît."},
+                {"role": "user", "content": 'Quote "this" \\ and \u2603'},
+                {"role": "assistant", "content": None, "tool_calls": []},
+            ],
+            prompt_cache_key="chat-7",
+            max_completion_tokens=40,
+        ),
+        calling.ChatRequest(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Stream it."}],
+            stream=True,
+            prompt_cache_key="k",
+            max_completion_tokens=3,
+            extra={"tools": [{"type": "function", "function": {"name": "f"}}], "seed": 1},
+        ),
+    ],
+)
+def test_the_raw_request_path_sends_what_create_sends(request_: calling.ChatRequest) -> None:
+    """_post skips create()'s typed walk of the body, nothing else: the same method, URL,
+    headers (auth included) and body bytes as create(**params()), and the same typed
+    response (a ChatCompletion, or a Stream of chunks)."""
+    import httpx2
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    sent: list[Any] = []
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request_.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "OK"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    chunk = {**answer, "object": "chat.completion.chunk"}
+    chunk["choices"] = [{"index": 0, "delta": {"content": "OK"}, "finish_reason": "stop"}]
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        sent.append(http_request)
+        if request_.stream:
+            text = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+            return httpx2.Response(200, text=text, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, json=answer)
+
+    client = openai.OpenAI(
+        api_key="sk-same",
+        base_url="http://upstream/v1",
+        organization="org-1",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    by_create: Any = client.chat.completions.create(**request_.params())
+    by_post: Any = calling._post(client, request_)
+    if request_.stream:
+        assert isinstance(by_post, openai.Stream) and isinstance(by_create, openai.Stream)
+        got = list(by_post)
+        assert [type(c) for c in got] == [ChatCompletionChunk]
+        assert got == list(by_create)
+    else:
+        assert isinstance(by_post, ChatCompletion) and by_post == by_create
+    first, second = sent
+    assert (second.method, second.url) == (first.method, first.url)
+    assert second.content == first.content
+    assert dict(second.headers) == dict(first.headers)
+    assert second.headers["authorization"] == "Bearer sk-same"
+    body = json.loads(second.content)
+    assert body["messages"] == request_.messages
+    assert set(request_.extra or {}) <= set(body)
