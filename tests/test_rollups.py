@@ -161,9 +161,9 @@ def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
             organization=organization, transcripts=_transcripts(random.Random(seed), 8)
         )
         tagged = Conversation.objects.filter(organization=organization).order_by("pk")
-        for n, conversation in enumerate(tagged[:5]):
+        for n, tagged_one in enumerate(tagged[:5]):
             tags = {"team": "a"} if n < 3 else {"team": "b", "tier": "gold"}
-            conversation_tags_set(conversation=conversation, tags=tags)
+            conversation_tags_set(conversation=tagged_one, tags=tags)
         rollups.organization_forget(organization=organization)  # as if none were added yet
     with connection.cursor() as cursor:
         # Client-side binding (the default): all eight in one round trip; server-side
