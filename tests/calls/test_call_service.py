@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import Settings
 
@@ -453,3 +454,41 @@ def test_the_raw_request_path_sends_what_create_sends(request_: calling.ChatRequ
     body = json.loads(second.content)
     assert body["messages"] == request_.messages
     assert set(request_.extra or {}) <= set(body)
+
+
+def test_the_claim_reads_the_call_as_the_orm_would() -> None:
+    """The claim's statement compiled once per process gives the instances the ORM's
+    select_related gives: the call, its connection, chat, organization and conversation,
+    field by field (JSON, times, decimals converted alike); none for a finished call."""
+    chat = make_chat(make_connection(extra_headers={"X-Team": "team-7"}, monthly_spend_cap="12.50"))
+    first = chats.chat_message_send(chat=chat, text="first question")
+    chats._claim_reads.clear()
+    for _ in range(2):  # compiled, then reused
+        with CaptureQueriesContext(db_connection) as read:
+            got = chats._claimable_call(first.pk)
+            assert got is not None and got.chat is not None
+            related = (got.connection, got.chat.organization, got.chat.conversation)
+        assert len(read) == 1 and all(related)  # joined, not read one by one
+        orm = chats._claimable(first.pk).get()
+        assert got is not orm
+        pairs = [
+            (got, orm),
+            (got.connection, orm.connection),
+            (got.chat, orm.chat),
+            (got.chat and got.chat.organization, orm.chat and orm.chat.organization),
+            (got.chat and got.chat.conversation, orm.chat and orm.chat.conversation),
+        ]
+        for mine, theirs in pairs:
+            assert mine is not None and theirs is not None
+            names = [f.attname for f in type(theirs)._meta.concrete_fields]
+            assert [getattr(mine, n) for n in names] == [getattr(theirs, n) for n in names]
+            assert not mine._state.adding and mine._state.db == theirs._state.db
+    assert chats._claim_reads[db_connection.alias] is not None
+    assert (
+        got is not None
+        and got.connection is not None
+        and got.connection.extra_headers == {"X-Team": "team-7"}
+    )
+    assert got.connection.monthly_spend_cap == Decimal("12.50")
+    tasks.api_call_run(first.pk)
+    assert chats._claimable_call(first.pk) is None  # finished: nothing to claim
