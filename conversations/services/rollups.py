@@ -598,7 +598,8 @@ def _turns_added_sql(
 
 # --- statements built once per process ------------------------------------------------------
 # A live call adds one turn, and the statements that add it are the same every time but for
-# the organization and the ids. Building them with the ORM cost more than running them
+# the organization and the ids (and DimensionDay's shape, which follows the conversation's tag
+# names: part of the key). Building them with the ORM cost more than running them
 # (py-spy on a worker: about a third of its time per call went to compiling the upserts), so
 # they are built once per process with stand-in values, which are then swapped for the real
 # ones. The stand-ins are numbers no row can have; a statement that does not carry each one
