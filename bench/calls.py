@@ -9,9 +9,13 @@ recorded).
 1. Endpoint: a growing conversation sent turn after turn to `simulate_usage` (render + cache
    simulation + reply), against the time to tokenize the messages each call adds (the floor:
    a call cannot do less than encode its new text); each call's best of --repeat runs.
-   Twice: with requests as JSON gives them (new strings: the history's comparison reads
-   every byte of it), and with strings shared with the previous request (the history
-   compares by pointer, as this bench measured before). Target: under 2x the floor.
+   Four ways: the body's bytes as the SDK sends them, read as the endpoint reads them (the
+   history compared as bytes with the conversation's previous body, only the new messages
+   parsed: calls/request_body.py), with the read timed; the bytes parsed whole by json.loads
+   (as the endpoint did before), timed; and, the parse not timed, requests as JSON gives
+   them (new strings: the history's comparison reads every byte of it) and with strings
+   shared with the previous request (the history compares by pointer). Target: under 2x
+   the floor.
 2. End to end: a web server (runserver, threaded) and a Celery worker (prefork, 2 processes)
    are started; CHATS chats each send TURNS messages, one at a time per chat, all chats at
    once. Target: at least 100 calls/s on 2 cores. On Linux it also prints each process's
@@ -67,12 +71,21 @@ def _parsed(value: Any, *, new_strings: bool) -> Any:
     return value
 
 
+MODES = {
+    "bytes": "body bytes as the SDK sends them, read by the endpoint (history compared as bytes)",
+    "loads": "body bytes parsed whole by json.loads, then simulated (the endpoint before)",
+    "parsed": "requests as JSON gives them (new dicts, new strings), parse not timed",
+    "shared": "strings shared with the previous request (compared by pointer), parse not timed",
+}
+
+
 def _endpoint_run(
-    turns: int, user_words: int, reply_tokens: int, *, new_strings: bool
+    turns: int, user_words: int, reply_tokens: int, *, mode: str
 ) -> tuple[list[float], list[float], object]:
-    """One conversation sent turn after turn: per call, seconds in simulate_usage and
-    seconds to encode the call's new messages (the floor); and the last call."""
-    from calls import simulated
+    """One conversation sent turn after turn: per call, seconds in the endpoint's part (the
+    body read, per `mode`, then simulate_usage) and seconds to encode the call's new
+    messages (the floor); and the last call."""
+    from calls import protocol, simulated
     from conversations.engine.cache_policy import PREFIX_128
     from conversations.engine.messages import encode_message
     from conversations.engine.profiles import default_profile
@@ -85,18 +98,29 @@ def _endpoint_run(
     floor: list[float] = []
     new: list[dict[str, object]] = list(messages)
     call = None
+
+    def read(raw: bytes, reader: Any) -> dict[str, Any]:
+        return protocol.request_parse(raw, reader=reader)
+
     for turn, text in enumerate(questions):
         question = {"role": "user", "content": text}
         messages.append(question)
         new.append(question)
-        body = _parsed({"model": "gpt-4o", "messages": messages}, new_strings=new_strings)
-        body["max_completion_tokens"] = reply_tokens
-        fresh = _parsed(new, new_strings=new_strings)
+        sent = {"model": "gpt-4o", "messages": messages, "max_completion_tokens": reply_tokens}
+        raw = json.dumps(sent, separators=(",", ":"), ensure_ascii=False).encode()
+        body: Any = None
+        if mode in ("parsed", "shared"):
+            body = _parsed(sent, new_strings=mode == "parsed")
+        fresh = _parsed(new, new_strings=True)
         started = time.perf_counter()
         for message in fresh:
             encode_message(message, profile)
         floor.append(time.perf_counter() - started)
         started = time.perf_counter()
+        if mode == "bytes":
+            body = simulated.request_read("bench", raw, read)
+        elif mode == "loads":
+            body = protocol.request_parse(raw)
         call = simulated.simulate_usage(
             org_key="bench",
             body=body,
@@ -118,26 +142,21 @@ def endpoint_bench(turns: int, user_words: int, reply_tokens: int, repeat: int) 
     from conversations.engine.profiles import default_profile
 
     encode_message({"role": "user", "content": "warm up"}, default_profile("gpt-4o"))
-    for new_strings in (True, False):
-        runs = [
-            _endpoint_run(turns, user_words, reply_tokens, new_strings=new_strings)
-            for _ in range(repeat)
-        ]
+    for number, (mode, words) in enumerate(MODES.items()):
+        runs = [_endpoint_run(turns, user_words, reply_tokens, mode=mode) for _ in range(repeat)]
         # Each call's best over the runs, for both sides alike: a run on a shared machine is
         # interrupted at random calls, while what a call costs (garbage collections
         # included) comes back at the same call every run.
         endpoint = sum(min(times) for times in zip(*(r[0] for r in runs), strict=True))
         floor = sum(min(times) for times in zip(*(r[1] for r in runs), strict=True))
         call: Any = runs[-1][2]
-        if new_strings:
+        if not number:
             print(
                 f"endpoint          {turns} turns, last prompt {call.prompt_tokens:,} tokens "
                 f"({call.cached_tokens:,} cached); each call's best of {repeat} runs"
             )
-            print("  requests as JSON gives them (new dicts, new strings):")
-        else:
-            print("  strings shared with the previous request (the history compares by pointer):")
-        print(f"  per call        {endpoint / turns * 1e3:.3f} ms (render, simulate, reply)")
+        print(f"  {mode}: {words}")
+        print(f"  per call        {endpoint / turns * 1e3:.3f} ms (read, render, simulate, reply)")
         print(f"  tokenize new    {floor / turns * 1e3:.3f} ms per call (the floor)")
         print(f"  ratio           {endpoint / floor:.2f}x the floor (target < 2x)")
 
@@ -373,8 +392,10 @@ def main() -> None:
     parser.add_argument("--endpoint-turns", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--skip-endpoint", action="store_true")
     args = parser.parse_args()
-    endpoint_bench(args.endpoint_turns, user_words=60, reply_tokens=120, repeat=args.repeat)
+    if not args.skip_endpoint:
+        endpoint_bench(args.endpoint_turns, user_words=60, reply_tokens=120, repeat=args.repeat)
     if not args.skip_end_to_end:
         end_to_end_bench(args.chats, args.turns, args.concurrency)
 

@@ -22,7 +22,8 @@ from costlab import throttle
 from costlab.security import client_address
 
 from . import protocol, selectors
-from .simulated import simulate_usage
+from .request_body import BodyReader
+from .simulated import request_read, simulate_usage
 
 # A modelled latency this long, or any fault, lets go of the database connection first.
 RELEASE_BEFORE_SECONDS = 0.5
@@ -94,6 +95,10 @@ def models(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
+def _parse(raw: bytes, reader: BodyReader) -> dict[str, Any]:
+    return protocol.request_parse(raw, reader=reader)
+
+
 @csrf_exempt
 def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
@@ -103,7 +108,7 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return caller
     raw = request.body
     try:
-        body = protocol.request_parse(raw)
+        body = request_read(caller.org_key, raw, _parse)
         fault = protocol.fault_requested(request.headers, org_key=caller.org_key, raw_body=raw)
     except protocol.RequestInvalid as invalid:
         return _error(invalid.status, invalid.message, param=invalid.param)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .request_body import BodyReader
 from .simulated import SimulatedCall
 
 FAULTS = ("429", "500", "timeout", "slow")
@@ -45,12 +46,23 @@ def error_body(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def request_parse(raw: bytes) -> dict[str, Any]:
-    """The request body, checked as far as the simulation needs it."""
+def request_parse(raw: bytes, *, reader: BodyReader | None = None) -> dict[str, Any]:
+    """The request body, checked as far as the simulation needs it. With a `reader` (the
+    caller's simulated organization's), a conversation's re-sent history is not parsed
+    again (calls/request_body.py)."""
     try:
+        if reader is not None:
+            return reader.read(raw or b"null", _check)
         body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise RequestInvalid("We could not parse the JSON body of your request.") from None
+    _check(body, 0)
+    return body  # type: ignore[no-any-return]
+
+
+def _check(body: Any, start: int) -> None:
+    """Refuses a body that is not a request (its messages from `start` on: those before it
+    were checked before)."""
     if not isinstance(body, dict):
         raise RequestInvalid("The request body must be a JSON object.")
     if not isinstance(body.get("model"), str) or not body["model"]:
@@ -58,7 +70,8 @@ def request_parse(raw: bytes) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestInvalid("'messages' must be a non-empty array.", param="messages")
-    for number, message in enumerate(messages):
+    for number in range(start, len(messages)):
+        message = messages[number]
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise RequestInvalid(
                 f"Invalid value for 'messages[{number}]': a message needs a role.",
@@ -75,7 +88,6 @@ def request_parse(raw: bytes) -> dict[str, Any]:
     tier = body.get("service_tier")
     if tier is not None and tier != "auto" and tier not in SERVICE_TIERS:
         raise RequestInvalid(f"Invalid 'service_tier': {tier!r}.", param="service_tier")
-    return body
 
 
 def service_tier(body: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import threading
 import zlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import accumulate
@@ -35,6 +35,8 @@ from conversations.engine.profiles import ModelProfile
 from conversations.engine.render import RenderedRequest, TranscriptRenderer
 from conversations.engine.types import ChatMessage
 from conversations.engine.vocabulary import get_encoding
+
+from .request_body import BodyReader
 
 # An organization that has sent this many distinct messages starts encoding afresh (its
 # prompt cache stays): bounds the memory of a long-running endpoint.
@@ -160,6 +162,8 @@ class _Organization:
     # recognised by the one comparison of its history (no key to build or hash).
     latest: _Thread | None = None
     scopes: dict[str, str] = field(default_factory=dict)  # model -> simulator scope
+    # Its requests' bodies as parsed, so a re-sent history is compared as bytes, not parsed.
+    bodies: BodyReader = field(default_factory=BodyReader)
 
     def scope(self, org_key: str, model: str) -> str:
         """As the analysis: a model's cache is its own (one string per model, kept)."""
@@ -295,6 +299,19 @@ def simulate_reset() -> None:
     """Forget every simulated organization (tests; a restart does the same)."""
     global _STATE
     _STATE = _Endpoint()
+
+
+def request_read(
+    org_key: str, raw: bytes, parse: Callable[[bytes, BodyReader], dict[str, Any]]
+) -> dict[str, Any]:
+    """`parse(raw, reader)` with the body reader of the simulated organization `org_key`,
+    which keeps its requests' parses (calls/request_body.py)."""
+    state = _STATE
+    with state.lock:
+        organization = state.organizations.get(org_key)
+        if organization is None:
+            organization = state.organizations[org_key] = _Organization()
+        return parse(raw, organization.bodies)
 
 
 def simulate_usage(

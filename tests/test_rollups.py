@@ -39,6 +39,7 @@ from conversations.models import (
 )
 from conversations.selectors import UsageFilter
 from conversations.services import deletion, rollups, transcripts
+from conversations.services.tags import conversation_tags_set
 from conversations.services.transcripts import transcripts_store
 from pricing.services import costs_recompute
 
@@ -149,19 +150,25 @@ def test_it_recomputes_the_rollups_of_repriced_usage(org: Organization) -> None:
 def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
     org: Organization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A live call's statements are built once per time zone and reused with the real ids:
-    turn by turn, in two organizations of two time zones, the rollups end up exact."""
+    """A live call's statements are built once per time zone and set of tag names, and
+    reused with the real ids: turn by turn, in two organizations of two time zones, with
+    conversations tagged three ways, the rollups (DimensionDay's per tag included) end up
+    exact."""
     monkeypatch.setattr(rollups, "_templates", {})
     tokyo = OrganizationFactory.create(time_zone="Asia/Tokyo")
     for organization, seed in ((org, 21), (tokyo, 22)):
         transcripts_store(
             organization=organization, transcripts=_transcripts(random.Random(seed), 8)
         )
+        tagged = Conversation.objects.filter(organization=organization).order_by("pk")
+        for n, tagged_one in enumerate(tagged[:5]):
+            tags = {"team": "a"} if n < 3 else {"team": "b", "tier": "gold"}
+            conversation_tags_set(conversation=tagged_one, tags=tags)
         rollups.organization_forget(organization=organization)  # as if none were added yet
     with connection.cursor() as cursor:
-        # Client-side binding (the default): all six in one round trip; server-side
-        # (COSTLAB_DB_PREPARE=true): six statements, each prepared once per session.
-        per_call = 1 if rollups._several_per_execute(cursor) else 6
+        # Client-side binding (the default): all eight in one round trip; server-side
+        # (COSTLAB_DB_PREPARE=true): eight statements, each prepared once per session.
+        per_call = 1 if rollups._several_per_execute(cursor) else 8
     for organization in (org, tokyo):
         records = UsageRecord.objects.filter(organization=organization, is_billing=True)
         turns = list(records.order_by("turn_id").values_list("turn_id", "conversation_id"))
@@ -181,12 +188,15 @@ def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
                     if 'INSERT INTO "conversations_usageday"' in q["sql"]
                 ]
                 assert len(usage_day) == 1
-                # Beside the templated ones only DimensionDay's and BreakerDay's own (their
-                # shape follows the conversation's tags, so they are built per call): a tag
-                # query and two upserts.
-                assert len(statements) == per_call + 3
+                # Beside the templated upserts only the read of the tag names (templated
+                # too), which picks the upserts' template.
+                assert len(statements) == per_call + 1
         assert_exact(organization)
-    assert sorted(key[2] for key in rollups._templates) == ["America/Los_Angeles", "Asia/Tokyo"]
+    built = {key[2:4] for key in rollups._templates if key[0] == "turns_added"}
+    tag_sets = [(), ("team",), ("team", "tier")]
+    assert built == {
+        (zone, tags) for zone in ("America/Los_Angeles", "Asia/Tokyo") for tags in tag_sets
+    }
 
 
 def test_a_statement_template_refuses_stand_ins_it_cannot_swap() -> None:

@@ -20,6 +20,7 @@ that tag (the breakdowns derive the group of calls without it from the CacheDay 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -93,18 +94,25 @@ def _tag_names(conversations: QuerySet[Conversation]) -> list[str]:
 
 
 def _dimension_rows(
-    organization: Organization, records: QuerySet[UsageRecord], *, many: bool = False
+    organization: Organization,
+    records: QuerySet[UsageRecord],
+    *,
+    many: bool = False,
+    tags: Sequence[str] | None = None,
 ) -> tuple[str, str, list[Any]]:
     """Every kind's rows as SQL: a WITH clause that sums the records once per day, model
     and combination of the dimensions' values (one scan, one ORM query to build), and a
     body that regroups it per kind (a UNION ALL: the kinds never share a key). Returns the
     WITH clause, the body and their parameters. `many`: the records are a large part of the
     organization's (a rebuild, a recompute by day span), so the tag names are read from all
-    its conversations (a superset: a name no record has gives no row), not through them."""
-    conversations = Conversation.objects.filter(organization=organization)
-    if not many:
-        conversations = conversations.filter(pk__in=records.values("conversation_id").order_by())
-    tags = _tag_names(conversations)
+    its conversations (a superset: a name no record has gives no row), not through them.
+    `tags`: the names, when the caller has read them (tag_names_sql)."""
+    if tags is None:
+        conversations = Conversation.objects.filter(organization=organization)
+        if not many:
+            records_of = records.values("conversation_id").order_by()
+            conversations = conversations.filter(pk__in=records_of)
+        tags = _tag_names(conversations)
     columns = {f"v_{kind}": value for kind, value in KINDS.items()}
     kinds = dict(zip(columns, KINDS, strict=True))
     for n, name in enumerate(tags):
@@ -186,6 +194,19 @@ def _upsert(
     conflict: tuple[str, ...] | None,
     combine: dict[str, str] | None = None,
 ) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(*_upsert_sql(table, rows, keys, sums, conflict=conflict, combine=combine))
+
+
+def _upsert_sql(
+    table: str,
+    rows: tuple[str, str, Sequence[Any]],
+    keys: tuple[str, ...],
+    sums: Iterable[str],
+    *,
+    conflict: tuple[str, ...] | None,
+    combine: dict[str, str] | None = None,
+) -> tuple[str, Sequence[Any]]:
     """INSERT the rows a query computes (its WITH clause, body and parameters); with
     `conflict`, a key already there gets the new figures combined with its own: added
     (costs: NULL + x = x, as SUM has it), or the least or the greatest of the two."""
@@ -217,8 +238,7 @@ def _upsert(
                 updates.append(f"{_quote(column)} = {mine} + {theirs}")
         sql += f" ON CONFLICT ({', '.join(_quote(k) for k in conflict)}) DO UPDATE SET "
         sql += ", ".join(updates)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return sql, params
 
 
 def _insert(
@@ -248,6 +268,49 @@ def _billing(organization: Organization) -> QuerySet[UsageRecord]:
 def records_added(*, organization: Organization, records: QuerySet[UsageRecord]) -> None:
     """Add the sums of billing records just written (an import's chunk, a recorded call)."""
     _insert(organization, records, add=True)
+
+
+def records_added_sql(
+    organization: Organization, records: QuerySet[UsageRecord], tags: Sequence[str]
+) -> list[tuple[str, Sequence[Any]]]:
+    """The statements of records_added for records of conversations whose tag names are
+    `tags` (a superset is as correct): what services/rollups.py builds once per process for
+    a live call (its statements with stand-ins) and runs with the call's ids."""
+    return [
+        _upsert_sql(
+            DimensionDay._meta.db_table,
+            _dimension_rows(organization, records, tags=tags),
+            KEYS,
+            SUMS,
+            conflict=KEYS,
+        ),
+        _upsert_sql(
+            BreakerDay._meta.db_table,
+            ("", *_breaker_rows(organization, records).query.sql_with_params()),
+            BREAKER_KEYS,
+            _breaker_sums(),
+            conflict=BREAKER_CONFLICT,
+            combine=BREAKER_COMBINE,
+        ),
+    ]
+
+
+def tag_names_sql(
+    organization: Organization, conversation_ids: Sequence[int]
+) -> list[tuple[str, Sequence[Any]]]:
+    """The statement that reads these conversations' tags (their JSON objects, tagged ones
+    only); tag_names_of gives the names from its rows."""
+    tagged = Conversation.objects.filter(organization=organization, pk__in=conversation_ids)
+    sql, params = tagged.exclude(tags={}).values_list("tags").query.sql_with_params()
+    return [(sql, params)]
+
+
+def tag_names_of(rows: Iterable[tuple[Any, ...]]) -> list[str]:
+    """The sorted tag names of tag_names_sql's rows (a JSON object each, or its text)."""
+    names: set[str] = set()
+    for (tags,) in rows:
+        names.update(json.loads(tags) if isinstance(tags, str | bytes) else tags)
+    return sorted(names)
 
 
 def _day_start(organization: Organization, day: date) -> datetime:

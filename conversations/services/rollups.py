@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -520,18 +521,22 @@ def turns_added(
     if not conversation_ids:  # a request that got no reply is billed nowhere
         return
     conversations = sorted(set(conversation_ids))
-    # DimensionDay and BreakerDay first: their statement's shape follows the conversations'
-    # tag names, so it is built per call, not from a template. First, because an import adds
-    # them per chunk and its organization-day sums only at its end: taking them in the same
-    # order means a live call and an import never each hold what the other waits for.
-    dimension_rollups.records_added(organization=organization, records=records)
+    # DimensionDay and BreakerDay first: an import adds them per chunk and its
+    # organization-day sums only at its end: taking them in the same order means a live call
+    # and an import never each hold what the other waits for.
     if len(turn_ids) > TEMPLATE_IDS or len(conversations) > TEMPLATE_IDS:
+        dimension_rollups.records_added(organization=organization, records=records)
         for table in (*ORG_DAY_TABLES, CONVERSATION_DAY):
             _insert(table, table.rows(organization, records), add=True)
         _totals_refresh(organization, conversations)
         return
-    key = ("turns_added", connection.alias, organization.time_zone)
-    template = _template(key, _turns_added_sql, organization.time_zone, turn_ids, conversations)
+    # Their statement's shape follows the conversations' tag names: read first (a statement
+    # built once too), they are part of its template's key.
+    tags = _tag_names(organization, conversations)
+    key = ("turns_added", connection.alias, organization.time_zone, tags)
+    template = _template(
+        key, partial(_turns_added_sql, tags=tags), organization.time_zone, turn_ids, conversations
+    )
     statements = list(template.statements(organization.pk, turn_ids, conversations))
     with connection.cursor() as cursor:
         if _several_per_execute(cursor):  # one round trip instead of six
@@ -552,13 +557,30 @@ def _several_per_execute(cursor: Any) -> bool:
     return isinstance(cursor.cursor, psycopg.ClientCursor)
 
 
+def _tag_names(organization: Organization, conversation_ids: list[int]) -> tuple[str, ...]:
+    key = ("tag_names", connection.alias)
+    template = _template(
+        key, dimension_rollups.tag_names_sql, organization.time_zone, conversation_ids
+    )
+    ((sql, params),) = template.statements(organization.pk, conversation_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return tuple(dimension_rollups.tag_names_of(cursor.fetchall()))
+
+
 def _turns_added_sql(
-    organization: Organization, turn_ids: list[int], conversation_ids: list[int]
+    organization: Organization,
+    turn_ids: list[int],
+    conversation_ids: list[int],
+    *,
+    tags: Sequence[str],
 ) -> list[tuple[str, Sequence[Any]]]:
-    """The statements of turns_added, built by the ORM: each table's upsert, then the
-    conversations' totals afresh."""
+    """The statements of turns_added, built by the ORM: DimensionDay's and BreakerDay's
+    upserts (for conversations tagged `tags`), each other table's, then the conversations'
+    totals afresh."""
     records = _billing(organization).filter(turn_id__in=turn_ids)
-    statements = [
+    statements = dimension_rollups.records_added_sql(organization, records, tags)
+    statements += [
         _insert_sql(table, table.rows(organization, records), add=True)
         for table in (*ORG_DAY_TABLES, CONVERSATION_DAY)
     ]
@@ -576,7 +598,8 @@ def _turns_added_sql(
 
 # --- statements built once per process ------------------------------------------------------
 # A live call adds one turn, and the statements that add it are the same every time but for
-# the organization and the ids. Building them with the ORM cost more than running them
+# the organization and the ids (and DimensionDay's shape, which follows the conversation's tag
+# names: part of the key). Building them with the ORM cost more than running them
 # (py-spy on a worker: about a third of its time per call went to compiling the upserts), so
 # they are built once per process with stand-in values, which are then swapped for the real
 # ones. The stand-ins are numbers no row can have; a statement that does not carry each one

@@ -5,6 +5,7 @@ beside costlab's estimate."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -14,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import Settings
 
@@ -376,3 +378,117 @@ def test_it_sends_a_call_whose_worker_died_again_and_gives_up_on_old_ones(
     assert chats.api_calls_sweep(now=much_later) == chats.CallsSwept(requeued=0, failed=1)
     lost.refresh_from_db()
     assert lost.status == CallStatus.FAILED and lost.turn is not None
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        calling.ChatRequest(model="gpt-4o", messages=[{"role": "user", "content": "Hi."}]),
+        calling.ChatRequest(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "system", "content": "Réponds en français, s'il te plaît."},
+                {"role": "user", "content": 'Quote "this" \\ and \u2603'},
+                {"role": "assistant", "content": None, "tool_calls": []},
+            ],
+            prompt_cache_key="chat-7",
+            max_completion_tokens=40,
+        ),
+        calling.ChatRequest(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Stream it."}],
+            stream=True,
+            prompt_cache_key="k",
+            max_completion_tokens=3,
+            extra={"tools": [{"type": "function", "function": {"name": "f"}}], "seed": 1},
+        ),
+    ],
+)
+def test_the_raw_request_path_sends_what_create_sends(request_: calling.ChatRequest) -> None:
+    """_post skips create()'s typed walk of the body, nothing else: the same method, URL,
+    headers (auth included) and body bytes as create(**params()), and the same typed
+    response (a ChatCompletion, or a Stream of chunks)."""
+    import httpx2
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    sent: list[Any] = []
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request_.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "OK"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    chunk = {**answer, "object": "chat.completion.chunk"}
+    chunk["choices"] = [{"index": 0, "delta": {"content": "OK"}, "finish_reason": "stop"}]
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        sent.append(http_request)
+        if request_.stream:
+            text = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+            return httpx2.Response(200, text=text, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, json=answer)
+
+    client = openai.OpenAI(
+        api_key="sk-same",
+        base_url="http://upstream/v1",
+        organization="org-1",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    by_create: Any = client.chat.completions.create(**request_.params())
+    by_post: Any = calling._post(client, request_)
+    if request_.stream:
+        assert isinstance(by_post, openai.Stream) and isinstance(by_create, openai.Stream)
+        got = list(by_post)
+        assert [type(c) for c in got] == [ChatCompletionChunk]
+        assert got == list(by_create)
+    else:
+        assert isinstance(by_post, ChatCompletion) and by_post == by_create
+    first, second = sent
+    assert (second.method, second.url) == (first.method, first.url)
+    assert second.content == first.content
+    assert dict(second.headers) == dict(first.headers)
+    assert second.headers["authorization"] == "Bearer sk-same"
+    body = json.loads(second.content)
+    assert body["messages"] == request_.messages
+    assert set(request_.extra or {}) <= set(body)
+
+
+def test_the_claim_reads_the_call_as_the_orm_would() -> None:
+    """The claim's statement compiled once per process gives the instances the ORM's
+    select_related gives: the call, its connection, chat, organization and conversation,
+    field by field (JSON, times, decimals converted alike); none for a finished call."""
+    chat = make_chat(make_connection(extra_headers={"X-Team": "team-7"}, monthly_spend_cap="12.50"))
+    first = chats.chat_message_send(chat=chat, text="first question")
+    chats._claim_reads.clear()
+    for _ in range(2):  # compiled, then reused
+        with CaptureQueriesContext(db_connection) as read:
+            got = chats._claimable_call(first.pk)
+            assert got is not None and got.chat is not None
+            related = (got.connection, got.chat.organization, got.chat.conversation)
+        assert len(read) == 1 and all(related)  # joined, not read one by one
+        orm = chats._claimable(first.pk).get()
+        assert got is not orm
+        pairs = [
+            (got, orm),
+            (got.connection, orm.connection),
+            (got.chat, orm.chat),
+            (got.chat and got.chat.organization, orm.chat and orm.chat.organization),
+            (got.chat and got.chat.conversation, orm.chat and orm.chat.conversation),
+        ]
+        for mine, theirs in pairs:
+            assert mine is not None and theirs is not None
+            names = [f.attname for f in type(theirs)._meta.concrete_fields]
+            assert [getattr(mine, n) for n in names] == [getattr(theirs, n) for n in names]
+            assert not mine._state.adding and mine._state.db == theirs._state.db
+    assert chats._claim_reads[db_connection.alias] is not None
+    assert (
+        got is not None
+        and got.connection is not None
+        and got.connection.extra_headers == {"X-Team": "team-7"}
+    )
+    assert got.connection.monthly_spend_cap == Decimal("12.50")
+    tasks.api_call_run(first.pk)
+    assert chats._claimable_call(first.pk) is None  # finished: nothing to claim

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from pytest_django import Settings
 
-from calls import selectors, simulated
+from calls import protocol, selectors, simulated
 from calls.models import EndpointKey
 from calls.services.connections import endpoint_key_issue, endpoint_key_revoke
 from conversations.engine import messages as engine_messages
@@ -295,15 +295,20 @@ def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPat
     assert len(encoded) == len(set(encoded)) == 8
 
 
-def test_interleaved_and_edited_conversations_bill_as_a_fresh_render_would() -> None:
+@pytest.mark.parametrize("from_bytes", [False, True])
+def test_interleaved_and_edited_conversations_bill_as_a_fresh_render_would(
+    from_bytes: bool,
+) -> None:
     """Two conversations on one key take turns, one re-sends a request unchanged, one edits
     an early message without changing its length: each call's usage equals what a fresh
-    render of the whole request, through a simulator of its own, gives."""
+    render of the whole request, through a simulator of its own, gives. `from_bytes`: the
+    body read as the endpoint reads it, the history compared as the bytes the SDK sends."""
     profile = default_profile("gpt-4o")
     oracle = CacheSimulator(600, rpm_limit=PREFIX_128.overflow_rpm, minimum=1024)
     system = {"role": "system", "content": "You answer for ACME. " + "Cite the policy. " * 300}
     lines: dict[str, list[dict[str, Any]]] = {"a": [system], "b": [system]}
     plan = ["a", "b", "a", "b", "a", "a=", "b", "a!", "b", "a"]
+    check = protocol._check
     for turn, step in enumerate(plan):
         line = lines[step[0]]
         if step.endswith("!"):  # an early question, same length, one letter changed
@@ -311,11 +316,14 @@ def test_interleaved_and_edited_conversations_bill_as_a_fresh_render_would() -> 
         elif not step.endswith("="):  # "=": the same request again
             line.append({"role": "user", "content": f"{step} question {turn}: " + "why? " * 40})
         # As JSON gives it: new dicts, new strings.
-        sent = json.loads(json.dumps(line))
+        body = {"model": "gpt-4o", "messages": json.loads(json.dumps(line))}
+        if from_bytes:
+            raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            body = simulated.request_read("o", raw, lambda raw, reader: reader.read(raw, check))
         now = 1000.0 + turn
         call = simulated.simulate_usage(
             org_key="o",
-            body={"model": "gpt-4o", "messages": sent},
+            body=body,
             now=now,
             profile=profile,
             policy=PREFIX_128,

@@ -1,0 +1,191 @@
+"""Reading a chat-completions request body for the built-in endpoint without parsing the
+history it re-sends (design.md 2.9).
+
+A conversation sends all of its messages again on every call. The parse of a request's body
+is kept as bytes: everything up to the end of its last message. The next request of the
+same conversation starts with exactly those bytes (a byte comparison, memcmp), so it is
+read from there on: its new messages and the fields after them are parsed, the messages
+before are the previous request's objects. The result is what json.loads gives for the
+whole body; anything this reader does not follow (another layout, a duplicated "messages"
+key, whitespace the scan does not expect) is read by json.loads instead.
+
+The bodies read share their objects (messages, fields before them) with the parses kept and
+with later reads: callers never change them. Pure Python, no Django; not thread-safe (the
+caller holds a lock).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Bodies whose parse is kept, per reader (one reader per simulated organization), and the
+# bytes they may hold in all: a bounded memory for a long-running endpoint.
+KEPT_BODIES = 64
+KEPT_BYTES = 32 << 20
+# Bytes compared first, at the end of a kept prefix (its last message, which tells two
+# conversations with the same system prompt apart): a miss costs a short comparison.
+PROBE = 64
+
+_decoder = json.JSONDecoder()
+_WHITESPACE = " \t\n\r"
+
+# check(body, start): refuses a body (raises) unless it is a request; its messages before
+# `start` were checked when first read.
+BodyCheck = Callable[[Any, int], None]
+
+
+class _NotFollowed(Exception):
+    """The body is not laid out as this reader follows; json.loads reads it."""
+
+
+@dataclass(slots=True)
+class _Kept:
+    body: bytes  # a request's body, kept whole (a slice would be a copy)
+    end: int  # where its last message ends: the prefix the next request repeats
+    head: dict[str, Any]  # the fields before "messages"
+    messages: list[Any]
+
+
+def _skip(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _WHITESPACE:
+        at += 1
+    return at
+
+
+def _expect(text: str, at: int, char: str) -> int:
+    at = _skip(text, at)
+    if at >= len(text) or text[at] != char:
+        raise _NotFollowed
+    return at + 1
+
+
+def _messages_on(text: str, at: int, messages: list[Any]) -> tuple[int, int]:
+    """Reads array elements from `at` (just after "[" or after a kept element): appends
+    them to `messages`; (where the last element read ends, where the array ends)."""
+    last_end = at
+    at = _skip(text, at)
+    if at < len(text) and text[at] not in ",]" and not messages:  # the first element
+        value, at = _decoder.raw_decode(text, at)
+        messages.append(value)
+        last_end = at
+        at = _skip(text, at)
+    while at < len(text) and text[at] == ",":
+        if not messages:
+            raise _NotFollowed
+        value, at = _decoder.raw_decode(text, _skip(text, at + 1))
+        messages.append(value)
+        last_end = at
+        at = _skip(text, at)
+    return last_end, _expect(text, at, "]")
+
+
+def _rest(text: str, at: int) -> dict[str, Any]:
+    """The fields after the messages, up to the body's end."""
+    at = _skip(text, at)
+    if at < len(text) and text[at] == ",":
+        if text[_skip(text, at + 1) : _skip(text, at + 1) + 1] != '"':  # ", }" is not JSON
+            raise _NotFollowed
+        rest: dict[str, Any] = json.loads("{" + text[at + 1 :])
+    else:
+        at = _expect(text, at, "}")
+        if text[at:].strip(_WHITESPACE):
+            raise _NotFollowed
+        rest = {}
+    # A field again takes the later value as in json.loads (a dict's update does too), but a
+    # second "messages" would make the messages read here, and checked, not the body's.
+    if "messages" in rest:
+        raise _NotFollowed
+    return rest
+
+
+def _byte_offset(text: str, chars: int, ascii_only: bool) -> int:
+    return chars if ascii_only else len(text[:chars].encode())
+
+
+class BodyReader:
+    """One simulated organization's kept parses."""
+
+    def __init__(self) -> None:
+        self.kept: OrderedDict[int, _Kept] = OrderedDict()  # by id of the body
+        self.bytes = 0
+
+    def read(self, raw: bytes, check: BodyCheck) -> dict[str, Any]:
+        """The body of `raw` (as json.loads(raw) would give it), passed by `check` (which
+        raises to refuse it; only a body it passed is kept). Raises ValueError (or
+        UnicodeDecodeError) as json.loads does on a body that is not JSON."""
+        kept = self._match(raw)
+        if kept is not None:
+            try:
+                return self._read_on(raw, kept, check)
+            except (_NotFollowed, ValueError):  # UnicodeDecodeError is a ValueError
+                pass
+        try:
+            return self._read_whole(raw, check)
+        except (_NotFollowed, ValueError):  # json.loads decides, and says what is wrong
+            body = json.loads(raw)
+            check(body, 0)
+            return body  # type: ignore[no-any-return]
+
+    def _match(self, raw: bytes) -> _Kept | None:
+        for kept in reversed(self.kept.values()):  # the latest first
+            end, body = kept.end, kept.body
+            if (
+                len(raw) >= end
+                and raw[max(0, end - PROBE) : end] == body[max(0, end - PROBE) : end]
+                and raw.startswith(memoryview(body)[:end])
+            ):
+                return kept
+        return None
+
+    def _read_on(self, raw: bytes, kept: _Kept, check: BodyCheck) -> dict[str, Any]:
+        start = kept.end
+        text = raw[start:].decode()  # the prefix ends after a "}": a character boundary
+        messages = list(kept.messages)
+        last, after = _messages_on(text, 0, messages)
+        body = {**kept.head, "messages": messages, **_rest(text, after)}
+        check(body, len(kept.messages))
+        ascii_only = len(text) == len(raw) - start
+        end = start + _byte_offset(text, last, ascii_only)
+        self._keep(kept, raw, end, kept.head, messages)
+        return body
+
+    def _read_whole(self, raw: bytes, check: BodyCheck) -> dict[str, Any]:
+        text = raw.decode()
+        head: dict[str, Any] = {}
+        at = _expect(text, 0, "{")
+        while True:
+            at = _skip(text, at)
+            if at >= len(text) or text[at] != '"':
+                raise _NotFollowed
+            key, at = _decoder.raw_decode(text, at)
+            at = _expect(text, at, ":")
+            if key == "messages":
+                break
+            head[key], at = _decoder.raw_decode(text, _skip(text, at))
+            at = _expect(text, at, ",")
+        at = _expect(text, at, "[")
+        messages: list[Any] = []
+        last, after = _messages_on(text, at, messages)
+        body = {**head, "messages": messages, **_rest(text, after)}
+        check(body, 0)
+        if messages:
+            end = _byte_offset(text, last, len(text) == len(raw))
+            self._keep(None, raw, end, head, messages)
+        return body
+
+    def _keep(
+        self, old: _Kept | None, raw: bytes, end: int, head: dict[str, Any], messages: list[Any]
+    ) -> None:
+        if old is not None:  # the conversation moved on: its older parse goes
+            self.kept.pop(id(old.body), None)
+            self.bytes -= len(old.body)
+        self.kept.pop(id(raw), None)  # (the same request again)
+        self.kept[id(raw)] = _Kept(raw, end, head, messages)
+        self.bytes += len(raw)
+        while len(self.kept) > KEPT_BODIES or self.bytes > KEPT_BYTES:
+            _, gone = self.kept.popitem(last=False)
+            self.bytes -= len(gone.body)

@@ -1,0 +1,145 @@
+"""The endpoint's body reader: every read equals json.loads of the whole body, while a
+conversation's re-sent history is compared as bytes and never parsed again."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from calls import protocol, request_body
+from calls.request_body import BodyReader
+
+
+def sdk_bytes(body: dict[str, Any]) -> bytes:
+    """As the openai SDK sends a body: compact, UTF-8."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def spaced_bytes(body: dict[str, Any]) -> bytes:
+    """As Python's json.dumps writes it by default: spaces, \\u escapes."""
+    return json.dumps(body).encode()
+
+
+def read(reader: BodyReader, raw: bytes) -> dict[str, Any]:
+    return protocol.request_parse(raw, reader=reader)
+
+
+class Parses:
+    """Counts the JSON values the reader parses itself."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = request_body._decoder.raw_decode
+
+        def counted(text: str, at: int = 0) -> tuple[Any, int]:
+            self.count += 1
+            return real(text, at)
+
+        monkeypatch.setattr(request_body._decoder, "raw_decode", counted)
+
+
+@pytest.mark.parametrize("dump", [sdk_bytes, spaced_bytes])
+def test_interleaved_repeated_and_edited_conversations_read_as_json_loads(
+    dump: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parses = Parses(monkeypatch)
+    reader = BodyReader()
+    system = {"role": "system", "content": "Réponds pour ACME. " + "Cite la règle ☃. " * 200}
+    lines: dict[str, list[dict[str, Any]]] = {"a": [system], "b": [system]}
+    plan = ["a", "b", "a", "b", "a", "a=", "b", "a!", "b", "a", "b"]
+    previous: dict[str, dict[str, Any]] = {}
+    sent_bytes: dict[str, bytes] = {}
+    for turn, step in enumerate(plan):
+        line = lines[step[0]]
+        if step.endswith("!"):  # an early question, same length, one letter changed
+            line[1] = {"role": "user", "content": line[1]["content"].replace("q", "Q", 1)}
+        elif not step.endswith("="):
+            line.append({"role": "user", "content": f'{step} question {turn}: "why?" é ' * 9})
+        sent = {"model": "gpt-4o", "stream": True, "messages": line, "max_completion_tokens": 9}
+        sent["stream_options"] = {"include_usage": True}
+        # "=": the previous request of the line again, byte for byte (a retry).
+        raw = sent_bytes[step[0]] if step.endswith("=") else dump(sent)
+        sent_bytes[step[0]] = raw
+        parses.count = 0
+        body = read(reader, raw)
+        assert body == json.loads(raw)
+        assert list(body) == list(json.loads(raw))  # the fields in their order too
+        before = previous.get(step[0])
+        if before is not None and not step.endswith("!"):
+            # The history is the previous request's objects, not parsed again: only the
+            # new messages are (the reply and the question; none for a repeated request).
+            known = len(before["messages"])
+            assert all(
+                a is b for a, b in zip(body["messages"], before["messages"][:known], strict=False)
+            )
+            assert parses.count == len(body["messages"]) - known == (0 if step[1:] else 2)
+        else:
+            assert parses.count >= len(line)  # read whole
+        previous[step[0]] = body
+        if plan[turn + 1 : turn + 2] != [step + "="]:
+            line.append({"role": "assistant", "content": f"answer {turn} ✓"})
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b',"messages":[{"role":"user","content":"other"}]}',  # a second key: json.loads takes it
+        b',"model":"gpt-4o-mini"}',  # a field again: the later one wins
+        b',{"role":"user","content":"new"}]  ,  "n" : 2 }  \n',
+        b"]}",
+    ],
+)
+def test_a_body_after_a_known_history_reads_as_json_loads(tail: bytes) -> None:
+    reader = BodyReader()
+    first = b'{"model":"gpt-4o","messages":[{"role":"system","content":"S"}]}'
+    read(reader, first)
+    prefix = first[: first.index(b"}]") + 1]
+    raw = prefix + (b"]" + tail if tail.startswith(b',"') else tail)
+    assert read(reader, raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'],"messages":[{"content":"no role"}]}',  # the second "messages" is checked
+        b",]}",
+        b"],}",
+        b'], "n": }',
+        b"]} x",
+        b',{"role":"user","content":"x"}',
+        b',{"role":1}]}',
+    ],
+)
+def test_a_broken_body_after_a_known_history_is_refused_as_before(tail: bytes) -> None:
+    reader = BodyReader()
+    first = b'{"model":"gpt-4o","messages":[{"role":"system","content":"S"}]}'
+    read(reader, first)
+    raw = first[: first.index(b"}]") + 1] + tail
+    with pytest.raises(protocol.RequestInvalid) as refused:
+        read(reader, raw)
+    with pytest.raises(protocol.RequestInvalid) as before:
+        protocol.request_parse(raw)
+    assert refused.value.message == before.value.message
+
+
+def test_a_refused_body_is_not_kept_so_its_bad_message_is_checked_again() -> None:
+    reader = BodyReader()
+    bad = sdk_bytes({"model": "gpt-4o", "messages": [{"role": "user", "content": "a"}, {}]})
+    for _ in range(2):
+        with pytest.raises(protocol.RequestInvalid, match=r"messages\[1\]"):
+            read(reader, bad)
+    longer = bad[:-2] + b',{"role":"user","content":"b"}]}'
+    with pytest.raises(protocol.RequestInvalid, match=r"messages\[1\]"):
+        read(reader, longer)
+
+
+def test_it_keeps_a_bounded_number_of_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(request_body, "KEPT_BYTES", 4000)
+    reader = BodyReader()
+    for n in range(request_body.KEPT_BODIES + 10):
+        read(reader, sdk_bytes({"model": "m", "messages": [{"role": "user", "content": str(n)}]}))
+    assert len(reader.kept) == request_body.KEPT_BODIES
+    read(reader, sdk_bytes({"model": "m", "messages": [{"role": "user", "content": "x" * 3000}]}))
+    assert reader.bytes == sum(len(k.body) for k in reader.kept.values()) <= 4000
