@@ -23,7 +23,7 @@ def _functions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(function, dict):
             continue
         parameters = function.get("parameters")
-        if isinstance(parameters, dict) and ("$defs" in parameters or "definitions" in parameters):
+        if isinstance(parameters, dict):
             definitions = {
                 **(parameters.get("definitions") or {}),
                 **(parameters.get("$defs") or {}),
@@ -59,7 +59,11 @@ def _type(spec: object) -> str:
         if not isinstance(items, dict):
             return "any[]"
         label = _item_label(items)
-        return f"// {label}\n{_type(items)}[]" if label else f"{_type(items)}[]"
+        if label:
+            return f"Array<\n// {label}\n{_type(items)}\n>"
+        if _is_union(items):
+            return f"Array<{_type(items)}>"
+        return f"{_type(items)}[]"
     if kind == "integer":
         return "number"
     if kind in ("string", "number", "boolean", "null"):
@@ -67,14 +71,37 @@ def _type(spec: object) -> str:
     return "any"
 
 
+def _is_union(spec: dict[str, Any]) -> bool:
+    """Whether a type renders as alternatives (`"a" | "b"`), which `[]` cannot follow."""
+    enum, kind = spec.get("enum"), spec.get("type")
+    variants = spec.get("anyOf") or spec.get("oneOf")
+    if isinstance(enum, list):
+        return len(enum) > 1
+    if isinstance(kind, list):
+        return len(kind) > 1
+    return kind is None and isinstance(variants, list) and len(variants) > 1
+
+
+# An array's items are written `T[]`, except where that would be ambiguous or leave nowhere
+# for a comment: alternatives are written `Array<"a" | "b">` and a labelled item object
+# `Array<\n// label\n{...}\n>`.
+# - Enum items: adala.jsonl lines 65-74 and 185-194 (20 calls, `choice2?: Array<"Red" |
+#   "Green" | "Blue"> | null`) exact, 1 short as `"Red" | "Green" | "Blue"[]` and as
+#   `("Red" | "Green" | "Blue")[]` (parentheses cost nothing more here). Only Adala has
+#   arrays of enums (135 calls); items of other unions (type lists, anyOf) are unseen and
+#   written the same way, as the one reading that `[]` would not change.
+# - Labelled items: crewai.jsonl lines 667-840 (8 calls, items `$ref` to pydantic's titled
+#   `Entity`) and sublayer.jsonl lines 11 and 17 (items described "a single review", "a single
+#   step") are exact with the label inside `Array<...>`, which costs the 2 tokens that an
+#   earlier rule added without placing them; it also makes Adala's labelled item objects
+#   inside `anyOf` exact (below, _union_lines). Unlabelled item objects stay `{...}[]`:
+#   pydantic-ai.jsonl lines 9-99 (`answers: {...}[]`, 18 calls) are 2 over as `Array<...>`.
+
+
 def _item_label(items: dict[str, Any]) -> str | None:
     """The description (else the title) of an array's item object, which the model sees as a
-    comment before the object's brace, as OpenAI's harmony renderer writes an object's
-    description, and 2 tokens more that this text does not place (labelled_item_objects).
-    Measured on two sources: crewai.jsonl lines 667-840 (8 calls of the TaskEvaluation tool,
-    items `$ref` to pydantic's `Entity`, titled) 5 short without it; sublayer.jsonl lines 11 and 17 (items described "a
-    single review", "a single step") 7 short; both exact with it. Items without either
-    (pydantic-ai.jsonl lines 9-99, `answers: {...}[]`, 18 calls) stay exact."""
+    comment inside `Array<...>` before the object's brace (see above). Without it crewai's
+    TaskEvaluation calls were 5 short and sublayer's 7."""
     if items.get("type") != "object" or not isinstance(items.get("properties"), dict):
         return None
     for key in ("description", "title"):
@@ -101,6 +128,16 @@ def _resolved(node: Any, definitions: dict[str, Any], depth: int = 0) -> Any:
         if isinstance(target, dict):
             merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
             return _resolved(merged, definitions, depth + 1)
+    parts = node.get("allOf")
+    if isinstance(parts, list) and parts and all(isinstance(part, dict) for part in parts):
+        # pydantic wraps a described `$ref` in a one-part `allOf`: the model sees the parts
+        # merged, the referenced enum's title included (adala.jsonl lines 1-3 and 35-37,
+        # gpt-3.5-turbo-0125: 12 short while it rendered as `any`, 1 short with it merged)
+        combined: dict[str, Any] = {}
+        for part in parts:
+            combined.update(_resolved(part, definitions, depth + 1))
+        combined.update({key: value for key, value in node.items() if key != "allOf"})
+        return _resolved(combined, definitions, depth + 1) if depth < _REF_DEPTH else combined
     return {
         key: _resolved(value, definitions, depth)
         for key, value in node.items()
@@ -108,33 +145,87 @@ def _resolved(node: Any, definitions: dict[str, Any], depth: int = 0) -> Any:
     }
 
 
-def _comments(spec: object) -> list[str]:
-    """The comment lines above a property: its title, then its description. Titles (pydantic
-    adds one to every field) are shown: without them crewai's strict tools were 3 tokens
-    short per titled property (crewai.jsonl lines 5-99 and 279-290, 41 calls exact with them,
-    also dd-trace-py.jsonl line 140 and mirascope.jsonl line 185)."""
+def _comments(spec: object) -> str:
+    """The comment above a property: its title, then its description as a second paragraph
+    (a bare `//` line between them), "" without either. Titles (pydantic adds one to every
+    field) are shown: without them crewai's strict tools were 3 tokens short per titled
+    property (crewai.jsonl lines 5-99 and 279-290, 41 calls exact with them, also
+    dd-trace-py.jsonl line 140 and mirascope.jsonl line 185). The blank line is how OpenAI's
+    harmony renderer separates a title from the description; it costs a token on cl100k
+    models and none on o200k ones, where `\n//\n` is one token: with it every cl100k call
+    with a titled and described property is exact (adala.jsonl, gpt-3.5-turbo-0125, 78 calls
+    1 short before, one such property each; crewai.jsonl lines 170-172, gpt-3.5-turbo-0125, 2
+    properties, and 621 and 624, gpt-4-0125-preview, 6 properties, as many tokens short), and
+    none of the 900-odd o200k calls with such properties changes."""
     if not isinstance(spec, dict):
-        return []
-    found = []
-    for key in ("title", "description"):
-        value = spec.get(key)
-        if isinstance(value, str) and value:
-            found.append(value)
-    return found
-
-
-def _default(spec: object) -> str:
-    """A property's default as a trailing comment, as OpenAI's harmony renderer writes it; a
-    string is quoted unless it is one of the enum's values. Measured: magentic.jsonl lines
-    7-12 and crewai.jsonl line 122 exact with it, 7 tokens short without."""
-    if not isinstance(spec, dict) or "default" not in spec:
         return ""
-    value = spec["default"]
-    if isinstance(value, str):
-        shown = value if isinstance(spec.get("enum"), list) else f'"{value}"'
-    else:
-        shown = json.dumps(value)
-    return f" // default: {shown}"
+    found = [
+        value
+        for value in (spec.get("title"), spec.get("description"))
+        if isinstance(value, str) and value
+    ]
+    return "\n\n".join(found)
+
+
+# Number constraints follow the default in the trailing comment (`evaluation: number, //
+# minimum: 0, maximum: 5`): adala.jsonl lines 47-50 and 53-54 (6 calls, one property with
+# both) were 11 and 12 short without them and are exact; `start: number, // minimum: 0`
+# inside array items (adala.jsonl lines 85-134 and 205-299, 105 calls, two such properties)
+# and `minItems: 1` on an array (adala.jsonl lines 339-348, 10 calls) are exact with the
+# rules beside them. Only Adala's schemas carry constraints (no other source has any), so
+# these three keys are the ones measured; other keywords (maxItems, minLength, pattern,
+# uniqueItems, format) are not shown, and Adala's `uniqueItems: true` beside `minItems` is
+# exact that way. A default and a constraint on one property are unseen: both are written,
+# default first, as one comment.
+_CONSTRAINTS = ("minimum", "maximum", "minItems")
+
+
+def _trailing(spec: object) -> str:
+    """What follows a property's comma: its default, as OpenAI's harmony renderer writes it (a
+    string quoted unless it is one of the enum's values; magentic.jsonl lines 7-12 and
+    crewai.jsonl line 122 exact with it, 7 tokens short without), then its constraints."""
+    if not isinstance(spec, dict):
+        return ""
+    found = []
+    if "default" in spec:
+        value = spec["default"]
+        if isinstance(value, str):
+            found.append(value if isinstance(spec.get("enum"), list) else f'"{value}"')
+        else:
+            found.append(json.dumps(value))
+        found[0] = f"default: {found[0]}"
+    found += [f"{key}: {json.dumps(spec[key])}" for key in _CONSTRAINTS if key in spec]
+    return ", ".join(found)
+
+
+def _union_lines(name: str, spec: dict[str, Any]) -> list[str] | None:
+    """A property whose `anyOf` (or `oneOf`) has a variant written over several lines or a
+    described variant, laid out as OpenAI's harmony renderer lays out a `oneOf` property: the
+    default as a comment line above, the name alone, each variant on a ` | ` line with its
+    description after it, then a lone comma. Measured: adala.jsonl lines 51 and 85-134,
+    205-299 (106 calls, `entities?: Array<// Entity {...}> | null` and the like) were 3 short
+    inline and are exact; instructor-rb.jsonl line 1 (two nullable properties whose array
+    variant is described) goes from 31 short to 4 short. Unions of one-line undescribed
+    variants stay inline (`title?: string | null, // default: null`: 129 of Adala's calls,
+    openinference.jsonl, ruby_llm.jsonl). None otherwise."""
+    variants = spec.get("anyOf") or spec.get("oneOf")
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        return None
+    if not any("\n" in _type(variant) or _described(variant) for variant in variants):
+        return None
+    trailing = _trailing(spec)
+    lines = [f"// {trailing}"] if trailing else []
+    lines.append(f"{name}:")
+    for variant in variants:
+        described = _described(variant)
+        lines.append(f" | {_type(variant)}" + (f" // {described}" if described else ""))
+    lines.append(",")
+    return lines
+
+
+def _described(spec: dict[str, Any]) -> str:
+    value = spec.get("description")
+    return value if isinstance(value, str) else ""
 
 
 def _properties(schema: dict[str, Any]) -> str:
@@ -143,9 +234,16 @@ def _properties(schema: dict[str, Any]) -> str:
     required = required if isinstance(required, list) else []
     lines = []
     for name, spec in properties.items() if isinstance(properties, dict) else ():
-        lines += [_comment(comment) for comment in _comments(spec)]
-        optional = "" if name in required else "?"
-        lines.append(f"{name}{optional}: {_type(spec)},{_default(spec)}")
+        comments = _comments(spec)
+        if comments:
+            lines.append(_comment(comments))
+        key = name if name in required else f"{name}?"
+        union = _union_lines(key, spec) if isinstance(spec, dict) else None
+        if union is not None:
+            lines += union
+            continue
+        trailing = _trailing(spec)
+        lines.append(f"{key}: {_type(spec)}," + (f" // {trailing}" if trailing else ""))
     return "\n".join(lines)
 
 
@@ -181,28 +279,6 @@ def tools_text(tools: list[dict[str, Any]]) -> str:
         lines.append("")
     lines.append("} // namespace functions")
     return "\n".join(lines)
-
-
-_ITEM_LABEL_TOKENS = 2
-
-
-def _labelled_items(node: object) -> int:
-    if isinstance(node, list):
-        return sum(_labelled_items(item) for item in node)
-    if not isinstance(node, dict):
-        return 0
-    found = 0
-    items = node.get("items")
-    if node.get("type") == "array" and isinstance(items, dict) and _item_label(items):
-        found += 1
-    return found + sum(_labelled_items(value) for value in node.values())
-
-
-def labelled_item_objects(tools: list[dict[str, Any]]) -> int:
-    """The tokens the labels of array item objects cost beyond their comment (_item_label)."""
-    return _ITEM_LABEL_TOKENS * sum(
-        _labelled_items(function.get("parameters")) for function in _functions(tools)
-    )
 
 
 def undescribed_first_properties(tools: list[dict[str, Any]]) -> int:
