@@ -56,4 +56,8 @@ class Migration(migrations.Migration):
             model_name='conversationtotals',
             index=models.Index(fields=['organization', 'conversation'], name='convtotals_org_conversation'),
         ),
+        migrations.AddIndex(
+            model_name='dimensionday',
+            index=models.Index(fields=['organization', 'kind', 'value'], name='dimensionday_org_value'),
+        ),
     ]
