@@ -228,6 +228,9 @@ class Conversation(models.Model):
             models.Index(fields=["organization", "external_id"], name="conversation_org_external"),
             # The conversation list sorted by title.
             models.Index(fields=["organization", "title", "id"], name="conversation_org_title"),
+            # An org's conversations of one source (the overview's replayed calls): without
+            # it, finding the replays scanned every organization's conversations.
+            models.Index(fields=["organization", "source"], name="conversation_org_source"),
         ]
 
     def __str__(self) -> str:

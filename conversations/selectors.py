@@ -660,9 +660,13 @@ def calibration_replayed_calls(organization: Organization, filters: UsageFilter)
     """How many of the calibrated calls were made by experiments (replays): there the
     prediction was made before the call, on the team's own conversations. Read from the
     conversation-day rollups: every billed call of a replay carries the usage it reported."""
+    # The conversations' organization named too: their index on (organization, source)
+    # then finds the replays without reading another organization's conversations.
     replayed = filters.apply_days(
         ConversationDay.objects.filter(
-            organization=organization, conversation__source=ConversationSource.REPLAY
+            organization=organization,
+            conversation__organization=organization,
+            conversation__source=ConversationSource.REPLAY,
         )
     ).aggregate(n=Sum("calls"))["n"]
     return int(replayed or 0)

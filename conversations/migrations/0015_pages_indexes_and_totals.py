@@ -60,4 +60,8 @@ class Migration(migrations.Migration):
             model_name='dimensionday',
             index=models.Index(fields=['organization', 'kind', 'value'], name='dimensionday_org_value'),
         ),
+        migrations.AddIndex(
+            model_name='conversation',
+            index=models.Index(fields=['organization', 'source'], name='conversation_org_source'),
+        ),
     ]
