@@ -53,6 +53,7 @@ from .models import (
     CacheDay,
     ConversationDay,
     ConversationSource,
+    ConversationTotals,
     DimensionDay,
     Organization,
     UsageRecord,
@@ -464,6 +465,10 @@ ROLLUP_FIGURES: dict[str, Any] = {
     "lost": Sum("lost"),
 }
 _R_FIGURES = {f"r_{name}": value for name, value in ROLLUP_FIGURES.items()}
+# The same figures as the columns they sum, which one ConversationTotals row holds.
+_TOTALS_FIGURES: dict[str, str] = {
+    name: value.source_expressions[0].name for name, value in ROLLUP_FIGURES.items()
+}
 PERIOD_KEYS: dict[str, Any] = {
     "day": F("day"),
     "week": TruncWeek("day"),
@@ -583,6 +588,8 @@ def rollup_breakdown(
 ) -> list[BreakdownRow] | None:
     """breakdown() from a rollup (CacheDay, DimensionDay, ConversationDay), or None when
     none holds the slice and the grouping."""
+    if dimension.name == "conversation" and slice_ == Slice(zone=slice_.zone):
+        return _conversation_totals_breakdown(organization, sort=sort, limit=limit)
     source = _rollup_source(organization, slice_, dimension)
     if source is None:
         return None
@@ -615,6 +622,40 @@ def rollup_breakdown(
             out.sort(key=_python_order(sort))
             out = out[:limit]
     return out
+
+
+# The breakdown by conversation over the whole period, per sort: ConversationTotals' rows
+# in the order raw_breakdown gives the groups (the conversation's code breaks ties). A cost
+# is NULL exactly when no call is priced (is_priced false), so "cost, NULLs last" is
+# is_priced then cost, which the index convtotals_org_cost walks backwards (the code is
+# then sorted within equal costs, a few rows); calls walk convtotals_org_calls alike.
+_TOTALS_SORTS: dict[str, tuple[Any, ...]] = {
+    "cost": (F("is_priced").desc(), F("cost_total").desc(), "conversation__code"),
+    "calls": (F("calls").desc(), "conversation__code"),
+    "lost": (F("lost").desc(nulls_last=True), "conversation__code"),
+    "key": ("conversation__code",),
+}
+
+
+def _conversation_totals_breakdown(
+    organization: Organization, *, sort: str, limit: int
+) -> list[BreakdownRow]:
+    """breakdown() by conversation over all time, with no filter: the top ConversationTotals
+    rows (one per conversation, no sums to make) instead of every ConversationDay row."""
+    order = _TOTALS_SORTS.get(sort, _TOTALS_SORTS["cost"])
+    rows = (
+        ConversationTotals.objects.filter(organization=organization)
+        .order_by(*order)
+        .values("conversation__code", "conversation__title", *_TOTALS_FIGURES.values())[:limit]
+    )
+    return [
+        BreakdownRow(
+            key=row["conversation__code"],
+            title=row["conversation__title"],
+            **_figures({f"r_{name}": row[column] for name, column in _TOTALS_FIGURES.items()}),
+        )
+        for row in rows
+    ]
 
 
 def breakdown(

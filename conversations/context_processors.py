@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.http import HttpRequest
@@ -12,4 +13,6 @@ def organizations(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"my_organizations": []}
-    return {"my_organizations": user_organizations(user)}
+    # A callable, which the template calls where it lists them: a partial (an HTMX swap of
+    # a table) renders no header and makes no query for it.
+    return {"my_organizations": partial(user_organizations, user)}

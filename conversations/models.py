@@ -228,6 +228,9 @@ class Conversation(models.Model):
             models.Index(fields=["organization", "external_id"], name="conversation_org_external"),
             # The conversation list sorted by title.
             models.Index(fields=["organization", "title", "id"], name="conversation_org_title"),
+            # An org's conversations of one source (the overview's replayed calls): without
+            # it, finding the replays scanned every organization's conversations.
+            models.Index(fields=["organization", "source"], name="conversation_org_source"),
         ]
 
     def __str__(self) -> str:
@@ -582,6 +585,12 @@ class DimensionDay(models.Model):
                 name="dimensionday_unique_key",
             ),
         ]
+        indexes = [
+            # A breakdown by a dimension of many values (end users, keys): its rows come
+            # grouped by value, so the sums stream out without sorting every row first.
+            # Keys only, so that adding to a row's sums stays a HOT update.
+            models.Index(fields=["organization", "kind", "value"], name="dimensionday_org_value"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.organization_id} {self.kind}={self.value} {self.day} {self.model}"
@@ -657,8 +666,8 @@ class ConversationDay(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     input_cached = models.BigIntegerField(default=0)
-    # The rest of a breakdown row's figures, for the breakdown by conversation (not in
-    # ConversationTotals: the conversation list does not show them).
+    # The rest of a breakdown row's figures, for the breakdown by conversation over part of
+    # the time (ConversationTotals carries them too, for the whole period).
     cost_uncached = cost_sum_field()
     completion_tokens = models.BigIntegerField(default=0)
     eligible_calls = models.BigIntegerField(default=0)
@@ -682,8 +691,10 @@ class ConversationDay(models.Model):
 
 
 class ConversationTotals(models.Model):
-    """A conversation's billing usage over all time: the unfiltered conversation list reads
-    its top rows straight off one index per sort."""
+    """A conversation's billing usage over all time: the unfiltered conversation list and
+    the whole-period breakdown by conversation read their top rows straight off one index
+    per sort. Summed from the conversation's ConversationDay rows by every write path
+    (services/rollups.py, _totals_insert_sql), so it carries the same columns."""
 
     conversation = models.OneToOneField(
         Conversation, models.CASCADE, primary_key=True, related_name="totals"
@@ -695,6 +706,13 @@ class ConversationTotals(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     input_cached = models.BigIntegerField(default=0)
+    # The rest of a breakdown row's figures: the breakdown by conversation over the whole
+    # period reads its top rows here instead of summing every ConversationDay row.
+    cost_uncached = cost_sum_field()
+    completion_tokens = models.BigIntegerField(default=0)
+    eligible_calls = models.BigIntegerField(default=0)
+    hit_calls = models.BigIntegerField(default=0)
+    lost = cost_sum_field()  # breakdowns.LOST, as CacheDay.lost
     # priced_calls > 0, kept as a column so the cost sort has a plain index: an unpriced
     # conversation (cost NULL) sorts below every priced one both ways, as it did before.
     is_priced = models.BooleanField(default=False)
@@ -713,6 +731,12 @@ class ConversationTotals(models.Model):
             models.Index(
                 fields=["organization", "total_tokens", "conversation"],
                 name="convtotals_org_tokens",
+            ),
+            # A conversation's row found from the organization's conversations (the list
+            # sorted by the conversation's own columns): one row per probe, never the scan
+            # of every totals row of the organization per conversation.
+            models.Index(
+                fields=["organization", "conversation"], name="convtotals_org_conversation"
             ),
         ]
 

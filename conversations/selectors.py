@@ -382,6 +382,8 @@ def conversation_list(
     ConversationDay rows in the filter (about one per conversation), summed per
     conversation. Either way the query reads only this organization's rows."""
     order = CONVERSATION_SORTS.get(sort, CONVERSATION_SORTS["-cost"])
+    if filters.is_empty and order[0].lstrip("-").startswith("conversation__"):
+        return _conversation_list_by_own_columns(organization, order, limit)
     rows: QuerySet[Any]
     if filters.is_empty:
         rows = ConversationTotals.objects.filter(organization=organization).annotate(
@@ -400,7 +402,8 @@ def conversation_list(
             .annotate(is_priced=Case(When(priced__gt=0, then=Value(True)), default=Value(False)))
         )
     if order[0].lstrip("-").startswith("conversation__"):
-        # Sorted by the conversation's own columns: the conversation's index leads.
+        # Filtered and sorted by the conversation's own columns: the conversation's index
+        # leads.
         rows = rows.filter(conversation__organization=organization)
     top = list(
         rows.order_by(*order).values("conversation_id", *CONVERSATION_SUMS, "unpriced")[:limit]
@@ -409,23 +412,66 @@ def conversation_list(
         c["pk"]: c
         for c in Conversation.objects.filter(
             organization=organization, pk__in=[row["conversation_id"] for row in top]
-        ).values("pk", "code", "title", "model", "created")
+        ).values(*_CONVERSATION_COLUMNS)
     }
-    return [
-        ConversationRow(
-            code=conversations[row["conversation_id"]]["code"],
-            title=conversations[row["conversation_id"]]["title"],
-            model=conversations[row["conversation_id"]]["model"],
-            created=conversations[row["conversation_id"]]["created"],
-            cost=row["cost"],
-            tokens=row["tokens"],
-            turn_count=row["turn_count"],
-            cached=row["cached"],
-            prompt=row["prompt"],
-            unpriced=row["unpriced"],
-        )
-        for row in top
+    return [_conversation_row(conversations[row["conversation_id"]], row) for row in top]
+
+
+_CONVERSATION_COLUMNS = ("pk", "code", "title", "model", "created")
+
+
+def _conversation_row(conversation: dict[str, Any], sums: dict[str, Any]) -> ConversationRow:
+    return ConversationRow(
+        code=conversation["code"],
+        title=conversation["title"],
+        model=conversation["model"],
+        created=conversation["created"],
+        cost=sums["cost"],
+        tokens=sums["tokens"],
+        turn_count=sums["turn_count"],
+        cached=sums["cached"],
+        prompt=sums["prompt"],
+        unpriced=sums["unpriced"],
+    )
+
+
+def _conversation_list_by_own_columns(
+    organization: Organization, order: tuple[str, ...], limit: int
+) -> list[ConversationRow]:
+    """The unfiltered list sorted by the conversation's own columns (created, title): the
+    organization's conversations off their index for the sort, then their totals by id, a
+    batch at a time until `limit` have usage. Two plain lookups, not a join, whose plan
+    on a small table could read the organization's totals once per conversation."""
+    own = [
+        f"{'-' if term.startswith('-') else ''}"
+        f"{term.lstrip('-').removeprefix('conversation__').replace('conversation_id', 'id')}"
+        for term in order
     ]
+    conversations = (
+        Conversation.objects.filter(organization=organization)
+        .order_by(*own)
+        .values(*_CONVERSATION_COLUMNS)
+    )
+    found: list[ConversationRow] = []
+    offset, batch = 0, limit
+    while len(found) < limit:
+        page = list(conversations[offset : offset + batch])
+        if not page:
+            break
+        sums = {
+            row["conversation_id"]: row
+            for row in ConversationTotals.objects.filter(
+                organization=organization, conversation_id__in=[c["pk"] for c in page]
+            )
+            .annotate(
+                **{name: F(column) for name, column in CONVERSATION_SUMS.items()},
+                unpriced=F("calls") - F("priced_calls"),
+            )
+            .values("conversation_id", *CONVERSATION_SUMS, "unpriced")
+        }
+        found += [_conversation_row(c, sums[c["pk"]]) for c in page if c["pk"] in sums]
+        offset, batch = offset + batch, batch * 2  # conversations without usage: rare
+    return found[:limit]
 
 
 @dataclass(frozen=True)
@@ -614,9 +660,13 @@ def calibration_replayed_calls(organization: Organization, filters: UsageFilter)
     """How many of the calibrated calls were made by experiments (replays): there the
     prediction was made before the call, on the team's own conversations. Read from the
     conversation-day rollups: every billed call of a replay carries the usage it reported."""
+    # The conversations' organization named too: their index on (organization, source)
+    # then finds the replays without reading another organization's conversations.
     replayed = filters.apply_days(
         ConversationDay.objects.filter(
-            organization=organization, conversation__source=ConversationSource.REPLAY
+            organization=organization,
+            conversation__organization=organization,
+            conversation__source=ConversationSource.REPLAY,
         )
     ).aggregate(n=Sum("calls"))["n"]
     return int(replayed or 0)

@@ -171,6 +171,30 @@ def test_every_breakdown_reads_the_same_rows_from_the_rollups_as_from_raw_rows(
     assert compared > 500
 
 
+@pytest.mark.parametrize("time_zone", ["UTC", "America/Los_Angeles"])
+def test_the_whole_period_by_conversation_reads_one_totals_row_per_conversation(
+    time_zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    organization = _filled(time_zone, monkeypatch)
+    whole = Slice(zone=time_zone)
+    dimension = breakdowns.DIMENSIONS["conversation"]
+    raw_all = breakdowns.raw_breakdown(organization, whole, dimension, limit=10_000)
+    # Unpriced conversations and ties on calls: the order's tie-breaker is exercised.
+    assert any(r.cost is None for r in raw_all) and any(r.cost for r in raw_all)
+    assert len({r.calls for r in raw_all}) < len(raw_all)
+    for sort in breakdowns.SORTS:
+        for limit in (200, 3):
+            with CaptureQueriesContext(connection) as queries:
+                rolled = breakdowns.rollup_breakdown(
+                    organization, whole, dimension, sort=sort, limit=limit
+                )
+            raw = breakdowns.raw_breakdown(organization, whole, dimension, sort=sort, limit=limit)
+            assert rolled == raw, (sort, limit)
+            (query,) = queries.captured_queries
+            assert "conversations_conversationtotals" in query["sql"]
+            assert "conversations_conversationday" not in query["sql"]
+
+
 def test_days_weeks_and_months_are_the_organization_s() -> None:
     """A call early on 3 October UTC is on 2 October in Los Angeles; the week and month
     start on its local Monday and first day."""

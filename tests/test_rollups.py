@@ -234,6 +234,10 @@ def test_it_verifies_and_rebuilds_from_the_command_line(
     assert day is not None
     UsageDay.objects.filter(pk=day.pk).update(calls=day.calls + 1)
     ConversationTotals.objects.filter(organization=org).order_by("pk").first().delete()  # type: ignore[union-attr]
+    # A breakdown figure of the totals (the whole-period breakdown by conversation) too.
+    lossy = ConversationTotals.objects.filter(organization=org, lost__gt=0).order_by("pk").last()
+    assert lossy is not None and lossy.lost is not None
+    ConversationTotals.objects.filter(pk=lossy.pk).update(hit_calls=lossy.hit_calls + 1)
     missed = CacheDay.objects.filter(organization=org, missed_calls__gt=0).order_by("pk").first()
     assert missed is not None
     CacheDay.objects.filter(pk=missed.pk).update(missed_calls=0)
@@ -246,6 +250,10 @@ def test_it_verifies_and_rebuilds_from_the_command_line(
     )
     assert f"usageday ({day.day!r}, {day.model!r}): calls {day.calls + 1} != {day.calls}" in out
     assert "conversationtotals" in out and "missing" in out
+    assert (
+        f"conversationtotals ({lossy.pk!r},): hit_calls {lossy.hit_calls + 1} != "
+        f"{lossy.hit_calls}" in out
+    )
     call_command("rollups_rebuild", "--org", org.slug)
     call_command("rollups_verify")
     assert_exact(org)

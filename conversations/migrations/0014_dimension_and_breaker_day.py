@@ -7,17 +7,9 @@ from django.db.migrations.state import StateApps
 
 
 def rollups_build(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """Existing usage gets its rollups (DimensionDay, BreakerDay and ConversationDay's new
-    columns among them) now, or the pages would show nothing until someone ran
-    rollups_rebuild (moved here from 0013). The service works on the models as they are at
-    this migration; if a later migration changes these tables, this step moves there."""
-    from conversations.models import Organization
-    from conversations.services.rollups import organization_rebuild
-
-    if not apps.get_model("conversations", "UsageRecord").objects.exists():
-        return
-    for organization in Organization.objects.only("id", "time_zone"):
-        organization_rebuild(organization=organization)
+    """Moved to 0015_pages_indexes_and_totals: the service writes ConversationTotals as the
+    code has it, and its breakdown columns only exist from 0015 on. A database that ran this
+    step before keeps its rollups; 0015 fills the new columns."""
 
 
 class Migration(migrations.Migration):

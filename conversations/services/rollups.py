@@ -208,7 +208,9 @@ def _cache_day_sums() -> dict[str, Any]:
     }
 
 
-TOTALS_COLUMNS = tuple(_conversation_totals_sums())
+# ConversationTotals carries every ConversationDay sum (the breakdown by conversation over
+# the whole period reads it), each the sum of the conversation's ConversationDay rows.
+TOTALS_COLUMNS = tuple(_conversation_day_sums())
 # Columns whose sums follow SQL's SUM: NULL until a non-NULL value is added.
 NULLABLE_COLUMNS = {
     name
@@ -813,7 +815,7 @@ def organization_drift(*, organization: Organization) -> list[str]:
         )
     raw_totals = (
         records.values("conversation_id")
-        .annotate(**_aliased(_conversation_totals_sums()))
+        .annotate(**_aliased(_conversation_day_sums()))
         .annotate(
             sum_is_priced=Case(When(sum_priced_calls__gt=0, then=Value(True)), default=Value(False))
         )
