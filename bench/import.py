@@ -128,14 +128,14 @@ def rows_delete(organization_id: int) -> None:
     from django.db import connection, transaction
 
     from conversations import models
+    from conversations.services import rollups
 
     tables = _tables()
-    # The rollups an import keeps (issue 13) first: they point at the conversations.
-    rollups = (models.ConversationTotals, models.ConversationDay, models.CalibrationGap)
     with transaction.atomic(), connection.cursor() as cursor:
-        for rollup in (*rollups, models.UsageDay):
-            table = rollup._meta.db_table
-            cursor.execute(f"DELETE FROM {table} WHERE organization_id = %s", [organization_id])
+        # Every rollup an import keeps (issue 13) first: some point at the conversations.
+        rollups.organization_forget(
+            organization=models.Organization.objects.get(pk=organization_id)
+        )
         for name in reversed(TABLES):
             table = tables[name]._meta.db_table
             cursor.execute(f"DELETE FROM {table} WHERE {OWNED[name]}", [organization_id])

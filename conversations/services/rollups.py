@@ -66,7 +66,7 @@ from ..models import (
     UsageRecord,
     UsageSource,
 )
-from . import dimension_rollups
+from . import chunk_sums, dimension_rollups
 from .rollup_drift import compare, normal
 
 # Ids per statement: well under PostgreSQL's 65,535 parameters.
@@ -426,6 +426,25 @@ def conversations_added(*, conversation_ids: list[int], staged: Staged | None = 
         _totals_refresh(organization, ids)
 
 
+def chunk_added(
+    *, organization: Organization, chunk: chunk_sums.ChunkInput, staged: Staged
+) -> None:
+    """conversations_added for an import's chunk on PostgreSQL, from the rows in memory
+    (services/chunk_sums.py): the conversations' own rollups go in now by COPY, the shared
+    sums wait in `staged` until the import's end. A chunk chunk_sums cannot sum exactly
+    takes the SQL path."""
+    try:
+        shared, own = chunk_sums.chunk_sums(
+            chunk, time_zone=organization.time_zone, rates=staged.rates
+        )
+    except chunk_sums.Unsupported:
+        conversations_added(conversation_ids=list(chunk.conversation_ids), staged=staged)
+        return
+    chunk_sums.own_write(own)
+    for shape in (*chunk_sums.ORG_DAY_SHAPES, chunk_sums.DIMENSION_DAY):
+        staged.sums.merge(shape, shared)
+
+
 _STAGES = itertools.count()
 
 
@@ -444,6 +463,10 @@ class Staged:
 
     def __init__(self) -> None:
         self.tables: dict[str, str] = {}  # rollup table -> its temporary table
+        # Chunks summed in Python (chunk_sums, PostgreSQL): their shared sums, and the
+        # price rows' figures they read.
+        self.sums = chunk_sums.Sums()
+        self.rates = chunk_sums.PriceRates()
         # DimensionDay is shared by the organization's writers too (a day, model and key
         # or source), so an import adds it at the end as well, in one statement (keys in
         # order); BreakerDay, per conversation, comes along with it.
@@ -480,7 +503,10 @@ class Staged:
             records = _billing(organization).filter(conversation_id__in=ids)
             dimension_rollups.records_added(organization=organization, records=records)
         self.dimensions.clear()
-        for table in ORG_DAY_TABLES:
+        chunk_sums.shared_upsert(chunk_sums.DIMENSION_DAY, self.sums)
+        for table, shape in zip(ORG_DAY_TABLES, chunk_sums.ORG_DAY_SHAPES, strict=True):
+            assert shape.table == table.name, "chunk_sums' tables in ORG_DAY_TABLES' order"
+            chunk_sums.shared_upsert(shape, self.sums)
             stage = self.tables.pop(table.name, None)
             if stage is None:
                 continue
