@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -90,10 +90,14 @@ def pg_div(a: Decimal, a_scale: int, b: Decimal, b_scale: int) -> Decimal:
     return Decimal(_rounded_quotient(numerator, denominator)).scaleb(-scale)
 
 
+EXACT = Context(prec=PRECISION, rounding=ROUND_HALF_UP)
+_PLACES = {places: Decimal(1).scaleb(-places) for places in (0, 12)}
+
+
 def round_places(value: Decimal, places: int) -> Decimal:
     """numeric's ROUND(value, places): half away from zero."""
-    with localcontext(prec=PRECISION):
-        return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    step = _PLACES.get(places)
+    return EXACT.quantize(value, Decimal(1).scaleb(-places) if step is None else step)
 
 
 def _money(value: Decimal | None) -> Decimal | None:
@@ -109,12 +113,23 @@ def _gap(estimated: int, reported: int, *, signed: bool) -> Decimal:
 
 @dataclass(frozen=True)
 class _Rates:
-    """A price row's figures that breakdowns.LOST reads."""
+    """A price row's figures that breakdowns.LOST reads: its cache step, its input rate per
+    token (where a record's own uncached input gives none) and the share of it a cached
+    token saves (None: no cached rate, nothing lost)."""
 
-    input_per_1m: Decimal
-    input_scale: int
-    cached_input_per_1m: Decimal | None
     step: int
+    base_rate: Decimal
+    saved: Decimal | None
+
+    @classmethod
+    def of(cls, input_per_1m: Decimal, cached_input_per_1m: Decimal | None, step: int) -> _Rates:
+        scale = _INPUT_SCALE  # a stored value's display scale is its column's
+        saved = None
+        if cached_input_per_1m is not None and input_per_1m != 0:
+            cached = round_places(cached_input_per_1m, MONEY_PLACES)  # ::numeric(24, 12)
+            share = pg_div(cached, MONEY_PLACES, input_per_1m, scale)
+            saved = EXACT.subtract(Decimal(1), share)
+        return cls(step, pg_div(input_per_1m, scale, Decimal(1_000_000), 0), saved)
 
 
 _INPUT_SCALE: int = ModelPrice._meta.get_field("input_per_1m").decimal_places
@@ -130,20 +145,15 @@ def _lost(record: Mapping[str, Any], rates: _Rates | None) -> tuple[Decimal | No
         return None, missed
     if not eligible:
         return Decimal(0), missed
-    rate: Decimal | None = None
+    if rates is None or rates.saved is None:  # no price row, or no cached rate: NULL
+        return None, missed
     uncached_cost = _money(record["cost_input_uncached"])
     if uncached_cost is not None and record["input_uncached"] != 0:
         rate = pg_div(uncached_cost, MONEY_PLACES, Decimal(record["input_uncached"]), 0)
-    elif rates is not None:
-        rate = pg_div(rates.input_per_1m, rates.input_scale, Decimal(1_000_000), 0)
-    if rate is None or rates is None or rates.cached_input_per_1m is None:
-        return None, missed
-    if rates.input_per_1m == 0:
-        return None, missed
-    cached = round_places(rates.cached_input_per_1m, MONEY_PLACES)
-    with localcontext(prec=PRECISION):
-        saved = Decimal(1) - pg_div(cached, MONEY_PLACES, rates.input_per_1m, rates.input_scale)
-        return round_places(missed * rate * saved, MONEY_PLACES), missed
+    else:
+        rate = rates.base_rate
+    product = EXACT.multiply(EXACT.multiply(Decimal(missed), rate), rates.saved)
+    return round_places(product, MONEY_PLACES), missed
 
 
 # --- the tables' figures ------------------------------------------------------------------
@@ -164,40 +174,56 @@ class Shape:
         return (*self.keys, *(name for name, _ in self.figures))
 
 
-def _combine(kind: str, mine: Any, theirs: Any) -> Any:
-    if theirs is None:
-        return mine
-    if mine is None:
-        return theirs
+def _reduce(kind: str, column: Sequence[Any]) -> Any:
+    """One figure over several rows, as SQL's aggregate: NULLs skipped, NULL if all are."""
+    values = [value for value in column if value is not None]
+    if not values:
+        return None
     if kind == LEAST:
-        return min(mine, theirs)
+        return min(values)
     if kind == GREATEST:
-        return max(mine, theirs)
-    return mine + theirs
+        return max(values)
+    if kind == MONEY:
+        total = values[0]
+        for value in values[1:]:
+            total = EXACT.add(total, value)  # 30 digits and more: never rounded
+        return total
+    return sum(values)
 
 
 class Sums:
-    """Per table, key -> figures (a list in the shape's order)."""
+    """Per table, key -> the figures of each row under it (a list in the shape's order);
+    summed once, when read (`reduced`): appending is all the per-record work."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, dict[tuple[Any, ...], list[Any]]] = {}
+        self.tables: dict[str, dict[tuple[Any, ...], list[Sequence[Any]]]] = {}
 
     def add(self, shape: Shape, key: tuple[Any, ...], values: Sequence[Any]) -> None:
         rows = self.tables.setdefault(shape.table, {})
-        row = rows.get(key)
-        if row is None:
-            rows[key] = list(values)
-            return
-        for i, (_, kind) in enumerate(shape.figures):
-            row[i] = _combine(kind, row[i], values[i])
+        found = rows.get(key)
+        if found is None:
+            rows[key] = [values]
+        else:
+            found.append(values)
+
+    def reduced(self, shape: Shape) -> dict[tuple[Any, ...], list[Any]]:
+        kinds = [kind for _, kind in shape.figures]
+        result = {}
+        for key, rows in self.tables.get(shape.table, {}).items():
+            if len(rows) == 1:
+                result[key] = list(rows[0])
+            else:
+                columns = zip(*rows, strict=True)
+                result[key] = [_reduce(k, c) for k, c in zip(kinds, columns, strict=True)]
+        return result
 
     def merge(self, shape: Shape, other: Sums) -> None:
-        for key, values in other.tables.get(shape.table, {}).items():
+        for key, values in other.reduced(shape).items():
             self.add(shape, key, values)
 
     def rows(self, shape: Shape) -> list[tuple[Any, ...]]:
         """The table's rows, keys in order (every writer takes them in that order)."""
-        rows = self.tables.get(shape.table, {})
+        rows = self.reduced(shape)
         return [(*key, *rows[key]) for key in sorted(rows, key=_sort_key)]
 
 
@@ -354,11 +380,8 @@ class PriceRates:
             "pk", "input_per_1m", "cached_input_per_1m", "cache_policy__step_tokens"
         )
         for pk, input_rate, cached_rate, step in rows:
-            self.known[pk] = _Rates(
-                input_per_1m=input_rate,
-                input_scale=_INPUT_SCALE,
-                cached_input_per_1m=cached_rate,
-                step=DEFAULT_STEP if step is None else step,
+            self.known[pk] = _Rates.of(
+                input_rate, cached_rate, DEFAULT_STEP if step is None else step
             )
 
     def get(self, pk: int | None) -> _Rates | None:
@@ -402,7 +425,7 @@ def chunk_sums(chunk: ChunkInput, *, time_zone: str, rates: PriceRates) -> tuple
                 zone=zone,
                 rates=rates.get(record["price_id"]),
             )
-        for key, values in own.tables.get(CONVERSATION_DAY.table, {}).items():
+        for key, values in own.reduced(CONVERSATION_DAY).items():
             organization_id, conversation_id = key[0], key[1]
             figures = dict(zip((n for n, _ in CONVERSATION_DAY.figures), values, strict=True))
             own.add(
