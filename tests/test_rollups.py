@@ -183,8 +183,9 @@ def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
                 assert len(usage_day) == 1
                 # Beside the templated ones only DimensionDay's and BreakerDay's own (their
                 # shape follows the conversation's tags, so they are built per call): a tag
-                # query and two upserts.
-                assert len(statements) == per_call + 3
+                # query and two upserts; and first, the organization's rollup lock, shared.
+                assert len(statements) == per_call + 4
+                assert "pg_advisory_xact_lock_shared" in statements.captured_queries[0]["sql"]
         assert_exact(organization)
     assert sorted(key[2] for key in rollups._templates) == ["America/Los_Angeles", "Asia/Tokyo"]
 

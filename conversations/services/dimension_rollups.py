@@ -275,6 +275,9 @@ def span_recompute(
 def conversations_retagged(*, organization: Organization, conversation_ids: list[int]) -> None:
     """After conversations' tags changed: recompute the days and models their usage is on,
     in the caller's transaction."""
+    from .rollups import organization_lock  # rollups imports this module
+
+    organization_lock(organization.pk, shared=False)
     zone = ZoneInfo(organization.time_zone)
     for start in range(0, len(conversation_ids), IDS_PER_STATEMENT):
         batch = conversation_ids[start : start + IDS_PER_STATEMENT]

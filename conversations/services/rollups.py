@@ -402,6 +402,34 @@ def _by_organization(conversation_ids: Iterable[int]) -> dict[Organization, list
     return {organizations[org_id]: ids for org_id, ids in grouped.items()}
 
 
+# --- who writes an organization's rollups when -------------------------------------------
+# Writers that add sums (an import's end, a live call) take their rollup rows in one order
+# (DimensionDay, then ORG_DAY_TABLES, keys sorted), so they never wait on each other in a
+# cycle. Writers that recompute (re-pricing, deletes, tag edits, rebuilds) DELETE rows in
+# scan order and re-INSERT them, which no order can make agree with the adders'. So each
+# organization has a lock of the transaction: adders take it shared (they still run side by
+# side), recomputers exclusive (they wait for the adders in flight, and the adders after
+# them wait for them). A recomputer takes it once it has changed or locked the raw rows,
+# just before touching a rollup; an adder just before its first shared rollup row: so
+# neither holds, while it waits for this lock, a row the holder of the lock then waits for.
+ADVISORY_NAMESPACE = 0x636C  # the first key of the two-key advisory lock ("cl")
+
+
+def organization_lock(organization_id: int, *, shared: bool) -> None:
+    """The organization's rollup lock until the transaction ends (PostgreSQL; SQLite has a
+    single writer). Outside a transaction (autocommit) each statement is its own
+    transaction, and there is nothing to hold the lock across."""
+    if connection.vendor != "postgresql" or not connection.in_atomic_block:
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        # The two-key form takes 32-bit keys: two organizations may share a lock, which
+        # only makes one wait for the other.
+        cursor.execute(
+            f"SELECT {function}(%s, %s)", [ADVISORY_NAMESPACE, organization_id % (2**31)]
+        )
+
+
 # --- new rows: add their sums -------------------------------------------------------------
 
 
@@ -410,6 +438,10 @@ def conversations_added(*, conversation_ids: list[int], staged: Staged | None = 
     to the rollups. Call once per chunk, after its usage records, in the same transaction.
     `staged`: the organization-day sums wait there until the import's last chunk."""
     for organization, ids in _by_organization(conversation_ids).items():
+        if staged is None:
+            organization_lock(organization.pk, shared=True)
+        else:
+            staged.organizations.add(organization.pk)
         for batch in _batches(ids):
             records = _billing(organization).filter(conversation_id__in=batch)
             for table in ORG_DAY_TABLES:
@@ -433,6 +465,7 @@ def chunk_added(
     (services/chunk_sums.py): the conversations' own rollups go in now by COPY, the shared
     sums wait in `staged` until the import's end. A chunk chunk_sums cannot sum exactly
     takes the SQL path."""
+    staged.organizations.add(organization.pk)
     try:
         shared, own = chunk_sums.chunk_sums(
             chunk, time_zone=organization.time_zone, rates=staged.rates
@@ -467,6 +500,7 @@ class Staged:
         # price rows' figures they read.
         self.sums = chunk_sums.Sums()
         self.rates = chunk_sums.PriceRates()
+        self.organizations: set[int] = set()  # whose rollups it adds to
         # DimensionDay is shared by the organization's writers too (a day, model and key
         # or source), so an import adds it at the end as well, in one statement (keys in
         # order); BreakerDay, per conversation, comes along with it.
@@ -498,7 +532,10 @@ class Staged:
     def fold(self) -> None:
         """Add what was staged to the rollups (SUM: NULL until a non-NULL value, as the
         per-chunk upserts had it), one table after the other in ORG_DAY_TABLES order, after
-        DimensionDay: the order a live call takes them in (turns_added)."""
+        DimensionDay: the order a live call takes them in (turns_added). The
+        organizations' rollup locks first, shared (see organization_lock)."""
+        for organization_id in sorted(self.organizations):
+            organization_lock(organization_id, shared=True)
         for organization, ids in self.dimensions.items():
             records = _billing(organization).filter(conversation_id__in=ids)
             dimension_rollups.records_added(organization=organization, records=records)
@@ -545,6 +582,7 @@ def turns_added(
         conversation_ids = list(records.values_list("conversation_id", flat=True).distinct())
     if not conversation_ids:  # a request that got no reply is billed nowhere
         return
+    organization_lock(organization.pk, shared=True)
     conversations = sorted(set(conversation_ids))
     # DimensionDay and BreakerDay first: their statement's shape follows the conversations'
     # tag names, so it is built per call, not from a template. First, because an import adds
@@ -753,8 +791,13 @@ def _recompute(organization: Organization, ids: list[int], touched: Touched) -> 
 def conversations_recompute(*, conversation_ids: Iterable[int]) -> None:
     """Recompute every rollup row these conversations reach from the raw rows: after their
     usage changed in place (re-pricing). Same transaction as the change."""
-    for organization, ids in _by_organization(conversation_ids).items():
+    for organization, ids in sorted(_by_organization(conversation_ids).items(), key=_org_pk):
+        organization_lock(organization.pk, shared=False)
         _recompute(organization, ids, _touched(organization, ids))
+
+
+def _org_pk(item: tuple[Organization, list[int]]) -> int:
+    return int(item[0].pk)
 
 
 @contextmanager
@@ -766,12 +809,18 @@ def conversations_removed(*, conversation_ids: list[int]) -> Iterator[None]:
         for organization, ids in _by_organization(conversation_ids).items()
     ]
     yield
-    for organization, ids, touched in plan:
+    # After the delete: it has locked the rows it removed (a live call into one of those
+    # conversations waits for it before it asks for this lock, never while holding it).
+    for organization, ids, touched in sorted(plan, key=lambda p: int(p[0].pk)):
+        organization_lock(organization.pk, shared=False)
         _recompute(organization, ids, touched)
 
 
 def organization_forget(*, organization: Organization) -> None:
-    """Every rollup row of an organization about to be deleted (one DELETE each)."""
+    """Every rollup row of an organization about to be deleted (one DELETE each). The
+    caller owns the transaction, and has locked the organization's row if it deletes it
+    (deletion.organization_delete)."""
+    organization_lock(organization.pk, shared=False)
     for model in (ConversationTotals, ConversationDay, UsageDay, CalibrationGap, CacheDay):
         model.objects.filter(organization=organization).delete()
     dimension_rollups.organization_forget(organization=organization)
