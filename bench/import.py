@@ -239,6 +239,8 @@ def main() -> None:
     phases.wrap(transcripts, "_rows_copy_write", "rows written (ids, COPY)")
     phases.wrap(transcripts, "_rows_orm_write", "rows written (ORM bulk_create)")
     phases.wrap(rollups, "conversations_added", "rollups summed (a chunk's, staged)")
+    if hasattr(rollups, "chunk_added"):  # since chunk_sums.py: summed in Python
+        phases.wrap(rollups, "chunk_added", "rollups summed (a chunk's, in Python)")
     phases.wrap(rollups.Staged, "fold", "rollups added (the import's, at its end)")
     rss_before = peak_rss_mb()
     best: tuple[float, dict[str, float]] | None = None
