@@ -75,11 +75,9 @@ def pg_div(a: Decimal, a_scale: int, b: Decimal, b_scale: int) -> Decimal:
     to the scale select_div_scale picks from the operands (`*_scale`: their display scale,
     the column's for a stored value). `b` is not zero (the SQL has NULLIF)."""
     scale = _div_scale(a, a_scale, b, b_scale)
-    a_sign, a_digits, a_exp = a.as_tuple()
-    b_sign, b_digits, b_exp = b.as_tuple()
-    assert isinstance(a_exp, int) and isinstance(b_exp, int)
-    a_int = int("".join(map(str, a_digits)) or "0") * (-1 if a_sign else 1)
-    b_int = int("".join(map(str, b_digits))) * (-1 if b_sign else 1)
+    a_exp, b_exp = _exponent(a), _exponent(b)
+    a_int = int(a.scaleb(-a_exp, context=EXACT))  # the value's digits as an integer
+    b_int = int(b.scaleb(-b_exp, context=EXACT))
     # a / b * 10^scale = a_int * 10^(a_exp - b_exp + scale) / b_int
     shift = a_exp - b_exp + scale
     numerator, denominator = a_int, b_int
@@ -92,6 +90,12 @@ def pg_div(a: Decimal, a_scale: int, b: Decimal, b_scale: int) -> Decimal:
 
 EXACT = Context(prec=PRECISION, rounding=ROUND_HALF_UP)
 _PLACES = {places: Decimal(1).scaleb(-places) for places in (0, 12)}
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), "a finite value"
+    return exponent
 
 
 def round_places(value: Decimal, places: int) -> Decimal:
@@ -183,12 +187,7 @@ def _reduce(kind: str, column: Sequence[Any]) -> Any:
         return min(values)
     if kind == GREATEST:
         return max(values)
-    if kind == MONEY:
-        total = values[0]
-        for value in values[1:]:
-            total = EXACT.add(total, value)  # 30 digits and more: never rounded
-        return total
-    return sum(values)
+    return sum(values)  # money: in `reduced`'s exact context, never rounded
 
 
 class Sums:
@@ -209,12 +208,13 @@ class Sums:
     def reduced(self, shape: Shape) -> dict[tuple[Any, ...], list[Any]]:
         kinds = [kind for _, kind in shape.figures]
         result = {}
-        for key, rows in self.tables.get(shape.table, {}).items():
-            if len(rows) == 1:
-                result[key] = list(rows[0])
-            else:
-                columns = zip(*rows, strict=True)
-                result[key] = [_reduce(k, c) for k, c in zip(kinds, columns, strict=True)]
+        with localcontext(EXACT):
+            for key, rows in self.tables.get(shape.table, {}).items():
+                if len(rows) == 1:
+                    result[key] = list(rows[0])
+                else:
+                    columns = zip(*rows, strict=True)
+                    result[key] = [_reduce(k, c) for k, c in zip(kinds, columns, strict=True)]
         return result
 
     def merge(self, shape: Shape, other: Sums) -> None:
