@@ -328,6 +328,13 @@ BREAKER_DAY = Shape(
         ("last_turn", GREATEST),
     ),
 )
+# Not a table: DimensionDay's figures per day, model and combination of every kind's value
+# (and the conversation's tags), in a chunk.
+DIMENSION_COMBINATION = Shape(
+    "dimension combinations",
+    ("organization_id", "day", "model", "values", "tags"),
+    DIMENSION_DAY.figures,
+)
 ORG_DAY_SHAPES = (USAGE_DAY, CALIBRATION_GAP, CACHE_DAY)  # rollups.ORG_DAY_TABLES' order
 # DimensionDay's kinds (dimension_rollups.KINDS): where each reads its value.
 KIND_VALUES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = {
@@ -400,12 +407,12 @@ def chunk_sums(chunk: ChunkInput, *, time_zone: str, rates: PriceRates) -> tuple
     zone = ZoneInfo(time_zone)
     shared, own = Sums(), Sums()
     rates.load(record["price_id"] for record in chunk.records if record["is_billing"])
-    tag_names: dict[int, list[tuple[str, str | None]]] = {}
+    tag_names: dict[int, tuple[tuple[str, str | None], ...]] = {}
     for position, conversation in enumerate(chunk.conversations):
         tags = conversation.get("tags") or {}
         if not isinstance(tags, dict):
             raise Unsupported("tags that are not an object")
-        tag_names[position] = [(f"{TAG_PREFIX}{k}", _tag_text(v)) for k, v in tags.items()]
+        tag_names[position] = tuple((f"{TAG_PREFIX}{k}", _tag_text(v)) for k, v in tags.items())
     with localcontext(prec=PRECISION):
         for record, turn_position in zip(chunk.records, chunk.record_turn, strict=True):
             if not record["is_billing"]:
@@ -425,6 +432,7 @@ def chunk_sums(chunk: ChunkInput, *, time_zone: str, rates: PriceRates) -> tuple
                 zone=zone,
                 rates=rates.get(record["price_id"]),
             )
+        _dimensions_fan_out(own, shared)
         for key, values in own.reduced(CONVERSATION_DAY).items():
             organization_id, conversation_id = key[0], key[1]
             figures = dict(zip((n for n, _ in CONVERSATION_DAY.figures), values, strict=True))
@@ -434,6 +442,18 @@ def chunk_sums(chunk: ChunkInput, *, time_zone: str, rates: PriceRates) -> tuple
                 [figures[name] for name, _ in CONVERSATION_TOTALS.figures],
             )
     return shared, own
+
+
+def _dimensions_fan_out(own: Sums, shared: Sums) -> None:
+    """DimensionDay's rows from the chunk's combinations: each combination's sums under
+    each kind's value (a NULL value counts under none, as `WHERE value IS NOT NULL`)."""
+    kinds = tuple(KIND_VALUES)
+    combinations = own.reduced(DIMENSION_COMBINATION)
+    own.tables.pop(DIMENSION_COMBINATION.table, None)
+    for (organization_id, day, model, values, tags), figures in combinations.items():
+        for kind, value in (*zip(kinds, values, strict=True), *tags):
+            if value is not None:
+                shared.add(DIMENSION_DAY, (organization_id, kind, day, model, value), figures)
 
 
 def _day(at: datetime, zone: ZoneInfo) -> date:
@@ -451,7 +471,7 @@ def _record_add(
     turn_id: int,
     conversation: Mapping[str, Any],
     conversation_id: int,
-    tags: list[tuple[str, str | None]],
+    tags: tuple[tuple[str, str | None], ...],
     zone: ZoneInfo,
     rates: _Rates | None,
 ) -> None:
@@ -523,13 +543,10 @@ def _record_add(
         1, n(priced), n(eligible), n(eligible_hit), prompt, cached, completion,
         cost_total, cost_uncached, lost,
     ]  # fmt: skip
-    for kind, value_of in KIND_VALUES.items():
-        value = value_of(conversation, turn)
-        if value is not None:
-            shared.add(DIMENSION_DAY, (organization_id, kind, day, model, value), breakdown)
-    for kind, value in tags:
-        if value is not None:
-            shared.add(DIMENSION_DAY, (organization_id, kind, day, model, value), breakdown)
+    # Every kind's value at once: the chunk's records share a few combinations, which
+    # `_dimensions_fan_out` sums once and then counts under each kind.
+    values = tuple(value_of(conversation, turn) for value_of in KIND_VALUES.values())
+    own.add(DIMENSION_COMBINATION, (organization_id, day, model, values, tags), breakdown)
     own.add(
         CONVERSATION_DAY,
         (organization_id, conversation_id, day, model),

@@ -9,8 +9,10 @@ the transaction that writes or changes the usage they sum, so a page never sees 
 other:
 
 - new rows add their sums: one INSERT ... SELECT ... ON CONFLICT DO UPDATE per table,
-  computed by the database from the rows just written (`conversations_added` for an import's
-  chunk, `turns_added` for a recorded call);
+  computed by the database from the rows just written (`turns_added` for a recorded call,
+  `conversations_added` for an import's chunk on SQLite or through the ORM); on PostgreSQL an
+  import's chunk is summed in Python from its rows in memory (`chunk_added`,
+  services/chunk_sums.py) and only the sums are written;
 - changed or deleted rows recompute the keys they touch from the raw rows
   (`conversations_recompute` after re-pricing, `conversations_removed` around a delete);
 - `organization_rebuild` starts over, `organization_drift` compares with the raw rows
@@ -19,7 +21,8 @@ other:
 Days are in the organization's time zone (Organization.time_zone). The SQL is built by the
 ORM, so it runs on SQLite as well as PostgreSQL; the upserts take their keys in order, and an
 import adds its organization-day sums once, at its end (`staged`), so two writers never wait
-on each other in a cycle.
+on each other in a cycle; the writers that recompute rows instead take the organization's
+lock exclusive (`organization_lock`).
 """
 
 from __future__ import annotations
