@@ -116,3 +116,15 @@ def test_a_chunk_it_cannot_sum_exactly_takes_the_sql_path(
     assert_exact(organization)
     with pytest.raises(chunk_sums.Unsupported):
         chunk_sums._tag_text(1.5)
+
+
+def test_its_tables_have_the_figures_of_the_sql_s_in_order() -> None:
+    """Rows move between the two paths by position (rollups.Staged.fold reads the SQL's
+    sums into chunk_sums'): the same figures, in the same order."""
+    from conversations.services import dimension_rollups
+
+    figures = [name for name, _ in chunk_sums.DIMENSION_DAY.figures]
+    assert figures == list(dimension_rollups.SUMS)
+    for table, shape in zip(rollups.ORG_DAY_TABLES, chunk_sums.ORG_DAY_SHAPES, strict=True):
+        assert (shape.table, shape.keys) == (table.name, table.keys)
+        assert [name for name, _ in shape.figures] == list(table.sums)

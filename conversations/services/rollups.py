@@ -533,29 +533,35 @@ class Staged:
             cursor.execute(sql, params)
 
     def fold(self) -> None:
-        """Add what was staged to the rollups (SUM: NULL until a non-NULL value, as the
-        per-chunk upserts had it), one table after the other in ORG_DAY_TABLES order, after
-        DimensionDay: the order a live call takes them in (turns_added). The
-        organizations' rollup locks first, shared (see organization_lock)."""
+        """Add what was staged to the rollups, DimensionDay first, then the tables in
+        ORG_DAY_TABLES order: the order a live call takes them in (turns_added); one upsert
+        a table, keys in order. What chunks summed in SQL (a chunk chunk_sums could not
+        sum) is read back and joins the Python sums first, so that even a mixed import
+        takes each table's rows in one ordered pass. The organizations' rollup locks
+        first, shared (see organization_lock)."""
         for organization_id in sorted(self.organizations):
             organization_lock(organization_id, shared=True)
         for organization, ids in self.dimensions.items():
             records = _billing(organization).filter(conversation_id__in=ids)
-            dimension_rollups.records_added(organization=organization, records=records)
+            dimension_rollups.breakers_added(organization=organization, records=records)
+            width = len(chunk_sums.DIMENSION_DAY.keys)
+            for row in dimension_rollups.dimension_sums(organization, records):
+                self.sums.add(chunk_sums.DIMENSION_DAY, row[:width], row[width:])
         self.dimensions.clear()
-        chunk_sums.shared_upsert(chunk_sums.DIMENSION_DAY, self.sums)
         for table, shape in zip(ORG_DAY_TABLES, chunk_sums.ORG_DAY_SHAPES, strict=True):
             assert shape.table == table.name, "chunk_sums' tables in ORG_DAY_TABLES' order"
-            chunk_sums.shared_upsert(shape, self.sums)
             stage = self.tables.pop(table.name, None)
             if stage is None:
                 continue
             keys = ", ".join(_quote(k) for k in table.keys)
-            sums = ", ".join(f"SUM({_quote(_alias(c))}) AS {_quote(_alias(c))}" for c in table.sums)
-            select = f"SELECT {keys}, {sums} FROM {_quote(stage)} GROUP BY {keys}"
+            sums = ", ".join(f"SUM({_quote(_alias(name))})" for name, _ in shape.figures)
             with connection.cursor() as cursor:
-                cursor.execute(*_select_insert_sql(table, select, (), add=True))
+                cursor.execute(f"SELECT {keys}, {sums} FROM {_quote(stage)} GROUP BY {keys}")
+                for row in cursor.fetchall():
+                    self.sums.add(shape, tuple(row[: len(table.keys)]), row[len(table.keys) :])
                 cursor.execute(f"DROP TABLE {_quote(stage)}")
+        for shape in (chunk_sums.DIMENSION_DAY, *chunk_sums.ORG_DAY_SHAPES):
+            chunk_sums.shared_upsert(shape, self.sums)
 
 
 def _staged_columns(table: Table) -> list[str]:
