@@ -1,5 +1,5 @@
 """A re-pricing or a delete that recomputes an organization's rollups, at the same time as an
-import adds to them, each on its own connection: both go in and the rollups stay exact
+import or a recorded call adds to them, each on its own connection: both go in and the rollups stay exact
 (PostgreSQL).
 
 An import adds its shared sums at its end, DimensionDay first, then UsageDay (the order a
@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from conversations.models import Conversation, ImportJob, ImportStatus, Organization, UsageDay
+from conversations.models import (
+    Conversation,
+    ImportJob,
+    ImportStatus,
+    Organization,
+    Turn,
+    UsageDay,
+    UsageRecord,
+)
 from conversations.services import chunk_sums, deletion, dimension_rollups, imports, rollups
 
 from .factories import OrganizationFactory
@@ -120,6 +128,85 @@ def test_a_recompute_and_an_import_in_one_organization_at_once_both_go_in(
     assert list(UsageDay.objects.filter(organization=organization).values_list("calls")) == [
         (calls,)
     ]
+    assert rollups.organization_drift(organization=organization) == []
+
+
+def _live_call(organization: Organization, conversation: Conversation) -> int:
+    """What a recorded call writes (calls/services/chats.py): a turn, its billing record and
+    their sums, in one transaction. Its turn's id."""
+    with transaction.atomic():
+        turn = Turn.objects.filter(conversation=conversation).order_by("index").last()
+        assert turn is not None
+        record = UsageRecord.objects.get(turn=turn, is_billing=True)
+        turn.pk, turn.index, turn.response = None, turn.index + 1, None
+        turn.save()
+        record.pk, record.turn = None, turn
+        record.save()
+        rollups.turns_added(
+            organization=organization, turn_ids=[turn.pk], conversation_ids=[conversation.pk]
+        )
+        return int(turn.pk)
+
+
+def test_a_recompute_and_a_live_call_in_one_organization_at_once_both_go_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with a recorded call, which adds DimensionDay's rows first too."""
+    organization = OrganizationFactory.create()
+    first = imports.import_path(
+        organization=organization,
+        paths=[_chat_file(tmp_path / "first.jsonl", ["gpt-4o", "gpt-4o"], "first")],
+    )
+    assert first.status == ImportStatus.SUCCEEDED, first.error
+    target, other = Conversation.objects.filter(organization=organization).order_by("pk")
+    meeting = threading.Barrier(2)
+    caller: list[int] = []
+    recomputer: list[int] = []
+
+    def meet() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meeting.wait(timeout=MEET_SECONDS)
+
+    added = dimension_rollups.records_added
+    span = dimension_rollups.span_recompute
+
+    def call_added(**kwargs: Any) -> None:
+        added(**kwargs)
+        if threading.get_ident() in caller:
+            meet()
+
+    def recompute_span(**kwargs: Any) -> None:
+        if threading.get_ident() in recomputer:
+            meet()
+        span(**kwargs)
+
+    monkeypatch.setattr(dimension_rollups, "records_added", call_added)
+    monkeypatch.setattr(dimension_rollups, "span_recompute", recompute_span)
+    outcomes: dict[str, Any] = {}
+
+    def run(name: str, mine: list[int], work: Callable[[], Any]) -> None:
+        mine.append(threading.get_ident())
+        try:
+            outcomes[name] = work()
+        except Exception as exc:  # the test reports it
+            outcomes[name] = exc
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(
+            target=run, args=("call", caller, lambda: _live_call(organization, other))
+        ),
+        threading.Thread(target=run, args=("recompute", recomputer, lambda: _reprice(target))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    for name in ("call", "recompute"):
+        assert not isinstance(outcomes[name], Exception), outcomes[name]
+    assert list(UsageDay.objects.filter(organization=organization).values_list("calls")) == [(3,)]
     assert rollups.organization_drift(organization=organization) == []
 
 
