@@ -29,7 +29,14 @@ from conversations.models import (
     UsageDay,
     UsageRecord,
 )
-from conversations.services import chunk_sums, deletion, dimension_rollups, imports, rollups
+from conversations.services import (
+    chunk_sums,
+    deletion,
+    dimension_rollups,
+    imports,
+    rollup_lock,
+    rollups,
+)
 
 from .factories import OrganizationFactory
 from .test_import_concurrency import _chat_file
@@ -219,7 +226,7 @@ def test_the_lock_is_the_organization_s(monkeypatch: pytest.MonkeyPatch) -> None
     def hold() -> None:
         try:
             with transaction.atomic():
-                rollups.organization_lock(first.pk, shared=False)
+                rollup_lock.organization_lock(first.pk, shared=False)
                 holding.set()
                 release.wait(timeout=30)
         finally:
@@ -231,10 +238,10 @@ def test_the_lock_is_the_organization_s(monkeypatch: pytest.MonkeyPatch) -> None
         assert holding.wait(timeout=30)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = '2s'")
-            rollups.organization_lock(second.pk, shared=False)  # another organization: free
+            rollup_lock.organization_lock(second.pk, shared=False)  # another organization: free
             cursor.execute(
                 "SELECT pg_try_advisory_xact_lock_shared(%s, %s)",
-                [rollups.ADVISORY_NAMESPACE, first.pk],
+                [rollup_lock.ADVISORY_NAMESPACE, first.pk],
             )
             assert cursor.fetchone() == (False,)  # the first one's is taken
     finally:

@@ -33,6 +33,7 @@ from ..breakdowns import LOST, TAG_PREFIX, tag_text
 from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import BreakerDay, Conversation, DimensionDay, MissReason, Organization, UsageRecord
 from .rollup_drift import compare, normal
+from .rollup_lock import organization_lock
 
 # The kinds every record is counted under, and the value that groups it.
 KINDS: dict[str, Any] = {
@@ -302,8 +303,6 @@ def span_recompute(
 def conversations_retagged(*, organization: Organization, conversation_ids: list[int]) -> None:
     """After conversations' tags changed: recompute the days and models their usage is on,
     in the caller's transaction."""
-    from .rollups import organization_lock  # rollups imports this module
-
     organization_lock(organization.pk, shared=False)
     zone = ZoneInfo(organization.time_zone)
     for start in range(0, len(conversation_ids), IDS_PER_STATEMENT):
