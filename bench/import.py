@@ -128,14 +128,14 @@ def rows_delete(organization_id: int) -> None:
     from django.db import connection, transaction
 
     from conversations import models
+    from conversations.services import rollups
 
     tables = _tables()
-    # The rollups an import keeps (issue 13) first: they point at the conversations.
-    rollups = (models.ConversationTotals, models.ConversationDay, models.CalibrationGap)
     with transaction.atomic(), connection.cursor() as cursor:
-        for rollup in (*rollups, models.UsageDay):
-            table = rollup._meta.db_table
-            cursor.execute(f"DELETE FROM {table} WHERE organization_id = %s", [organization_id])
+        # Every rollup an import keeps (issue 13) first: some point at the conversations.
+        rollups.organization_forget(
+            organization=models.Organization.objects.get(pk=organization_id)
+        )
         for name in reversed(TABLES):
             table = tables[name]._meta.db_table
             cursor.execute(f"DELETE FROM {table} WHERE {OWNED[name]}", [organization_id])
@@ -239,6 +239,8 @@ def main() -> None:
     phases.wrap(transcripts, "_rows_copy_write", "rows written (ids, COPY)")
     phases.wrap(transcripts, "_rows_orm_write", "rows written (ORM bulk_create)")
     phases.wrap(rollups, "conversations_added", "rollups summed (a chunk's, staged)")
+    if hasattr(rollups, "chunk_added"):  # since chunk_sums.py: summed in Python
+        phases.wrap(rollups, "chunk_added", "rollups summed (a chunk's, in Python)")
     phases.wrap(rollups.Staged, "fold", "rollups added (the import's, at its end)")
     rss_before = peak_rss_mb()
     best: tuple[float, dict[str, float]] | None = None

@@ -188,9 +188,11 @@ def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
                     if 'INSERT INTO "conversations_usageday"' in q["sql"]
                 ]
                 assert len(usage_day) == 1
-                # Beside the templated upserts only the read of the tag names (templated
-                # too), which picks the upserts' template.
-                assert len(statements) == per_call + 1
+                # Beside the templated upserts: first the organization's rollup lock, shared,
+                # then the read of the tag names (templated too), which picks the upserts'
+                # template.
+                assert len(statements) == per_call + 2
+                assert "pg_advisory_xact_lock_shared" in statements.captured_queries[0]["sql"]
         assert_exact(organization)
     built = {key[2:4] for key in rollups._templates if key[0] == "turns_added"}
     tag_sets = [(), ("team",), ("team", "tier")]

@@ -108,6 +108,10 @@ def organization_delete(*, organization: Organization) -> None:
     keys += [progress_key(job) for job in jobs.only("code")]
     names = upload_names(jobs)
     folder = f"{UPLOADS}/{organization.pk}"
+    # The organization's row first: an import or a live call in flight has rows pointing
+    # at it, so this waits for them to commit before taking the rollup lock they may be
+    # waiting for (rollup_lock.organization_lock).
+    list(Organization.objects.select_for_update().filter(pk=organization.pk).values("pk"))
     rollups.organization_forget(organization=organization)
     _rows_delete(conversations)
     organization.delete()

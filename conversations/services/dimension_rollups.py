@@ -34,6 +34,7 @@ from ..breakdowns import LOST, TAG_PREFIX, tag_text
 from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import BreakerDay, Conversation, DimensionDay, MissReason, Organization, UsageRecord
 from .rollup_drift import compare, normal
+from .rollup_lock import organization_lock
 
 # The kinds every record is counted under, and the value that groups it.
 KINDS: dict[str, Any] = {
@@ -258,6 +259,33 @@ def _insert(
     )
 
 
+def dimension_sums(
+    organization: Organization, records: QuerySet[UsageRecord]
+) -> list[tuple[Any, ...]]:
+    """DimensionDay's rows of the records as the SQL sums them, read rather than written
+    (an import adds them with the rest of its sums, in one upsert): KEYS, then SUMS."""
+    prefix, body, params = _dimension_rows(organization, records)
+    columns = ", ".join(
+        [*(f"delta.{_quote(k)}" for k in KEYS), *(f"delta.{_quote(_alias(c))}" for c in SUMS)]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"{prefix}SELECT {columns} FROM ({body}) delta", params)
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def breakers_added(*, organization: Organization, records: QuerySet[UsageRecord]) -> None:
+    """Add BreakerDay's rows of billing records just written (per conversation: no other
+    writer shares them)."""
+    _upsert(
+        BreakerDay._meta.db_table,
+        ("", *_breaker_rows(organization, records).query.sql_with_params()),
+        BREAKER_KEYS,
+        _breaker_sums(),
+        conflict=BREAKER_CONFLICT,
+        combine=BREAKER_COMBINE,
+    )
+
+
 def _billing(organization: Organization) -> QuerySet[UsageRecord]:
     return UsageRecord.objects.filter(organization=organization, is_billing=True)
 
@@ -338,6 +366,7 @@ def span_recompute(
 def conversations_retagged(*, organization: Organization, conversation_ids: list[int]) -> None:
     """After conversations' tags changed: recompute the days and models their usage is on,
     in the caller's transaction."""
+    organization_lock(organization.pk, shared=False)
     zone = ZoneInfo(organization.time_zone)
     for start in range(0, len(conversation_ids), IDS_PER_STATEMENT):
         batch = conversation_ids[start : start + IDS_PER_STATEMENT]

@@ -9,8 +9,10 @@ the transaction that writes or changes the usage they sum, so a page never sees 
 other:
 
 - new rows add their sums: one INSERT ... SELECT ... ON CONFLICT DO UPDATE per table,
-  computed by the database from the rows just written (`conversations_added` for an import's
-  chunk, `turns_added` for a recorded call);
+  computed by the database from the rows just written (`turns_added` for a recorded call,
+  `conversations_added` for an import's chunk on SQLite or through the ORM); on PostgreSQL an
+  import's chunk is summed in Python from its rows in memory (`chunk_added`,
+  services/chunk_sums.py) and only the sums are written;
 - changed or deleted rows recompute the keys they touch from the raw rows
   (`conversations_recompute` after re-pricing, `conversations_removed` around a delete);
 - `organization_rebuild` starts over, `organization_drift` compares with the raw rows
@@ -19,7 +21,8 @@ other:
 Days are in the organization's time zone (Organization.time_zone). The SQL is built by the
 ORM, so it runs on SQLite as well as PostgreSQL; the upserts take their keys in order, and an
 import adds its organization-day sums once, at its end (`staged`), so two writers never wait
-on each other in a cycle.
+on each other in a cycle; the writers that recompute rows instead take the organization's
+lock exclusive (`organization_lock`).
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ from ..models import (
     UsageRecord,
     UsageSource,
 )
-from . import dimension_rollups
+from . import chunk_sums, dimension_rollups
 from .rollup_drift import compare, normal
+from .rollup_lock import organization_lock
 
 # Ids per statement: well under PostgreSQL's 65,535 parameters.
 ID_BATCH = 5000
@@ -413,6 +417,10 @@ def conversations_added(*, conversation_ids: list[int], staged: Staged | None = 
     to the rollups. Call once per chunk, after its usage records, in the same transaction.
     `staged`: the organization-day sums wait there until the import's last chunk."""
     for organization, ids in _by_organization(conversation_ids).items():
+        if staged is None:
+            organization_lock(organization.pk, shared=True)
+        else:
+            staged.organizations.add(organization.pk)
         for batch in _batches(ids):
             records = _billing(organization).filter(conversation_id__in=batch)
             for table in ORG_DAY_TABLES:
@@ -427,6 +435,26 @@ def conversations_added(*, conversation_ids: list[int], staged: Staged | None = 
             else:
                 staged.add_dimensions(organization, batch)
         _totals_refresh(organization, ids)
+
+
+def chunk_added(
+    *, organization: Organization, chunk: chunk_sums.ChunkInput, staged: Staged
+) -> None:
+    """conversations_added for an import's chunk on PostgreSQL, from the rows in memory
+    (services/chunk_sums.py): the conversations' own rollups go in now by COPY, the shared
+    sums wait in `staged` until the import's end. A chunk chunk_sums cannot sum exactly
+    takes the SQL path."""
+    staged.organizations.add(organization.pk)
+    try:
+        shared, own = chunk_sums.chunk_sums(
+            chunk, time_zone=organization.time_zone, rates=staged.rates
+        )
+    except chunk_sums.Unsupported:
+        conversations_added(conversation_ids=list(chunk.conversation_ids), staged=staged)
+        return
+    chunk_sums.own_write(own)
+    for shape in (*chunk_sums.ORG_DAY_SHAPES, chunk_sums.DIMENSION_DAY):
+        staged.sums.merge(shape, shared)
 
 
 _STAGES = itertools.count()
@@ -447,6 +475,11 @@ class Staged:
 
     def __init__(self) -> None:
         self.tables: dict[str, str] = {}  # rollup table -> its temporary table
+        # Chunks summed in Python (chunk_sums, PostgreSQL): their shared sums, and the
+        # price rows' figures they read.
+        self.sums = chunk_sums.Sums()
+        self.rates = chunk_sums.PriceRates()
+        self.organizations: set[int] = set()  # whose rollups it adds to
         # DimensionDay is shared by the organization's writers too (a day, model and key
         # or source), so an import adds it at the end as well, in one statement (keys in
         # order); BreakerDay, per conversation, comes along with it.
@@ -476,23 +509,35 @@ class Staged:
             cursor.execute(sql, params)
 
     def fold(self) -> None:
-        """Add what was staged to the rollups (SUM: NULL until a non-NULL value, as the
-        per-chunk upserts had it), one table after the other in ORG_DAY_TABLES order, after
-        DimensionDay: the order a live call takes them in (turns_added)."""
+        """Add what was staged to the rollups, DimensionDay first, then the tables in
+        ORG_DAY_TABLES order: the order a live call takes them in (turns_added); one upsert
+        a table, keys in order. What chunks summed in SQL (a chunk chunk_sums could not
+        sum) is read back and joins the Python sums first, so that even a mixed import
+        takes each table's rows in one ordered pass. The organizations' rollup locks
+        first, shared (see organization_lock)."""
+        for organization_id in sorted(self.organizations):
+            organization_lock(organization_id, shared=True)
         for organization, ids in self.dimensions.items():
             records = _billing(organization).filter(conversation_id__in=ids)
-            dimension_rollups.records_added(organization=organization, records=records)
+            dimension_rollups.breakers_added(organization=organization, records=records)
+            width = len(chunk_sums.DIMENSION_DAY.keys)
+            for row in dimension_rollups.dimension_sums(organization, records):
+                self.sums.add(chunk_sums.DIMENSION_DAY, row[:width], row[width:])
         self.dimensions.clear()
-        for table in ORG_DAY_TABLES:
+        for table, shape in zip(ORG_DAY_TABLES, chunk_sums.ORG_DAY_SHAPES, strict=True):
+            assert shape.table == table.name, "chunk_sums' tables in ORG_DAY_TABLES' order"
             stage = self.tables.pop(table.name, None)
             if stage is None:
                 continue
             keys = ", ".join(_quote(k) for k in table.keys)
-            sums = ", ".join(f"SUM({_quote(_alias(c))}) AS {_quote(_alias(c))}" for c in table.sums)
-            select = f"SELECT {keys}, {sums} FROM {_quote(stage)} GROUP BY {keys}"
+            sums = ", ".join(f"SUM({_quote(_alias(name))})" for name, _ in shape.figures)
             with connection.cursor() as cursor:
-                cursor.execute(*_select_insert_sql(table, select, (), add=True))
+                cursor.execute(f"SELECT {keys}, {sums} FROM {_quote(stage)} GROUP BY {keys}")
+                for row in cursor.fetchall():
+                    self.sums.add(shape, tuple(row[: len(table.keys)]), row[len(table.keys) :])
                 cursor.execute(f"DROP TABLE {_quote(stage)}")
+        for shape in (chunk_sums.DIMENSION_DAY, *chunk_sums.ORG_DAY_SHAPES):
+            chunk_sums.shared_upsert(shape, self.sums)
 
 
 def _staged_columns(table: Table) -> list[str]:
@@ -522,6 +567,7 @@ def turns_added(
         conversation_ids = list(records.values_list("conversation_id", flat=True).distinct())
     if not conversation_ids:  # a request that got no reply is billed nowhere
         return
+    organization_lock(organization.pk, shared=True)
     conversations = sorted(set(conversation_ids))
     # DimensionDay and BreakerDay first: an import adds them per chunk and its
     # organization-day sums only at its end: taking them in the same order means a live call
@@ -752,8 +798,13 @@ def _recompute(organization: Organization, ids: list[int], touched: Touched) -> 
 def conversations_recompute(*, conversation_ids: Iterable[int]) -> None:
     """Recompute every rollup row these conversations reach from the raw rows: after their
     usage changed in place (re-pricing). Same transaction as the change."""
-    for organization, ids in _by_organization(conversation_ids).items():
+    for organization, ids in sorted(_by_organization(conversation_ids).items(), key=_org_pk):
+        organization_lock(organization.pk, shared=False)
         _recompute(organization, ids, _touched(organization, ids))
+
+
+def _org_pk(item: tuple[Organization, list[int]]) -> int:
+    return int(item[0].pk)
 
 
 @contextmanager
@@ -765,12 +816,18 @@ def conversations_removed(*, conversation_ids: list[int]) -> Iterator[None]:
         for organization, ids in _by_organization(conversation_ids).items()
     ]
     yield
-    for organization, ids, touched in plan:
+    # After the delete: it has locked the rows it removed (a live call into one of those
+    # conversations waits for it before it asks for this lock, never while holding it).
+    for organization, ids, touched in sorted(plan, key=lambda p: int(p[0].pk)):
+        organization_lock(organization.pk, shared=False)
         _recompute(organization, ids, touched)
 
 
 def organization_forget(*, organization: Organization) -> None:
-    """Every rollup row of an organization about to be deleted (one DELETE each)."""
+    """Every rollup row of an organization about to be deleted (one DELETE each). The
+    caller owns the transaction, and has locked the organization's row if it deletes it
+    (deletion.organization_delete)."""
+    organization_lock(organization.pk, shared=False)
     for model in (ConversationTotals, ConversationDay, UsageDay, CalibrationGap, CacheDay):
         model.objects.filter(organization=organization).delete()
     dimension_rollups.organization_forget(organization=organization)

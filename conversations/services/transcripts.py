@@ -33,7 +33,7 @@ from ..models import (
     UsageRecord,
 )
 from ..ranges import request_ranges
-from . import bulk, rollups
+from . import bulk, chunk_sums, rollups
 from .usage import turn_usage_fields
 
 CHUNK = 200
@@ -268,9 +268,10 @@ def _chunk_store(
     fallback_time: datetime,
     totals: ImportTotals,
     tags: dict[str, str],
-) -> list[int]:
+) -> tuple[list[int], ChunkRows]:
     """Write one chunk's conversations with their messages, turns and usage records, in
-    the caller's transaction; the ids of the conversations written, in file order."""
+    the caller's transaction; the ids of the conversations written, in file order, and
+    the rows (ids filled in)."""
     rows = ChunkRows()
     for transcript, digest, results in stored:
         _conversation_rows(
@@ -286,8 +287,8 @@ def _chunk_store(
             tags=tags,
         )
     if bulk.copy_supported():
-        return _rows_copy_write(rows)
-    return _rows_orm_write(rows)
+        return _rows_copy_write(rows), rows
+    return _rows_orm_write(rows), rows
 
 
 def _title_from(transcript: Transcript) -> str:
@@ -384,7 +385,7 @@ def transcripts_store(
                 retention_seconds=retention_seconds,
                 org=str(organization.code),
             )
-            stored = _chunk_store(
+            stored, rows = _chunk_store(
                 organization=organization,
                 job=job,
                 book=book,
@@ -399,8 +400,24 @@ def transcripts_store(
                 tags=tags or {},
             )
             # The chunk's rows are written: their sums go into the rollups in the same
-            # transaction, computed by the database from those rows.
-            rollups.conversations_added(conversation_ids=stored, staged=staged)
+            # transaction. With COPY, summed here from the rows in memory (no statement
+            # per table whose plan depends on statistics the new rows do not have yet);
+            # with the ORM, computed by the database from those rows.
+            if bulk.copy_supported():
+                rollups.chunk_added(
+                    organization=organization,
+                    chunk=chunk_sums.ChunkInput(
+                        conversations=rows.conversations,
+                        conversation_ids=stored,
+                        turns=rows.turns,
+                        turn_conversation=rows.turn_conversation,
+                        records=rows.records,
+                        record_turn=rows.record_turn,
+                    ),
+                    staged=staged,
+                )
+            else:
+                rollups.conversations_added(conversation_ids=stored, staged=staged)
             if on_chunk is not None:
                 on_chunk(totals)
     if totals.skipped:
