@@ -38,9 +38,11 @@ CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 # family's parallel calls, its json_schema formats and array items' labels; 90.8 % / 94.1 % with
 # Adala's 406 calls, 3,595 measured: its enum arrays and forced gpt-3.5 calls, corpus README);
 # 96.8 % / 98.5 % with number constraints, `Array<...>` items, multi-line unions, merged allOf
-# and a blank comment line between a title and a description (schemas.py).
-EQUAL_FLOOR = 0.965
-WITHIN_1_PERCENT_FLOOR = 0.983
+# and a blank comment line between a title and a description (schemas.py); 97.0 % / 98.7 %
+# with two dd-trace-py recordings left out whose usage OpenAI never reported (3,593 measured)
+# and open parameters objects (schemas.OPEN_PARAMETERS_TOKENS).
+EQUAL_FLOOR = 0.969
+WITHIN_1_PERCENT_FLOOR = 0.986
 TARGET_EQUAL = 0.95
 TARGET_WITHIN_1_PERCENT = 0.99
 WORST_SHOWN = 15
@@ -329,3 +331,30 @@ def test_it_leaves_out_only_recordings_that_are_not_the_billed_request(
     ]
     assert [gap.location for gap in agreement.edited[COPIED_USAGE]] == ["dd-trace-py.jsonl line 58"]
     assert all(gap.gap != 0 for gap in edited)
+
+
+def test_it_tells_a_stream_that_asked_for_usage_from_one_that_did_not() -> None:
+    streamed = {"source": {"reassembled_from_stream": True}, "response": {"id": "a"}}
+    asked = {**streamed, "request": {"stream_options": {"include_usage": True}}}
+    unasked = {**streamed, "request": {"stream": True}}
+    assert edited_recording(json.dumps(asked)) is None
+    assert edited_recording(json.dumps(unasked)) == UNASKED_STREAM_USAGE
+
+
+def test_it_blames_copied_usage_only_on_the_copy_whose_reply_outgrows_it() -> None:
+    def record(completion_tokens: int) -> str:
+        message = {"role": "assistant", "content": "one two three four five six"}
+        response = {
+            "id": "chatcmpl-same",
+            "model": "gpt-4o",
+            "choices": [{"message": message}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": completion_tokens},
+        }
+        return json.dumps({"request": {}, "response": response, "source": {}})
+
+    billed, copied = record(6), record(2)
+    usages = usages_by_response([billed, copied])
+    assert edited_recording(billed, usages) is None
+    assert edited_recording(copied, usages) == COPIED_USAGE
+    # recorded once, a short usage is the recorder's edit of the reply, not copied usage
+    assert edited_recording(copied, usages_by_response([copied])) is None
