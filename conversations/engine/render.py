@@ -34,7 +34,12 @@ from .messages import (
     unknown_size_parts,
 )
 from .profiles import ModelProfile
-from .schemas import tools_text, undescribed_first_properties
+from .schemas import (
+    OPEN_PARAMETERS_TOKENS,
+    open_parameters,
+    tools_text,
+    undescribed_first_properties,
+)
 from .sequences import (
     FORCED,
     MESSAGE,
@@ -157,12 +162,14 @@ def encode_tools(
     `after_system`: the end of the system or developer message the request opens with
     (system_tail), which the tools join: 4 tokens fewer (no message of their own), one
     back when the blank line between them is a token of its own. Each function whose first
-    property has no description counts one token fewer than its text (schemas.py)."""
+    property has no description counts one token fewer than its text, each whose parameters
+    are open (additionalProperties) OPEN_PARAMETERS_TOKENS more (schemas.py)."""
     if not tools:
         return []
     text = encode_text(get_encoding(profile.encoding), tools_text(tools))
     overhead = profile.tools_overhead + profile.tools_preamble
     overhead -= undescribed_first_properties(tools)
+    overhead += OPEN_PARAMETERS_TOKENS * open_parameters(tools)
     if after_system is not None:
         overhead -= profile.tools_system_saving
         overhead += _separator_tokens(profile.encoding, after_system)

@@ -6,7 +6,7 @@ from typing import Any
 
 from conversations.engine.profiles import default_profile
 from conversations.engine.render import count_request
-from conversations.engine.schemas import tools_text, undescribed_first_properties
+from conversations.engine.schemas import open_parameters, tools_text, undescribed_first_properties
 from conversations.engine.types import ChatMessage
 
 
@@ -272,3 +272,39 @@ def test_it_lays_out_a_union_with_a_described_variant_over_several_lines() -> No
     }
     text = tools_text(_forced("M", parameters)[0])
     assert "dependencies?:\n | number[] // Ticket IDs\n | null\n,\ntag?: string | null,\n" in text
+
+
+def test_an_open_parameters_object_counts_seven_tokens_more() -> None:
+    # tests/fixtures/real/openai-dotnet.jsonl lines 133 and 135: one function, gpt-4o, 95
+    # prompt tokens with `additionalProperties: true` and 88 with `false`.
+    def tool(open_: bool) -> dict[str, Any]:
+        parameters = {
+            "type": "object",
+            "properties": {"the_day_of_the_week": {"type": "string"}},
+            "required": ["the_day_of_the_week"],
+            "additionalProperties": open_,
+        }
+        description = (
+            "Given a weekday name like Tuesday, gets the favorite color of the user on that day."
+        )
+        function = {
+            "description": description,
+            "name": "get_favorite_color_for_day_of_week",
+            "parameters": parameters,
+        }
+        return {"type": "function", "function": function}
+
+    messages: list[ChatMessage] = [
+        {
+            "role": "system",
+            "content": "Call applicable tools when the user asks a question. "
+            "Prefer JSON output when possible.",
+        },
+        {"role": "user", "content": "What's my favorite color on Tuesday?"},
+    ]
+    profile = default_profile("gpt-4o-2024-08-06")
+    assert [open_parameters([tool(True)]), open_parameters([tool(False)])] == [1, 0]
+    assert count_request(messages, profile=profile, tools=[tool(True)]) == 95
+    assert count_request(messages, profile=profile, tools=[tool(False)]) == 88
+    # the text does not change: the 7 tokens are a count, not a rendering
+    assert tools_text([tool(True)]) == tools_text([tool(False)])
