@@ -125,6 +125,10 @@ def test_its_tables_have_the_figures_of_the_sql_s_in_order() -> None:
 
     figures = [name for name, _ in chunk_sums.DIMENSION_DAY.figures]
     assert figures == list(dimension_rollups.SUMS)
+    # DimensionDay's kinds, and where each reads its value.
+    assert tuple(dimension_rollups.KINDS) == chunk_sums.KINDS
+    read = [expression.name for expression in dimension_rollups.KINDS.values()]
+    assert read == ["conversation__source", *(f"turn__{c}" for c in chunk_sums.TURN_KIND_COLUMNS)]
     for table, shape in zip(rollups.ORG_DAY_TABLES, chunk_sums.ORG_DAY_SHAPES, strict=True):
         assert (shape.table, shape.keys) == (table.name, table.keys)
         assert [name for name, _ in shape.figures] == list(table.sums)

@@ -40,9 +40,15 @@ def ids_reserve(*, model: type[models.Model], count: int) -> list[int]:
     if count == 0:
         return []
     with connection.cursor() as cursor:
+        # The sequence's name first, then nextval of it as a constant: with the lookup in
+        # the same statement PostgreSQL ran it for every row (2.6 us an id, 0.25 s for a
+        # 50 MB file's 94,600; 0.3 us with the name given).
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [model._meta.db_table, model._meta.pk.column, count],
+            "SELECT pg_get_serial_sequence(%s, %s)", [model._meta.db_table, model._meta.pk.column]
+        )
+        (sequence,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [sequence, count]
         )
         # nextval hands out ascending values; sorted anyway so that ids follow the objects'
         # order, as they do with INSERT (pages that order by id show the same thing).

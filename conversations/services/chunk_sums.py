@@ -19,10 +19,12 @@ PostgreSQL only: SQLite divides and rounds its own way, and there the SQL path r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
+from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -75,27 +77,17 @@ def pg_div(a: Decimal, a_scale: int, b: Decimal, b_scale: int) -> Decimal:
     to the scale select_div_scale picks from the operands (`*_scale`: their display scale,
     the column's for a stored value). `b` is not zero (the SQL has NULLIF)."""
     scale = _div_scale(a, a_scale, b, b_scale)
-    a_exp, b_exp = _exponent(a), _exponent(b)
-    a_int = int(a.scaleb(-a_exp, context=EXACT))  # the value's digits as an integer
-    b_int = int(b.scaleb(-b_exp, context=EXACT))
-    # a / b * 10^scale = a_int * 10^(a_exp - b_exp + scale) / b_int
-    shift = a_exp - b_exp + scale
-    numerator, denominator = a_int, b_int
-    if shift >= 0:
-        numerator *= 10**shift
-    else:
-        denominator *= 10 ** (-shift)
-    return Decimal(_rounded_quotient(numerator, denominator)).scaleb(-scale)
+    # a / b * 10^scale, each operand as its exact integer ratio (a finite Decimal is one)
+    a_num, a_den = a.as_integer_ratio()
+    b_num, b_den = b.as_integer_ratio()
+    quotient = _rounded_quotient(a_num * b_den * 10**scale, a_den * b_num)
+    return Decimal(quotient).scaleb(-scale)
 
 
 EXACT = Context(prec=PRECISION, rounding=ROUND_HALF_UP)
 _PLACES = {places: Decimal(1).scaleb(-places) for places in (0, 12)}
-
-
-def _exponent(value: Decimal) -> int:
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int), "a finite value"
-    return exponent
+_MONEY_STEP = _PLACES[MONEY_PLACES]
+_quantize = EXACT.quantize
 
 
 def round_places(value: Decimal, places: int) -> Decimal:
@@ -139,25 +131,33 @@ class _Rates:
 _INPUT_SCALE: int = ModelPrice._meta.get_field("input_per_1m").decimal_places
 
 
-def _lost(record: Mapping[str, Any], rates: _Rates | None) -> tuple[Decimal | None, int]:
-    """breakdowns.LOST and MISSED_TOKENS of one record."""
+def _lost(
+    rates: _Rates | None,
+    *,
+    eligible: bool,
+    prompt: int,
+    cached: int,
+    cost_total: Decimal | None,
+    uncached_cost: Decimal | None,
+    uncached: int,
+) -> tuple[Decimal | None, int]:
+    """breakdowns.LOST and MISSED_TOKENS of one record (`cost_total` and `uncached_cost`
+    as their numeric(24, 12) columns store them)."""
     step = rates.step if rates is not None else DEFAULT_STEP
-    eligible = record["cache_eligible"]
-    cacheable = int(record["prompt_tokens"] / step) * step if eligible else 0
-    missed = max(cacheable - record["input_cached"], 0)
-    if record["cost_total"] is None:
+    cacheable = int(prompt / step) * step if eligible else 0
+    missed = max(cacheable - cached, 0)
+    if cost_total is None:
         return None, missed
     if not eligible:
         return Decimal(0), missed
     if rates is None or rates.saved is None:  # no price row, or no cached rate: NULL
         return None, missed
-    uncached_cost = _money(record["cost_input_uncached"])
-    if uncached_cost is not None and record["input_uncached"] != 0:
-        rate = pg_div(uncached_cost, MONEY_PLACES, Decimal(record["input_uncached"]), 0)
+    if uncached_cost is not None and uncached != 0:
+        rate = pg_div(uncached_cost, MONEY_PLACES, Decimal(uncached), 0)
     else:
         rate = rates.base_rate
     product = EXACT.multiply(EXACT.multiply(Decimal(missed), rate), rates.saved)
-    return round_places(product, MONEY_PLACES), missed
+    return _quantize(product, _MONEY_STEP), missed
 
 
 # --- the tables' figures ------------------------------------------------------------------
@@ -195,15 +195,17 @@ class Sums:
     summed once, when read (`reduced`): appending is all the per-record work."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, dict[tuple[Any, ...], list[Sequence[Any]]]] = {}
+        self.tables: dict[str, defaultdict[tuple[Any, ...], list[Sequence[Any]]]] = {}
+
+    def table(self, shape: Shape) -> defaultdict[tuple[Any, ...], list[Sequence[Any]]]:
+        """The table's rows by key, to append a row's figures to: `table[key].append(row)`."""
+        rows = self.tables.get(shape.table)
+        if rows is None:
+            rows = self.tables[shape.table] = defaultdict(list)
+        return rows
 
     def add(self, shape: Shape, key: tuple[Any, ...], values: Sequence[Any]) -> None:
-        rows = self.tables.setdefault(shape.table, {})
-        found = rows.get(key)
-        if found is None:
-            rows[key] = [values]
-        else:
-            found.append(values)
+        self.table(shape)[key].append(values)
 
     def reduced(self, shape: Shape) -> dict[tuple[Any, ...], list[Any]]:
         kinds = [kind for _, kind in shape.figures]
@@ -334,14 +336,11 @@ DIMENSION_COMBINATION = Shape(
     DIMENSION_DAY.figures,
 )
 ORG_DAY_SHAPES = (USAGE_DAY, CALIBRATION_GAP, CACHE_DAY)  # rollups.ORG_DAY_TABLES' order
-# DimensionDay's kinds (dimension_rollups.KINDS): where each reads its value.
-KIND_VALUES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = {
-    "source": lambda conversation, turn: conversation["source"],
-    "key": lambda conversation, turn: turn["prompt_cache_key"],
-    "end_user": lambda conversation, turn: turn["end_user"],
-    "api_key": lambda conversation, turn: turn["api_key"],
-    "project": lambda conversation, turn: turn["project"],
-}
+# DimensionDay's kinds (dimension_rollups.KINDS), in the order `_record_add` reads their
+# values: the conversation's source, then the turn's columns.
+KINDS = ("source", "key", "end_user", "api_key", "project")
+TURN_KIND_COLUMNS = ("prompt_cache_key", "end_user", "api_key", "project")
+_TURN_KIND_VALUES = itemgetter(*TURN_KIND_COLUMNS)
 TAG_PREFIX = "tag:"
 
 
@@ -411,24 +410,25 @@ def chunk_sums(chunk: ChunkInput, *, time_zone: str, rates: PriceRates) -> tuple
         if not isinstance(tags, dict):
             raise Unsupported("tags that are not an object")
         tag_names[position] = tuple((f"{TAG_PREFIX}{k}", _tag_text(v)) for k, v in tags.items())
+    # A conversation's id, source and tags, by its position in the chunk.
+    conversations = [
+        (conversation_id, conversation["source"], tag_names[position])
+        for position, (conversation, conversation_id) in enumerate(
+            zip(chunk.conversations, chunk.conversation_ids, strict=True)
+        )
+    ]
+    tables = _Tables.of(shared, own, zone)
+    turns, turn_conversation = chunk.turns, chunk.turn_conversation
     with localcontext(prec=PRECISION):
         for record, turn_position in zip(chunk.records, chunk.record_turn, strict=True):
             if not record["is_billing"]:
                 continue
-            turn = chunk.turns[turn_position]
-            conversation_position = chunk.turn_conversation[turn_position]
-            conversation = chunk.conversations[conversation_position]
             _record_add(
-                shared,
-                own,
-                record=record,
-                turn=turn,
-                turn_id=record["turn_id"],
-                conversation=conversation,
-                conversation_id=chunk.conversation_ids[conversation_position],
-                tags=tag_names[conversation_position],
-                zone=zone,
-                rates=rates.get(record["price_id"]),
+                tables,
+                record,
+                turns[turn_position],
+                conversations[turn_conversation[turn_position]],
+                rates.get(record["price_id"]),
             )
         _dimensions_fan_out(own, shared)
         for key, values in own.reduced(CONVERSATION_DAY).items():
@@ -445,7 +445,7 @@ def chunk_sums(chunk: ChunkInput, *, time_zone: str, rates: PriceRates) -> tuple
 def _dimensions_fan_out(own: Sums, shared: Sums) -> None:
     """DimensionDay's rows from the chunk's combinations: each combination's sums under
     each kind's value (a NULL value counts under none, as `WHERE value IS NOT NULL`)."""
-    kinds = tuple(KIND_VALUES)
+    kinds = KINDS
     combinations = own.reduced(DIMENSION_COMBINATION)
     own.tables.pop(DIMENSION_COMBINATION.table, None)
     for (organization_id, day, model, values, tags), figures in combinations.items():
@@ -460,114 +460,176 @@ def _day(at: datetime, zone: ZoneInfo) -> date:
     return at.astimezone(zone).date()
 
 
+Rows = defaultdict[tuple[Any, ...], list[Sequence[Any]]]
+
+
+@dataclass
+class _Tables:
+    """A chunk's tables as `_record_add` appends to them, and its records' days by time
+    (records of a turn, and turns of a file without timestamps, share one)."""
+
+    usage: Rows
+    gaps: Rows
+    cache: Rows
+    combinations: Rows
+    conversation_days: Rows
+    breakers: Rows
+    zone: ZoneInfo
+    days: dict[datetime, date]
+
+    @classmethod
+    def of(cls, shared: Sums, own: Sums, zone: ZoneInfo) -> _Tables:
+        return cls(
+            shared.table(USAGE_DAY),
+            shared.table(CALIBRATION_GAP),
+            shared.table(CACHE_DAY),
+            own.table(DIMENSION_COMBINATION),
+            own.table(CONVERSATION_DAY),
+            own.table(BREAKER_DAY),
+            zone,
+            {},
+        )
+
+
+# A record that is not the API's report: its UsageDay figures from reported_calls on.
+_NOT_REPORTED = (0, 0, None, 0, 0, 0, 0, 0)
+
+
 def _record_add(
-    shared: Sums,
-    own: Sums,
-    *,
+    tables: _Tables,
     record: Mapping[str, Any],
     turn: Mapping[str, Any],
-    turn_id: int,
-    conversation: Mapping[str, Any],
-    conversation_id: int,
-    tags: tuple[tuple[str, str | None], ...],
-    zone: ZoneInfo,
+    conversation: tuple[int, str, tuple[tuple[str, str | None], ...]],
     rates: _Rates | None,
 ) -> None:
+    """One billing record's figures, appended under its key in each table. The figures
+    are the SQL's for one row (rollups.py, dimension_rollups.py): a count is 1 or 0 (never
+    a bool), a cost is its column's value (rounded to 12 places), a NULL stays None."""
+    conversation_id, source, tags = conversation
     organization_id = record["organization_id"]
-    day = _day(record["occurred_at"], zone)
+    at = record["occurred_at"]
+    day = tables.days.get(at)
+    if day is None:
+        day = tables.days[at] = _day(at, tables.zone)
     model = record["model"]
     prompt, cached = record["prompt_tokens"], record["input_cached"]
     completion = record["completion_tokens"]
-    cost_total = _money(record["cost_total"])
-    priced = cost_total is not None
-    cost_uncached = _money(record["cost_uncached"]) if priced else None
+    cost_total = record["cost_total"]
+    if cost_total is None:
+        priced, cost_uncached = 0, None
+    else:
+        priced, cost_total = 1, _quantize(cost_total, _MONEY_STEP)
+        cost_uncached = record["cost_uncached"]
+        if cost_uncached is not None:
+            cost_uncached = _quantize(cost_uncached, _MONEY_STEP)
+    cost_input_uncached = _money(record["cost_input_uncached"])
     eligible = bool(record["cache_eligible"])
     hit = cached > 0
-    eligible_hit = eligible and hit
+    eligible_hit = 1 if eligible and hit else 0
     latency = turn["latency_ms"]
-    hit_latency = latency if hit and latency is not None else None
-    miss_latency = latency if (cached == 0 and eligible and latency is not None) else None
-    reported = record["source"] == UsageSource.REPORTED
-    estimated = turn["estimated_prompt_tokens"]
-    simulated = turn["simulated_cached_tokens"]
-    gap_counted = reported and prompt > 0 and estimated is not None
-    lost, missed_tokens = _lost(record, rates)
-    n = int
-    shared.add(
-        USAGE_DAY,
-        (organization_id, day, model),
-        [
-            1, n(priced), prompt, completion, record["total_tokens"],
-            record["input_uncached"], cached, record["input_cache_write"], record["output"],
-            cost_total, _money(record["cost_input_uncached"]),
-            _money(record["cost_input_cached"]), _money(record["cost_input_cache_write"]),
-            _money(record["cost_output"]), cost_uncached,
-            n(eligible), n(eligible_hit),
-            hit_latency or 0, n(hit_latency is not None),
-            miss_latency or 0, n(miss_latency is not None),
-            n(reported), n(reported and _is(prompt, estimated)),
-            _gap(estimated, prompt, signed=True) if gap_counted else None,
-            n(reported and prompt > 0),
-            n(reported and _is(cached, simulated)),
-            n(reported and simulated is not None and ((hit and simulated > 0) or (cached == 0 and simulated == 0))),
-            (simulated or 0) if reported else 0,
-            cached if reported else 0,
-        ],
-    )  # fmt: skip
-    if reported and prompt > 0:
-        if estimated is None:  # NULL gap: SQL groups it under NULL, not reproduced here
-            raise Unsupported("a reported record whose turn has no estimate")
-        permille = round_places(_gap(estimated, prompt, signed=False) * 1000, 0)
-        shared.add(CALIBRATION_GAP, (organization_id, day, model, int(permille)), [1])
-    missed = eligible and missed_tokens > 0
-    other_key = (
-        missed and turn["miss_reason"] == "cold" and str(turn["miss_detail"]).startswith(OTHER_KEY)
+    hit_ms = hit_calls = miss_ms = miss_calls = 0
+    if latency is not None:
+        if hit:
+            hit_ms, hit_calls = latency, 1
+        elif cached == 0 and eligible:
+            miss_ms, miss_calls = latency, 1
+    lost, missed_tokens = _lost(
+        rates,
+        eligible=eligible,
+        prompt=prompt,
+        cached=cached,
+        cost_total=cost_total,
+        uncached_cost=cost_input_uncached,
+        uncached=record["input_uncached"],
     )
-    no_key = missed and turn["prompt_cache_key"] == ""
-    shared.add(
-        CACHE_DAY,
-        (organization_id, day, model, turn["miss_reason"]),
-        [
-            1, n(priced), n(eligible), n(eligible_hit), prompt, cached, completion,
-            cost_total, cost_uncached, lost,
-            missed_tokens, n(missed), lost if missed else None,
-            n(other_key), lost if other_key else None,
-            n(no_key), lost if no_key else None,
-            hit_latency or 0, n(hit_latency is not None),
-            miss_latency or 0, n(miss_latency is not None),
-        ],
-    )  # fmt: skip
     breakdown = [
-        1, n(priced), n(eligible), n(eligible_hit), prompt, cached, completion,
+        1, priced, 1 if eligible else 0, eligible_hit, prompt, cached, completion,
         cost_total, cost_uncached, lost,
     ]  # fmt: skip
-    # Every kind's value at once: the chunk's records share a few combinations, which
-    # `_dimensions_fan_out` sums once and then counts under each kind.
-    values = tuple(value_of(conversation, turn) for value_of in KIND_VALUES.values())
-    own.add(DIMENSION_COMBINATION, (organization_id, day, model, values, tags), breakdown)
-    own.add(
-        CONVERSATION_DAY,
-        (organization_id, conversation_id, day, model),
+    key = (organization_id, day, model)
+    tables.usage[key].append(
         [
-            1, n(priced), cost_total, record["total_tokens"], prompt, cached, cost_uncached,
-            completion, n(eligible), n(eligible_hit), lost,
-        ],
+            1, priced, prompt, completion, record["total_tokens"],
+            record["input_uncached"], cached, record["input_cache_write"], record["output"],
+            cost_total, cost_input_uncached,
+            _money(record["cost_input_cached"]), _money(record["cost_input_cache_write"]),
+            _money(record["cost_output"]), cost_uncached,
+            breakdown[2], eligible_hit, hit_ms, hit_calls, miss_ms, miss_calls,
+            *(
+                _NOT_REPORTED
+                if record["source"] != UsageSource.REPORTED
+                else _reported(tables, key, turn, prompt, cached)
+            ),
+        ]
+    )  # fmt: skip
+    missed = eligible and missed_tokens > 0
+    miss_reason = turn["miss_reason"]
+    other_key = missed and miss_reason == "cold" and str(turn["miss_detail"]).startswith(OTHER_KEY)
+    no_key = missed and turn["prompt_cache_key"] == ""
+    tables.cache[(organization_id, day, model, miss_reason)].append(
+        [
+            *breakdown,
+            missed_tokens, 1 if missed else 0, lost if missed else None,
+            1 if other_key else 0, lost if other_key else None,
+            1 if no_key else 0, lost if no_key else None,
+            hit_ms, hit_calls, miss_ms, miss_calls,
+        ]
+    )  # fmt: skip
+    # Every kind's value at once (KINDS' order): the chunk's records share a few
+    # combinations, which `_dimensions_fan_out` sums once and then counts under each kind.
+    values = (source, *_TURN_KIND_VALUES(turn))
+    tables.combinations[(organization_id, day, model, values, tags)].append(breakdown)
+    tables.conversation_days[(organization_id, conversation_id, day, model)].append(
+        [
+            1, priced, cost_total, record["total_tokens"], prompt, cached, cost_uncached,
+            completion, breakdown[2], eligible_hit, lost,
+        ]
     )  # fmt: skip
     token = turn["miss_token"]
-    if turn["miss_reason"] == MissReason.PREFIX_CHANGED and token is not None:
+    if miss_reason == MissReason.PREFIX_CHANGED and token is not None:
         message = turn["miss_message"]
-        own.add(
-            BREAKER_DAY,
+        turn_id = record["turn_id"]
+        block = int(token / BLOCK)
+        tables.breakers[
             (
                 organization_id,
                 conversation_id,
                 day,
                 model,
                 TOOLS_MESSAGE if message is None else message,
-                int(token / BLOCK),
-            ),
-            [1, lost, token, token, turn_id, turn_id],
-        )
+                block,
+            )
+        ].append([1, lost, token, token, turn_id, turn_id])
+
+
+def _reported(
+    tables: _Tables,
+    key: tuple[Any, ...],
+    turn: Mapping[str, Any],
+    prompt: int,
+    cached: int,
+) -> tuple[Any, ...]:
+    """A reported record's UsageDay figures from reported_calls on, and its CalibrationGap
+    row."""
+    estimated = turn["estimated_prompt_tokens"]
+    simulated = turn["simulated_cached_tokens"]
+    hit = cached > 0
+    if prompt > 0:
+        if estimated is None:  # NULL gap: SQL groups it under NULL, not reproduced here
+            raise Unsupported("a reported record whose turn has no estimate")
+        permille = round_places(_gap(estimated, prompt, signed=False) * 1000, 0)
+        tables.gaps[(*key, int(permille))].append([1])
+    agrees = simulated is not None and ((hit and simulated > 0) or (cached == 0 and simulated == 0))
+    return (
+        1,
+        1 if _is(prompt, estimated) else 0,
+        _gap(estimated, prompt, signed=True) if prompt > 0 and estimated is not None else None,
+        1 if prompt > 0 else 0,
+        1 if _is(cached, simulated) else 0,
+        1 if agrees else 0,
+        simulated or 0,
+        cached,
+    )
 
 
 # --- writing them -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from costlab.gc_spacing import spaced_collections
 from pricing.book import PriceBook
 
 from ..engine.analysis import CallAnalysis, analyze
@@ -372,7 +373,8 @@ def transcripts_store(
     now = timezone.now()
     # The organization x day sums wait in the transaction until the last chunk
     # (rollups.Staged: two imports into one organization would deadlock otherwise).
-    with rollups.staged() as staged:
+    # A chunk's rows are many short-lived objects: fewer collections (costlab/gc_spacing.py).
+    with spaced_collections(), rollups.staged() as staged:
         for chunk in _chunks(transcripts, CHUNK):
             fresh = _not_yet_imported(
                 organization=organization, job=job, chunk=chunk, totals=totals
