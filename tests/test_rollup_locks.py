@@ -58,6 +58,45 @@ def _delete(conversation: Conversation) -> None:
     deletion.conversation_delete(conversation=conversation)
 
 
+class _Race:
+    """Two writers, each on its own thread and connection, that meet at a barrier inside
+    their transactions. A broken barrier means one waits for the other's commit (the lock
+    at work): it goes on alone."""
+
+    def __init__(self) -> None:
+        self.meeting = threading.Barrier(2)
+        self.idents: dict[str, list[int]] = {}
+        self.outcomes: dict[str, Any] = {}
+
+    def meet(self) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self.meeting.wait(timeout=MEET_SECONDS)
+
+    def inside(self, name: str) -> bool:
+        """Whether the caller runs on the thread of writer `name`."""
+        return threading.get_ident() in self.idents.get(name, [])
+
+    def run(self, works: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+        """Each work on its own thread; what each returned or raised, by name."""
+
+        def one(name: str, work: Callable[[], Any]) -> None:
+            self.idents.setdefault(name, []).append(threading.get_ident())
+            try:
+                self.outcomes[name] = work()
+            except Exception as exc:  # the test reports it
+                self.outcomes[name] = exc
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=one, args=item) for item in works.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads)
+        return self.outcomes
+
+
 @pytest.mark.parametrize("recompute", [_reprice, _delete], ids=["reprice", "delete"])
 def test_a_recompute_and_an_import_in_one_organization_at_once_both_go_in(
     tmp_path: Path,
@@ -73,59 +112,30 @@ def test_a_recompute_and_an_import_in_one_organization_at_once_both_go_in(
     target = Conversation.objects.filter(organization=organization).order_by("pk").first()
     assert target is not None
 
-    meeting = threading.Barrier(2)
-    importer: list[int] = []
-    recomputer: list[int] = []
-
-    def meet() -> None:
-        # Broken: the other one waits for this one's commit; go on alone.
-        with contextlib.suppress(threading.BrokenBarrierError):
-            meeting.wait(timeout=MEET_SECONDS)
-
+    race = _Race()
     upsert = chunk_sums.shared_upsert
 
     def import_upsert(shape: chunk_sums.Shape, sums: chunk_sums.Sums) -> None:
         upsert(shape, sums)
-        if threading.get_ident() in importer and shape is chunk_sums.DIMENSION_DAY:
-            meet()
+        if race.inside("import") and shape is chunk_sums.DIMENSION_DAY:
+            race.meet()
 
     span = dimension_rollups.span_recompute
 
     def recompute_span(**kwargs: Any) -> None:
-        if threading.get_ident() in recomputer:
-            meet()
+        if race.inside("recompute"):
+            race.meet()
         span(**kwargs)
 
     monkeypatch.setattr(chunk_sums, "shared_upsert", import_upsert)
     monkeypatch.setattr(dimension_rollups, "span_recompute", recompute_span)
-    outcomes: dict[str, Any] = {}
-
-    def run(name: str, mine: list[int], work: Callable[[], Any]) -> None:
-        mine.append(threading.get_ident())
-        try:
-            outcomes[name] = work()
-        except Exception as exc:  # the test reports it
-            outcomes[name] = exc
-        finally:
-            connection.close()
-
     second = _chat_file(tmp_path / "second.jsonl", ["gpt-4o", "gpt-4o"], "second")
-    threads = [
-        threading.Thread(
-            target=run,
-            args=(
-                "import",
-                importer,
-                lambda: imports.import_path(organization=organization, paths=[second]),
-            ),
-        ),
-        threading.Thread(target=run, args=("recompute", recomputer, lambda: recompute(target))),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
+    outcomes = race.run(
+        {
+            "import": lambda: imports.import_path(organization=organization, paths=[second]),
+            "recompute": lambda: recompute(target),
+        }
+    )
 
     assert not isinstance(outcomes["recompute"], Exception), outcomes["recompute"]
     job = outcomes["import"]
@@ -166,51 +176,28 @@ def test_a_recompute_and_a_live_call_in_one_organization_at_once_both_go_in(
     )
     assert first.status == ImportStatus.SUCCEEDED, first.error
     target, other = Conversation.objects.filter(organization=organization).order_by("pk")
-    meeting = threading.Barrier(2)
-    caller: list[int] = []
-    recomputer: list[int] = []
-
-    def meet() -> None:
-        with contextlib.suppress(threading.BrokenBarrierError):
-            meeting.wait(timeout=MEET_SECONDS)
-
+    race = _Race()
     added = dimension_rollups.records_added
     span = dimension_rollups.span_recompute
 
     def call_added(**kwargs: Any) -> None:
         added(**kwargs)
-        if threading.get_ident() in caller:
-            meet()
+        if race.inside("call"):
+            race.meet()
 
     def recompute_span(**kwargs: Any) -> None:
-        if threading.get_ident() in recomputer:
-            meet()
+        if race.inside("recompute"):
+            race.meet()
         span(**kwargs)
 
     monkeypatch.setattr(dimension_rollups, "records_added", call_added)
     monkeypatch.setattr(dimension_rollups, "span_recompute", recompute_span)
-    outcomes: dict[str, Any] = {}
-
-    def run(name: str, mine: list[int], work: Callable[[], Any]) -> None:
-        mine.append(threading.get_ident())
-        try:
-            outcomes[name] = work()
-        except Exception as exc:  # the test reports it
-            outcomes[name] = exc
-        finally:
-            connection.close()
-
-    threads = [
-        threading.Thread(
-            target=run, args=("call", caller, lambda: _live_call(organization, other))
-        ),
-        threading.Thread(target=run, args=("recompute", recomputer, lambda: _reprice(target))),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
+    outcomes = race.run(
+        {
+            "call": lambda: _live_call(organization, other),
+            "recompute": lambda: _reprice(target),
+        }
+    )
     for name in ("call", "recompute"):
         assert not isinstance(outcomes[name], Exception), outcomes[name]
     assert list(UsageDay.objects.filter(organization=organization).values_list("calls")) == [(3,)]
