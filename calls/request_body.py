@@ -31,6 +31,9 @@ KEPT_BYTES = 32 << 20
 PROBE = 64
 
 _decoder = json.JSONDecoder()
+# The decoder's C scanner itself: (value, end) of the JSON value at an index, as raw_decode
+# gives without its Python frame; StopIteration when no value starts there.
+_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 _WHITESPACE = " \t\n\r"
 
 # check(body, start): refuses a body (raises) unless it is a request; its messages before
@@ -102,6 +105,34 @@ def _rest(text: str, at: int) -> dict[str, Any]:
     return rest
 
 
+def _tail(text: str) -> tuple[list[Any], int, dict[str, Any]] | None:
+    """The usual rest of a body after a kept prefix, `,{new message},...]` then compact
+    fields `,"name":value...}` or `}`, in two scans: the new messages read as one array
+    (where it closes tells where the last one ends), the fields as one object. The new
+    messages and fields, and where the last message ends; None for another layout (the
+    element by element reader then reads it, or refuses it as json.loads would)."""
+    array = "[" + text[1:]  # the same positions as `text`
+    try:
+        new, after = _scan(array, 0)
+        if text[after : after + 2] == ',"':
+            rest, end = _scan("{" + text[after + 1 :], 0)
+            end += after
+        elif text[after : after + 1] == "}":
+            rest, end = {}, after + 1
+        else:
+            return None
+    except (StopIteration, ValueError):  # not JSON here: told apart on the longer path
+        return None
+    if end < len(text) and text[end:].strip(_WHITESPACE):
+        return None
+    if "messages" in rest:  # a second "messages" (json.loads takes it): not followed
+        return None
+    last = after - 1  # the "]"; whitespace before it is not the last message's
+    while text[last - 1] in _WHITESPACE:
+        last -= 1
+    return new, last, rest
+
+
 def _byte_offset(text: str, chars: int, ascii_only: bool) -> int:
     return chars if ascii_only else len(text[:chars].encode())
 
@@ -144,9 +175,15 @@ class BodyReader:
     def _read_on(self, raw: bytes, kept: _Kept, check: BodyCheck) -> dict[str, Any]:
         start = kept.end
         text = raw[start:].decode()  # the prefix ends after a "}": a character boundary
-        messages = list(kept.messages)
-        last, after = _messages_on(text, 0, messages)
-        body = {**kept.head, "messages": messages, **_rest(text, after)}
+        tail = _tail(text) if text[:2] == ",{" else None
+        if tail is None:  # another layout: element by element
+            messages = list(kept.messages)
+            last, after = _messages_on(text, 0, messages)
+            rest = _rest(text, after)
+        else:
+            new, last, rest = tail
+            messages = kept.messages + new
+        body = {**kept.head, "messages": messages, **rest}
         check(body, len(kept.messages))
         ascii_only = len(text) == len(raw) - start
         end = start + _byte_offset(text, last, ascii_only)

@@ -27,17 +27,24 @@ def read(reader: BodyReader, raw: bytes) -> dict[str, Any]:
 
 
 class Parses:
-    """Counts the JSON values the reader parses itself."""
+    """Counts the characters of JSON the reader parses itself (by either of its parsers)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        real = request_body._decoder.raw_decode
+        self.chars = 0
+        scan, raw_decode = request_body._scan, request_body._decoder.raw_decode
 
-        def counted(text: str, at: int = 0) -> tuple[Any, int]:
-            self.count += 1
-            return real(text, at)
+        def counted_scan(text: str, at: int) -> tuple[Any, int]:
+            value, end = scan(text, at)
+            self.chars += end - at
+            return value, end
 
-        monkeypatch.setattr(request_body._decoder, "raw_decode", counted)
+        def counted_raw_decode(text: str, at: int = 0) -> tuple[Any, int]:
+            value, end = raw_decode(text, at)
+            self.chars += end - at
+            return value, end
+
+        monkeypatch.setattr(request_body, "_scan", counted_scan)
+        monkeypatch.setattr(request_body._decoder, "raw_decode", counted_raw_decode)
 
 
 @pytest.mark.parametrize("dump", [sdk_bytes, spaced_bytes])
@@ -62,21 +69,26 @@ def test_interleaved_repeated_and_edited_conversations_read_as_json_loads(
         # "=": the previous request of the line again, byte for byte (a retry).
         raw = sent_bytes[step[0]] if step.endswith("=") else dump(sent)
         sent_bytes[step[0]] = raw
-        parses.count = 0
+        parses.chars = 0
         body = read(reader, raw)
         assert body == json.loads(raw)
         assert list(body) == list(json.loads(raw))  # the fields in their order too
         before = previous.get(step[0])
+        text = raw.decode()
         if before is not None and not step.endswith("!"):
             # The history is the previous request's objects, not parsed again: only the
-            # new messages are (the reply and the question; none for a repeated request).
+            # new messages are (the reply and the question; none for a repeated request),
+            # and the fields after them.
             known = len(before["messages"])
+            assert len(body["messages"]) - known == (0 if step[1:] else 2)
             assert all(
                 a is b for a, b in zip(body["messages"], before["messages"][:known], strict=False)
             )
-            assert parses.count == len(body["messages"]) - known == (0 if step[1:] else 2)
+            history = dump({"m": before["messages"]}).decode()
+            new = dump({"m": body["messages"][known:]}).decode()
+            assert len(new) - 12 <= parses.chars <= len(text) - len(history) + 12
         else:
-            assert parses.count >= len(line)  # read whole
+            assert parses.chars >= len(dump({"m": line}).decode()) - 12  # read whole
         previous[step[0]] = body
         if plan[turn + 1 : turn + 2] != [step + "="]:
             line.append({"role": "assistant", "content": f"answer {turn} ✓"})
