@@ -30,7 +30,7 @@ from typing import Any
 from conversations.engine.breakpoints import BreakpointSimulator
 from conversations.engine.cache import CacheResult, CacheSimulator, MissReason
 from conversations.engine.cache_policy import CachePolicy
-from conversations.engine.messages import EncodingCache
+from conversations.engine.messages import EncodingCache, ParallelResult
 from conversations.engine.profiles import ModelProfile
 from conversations.engine.render import RenderedRequest, TranscriptRenderer
 from conversations.engine.types import ChatMessage
@@ -94,6 +94,9 @@ class SimulatedCall:
         }
 
 
+_VACANT: ChatMessage = {}
+
+
 class _Thread:
     """One line of conversation of an organization, rendered incrementally: its messages sit
     in a fixed arena of slots that one TranscriptRenderer reads, so a request that extends
@@ -101,12 +104,16 @@ class _Thread:
     hashes); a request that branches forks the chain at the branch."""
 
     def __init__(self, profile: ModelProfile, encodings: EncodingCache, cut_points: bool) -> None:
-        self.slots: list[ChatMessage] = [{} for _ in range(ARENA_SLOTS)]
+        # Unused slots all hold one empty message, never changed (a slot is replaced): a new
+        # line costs no dict per slot. Nor a scan of them for parallel tool results (there is
+        # none yet): the renderer starts with no slot placed as one.
+        self.slots: list[ChatMessage] = [_VACANT] * ARENA_SLOTS
         self.slot_of: dict[int, int] = {}  # id(interned message) -> its slot
         self.used = 0
+        self.parallel: dict[int, ParallelResult] = {}
         # Breakpoint policies read where a cached prefix may end: the renderer tracks it.
         self.renderer = TranscriptRenderer(
-            self.slots, profile, cache=encodings, cut_points=cut_points
+            self.slots, profile, cache=encodings, cut_points=cut_points, parallel=self.parallel
         )
         self.profile, self.cuts = profile, cut_points
         # The previous request's messages as interned (equal to those it sent, and kept
@@ -260,7 +267,9 @@ class _Endpoint:
             return CacheResult(0, MissReason("not_supported", model=str(body.get("model"))))
         options = body.get("prompt_cache_options")
         options = options if isinstance(options, dict) else None
-        ttl = policy.ttl_for(body.get("prompt_cache_retention"), options)
+        retention = body.get("prompt_cache_retention")
+        # Neither asked for: the scenario's lifetime (what ttl_for answers, without the call).
+        ttl = None if retention is None and options is None else policy.ttl_for(retention, options)
         key = body.get("prompt_cache_key")
         if policy.kind == "breakpoints":
             simulator = self.breakpoints.get(policy)

@@ -505,7 +505,11 @@ class MessageTokens:
     and tokens are kept (packed: 4 bytes a token): re-encoding at most once each."""
 
     def __init__(
-        self, messages: list[ChatMessage], profile: ModelProfile, cache: EncodingCache | None = None
+        self,
+        messages: list[ChatMessage],
+        profile: ModelProfile,
+        cache: EncodingCache | None = None,
+        parallel: dict[int, ParallelResult] | None = None,
     ) -> None:
         self.messages = messages
         self.profile = profile
@@ -517,8 +521,9 @@ class MessageTokens:
         self.retain = False
         self._released = False
         self._early: set[int] = set()
-        # Results of a parallel call (encode_parallel_result).
-        self._parallel = parallel_results(messages)
+        # Results of a parallel call (encode_parallel_result), by index: found in `messages`
+        # unless the caller places them (`parallel`, kept: an arena of slots it fills later).
+        self._parallel = parallel_results(messages) if parallel is None else parallel
 
     def _encode(self, index: int) -> bytes:
         message = self.messages[index]

@@ -26,6 +26,7 @@ from .messages import (
     EARLY_TOKENS,
     EncodingCache,
     MessageTokens,
+    ParallelResult,
     encode_message,
     encode_parallel_result,
     encode_text,
@@ -529,8 +530,9 @@ class TranscriptRenderer:
         step: int = STEP,
         cache: EncodingCache | None = None,
         cut_points: bool = False,
+        parallel: dict[int, ParallelResult] | None = None,
     ) -> None:
-        self.messages = MessageTokens(messages, profile, cache)
+        self.messages = MessageTokens(messages, profile, cache, parallel)
         self.profile = profile
         self.step = step
         self.cut_points = cut_points  # track where breakpoint caches can cut (breakpoints.py)
@@ -581,8 +583,11 @@ class TranscriptRenderer:
         response_format: dict[str, Any] | None = None,
         tool_choice: object = None,
     ) -> RenderedRequest:
-        first = [self.messages.messages[request[0]]] if request else []
-        key, header = self._header(tools, response_format, system_tail(first))
+        if tools or response_format:  # a header, which joins the opening system message
+            first = [self.messages.messages[request[0]]] if request else []
+            key, header = self._header(tools, response_format, system_tail(first))
+        else:
+            key, header = "", b""
         chain = self._chains.get(key)
         if chain is None:
             chain = _Chain(key, header, [], [], 0, [], b"", 0, [] if self.cut_points else None)
