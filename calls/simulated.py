@@ -30,7 +30,7 @@ from typing import Any
 from conversations.engine.breakpoints import BreakpointSimulator
 from conversations.engine.cache import CacheResult, CacheSimulator, MissReason
 from conversations.engine.cache_policy import CachePolicy
-from conversations.engine.messages import EncodingCache, ParallelResult
+from conversations.engine.messages import EncodingCache, ParallelResult, parallel_results
 from conversations.engine.profiles import ModelProfile
 from conversations.engine.render import RenderedRequest, TranscriptRenderer
 from conversations.engine.types import ChatMessage
@@ -108,7 +108,8 @@ class _Thread:
         # line costs no dict per slot. Nor a scan of them for parallel tool results (there is
         # none yet): the renderer starts with no slot placed as one.
         self.slots: list[ChatMessage] = [_VACANT] * ARENA_SLOTS
-        self.slot_of: dict[int, int] = {}  # id(interned message) -> its slot
+        # id(interned message) -> its slot; (id, place) for a result of a parallel call
+        self.slot_of: dict[object, int] = {}
         self.used = 0
         self.parallel: dict[int, ParallelResult] = {}
         # Breakpoint policies read where a cached prefix may end: the renderer tracks it.
@@ -136,26 +137,66 @@ class _Thread:
         extends: bool | None = None,
     ) -> list[int] | None:
         """The slots of a request's messages (None when the arena is full). The part that
-        repeats the previous request keeps its slots (`extends`: already compared)."""
-        if extends if extends is not None else self.extends(raw):
+        repeats the previous request keeps its slots (`extends`: already compared). A result
+        of a parallel tool call has a slot of its own per place among its call's results:
+        its tokens depend on it (messages.encode_parallel_result)."""
+        start = (
+            len(self.last_messages) if (self.extends(raw) if extends is None else extends) else 0
+        )
+        places = _places(raw, start)
+        if (
+            start
+            and places
+            and any(
+                self.parallel.get(self.last_slots[at]) != place
+                for at, place in _before(places, start)
+            )
+        ):  # results sent one by one: the one that was last no longer is
+            start, places = 0, _places(raw, 0)
+        if start:
             messages, slots = self.last_messages, self.last_slots  # grown in place
-            new = raw[len(messages) :]
         else:
-            messages, slots, new = [], [], raw
-        for message in new:
-            interned = organization.intern(message)
-            slot = self.slot_of.get(id(interned))
+            messages, slots = [], []
+        for at in range(start, len(raw)):
+            interned = organization.intern(raw[at])
+            place = places.get(at) if places else None
+            key: object = id(interned) if place is None else (id(interned), place)
+            slot = self.slot_of.get(key)
             if slot is None:
                 if self.used == ARENA_SLOTS:
                     self.last_messages, self.last_slots = [], []  # partly grown: start over
                     return None
-                slot = self.slot_of[id(interned)] = self.used
+                slot = self.slot_of[key] = self.used
                 self.slots[slot] = interned
+                if place is not None:
+                    self.parallel[slot] = place
                 self.used += 1
             messages.append(interned)
             slots.append(slot)
         self.last_messages, self.last_slots = messages, slots
         return slots
+
+
+def _places(raw: Sequence[ChatMessage], start: int) -> dict[int, ParallelResult]:
+    """Where each result of a parallel tool call in raw[start:] stands among its call's
+    results, by position in the request, as parallel_results finds it in the whole request:
+    read from the assistant message that made the call, when the results began before
+    `start`. Most turns add no tool result: nothing to read."""
+    for at in range(start, len(raw)):
+        if raw[at].get("role") == "tool":
+            break
+    else:
+        return {}
+    first = start
+    while first and raw[first - 1].get("role") == "tool":
+        first -= 1
+    if first and raw[first - 1].get("role") == "assistant":
+        first -= 1
+    return {first + at: place for at, place in parallel_results(list(raw[first:])).items()}
+
+
+def _before(places: dict[int, ParallelResult], start: int) -> list[tuple[int, ParallelResult]]:
+    return [(at, place) for at, place in places.items() if at < start]
 
 
 @dataclass(slots=True)

@@ -423,3 +423,113 @@ def test_it_throttles_an_address_that_keeps_sending_bad_keys(
     clock[0] += 2 * settings.COSTLAB_LOGIN_WINDOW_SECONDS + 1
     assert post(plain).status_code == 200
     assert key.pk is not None
+
+
+_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "description": "The weather of a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+def _tool_call(call_id: str, city: str) -> dict[str, Any]:
+    arguments = json.dumps({"city": city})
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "weather", "arguments": arguments},
+    }
+
+
+def _adds(shape: str, turn: int) -> tuple[list[dict[str, Any]], bool]:
+    """What a line in `shape` adds before its call `turn`, and whether the reply then joins
+    it (not while a parallel call still has results to come)."""
+    text = f"question {turn}: " + "why? " * 40
+    if shape == "non-ascii":
+        return [{"role": "user", "content": text.replace("why", "pourquoi ☃ é 😀")}], True
+    if shape == "images":
+        image = {"url": f"https://example.com/{turn}.png", "detail": "low"}
+        parts = [{"type": "text", "text": text}, {"type": "image_url", "image_url": image}]
+        return [{"role": "user", "content": parts}], True
+    if shape == "tools":  # one call and its result, then the reply
+        call = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [_tool_call(f"c{turn}", "Oslo")],
+        }
+        result = {"role": "tool", "tool_call_id": f"c{turn}", "content": f"{turn} degrees"}
+        return [{"role": "user", "content": text}, call, result], True
+    # "parallel": three calls in one message, their results sent one call at a time
+    if turn % 3 == 0:
+        calls = [_tool_call(f"p{turn}{n}", city) for n, city in enumerate(("Oslo", "Rome", "Lima"))]
+        asked = {"role": "assistant", "content": None, "tool_calls": calls}
+        result = {"role": "tool", "tool_call_id": f"p{turn}0", "content": '{"t": 12}'}
+        return [{"role": "user", "content": text}, asked, result], False
+    result = {"role": "tool", "tool_call_id": f"p{turn}", "content": f"{turn} degrees é"}
+    return [result], turn % 3 == 2
+
+
+def _edited(message: dict[str, Any]) -> dict[str, Any]:
+    """An early message with one letter changed (its length kept)."""
+    content = message["content"]
+    if isinstance(content, list):
+        text = content[0]["text"].replace("q", "Q", 1)
+        return {**message, "content": [{**content[0], "text": text}, *content[1:]]}
+    return {**message, "content": content.replace("q", "Q", 1)}
+
+
+@pytest.mark.parametrize("shape", ["non-ascii", "images", "tools", "parallel"])
+def test_conversations_of_every_shape_bill_as_a_fresh_render_would(shape: str) -> None:
+    """As test_interleaved_and_edited_conversations_bill_as_a_fresh_render_would, read from
+    the SDK's bytes, for conversations with non-ASCII text, images, tool calls, and parallel
+    tool calls whose results come one call at a time (the result that was last no longer
+    is): each call's usage is a fresh render's of the whole request, the same simulator."""
+    profile = default_profile("gpt-4o")
+    oracle = CacheSimulator(600, rpm_limit=PREFIX_128.overflow_rpm, minimum=1024)
+    system = {"role": "system", "content": "You answer for ACME. " + "Cite the policy. " * 300}
+    lines: dict[str, list[dict[str, Any]]] = {"a": [system], "b": [system]}
+    plan = ["a", "b", "a", "a", "b", "a=", "a", "b", "a!", "a", "b", "a", "a", "b"]
+    tools = _TOOLS if shape in ("tools", "parallel") else None
+    check = protocol._check
+    for turn, step in enumerate(plan):
+        line = lines[step[0]]
+        reply = True
+        if step.endswith("!"):
+            line[1] = _edited(line[1])
+        elif not step.endswith("="):
+            added, reply = _adds(shape, turn)
+            line.extend(added)
+        sent: dict[str, Any] = {"model": "gpt-4o", "messages": line}
+        if tools:
+            sent["tools"] = tools
+        raw = json.dumps(sent, separators=(",", ":"), ensure_ascii=False).encode()
+        body = simulated.request_read("o", raw, lambda raw, reader: reader.read(raw, check))
+        now = 1000.0 + turn
+        call = simulated.simulate_usage(
+            org_key="o",
+            body=body,
+            now=now,
+            profile=profile,
+            policy=PREFIX_128,
+            retention_seconds=600,
+            default_reply_tokens=30,
+        )
+        copy = json.loads(raw)["messages"]
+        fresh = TranscriptRenderer(copy, profile).render(list(range(len(copy))), tools=tools)
+        expected = oracle.process(fresh, org="o\x00gpt-4o", at=now)
+        assert fresh.length == count_request(copy, profile=profile, tools=tools)
+        assert (call.prompt_tokens, call.cached_tokens) == (fresh.length, expected.cached_tokens)
+        # And the very tokens the endpoint hashed (a count can agree by chance): the same
+        # request again renders from its thread's slots, none of them new.
+        organization = simulated._STATE.organizations["o"]
+        again = organization.render(body["messages"], profile, PREFIX_128, body)
+        assert again.tokens(0, again.length) == fresh.tokens(0, fresh.length)
+        if step == "a!":
+            assert 0 < call.cached_tokens < fresh.length - 200  # the edit broke the prefix
+        if reply and not step.endswith("="):
+            line.append({"role": "assistant", "content": call.reply})

@@ -155,3 +155,61 @@ def test_it_keeps_a_bounded_number_of_bodies(monkeypatch: pytest.MonkeyPatch) ->
     assert len(reader.kept) == request_body.KEPT_BODIES
     read(reader, sdk_bytes({"model": "m", "messages": [{"role": "user", "content": "x" * 3000}]}))
     assert reader.bytes == sum(len(k.body) for k in reader.kept.values()) <= 4000
+
+
+_IMAGE = b'{"type":"image_url","image_url":{"url":"https://example.com/a.png","detail":"low"}}'
+_CALL = (
+    b'{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function",'
+    b'"function":{"name":"f","arguments":"{\\"a\\":[1]}"}}]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("new", "after"),
+    [
+        # Non-ASCII, escapes, and brackets, braces and quotes inside strings.
+        (',{"role":"user","content":"café ☃ 😀 \\"] }, {\\" \\u00e9"}'.encode(), b'],"n":2}'),
+        (b',{"role":"user","content":[{"type":"text","text":"look"},' + _IMAGE + b"]}", b"]}"),
+        (
+            b"," + _CALL + b',{"role":"tool","tool_call_id":"c","content":"ok"}',
+            b'],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"auto"}',
+        ),
+        (b',{"role":"user","content":"x"}', b" \n ]}"),  # whitespace before the "]"
+        (b',{"role":"user","content":"x"}', b'],"stream":true}  \n'),
+        (b',{"role":"user","content":"x"}', b'],"model":"gpt-4o-mini"}'),  # a field again
+    ],
+)
+def test_new_messages_read_in_one_scan_are_json_loads_and_the_next_request_reads_on(
+    new: bytes, after: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual tail of a body after its known history (new messages, then the fields)
+    is read in one scan of the messages and one of the fields: the body equals json.loads'
+    and the next request, which repeats it and adds a message, is read on from the end of
+    its last message."""
+    reader = BodyReader()
+    first = '{"model":"gpt-4o","messages":[{"role":"system","content":"Sé"}]}'.encode()
+    read(reader, first)
+    prefix = first[: first.index(b"}]") + 1]
+    raw = prefix + new + after
+    body = read(reader, raw)
+    assert body == json.loads(raw) and list(body) == list(json.loads(raw))
+    then = prefix + new + b',{"role":"user","content":"z"}' + after
+    parses = Parses(monkeypatch)
+    more = read(reader, then)
+    assert more == json.loads(then)
+    assert len(more["messages"]) == len(body["messages"]) + 1
+    assert all(a is b for a, b in zip(more["messages"], body["messages"], strict=False))
+    assert parses.chars <= len(b',{"role":"user","content":"z"}' + after)
+
+
+def test_a_second_messages_field_after_new_messages_is_json_loads_too() -> None:
+    reader = BodyReader()
+    first = b'{"model":"gpt-4o","messages":[{"role":"system","content":"S"}]}'
+    read(reader, first)
+    raw = (
+        first[:-2] + b',{"role":"user","content":"x"}],"messages":[{"role":"user","content":"y"}]}'
+    )
+    assert read(reader, raw) == json.loads(raw)
+    assert read(reader, raw[:-2] + b',{"role":"user","content":"z"}]}') == json.loads(
+        raw[:-2] + b',{"role":"user","content":"z"}]}'
+    )
