@@ -338,7 +338,7 @@ class CacheSimulator:
         if prompt.length < self.minimum:
             short = MissReason("below_minimum", prompt_tokens=prompt.length, minimum=self.minimum)
             return CacheResult(0, short)
-        now = to_seconds(at)
+        now = at if at is None or type(at) is float else to_seconds(at)  # (the usual: no call)
         self.timestamps_missing |= now is None
         blocks = prompt.block_list()
         route = blocks[self._routing_block]
