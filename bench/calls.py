@@ -6,16 +6,26 @@ recorded).
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/costlab_bench \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/3 .venv/bin/python bench/calls.py --chats 20 --turns 10
 
-1. Endpoint: a growing conversation sent turn after turn to `simulate_usage` (render + cache
-   simulation + reply), against the time to tokenize the messages each call adds (the floor:
-   a call cannot do less than encode its new text); each call's best of --repeat runs.
-   Four ways: the body's bytes as the SDK sends them, read as the endpoint reads them (the
-   history compared as bytes with the conversation's previous body, only the new messages
-   parsed: calls/request_body.py), with the read timed; the bytes parsed whole by json.loads
-   (as the endpoint did before), timed; and, the parse not timed, requests as JSON gives
-   them (new strings: the history's comparison reads every byte of it) and with strings
-   shared with the previous request (the history compares by pointer). Target: under 2x
-   the floor.
+    .venv/bin/python bench/calls.py --skip-end-to-end --modes bytes   # the endpoint's ratio only
+    .venv/bin/python bench/calls.py --skip-end-to-end --modes bytes --user-words 300 --reply-tokens 500
+
+1. Endpoint: a growing conversation (a system prompt of ~1,500 words, then --endpoint-turns
+   turns of a --user-words question and a --reply-tokens reply) sent turn after turn to the
+   endpoint's per-request code, against the time to tokenize the messages each call adds
+   (the floor: encode_message of the previous reply and the new question, fresh copies, the
+   same tokenizer; a call cannot do less than encode its new text); each call's best of
+   --repeat runs. The timed part is `simulated.request_read` (the body's bytes to the checked
+   body) and `simulated.simulate_usage` (render, cache simulation, the reply's text and the
+   usage): all the endpoint does per request but HTTP and Django (the request and its body
+   read off the socket, middleware), the key's check and the model's lookup (selectors),
+   the fault headers and the response (Completion, its JSON, the modelled latency's sleep).
+   Four ways (--modes): the body's bytes as the SDK sends them, read as the endpoint reads
+   them (the history compared as bytes with the conversation's previous body, only the new
+   messages parsed: calls/request_body.py), with the read timed; the bytes parsed whole by
+   json.loads (as the endpoint did before), timed; and, the parse not timed, requests as
+   JSON gives them (new strings: the history's comparison reads every byte of it) and with
+   strings shared with the previous request (the history compares by pointer). Target:
+   under 2x the floor (mode "bytes" is the endpoint's own path).
 2. End to end: a web server (runserver, threaded) and a Celery worker (prefork, 2 processes)
    are started; CHATS chats each send TURNS messages, one at a time per chat, all chats at
    once. Target: at least 100 calls/s on 2 cores. On Linux it also prints each process's
@@ -137,12 +147,15 @@ def _endpoint_run(
     return endpoint, floor, call
 
 
-def endpoint_bench(turns: int, user_words: int, reply_tokens: int, repeat: int) -> None:
+def endpoint_bench(
+    turns: int, user_words: int, reply_tokens: int, repeat: int, modes: list[str]
+) -> None:
     from conversations.engine.messages import encode_message
     from conversations.engine.profiles import default_profile
 
     encode_message({"role": "user", "content": "warm up"}, default_profile("gpt-4o"))
-    for number, (mode, words) in enumerate(MODES.items()):
+    for number, mode in enumerate(modes):
+        words = MODES[mode]
         runs = [_endpoint_run(turns, user_words, reply_tokens, mode=mode) for _ in range(repeat)]
         # Each call's best over the runs, for both sides alike: a run on a shared machine is
         # interrupted at random calls, while what a call costs (garbage collections
@@ -152,8 +165,9 @@ def endpoint_bench(turns: int, user_words: int, reply_tokens: int, repeat: int) 
         call: Any = runs[-1][2]
         if not number:
             print(
-                f"endpoint          {turns} turns, last prompt {call.prompt_tokens:,} tokens "
-                f"({call.cached_tokens:,} cached); each call's best of {repeat} runs"
+                f"endpoint          {turns} turns of {user_words} words and {reply_tokens} reply "
+                f"tokens, last prompt {call.prompt_tokens:,} tokens ({call.cached_tokens:,} "
+                f"cached); each call's best of {repeat} runs"
             )
         print(f"  {mode}: {words}")
         print(f"  per call        {endpoint / turns * 1e3:.3f} ms (read, render, simulate, reply)")
@@ -390,12 +404,27 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     parser.add_argument("--endpoint-turns", type=int, default=200)
+    parser.add_argument("--user-words", type=int, default=60, help="words per question (endpoint)")
+    parser.add_argument("--reply-tokens", type=int, default=120, help="tokens per reply (endpoint)")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help=f"endpoint modes, of {', '.join(MODES)}"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-end-to-end", action="store_true")
     parser.add_argument("--skip-endpoint", action="store_true")
     args = parser.parse_args()
     if not args.skip_endpoint:
-        endpoint_bench(args.endpoint_turns, user_words=60, reply_tokens=120, repeat=args.repeat)
+        modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+        unknown = [mode for mode in modes if mode not in MODES]
+        if unknown:
+            parser.error(f"unknown --modes {', '.join(unknown)}: choose of {', '.join(MODES)}")
+        endpoint_bench(
+            args.endpoint_turns,
+            user_words=args.user_words,
+            reply_tokens=args.reply_tokens,
+            repeat=args.repeat,
+            modes=modes,
+        )
     if not args.skip_end_to_end:
         end_to_end_bench(args.chats, args.turns, args.concurrency)
 
