@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +101,7 @@ def include_usage(body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, but built per call: a frozen init costs a setattr per field
 class Completion:
     """One answer, ready to be written whole or as a stream."""
 
@@ -113,7 +113,8 @@ class Completion:
 
     @classmethod
     def new(cls, *, model: str, tier: str, call: SimulatedCall, now: float) -> Completion:
-        return cls(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(now), model, tier, call)
+        # 24 random hex digits: uuid4().hex[:24] (from os.urandom too) cost six times this.
+        return cls(f"chatcmpl-{os.urandom(12).hex()}", int(now), model, tier, call)
 
     def _base(self, kind: str) -> dict[str, Any]:
         return {
@@ -138,7 +139,10 @@ class Completion:
             "logprobs": None,
             "finish_reason": self.call.finish_reason,
         }
-        return {**self._base("chat.completion"), "choices": [choice], "usage": self.call.usage()}
+        body = self._base("chat.completion")  # a dict of its own: completed, not copied
+        body["choices"] = [choice]
+        body["usage"] = self.call.usage()
+        return body
 
     def chunks(self, *, usage: bool) -> Iterator[dict[str, Any]]:
         """The stream: the role, the reply a few words at a time, the finish reason, then
