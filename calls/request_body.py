@@ -114,10 +114,10 @@ def _tail(text: str) -> tuple[list[Any], int, dict[str, Any]] | None:
     array = "[" + text[1:]  # the same positions as `text`
     try:
         new, after = _scan(array, 0)
-        if text[after : after + 2] == ',"':
+        if text.startswith(',"', after):
             rest, end = _scan("{" + text[after + 1 :], 0)
             end += after
-        elif text[after : after + 1] == "}":
+        elif text.startswith("}", after):
             rest, end = {}, after + 1
         else:
             return None
@@ -175,7 +175,7 @@ class BodyReader:
     def _read_on(self, raw: bytes, kept: _Kept, check: BodyCheck) -> dict[str, Any]:
         start = kept.end
         text = raw[start:].decode()  # the prefix ends after a "}": a character boundary
-        tail = _tail(text) if text[:2] == ",{" else None
+        tail = _tail(text) if text.startswith(",{") else None
         if tail is None:  # another layout: element by element
             messages = list(kept.messages)
             last, after = _messages_on(text, 0, messages)
