@@ -376,3 +376,28 @@ def test_it_counts_a_tool_choice_of_none_outside_the_gpt5_family() -> None:
     assert count_request(messages, profile=gpt5, tools=tools, tool_choice="none") == (
         count_request(messages, profile=gpt5, tools=tools)
     )
+
+
+def test_it_saves_nothing_for_o4_mini_tools_after_a_system_message() -> None:
+    # tests/fixtures/real/fantasy.jsonl line 9 (and 11, 51, 53): o4-mini reported 64 prompt
+    # tokens; the 4 tokens that other models save when the tools join the system text
+    # (gpt-4o, the gpt-5 family) would make it 60.
+    parameters = {
+        "properties": {"location": {"description": "the city", "type": "string"}},
+        "required": ["location"],
+        "type": "object",
+    }
+    function = {
+        "name": "weather",
+        "strict": False,
+        "description": "Get weather information for a location",
+        "parameters": parameters,
+    }
+    tools = [{"type": "function", "function": function}]
+    messages: list[ChatMessage] = [
+        {"content": "You are a helpful assistant", "role": "system"},
+        {"content": "What's the weather in Florence,Italy?", "role": "user"},
+    ]
+    o4 = default_profile("o4-mini-2025-04-16")
+    assert o4.tools_system_saving == 0
+    assert count_request(messages, profile=o4, tools=tools, tool_choice="auto") == 64
