@@ -401,3 +401,33 @@ def test_it_saves_nothing_for_o4_mini_tools_after_a_system_message() -> None:
     o4 = default_profile("o4-mini-2025-04-16")
     assert o4.tools_system_saving == 0
     assert count_request(messages, profile=o4, tools=tools, tool_choice="auto") == 64
+
+
+def test_it_counts_o4_mini_tool_rounds_like_the_gpt5_family() -> None:
+    # tests/fixtures/real/fantasy.jsonl line 52: o4-mini reported 95 prompt tokens for the
+    # request of line 51 (64) plus one call of `weather` and its result.
+    parameters = {
+        "properties": {"location": {"description": "the city", "type": "string"}},
+        "required": ["location"],
+        "type": "object",
+    }
+    function = {
+        "name": "weather",
+        "description": "Get weather information for a location",
+        "parameters": parameters,
+    }
+    tools = [{"type": "function", "function": function}]
+    call = {
+        "id": "call_gcwOMtZgMBLlxt6yBBUtJAXo",
+        "function": {"arguments": '{"location":"Florence, Italy"}', "name": "weather"},
+        "type": "function",
+    }
+    messages: list[ChatMessage] = [
+        {"content": "You are a helpful assistant", "role": "system"},
+        {"content": "What's the weather in Florence,Italy?", "role": "user"},
+        {"tool_calls": [call], "role": "assistant"},
+        {"content": "40 C", "tool_call_id": "call_gcwOMtZgMBLlxt6yBBUtJAXo", "role": "tool"},
+    ]
+    o4 = default_profile("o4-mini-2025-04-16")
+    assert o4.tool_round_tokens == default_profile("gpt-5").tool_round_tokens == 9
+    assert count_request(messages, profile=o4, tools=tools, tool_choice="auto") == 95
