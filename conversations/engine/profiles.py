@@ -55,6 +55,12 @@ class ModelProfile:
     # gpt-5.4 and gpt-5.4-mini (pydantic-ai.jsonl lines 112-229, ruby_llm.jsonl); o3-mini
     # adds none (crewai.jsonl).
     tools_preamble: int = 0
+    # Tokens per function without a description, beyond its text: -1 on the gpt-5 family.
+    # pydantic-ai.jsonl lines 130-169 (30 gpt-5-mini calls, one parameterless function with
+    # `"description": ""`) were each 1 over; its 5 calls of the same function shape with a
+    # description (and 34 of chatlas.jsonl and ruby_llm.jsonl) are exact, and so are the 113
+    # calls of other models with undescribed functions (pydantic-ai.jsonl line 9, gpt-4o).
+    undescribed_function_tokens: int = 0
     context_window: int | None = None
     max_output_tokens: int | None = None
 
@@ -74,6 +80,7 @@ class _Family:
     tools_preamble: int = 0
     tools_system_saving: int = 4
     tool_round_tokens: int = 5
+    undescribed_function_tokens: int = 0
 
 
 # The gpt-5 family: harmony chats and the tools preamble (ModelProfile).
@@ -82,6 +89,7 @@ _GPT5: dict[str, Any] = {
     "tools_preamble": 82,
     "tools_system_saving": 1,
     "tool_round_tokens": 9,
+    "undescribed_function_tokens": -1,
 }
 
 # o4 and o4-mini: harmony chats whose tools cost as much after a system message as alone,
@@ -178,4 +186,5 @@ def default_profile(model: str | None) -> ModelProfile:
         tools_preamble=family.tools_preamble,
         tools_system_saving=family.tools_system_saving,
         tool_round_tokens=family.tool_round_tokens,
+        undescribed_function_tokens=family.undescribed_function_tokens,
     )

@@ -316,3 +316,18 @@ def open_parameters(tools: list[dict[str, Any]]) -> int:
         parameters = function.get("parameters")
         count += isinstance(parameters, dict) and parameters.get("additionalProperties") is True
     return count
+
+
+def undescribed_functions(tools: list[dict[str, Any]]) -> int:
+    """Functions without a description (absent or empty): the gpt-5 family counts each one
+    token fewer than its text (ModelProfile.undescribed_function_tokens). Custom tools and
+    other non-function entries are not functions here."""
+    count = 0
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type", "function") != "function":
+            continue
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name"):
+            description = function.get("description")
+            count += not (isinstance(description, str) and description)
+    return count

@@ -4,6 +4,7 @@ encodes each message once, yet is identical to rendering from scratch."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -431,3 +432,28 @@ def test_it_counts_o4_mini_tool_rounds_like_the_gpt5_family() -> None:
     o4 = default_profile("o4-mini-2025-04-16")
     assert o4.tool_round_tokens == default_profile("gpt-5").tool_round_tokens == 9
     assert count_request(messages, profile=o4, tools=tools, tool_choice="auto") == 95
+
+
+def test_it_counts_an_undescribed_function_one_token_fewer_on_the_gpt5_family() -> None:
+    # tests/fixtures/real/pydantic-ai.jsonl line 130: gpt-5-mini reported 126 prompt tokens
+    # for one parameterless function with `"description": ""` (127 by its text); gpt-4o
+    # counts such a function by its text (pydantic-ai.jsonl line 9).
+    parameters = {"additionalProperties": False, "properties": {}, "type": "object"}
+    bare = {"description": "", "name": "get_mixed_content", "parameters": parameters}
+    tools = [{"function": bare, "type": "function"}]
+    messages: list[ChatMessage] = [
+        {
+            "content": "Call the get_mixed_content tool and describe what you received.",
+            "role": "user",
+        }
+    ]
+    mini = default_profile("gpt-5-mini-2025-08-07")
+    assert count_request(messages, profile=mini, tools=tools, tool_choice="auto") == 126
+    by_text = replace(mini, undescribed_function_tokens=0)
+    assert count_request(messages, profile=by_text, tools=tools) == 127
+    assert default_profile("gpt-4o").undescribed_function_tokens == 0
+    # a custom tool is no function: nothing taken off
+    custom = [{"type": "custom", "custom": {"name": "math_exp"}}]
+    assert count_request(messages, profile=mini, tools=custom) == count_request(
+        messages, profile=by_text, tools=custom
+    )
