@@ -40,9 +40,11 @@ CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 # 96.8 % / 98.5 % with number constraints, `Array<...>` items, multi-line unions, merged allOf
 # and a blank comment line between a title and a description (schemas.py); 97.0 % / 98.7 %
 # with two dd-trace-py recordings left out whose usage OpenAI never reported (3,593 measured)
-# and open parameters objects (schemas.OPEN_PARAMETERS_TOKENS).
-EQUAL_FLOOR = 0.969
-WITHIN_1_PERCENT_FLOOR = 0.986
+# and open parameters objects (schemas.OPEN_PARAMETERS_TOKENS); 98.0 % / 98.9 % with o4-mini's
+# tools and tool rounds (profiles.py), the gpt-5 family's undescribed functions and unlabelled
+# `Array<...>` items with comments (schemas.py).
+EQUAL_FLOOR = 0.979
+WITHIN_1_PERCENT_FLOOR = 0.988
 TARGET_EQUAL = 0.95
 TARGET_WITHIN_1_PERCENT = 0.99
 WORST_SHOWN = 15
