@@ -101,9 +101,10 @@ def _is_union(spec: dict[str, Any]) -> bool:
 # - Unlabelled items with comments inside (a property's description or title) are written
 #   `Array<\n{...}\n>`, as labelled ones less the label: instructor-rb.jsonl line 1
 #   (gpt-3.5-turbo-0125; `items` and, inside it, `subtasks` are such arrays) is exact with
-#   it, 4 short as `{...}[]`; crewai.jsonl's create_reasoning_plan (11 calls) is 2 tokens
-#   closer, the rest of its gap being its type list (see tools_text). pydantic-ai's
-#   `answers` items have no comments and stay `{...}[]`.
+#   it, 4 short as `{...}[]`; crewai.jsonl's create_reasoning_plan (11 calls) comes 2 tokens
+#   closer and stays 32 short, around its `tool_to_use` (`type: ["string", "null"]`, the
+#   corpus's only type list; unexplained). pydantic-ai's `answers` items have no comments
+#   and stay `{...}[]`.
 
 
 def _item_label(items: dict[str, Any]) -> str | None:
