@@ -102,9 +102,9 @@ def _is_union(spec: dict[str, Any]) -> bool:
 #   `Array<\n{...}\n>`, as labelled ones less the label: instructor-rb.jsonl line 1
 #   (gpt-3.5-turbo-0125; `items` and, inside it, `subtasks` are such arrays) is exact with
 #   it, 4 short as `{...}[]`; crewai.jsonl's create_reasoning_plan (11 calls) comes 2 tokens
-#   closer and stays 32 short, around its `tool_to_use` (`type: ["string", "null"]`, the
-#   corpus's only type list; unexplained). pydantic-ai's `answers` items have no comments
-#   and stay `{...}[]`.
+#   closer and stays 32 short, unexplained (its other shape no other call has is the type
+#   list `["string", "null"]` of `tool_to_use`). pydantic-ai's `answers` items have no
+#   comments and stay `{...}[]`.
 
 
 def _item_label(items: dict[str, Any]) -> str | None:
