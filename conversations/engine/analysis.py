@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -302,9 +303,17 @@ def _render_transcript(
     return pending, untimed
 
 
-class _Simulators:
-    """One simulator per cache policy, made when first needed: models of different
-    policies never share entries, and each simulator takes its numbers from its policy."""
+# How many conversations an import analyses and writes at a time (a 500 MB file never sits
+# in memory), and so how `analyze_chunked` reads a file: both paths cut a file the same way.
+ANALYSIS_CHUNK = 200
+
+
+class CacheState:
+    """The prompt cache an analysis leaves behind. One simulator per cache policy, made
+    when first needed: models of different policies never share entries, and each
+    simulator takes its numbers from its policy. Passed from one chunk of a file to the
+    next, so a conversation in the second chunk finds the prefixes the first chunk cached
+    (each chunk starting cold made every 201st conversation of an import miss)."""
 
     def __init__(self, retention_seconds: int) -> None:
         self.retention_seconds = retention_seconds
@@ -347,7 +356,7 @@ class _Simulators:
         )  # fmt: skip
 
 
-def _simulate(simulators: _Simulators, conversations: list[list[_Pending]], org: str) -> None:
+def _simulate(simulators: CacheState, conversations: list[list[_Pending]], org: str) -> None:
     untimed = [p for calls in conversations for p in calls if p.at is None]
     # Listed in (conversation, call) order and sorted stably: ties keep that order.
     timed = sorted(
@@ -447,20 +456,67 @@ def analyze(
     default_model: str | None = None,
     encoding_cache: EncodingCache | None = None,
     policy_for: PolicyFor = default_policy,
+    cache: CacheState | None = None,
+    first_number: int = 0,
 ) -> Analysis:
     """Analyse transcripts that share one organization's prompt cache.
 
     profile_for(model) gives the counting profile; rates_for(call, prompt_tokens) the rates
     (None: unpriced, cost None). Transcripts without `calls` are rebuilt per design.md 2.5.
+    `cache`: the cache earlier chunks of the same file left (else a cold one); it is
+    updated. `first_number`: the first transcript's number in the file.
     """
     transcripts = list(transcripts)
     profile_for = functools.cache(profile_for)  # callers may hit a database; ask once a model
     policy_for = functools.cache(policy_for)
+    if cache is None:
+        cache = CacheState(retention_seconds)
+    elif cache.retention_seconds != retention_seconds:
+        raise ValueError("a chunk's retention differs from the cache state's")
     with _collector_paused():
         return _analyze(
             transcripts, profile_for, policy_for, rates_for, retention_seconds, org,
-            default_model, encoding_cache,
+            default_model, encoding_cache, cache, first_number,
         )  # fmt: skip
+
+
+def analyze_chunked(
+    transcripts: Iterable[Transcript],
+    *,
+    profile_for: ProfileFor,
+    rates_for: RatesFor,
+    retention_seconds: int,
+    org: str = "default",
+    default_model: str | None = None,
+    policy_for: PolicyFor = default_policy,
+    chunk: int = ANALYSIS_CHUNK,
+) -> Analysis:
+    """A file analysed as an import analyses it: `chunk` conversations at a time, each
+    chunk in time order, finding the cache the chunks before it left. Equal to one
+    `analyze` of the whole file when the file's conversations come in time order; when a
+    later chunk holds calls older than an earlier chunk's, those are simulated after them,
+    as the import (which cannot hold a whole file) does too. `analyze` = import."""
+    profile_for = functools.cache(profile_for)
+    policy_for = functools.cache(policy_for)
+    cache = CacheState(retention_seconds)
+    conversations: list[ConversationAnalysis] = []
+    missing = False
+    items = iter(transcripts)
+    while part := list(itertools.islice(items, chunk)):
+        analysis = analyze(
+            part, profile_for=profile_for, rates_for=rates_for,
+            retention_seconds=retention_seconds, org=org, default_model=default_model,
+            policy_for=policy_for, cache=cache, first_number=len(conversations),
+        )  # fmt: skip
+        conversations.extend(analysis.conversations)
+        missing = missing or analysis.timestamps_missing
+    return Analysis(
+        conversations=conversations,
+        retention_seconds=retention_seconds,
+        org=org,
+        timestamps_missing=missing,
+        totals=totals_of([c for conversation in conversations for c in conversation.calls]),
+    )
 
 
 @contextlib.contextmanager
@@ -488,16 +544,18 @@ def _analyze(
     org: str,
     default_model: str | None,
     encoding_cache: EncodingCache | None,
+    cache: CacheState,
+    first_number: int,
 ) -> Analysis:
     rendered: list[list[_Pending]] = []
     untimed: list[bool] = []
-    for number, transcript in enumerate(transcripts):
+    for number, transcript in enumerate(transcripts, start=first_number):
         calls, missing = _render_transcript(
             number, transcript, profile_for, policy_for, default_model, encoding_cache
         )
         rendered.append(calls)
         untimed.append(missing)
-    _simulate(_Simulators(retention_seconds), rendered, org)
+    _simulate(cache, rendered, org)
     conversations = []
     for transcript, calls, missing in zip(transcripts, rendered, untimed, strict=True):
         for item in calls:

@@ -40,6 +40,7 @@ from .schemas import (
     open_parameters,
     tools_text,
     undescribed_first_properties,
+    undescribed_functions,
 )
 from .sequences import (
     FORCED,
@@ -164,13 +165,15 @@ def encode_tools(
     (system_tail), which the tools join: 4 tokens fewer (no message of their own), one
     back when the blank line between them is a token of its own. Each function whose first
     property has no description counts one token fewer than its text, each whose parameters
-    are open (additionalProperties) OPEN_PARAMETERS_TOKENS more (schemas.py)."""
+    are open (additionalProperties) OPEN_PARAMETERS_TOKENS more (schemas.py), and each
+    without a description the profile's undescribed_function_tokens more."""
     if not tools:
         return []
     text = encode_text(get_encoding(profile.encoding), tools_text(tools))
     overhead = profile.tools_overhead + profile.tools_preamble
     overhead -= undescribed_first_properties(tools)
     overhead += OPEN_PARAMETERS_TOKENS * open_parameters(tools)
+    overhead += profile.undescribed_function_tokens * undescribed_functions(tools)
     if after_system is not None:
         overhead -= profile.tools_system_saving
         overhead += _separator_tokens(profile.encoding, after_system)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from costlab.gc_spacing import spaced_collections
 from pricing.book import PriceBook
 
-from ..engine.analysis import CallAnalysis, analyze
+from ..engine.analysis import ANALYSIS_CHUNK, CacheState, CallAnalysis, analyze
 from ..engine.cache import MissReason as EngineMissReason
 from ..engine.types import Call, Transcript, located_warnings
 from ..hashing import transcript_sha256
@@ -37,7 +37,7 @@ from ..ranges import request_ranges
 from . import bulk, chunk_sums, rollups
 from .usage import turn_usage_fields
 
-CHUNK = 200
+CHUNK = ANALYSIS_CHUNK
 # Without a recorded retention scenario, simulate OpenAI's usual 5-10 minutes: take 10.
 DEFAULT_RETENTION_SECONDS = 600
 WARNINGS_KEPT = 200
@@ -374,6 +374,8 @@ def transcripts_store(
     # The organization x day sums wait in the transaction until the last chunk
     # (rollups.Staged: two imports into one organization would deadlock otherwise).
     # A chunk's rows are many short-lived objects: fewer collections (costlab/gc_spacing.py).
+    # One prompt cache for the whole file, carried from chunk to chunk (as analyze_chunked).
+    cache = CacheState(retention_seconds)
     with spaced_collections(), rollups.staged() as staged:
         for chunk in _chunks(transcripts, CHUNK):
             fresh = _not_yet_imported(
@@ -386,6 +388,7 @@ def transcripts_store(
                 rates_for=partial(book.call_rates, now=now),
                 retention_seconds=retention_seconds,
                 org=str(organization.code),
+                cache=cache,
             )
             stored, rows = _chunk_store(
                 organization=organization,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conversations.engine import cache, render
-from conversations.engine.analysis import Analysis, analyze, turns_from_messages
+from conversations.engine.analysis import Analysis, analyze, analyze_chunked, turns_from_messages
 from conversations.engine.cache import STEP, MissReason
 from conversations.engine.pricing import Rates
 from conversations.engine.profiles import ModelProfile, default_profile
@@ -371,3 +371,29 @@ def test_it_pauses_the_cyclic_collector_only_while_it_runs(
     with pytest.raises(RuntimeError):
         run([conversation(3)], profile_for, failing)
     assert gc.isenabled()  # back on after a failure too
+
+
+def test_a_file_read_in_chunks_gives_what_one_analysis_of_it_gives(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    # Seven conversations in time order, one system prompt: read three at a time, the
+    # fourth still finds the cache the third left, and numbering runs on across chunks.
+    sessions = [conversation(3, seed=n) for n in range(7)]
+    for n, session in enumerate(sessions):
+        session.messages[0] = sessions[0].messages[0]
+        session.message_times = [t + timedelta(minutes=2 * n) for t in known_times(session)]
+    whole = run(sessions, profile_for, rates_for)
+    chunked = analyze_chunked(
+        sessions, profile_for=profile_for, rates_for=rates_for, retention_seconds=300, chunk=3
+    )
+    assert chunked.conversations[3].calls[0].cached_tokens >= 1024
+
+    def figures(analysis: Analysis) -> list[tuple[int, int, int, Decimal | None]]:
+        return [
+            (c.conversation, c.index, c.cached_tokens, c.cost.total if c.cost else None)
+            for conversation in analysis.conversations
+            for c in conversation.calls
+        ]
+
+    assert figures(chunked) == figures(whole)
+    assert chunked.totals == whole.totals

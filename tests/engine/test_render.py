@@ -4,6 +4,7 @@ encodes each message once, yet is identical to rendering from scratch."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -375,4 +376,84 @@ def test_it_counts_a_tool_choice_of_none_outside_the_gpt5_family() -> None:
     gpt5 = default_profile("gpt-5-nano")
     assert count_request(messages, profile=gpt5, tools=tools, tool_choice="none") == (
         count_request(messages, profile=gpt5, tools=tools)
+    )
+
+
+def test_it_saves_nothing_for_o4_mini_tools_after_a_system_message() -> None:
+    # tests/fixtures/real/fantasy.jsonl line 9 (and 11, 51, 53): o4-mini reported 64 prompt
+    # tokens; the 4 tokens that other models save when the tools join the system text
+    # (gpt-4o, the gpt-5 family) would make it 60.
+    parameters = {
+        "properties": {"location": {"description": "the city", "type": "string"}},
+        "required": ["location"],
+        "type": "object",
+    }
+    function = {
+        "name": "weather",
+        "strict": False,
+        "description": "Get weather information for a location",
+        "parameters": parameters,
+    }
+    tools = [{"type": "function", "function": function}]
+    messages: list[ChatMessage] = [
+        {"content": "You are a helpful assistant", "role": "system"},
+        {"content": "What's the weather in Florence,Italy?", "role": "user"},
+    ]
+    o4 = default_profile("o4-mini-2025-04-16")
+    assert o4.tools_system_saving == 0
+    assert count_request(messages, profile=o4, tools=tools, tool_choice="auto") == 64
+
+
+def test_it_counts_o4_mini_tool_rounds_like_the_gpt5_family() -> None:
+    # tests/fixtures/real/fantasy.jsonl line 52: o4-mini reported 95 prompt tokens for the
+    # request of line 51 (64) plus one call of `weather` and its result.
+    parameters = {
+        "properties": {"location": {"description": "the city", "type": "string"}},
+        "required": ["location"],
+        "type": "object",
+    }
+    function = {
+        "name": "weather",
+        "description": "Get weather information for a location",
+        "parameters": parameters,
+    }
+    tools = [{"type": "function", "function": function}]
+    call = {
+        "id": "call_gcwOMtZgMBLlxt6yBBUtJAXo",
+        "function": {"arguments": '{"location":"Florence, Italy"}', "name": "weather"},
+        "type": "function",
+    }
+    messages: list[ChatMessage] = [
+        {"content": "You are a helpful assistant", "role": "system"},
+        {"content": "What's the weather in Florence,Italy?", "role": "user"},
+        {"tool_calls": [call], "role": "assistant"},
+        {"content": "40 C", "tool_call_id": "call_gcwOMtZgMBLlxt6yBBUtJAXo", "role": "tool"},
+    ]
+    o4 = default_profile("o4-mini-2025-04-16")
+    assert o4.tool_round_tokens == default_profile("gpt-5").tool_round_tokens == 9
+    assert count_request(messages, profile=o4, tools=tools, tool_choice="auto") == 95
+
+
+def test_it_counts_an_undescribed_function_one_token_fewer_on_the_gpt5_family() -> None:
+    # tests/fixtures/real/pydantic-ai.jsonl line 130: gpt-5-mini reported 126 prompt tokens
+    # for one parameterless function with `"description": ""` (127 by its text); gpt-4o
+    # counts such a function by its text (pydantic-ai.jsonl line 9).
+    parameters = {"additionalProperties": False, "properties": {}, "type": "object"}
+    bare = {"description": "", "name": "get_mixed_content", "parameters": parameters}
+    tools = [{"function": bare, "type": "function"}]
+    messages: list[ChatMessage] = [
+        {
+            "content": "Call the get_mixed_content tool and describe what you received.",
+            "role": "user",
+        }
+    ]
+    mini = default_profile("gpt-5-mini-2025-08-07")
+    assert count_request(messages, profile=mini, tools=tools, tool_choice="auto") == 126
+    by_text = replace(mini, undescribed_function_tokens=0)
+    assert count_request(messages, profile=by_text, tools=tools) == 127
+    assert default_profile("gpt-4o").undescribed_function_tokens == 0
+    # a custom tool is no function: nothing taken off
+    custom = [{"type": "custom", "custom": {"name": "math_exp"}}]
+    assert count_request(messages, profile=mini, tools=custom) == count_request(
+        messages, profile=by_text, tools=custom
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from conversations.engine.profiles import default_profile
 from conversations.engine.render import count_request
 from conversations.engine.schemas import open_parameters, tools_text, undescribed_first_properties
 from conversations.engine.types import ChatMessage
+
+REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 
 
 def test_it_renders_pydantic_schemas_as_commented_types() -> None:
@@ -114,20 +118,38 @@ def test_it_shows_the_label_of_an_array_item_object() -> None:
     forced = {"type": "function", "function": {"name": "steps"}}
     profile = default_profile("gpt-4o-2024-05-13")
     assert count_request(messages, profile=profile, tools=tools, tool_choice=forced) == 212
-    # a titled item ($ref to a pydantic model) shows its title; an item object with neither,
-    # or items that are no object, show nothing and stay `T[]`
+    # a titled item ($ref to a pydantic model) shows its title; an item object with neither
+    # is still written `Array<...>` while its properties carry comments, `{...}[]` without
+    # them; items that are no object stay `T[]`
     titled = {**step, "title": "Step"}
     del titled["description"]
     bare = {key: value for key, value in step.items() if key != "description"}
+    plain = {**bare, "properties": {"command": {"type": "string"}}}
     shown = (
         (titled, "s?: Array<\n// Step\n{\n"),
-        (bare, "s?: {\n"),
+        (bare, "s?: Array<\n{\n// A brief description"),
+        (plain, "s?: {\ncommand: string,\n}[],"),
         ({"type": "string"}, "s?: string[],"),
     )
     for items, text in shown:
         schema = {"type": "object", "properties": {"s": {"type": "array", "items": items}}}
         found = [{"type": "function", "function": {**function, "parameters": schema}}]
         assert text in tools_text(found)
+
+
+def test_it_writes_unlabelled_item_objects_with_comments_inside_array() -> None:
+    # tests/fixtures/real/instructor-rb.jsonl line 1: gpt-3.5-turbo-0125 reported 525 prompt
+    # tokens for `items` (first, undescribed) and its `subtasks`, arrays of unlabelled objects
+    # whose properties are described: 4 short as `{...}[]`.
+    record = json.loads((REAL / "instructor-rb.jsonl").read_text().splitlines()[0])
+    request = record["request"]
+    text = tools_text(request["tools"])
+    assert "items: Array<\n{\n// Unique identifier for the ticket\n" in text
+    assert " | Array<\n{\n// Unique identifier for the subtask\n" in text
+    # an array of objects as the undescribed first property keeps its token
+    assert undescribed_first_properties(request["tools"]) == 0
+    profile = default_profile(record["response"]["model"])
+    assert count_request(request["messages"], profile=profile, tools=request["tools"]) == 525
 
 
 def _forced(name: str, parameters: dict[str, Any]) -> tuple[list[dict[str, Any]], object]:

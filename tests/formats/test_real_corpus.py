@@ -1,5 +1,5 @@
 """Agreement of costlab's prompt-token estimates with what OpenAI reported, over the real-log
-corpus (tests/fixtures/real/README.md: 3,700 Chat Completions calls from 30 public repositories).
+corpus (tests/fixtures/real/README.md: 4,360 Chat Completions calls from 31 public repositories).
 
 Prints the figures (run with `-s` to see them): share of calls whose estimate equals the
 reported prompt_tokens, share within 1 %, the worst gaps. Calls with an image of unknown size
@@ -40,9 +40,11 @@ CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 # 96.8 % / 98.5 % with number constraints, `Array<...>` items, multi-line unions, merged allOf
 # and a blank comment line between a title and a description (schemas.py); 97.0 % / 98.7 %
 # with two dd-trace-py recordings left out whose usage OpenAI never reported (3,593 measured)
-# and open parameters objects (schemas.OPEN_PARAMETERS_TOKENS).
-EQUAL_FLOOR = 0.969
-WITHIN_1_PERCENT_FLOOR = 0.986
+# and open parameters objects (schemas.OPEN_PARAMETERS_TOKENS); 98.0 % / 98.9 % with o4-mini's
+# tools and tool rounds (profiles.py), the gpt-5 family's undescribed functions and unlabelled
+# `Array<...>` items with comments (schemas.py).
+EQUAL_FLOOR = 0.982
+WITHIN_1_PERCENT_FLOOR = 0.990
 TARGET_EQUAL = 0.95
 TARGET_WITHIN_1_PERCENT = 0.99
 WORST_SHOWN = 15
@@ -308,7 +310,7 @@ def agreement() -> Agreement:  # measured once for both tests: it takes a few se
 
 
 def test_it_measures_every_call_with_reported_usage(agreement: Agreement) -> None:
-    assert agreement.calls == 3700
+    assert agreement.calls == 4360
     assert agreement.unknown_size < agreement.calls / 20
 
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from conversations.engine.analysis import analyze
+from conversations.engine.analysis import analyze_chunked
 from conversations.engine.cache import parse_retention
 from conversations.engine.levers import compare_levers
 from conversations.engine.report import (
@@ -81,7 +81,8 @@ class Command(BaseCommand):
             transcripts = [
                 plan_strategy(t, strategy, profile_for=book.profile).transcript for t in transcripts
             ]
-        analysis = analyze(
+        # In the import's chunks, so that the figures are the import's (analysis.analyze_chunked).
+        analysis = analyze_chunked(
             transcripts,
             profile_for=book.profile,
             policy_for=book.policy,
