@@ -203,7 +203,10 @@ def _conversation_rows(
         rows.turn_conversation.append(position)
         rows.turn_response.append(None if response is None else first_message + response)
         at = result.call.started_at or started_at or fallback_time
-        for record in turn_usage_fields(model=turn["model"], result=result, book=book, at=at):
+        records = turn_usage_fields(
+            model=turn["model"], result=result, book=book, at=at, analysed_at=fallback_time
+        )
+        for record in records:
             record["organization_id"] = organization.pk
             rows.records.append(record)
             rows.record_turn.append(turn_position)
