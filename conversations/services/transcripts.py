@@ -307,6 +307,16 @@ def _chunk_build(
     return BuiltChunk(transcripts=[transcript for transcript, _ in fresh], rows=rows)
 
 
+def _chunk_build_off_the_database(**kwargs: Any) -> BuiltChunk:
+    """_chunk_build on the analysis thread. Only a bug opens that thread's connection (its
+    first query raises), and then it is closed here rather than left to the garbage
+    collector, which would warn about it in whatever runs next."""
+    try:
+        return _chunk_build(**kwargs)
+    finally:
+        connection.close()
+
+
 def _totals_add(totals: ImportTotals, built: BuiltChunk) -> None:
     """A built chunk's counts, billing and warnings, in file order (the cost is a running
     Decimal sum: added record by record in the same order, it is the same to the digit)."""
@@ -468,7 +478,7 @@ def transcripts_store(
                         organization=organization, job=job, chunk=chunk, totals=totals
                     )
                     following = analyst.submit(
-                        _chunk_build,
+                        _chunk_build_off_the_database,
                         organization=organization,
                         job=job,
                         book=book,
