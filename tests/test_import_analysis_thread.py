@@ -126,25 +126,31 @@ def test_an_earlier_chunks_failed_write_is_raised_before_a_later_chunks_bad_line
     _nothing_stored(org)
 
 
-def test_the_analysis_runs_on_its_own_thread_without_a_connection(
+def test_the_analysis_runs_on_one_thread_kept_between_imports_without_a_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transcripts, "CHUNK", CHUNK)
-    seen: list[tuple[str, bool]] = []
+    seen: list[tuple[threading.Thread, bool]] = []
     build = transcripts._chunk_build
 
     def observed(**kwargs: Any) -> transcripts.BuiltChunk:
         built = build(**kwargs)
-        seen.append((threading.current_thread().name, connection.connection is None))
+        seen.append((threading.current_thread(), connection.connection is None))
         return built
 
     monkeypatch.setattr(transcripts, "_chunk_build", observed)
-    path = _chat_file(tmp_path / "chats.jsonl", [_chat_line(n) for n in range(5)])
-    job = imports.import_path(organization=OrganizationFactory.create(), paths=[path])
-    assert job.status == ImportStatus.SUCCEEDED, job.error
-    assert len(seen) == 3
-    for name, unconnected in seen:
-        assert name.startswith("import-analysis") and name != threading.current_thread().name
+    org = OrganizationFactory.create()
+    for name in ("first.jsonl", "second.jsonl"):
+        lines = [_chat_line(n) for n in range(5)] + [_chat_line(9, content=name)]
+        job = imports.import_path(organization=org, paths=[_chat_file(tmp_path / name, lines)])
+        assert job.status == ImportStatus.SUCCEEDED, job.error
+    assert len(seen) == 6
+    # One thread for both imports (tiktoken is fastest on the thread that used it first).
+    assert len({id(thread) for thread, _ in seen}) == 1
+    for thread, unconnected in seen:
+        assert (
+            thread.name.startswith("import-analysis") and thread is not threading.current_thread()
+        )
         assert unconnected
 
 
