@@ -36,6 +36,7 @@ from pricing.models import ModelPrice
 from ..breakdowns import DEFAULT_STEP, OTHER_KEY
 from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import MissReason, UsageSource
+from .upsert_sql import ADD, GREATEST, LEAST, MONEY, on_conflict_combine, quote
 
 # --- PostgreSQL's numeric arithmetic, where a figure divides -------------------------------
 
@@ -161,8 +162,6 @@ def _lost(
 
 
 # --- the tables' figures ------------------------------------------------------------------
-
-ADD, MONEY, LEAST, GREATEST = "add", "money", "least", "greatest"
 
 
 @dataclass(frozen=True)
@@ -664,10 +663,6 @@ def own_write(own: Sums) -> None:
     )
 
 
-def _quote(name: str) -> str:
-    return connection.ops.quote_name(name)
-
-
 _STAGE_NAMES = iter(range(1 << 62))
 
 
@@ -678,34 +673,20 @@ def shared_upsert(shape: Shape, sums: Sums) -> None:
     if not rows:
         return
     stage = f"chunk_sums_{next(_STAGE_NAMES)}_{shape.table}"
-    columns = ", ".join(_quote(c) for c in shape.columns)
+    columns = ", ".join(quote(c) for c in shape.columns)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"CREATE TEMPORARY TABLE {_quote(stage)} ON COMMIT DROP AS "
-            f"SELECT {columns} FROM {_quote(shape.table)} WITH NO DATA"
+            f"CREATE TEMPORARY TABLE {quote(stage)} ON COMMIT DROP AS "
+            f"SELECT {columns} FROM {quote(shape.table)} WITH NO DATA"
         )
     _copy(stage, shape.columns, rows)
-    keys = ", ".join(_quote(k) for k in shape.keys)
-    names = ", ".join(_quote(name) for name, _ in shape.figures)
-    updates = []
-    for name, kind in shape.figures:
-        mine, theirs = f"{_quote(shape.table)}.{_quote(name)}", f"excluded.{_quote(name)}"
-        if kind == MONEY:
-            updates.append(f"{_quote(name)} = COALESCE({mine} + {theirs}, {mine}, {theirs})")
-        elif kind in (LEAST, GREATEST):
-            updates.append(f"{_quote(name)} = {kind}({mine}, {theirs})")
-        else:
-            updates.append(f"{_quote(name)} = {mine} + {theirs}")
-    conflict = ", ".join(_quote(k) for k in _conflict(shape))
+    keys = ", ".join(quote(k) for k in shape.keys)
+    names = ", ".join(quote(name) for name, _ in shape.figures)
+    # Each table's unique constraint is its keys (conversations/models.py).
+    combine = on_conflict_combine(shape.table, shape.keys, shape.figures)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_quote(shape.table)} ({keys}, {names}) "
-            f"SELECT {keys}, {names} FROM {_quote(stage)} ORDER BY {keys} "
-            f"ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
+            f"INSERT INTO {quote(shape.table)} ({keys}, {names}) "
+            f"SELECT {keys}, {names} FROM {quote(stage)} ORDER BY {keys}{combine}"
         )
-        cursor.execute(f"DROP TABLE {_quote(stage)}")
-
-
-def _conflict(shape: Shape) -> tuple[str, ...]:
-    # Each table's unique constraint (conversations/models.py).
-    return shape.keys
+        cursor.execute(f"DROP TABLE {quote(stage)}")

@@ -35,6 +35,7 @@ from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import BreakerDay, Conversation, DimensionDay, MissReason, Organization, UsageRecord
 from .rollup_drift import compare, normal
 from .rollup_lock import organization_lock
+from .upsert_sql import ADD, GREATEST, LEAST, MONEY, on_conflict_combine, quote
 
 # The kinds every record is counted under, and the value that groups it.
 KINDS: dict[str, Any] = {
@@ -127,15 +128,15 @@ def _dimension_rows(
         .order_by()
     )
     inner, params = grouped.query.sql_with_params()
-    sums = ", ".join(f"SUM(g.{_quote(_alias(c))}) AS {_quote(_alias(c))}" for c in SUMS)
+    sums = ", ".join(f"SUM(g.{quote(_alias(c))}) AS {quote(_alias(c))}" for c in SUMS)
     parts = []
     for column in columns:
-        value = f"g.{_quote(column)}"
+        value = f"g.{quote(column)}"
         parts.append(
-            f"SELECT g.{_quote('organization_id')}, %s AS {_quote('kind')}, g.{_quote('day')}, "
-            f"g.{_quote('model')}, {value} AS {_quote('value')}, {sums} FROM g "
+            f"SELECT g.{quote('organization_id')}, %s AS {quote('kind')}, g.{quote('day')}, "
+            f"g.{quote('model')}, {value} AS {quote('value')}, {sums} FROM g "
             f"WHERE {value} IS NOT NULL "
-            f"GROUP BY g.{_quote('organization_id')}, g.{_quote('day')}, g.{_quote('model')}, "
+            f"GROUP BY g.{quote('organization_id')}, g.{quote('day')}, g.{quote('model')}, "
             f"{value}"
         )
     return f"WITH g AS ({inner}) ", " UNION ALL ".join(parts), [*params, *kinds.values()]
@@ -144,7 +145,6 @@ def _dimension_rows(
 # BreakerDay: its keys, the keys its upsert meets, and how each figure combines.
 BREAKER_KEYS = ("organization_id", "conversation_id", "day", "model", "message", "block")
 BREAKER_CONFLICT = BREAKER_KEYS[1:]
-LEAST, GREATEST = "least", "greatest"
 BREAKER_COMBINE = {
     "first_token": LEAST,
     "last_token": GREATEST,
@@ -182,10 +182,6 @@ def _breaker_rows(organization: Organization, records: QuerySet[UsageRecord]) ->
     return rows
 
 
-def _quote(name: str) -> str:
-    return connection.ops.quote_name(name)
-
-
 def _upsert(
     table: str,
     rows: tuple[str, str, Sequence[Any]],
@@ -213,32 +209,20 @@ def _upsert_sql(
     (costs: NULL + x = x, as SUM has it), or the least or the greatest of the two."""
     sums = list(sums)
     columns = [*keys, *sums]
-    names = ", ".join(_quote(c) for c in columns)
-    select = ", ".join(f"delta.{_quote(c if c in keys else _alias(c))}" for c in columns)
+    names = ", ".join(quote(c) for c in columns)
+    select = ", ".join(f"delta.{quote(c if c in keys else _alias(c))}" for c in columns)
     prefix, inner, params = rows
-    target = _quote(table)
+    target = quote(table)
     # WHERE true: SQLite needs it to tell an upsert's ON from a join's. The keys in order,
     # so two writers never wait on each other in a cycle.
     sql = (
         f"{prefix}INSERT INTO {target} ({names}) SELECT {select} FROM ({inner}) delta WHERE true "
-        f"ORDER BY {', '.join(f'delta.{_quote(k)}' for k in keys)}"
+        f"ORDER BY {', '.join(f'delta.{quote(k)}' for k in keys)}"
     )
     if conflict is not None:
-        updates = []
-        for column in sums:
-            mine, theirs = f"{target}.{_quote(column)}", f"excluded.{_quote(column)}"
-            how = (combine or {}).get(column)
-            if how is not None:
-                # SQLite's two-argument MIN and MAX are PostgreSQL's LEAST and GREATEST.
-                if connection.vendor == "sqlite":
-                    how = "min" if how == LEAST else "max"
-                updates.append(f"{_quote(column)} = {how}({mine}, {theirs})")
-            elif column in NULLABLE:
-                updates.append(f"{_quote(column)} = COALESCE({mine} + {theirs}, {mine}, {theirs})")
-            else:
-                updates.append(f"{_quote(column)} = {mine} + {theirs}")
-        sql += f" ON CONFLICT ({', '.join(_quote(k) for k in conflict)}) DO UPDATE SET "
-        sql += ", ".join(updates)
+        how = combine or {}
+        kinds = [(c, how.get(c) or (MONEY if c in NULLABLE else ADD)) for c in sums]
+        sql += on_conflict_combine(table, conflict, kinds)
     return sql, params
 
 
@@ -266,7 +250,7 @@ def dimension_sums(
     (an import adds them with the rest of its sums, in one upsert): KEYS, then SUMS."""
     prefix, body, params = _dimension_rows(organization, records)
     columns = ", ".join(
-        [*(f"delta.{_quote(k)}" for k in KEYS), *(f"delta.{_quote(_alias(c))}" for c in SUMS)]
+        [*(f"delta.{quote(k)}" for k in KEYS), *(f"delta.{quote(_alias(c))}" for c in SUMS)]
     )
     with connection.cursor() as cursor:
         cursor.execute(f"{prefix}SELECT {columns} FROM ({body}) delta", params)

@@ -73,6 +73,7 @@ from ..models import (
 from . import chunk_sums, dimension_rollups
 from .rollup_drift import compare, normal
 from .rollup_lock import organization_lock
+from .upsert_sql import ADD, MONEY, on_conflict_combine, quote
 
 # Ids per statement: well under PostgreSQL's 65,535 parameters.
 ID_BATCH = 5000
@@ -309,10 +310,6 @@ def _aliased(sums: dict[str, Any]) -> dict[str, Any]:
     return {_alias(column): value for column, value in sums.items()}
 
 
-def _quote(name: str) -> str:
-    return connection.ops.quote_name(name)
-
-
 def _insert_sql(table: Table, rows: QuerySet[Any], *, add: bool) -> tuple[str, Sequence[Any]]:
     """INSERT the rows a values() queryset computes; with `add`, a key already there gets
     the new sums added to its own (costs: NULL + x = x, as SUM would have it)."""
@@ -325,24 +322,16 @@ def _select_insert_sql(
 ) -> tuple[str, Sequence[Any]]:
     """_insert_sql of rows a SELECT gives: the table's keys and its sums under their aliases."""
     columns = [*table.keys, *table.sums]
-    names = ", ".join(_quote(c) for c in columns)
-    select = ", ".join(f"delta.{_quote(c if c in table.keys else _alias(c))}" for c in columns)
+    names = ", ".join(quote(c) for c in columns)
+    select = ", ".join(f"delta.{quote(c if c in table.keys else _alias(c))}" for c in columns)
     # WHERE true: SQLite needs it to tell an upsert's ON from a join's.
     sql = (
-        f"INSERT INTO {_quote(table.name)} ({names}) SELECT {select} FROM ({inner}) delta "
-        f"WHERE true ORDER BY {', '.join(f'delta.{_quote(k)}' for k in table.keys)}"
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT {select} FROM ({inner}) delta "
+        f"WHERE true ORDER BY {', '.join(f'delta.{quote(k)}' for k in table.keys)}"
     )
     if add:
-        target = _quote(table.name)
-        updates = []
-        for column in table.sums:
-            mine, theirs = f"{target}.{_quote(column)}", f"excluded.{_quote(column)}"
-            if column in NULLABLE_COLUMNS:
-                updates.append(f"{_quote(column)} = COALESCE({mine} + {theirs}, {mine}, {theirs})")
-            else:
-                updates.append(f"{_quote(column)} = {mine} + {theirs}")
-        conflict = ", ".join(_quote(k) for k in table.conflict)
-        sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
+        kinds = [(c, MONEY if c in NULLABLE_COLUMNS else ADD) for c in table.sums]
+        sql += on_conflict_combine(table.name, table.conflict, kinds)
     return sql, params
 
 
@@ -370,10 +359,10 @@ def _totals_insert_sql(
     inner, params = sums.query.sql_with_params()
     keys = ("conversation_id", "organization_id")
     columns = (*TOTALS_COLUMNS, "is_priced")
-    names = ", ".join(_quote(c) for c in (*keys, *columns))
-    select = ", ".join(_quote(c) for c in (*keys, *map(_alias, columns)))
+    names = ", ".join(quote(c) for c in (*keys, *columns))
+    select = ", ".join(quote(c) for c in (*keys, *map(_alias, columns)))
     sql = (
-        f"INSERT INTO {_quote(ConversationTotals._meta.db_table)} ({names}) "
+        f"INSERT INTO {quote(ConversationTotals._meta.db_table)} ({names}) "
         f"SELECT {select} FROM ({inner}) totals WHERE true ORDER BY conversation_id"
     )
     return sql, params
@@ -496,15 +485,15 @@ class Staged:
         if connection.vendor != "postgresql":
             _insert(table, rows, add=True)
             return
-        columns = ", ".join(_quote(c) for c in _staged_columns(table))
+        columns = ", ".join(quote(c) for c in _staged_columns(table))
         inner, params = rows.query.sql_with_params()
         select = f"SELECT {columns} FROM ({inner}) delta"
         stage = self.tables.get(table.name)
         if stage is None:
             stage = self.tables[table.name] = f"rollup_stage_{next(_STAGES)}_{table.name}"
-            sql = f"CREATE TEMPORARY TABLE {_quote(stage)} ON COMMIT DROP AS {select}"
+            sql = f"CREATE TEMPORARY TABLE {quote(stage)} ON COMMIT DROP AS {select}"
         else:
-            sql = f"INSERT INTO {_quote(stage)} ({columns}) {select}"
+            sql = f"INSERT INTO {quote(stage)} ({columns}) {select}"
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
 
@@ -529,13 +518,13 @@ class Staged:
             stage = self.tables.pop(table.name, None)
             if stage is None:
                 continue
-            keys = ", ".join(_quote(k) for k in table.keys)
-            sums = ", ".join(f"SUM({_quote(_alias(name))})" for name, _ in shape.figures)
+            keys = ", ".join(quote(k) for k in table.keys)
+            sums = ", ".join(f"SUM({quote(_alias(name))})" for name, _ in shape.figures)
             with connection.cursor() as cursor:
-                cursor.execute(f"SELECT {keys}, {sums} FROM {_quote(stage)} GROUP BY {keys}")
+                cursor.execute(f"SELECT {keys}, {sums} FROM {quote(stage)} GROUP BY {keys}")
                 for row in cursor.fetchall():
                     self.sums.add(shape, tuple(row[: len(table.keys)]), row[len(table.keys) :])
-                cursor.execute(f"DROP TABLE {_quote(stage)}")
+                cursor.execute(f"DROP TABLE {quote(stage)}")
         for shape in (chunk_sums.DIMENSION_DAY, *chunk_sums.ORG_DAY_SHAPES):
             chunk_sums.shared_upsert(shape, self.sums)
 
@@ -635,7 +624,7 @@ def _turns_added_sql(
     marks = ", ".join(["%s"] * len(conversation_ids))
     statements.append(
         (
-            f"DELETE FROM {_quote(ConversationTotals._meta.db_table)} "
+            f"DELETE FROM {quote(ConversationTotals._meta.db_table)} "
             f"WHERE organization_id = %s AND conversation_id IN ({marks})",
             [organization.pk, *conversation_ids],
         )

@@ -5,7 +5,11 @@ The caller owns the transaction (an import is all or nothing)."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -13,7 +17,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from django.db import models
+from django.db import DatabaseError, connection, models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -160,7 +164,6 @@ def _conversation_rows(
     digest: str,
     results: list[CallAnalysis],
     fallback_time: datetime,
-    totals: ImportTotals,
     tags: dict[str, str],
 ) -> None:
     calls: list[Call] = [r.call for r in results]
@@ -203,17 +206,13 @@ def _conversation_rows(
         rows.turn_conversation.append(position)
         rows.turn_response.append(None if response is None else first_message + response)
         at = result.call.started_at or started_at or fallback_time
-        for record in turn_usage_fields(model=turn["model"], result=result, book=book, at=at):
+        records = turn_usage_fields(
+            model=turn["model"], result=result, book=book, at=at, analysed_at=fallback_time
+        )
+        for record in records:
             record["organization_id"] = organization.pk
-            if record["is_billing"]:
-                totals.add_billing(tokens=record["total_tokens"], cost=record["cost_total"])
             rows.records.append(record)
             rows.record_turn.append(turn_position)
-    totals.conversations += 1
-    totals.turns += len(results)
-    totals.messages += len(transcript.messages)
-    for warning in located_warnings(transcript):
-        totals.warn(warning)
 
 
 # Writes one table's rows, parents' ids already in them; the rows' ids, in order.
@@ -260,36 +259,141 @@ def _rows_copy_write(rows: ChunkRows) -> list[int]:
     return _rows_write(rows, _copy_insert)
 
 
-def _chunk_store(
+@dataclass
+class BuiltChunk:
+    """A chunk's conversations analysed and their rows built, not yet written."""
+
+    transcripts: list[Transcript]
+    rows: ChunkRows
+
+
+def _no_queries(*args: object) -> None:
+    raise RuntimeError("an import's analysis thread ran a query outside the import's transaction")
+
+
+def _chunk_build(
     *,
     organization: Organization,
     job: ImportJob | None,
     book: PriceBook,
-    stored: list[tuple[Transcript, str, list[CallAnalysis]]],
-    fallback_time: datetime,
-    totals: ImportTotals,
+    fresh: list[tuple[Transcript, str]],
+    now: datetime,
+    retention_seconds: int,
+    cache: CacheState,
     tags: dict[str, str],
-) -> tuple[list[int], ChunkRows]:
-    """Write one chunk's conversations with their messages, turns and usage records, in
-    the caller's transaction; the ids of the conversations written, in file order, and
-    the rows (ids filled in)."""
+) -> BuiltChunk:
+    """Analyse a chunk's conversations and build their rows: pure Python, run on the
+    import's analysis thread (transcripts_store). That thread's database connection would
+    be outside the import's transaction, so a query there fails loudly instead of reading
+    another snapshot; the price book's rows and rates were loaded before."""
     rows = ChunkRows()
-    for transcript, digest, results in stored:
-        _conversation_rows(
-            rows=rows,
-            organization=organization,
-            job=job,
-            book=book,
-            transcript=transcript,
-            digest=digest,
-            results=results,
-            fallback_time=fallback_time,
-            totals=totals,
-            tags=tags,
+    with connection.execute_wrapper(_no_queries):
+        analysis = analyze(
+            [transcript for transcript, _ in fresh],
+            profile_for=book.profile,
+            policy_for=book.policy,
+            rates_for=partial(book.call_rates, now=now),
+            retention_seconds=retention_seconds,
+            org=str(organization.code),
+            cache=cache,
         )
+        for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True):
+            _conversation_rows(
+                rows=rows,
+                organization=organization,
+                job=job,
+                book=book,
+                transcript=transcript,
+                digest=digest,
+                results=result.calls,
+                fallback_time=now,
+                tags=tags,
+            )
+    return BuiltChunk(transcripts=[transcript for transcript, _ in fresh], rows=rows)
+
+
+_ANALYST: ThreadPoolExecutor | None = None
+_ANALYST_LOCK = threading.Lock()
+
+
+def analysis_thread() -> ThreadPoolExecutor:
+    """The process's analysis thread, kept from one import to the next. One thread, not one
+    per import: tiktoken's regex keeps its scratch space in pools whose fast path belongs to
+    the first thread that used them, and every later thread takes the slow path (callgrind:
+    +214M instructions, a third more time, for 5,522 messages). Imports running at once in
+    one process share it; their chunks queue in order and none waits for another."""
+    global _ANALYST
+    with _ANALYST_LOCK:
+        if _ANALYST is None:
+            _ANALYST = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-analysis")
+        return _ANALYST
+
+
+def _forget_analysis_thread() -> None:
+    # A forked child (a Celery prefork worker) has no copy of its parent's threads.
+    global _ANALYST, _ANALYST_LOCK
+    _ANALYST, _ANALYST_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_analysis_thread)
+
+
+@contextmanager
+def _awaited() -> Iterator[Callable[[Future[BuiltChunk]], Future[BuiltChunk]]]:
+    """Futures an import hands the shared analysis thread, settled before it returns: one
+    still queued when the import fails is cancelled, one running is waited for, so no
+    chunk of a finished import is still being analysed."""
+    futures: list[Future[BuiltChunk]] = []
+
+    def track(future: Future[BuiltChunk]) -> Future[BuiltChunk]:
+        futures.append(future)
+        return future
+
+    try:
+        yield track
+    finally:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+
+
+def _chunk_build_off_the_database(**kwargs: Any) -> BuiltChunk:
+    """_chunk_build on the analysis thread. Only a bug opens that thread's connection (its
+    first query raises), and then it is closed here rather than left to the garbage
+    collector, which would warn about it in whatever runs next."""
+    try:
+        return _chunk_build(**kwargs)
+    finally:
+        connection.close()
+
+
+def _totals_add(totals: ImportTotals, built: BuiltChunk) -> None:
+    """A built chunk's counts, billing and warnings, in file order (the cost is a running
+    Decimal sum: added record by record in the same order, it is the same to the digit)."""
+    for record in built.rows.records:
+        if record["is_billing"]:
+            totals.add_billing(tokens=record["total_tokens"], cost=record["cost_total"])
+    totals.conversations += len(built.rows.conversations)
+    totals.turns += len(built.rows.turns)
+    totals.messages += len(built.rows.messages)
+    for transcript in built.transcripts:
+        for warning in located_warnings(transcript):
+            totals.warn(warning)
+
+
+def _chunk_store(rows: ChunkRows) -> list[int]:
+    """Write one chunk's conversations with their messages, turns and usage records, in
+    the caller's transaction; the ids of the conversations written, in file order (the
+    rows get their ids filled in)."""
     if bulk.copy_supported():
-        return _rows_copy_write(rows), rows
-    return _rows_orm_write(rows), rows
+        return _rows_copy_write(rows)
+    return _rows_orm_write(rows)
+
+
+def _analysed(building: Future[BuiltChunk]) -> BuiltChunk:
+    """The analysis thread's chunk, once done; what it raised is raised here, on the
+    import's thread, where a one-thread import would have met it."""
+    return building.result()
 
 
 def _title_from(transcript: Transcript) -> str:
@@ -371,60 +475,85 @@ def transcripts_store(
     book = PriceBook.for_organization(organization)
     totals = ImportTotals()
     now = timezone.now()
-    # The organization x day sums wait in the transaction until the last chunk
-    # (rollups.Staged: two imports into one organization would deadlock otherwise).
-    # A chunk's rows are many short-lived objects: fewer collections (costlab/gc_spacing.py).
-    # One prompt cache for the whole file, carried from chunk to chunk (as analyze_chunked).
-    cache = CacheState(retention_seconds)
-    with spaced_collections(), rollups.staged() as staged:
-        for chunk in _chunks(transcripts, CHUNK):
-            fresh = _not_yet_imported(
-                organization=organization, job=job, chunk=chunk, totals=totals
-            )
-            analysis = analyze(
-                [transcript for transcript, _ in fresh],
-                profile_for=book.profile,
-                policy_for=book.policy,
-                rates_for=partial(book.call_rates, now=now),
-                retention_seconds=retention_seconds,
-                org=str(organization.code),
-                cache=cache,
-            )
-            stored, rows = _chunk_store(
+
+    def stored(built: BuiltChunk) -> None:
+        _totals_add(totals, built)
+        rows = built.rows
+        ids = _chunk_store(rows)
+        # The chunk's rows are written: their sums go into the rollups in the same
+        # transaction. With COPY, summed here from the rows in memory (no statement
+        # per table whose plan depends on statistics the new rows do not have yet);
+        # with the ORM, computed by the database from those rows.
+        if bulk.copy_supported():
+            rollups.chunk_added(
                 organization=organization,
-                job=job,
-                book=book,
-                stored=[
-                    (transcript, digest, result.calls)
-                    for (transcript, digest), result in zip(
-                        fresh, analysis.conversations, strict=True
-                    )
-                ],
-                fallback_time=now,
-                totals=totals,
-                tags=tags or {},
+                chunk=chunk_sums.ChunkInput(
+                    conversations=rows.conversations,
+                    conversation_ids=ids,
+                    turns=rows.turns,
+                    turn_conversation=rows.turn_conversation,
+                    records=rows.records,
+                    record_turn=rows.record_turn,
+                ),
+                staged=staged,
             )
-            # The chunk's rows are written: their sums go into the rollups in the same
-            # transaction. With COPY, summed here from the rows in memory (no statement
-            # per table whose plan depends on statistics the new rows do not have yet);
-            # with the ORM, computed by the database from those rows.
-            if bulk.copy_supported():
-                rollups.chunk_added(
-                    organization=organization,
-                    chunk=chunk_sums.ChunkInput(
-                        conversations=rows.conversations,
-                        conversation_ids=stored,
-                        turns=rows.turns,
-                        turn_conversation=rows.turn_conversation,
-                        records=rows.records,
-                        record_turn=rows.record_turn,
-                    ),
-                    staged=staged,
-                )
-            else:
-                rollups.conversations_added(conversation_ids=stored, staged=staged)
-            if on_chunk is not None:
-                on_chunk(totals)
+        else:
+            rollups.conversations_added(conversation_ids=ids, staged=staged)
+        if on_chunk is not None:
+            on_chunk(totals)
+
+    # Two stages a chunk apart: while this thread writes chunk n (its COPY mostly waits for
+    # the server to parse and index the rows, the GIL released), a second thread analyses
+    # chunk n + 1 (tiktoken, which releases the GIL too, and the cache simulator). Reading
+    # the file and every query stay on this thread, the only one in the import's
+    # transaction; results are taken in file order, so rows, ids and totals are a
+    # one-thread import's. The organization x day sums wait in the transaction until the
+    # last chunk (rollups.Staged: two imports into one organization would deadlock
+    # otherwise). A chunk's rows are many short-lived objects: fewer collections
+    # (costlab/gc_spacing.py).
+    analyst = analysis_thread()
+    # One prompt cache for the whole file, carried from chunk to chunk (as analyze_chunked);
+    # only the analysis thread touches it, one chunk after the other.
+    cache = CacheState(retention_seconds)
+    with spaced_collections(), rollups.staged() as staged, _awaited() as pending:
+        chunks = _chunks(transcripts, CHUNK)
+        building: Future[BuiltChunk] | None = None
+        while True:
+            following: Future[BuiltChunk] | None = None
+            failure: Exception | None = None
+            try:
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    fresh = _not_yet_imported(
+                        organization=organization, job=job, chunk=chunk, totals=totals
+                    )
+                    following = pending(
+                        analyst.submit(
+                            _chunk_build_off_the_database,
+                            organization=organization,
+                            job=job,
+                            book=book,
+                            fresh=fresh,
+                            now=now,
+                            retention_seconds=retention_seconds,
+                            cache=cache,
+                            tags=tags or {},
+                        )
+                    )
+            except DatabaseError:
+                raise  # the transaction is broken: writing chunk n would only hide why
+            except Exception as exc:
+                # Bad input in chunk n + 1 (a ParseError naming its file and line): raised
+                # once chunk n is stored, as a one-thread import would, so an error of
+                # chunk n (a value the database refuses) still comes first.
+                failure = exc
+            if building is not None:
+                stored(_analysed(building))
+            if failure is not None:
+                raise failure
+            if following is None:
+                break
+            building = following
     if totals.skipped:
         totals.warnings.insert(
             0,

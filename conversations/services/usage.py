@@ -53,10 +53,45 @@ def usage_record_fields(
 
 
 def turn_usage_fields(
-    *, model: str, result: CallAnalysis, book: PriceBook, at: datetime
+    *,
+    model: str,
+    result: CallAnalysis,
+    book: PriceBook,
+    at: datetime,
+    analysed_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """The columns of a turn's records (turn_usage_records says which and why)."""
+    """The columns of a turn's records (turn_usage_records says which and why).
+
+    `analysed_at`: the time the analysis priced the call at when the call has none (its
+    `book.call_rates` `now`). Given, the record whose buckets the analysis priced takes the
+    analysis's cost when it is provably the same price: the same row (looked up as
+    call_rates looked it up) and the same buckets, so matrix.rates got the same arguments."""
     call = result.call
+    analysed_row = (
+        book.resolve(call.model, call.started_at or analysed_at)
+        if analysed_at is not None and result.cost is not None
+        else None
+    )
+
+    def priced(buckets: Buckets) -> Priced:
+        if (
+            analysed_row is not None
+            and buckets == result.buckets
+            and book.resolve(model, at) is analysed_row
+        ):
+            assert result.cost is not None and result.cost_no_cache is not None
+            return Priced(
+                row=analysed_row, cost=result.cost, cost_uncached=result.cost_no_cache.total
+            )
+        return book.price(
+            model=model,
+            at=at,
+            buckets=buckets,
+            service_tier=call.service_tier,
+            batch=call.batch,
+            extended_retention=is_extended(call.cache_retention),
+        )
+
     estimated_buckets = buckets_from_counts(
         prompt_tokens=result.estimated_prompt_tokens,
         cached_tokens=result.simulated_cached_tokens,
@@ -73,14 +108,7 @@ def turn_usage_fields(
         prompt=result.estimated_prompt_tokens,
         completion=result.estimated_completion_tokens,
         total=result.estimated_prompt_tokens + result.estimated_completion_tokens,
-        priced=book.price(
-            model=model,
-            at=at,
-            buckets=estimated_buckets,
-            service_tier=call.service_tier,
-            batch=call.batch,
-            extended_retention=is_extended(call.cache_retention),
-        ),
+        priced=priced(estimated_buckets),
         at=at,
         billing=reported is None and not result.pending,
         cache_eligible=result.cache_eligible,
@@ -97,14 +125,7 @@ def turn_usage_fields(
         prompt=reported.prompt_tokens,
         completion=reported.completion_tokens,
         total=reported.total_tokens,
-        priced=book.price(
-            model=model,
-            at=at,
-            buckets=buckets,
-            service_tier=call.service_tier,
-            batch=call.batch,
-            extended_retention=is_extended(call.cache_retention),
-        ),
+        priced=priced(buckets),
         at=at,
         billing=True,
         cache_eligible=result.cache_eligible,
