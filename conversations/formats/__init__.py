@@ -96,7 +96,8 @@ def parse_files(
 
     def records(chosen: list[Source]) -> Iterator[Record]:
         return chain.from_iterable(
-            read_records(source, meter, max_record_bytes=max_record_bytes) for source in chosen
+            read_records(source, meter, max_record_bytes=max_record_bytes, warn=on_warning)
+            for source in chosen
         )
 
     for source, kind, _role in plan:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,10 @@ class Record:
     file: str
     number: int | None
     unit: str  # "line" or "record"
+    # NUL characters (JSON "\u0000") were replaced by U+FFFD: PostgreSQL stores no NUL in
+    # text or jsonb, and refusing a file OpenAI accepted would be worse than one changed
+    # character (read_records says so in a warning naming the line).
+    nul_replaced: bool = False
 
     @property
     def location(self) -> str:
@@ -54,10 +58,30 @@ class Record:
 
 
 def read_records(
-    source: Source, meter: Meter | None, *, max_record_bytes: int | None = None
+    source: Source,
+    meter: Meter | None,
+    *,
+    max_record_bytes: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Generator[Record, None, None]:
     """Yield every record of `source`; raise ParseError on the first unreadable one, or
-    the first line or record longer than `max_record_bytes`."""
+    the first line or record longer than `max_record_bytes`. `warn` hears of records whose
+    NUL characters were replaced."""
+    for record in _records(source, meter, max_record_bytes):
+        if record.nul_replaced and warn is not None:
+            warn(f"{record.location}: {NUL_WARNING}")
+        yield record
+
+
+NUL_WARNING = (
+    "NUL characters (\\u0000) replaced by U+FFFD: the database cannot store them; the "
+    "token counts are of the replaced text"
+)
+
+
+def _records(
+    source: Source, meter: Meter | None, max_record_bytes: int | None
+) -> Generator[Record, None, None]:
     with open_metered(source, meter) as stream:
         first, skipped, newlines = _skip_preamble(stream)
         if not first:
@@ -210,7 +234,8 @@ def _object_or_lines(
             yield _as_record(_decode_line(raw, source, number), source, number)
 
 
-def _decode_line(raw: bytes, source: Source, number: int) -> Any:
+def _decode_line(raw: bytes, source: Source, number: int) -> tuple[Any, bool]:
+    """The line's value, and whether NUL characters in it were replaced."""
     if number == 1 and raw.startswith(BOM):
         raw = raw[len(BOM) :]
     try:
@@ -238,11 +263,51 @@ def _decode_line(raw: bytes, source: Source, number: int) -> Any:
         raise ParseError(
             f"JSON nested deeper than {MAX_DEPTH} levels", file=source.name, line=number
         )
-    return value
+    # JSON carries a NUL only as an escape: the text is searched (fast), the value walked
+    # only when it may hold one (a "\\u0000" written as text leads to a walk that finds none).
+    if "\\u0000" in text:
+        return _nul_replaced(value)
+    return value, False
 
 
-def _as_record(value: Any, source: Source, number: int) -> Record:
-    return Record(value=value, file=source.name, number=number, unit="line")
+def _as_record(decoded: tuple[Any, bool], source: Source, number: int) -> Record:
+    value, nul = decoded
+    return Record(value=value, file=source.name, number=number, unit="line", nul_replaced=nul)
+
+
+def _nul_free(value: Any) -> tuple[Any, bool]:
+    """A parsed record without NUL characters (ijson gives no text to search first: the
+    value is walked, and copied only when it holds one)."""
+    return _nul_replaced(value) if _holds_nul(value) else (value, False)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    return False
+
+
+def _nul_replaced(value: Any) -> tuple[Any, bool]:
+    """`value` with every NUL in its strings (keys too) replaced by U+FFFD, and whether
+    there was one. Depth is bounded by MAX_DEPTH, checked before."""
+    if isinstance(value, str):
+        return (value.replace("\x00", "\ufffd"), True) if "\x00" in value else (value, False)
+    if isinstance(value, list):
+        items = [_nul_replaced(item) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    if isinstance(value, dict):
+        replaced: dict[str, Any] = {}
+        changed = False
+        for key, item in value.items():
+            new_key, key_changed = _nul_replaced(key)
+            replaced[new_key], item_changed = _nul_replaced(item)
+            changed = changed or key_changed or item_changed
+        return replaced, changed
+    return value, False
 
 
 def record_object(record: Record) -> dict[str, Any]:
@@ -358,7 +423,8 @@ def _json_records(
         if event == "start_map":
             # A single object is one record, from the file's first byte.
             checked.record_start = offset
-            yield Record(_build(event, value, events, checked), source.name, None, "record")
+            built, nul = _nul_free(_build(event, value, events, checked))
+            yield Record(built, source.name, None, "record", nul_replaced=nul)
         else:  # the caller saw '['
             # Counted from the end of the previous item: the parser holds a scalar item
             # whole before its only event, so the bytes count before the record "starts".
@@ -367,9 +433,9 @@ def _json_records(
                 if event == "end_array":
                     break
                 number += 1
-                built = _build(event, value, events, checked)
+                built, nul = _nul_free(_build(event, value, events, checked))
                 checked.start_record(number + 1)
-                yield Record(built, source.name, number, "record")
+                yield Record(built, source.name, number, "record", nul_replaced=nul)
             checked.end_record()
         for _ in events:  # drains to the end, so trailing garbage is reported
             pass
