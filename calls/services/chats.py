@@ -605,14 +605,17 @@ def _turn_record(
                 turn=turn, conversation=conversation, result=analysis, book=book, at=at
             )
             UsageRecord.objects.bulk_create(records)
-            billed_in = [conversation.pk] if any(r.is_billing for r in records) else []
-            rollups.turns_added(
-                organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
-            )
             billed = next((r.cost_total for r in records if r.is_billing), None)
             if result is not None:
                 _call_succeed(call, result, cost=billed, turn=turn)
                 attempt_succeeded(result)
+            # Last, right before the commit: every call of the organization updates the same
+            # organization-day rollup rows, and holds their locks from here to the commit.
+            # The fewer statements in between, the sooner the next worker's call goes on.
+            billed_in = [conversation.pk] if any(r.is_billing for r in records) else []
+            rollups.turns_added(
+                organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
+            )
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
