@@ -623,24 +623,28 @@ def _turns_added_sql(
     *,
     tags: Sequence[str],
 ) -> list[tuple[str, Sequence[Any]]]:
-    """The statements of turns_added, built by the ORM: DimensionDay's and BreakerDay's
-    upserts (for conversations tagged `tags`), each other table's, then the conversations'
-    totals afresh."""
+    """The statements of turns_added, built by the ORM: the conversations' own rows first
+    (ConversationDay's upsert, their totals afresh), then DimensionDay's and BreakerDay's
+    upserts (for conversations tagged `tags`) and each organization-day table's. Every call
+    of the organization waits for the organization-day rows' locks, held from their upsert
+    to the commit: the conversations' rows, which only this conversation's calls write (one
+    at a time) and an import never does (its conversations are new), are not written while
+    holding them."""
     records = _billing(organization).filter(turn_id__in=turn_ids)
-    statements = dimension_rollups.records_added_sql(organization, records, tags)
-    statements += [
-        _insert_sql(table, table.rows(organization, records), add=True)
-        for table in (*ORG_DAY_TABLES, CONVERSATION_DAY)
-    ]
     marks = ", ".join(["%s"] * len(conversation_ids))
-    statements.append(
+    statements: list[tuple[str, Sequence[Any]]] = [
+        _insert_sql(CONVERSATION_DAY, CONVERSATION_DAY.rows(organization, records), add=True),
         (
             f"DELETE FROM {_quote(ConversationTotals._meta.db_table)} "
             f"WHERE organization_id = %s AND conversation_id IN ({marks})",
             [organization.pk, *conversation_ids],
-        )
-    )
-    statements.append(_totals_insert_sql(organization, conversation_ids))
+        ),
+        _totals_insert_sql(organization, conversation_ids),
+    ]
+    statements += dimension_rollups.records_added_sql(organization, records, tags)
+    statements += [
+        _insert_sql(table, table.rows(organization, records), add=True) for table in ORG_DAY_TABLES
+    ]
     return statements
 
 

@@ -543,3 +543,23 @@ def test_a_call_finished_meanwhile_is_not_sent() -> None:
     ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.FAILED)
     tasks.api_call_run(call.pk)
     assert not call.attempts.exists() and not Turn.objects.exists()
+
+
+def test_a_turn_writes_the_organizations_rollup_rows_last_before_its_commit() -> None:
+    """Every call of an organization updates the same organization-day rows, and holds their
+    locks from its first upsert of one to its commit: nothing else is written in between
+    (the call, its attempt, the conversation's own rollup rows all come before)."""
+    chat = make_chat(make_connection())
+    queued = chats.chat_message_send(chat=chat, text="Hello?")
+    with CaptureQueriesContext(db_connection) as ran:
+        tasks.api_call_run(queued.pk)
+    sqls = [q["sql"] for q in ran.captured_queries]
+    shared = ("usageday", "cacheday", "dimensionday", "breakerday", "calibrationgap")
+    first = _statement_at(sqls, "pg_advisory_xact_lock_shared")
+    rest = "\n".join(sqls[first + 1 :])
+    ends = rest.index("RELEASE SAVEPOINT")
+    hot = min(rest.index(f"conversations_{table}") for table in shared)
+    assert rest.index("conversations_conversationday") < hot
+    assert rest.index("conversations_conversationtotals") < hot
+    assert not any(word in rest[hot:ends] for word in ("calls_apicall", "calls_callattempt"))
+    assert rollups.organization_drift(organization=chat.organization) == []
