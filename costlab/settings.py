@@ -183,6 +183,11 @@ elif envbool("COSTLAB_DB_PREPARE", "false"):
     # second run of a statement's text.
     DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
 
+# PostgreSQL: a live call's rollup upserts (conversations/services/rollups.py turns_added)
+# are prepared once per session. Off behind a pooler that cannot keep prepared statements
+# (PgBouncer's transaction mode before 1.21).
+COSTLAB_DB_PREPARE_ROLLUPS = envbool("COSTLAB_DB_PREPARE_ROLLUPS", "true")
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Content Security Policy, in the shape of Django 6's SECURE_CSP: costlab's own scripts and
