@@ -16,11 +16,11 @@ recorded).
    them (new strings: the history's comparison reads every byte of it) and with strings
    shared with the previous request (the history compares by pointer). Target: under 2x
    the floor.
-2. End to end: a web server (runserver, threaded) and a Celery worker (prefork, 2 processes)
-   are started; CHATS chats each send TURNS messages, one at a time per chat, all chats at
-   once. Target: at least 100 calls/s on 2 cores. On Linux it also prints each process's
-   CPU per call (bench, web server, worker, PostgreSQL backends) and the database's
-   sessions and commits per call: where the time goes.
+2. End to end: a web server (runserver, threaded) and a Celery worker (--pool: prefork, or
+   threads; --concurrency: 2) are started; CHATS chats each send TURNS messages, one at a
+   time per chat, all chats at once. Target: at least 100 calls/s on 2 cores. On Linux it
+   also prints each process's CPU per call (bench, web server, worker, PostgreSQL backends)
+   and the database's sessions and commits per call: where the time goes.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def _wait_for(port: int, seconds: float = 30) -> None:
     raise SystemExit(f"the web server did not listen on {port}")
 
 
-def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
+def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "prefork") -> None:
     import django
 
     django.setup()
@@ -288,7 +288,7 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
             "worker",
             "-Q",
             queue,
-            "--pool=prefork",
+            f"--pool={pool}",
             f"--concurrency={concurrency}",
             "--loglevel=WARNING",
             "--without-heartbeat",
@@ -344,7 +344,7 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
         print(
             f"end to end        {total} calls in {chats} chats x {turns - 1} turns (after a warm-up)"
         )
-        print(f"  wall time       {elapsed:.1f} s, worker concurrency {concurrency}")
+        print(f"  wall time       {elapsed:.1f} s, worker {pool} pool of {concurrency}")
         print(f"  calls/s         {total / elapsed:.1f} (target >= 100)")
         _cpu_report(cpu_before, cpu_after, total)
         if failed.exists():
@@ -388,7 +388,8 @@ def main() -> None:
     )
     parser.add_argument("--turns", type=int, default=10, help="turns per chat (end to end)")
     parser.add_argument("--chats", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes (threads)")
+    parser.add_argument("--pool", choices=("prefork", "threads"), default="prefork")
     parser.add_argument("--endpoint-turns", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-end-to-end", action="store_true")
@@ -397,7 +398,7 @@ def main() -> None:
     if not args.skip_endpoint:
         endpoint_bench(args.endpoint_turns, user_words=60, reply_tokens=120, repeat=args.repeat)
     if not args.skip_end_to_end:
-        end_to_end_bench(args.chats, args.turns, args.concurrency)
+        end_to_end_bench(args.chats, args.turns, args.concurrency, args.pool)
 
 
 if __name__ == "__main__":
