@@ -112,6 +112,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before WhiteNoise's: its runserver with TCP_NODELAY (costlab/devserver).
+    "costlab.devserver",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
