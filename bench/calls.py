@@ -28,11 +28,11 @@ recorded).
    JSON gives them (new strings: the history's comparison reads every byte of it) and with
    strings shared with the previous request (the history compares by pointer). Target:
    under 2x the floor (mode "bytes" is the endpoint's own path).
-2. End to end: a web server (runserver, threaded) and a Celery worker (prefork, 2 processes)
-   are started; CHATS chats each send TURNS messages, one at a time per chat, all chats at
-   once. Target: at least 100 calls/s on 2 cores. On Linux it also prints each process's
-   CPU per call (bench, web server, worker, PostgreSQL backends) and the database's
-   sessions and commits per call: where the time goes.
+2. End to end: a web server (runserver, threaded) and a Celery worker (--pool: prefork, or
+   threads; --concurrency: 2) are started; CHATS chats each send TURNS messages, one at a
+   time per chat, all chats at once. Target: at least 100 calls/s on 2 cores. On Linux it
+   also prints each process's CPU per call (bench, web server, worker, PostgreSQL
+   backends) and the database's sessions and commits per call: where the time goes.
 """
 
 from __future__ import annotations
@@ -278,7 +278,21 @@ def _wait_for(port: int, seconds: float = 30) -> None:
     raise SystemExit(f"the web server did not listen on {port}")
 
 
-def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
+def _vacuum() -> None:
+    """PostgreSQL: VACUUM ANALYZE the bench's database before it measures. Each run deletes
+    what it wrote; with autovacuum off (as on the shared machine) the dead rows stayed in the
+    tables and their indexes, and stale statistics picked plans production would not: after
+    many runs a send's state query walked 50,427 dead index entries of calls_apicall (0.7 ms).
+    Runs then drifted slower one after the other; now each starts from the same state."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM (ANALYZE)")
+
+
+def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "prefork") -> None:
     import django
 
     django.setup()
@@ -292,6 +306,7 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
 
     call_command("migrate", verbosity=0)
     Organization.objects.filter(slug="bench-calls").delete()
+    _vacuum()
     organization = Organization.objects.create(name="bench calls", slug="bench-calls")
     port = _free_port()
     queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -314,7 +329,7 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
             "worker",
             "-Q",
             queue,
-            "--pool=prefork",
+            f"--pool={pool}",
             f"--concurrency={concurrency}",
             "--loglevel=WARNING",
             "--without-heartbeat",
@@ -370,7 +385,7 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int) -> None:
         print(
             f"end to end        {total} calls in {chats} chats x {turns - 1} turns (after a warm-up)"
         )
-        print(f"  wall time       {elapsed:.1f} s, worker concurrency {concurrency}")
+        print(f"  wall time       {elapsed:.1f} s, worker {pool} pool of {concurrency}")
         print(f"  calls/s         {total / elapsed:.1f} (target >= 100)")
         _cpu_report(cpu_before, cpu_after, total)
         if failed.exists():
@@ -414,7 +429,8 @@ def main() -> None:
     )
     parser.add_argument("--turns", type=int, default=10, help="turns per chat (end to end)")
     parser.add_argument("--chats", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes (threads)")
+    parser.add_argument("--pool", choices=("prefork", "threads"), default="prefork")
     parser.add_argument("--endpoint-turns", type=int, default=200)
     parser.add_argument("--user-words", type=int, default=60, help="words per question (endpoint)")
     parser.add_argument("--reply-tokens", type=int, default=120, help="tokens per reply (endpoint)")
@@ -438,7 +454,7 @@ def main() -> None:
             modes=modes,
         )
     if not args.skip_end_to_end:
-        end_to_end_bench(args.chats, args.turns, args.concurrency)
+        end_to_end_bench(args.chats, args.turns, args.concurrency, args.pool)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before WhiteNoise's: its runserver with TCP_NODELAY (costlab/devserver).
+    "costlab.devserver",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
@@ -182,6 +184,11 @@ elif envbool("COSTLAB_DB_PREPARE", "false"):
     # Django turns psycopg's preparing off unless a threshold is given: prepared from the
     # second run of a statement's text.
     DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
+
+# PostgreSQL: a live call's rollup upserts (conversations/services/rollups.py turns_added)
+# are prepared once per session. Off behind a pooler that cannot keep prepared statements
+# (PgBouncer's transaction mode before 1.21).
+COSTLAB_DB_PREPARE_ROLLUPS = envbool("COSTLAB_DB_PREPARE_ROLLUPS", "true")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
@@ -166,9 +167,10 @@ def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
             conversation_tags_set(conversation=tagged_one, tags=tags)
         rollups.organization_forget(organization=organization)  # as if none were added yet
     with connection.cursor() as cursor:
-        # Client-side binding (the default): all eight in one round trip; server-side
-        # (COSTLAB_DB_PREPARE=true): eight statements, each prepared once per session.
-        per_call = 1 if rollups._several_per_execute(cursor) else 8
+        # Prepared (COSTLAB_DB_PREPARE_ROLLUPS, the default), or with server-side binding
+        # (COSTLAB_DB_PREPARE=true): eight statements; else all eight in one execute.
+        several = rollups._several_per_execute(cursor)
+    per_call = 1 if several and not settings.COSTLAB_DB_PREPARE_ROLLUPS else 8
     for organization in (org, tokyo):
         records = UsageRecord.objects.filter(organization=organization, is_billing=True)
         turns = list(records.order_by("turn_id").values_list("turn_id", "conversation_id"))
@@ -194,6 +196,14 @@ def test_turns_added_reuses_its_statements_across_organizations_and_time_zones(
                 assert len(statements) == per_call + 2
                 assert "pg_advisory_xact_lock_shared" in statements.captured_queries[0]["sql"]
         assert_exact(organization)
+    if connection.vendor == "postgresql" and settings.COSTLAB_DB_PREPARE_ROLLUPS:
+        # Prepared once per session and statement: the upserts are not planned afresh.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ['INSERT INTO "conversations_usageday"%'],
+            )
+            assert cursor.fetchone()[0] >= 1
     built = {key[2:4] for key in rollups._templates if key[0] == "turns_added"}
     tag_sets = [(), ("team",), ("team", "tier")]
     assert built == {

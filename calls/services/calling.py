@@ -127,6 +127,15 @@ def attempt_succeeded(result: CallResult) -> None:
     )
 
 
+class CallNotClaimed(Exception):
+    """The call was finished meanwhile (by another delivery of its task): nothing was sent."""
+
+
+# Marks the call running and counts its first attempt, inside that attempt's transaction;
+# False when the call is no longer waiting (chats.api_call_run).
+Claim = Callable[[], bool]
+
+
 class CallFailed(Exception):
     """The call gave up: `message` is the API's own when it sent one."""
 
@@ -343,19 +352,26 @@ def chat_completion_call(
     sleep: Sleep = time.sleep,
     max_wait_seconds: float = MAX_WAIT_SECONDS,
     record_success: bool = True,
+    claim: Claim | None = None,
 ) -> CallResult:
     """Make the call, retrying what can be retried; every attempt becomes a CallAttempt of
     `call`. Raises CallFailed with the API's message when it gives up. `record_success`
-    off: the caller marks the answered attempt itself (attempt_succeeded)."""
+    off: the caller marks the answered attempt itself (attempt_succeeded). `claim`: run in
+    the first attempt's transaction in place of its count update (one commit for both);
+    raises CallNotClaimed, nothing sent, when it says no."""
     client = _clients.get(connection)
     deadline = time.monotonic() + max_wait_seconds
     attempts = settings.COSTLAB_CALL_MAX_ATTEMPTS
     last = "no attempt made"
     for number in range(1, attempts + 1):
         charged = _wait_for_budget(connection, request, sleep, deadline)
-        with transaction.atomic():  # the attempt and its count: one commit
-            attempt = CallAttempt.objects.create(call=call, number=number)
-            ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
+        claiming, claim = claim, None
+        with transaction.atomic():  # the attempt and its count (and the claim): one commit
+            counted = claiming() if claiming is not None else _attempt_count(call)
+            attempt = CallAttempt.objects.create(call=call, number=number) if counted else None
+        if attempt is None:  # not claimed: the transaction wrote nothing
+            budget_settle(connection=connection, charged=charged, used=0)
+            raise CallNotClaimed
         started = time.monotonic()
         try:
             result, first = _send(client, request, started)
@@ -385,6 +401,11 @@ def chat_completion_call(
             attempt_succeeded(result)
         return result
     raise CallFailed(f"gave up after {attempts} attempts: {last}")
+
+
+def _attempt_count(call: ApiCall) -> bool:
+    ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
+    return True
 
 
 def _next_wait(verdict: _Verdict, number: int) -> float:

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -46,7 +46,15 @@ from pricing.book import PriceBook
 
 from ..models import ApiCall, CallPurpose, CallStatus, Chat, ProviderConnection
 from ..selectors import connection_spend, price_book
-from .calling import CallFailed, CallResult, ChatRequest, attempt_succeeded, chat_completion_call
+from .calling import (
+    CallFailed,
+    CallNotClaimed,
+    CallResult,
+    ChatRequest,
+    Claim,
+    attempt_succeeded,
+    chat_completion_call,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -365,55 +373,72 @@ def _claimable_call(call_id: int) -> ApiCall | None:
     return cast(ApiCall | None, read.get(ApiCall, call_id))
 
 
-def api_call_claim(call_id: int) -> ApiCall | None:
-    """Mark the call running, unless it is finished already (a re-delivered task). A call
-    left running by a killed worker is claimed again: the turn's unique constraint, not the
-    claim, makes the recording happen once."""
-    waiting = _WAITING
-    call = _claimable_call(call_id)
-    if call is None:
-        return None
+def _claim(call: ApiCall, *, count_attempt: bool = False) -> bool:
+    """Mark the call running, unless it is finished already (a re-delivered task); with
+    `count_attempt`, count its first attempt in the same statement. A call left running by
+    a killed worker is claimed again: the turn's unique constraint, not the claim, makes
+    the recording happen once."""
     now = timezone.now()
-    claimed = ApiCall.objects.filter(pk=call_id, status__in=waiting).update(
-        status=CallStatus.RUNNING, started_at=now
-    )
-    if not claimed:  # finished meanwhile by another delivery
-        return None
-    delivered_before = call.status == CallStatus.RUNNING
+    fields: dict[str, Any] = {"status": CallStatus.RUNNING, "started_at": now}
+    if count_attempt:
+        fields["attempt_count"] = F("attempt_count") + 1
+    if not ApiCall.objects.filter(pk=call.pk, status__in=_WAITING).update(**fields):
+        return False  # finished meanwhile by another delivery
     call.status, call.started_at = CallStatus.RUNNING, now
-    recorded = None
-    if delivered_before and call.chat is not None and call.index is not None:
-        # Claimed before: that delivery may have recorded the turn before it died. (A call
-        # still pending was never claimed, so it has no turn: no query for it.)
-        recorded = (
-            Turn.objects.filter(conversation_id=call.chat.conversation_id, index=call.index)
-            .values_list("pk", flat=True)
-            .first()
-        )
-    # Not a field: what .annotate() would add, read by _chat_turn_run.
-    call.recorded_turn_id = recorded  # type: ignore[attr-defined]
-    return call
+    return True
+
+
+def _claim_deferred(call: ApiCall) -> bool:
+    """Whether the claim can wait for the first attempt's transaction (one commit fewer per
+    call). Not when the connection has a rate budget: the call may wait for it, and claimed
+    first, its started_at tells the sweep that a worker has it meanwhile."""
+    connection = call.connection
+    return (
+        call.purpose != CallPurpose.REPLAY
+        and connection is not None
+        and not connection.rpm_limit
+        and not connection.tpm_limit
+    )
+
+
+def _recorded_turn(call: ApiCall, *, delivered_before: bool) -> int | None:
+    """The turn an earlier delivery recorded before it died, if it did. (A call still
+    pending when read was never claimed, so it has no turn: no query for it.)"""
+    if not delivered_before or call.chat is None or call.index is None:
+        return None
+    return (
+        Turn.objects.filter(conversation_id=call.chat.conversation_id, index=call.index)
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 def api_call_run(call_id: int) -> None:
     """The task's body: claim the call, make it, record what came of it."""
-    call = api_call_claim(call_id)
-    if call is None:
+    call = _claimable_call(call_id)
+    delivered_before = call is not None and call.status == CallStatus.RUNNING
+    claim = partial(_claim, call, count_attempt=True) if call and _claim_deferred(call) else None
+    if call is None or (claim is None and not _claim(call)):
         logger.info("call %s is finished already; nothing to do", call_id)
         return
     if call.purpose == CallPurpose.REPLAY:  # made by its experiment's run, never alone
         return
-    if call.purpose == CallPurpose.CHAT:
-        _chat_turn_run(call)
-    else:
-        _connection_test_run(call)
+    try:
+        if call.purpose == CallPurpose.CHAT:
+            _chat_turn_run(call, claim, delivered_before=delivered_before)
+        else:
+            _connection_test_run(call, claim)
+    except CallNotClaimed:
+        logger.info("call %s was finished meanwhile; nothing sent", call_id)
 
 
 def _month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def _call(call: ApiCall, request: ChatRequest, *, record_success: bool = True) -> CallResult:
+def _call(
+    call: ApiCall, request: ChatRequest, *, record_success: bool = True, claim: Claim | None = None
+) -> CallResult:
     connection = call.connection
     if connection is None:
         raise CallFailed("the connection of this call was deleted")
@@ -423,18 +448,22 @@ def _call(call: ApiCall, request: ChatRequest, *, record_success: bool = True) -
         if spent >= cap:
             raise CallFailed(f"the connection's monthly spend cap of ${cap} is reached")
     return chat_completion_call(
-        call=call, connection=connection, request=request, record_success=record_success
+        call=call,
+        connection=connection,
+        request=request,
+        record_success=record_success,
+        claim=claim,
     )
 
 
-def _connection_test_run(call: ApiCall) -> None:
+def _connection_test_run(call: ApiCall, claim: Claim | None) -> None:
     request = ChatRequest(
         model=call.model,
         messages=[{"role": "user", "content": TEST_PROMPT}],
         max_completion_tokens=TEST_MAX_TOKENS,
     )
     try:
-        result = _call(call, request)
+        result = _call(call, request, claim=claim)
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
         return
@@ -486,12 +515,14 @@ def api_call_fail(*, call_id: int, message: str) -> None:
     )
 
 
-def _chat_turn_run(call: ApiCall) -> None:
+def _chat_turn_run(call: ApiCall, claim: Claim | None, *, delivered_before: bool) -> None:
     chat = call.chat
     assert chat is not None and call.index is not None
-    existing = getattr(call, "recorded_turn_id", None)
+    existing = _recorded_turn(call, delivered_before=delivered_before)
     if existing is not None:  # recorded by an earlier delivery that died before finishing
-        ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.SUCCEEDED, turn_id=existing)
+        ApiCall.objects.filter(pk=call.pk, status__in=_WAITING).update(
+            status=CallStatus.SUCCEEDED, turn_id=existing
+        )
         return
     messages = list(
         chat.conversation.messages.filter(index__lt=call.request_end)
@@ -507,7 +538,7 @@ def _chat_turn_run(call: ApiCall) -> None:
     )
     try:
         # The answered attempt is marked in the turn's transaction (_turn_record).
-        result = _call(call, request, record_success=False)
+        result = _call(call, request, record_success=False, claim=claim)
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
         return
@@ -605,14 +636,17 @@ def _turn_record(
                 turn=turn, conversation=conversation, result=analysis, book=book, at=at
             )
             UsageRecord.objects.bulk_create(records)
-            billed_in = [conversation.pk] if any(r.is_billing for r in records) else []
-            rollups.turns_added(
-                organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
-            )
             billed = next((r.cost_total for r in records if r.is_billing), None)
             if result is not None:
                 _call_succeed(call, result, cost=billed, turn=turn)
                 attempt_succeeded(result)
+            # Last, right before the commit: every call of the organization updates the same
+            # organization-day rollup rows, and holds their locks from here to the commit.
+            # The fewer statements in between, the sooner the next worker's call goes on.
+            billed_in = [conversation.pk] if any(r.is_billing for r in records) else []
+            rollups.turns_added(
+                organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
+            )
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()

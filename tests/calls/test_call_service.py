@@ -492,3 +492,74 @@ def test_the_claim_reads_the_call_as_the_orm_would() -> None:
     assert got.connection.monthly_spend_cap == Decimal("12.50")
     tasks.api_call_run(first.pk)
     assert chats._claimable_call(first.pk) is None  # finished: nothing to claim
+
+
+def _statement_at(sqls: list[str], *parts: str, start: int = 0) -> int:
+    return next(i for i, sql in enumerate(sqls) if i >= start and all(p in sql for p in parts))
+
+
+def test_a_call_is_claimed_in_its_first_attempts_transaction_unless_it_has_a_budget() -> None:
+    """One commit fewer per call: the claim (running, and the attempt counted) and the
+    attempt's row are one transaction. With a rate budget the claim comes first and alone:
+    the call may wait for budget, and its claim time tells the sweep a worker has it."""
+    chat = make_chat(make_connection())
+    call = chats.chat_message_send(chat=chat, text="Hello?")
+    with CaptureQueriesContext(db_connection) as ran:
+        tasks.api_call_run(call.pk)
+    sqls = [q["sql"] for q in ran.captured_queries]
+    claim = _statement_at(sqls, 'UPDATE "calls_apicall"', '"started_at"', '"attempt_count"')
+    attempt = _statement_at(sqls, 'INSERT INTO "calls_callattempt"')
+    opened = max(i for i, sql in enumerate(sqls[:claim]) if sql.startswith("SAVEPOINT"))
+    assert claim < attempt and not any("SAVEPOINT" in s for s in sqls[opened + 1 : attempt])
+    assert sum('UPDATE "calls_apicall"' in s and '"attempt_count"' in s for s in sqls) == 1
+    call.refresh_from_db()
+    assert call.status == CallStatus.SUCCEEDED and call.attempt_count == 1
+    assert call.started_at is not None and call.attempts.count() == 1
+
+    budgeted = make_chat(make_connection(rpm_limit=600, tpm_limit=1_000_000))
+    call = chats.chat_message_send(chat=budgeted, text="Hello?")
+    with CaptureQueriesContext(db_connection) as ran:
+        tasks.api_call_run(call.pk)
+    sqls = [q["sql"] for q in ran.captured_queries]
+    claim = _statement_at(sqls, 'UPDATE "calls_apicall"', '"started_at"')
+    assert '"attempt_count"' not in sqls[claim]
+    assert claim < _statement_at(sqls, '"calls_ratebudget"', "FOR UPDATE")
+    call.refresh_from_db()
+    assert call.status == CallStatus.SUCCEEDED and call.attempt_count == 1
+
+
+def test_a_call_finished_meanwhile_is_not_sent() -> None:
+    """The claim says no (another delivery finished the call): no attempt, nothing sent."""
+    chat = make_chat(make_connection())
+    call = chats.chat_message_send(chat=chat, text="Hello?")
+    assert chat.connection is not None
+    request = calling.ChatRequest(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+    with pytest.raises(calling.CallNotClaimed):
+        calling.chat_completion_call(
+            call=call, connection=chat.connection, request=request, claim=lambda: False
+        )
+    assert not call.attempts.exists()
+    # Through the task: finished already, it is not claimed nor sent.
+    ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.FAILED)
+    tasks.api_call_run(call.pk)
+    assert not call.attempts.exists() and not Turn.objects.exists()
+
+
+def test_a_turn_writes_the_organizations_rollup_rows_last_before_its_commit() -> None:
+    """Every call of an organization updates the same organization-day rows, and holds their
+    locks from its first upsert of one to its commit: nothing else is written in between
+    (the call, its attempt, the conversation's own rollup rows all come before)."""
+    chat = make_chat(make_connection())
+    queued = chats.chat_message_send(chat=chat, text="Hello?")
+    with CaptureQueriesContext(db_connection) as ran:
+        tasks.api_call_run(queued.pk)
+    sqls = [q["sql"] for q in ran.captured_queries]
+    shared = ("usageday", "cacheday", "dimensionday", "breakerday", "calibrationgap")
+    first = _statement_at(sqls, "pg_advisory_xact_lock_shared")
+    rest = "\n".join(sqls[first + 1 :])
+    ends = rest.index("RELEASE SAVEPOINT")
+    hot = min(rest.index(f"conversations_{table}") for table in shared)
+    assert rest.index("conversations_conversationday") < hot
+    assert rest.index("conversations_conversationtotals") < hot
+    assert not any(word in rest[hot:ends] for word in ("calls_apicall", "calls_callattempt"))
+    assert rollups.organization_drift(organization=chat.organization) == []
