@@ -492,10 +492,11 @@ def analyze_chunked(
     chunk: int = ANALYSIS_CHUNK,
 ) -> Analysis:
     """A file analysed as an import analyses it: `chunk` conversations at a time, each
-    chunk in time order, finding the cache the chunks before it left. Equal to one
-    `analyze` of the whole file when the file's conversations come in time order; when a
-    later chunk holds calls older than an earlier chunk's, those are simulated after them,
-    as the import (which cannot hold a whole file) does too. `analyze` = import."""
+    chunk in time order, finding the cache the chunks before it left, so that `analyze`
+    and an import of one file give the same figures. Equal to one `analyze` of the whole
+    file when no chunk holds a call older than a call of an earlier chunk; when one does
+    (an import cannot hold a whole file to sort it), that call never hits a prefix written
+    after it but may miss one the whole file's order would have found (cache._live)."""
     profile_for = functools.cache(profile_for)
     policy_for = functools.cache(policy_for)
     cache = CacheState(retention_seconds)

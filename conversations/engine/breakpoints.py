@@ -109,7 +109,7 @@ class BreakpointSimulator:
             route = blocks[min(self._routing_block, len(blocks) - 1)]
             rate = self._rates.setdefault((org, model, prompt_cache_key, route), _Rate())
             if not rate.admit(now, policy.overflow_rpm):
-                overflow = MissReason("overflow", rpm=len(rate.seen))
+                overflow = MissReason("overflow", rpm=rate.rpm(now))
                 return CacheResult(0, overflow, missing_key=self._missing_key(prompt_cache_key))
         store = self._stores.setdefault((org, model, prompt_cache_key), _Store())
         ttl = ttl_seconds if ttl_seconds is not None else self.ttl_seconds
@@ -153,6 +153,8 @@ class BreakpointSimulator:
             entry = store.entries.get(cut.hash)
             if entry is None or entry.length != cut.length:
                 continue
+            if now is not None and entry.time is not None and now < entry.time:
+                continue  # written by a later call (a later chunk's calls can be older)
             if now is not None and entry.time is not None and now - entry.time > entry.ttl:
                 if expired is None:
                     expired = now - entry.time

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -245,20 +244,31 @@ class _Store:
 @dataclass(slots=True)
 class _Rate:
     """Requests on one (prefix, key) route over the last minute. The cache machine serves up
-    to the limit; the rest overflow, so only served requests count against the limit."""
+    to the limit; the rest overflow, so only served requests count against the limit.
+    Times are kept sorted and counted in the minute up to `now`, so a call older than
+    ones already seen (a later chunk of a file: analysis.analyze_chunked) counts right."""
 
-    seen: deque[float] = field(default_factory=deque)
-    served: deque[float] = field(default_factory=deque)
+    seen: list[float] = field(default_factory=list)
+    served: list[float] = field(default_factory=list)
+    latest: float = float("-inf")
 
     def admit(self, now: float, limit: int) -> bool:
-        for times in (self.seen, self.served):
-            while times and times[0] <= now - RATE_WINDOW_SECONDS:
-                times.popleft()
-        self.seen.append(now)
-        if len(self.served) >= limit:
+        self.latest = max(self.latest, now)
+        for times in (self.seen, self.served):  # older than any window still to come
+            del times[: bisect.bisect_right(times, self.latest - RATE_WINDOW_SECONDS)]
+        bisect.insort(self.seen, now)
+        if _in_window(self.served, now) >= limit:
             return False
-        self.served.append(now)
+        bisect.insort(self.served, now)
         return True
+
+    def rpm(self, now: float) -> int:
+        """Requests seen on the route in the minute up to `now`."""
+        return _in_window(self.seen, now)
+
+
+def _in_window(times: list[float], now: float) -> int:
+    return bisect.bisect_right(times, now) - bisect.bisect_right(times, now - RATE_WINDOW_SECONDS)
 
 
 def _cached_prefix(blocks: list[int], cached: dict[int, _Segment]) -> int:
@@ -347,7 +357,7 @@ class CacheSimulator:
             if rate is None:
                 rate = self._rates[(org, prompt_cache_key, route)] = _Rate()
             if not rate.admit(now, self.rpm_limit):  # a cold overflow machine; nothing stored
-                return CacheResult(0, MissReason("overflow", rpm=len(rate.seen)))
+                return CacheResult(0, MissReason("overflow", rpm=rate.rpm(now)))
         store = self._stores.get((org, prompt_cache_key))
         if store is None:
             store = self._stores[(org, prompt_cache_key)] = _Store()
@@ -386,7 +396,7 @@ class CacheSimulator:
         cached_blocks = store.blocks
         segment: _Segment | None = cached_blocks[blocks[present - 1]]
         while segment is not None:  # toward the prompt's start: a handful of segments
-            if segment.time is not None and now - segment.time > segment.ttl:  # as _live
+            if not _live(segment, now):
                 break
             segment = store.parent(segment)
         else:
@@ -405,7 +415,10 @@ class CacheSimulator:
     ) -> MissReason | None:
         if live < present and now is not None:
             idle = now - (store.blocks[blocks[live]].time or now)
-            return MissReason("expired", idle_seconds=idle)
+            if idle >= 0:
+                return MissReason("expired", idle_seconds=idle)
+            # Written by a later call (a later chunk's calls can be older): not there yet.
+            return MissReason("cold")
         if present < len(blocks):
             other = store.next_after(blocks, present)
             if other is not None and other.continuation(present) != blocks[present]:
@@ -480,6 +493,11 @@ def _split(store: _Store, segment: _Segment, depth: int) -> None:
 
 
 def _live(segment: _Segment, now: float | None) -> bool:
+    """Within retention at `now`. A segment last used after `now` counts as not written yet:
+    a call older than ones already simulated (a later chunk of a file) must not hit what
+    they wrote. It writes the segment again at its own time (a segment keeps one time), so
+    its conversation's next calls hit it; a call after the later use may then find it
+    expired where it was not: out of order, the simulation errs toward misses, never hits."""
     if segment.time is None or now is None:
         return True
-    return now - segment.time <= segment.ttl
+    return 0 <= now - segment.time <= segment.ttl

@@ -397,3 +397,24 @@ def test_a_file_read_in_chunks_gives_what_one_analysis_of_it_gives(
 
     assert figures(chunked) == figures(whole)
     assert chunked.totals == whole.totals
+
+
+def test_a_later_chunks_older_call_never_hits_a_prefix_written_after_it(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    # The file lists a 09:30 conversation before a 09:00 one with the same system prompt.
+    # Read a conversation at a time, the 09:00 call comes after the 09:30 one: it must not
+    # hit what that later call wrote (a hit "from the future" would under-price it).
+    late, early = conversation(2, seed=1), conversation(2, seed=2)
+    early.messages[0] = late.messages[0]
+    late.message_times = [t + timedelta(minutes=30) for t in known_times(late)]
+    chunked = analyze_chunked(
+        [late, early], profile_for=profile_for, rates_for=rates_for, retention_seconds=600, chunk=1
+    )
+    first_of_early = chunked.conversations[1].calls[0]
+    assert first_of_early.cached_tokens == 0
+    assert first_of_early.miss_reason == MissReason("cold")
+    # Its own second call still hits what its first one wrote.
+    assert chunked.conversations[1].calls[1].cached_tokens >= 1024
+    whole = run([late, early], profile_for, rates_for, retention=600)
+    assert whole.conversations[1].calls[0].cached_tokens == 0

@@ -214,3 +214,15 @@ def test_it_agrees_with_a_naive_simulation_on_random_traffic() -> None:
             for stored in [s for s in history if full[: len(s)] == s]:
                 history[stored] = now
             history[full] = now
+
+
+def test_the_route_rate_counts_the_minute_up_to_each_call_in_any_order() -> None:
+    from conversations.engine.cache import _Rate
+
+    rate = _Rate()
+    assert all(rate.admit(1000.0 + n, limit=3) for n in range(3))
+    assert not rate.admit(1003.0, limit=3)  # a fourth in the same minute overflows
+    # An older call (a later chunk of a file) is judged on its own minute: nothing before it.
+    assert rate.admit(950.0, limit=3)
+    assert rate.rpm(950.0) == 1
+    assert rate.rpm(1003.0) == 5
