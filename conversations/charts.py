@@ -34,7 +34,9 @@ BASE_LAYOUT: dict[str, Any] = {
 
 # Dollars as decimals: Plotly's default SI suffixes print a few cents' worth of calls as
 # "$298.6µ" (micro-dollars) on a small chat's cumulative-cost axis.
-MONEY_AXIS: dict[str, Any] = {"tickprefix": "$", "exponentformat": "none"}
+# automargin: such decimals are wide ("$0.0000313"); in BASE_LAYOUT's fixed margin a
+# right-hand money axis had its labels cut at the chart's edge and its title over them.
+MONEY_AXIS: dict[str, Any] = {"tickprefix": "$", "exponentformat": "none", "automargin": True}
 DAY_MS = 86_400_000
 MAX_DAY_TICKS = 12
 

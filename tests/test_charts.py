@@ -31,3 +31,4 @@ def test_money_axes_print_decimals_not_si_suffixes() -> None:
     turns_layout = conversation_turns_figure([])["layout"]
     assert turns_layout["yaxis2"]["exponentformat"] == "none"
     assert turns_layout["yaxis2"]["tickprefix"] == "$"
+    assert turns_layout["yaxis2"]["automargin"] is True  # wide labels widen the margin

@@ -15,17 +15,14 @@ from django.db import connection
 from conversations.models import (
     Conversation,
     ImportStatus,
-    Message,
     Organization,
-    Turn,
-    UsageDay,
-    UsageRecord,
 )
 from conversations.services import imports, transcripts
 from pricing.book import PriceBook
 from pricing.models import ModelPrice
 
 from .factories import OrganizationFactory
+from .stored import assert_nothing_stored
 
 pytestmark = pytest.mark.django_db
 
@@ -48,14 +45,6 @@ def _chat_line(n: int, *, role: str = "assistant", content: str | None = None) -
 def _chat_file(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _nothing_stored(org: Organization) -> None:
-    assert not Conversation.objects.filter(organization=org).exists()
-    assert not Message.objects.filter(conversation__organization=org).exists()
-    assert not Turn.objects.filter(conversation__organization=org).exists()
-    assert not UsageRecord.objects.filter(organization=org).exists()
-    assert not UsageDay.objects.filter(organization=org).exists()
 
 
 def _chunks_written(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -102,7 +91,7 @@ def test_bad_input_in_a_later_chunk_names_its_line_and_stores_nothing(
     # The chunks before it were written (and analysed) before the import failed.
     assert written == [2, 2]
     assert (job.conversations, job.turns, job.messages) == (0, 0, 0)
-    _nothing_stored(org)
+    assert_nothing_stored(org)
 
 
 def test_an_earlier_chunks_failed_write_is_raised_before_a_later_chunks_bad_line(
@@ -123,7 +112,7 @@ def test_an_earlier_chunks_failed_write_is_raised_before_a_later_chunks_bad_line
     org = OrganizationFactory.create()
     with pytest.raises(RuntimeError, match="chunk 1 refused"):
         imports.import_path(organization=org, paths=[path])
-    _nothing_stored(org)
+    assert_nothing_stored(org)
 
 
 def test_the_analysis_runs_on_one_thread_kept_between_imports_without_a_connection(
@@ -168,4 +157,4 @@ def test_a_query_on_the_analysis_thread_fails_the_import_and_stores_nothing(
     org = OrganizationFactory.create()
     with pytest.raises(RuntimeError, match="analysis thread ran a query"):
         imports.import_path(organization=org, paths=[path])
-    _nothing_stored(org)
+    assert_nothing_stored(org)

@@ -18,13 +18,13 @@ from conversations.models import (
     ImportJob,
     ImportStatus,
     Message,
-    Organization,
     Turn,
     UsageRecord,
 )
 from conversations.services import bulk, imports, transcripts
 
 from .factories import OrganizationFactory
+from .stored import assert_nothing_stored
 
 pytestmark = [
     pytest.mark.django_db,
@@ -192,13 +192,6 @@ def _calls_log(path: Path, conversations: int, *, bad_latency_at: int | None = N
     return path
 
 
-def _nothing_stored(org: Organization) -> None:
-    assert not Conversation.objects.filter(organization=org).exists()
-    assert not Message.objects.filter(conversation__organization=org).exists()
-    assert not Turn.objects.filter(conversation__organization=org).exists()
-    assert not UsageRecord.objects.filter(organization=org).exists()
-
-
 @pytest.mark.parametrize("copy", [True, False], ids=["copy", "orm"])
 def test_it_stores_nothing_when_the_database_refuses_a_row_of_a_later_chunk(
     copy: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -214,7 +207,7 @@ def test_it_stores_nothing_when_the_database_refuses_a_row_of_a_later_chunk(
     assert job.status == ImportStatus.FAILED
     assert "the database refused a value of this file" in job.error
     assert (job.conversations, job.turns, job.messages) == (0, 0, 0)
-    _nothing_stored(org)
+    assert_nothing_stored(org)
 
 
 def test_it_stores_nothing_when_an_import_crashes_after_a_chunk_was_copied(
@@ -241,7 +234,7 @@ def test_it_stores_nothing_when_an_import_crashes_after_a_chunk_was_copied(
     assert written == [transcripts.CHUNK, transcripts.CHUNK]
     job = ImportJob.objects.get(organization=org)
     assert job.status == ImportStatus.FAILED and "internal error" in job.error
-    _nothing_stored(org)
+    assert_nothing_stored(org)
     # The same file goes in whole afterwards: the failure left no half import behind.
     monkeypatch.setattr(transcripts, "_rows_copy_write", original)
     again = imports.import_path(organization=org, paths=[path])

@@ -132,7 +132,8 @@ _FAMILIES = (
     # lines 52 and 54 (api.openai.com) are exact with it, 4 short with 5; the same request to
     # Azure minutes earlier (lines 10 and 12) reported 3 fewer, 92, which nothing here
     # explains. No other o3 or o4 call has either, so o3 keeps the defaults, unmeasured
-    # (o3-mini's own tool rounds are 1 over with 5: crewai.jsonl lines 183 and 185).
+    # (o3-mini's own tool rounds are 1 over with 5: crewai.jsonl lines 183 and 185). A plain
+    # "o4" (no such call in the corpus) is given o4-mini's, by extrapolation.
     _Family("o4", "o200k_base", 200_000, 100_000, **_O4),
     _Family("o4-mini", "o200k_base", 200_000, 100_000, **_O4, patch=1.72),
     _Family("gpt-4-turbo", "cl100k_base", 128_000, 4_096),

@@ -550,8 +550,7 @@ class TranscriptRenderer:
         response_format: dict[str, Any] | None,
         after_system: str | None,
     ) -> tuple[str, bytes]:
-        if not tools and not response_format:
-            return "", b""
+        """Called only with tools or a response format (render checks first)."""
         key = json.dumps([tools, response_format, after_system], sort_keys=True, default=str)
         if key not in self._headers:
             header = encode_header(tools, response_format, self.profile, after_system=after_system)

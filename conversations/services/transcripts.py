@@ -321,7 +321,9 @@ def analysis_thread() -> ThreadPoolExecutor:
     per import: tiktoken's regex keeps its scratch space in pools whose fast path belongs to
     the first thread that used them, and every later thread takes the slow path (callgrind:
     +214M instructions, a third more time, for 5,522 messages). Imports running at once in
-    one process share it; their chunks queue in order and none waits for another."""
+    one process share it: their chunks queue in order, so one import's analysis waits for
+    the other's chunk in progress (at most about two chunks each: no deadlock), and in
+    Celery's threads pool the imports of one process analyse one after another."""
     global _ANALYST
     with _ANALYST_LOCK:
         if _ANALYST is None:
@@ -342,7 +344,8 @@ os.register_at_fork(after_in_child=_forget_analysis_thread)
 def _awaited() -> Iterator[Callable[[Future[BuiltChunk]], Future[BuiltChunk]]]:
     """Futures an import hands the shared analysis thread, settled before it returns: one
     still queued when the import fails is cancelled, one running is waited for, so no
-    chunk of a finished import is still being analysed."""
+    chunk of a finished import is still being analysed. That wait cannot be interrupted:
+    a task's soft time limit ends the import once the chunk in progress is analysed."""
     futures: list[Future[BuiltChunk]] = []
 
     def track(future: Future[BuiltChunk]) -> Future[BuiltChunk]:
