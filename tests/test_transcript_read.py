@@ -59,7 +59,7 @@ def _conversation(title: str) -> Conversation:
         )
         for i, m in enumerate(_messages())
     ]
-    turns = [
+    turns: list[dict[str, Any]] = [
         # Written out of index order: the read orders them.
         dict(index=2, request=[0, 1, 2, 3, 4, 5], response=6, model="gpt-4o-mini", batch=True),
         dict(index=0, request=[0, 1], response=2, tools=TOOLS, tool_choice="auto"),
@@ -81,7 +81,7 @@ def _conversation(title: str) -> Conversation:
         Turn.objects.create(
             conversation=conversation,
             index=index,
-            request_ranges=request_ranges(list(spec["request"])),  # type: ignore[call-overload]
+            request_ranges=request_ranges(list(spec["request"])),
             response=stored[response] if isinstance(response, int) else None,
             model=str(spec.get("model", "")),
             tools=spec.get("tools"),
