@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.db import connections, router
 from django.db.models import Case, F, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.http import Http404
@@ -33,6 +34,7 @@ from .models import (
     UsageRecord,
     UsageSource,
 )
+from .ranges import request_indexes
 
 RollupT = TypeVar("RollupT", UsageDay, ConversationDay, CalibrationGap)
 
@@ -563,6 +565,71 @@ def conversation_summary(turns: list[TurnRow]) -> ConversationSummary:
     )
 
 
+_TRANSCRIPT_TURN_COLUMNS = (
+    "request_ranges", "response__index", "model", "tools", "response_format", "tool_choice",
+    "prompt_cache_key", "cache_retention", "cache_options", "service_tier", "started_at",
+    "latency_ms", "max_output_tokens", "is_batch",
+)  # fmt: skip
+
+
+def _transcript_turns(conversation_id: int) -> QuerySet[Any]:
+    return (
+        Turn.objects.filter(conversation_id=conversation_id)
+        .order_by("index")
+        .values_list(*_TRANSCRIPT_TURN_COLUMNS)
+    )
+
+
+# A stand-in conversation id: the query is compiled once per process and database with it,
+# then run with the real id in its place (compiling it with the ORM cost as much as running
+# it, every turn of every live chat).
+_CONVERSATION_STAND_IN = -(2**61) + 13
+
+
+@dataclass(frozen=True)
+class _CompiledRows:
+    sql: str
+    params: tuple[Any, ...]
+    slot: int
+    compiler: Any
+    converters: dict[int, Any]
+
+
+_transcript_reads: dict[str, _CompiledRows | None] = {}
+
+
+def _compiled_turns(alias: str) -> _CompiledRows | None:
+    """None unless the stand-in is one parameter and nowhere in the SQL text."""
+    queryset = _transcript_turns(_CONVERSATION_STAND_IN)
+    compiler = queryset.query.get_compiler(using=alias)
+    sql, params = compiler.as_sql()
+    slots = [i for i, v in enumerate(params) if type(v) is int and v == _CONVERSATION_STAND_IN]
+    if len(slots) != 1 or str(_CONVERSATION_STAND_IN)[1:10] in sql:
+        return None
+    columns = [c[0] for c in compiler.select[: compiler.col_count]]
+    converters = compiler.get_converters(columns)
+    return _CompiledRows(sql, tuple(params), slots[0], compiler, converters)
+
+
+def _transcript_turn_rows(conversation_id: int) -> list[tuple[Any, ...]]:
+    """The turns' columns (_TRANSCRIPT_TURN_COLUMNS) in index order, converted as the ORM's
+    values_list converts them (JSON decoded)."""
+    alias = router.db_for_read(Turn)
+    if alias not in _transcript_reads:
+        _transcript_reads[alias] = _compiled_turns(alias)
+    read = _transcript_reads[alias]
+    if read is None:
+        return list(_transcript_turns(conversation_id))
+    params = list(read.params)
+    params[read.slot] = conversation_id
+    with connections[alias].cursor() as cursor:
+        cursor.execute(read.sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    if read.converters:
+        rows = [tuple(row) for row in read.compiler.apply_converters(rows, read.converters)]
+    return rows
+
+
 def conversation_transcript(
     conversation: Conversation, *, messages: list[Any] | None = None
 ) -> Transcript:
@@ -570,25 +637,33 @@ def conversation_transcript(
     A caller that has just read the messages (in index order, from 0) passes them in."""
     if messages is None:
         messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
+    # The turns' columns alone, the response by its index: loading each Turn and its response
+    # Message (whose JSON was decoded only to be dropped) was most of a live chat's estimate
+    # per turn, since the chat reads its whole conversation again every turn.
+    rows = _transcript_turn_rows(conversation.pk)
     calls = [
         Call(
-            request=turn.request_indexes(),
-            response=turn.response.index if turn.response else None,
-            model=turn.model or None,
-            tools=turn.tools,
-            response_format=turn.response_format,
-            tool_choice=turn.tool_choice,
-            prompt_cache_key=turn.prompt_cache_key or None,
-            cache_retention=turn.cache_retention or None,
-            cache_options=turn.cache_options,
-            service_tier=turn.service_tier or None,
-            started_at=turn.started_at,
-            latency_ms=turn.latency_ms,
-            max_output_tokens=turn.max_output_tokens,
-            batch=turn.is_batch,
+            request=request_indexes(ranges),
+            response=response,
+            model=model or None,
+            tools=tools,
+            response_format=response_format,
+            tool_choice=tool_choice,
+            prompt_cache_key=prompt_cache_key or None,
+            cache_retention=cache_retention or None,
+            cache_options=cache_options,
+            service_tier=service_tier or None,
+            started_at=started_at,
+            latency_ms=latency_ms,
+            max_output_tokens=max_output_tokens,
+            batch=batch,
         )
-        for turn in conversation.turns.select_related("response").order_by("index")
-    ]
+        for (
+            ranges, response, model, tools, response_format, tool_choice, prompt_cache_key,
+            cache_retention, cache_options, service_tier, started_at, latency_ms,
+            max_output_tokens, batch,
+        ) in rows
+    ]  # fmt: skip
     return Transcript(
         messages=messages, calls=calls, title=conversation.title, model=conversation.model or None
     )
