@@ -4,6 +4,7 @@ rows in file order, and no query on that thread."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from pathlib import Path
@@ -158,3 +159,23 @@ def test_a_query_on_the_analysis_thread_fails_the_import_and_stores_nothing(
     with pytest.raises(RuntimeError, match="analysis thread ran a query"):
         imports.import_path(organization=org, paths=[path])
     assert_nothing_stored(org)
+
+
+def test_a_written_chunk_is_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Memory stays that of a chunk or two, whatever the file's size: a chunk's rows are
+    # freed once written (every chunk's kept alive held a 500 MB file's rows: 2 GB).
+    monkeypatch.setattr(transcripts, "CHUNK", CHUNK)
+    alive: list[int] = []
+    store = transcripts._chunk_store
+
+    def counted(rows: transcripts.ChunkRows) -> list[int]:
+        gc.collect()
+        alive.append(sum(type(o) is transcripts.BuiltChunk for o in gc.get_objects()))
+        return store(rows)
+
+    monkeypatch.setattr(transcripts, "_chunk_store", counted)
+    path = _chat_file(tmp_path / "chats.jsonl", [_chat_line(n) for n in range(20)])
+    job = imports.import_path(organization=OrganizationFactory.create(), paths=[path])
+    assert job.status == ImportStatus.SUCCEEDED, job.error
+    assert len(alive) == 10
+    assert max(alive) <= 2  # the chunk being written and the next one, analysed meanwhile

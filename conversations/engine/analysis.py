@@ -320,6 +320,11 @@ class CacheState:
         self.prefix: dict[CachePolicy, CacheSimulator] = {}
         self.breakpoints: dict[CachePolicy, BreakpointSimulator] = {}
 
+    def forget_sources(self) -> None:
+        """After a chunk: the prompts' tokens go (cache.CacheSimulator.forget_sources)."""
+        for simulator in self.prefix.values():
+            simulator.forget_sources()
+
     def process(self, item: _Pending, org: str) -> CacheResult:
         call, policy, model = item.result.call, item.policy, item.result.model
         if call.batch:
@@ -469,15 +474,19 @@ def analyze(
     transcripts = list(transcripts)
     profile_for = functools.cache(profile_for)  # callers may hit a database; ask once a model
     policy_for = functools.cache(policy_for)
+    carried = cache is not None
     if cache is None:
         cache = CacheState(retention_seconds)
     elif cache.retention_seconds != retention_seconds:
         raise ValueError("a chunk's retention differs from the cache state's")
     with _collector_paused():
-        return _analyze(
+        analysis = _analyze(
             transcripts, profile_for, policy_for, rates_for, retention_seconds, org,
             default_model, encoding_cache, cache, first_number,
         )  # fmt: skip
+    if carried:  # a chunk of a file: what the next chunk needs is the blocks, not the tokens
+        cache.forget_sources()
+    return analysis
 
 
 def analyze_chunked(

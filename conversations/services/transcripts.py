@@ -349,6 +349,9 @@ def _awaited() -> Iterator[Callable[[Future[BuiltChunk]], Future[BuiltChunk]]]:
     futures: list[Future[BuiltChunk]] = []
 
     def track(future: Future[BuiltChunk]) -> Future[BuiltChunk]:
+        # Only the unfinished ones: a done future holds its chunk's rows, and keeping every
+        # chunk's held a whole file in memory (2 GB at 500 MB, against 0.3 GB one at a time).
+        futures[:] = [f for f in futures if not f.done()]
         futures.append(future)
         return future
 

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from conversations.engine import cache, render
-from conversations.engine.analysis import Analysis, analyze, analyze_chunked, turns_from_messages
+from conversations.engine.analysis import (
+    Analysis,
+    CacheState,
+    analyze,
+    analyze_chunked,
+    turns_from_messages,
+)
 from conversations.engine.cache import STEP, MissReason
 from conversations.engine.pricing import Rates
 from conversations.engine.profiles import ModelProfile, default_profile
@@ -418,3 +424,33 @@ def test_a_later_chunks_older_call_never_hits_a_prefix_written_after_it(
     assert chunked.conversations[1].calls[1].cached_tokens >= 1024
     whole = run([late, early], profile_for, rates_for, retention=600)
     assert whole.conversations[1].calls[0].cached_tokens == 0
+
+
+def test_a_carried_cache_keeps_its_blocks_but_lets_the_tokens_go(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    # An import carries the cache over a whole file: the blocks (what decides a hit) stay,
+    # the prompts' tokens (kept to name a divergence) go after each chunk, or a 500 MB file
+    # held every conversation's tokens (1.3 GB).
+    sessions = [conversation(3, seed=n) for n in range(4)]
+    for n, session in enumerate(sessions):
+        session.messages[0] = sessions[0].messages[0]
+        session.message_times = [t + timedelta(minutes=2 * n) for t in known_times(session)]
+    state = CacheState(300)
+    first = analyze(
+        sessions[:2], profile_for=profile_for, rates_for=rates_for, retention_seconds=300,
+        cache=state,
+    )  # fmt: skip
+    assert first.conversations[1].calls[0].cached_tokens >= 1024
+    simulator = next(iter(state.prefix.values()))
+    segments = [s for store in simulator._stores.values() for s in store.blocks.values()]
+    assert segments and all(segment.source is None for segment in segments)
+    assert simulator._sourced == []
+    later = analyze(
+        sessions[2:], profile_for=profile_for, rates_for=rates_for, retention_seconds=300,
+        cache=state, first_number=2,
+    )  # fmt: skip
+    whole = run(sessions, profile_for, rates_for)
+    assert [c.cached_tokens for c in later.conversations[0].calls] == [
+        c.cached_tokens for c in whole.conversations[2].calls
+    ]
