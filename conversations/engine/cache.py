@@ -212,6 +212,7 @@ class _Segment:
     hashes: list[int]  # a block list holding the segment's blocks at their depths
     source: TokenSource | None  # that list's prompt, to read its tokens back (diagnosis)
     branched: bool = False  # something continues at `end`: it can no longer grow in place
+    sourced_in: int = 0  # the simulator's generation that last gave it `source`
 
     def continuation(self, depth: int) -> int:
         return self.hashes[depth]
@@ -330,7 +331,10 @@ class CacheSimulator:
         self._routing_block = routing_tokens // step - 1
         self._stores: dict[tuple[str, str | None], _Store] = {}
         self._rates: dict[tuple[str, str | None, int], _Rate] = {}
-        self._sourced: list[_Segment] = []  # segments holding a prompt's tokens (forget_sources)
+        # Segments given a prompt's tokens, by generation (forget_sources).
+        self._generation = 0
+        self._sourced: list[_Segment] = []
+        self._sourced_before: list[_Segment] = []
         self._route_keys: dict[tuple[str, int], str | None] = {}
         # Set when a request came without a timestamp: no expiry and no rate judgment for it.
         self.timestamps_missing = False
@@ -466,7 +470,8 @@ class CacheSimulator:
             if tip.end > present:  # the prompt ends or branches inside: split there
                 tail = _split(store, tip, present)
                 if tail.source is not None:
-                    self._sourced.append(tail)
+                    self._sourced.append(tail)  # as old as the segment it was cut from
+                    tail.sourced_in = tip.sourced_in
             segment: _Segment | None = tip
             while segment is not None:  # toward the prompt's start: a hit refreshes it all
                 segment.time, segment.ttl = now, ttl
@@ -480,21 +485,28 @@ class CacheSimulator:
             grow = store.branches[parent] = _Segment(now, ttl, parent, present, blocks, None)
             if tip is not None:
                 tip.branched = True
-        if source is not None and grow.source is None:  # listed once while it holds one
-            self._sourced.append(grow)
+        if source is not None and (grow.source is None or grow.sourced_in != self._generation):
+            self._sourced.append(grow)  # listed once a generation
+            grow.sourced_in = self._generation
         grow.end, grow.hashes, grow.source, grow.time = len(blocks), blocks, source, now
         grow.ttl = ttl
         store.blocks.update(zip(blocks[present:], repeat(grow)))
 
     def forget_sources(self) -> None:
-        """Let go of the prompts' tokens kept to name where a later prompt diverged. The
-        blocks stay, so hits and misses are unchanged; a divergence from a prompt seen
-        before is then named at its block (approximate). An import calls this after each
-        chunk (analysis.CacheState): kept for a whole file, they held every conversation's
-        tokens (1.3 GB at 500 MB)."""
-        for segment in self._sourced:
-            segment.source = None
-        self._sourced.clear()
+        """End a generation (an import's chunk): let go of the tokens of prompts not
+        extended since the generation before. They are kept to name where a later prompt
+        diverged, and the prompt a new one is compared with is nearly always a recent one
+        (the latest branch at that point): while a chunk is simulated, its own prompts'
+        tokens and the previous chunk's are there, so those names stay exact while memory
+        stays bounded. The blocks stay, so
+        hits and misses are unchanged; a divergence from an older prompt is named at its
+        128-token block. An import calls this after each chunk (analysis.CacheState): kept
+        for a whole file, they held every conversation's tokens (1.3 GB at 500 MB)."""
+        for segment in self._sourced_before:
+            if segment.sourced_in < self._generation:  # not given tokens again since
+                segment.source = None
+        self._sourced_before, self._sourced = self._sourced, []
+        self._generation += 1
 
 
 def _split(store: _Store, segment: _Segment, depth: int) -> _Segment:

@@ -426,31 +426,32 @@ def test_a_later_chunks_older_call_never_hits_a_prefix_written_after_it(
     assert whole.conversations[1].calls[0].cached_tokens == 0
 
 
-def test_a_carried_cache_keeps_its_blocks_but_lets_the_tokens_go(
+def test_a_carried_cache_keeps_its_blocks_but_lets_old_tokens_go(
     profile_for: ProfileFor, rates_for: RatesFor
 ) -> None:
     # An import carries the cache over a whole file: the blocks (what decides a hit) stay,
-    # the prompts' tokens (kept to name a divergence) go after each chunk, or a 500 MB file
-    # held every conversation's tokens (1.3 GB).
-    sessions = [conversation(3, seed=n) for n in range(4)]
+    # the prompts' tokens (kept to name a divergence) only through the chunk after theirs,
+    # or a 500 MB file held every conversation's tokens (1.3 GB).
+    sessions = [conversation(3, seed=n) for n in range(6)]  # six different system prompts
     for n, session in enumerate(sessions):
-        session.messages[0] = sessions[0].messages[0]
         session.message_times = [t + timedelta(minutes=2 * n) for t in known_times(session)]
     state = CacheState(300)
-    first = analyze(
-        sessions[:2], profile_for=profile_for, rates_for=rates_for, retention_seconds=300,
-        cache=state,
-    )  # fmt: skip
-    assert first.conversations[1].calls[0].cached_tokens >= 1024
+    chunked = [
+        analyze(
+            [session],
+            profile_for=profile_for,
+            rates_for=rates_for,
+            retention_seconds=300,
+            cache=state,
+            first_number=n,
+        )
+        for n, session in enumerate(sessions)
+    ]
     simulator = next(iter(state.prefix.values()))
-    segments = [s for store in simulator._stores.values() for s in store.blocks.values()]
-    assert segments and all(segment.source is None for segment in segments)
-    assert simulator._sourced == []
-    later = analyze(
-        sessions[2:], profile_for=profile_for, rates_for=rates_for, retention_seconds=300,
-        cache=state, first_number=2,
-    )  # fmt: skip
+    segments = {id(s): s for store in simulator._stores.values() for s in store.blocks.values()}
+    holding = [s for s in segments.values() if s.source is not None]
+    assert len(segments) >= 6 and len(holding) == 1  # the last chunk's prompt
     whole = run(sessions, profile_for, rates_for)
-    assert [c.cached_tokens for c in later.conversations[0].calls] == [
-        c.cached_tokens for c in whole.conversations[2].calls
+    assert [c.cached_tokens for a in chunked for c in a.conversations[0].calls] == [
+        c.cached_tokens for conversation in whole.conversations for c in conversation.calls
     ]
