@@ -23,7 +23,7 @@ from pricing.book import PriceBook
 from pricing.models import ModelPrice
 
 from .factories import OrganizationFactory
-from .stored import assert_nothing_stored
+from .import_checks import assert_nothing_stored
 
 pytestmark = pytest.mark.django_db
 

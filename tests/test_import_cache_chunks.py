@@ -5,18 +5,16 @@ second chunk find the prefixes the first chunk cached, as `analyze` of the same 
 from __future__ import annotations
 
 import json
-from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.core.management import call_command
 
 from conversations.engine.analysis import ANALYSIS_CHUNK
 from conversations.models import ImportStatus, Turn
 from conversations.services import imports, transcripts
 
 from .factories import OrganizationFactory
+from .import_checks import analyze_json
 
 pytestmark = pytest.mark.django_db
 
@@ -49,13 +47,6 @@ def _log(path: Path, conversations: int) -> Path:
     return path
 
 
-def _analyze(path: Path, org: str) -> dict[str, Any]:
-    out = StringIO()
-    call_command("analyze", str(path), "--format", "json", "--org", org, stdout=out)
-    result: dict[str, Any] = json.loads(out.getvalue())
-    return result
-
-
 def test_the_second_chunk_finds_the_cache_the_first_left(tmp_path: Path) -> None:
     assert transcripts.CHUNK == ANALYSIS_CHUNK
     path = _log(tmp_path / "calls.jsonl", ANALYSIS_CHUNK + 3)
@@ -72,7 +63,7 @@ def test_the_second_chunk_finds_the_cache_the_first_left(tmp_path: Path) -> None
     # The first conversation of the second chunk hits like its neighbour in the first.
     assert cached[f"c-{ANALYSIS_CHUNK}"] == cached[f"c-{ANALYSIS_CHUNK - 1}"]
     # And `analyze` says the same of every call.
-    report = _analyze(path, org.slug)
+    report = analyze_json(path, org.slug)
     expected = {
         conversation["id"]: conversation["turns"][0]["simulated_cached_tokens"]
         for conversation in report["conversations"]

@@ -24,7 +24,7 @@ from conversations.models import (
 from conversations.services import bulk, imports, transcripts
 
 from .factories import OrganizationFactory
-from .stored import assert_nothing_stored
+from .import_checks import assert_nothing_stored
 
 pytestmark = [
     pytest.mark.django_db,

@@ -5,17 +5,16 @@ line: PostgreSQL refuses NUL in text and jsonb, and the import used to fail with
 from __future__ import annotations
 
 import json
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 
 from conversations.models import ImportStatus, Message
 from conversations.services import imports
 
 from .factories import OrganizationFactory
+from .import_checks import analyze_json
 
 pytestmark = pytest.mark.django_db
 
@@ -30,13 +29,6 @@ def _chat(text: str) -> dict[str, Any]:
             {"role": "assistant", "content": "ok"},
         ],
     }
-
-
-def _analyze(path: Path) -> dict[str, Any]:
-    out = StringIO()
-    call_command("analyze", str(path), "--format", "json", stdout=out)
-    result: dict[str, Any] = json.loads(out.getvalue())
-    return result
 
 
 @pytest.mark.parametrize("layout", ["jsonl", "json array"])
@@ -63,4 +55,4 @@ def test_a_nul_character_goes_in_replaced_and_named(tmp_path: Path, layout: str)
     )
     assert texts == {"plain", "bad\ufffdbyte", 'a "\\\\u0000" written as text'}
     # analyze says the same.
-    assert [w for w in _analyze(path)["warnings"] if WARNING in w] == nul
+    assert [w for w in analyze_json(path)["warnings"] if WARNING in w] == nul

@@ -3,20 +3,17 @@ give the same turns, pending calls, costs, unpriced counts and warnings for ever
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.core.management import call_command
 
 from conversations.models import ImportStatus, Turn, UsageRecord
 from conversations.services import imports
 from conversations.services.transcripts import WARNINGS_KEPT
 
 from .factories import OrganizationFactory
+from .import_checks import analyze_json
 
 pytestmark = pytest.mark.django_db
 
@@ -35,17 +32,10 @@ PENDING = [
 ]
 
 
-def _analyze(path: Path, org: str) -> dict[str, Any]:
-    out = StringIO()
-    call_command("analyze", str(path), "--format", "json", "--org", org, stdout=out)
-    result: dict[str, Any] = json.loads(out.getvalue())
-    return result
-
-
 @pytest.mark.parametrize("path", [*CORPUS, *PENDING], ids=lambda p: p.name)
 def test_it_gives_the_same_figures_through_analyze_and_an_import(path: Path) -> None:
     org = OrganizationFactory.create()
-    report = _analyze(path, org.slug)
+    report = analyze_json(path, org.slug)
     job = imports.import_path(organization=org, paths=[path])
     assert job.status == ImportStatus.SUCCEEDED, job.error
     totals = report["totals"]
@@ -95,7 +85,7 @@ def test_it_imports_every_call_of_the_corpus(capsys: pytest.CaptureFixture[str])
     kinds: dict[str, int] = {}
     for path in CORPUS:
         lines = [line for line in path.read_text().splitlines() if line.strip()]
-        report = _analyze(path, OrganizationFactory.create().slug)
+        report = analyze_json(path, OrganizationFactory.create().slug)
         assert report["totals"]["calls"] == len(lines), path.name
         calls += report["totals"]["calls"]
         reported += report["totals"]["reported_calls"]

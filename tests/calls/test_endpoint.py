@@ -23,13 +23,29 @@ from calls.services.connections import endpoint_key_issue, endpoint_key_revoke
 from conversations.engine import messages as engine_messages
 from conversations.engine.cache import CacheSimulator
 from conversations.engine.cache_policy import PREFIX_128
-from conversations.engine.profiles import default_profile
+from conversations.engine.profiles import ModelProfile, default_profile
 from conversations.engine.render import TranscriptRenderer, count_request
 from conversations.engine.vocabulary import get_encoding
 from conversations.models import Role
 from tests.factories import MembershipFactory, OrganizationFactory
 
 from .conftest import cached, complete, in_process_client, prompt_of, stream
+
+
+def _billed(
+    body: dict[str, Any], *, now: float, profile: ModelProfile, reply_tokens: int = 30
+) -> simulated.SimulatedCall:
+    """What the endpoint bills organization "o" for `body` on a prefix_128 model."""
+    return simulated.simulate_usage(
+        org_key="o",
+        body=body,
+        now=now,
+        profile=profile,
+        policy=PREFIX_128,
+        retention_seconds=600,
+        default_reply_tokens=reply_tokens,
+    )
+
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_process")]
 
@@ -281,15 +297,8 @@ def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPat
     profile = default_profile("gpt-4o")
     for turn in range(4):
         messages.append({"role": "user", "content": f"question {turn}"})
-        call = simulated.simulate_usage(
-            org_key="o",
-            body={"model": "gpt-4o", "messages": [dict(m) for m in messages]},
-            now=1000.0 + turn,
-            profile=profile,
-            policy=PREFIX_128,
-            retention_seconds=600,
-            default_reply_tokens=5,
-        )
+        body = {"model": "gpt-4o", "messages": [dict(m) for m in messages]}
+        call = _billed(body, now=1000.0 + turn, profile=profile, reply_tokens=5)
         messages.append({"role": "assistant", "content": call.reply})
     # Each message encoded once, though the last request sent eight.
     assert len(encoded) == len(set(encoded)) == 8
@@ -321,15 +330,7 @@ def test_interleaved_and_edited_conversations_bill_as_a_fresh_render_would(
             raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
             body = simulated.request_read("o", raw, lambda raw, reader: reader.read(raw, check))
         now = 1000.0 + turn
-        call = simulated.simulate_usage(
-            org_key="o",
-            body=body,
-            now=now,
-            profile=profile,
-            policy=PREFIX_128,
-            retention_seconds=600,
-            default_reply_tokens=30,
-        )
+        call = _billed(body, now=now, profile=profile)
         fresh = TranscriptRenderer(json.loads(json.dumps(line)), profile).render(
             list(range(len(line)))
         )
@@ -510,15 +511,7 @@ def test_conversations_of_every_shape_bill_as_a_fresh_render_would(shape: str) -
         raw = json.dumps(sent, separators=(",", ":"), ensure_ascii=False).encode()
         body = simulated.request_read("o", raw, lambda raw, reader: reader.read(raw, check))
         now = 1000.0 + turn
-        call = simulated.simulate_usage(
-            org_key="o",
-            body=body,
-            now=now,
-            profile=profile,
-            policy=PREFIX_128,
-            retention_seconds=600,
-            default_reply_tokens=30,
-        )
+        call = _billed(body, now=now, profile=profile)
         copy = json.loads(raw)["messages"]
         fresh = TranscriptRenderer(copy, profile).render(list(range(len(copy))), tools=tools)
         expected = oracle.process(fresh, org="o\x00gpt-4o", at=now)

@@ -379,10 +379,9 @@ def test_it_counts_a_tool_choice_of_none_outside_the_gpt5_family() -> None:
     )
 
 
-def test_it_saves_nothing_for_o4_mini_tools_after_a_system_message() -> None:
-    # tests/fixtures/real/fantasy.jsonl line 9 (and 11, 51, 53): o4-mini reported 64 prompt
-    # tokens; the 4 tokens that other models save when the tools join the system text
-    # (gpt-4o, the gpt-5 family) would make it 60.
+def _fantasy_weather_tools(**extra: Any) -> list[dict[str, Any]]:
+    """The one tool of tests/fixtures/real/fantasy.jsonl's o4-mini requests (`extra`: the
+    fields a recording adds to the function, as it sent them)."""
     parameters = {
         "properties": {"location": {"description": "the city", "type": "string"}},
         "required": ["location"],
@@ -390,11 +389,18 @@ def test_it_saves_nothing_for_o4_mini_tools_after_a_system_message() -> None:
     }
     function = {
         "name": "weather",
-        "strict": False,
+        **extra,
         "description": "Get weather information for a location",
         "parameters": parameters,
     }
-    tools = [{"type": "function", "function": function}]
+    return [{"type": "function", "function": function}]
+
+
+def test_it_saves_nothing_for_o4_mini_tools_after_a_system_message() -> None:
+    # tests/fixtures/real/fantasy.jsonl line 9 (and 11, 51, 53): o4-mini reported 64 prompt
+    # tokens; the 4 tokens that other models save when the tools join the system text
+    # (gpt-4o, the gpt-5 family) would make it 60.
+    tools = _fantasy_weather_tools(strict=False)
     messages: list[ChatMessage] = [
         {"content": "You are a helpful assistant", "role": "system"},
         {"content": "What's the weather in Florence,Italy?", "role": "user"},
@@ -407,17 +413,7 @@ def test_it_saves_nothing_for_o4_mini_tools_after_a_system_message() -> None:
 def test_it_counts_o4_mini_tool_rounds_like_the_gpt5_family() -> None:
     # tests/fixtures/real/fantasy.jsonl line 52: o4-mini reported 95 prompt tokens for the
     # request of line 51 (64) plus one call of `weather` and its result.
-    parameters = {
-        "properties": {"location": {"description": "the city", "type": "string"}},
-        "required": ["location"],
-        "type": "object",
-    }
-    function = {
-        "name": "weather",
-        "description": "Get weather information for a location",
-        "parameters": parameters,
-    }
-    tools = [{"type": "function", "function": function}]
+    tools = _fantasy_weather_tools()
     call = {
         "id": "call_gcwOMtZgMBLlxt6yBBUtJAXo",
         "function": {"arguments": '{"location":"Florence, Italy"}', "name": "weather"},
