@@ -609,9 +609,9 @@ def analyze_next(
     model = call.model or transcript.model or default_model
     if call.model != model:
         call = dataclasses.replace(call, model=model)
-    for name, (profile, policy) in state.models.items():
-        if profile_for(name) != profile or policy_for(name) != policy:
-            return None
+    current = {name: (profile_for(name), policy_for(name)) for name in (*state.models, model)}
+    if any(current[name] != used for name, used in state.models.items()):
+        return None
     at = call_time(transcript, call)
     untimed = state.untimed or (state.calls == 0 and at is None)
     if not untimed and (at is None or (state.last_at is not None and at < state.last_at)):
@@ -624,8 +624,7 @@ def analyze_next(
         return None  # the history changed under the earlier calls: analyze re-renders them
     # The very objects encoded before: the encoding cache knows them by identity.
     messages = [*known, *messages[len(known) :]]
-    profile = profile_for(model)
-    policy = policy_for(model)
+    profile, policy = current[model]
     renderer = TranscriptRenderer(
         messages, profile, cache=state.encodings, cut_points=policy.kind == "breakpoints"
     )
