@@ -23,7 +23,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -63,6 +63,7 @@ from .calling import (
     attempt_succeeded,
     chat_completion_call,
 )
+from .updates import row_update
 
 logger = logging.getLogger(__name__)
 
@@ -387,10 +388,13 @@ def _claim(call: ApiCall, *, count_attempt: bool = False) -> bool:
     a killed worker is claimed again: the turn's unique constraint, not the claim, makes
     the recording happen once."""
     now = timezone.now()
-    fields: dict[str, Any] = {"status": CallStatus.RUNNING, "started_at": now}
-    if count_attempt:
-        fields["attempt_count"] = F("attempt_count") + 1
-    if not ApiCall.objects.filter(pk=call.pk, status__in=_WAITING).update(**fields):
+    if not row_update(
+        model=ApiCall,
+        pk=call.pk,
+        values={"status": CallStatus.RUNNING, "started_at": now},
+        increment=("attempt_count",) if count_attempt else (),
+        status_in=_WAITING,
+    ):
         return False  # finished meanwhile by another delivery
     call.status, call.started_at = CallStatus.RUNNING, now
     return True
@@ -497,18 +501,19 @@ def _call_succeed(
     reply: str = "",
     turn: Turn | None = None,
 ) -> None:
-    ApiCall.objects.filter(pk=call.pk).update(
-        status=CallStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-        latency_ms=result.latency_ms,
-        ttft_ms=result.ttft_ms,
-        usage=result.usage,
-        service_tier=(result.service_tier or "")[:20],
-        cost=cost,
-        reply=reply,
-        turn=turn,
-        error="",
-    )
+    values = {
+        "status": CallStatus.SUCCEEDED,
+        "finished_at": timezone.now(),
+        "latency_ms": result.latency_ms,
+        "ttft_ms": result.ttft_ms,
+        "usage": result.usage,
+        "service_tier": (result.service_tier or "")[:20],
+        "cost": cost,
+        "reply": reply,
+        "turn": turn.pk if turn is not None else None,
+        "error": "",
+    }
+    row_update(model=ApiCall, pk=call.pk, values=values)
 
 
 def api_call_fail(*, call_id: int, message: str) -> None:

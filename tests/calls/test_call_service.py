@@ -16,13 +16,14 @@ from typing import Any
 import openai
 import pytest
 from django.db import connection as db_connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import Settings
 
 from calls import selectors, tasks
 from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConnection
-from calls.services import calling, chats
+from calls.services import calling, chats, updates
 from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
 from conversations.engine.analysis import analyze
@@ -638,3 +639,42 @@ def test_each_turns_estimate_is_the_whole_conversations_analysed_again(
     assert turns[0].simulated_cached_tokens == 0
     assert all(t.simulated_cached_tokens > 0 for t in turns[1:])
     assert rollups.organization_drift(organization=chat.organization) == []
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": 3, "total_tokens": 5}, None])
+def test_a_row_update_writes_what_the_orms_update_writes(usage: dict[str, Any] | None) -> None:
+    connection = make_connection()
+    by_orm, by_row = (chats.chat_message_send(chat=make_chat(connection), text="hi") for _ in "ab")
+    values: dict[str, Any] = {
+        "status": CallStatus.SUCCEEDED,
+        "finished_at": timezone.now(),
+        "latency_ms": 12,
+        "usage": usage,
+        "cost": Decimal("0.000123456789"),
+        "reply": "née ✓",
+        "error": "",
+    }
+    ApiCall.objects.filter(pk=by_orm.pk).update(
+        **values, turn=None, attempt_count=F("attempt_count") + 1
+    )
+    changed = updates.row_update(
+        model=ApiCall,
+        pk=by_row.pk,
+        values={**values, "turn": None},
+        increment=("attempt_count",),
+        status_in=(CallStatus.PENDING, CallStatus.RUNNING),
+    )
+    assert changed == 1
+    columns = [
+        f.attname
+        for f in ApiCall._meta.concrete_fields
+        if f.attname not in ("id", "code", "chat_id", "requested_at")
+    ]
+    rows = ApiCall.objects.filter(pk__in=[by_orm.pk, by_row.pk]).values(*columns)
+    assert rows[0] == rows[1]
+    assert ApiCall.objects.filter(pk=by_row.pk, usage__isnull=usage is None).exists()
+    # Guarded by its status: a finished call is left as it is.
+    again = {"status": CallStatus.RUNNING}
+    assert (
+        updates.row_update(model=ApiCall, pk=by_row.pk, values=again, status_in=("pending",)) == 0
+    )
