@@ -429,6 +429,8 @@ def main() -> None:
     )
     parser.add_argument("--turns", type=int, default=10, help="turns per chat (end to end)")
     parser.add_argument("--chats", type=int, default=20)
+    # 2: with other jobs on the 2 cores, 4 processes did worse (more switches, and a chat's
+    # turn finds the analysis state its previous turn left less often); quiet, 4 did better.
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (threads)")
     parser.add_argument("--pool", choices=("prefork", "threads"), default="prefork")
     parser.add_argument("--endpoint-turns", type=int, default=200)

@@ -69,6 +69,12 @@ class PriceBook:
         default_factory=dict
     )
     _matrices: dict[int, RateMatrix] = field(default_factory=dict)
+    # By model, the rows whose name matches it, with their rank but for the date: calls
+    # rarely share a time (a live call's is now), so the cache above seldom answers, and
+    # matching every row's name (snapshot suffixes, patterns) was most of a lookup.
+    _matching: dict[str, list[tuple[tuple[int, int, int], ModelPrice]]] = field(
+        default_factory=dict
+    )
 
     def matrix(self, row: ModelPrice) -> RateMatrix:
         """The row's matrix, built once: a book prices thousands of calls with few rows."""
@@ -107,17 +113,25 @@ class PriceBook:
         key = (model, at, at.utcoffset())
         if key not in self._cache:
             best: tuple[tuple[int, int, int, datetime], ModelPrice] | None = None
-            for row in self.rows:
+            for (scope, kind, length), row in self._matches(model):
                 if row.effective_from > at:
                     continue
-                spec = _specificity(row, model)
-                if spec is None:
-                    continue
-                rank = (1 if row.organization_id else 0, spec[0], spec[1], row.effective_from)
+                rank = (scope, kind, length, row.effective_from)
                 if best is None or rank > best[0]:
                     best = (rank, row)
             self._cache[key] = best[1] if best else None
         return self._cache[key]
+
+    def _matches(self, model: str) -> list[tuple[tuple[int, int, int], ModelPrice]]:
+        """The rows matching `model`, in the book's order, each with its rank but the date."""
+        found = self._matching.get(model)
+        if found is None:
+            found = self._matching[model] = []
+            for row in self.rows:
+                spec = _specificity(row, model)
+                if spec is not None:
+                    found.append(((1 if row.organization_id else 0, spec[0], spec[1]), row))
+        return found
 
     def price(
         self,

@@ -13,6 +13,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from conversations.engine.pricing import buckets_from_usage, price_buckets, usage_from_dict
 from pricing.admin import ModelPriceForm
 from pricing.book import PriceBook, rates_for
+from pricing.book import _specificity as book_specificity
 from pricing.models import CostRecompute, ModelPrice
 
 from .factories import ModelPriceFactory, OrganizationFactory, price_cells
@@ -99,6 +100,39 @@ def test_it_prefers_exact_names_over_snapshot_fallback_over_patterns() -> None:
     ModelPriceFactory.create(model="gpt-4o-2024-08-06", input_per_1m=Decimal("5"))
     book = PriceBook.for_organization(None)
     assert resolved(book, "gpt-4o-2024-08-06", NOW).input_per_1m == Decimal("5")
+
+
+def test_a_lookup_by_the_rows_matching_the_model_picks_what_scanning_every_row_picks() -> None:
+    """resolve() walks only the rows whose name matches (kept per model): at every time, for
+    exact names, snapshots, patterns and an organization's own rows, the row a scan of
+    every row in force ranks first."""
+    acme = OrganizationFactory.create()
+    for model, start, organization in [
+        ("gpt-4o", datetime(2030, 1, 1, tzinfo=UTC), None),
+        ("gpt-4o", datetime(2030, 6, 1, tzinfo=UTC), acme),
+        ("ft:gpt-4o*", datetime(2025, 1, 1, tzinfo=UTC), None),
+        ("ft:*", datetime(2024, 1, 1, tzinfo=UTC), acme),
+    ]:
+        ModelPriceFactory.create(model=model, effective_from=start, organization=organization)
+    book = PriceBook.for_organization(acme)
+
+    def scanned(model: str, at: datetime) -> ModelPrice | None:
+        ranked = [
+            ((1 if row.organization_id else 0, *spec, row.effective_from), row)
+            for row in book.rows
+            if row.effective_from <= at and (spec := book_specificity(row, model)) is not None
+        ]
+        return max(ranked, key=lambda item: item[0])[1] if ranked else None
+
+    models = ["gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-mini", "ft:gpt-4o:acme::x", "ft:other", "x"]
+    times = [
+        datetime(year, month, 1, tzinfo=UTC) for year in (2023, 2025, 2030) for month in (1, 7)
+    ]
+    for model in models:
+        for at in times:
+            assert book.resolve(model, at) is scanned(model, at), (model, at)
+    assert resolved(book, "gpt-4o", datetime(2030, 7, 1, tzinfo=UTC)).organization == acme
+    assert resolved(book, "ft:gpt-4o:acme::x", NOW).model == "ft:*"  # the organization's
 
 
 def test_it_leaves_unknown_models_unpriced_not_free() -> None:

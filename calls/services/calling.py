@@ -26,7 +26,6 @@ from typing import Any
 import openai
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from openai import Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -34,6 +33,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ..models import ApiCall, AttemptOutcome, CallAttempt, ProviderConnection
 from .budgets import budget_settle, budget_take
 from .connections import connection_api_key
+from .updates import row_update
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +117,15 @@ def attempt_succeeded(result: CallResult) -> None:
     one killed mid-request does, and the next delivery's attempt gets the turn)."""
     if result.attempt_id is None:  # not a result of chat_completion_call
         return
-    CallAttempt.objects.filter(pk=result.attempt_id).update(
-        outcome=AttemptOutcome.OK,
-        status_code=200,
-        latency_ms=result.latency_ms,
-        ttft_ms=result.attempt_ttft_ms,
-        usage=result.usage,
-        response_id=result.response_id[:200],
-    )
+    values = {
+        "outcome": AttemptOutcome.OK,
+        "status_code": 200,
+        "latency_ms": result.latency_ms,
+        "ttft_ms": result.attempt_ttft_ms,
+        "usage": result.usage,
+        "response_id": result.response_id[:200],
+    }
+    row_update(model=CallAttempt, pk=result.attempt_id, values=values)
 
 
 class CallNotClaimed(Exception):
@@ -404,7 +405,7 @@ def chat_completion_call(
 
 
 def _attempt_count(call: ApiCall) -> bool:
-    ApiCall.objects.filter(pk=call.pk).update(attempt_count=F("attempt_count") + 1)
+    row_update(model=ApiCall, pk=call.pk, values={}, increment=("attempt_count",))
     return True
 
 

@@ -11,6 +11,8 @@ a worker was killed mid-call, records nothing twice.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,13 +23,19 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from conversations.engine.analysis import CallAnalysis, analyze
+from conversations.engine.analysis import (
+    CallAnalysis,
+    ConversationState,
+    analyze,
+    analyze_next,
+    conversation_start,
+)
 from conversations.engine.pricing import buckets_from_usage, usage_from_dict
-from conversations.engine.types import Call
+from conversations.engine.types import Call, Transcript
 from conversations.models import (
     Conversation,
     ConversationSource,
@@ -55,6 +63,7 @@ from .calling import (
     attempt_succeeded,
     chat_completion_call,
 )
+from .updates import row_update
 
 logger = logging.getLogger(__name__)
 
@@ -379,10 +388,13 @@ def _claim(call: ApiCall, *, count_attempt: bool = False) -> bool:
     a killed worker is claimed again: the turn's unique constraint, not the claim, makes
     the recording happen once."""
     now = timezone.now()
-    fields: dict[str, Any] = {"status": CallStatus.RUNNING, "started_at": now}
-    if count_attempt:
-        fields["attempt_count"] = F("attempt_count") + 1
-    if not ApiCall.objects.filter(pk=call.pk, status__in=_WAITING).update(**fields):
+    if not row_update(
+        model=ApiCall,
+        pk=call.pk,
+        values={"status": CallStatus.RUNNING, "started_at": now},
+        increment=("attempt_count",) if count_attempt else (),
+        status_in=_WAITING,
+    ):
         return False  # finished meanwhile by another delivery
     call.status, call.started_at = CallStatus.RUNNING, now
     return True
@@ -489,18 +501,19 @@ def _call_succeed(
     reply: str = "",
     turn: Turn | None = None,
 ) -> None:
-    ApiCall.objects.filter(pk=call.pk).update(
-        status=CallStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-        latency_ms=result.latency_ms,
-        ttft_ms=result.ttft_ms,
-        usage=result.usage,
-        service_tier=(result.service_tier or "")[:20],
-        cost=cost,
-        reply=reply,
-        turn=turn,
-        error="",
-    )
+    values = {
+        "status": CallStatus.SUCCEEDED,
+        "finished_at": timezone.now(),
+        "latency_ms": result.latency_ms,
+        "ttft_ms": result.ttft_ms,
+        "usage": result.usage,
+        "service_tier": (result.service_tier or "")[:20],
+        "cost": cost,
+        "reply": reply,
+        "turn": turn.pk if turn is not None else None,
+        "error": "",
+    }
+    row_update(model=ApiCall, pk=call.pk, values=values)
 
 
 def api_call_fail(*, call_id: int, message: str) -> None:
@@ -545,6 +558,50 @@ def _chat_turn_run(call: ApiCall, claim: Claim | None, *, delivered_before: bool
     _turn_record(call, result, messages=messages)  # the call and attempt marked with it
 
 
+@dataclass(frozen=True)
+class _Carried:
+    """A conversation's analysis state after its latest turn recorded here, and the price
+    book it was made with (one re-read since: the earlier turns' rates may differ)."""
+
+    book: PriceBook
+    state: ConversationState
+
+
+# Per process, the analysis state each recent chat's latest turn left (engine.analysis.
+# analyze_next): its next turn, if this process records it, analyses only its own call where
+# it analysed the whole conversation again (work growing with the chat's length). Another
+# process's turn makes the state stale (its call count no longer matches): then the
+# conversation is read and analysed once more, as before. Bounded: a state holds its
+# messages' tokens.
+CARRIED_CHATS = 64
+_carried: OrderedDict[int, _Carried] = OrderedDict()
+_carried_lock = threading.Lock()
+
+
+def _carried_take(conversation_id: int, book: PriceBook, calls: int) -> ConversationState | None:
+    """The conversation's state if it is the one its call `calls` needs; taken out, so that
+    no other thread uses it meanwhile (it is put back once the turn is committed)."""
+    with _carried_lock:
+        carried = _carried.pop(conversation_id, None)
+    if carried is None or carried.book is not book or carried.state.calls != calls:
+        return None
+    return carried.state
+
+
+def _carried_put(conversation_id: int, book: PriceBook, state: ConversationState) -> None:
+    with _carried_lock:
+        _carried[conversation_id] = _Carried(book, state)
+        _carried.move_to_end(conversation_id)
+        while len(_carried) > CARRIED_CHATS:
+            _carried.popitem(last=False)
+
+
+def carried_forget() -> None:
+    """Drop this process's carried analysis states (tests)."""
+    with _carried_lock:
+        _carried.clear()
+
+
 def _analysis(
     chat: Chat,
     call: ApiCall,
@@ -552,36 +609,72 @@ def _analysis(
     book: PriceBook,
     now: datetime,
     messages: list[Any] | None,
-) -> CallAnalysis:
+) -> tuple[CallAnalysis, ConversationState | None]:
     """costlab's own figures for the new turn: the stored conversation plus this call,
-    analysed like an import (estimate, simulated cache, price), reported usage beside."""
-    transcript = conversation_transcript(chat.conversation, messages=messages)
-    transcript.messages = transcript.messages[: call.request_end]
-    if result is not None:
-        transcript.messages.append({"role": "assistant", "content": result.content})
-    transcript.calls = [*(transcript.calls or [])[: call.index or 0]]
-    transcript.calls.append(
-        Call(
-            request=list(range(call.request_end)),
-            response=call.request_end if result is not None else None,
-            model=call.model,
-            prompt_cache_key=chat.prompt_cache_key,
-            service_tier=result.service_tier if result is not None else None,
-            started_at=result.started_at if result is not None else (call.started_at or now),
-            latency_ms=result.latency_ms if result is not None else None,
-            max_output_tokens=chat.max_completion_tokens,
-            usage=usage_from_dict(result.usage) if result and result.usage else None,
+    analysed like an import (estimate, simulated cache, price), reported usage beside; and
+    the state its next turn can start from. The same figures as analysing the whole
+    conversation again (analysis.analyze; tests/calls/test_call_service.py)."""
+    index = call.index or 0
+    conversation = chat.conversation
+    if messages is None:
+        messages = list(
+            conversation.messages.filter(index__lt=call.request_end)
+            .order_by("index")
+            .values_list("data", flat=True)
         )
+    messages = messages[: call.request_end]
+    if result is not None:
+        messages.append({"role": "assistant", "content": result.content})
+    new_call = Call(
+        request=list(range(call.request_end)),
+        response=call.request_end if result is not None else None,
+        model=call.model,
+        prompt_cache_key=chat.prompt_cache_key,
+        service_tier=result.service_tier if result is not None else None,
+        started_at=result.started_at if result is not None else (call.started_at or now),
+        latency_ms=result.latency_ms if result is not None else None,
+        max_output_tokens=chat.max_completion_tokens,
+        usage=usage_from_dict(result.usage) if result and result.usage else None,
     )
-    analysis = analyze(
-        [transcript],
+    transcript = Transcript(
+        messages=messages, calls=[], title=conversation.title, model=conversation.model or None
+    )
+    rates_for = partial(book.call_rates, now=now)
+    org = str(chat.organization.code)
+    next_call = partial(
+        analyze_next,
+        transcript=transcript,
+        call=new_call,
         profile_for=book.profile,
         policy_for=book.policy,
-        rates_for=partial(book.call_rates, now=now),
-        retention_seconds=DEFAULT_RETENTION_SECONDS,
-        org=str(chat.organization.code),
+        rates_for=rates_for,
     )
-    return analysis.conversations[0].calls[-1]
+    state = _carried_take(conversation.pk, book, index)
+    analysed = next_call(state) if state is not None else None
+    if analysed is None:
+        stored = conversation_transcript(conversation, messages=messages)
+        transcript.calls = (stored.calls or [])[:index]
+        state = conversation_start(
+            transcript,
+            profile_for=book.profile,
+            policy_for=book.policy,
+            rates_for=rates_for,
+            retention_seconds=DEFAULT_RETENTION_SECONDS,
+            org=org,
+        )
+        analysed = next_call(state)
+    if analysed is None:  # a call earlier than the one before it: the whole conversation
+        transcript.calls = [*(transcript.calls or []), new_call]
+        analysis = analyze(
+            [transcript],
+            profile_for=book.profile,
+            policy_for=book.policy,
+            rates_for=rates_for,
+            retention_seconds=DEFAULT_RETENTION_SECONDS,
+            org=org,
+        )
+        return analysis.conversations[0].calls[-1], None
+    return analysed, state
 
 
 def _turn_record(
@@ -597,7 +690,7 @@ def _turn_record(
     conversation = chat.conversation
     now = timezone.now()
     book = price_book(chat.organization)
-    analysis = _analysis(chat, call, result, book, now, messages)
+    analysis, state = _analysis(chat, call, result, book, now, messages)
     at = analysis.call.started_at or now
     try:
         with transaction.atomic():
@@ -647,6 +740,8 @@ def _turn_record(
             rollups.turns_added(
                 organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
             )
+            if state is not None:  # kept for the next turn once this one is committed
+                transaction.on_commit(partial(_carried_put, conversation.pk, book, state))
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing = Turn.objects.filter(conversation=conversation, index=call.index).first()

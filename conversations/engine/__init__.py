@@ -14,7 +14,8 @@ breakpoints  BreakpointSimulator: caching at breakpoints, exact lengths, billed 
 render       a request -> its token sequence (tools, format, messages, priming): count_request,
              TranscriptRenderer (each message encoded once, each block hashed once)
 metrics      hit rates, cost and latency reduction, reference targets
-analysis     analyze(): every call's tokens, simulated caching and cost
+analysis     analyze(): every call's tokens, simulated caching and cost; analyze_next():
+             a transcript's next call alone, from the state its earlier calls left
 strategies   full / window / trim / summarize compared on one transcript
 calibration  estimated vs reported prompt tokens and cached tokens, per model
 levers       prompt_cache_key, retention and breakpoint choices compared, writes priced

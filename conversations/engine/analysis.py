@@ -1,6 +1,7 @@
 """Whole-transcript analysis: tokens, simulated caching and cost of every call.
 
-Owns: analyze(), the three passes, and what it says about each call and transcript.
+Owns: analyze(), the three passes, and what it says about each call and transcript;
+conversation_start() and analyze_next(): a transcript's next call analysed alone.
 
 Three passes. (1) Per transcript, render every call: messages encoded once, prompt sizes from
 the growing chain, block hashes shared between calls; token lists are then released. (2) The
@@ -527,6 +528,138 @@ def analyze_chunked(
         timestamps_missing=missing,
         totals=totals_of([c for conversation in conversations for c in conversation.calls]),
     )
+
+
+@dataclass(slots=True)
+class ConversationState:
+    """What analysing one transcript's calls so far leaves for analysing its next call alone
+    (`analyze_next`): a live chat's turn then costs its own call, not the whole chat again.
+    Kept by its caller in the process that made it: block hashes are salted per process."""
+
+    org: str
+    cache: CacheState
+    calls: int  # calls simulated so far: the next call's index
+    untimed: bool  # one of them had no time: analyze simulates the whole transcript so
+    last_at: float | None  # the latest call's time (the next one must not be earlier)
+    cumulative: Decimal | None  # the running cost so far (CallAnalysis.cumulative_cost)
+    # The profile and policy each model was simulated with: a later call finding another
+    # (a price row that took effect meanwhile) is analysed from scratch, as analyze would.
+    models: dict[str | None, tuple[ModelProfile, CachePolicy]]
+    messages: list[ChatMessage]  # the messages encoded so far, by identity (`encodings`)
+    encodings: EncodingCache
+
+
+def conversation_start(
+    transcript: Transcript,
+    *,
+    profile_for: ProfileFor,
+    rates_for: RatesFor,
+    retention_seconds: int,
+    org: str = "default",
+    default_model: str | None = None,
+    policy_for: PolicyFor = default_policy,
+) -> ConversationState:
+    """Analyse every call of `transcript` as `analyze` analyses the transcript alone, and
+    keep what its next call needs (see analyze_next)."""
+    state = ConversationState(
+        org=org,
+        cache=CacheState(retention_seconds),
+        calls=0,
+        untimed=False,
+        last_at=None,
+        cumulative=None,
+        models={},
+        messages=transcript.messages,
+        encodings=EncodingCache(),
+    )
+    pending, untimed = _render_transcript(
+        0, transcript, profile_for, policy_for, default_model, state.encodings
+    )
+    _simulate(state.cache, [pending], org)
+    for item in pending:
+        _price(item, rates_for)
+    finished = _finish(transcript, pending, untimed)
+    for item in pending:
+        state.models[item.result.model] = (item.profile, item.policy)
+    state.calls = len(pending)
+    state.untimed = untimed
+    state.last_at = max((p.at for p in pending if p.at is not None), default=None)
+    state.cumulative = finished.calls[-1].cumulative_cost if finished.calls else None
+    return state
+
+
+def analyze_next(
+    state: ConversationState,
+    transcript: Transcript,
+    call: Call,
+    *,
+    profile_for: ProfileFor,
+    rates_for: RatesFor,
+    default_model: str | None = None,
+    policy_for: PolicyFor = default_policy,
+) -> CallAnalysis | None:
+    """`call`, the next call of the transcript `state` was made from (its messages now
+    `transcript.messages`, its earlier calls those `state` simulated; `transcript.calls` is
+    not read), analysed as `analyze` would analyse it as the transcript's last call; `state`
+    then includes it. None, `state` unchanged, when it cannot be analysed alone: a call
+    earlier than the latest one, or the first without a time (analyze would simulate the
+    calls in another order, or all as untimed), messages that do not extend those `state`
+    saw (the earlier calls would render otherwise), or a model whose profile or policy
+    changed."""
+    model = call.model or transcript.model or default_model
+    if call.model != model:
+        call = dataclasses.replace(call, model=model)
+    current = {name: (profile_for(name), policy_for(name)) for name in (*state.models, model)}
+    if any(current[name] != used for name, used in state.models.items()):
+        return None
+    at = call_time(transcript, call)
+    untimed = state.untimed or (state.calls == 0 and at is None)
+    if not untimed and (at is None or (state.last_at is not None and at < state.last_at)):
+        return None
+    known = state.messages
+    messages = transcript.messages
+    if len(messages) < len(known) or any(
+        new is not old and new != old for new, old in zip(messages, known, strict=False)
+    ):
+        return None  # the history changed under the earlier calls: analyze re-renders them
+    # The very objects encoded before: the encoding cache knows them by identity.
+    messages = [*known, *messages[len(known) :]]
+    profile, policy = current[model]
+    renderer = TranscriptRenderer(
+        messages, profile, cache=state.encodings, cut_points=policy.kind == "breakpoints"
+    )
+    renderer.messages.encode_all()
+    rendered = renderer.render(
+        call.request,
+        tools=call.tools,
+        response_format=call.response_format,
+        tool_choice=call.tool_choice,
+    )
+    result = CallAnalysis(
+        conversation=0,
+        index=state.calls,
+        call=call,
+        model=model,
+        estimated_prompt_tokens=rendered.length,
+        estimated_completion_tokens=(
+            renderer.messages.body(call.response) if call.response is not None else 0
+        ),
+        unknown_images=rendered.unknown_images,
+    )
+    renderer.release()
+    item = _Pending(result, profile, rendered, None if untimed else at, policy)
+    _simulate(state.cache, [[item]], state.org)
+    _price(item, rates_for)
+    if result.cost is not None and result.billed:
+        state.cumulative = (state.cumulative or Decimal(0)) + result.cost.total
+    result.cumulative_cost = state.cumulative
+    state.models[model] = (profile, policy)
+    state.messages = messages
+    state.calls += 1
+    state.untimed = untimed
+    if at is not None and not untimed:
+        state.last_at = at
+    return result
 
 
 @contextlib.contextmanager

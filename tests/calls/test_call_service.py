@@ -10,23 +10,29 @@ import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import openai
 import pytest
 from django.db import connection as db_connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import Settings
 
-from calls import tasks
+from calls import selectors, tasks
 from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConnection
-from calls.services import calling, chats
+from calls.services import calling, chats, updates
 from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
+from conversations.engine.analysis import analyze
+from conversations.engine.types import Transcript
 from conversations.models import ConversationSource, Message, Role, Turn, UsageRecord
 from conversations.selectors import UsageFilter, conversation_list, org_totals
+from conversations.selectors import conversation_transcript as transcript
 from conversations.services import rollups
+from conversations.services.transcripts import DEFAULT_RETENTION_SECONDS
 from costlab import jobs
 from tests.factories import MembershipFactory, OrganizationFactory
 
@@ -569,3 +575,106 @@ def test_a_turn_writes_the_organizations_rollup_rows_last_before_its_commit() ->
     assert rest.index("conversations_conversationtotals") < hot
     assert not any(word in rest[hot:ends] for word in ("calls_apicall", "calls_callattempt"))
     assert rollups.organization_drift(organization=chat.organization) == []
+
+
+def test_each_turns_estimate_is_the_whole_conversations_analysed_again(
+    monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A chat's turn analyses only its own call, from the state its previous turn left in
+    this process (committed), yet records what analysing the whole conversation again gives:
+    estimate, simulated cache, miss reason, costs. A turn another process recorded, or a
+    price book read again, makes the state stale: the conversation is read again."""
+    chats.carried_forget()
+    reads: list[int] = []
+
+    def read(conversation: Any, **options: Any) -> Transcript:
+        reads.append(conversation.pk)
+        return transcript(conversation, **options)
+
+    monkeypatch.setattr(chats, "conversation_transcript", read)
+    chat = make_chat(make_connection(), model="gpt-4o-mini", max_completion_tokens=40)
+    for n in range(6):
+        with django_capture_on_commit_callbacks(execute=True):
+            send(chat, f"Question {n}: " + "where is my order? " * (5 + 9 * n))
+        if n == 3:  # the worker's price book read again: the state goes with the old one
+            selectors.endpoint_books_forget()
+    assert len(reads) == 2  # the first turn and the one after the book's re-read
+    conversation = chat.conversation
+    book = selectors.price_book(chat.organization)
+    stored = transcript(conversation)
+    turns = list(Turn.objects.filter(conversation=conversation).order_by("index"))
+    assert len(turns) == 6
+    for turn in turns:
+        whole = (
+            analyze(
+                [
+                    Transcript(
+                        messages=stored.messages, calls=(stored.calls or [])[: turn.index + 1]
+                    )
+                ],
+                profile_for=book.profile,
+                policy_for=book.policy,
+                rates_for=partial(book.call_rates, now=timezone.now()),
+                retention_seconds=DEFAULT_RETENTION_SECONDS,
+                org=str(chat.organization.code),
+            )
+            .conversations[0]
+            .calls[-1]
+        )
+        assert (
+            turn.estimated_prompt_tokens,
+            turn.estimated_completion_tokens,
+            turn.simulated_cached_tokens,
+            turn.miss_reason,
+        ) == (
+            whole.estimated_prompt_tokens,
+            whole.estimated_completion_tokens,
+            whole.simulated_cached_tokens,
+            whole.miss_reason.kind if whole.miss_reason else "",
+        )
+        estimated = turn.usage_records.get(source="estimated")
+        assert estimated.input_cached == whole.simulated_cached_tokens
+        assert whole.cost is not None and estimated.cost_total is not None
+        assert estimated.cost_total == whole.cost.total.quantize(estimated.cost_total)
+    assert turns[0].simulated_cached_tokens == 0
+    assert all(t.simulated_cached_tokens > 0 for t in turns[1:])
+    assert rollups.organization_drift(organization=chat.organization) == []
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": 3, "total_tokens": 5}, None])
+def test_a_row_update_writes_what_the_orms_update_writes(usage: dict[str, Any] | None) -> None:
+    connection = make_connection()
+    by_orm, by_row = (chats.chat_message_send(chat=make_chat(connection), text="hi") for _ in "ab")
+    values: dict[str, Any] = {
+        "status": CallStatus.SUCCEEDED,
+        "finished_at": timezone.now(),
+        "latency_ms": 12,
+        "usage": usage,
+        "cost": Decimal("0.000123456789"),
+        "reply": "née ✓",
+        "error": "",
+    }
+    ApiCall.objects.filter(pk=by_orm.pk).update(
+        **values, turn=None, attempt_count=F("attempt_count") + 1
+    )
+    changed = updates.row_update(
+        model=ApiCall,
+        pk=by_row.pk,
+        values={**values, "turn": None},
+        increment=("attempt_count",),
+        status_in=(CallStatus.PENDING, CallStatus.RUNNING),
+    )
+    assert changed == 1
+    columns = [
+        f.attname
+        for f in ApiCall._meta.concrete_fields
+        if f.attname not in ("id", "code", "chat_id", "requested_at")
+    ]
+    rows = ApiCall.objects.filter(pk__in=[by_orm.pk, by_row.pk]).values(*columns)
+    assert rows[0] == rows[1]
+    assert ApiCall.objects.filter(pk=by_row.pk, usage__isnull=usage is None).exists()
+    # Guarded by its status: a finished call is left as it is.
+    again = {"status": CallStatus.RUNNING}
+    assert (
+        updates.row_update(model=ApiCall, pk=by_row.pk, values=again, status_in=("pending",)) == 0
+    )

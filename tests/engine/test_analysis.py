@@ -18,6 +18,8 @@ from conversations.engine.analysis import (
     CacheState,
     analyze,
     analyze_chunked,
+    analyze_next,
+    conversation_start,
     turns_from_messages,
 )
 from conversations.engine.cache import STEP, MissReason
@@ -455,3 +457,168 @@ def test_a_carried_cache_keeps_its_blocks_but_lets_old_tokens_go(
     assert [c.cached_tokens for a in chunked for c in a.conversations[0].calls] == [
         c.cached_tokens for conversation in whole.conversations for c in conversation.calls
     ]
+
+
+# --- a transcript's next call analysed alone (a live chat's turns) ----------------------------
+
+
+def _chat_turns(model: str) -> tuple[list[ChatMessage], list[Call]]:
+    """A chat of 12 turns on a 1,500-token system prompt: replies reported or not, one
+    request that got no reply (the next one sends its question again, unanswered), an idle
+    gap past the retention, a prompt_cache_key that changes, a batch call."""
+    messages: list[ChatMessage] = [{"role": "system", "content": xs(1500, "policy")}]
+    calls: list[Call] = []
+    at = T0
+    for turn in range(12):
+        messages.append({"role": "user", "content": xs(40 + 7 * turn, f"q{turn}")})
+        at += timedelta(seconds=400 if turn == 6 else 20)
+        answered = turn != 4
+        request = list(range(len(messages)))
+        if answered:
+            messages.append({"role": "assistant", "content": xs(60 + turn, f"a{turn}")})
+        usage = None
+        if turn % 3 == 1:
+            usage = Usage(prompt_tokens=1700 + turn, completion_tokens=61, total_tokens=1761)
+            usage = dataclasses.replace(usage, cached_tokens=1536 if turn > 1 else 0)
+        calls.append(
+            Call(
+                request=request,
+                response=len(messages) - 1 if answered else None,
+                model=model,
+                prompt_cache_key="chat-a" if turn < 9 else "chat-b",
+                started_at=at,
+                usage=usage,
+                batch=turn == 10,
+            )
+        )
+    return messages, calls
+
+
+def _figures(call: Any) -> tuple[Any, ...]:
+    return tuple(getattr(call, f.name) for f in dataclasses.fields(call) if f.name != "call")
+
+
+def _as_read(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """New objects with the same content, as each turn reads them back from the database."""
+    return [dict(m) for m in messages]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-5.6"])  # prefix cache; breakpoints
+def test_it_analyses_each_next_call_alone_as_the_whole_transcript_again(
+    model: str, profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    messages, calls = _chat_turns(model)
+    chained = conversation_start(
+        Transcript(messages=messages[:1], calls=[]),
+        profile_for=profile_for,
+        rates_for=rates_for,
+        retention_seconds=300,
+        org="acme",
+    )
+    for index, call in enumerate(calls):
+        seen = _as_read(messages[: (call.response or call.request[-1]) + 1])
+        whole = run([Transcript(messages=seen, calls=calls[: index + 1])], profile_for, rates_for,
+                    org="acme").conversations[0].calls[-1]  # fmt: skip
+        alone = analyze_next(
+            chained, Transcript(messages=seen), call, profile_for=profile_for, rates_for=rates_for
+        )
+        assert alone is not None and chained.calls == index + 1
+        assert _figures(alone) == _figures(whole), index
+        # Resumed from a state made of the earlier calls at once (another process's turns).
+        resumed = conversation_start(
+            Transcript(messages=seen, calls=calls[:index]),
+            profile_for=profile_for,
+            rates_for=rates_for,
+            retention_seconds=300,
+            org="acme",
+        )
+        again = analyze_next(
+            resumed, Transcript(messages=seen), call, profile_for=profile_for, rates_for=rates_for
+        )
+        assert again is not None and _figures(again) == _figures(whole), index
+    # The chat above hits and misses (the idle gap, the key change, the batch call), is billed from the
+    # reported usage where there is one, and costs add up turn by turn.
+    figures = [
+        run([Transcript(messages=messages, calls=calls[: n + 1])], profile_for, rates_for)
+        .conversations[0].calls[-1]
+        for n in range(len(calls))
+    ]  # fmt: skip
+    assert any(c.simulated_cached_tokens for c in figures)
+    kinds = {c.miss_reason.kind for c in figures if c.miss_reason}
+    if model == "gpt-4o":  # five minutes' retention: the idle gap expires it
+        assert kinds >= {"cold", "expired", "batch"}
+    else:  # breakpoints keep their prefixes longer, and bill writes
+        assert kinds >= {"cold", "batch"} and any(c.simulated_write_tokens for c in figures)
+    assert figures[4].pending and figures[4].cost is not None
+    assert [c.cache_source for c in figures].count("reported") == 4
+    assert figures[-1].cumulative_cost == sum(
+        (c.cost.total for c in figures if c.cost and c.billed), Decimal(0)
+    )
+
+
+def test_a_next_call_that_cannot_be_analysed_alone_leaves_the_state_as_it_was(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    messages, calls = _chat_turns("gpt-4o")
+    transcript = Transcript(messages=messages, calls=calls[:3])
+    state = conversation_start(
+        transcript, profile_for=profile_for, rates_for=rates_for, retention_seconds=300
+    )
+    assert state.calls == 3
+    # Earlier than the call before it: analyze would simulate it before that one.
+    earlier = dataclasses.replace(calls[3], started_at=calls[1].started_at)
+    # No time, after calls that had one: analyze would simulate them all as untimed.
+    untimed = dataclasses.replace(calls[3], started_at=None)
+    for call in (earlier, untimed):
+        assert (
+            analyze_next(state, transcript, call, profile_for=profile_for, rates_for=rates_for)
+            is None
+        )
+        assert state.calls == 3
+    # A price row that changed the model's counting profile: analysed from scratch instead.
+    other = dataclasses.replace(profile_for("gpt-4o"), tokens_per_message=4)
+    changed: ProfileFor = lambda model: other  # noqa: E731
+    assert (
+        analyze_next(state, transcript, calls[3], profile_for=changed, rates_for=rates_for) is None
+    )
+    assert (
+        analyze_next(state, transcript, calls[3], profile_for=profile_for, rates_for=rates_for)
+        is not None
+    )
+    assert state.calls == 4
+
+
+def test_a_next_call_after_an_edited_history_is_left_to_a_fresh_start(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    messages, calls = _chat_turns("gpt-4o")
+    state = conversation_start(
+        Transcript(messages=messages, calls=calls[:3]),
+        profile_for=profile_for,
+        rates_for=rates_for,
+        retention_seconds=300,
+    )
+    edited = _as_read(messages)
+    edited[3] = {"role": "user", "content": xs(40, "edited")}  # asked by calls 1 and 2
+    assert (
+        analyze_next(
+            state,
+            Transcript(messages=edited),
+            calls[3],
+            profile_for=profile_for,
+            rates_for=rates_for,
+        )
+        is None
+    )
+    assert state.calls == 3
+    whole = run([Transcript(messages=edited, calls=calls[:4])], profile_for, rates_for)
+    fresh = conversation_start(
+        Transcript(messages=edited, calls=calls[:3]),
+        profile_for=profile_for,
+        rates_for=rates_for,
+        retention_seconds=300,
+    )
+    alone = analyze_next(
+        fresh, Transcript(messages=edited), calls[3], profile_for=profile_for, rates_for=rates_for
+    )
+    assert alone is not None and _figures(alone) == _figures(whole.conversations[0].calls[-1])
