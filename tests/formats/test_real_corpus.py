@@ -1,5 +1,5 @@
 """Agreement of costlab's prompt-token estimates with what OpenAI reported, over the real-log
-corpus (tests/fixtures/real/README.md: 4,360 Chat Completions calls from 31 public repositories).
+corpus (tests/fixtures/real/README.md: 4,713 Chat Completions calls from 36 public repositories).
 
 Prints the figures (run with `-s` to see them): share of calls whose estimate equals the
 reported prompt_tokens, share within 1 %, the worst gaps. Calls with an image of unknown size
@@ -45,15 +45,19 @@ CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 # `Array<...>` items with comments (schemas.py); 98.3 % / 99.0 % with dspy-rb's 659 calls,
 # 4,252 measured; 98.3 % / 99.3 % (4,180 and 4,223) with described type lists laid out as
 # alternatives (schemas._variants) and an assistant's text beside its tool calls counted as a
-# message of its own (messages.encode_message).
-EQUAL_FLOOR = 0.983
-WITHIN_1_PERCENT_FLOOR = 0.993
+# message of its own (messages.encode_message); 98.0 % / 99.2 % (4,508 and 4,559 of 4,598) with
+# the five braintrust SDKs' 353 calls (sources 32-36), added as held-out evidence with no rule
+# changed: 346 measured, 328 equal (94.8 %) and 336 within 1 % (97.1 %) (corpus README, fourth
+# round).
+EQUAL_FLOOR = 0.980
+WITHIN_1_PERCENT_FLOOR = 0.991
 # The same shares without dspy-rb.jsonl, whose plain-text prompts alone lifted the corpus past
 # 99 % within 1 % (98.0 % / 98.9 % of 3,593 without it before the two rules above; 98.05 % /
-# 99.19 %, 3,523 and 3,564, with them): the target must hold on the other 30 sources too.
+# 99.19 %, 3,523 and 3,564, with them; 97.77 % / 99.01 %, 3,851 and 3,900 of 3,939, with the
+# braintrust SDKs): the target must hold on the other 35 sources too.
 PLAIN_TEXT_SOURCE = "dspy-rb.jsonl"
-EQUAL_FLOOR_WITHOUT_PLAIN_TEXT = 0.980
-WITHIN_1_PERCENT_FLOOR_WITHOUT_PLAIN_TEXT = 0.991
+EQUAL_FLOOR_WITHOUT_PLAIN_TEXT = 0.977
+WITHIN_1_PERCENT_FLOOR_WITHOUT_PLAIN_TEXT = 0.990
 TARGET_EQUAL = 0.95
 TARGET_WITHIN_1_PERCENT = 0.99
 WORST_SHOWN = 15
@@ -319,7 +323,7 @@ def agreement() -> Agreement:  # measured once for both tests: it takes a few se
 
 
 def test_it_measures_every_call_with_reported_usage(agreement: Agreement) -> None:
-    assert agreement.calls == 4360
+    assert agreement.calls == 4713
     assert agreement.unknown_size < agreement.calls / 20
 
 
