@@ -143,11 +143,22 @@ class BodyReader:
     def __init__(self) -> None:
         self.kept: OrderedDict[int, _Kept] = OrderedDict()  # by id of the body
         self.bytes = 0
+        # The latest read that grew a kept request: its messages, and the kept request's
+        # messages they start with (the very objects).
+        self.grown: tuple[list[Any], list[Any]] | None = None
+
+    def base(self, messages: object) -> list[Any] | None:
+        """The list of messages `messages` starts with, item for item the same objects,
+        when `messages` is the latest body's read after a kept one's: its previous
+        request's (as read, so never changed since). Else None."""
+        grown = self.grown
+        return grown[1] if grown is not None and grown[0] is messages else None
 
     def read(self, raw: bytes, check: BodyCheck) -> dict[str, Any]:
         """The body of `raw` (as json.loads(raw) would give it), passed by `check` (which
         raises to refuse it; only a body it passed is kept). Raises ValueError (or
         UnicodeDecodeError) as json.loads does on a body that is not JSON."""
+        self.grown = None
         kept = self._match(raw)
         if kept is not None:
             try:
@@ -188,6 +199,7 @@ class BodyReader:
         ascii_only = len(text) == len(raw) - start
         end = start + _byte_offset(text, last, ascii_only)
         self._keep(kept, raw, end, kept.head, messages)
+        self.grown = (messages, kept.messages)
         return body
 
     def _read_whole(self, raw: bytes, check: BodyCheck) -> dict[str, Any]:

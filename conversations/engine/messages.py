@@ -534,8 +534,11 @@ class MessageTokens:
                 return encoded.packed
         elif self._released:  # diagnosis reading back after the analysis: a small LRU
             return _reencode(self.profile, json.dumps(message, sort_keys=True, default=str))
-        elif self._cache is not None:
-            encoded = _cached_encode(self._cache, message, self.profile)
+        elif self._cache is not None:  # _cached_encode inline: a call a message less
+            item = self._cache.get(id(message))
+            if item is None or item[0] is not message:
+                item = self._cache[id(message)] = (message, encode_message(message, self.profile))
+            encoded = item[1]
         else:
             encoded = encode_message(message, self.profile)
         packed = encoded.packed
