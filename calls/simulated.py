@@ -168,21 +168,23 @@ class _Thread:
             messages, slots = self.last_messages, self.last_slots  # grown in place
         else:
             messages, slots = [], []
+        intern, slot_of = organization.intern, self.slot_of
         for at in range(start, len(raw)):
-            interned = organization.intern(raw[at])
+            interned = intern(raw[at])
             place = places.get(at) if places else None
             key: object = id(interned) if place is None else (id(interned), place)
-            slot = self.slot_of.get(key)
+            slot = slot_of.get(key)
             if slot is None:
-                if self.used == ARENA_SLOTS:
+                slot = self.used
+                if slot == ARENA_SLOTS:
                     self.last_messages, self.last_slots = [], []  # partly grown: start over
                     self.last_raw = None
                     return None
-                slot = self.slot_of[key] = self.used
+                slot_of[key] = slot
                 self.slots[slot] = interned
                 if place is not None:
                     self.parallel[slot] = place
-                self.used += 1
+                self.used = slot + 1
             messages.append(interned)
             slots.append(slot)
         self.last_messages, self.last_slots, self.last_raw = messages, slots, raw

@@ -579,6 +579,26 @@ class MessageTokens:
         an `early` message (one starting in the first EARLY_TOKENS of a prompt) that is
         itself no longer than EARLY_TOKENS."""
         packed = self._tokens[index]
+        cache = self._cache
+        if packed is None and cache is not None and not self._released:
+            # _encode inline for a message first taken (the manual flow's every message):
+            # nothing stored that is dropped at once, a call less.
+            message = self.messages[index]
+            if index not in self._parallel:
+                item = cache.get(id(message))
+                if item is None or item[0] is not message:
+                    item = cache[id(message)] = (message, encode_message(message, self.profile))
+                encoded = item[1]
+                packed = encoded.packed
+                length = self._length[index] = len(packed) // TOKEN_BYTES
+                self._body[index] = encoded.body
+                unknown = self._unknown[index] = encoded.unknown_images
+                if early and length <= EARLY_TOKENS:
+                    self._early.add(index)
+                    self._tokens[index] = packed
+                elif self.retain:
+                    self._tokens[index] = packed
+                return packed, unknown
         if packed is None:
             packed = self._encode(index)
         if early and self._length[index] <= EARLY_TOKENS:

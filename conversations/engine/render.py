@@ -389,8 +389,10 @@ class _Chain:
         parent = hashes[-1] if hashes else ROOT_HASH
         parent = hash((parent, self.pending + packed[:need]))
         hashes.append(parent)
-        hash_blocks_into(packed, step, parent, hashes, start=need // TOKEN_BYTES)
-        self.pending = packed[size - (size - need) % (step * TOKEN_BYTES) :]
+        block = step * TOKEN_BYTES
+        if size - need >= block:  # more full blocks (a long message): hashed in one loop
+            hash_blocks_into(packed, step, parent, hashes, start=need // TOKEN_BYTES)
+        self.pending = packed[size - (size - need) % block :]
 
 
 def _marked(message: ChatMessage) -> bool:
