@@ -37,6 +37,7 @@ from .forms import (
     ExperimentStartForm,
     MessageForm,
 )
+from .models import ProviderConnection
 from .services import chats as chat_services
 from .services import connections as connection_services
 from .services import experiments as experiment_services
@@ -73,29 +74,7 @@ def connection_new(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _membership(request, slug)
     if not membership.can_manage_connections:
         return _forbidden("Only the organization's admins manage connections.")
-    form = ConnectionForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            connection = connection_services.connection_create(
-                organization=membership.organization,
-                user=request.user if request.user.is_authenticated else None,
-                settings=form.settings(),
-                api_key=form.cleaned_data["api_key"],
-            )
-        except ValidationError as invalid:  # a name the organization uses already
-            form.add_error(None, invalid)
-        else:
-            messages.success(request, f"Connection {connection.name} saved.")
-            return redirect("connection_detail", slug=slug, code=connection.code)
-    context = {
-        "organization": membership.organization,
-        "membership": membership,
-        "form": form,
-        "connection": None,
-    }
-    return render(
-        request, "calls/connection_form.html", context, status=400 if form.errors else 200
-    )
+    return _connection_form(request, membership, connection=None)
 
 
 @login_required
@@ -117,22 +96,41 @@ def connection_detail(request: HttpRequest, slug: str, code: UUID) -> HttpRespon
 @require_http_methods(["GET", "POST"])
 def connection_edit(request: HttpRequest, slug: str, code: UUID) -> HttpResponse:
     membership = _membership(request, slug)
+    # Looked up before the role check: another organization's connection is a 404 to anyone.
     connection = selectors.connection_get(organization=membership.organization, code=code)
     if not membership.can_manage_connections:
         return _forbidden("Only the organization's admins manage connections.")
+    return _connection_form(request, membership, connection=connection)
+
+
+def _connection_form(
+    request: HttpRequest, membership: Membership, *, connection: ProviderConnection | None
+) -> HttpResponse:
+    """The connection form, new (`connection` None) or an edit: saved and redirected to the
+    connection when valid, shown again with its errors (400) when not."""
     form = ConnectionForm(request.POST or None, connection=connection)
     if request.method == "POST" and form.is_valid():
         try:
-            connection_services.connection_update(
-                connection=connection,
-                settings=form.settings(),
-                api_key=form.cleaned_data["api_key"],
-            )
-        except ValidationError as invalid:
+            if connection is None:
+                connection = connection_services.connection_create(
+                    organization=membership.organization,
+                    user=request.user if request.user.is_authenticated else None,
+                    settings=form.settings(),
+                    api_key=form.cleaned_data["api_key"],
+                )
+            else:
+                connection_services.connection_update(
+                    connection=connection,
+                    settings=form.settings(),
+                    api_key=form.cleaned_data["api_key"],
+                )
+        except ValidationError as invalid:  # a name the organization uses already
             form.add_error(None, invalid)
         else:
             messages.success(request, f"Connection {connection.name} saved.")
-            return redirect("connection_detail", slug=slug, code=connection.code)
+            return redirect(
+                "connection_detail", slug=membership.organization.slug, code=connection.code
+            )
     context = {
         "organization": membership.organization,
         "membership": membership,

@@ -419,6 +419,7 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
     enc = get_encoding(profile.encoding)
     synthetic = message.get(SYNTHETIC_TOKENS_KEY)
     unknown = round_tokens = 0
+    calls: list[int] = []
     if isinstance(synthetic, int):
         body = hashed_run(f"synthetic:{message.get('content')}", synthetic)
     else:
@@ -428,7 +429,6 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
             body = encode_text(enc, content)
         body += encode_text(enc, message.get("refusal"))
         calls, round_tokens = _encode_tool_calls(enc, message, profile.tool_round_tokens)
-        body += calls
     role = str(message.get("role") or "")
     # A tool result's author is its function (counted with the call): neither its
     # tool_call_id nor a `name` some clients add (openinference.jsonl line 47) is shown;
@@ -449,12 +449,21 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
             overhead += profile.tokens_per_name
     channel = channel_tokens(profile.encoding, role, profile.harmony)
     head = [*author, *channel]
-    tail = body
+    said: list[int] = []
+    if body and calls and profile.tokens_per_message >= 2:
+        # Text beside tool calls is a message of its own before the call: one message's
+        # framing and author more. dd-trace-py.jsonl line 142 (gpt-4o: "After conducting
+        # thorough research, I'll hand this over..." with a transfer call) and
+        # activeagent.jsonl line 132 (gpt-4o-mini: "It seems there was an issue..." with a
+        # search call), the corpus's only such messages, were both 4 short (3 + the role) and
+        # are exact. On reasoning models (the channel written again) it is unmeasured.
+        said = [START, *head, MESSAGE, *body, *fillers(END, profile.tokens_per_message - 2)]
+    tail = calls if said else body + calls
     if overhead >= 2:
-        tokens = [START, *head, MESSAGE, *tail, *fillers(END, overhead - 2)]
+        tokens = [*said, START, *head, MESSAGE, *tail, *fillers(END, overhead - 2)]
     else:
         tokens = with_overhead(START, overhead, head + tail)
-    return EncodedMessage(pack(tokens), body=len(body), unknown_images=unknown)
+    return EncodedMessage(pack(tokens), body=len(body) + len(calls), unknown_images=unknown)
 
 
 # --- One transcript's messages ------------------------------------------------------------

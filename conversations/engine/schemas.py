@@ -102,9 +102,8 @@ def _is_union(spec: dict[str, Any]) -> bool:
 #   `Array<\n{...}\n>`, as labelled ones less the label: instructor-rb.jsonl line 1
 #   (gpt-3.5-turbo-0125; `items` and, inside it, `subtasks` are such arrays) is exact with
 #   it, 4 short as `{...}[]`; crewai.jsonl's create_reasoning_plan (11 calls) comes 2 tokens
-#   closer and stays 32 short, unexplained (its other shape no other call has is the type
-#   list `["string", "null"]` of `tool_to_use`). pydantic-ai's `answers` items have no
-#   comments and stay `{...}[]`.
+#   closer (the rest of its gap was its type list `["string", "null"]`: _variants).
+#   pydantic-ai's `answers` items have no comments and stay `{...}[]`.
 
 
 def _item_label(items: dict[str, Any]) -> str | None:
@@ -215,6 +214,31 @@ def _trailing(spec: object) -> str:
     return ", ".join(found)
 
 
+def _variants(spec: dict[str, Any]) -> list[Any] | None:
+    """A property's alternatives: its `anyOf` (or `oneOf`), or one variant per entry of a
+    type list, each keeping the property's other keywords (JSON Schema's own reading of
+    `{"type": ["string", "null"], "description": d}` as two described alternatives).
+
+    The type list is laid out like an anyOf of described variants: crewai.jsonl's
+    create_reasoning_plan (lines 43, 51, 57, 69, 107, 113, 121, 150, 162, 806 and 812,
+    gpt-4o-mini and gpt-4o, `tool_to_use: {"type": ["string", "null"], "description": ...}`
+    inside its `steps` items) was 32 tokens short with the inline `string | null` and is 1
+    short with this layout, within 1 % (the token left is not placed). These are the only
+    tools in the corpus with a type list, and no other public recording of one was found
+    (tests/fixtures/real/README.md, "Third round"), so the layout is the one the anyOf rule
+    below measured on Adala and instructor-rb, not one fitted to crewAI. A type
+    list without a description stays inline (like undescribed anyOf variants); type lists in
+    response formats are JSON and need nothing (dspy-rb.jsonl lines 563, 584 and 586, exact)."""
+    variants = spec.get("anyOf") or spec.get("oneOf")
+    if isinstance(variants, list):
+        return variants
+    kind = spec.get("type")
+    if isinstance(kind, list) and len(kind) > 1:
+        rest = {key: value for key, value in spec.items() if key != "type"}
+        return [{**rest, "type": one} for one in kind]
+    return None
+
+
 def _union_lines(name: str, spec: dict[str, Any]) -> list[str] | None:
     """A property whose `anyOf` (or `oneOf`) has a variant written over several lines or a
     described variant, laid out as OpenAI's harmony renderer lays out a `oneOf` property: the
@@ -225,7 +249,7 @@ def _union_lines(name: str, spec: dict[str, Any]) -> list[str] | None:
     variant is described) goes from 31 short to 4 short. Unions of one-line undescribed
     variants stay inline (`title?: string | null, // default: null`: 129 of Adala's calls,
     openinference.jsonl, ruby_llm.jsonl). None otherwise."""
-    variants = spec.get("anyOf") or spec.get("oneOf")
+    variants = _variants(spec)
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         return None
     if not any("\n" in _type(variant) or _described(variant) for variant in variants):

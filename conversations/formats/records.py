@@ -303,6 +303,8 @@ def _nul_replaced(value: Any) -> tuple[Any, bool]:
         replaced: dict[str, Any] = {}
         changed = False
         for key, item in value.items():
+            # Two keys equal once replaced ("a\x00" and "a\ufffd") keep the later one: the rule
+            # json.loads already applies to a key written twice, so no new case appears here.
             new_key, key_changed = _nul_replaced(key)
             replaced[new_key], item_changed = _nul_replaced(item)
             changed = changed or key_changed or item_changed

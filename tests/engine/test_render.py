@@ -4,6 +4,7 @@ encodes each message once, yet is identical to rendering from scratch."""
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from conversations.engine.messages import EARLY_TOKENS
 from conversations.engine.profiles import default_profile
 from conversations.engine.render import TranscriptRenderer, count_request, render_tokens
 from conversations.engine.types import ChatMessage
+from conversations.engine.vocabulary import get_encoding
 
 from .conftest import conversation, cookbook
+
+REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 
 WEATHER = [
     {
@@ -483,3 +487,18 @@ def test_it_counts_an_undescribed_function_one_token_fewer_on_the_gpt5_family() 
     assert count_request(messages, profile=mini, tools=custom) == count_request(
         messages, profile=by_text, tools=custom
     )
+
+
+def test_it_counts_text_beside_tool_calls_as_a_message_of_its_own() -> None:
+    # tests/fixtures/real/dd-trace-py.jsonl line 142: gpt-4o reported 151 prompt tokens for an
+    # assistant message with text and a call (4 short when counted as one message).
+    line = (REAL / "dd-trace-py.jsonl").read_text().splitlines()[141]
+    request = json.loads(line)["request"]
+    messages: list[ChatMessage] = request["messages"]
+    assert messages[4]["content"] and messages[4]["tool_calls"]
+    gpt4o = default_profile("gpt-4o-2024-08-06")
+    assert count_request(messages, profile=gpt4o) == 151
+    assert len(render_tokens(messages, profile=gpt4o)) == 151
+    without_text = [*messages[:4], {**messages[4], "content": None}, *messages[5:]]
+    text = len(get_encoding(gpt4o.encoding).encode_ordinary(messages[4]["content"]))
+    assert count_request(without_text, profile=gpt4o) == 151 - text - 4

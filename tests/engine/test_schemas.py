@@ -296,6 +296,20 @@ def test_it_lays_out_a_union_with_a_described_variant_over_several_lines() -> No
     assert "dependencies?:\n | number[] // Ticket IDs\n | null\n,\ntag?: string | null,\n" in text
 
 
+def test_it_lays_out_a_described_type_list_as_described_alternatives() -> None:
+    # crewai.jsonl's create_reasoning_plan (11 calls): `tool_to_use` was 32 tokens short
+    # inline, 1 short laid out so. A type list without a description stays inline.
+    described = {"type": ["string", "null"], "description": "Tool, or null"}
+    parameters = {
+        "type": "object",
+        "properties": {"tool": described, "note": {"type": ["string", "null"]}},
+        "required": ["tool", "note"],
+    }
+    text = tools_text(_forced("M", parameters)[0])
+    expected = "// Tool, or null\ntool:\n | string // Tool, or null\n | null // Tool, or null\n,\n"
+    assert expected + "note: string | null,\n" in text
+
+
 def test_an_open_parameters_object_counts_seven_tokens_more() -> None:
     # tests/fixtures/real/openai-dotnet.jsonl lines 133 and 135: one function, gpt-4o, 95
     # prompt tokens with `additionalProperties: true` and 88 with `false`.

@@ -42,9 +42,18 @@ CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 # with two dd-trace-py recordings left out whose usage OpenAI never reported (3,593 measured)
 # and open parameters objects (schemas.OPEN_PARAMETERS_TOKENS); 98.0 % / 98.9 % with o4-mini's
 # tools and tool rounds (profiles.py), the gpt-5 family's undescribed functions and unlabelled
-# `Array<...>` items with comments (schemas.py).
-EQUAL_FLOOR = 0.982
-WITHIN_1_PERCENT_FLOOR = 0.990
+# `Array<...>` items with comments (schemas.py); 98.3 % / 99.0 % with dspy-rb's 659 calls,
+# 4,252 measured; 98.3 % / 99.3 % (4,180 and 4,223) with described type lists laid out as
+# alternatives (schemas._variants) and an assistant's text beside its tool calls counted as a
+# message of its own (messages.encode_message).
+EQUAL_FLOOR = 0.983
+WITHIN_1_PERCENT_FLOOR = 0.993
+# The same shares without dspy-rb.jsonl, whose plain-text prompts alone lifted the corpus past
+# 99 % within 1 % (98.0 % / 98.9 % of 3,593 without it before the two rules above; 98.05 % /
+# 99.19 %, 3,523 and 3,564, with them): the target must hold on the other 30 sources too.
+PLAIN_TEXT_SOURCE = "dspy-rb.jsonl"
+EQUAL_FLOOR_WITHOUT_PLAIN_TEXT = 0.980
+WITHIN_1_PERCENT_FLOOR_WITHOUT_PLAIN_TEXT = 0.991
 TARGET_EQUAL = 0.95
 TARGET_WITHIN_1_PERCENT = 0.99
 WORST_SHOWN = 15
@@ -318,6 +327,19 @@ def test_it_agrees_with_the_reported_prompt_tokens(agreement: Agreement) -> None
     print("\n" + report(agreement))
     assert agreement.equal_share >= EQUAL_FLOOR, report(agreement)
     assert agreement.within_share >= WITHIN_1_PERCENT_FLOOR, report(agreement)
+
+
+def test_it_agrees_without_the_plain_text_source(agreement: Agreement) -> None:
+    others = [g for g in agreement.gaps if not g.location.startswith(PLAIN_TEXT_SOURCE + " ")]
+    assert len(others) < len(agreement.gaps)  # the source is in the corpus, and left out here
+    equal = sum(g.gap == 0 for g in others) / len(others)
+    within = sum(abs(g.gap) <= g.reported / 100 for g in others) / len(others)
+    print(
+        f"\nwithout {PLAIN_TEXT_SOURCE}: {len(others)} measured, {equal:.2%} equal, {within:.2%} within 1 %"
+    )
+    assert equal >= EQUAL_FLOOR_WITHOUT_PLAIN_TEXT
+    assert within >= WITHIN_1_PERCENT_FLOOR_WITHOUT_PLAIN_TEXT
+    assert within >= TARGET_WITHIN_1_PERCENT
 
 
 def test_it_leaves_out_only_recordings_that_are_not_the_billed_request(
