@@ -17,7 +17,6 @@ caller holds a lock).
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,13 +140,25 @@ class BodyReader:
     """One simulated organization's kept parses."""
 
     def __init__(self) -> None:
-        self.kept: OrderedDict[int, _Kept] = OrderedDict()  # by id of the body
+        # By id of the body, in the order read (a read moves its entry to the end).
+        self.kept: dict[int, _Kept] = {}
         self.bytes = 0
+        # The latest read that grew a kept request: its messages, and the kept request's
+        # messages they start with (the very objects).
+        self.grown: tuple[list[Any], list[Any]] | None = None
+
+    def base(self, messages: object) -> list[Any] | None:
+        """The list of messages `messages` starts with, item for item the same objects,
+        when `messages` is the latest body's read after a kept one's: its previous
+        request's (as read, so never changed since). Else None."""
+        grown = self.grown
+        return grown[1] if grown is not None and grown[0] is messages else None
 
     def read(self, raw: bytes, check: BodyCheck) -> dict[str, Any]:
         """The body of `raw` (as json.loads(raw) would give it), passed by `check` (which
         raises to refuse it; only a body it passed is kept). Raises ValueError (or
         UnicodeDecodeError) as json.loads does on a body that is not JSON."""
+        self.grown = None
         kept = self._match(raw)
         if kept is not None:
             try:
@@ -162,14 +173,13 @@ class BodyReader:
             return body  # type: ignore[no-any-return]
 
     def _match(self, raw: bytes) -> _Kept | None:
+        size = len(raw)
         for kept in reversed(self.kept.values()):  # the latest first
             end, body = kept.end, kept.body
-            if (
-                len(raw) >= end
-                and raw[max(0, end - PROBE) : end] == body[max(0, end - PROBE) : end]
-                and raw.startswith(memoryview(body)[:end])
-            ):
-                return kept
+            if size >= end:
+                probe = end - PROBE if end > PROBE else 0
+                if raw[probe:end] == body[probe:end] and raw.startswith(memoryview(body)[:end]):
+                    return kept
         return None
 
     def _read_on(self, raw: bytes, kept: _Kept, check: BodyCheck) -> dict[str, Any]:
@@ -187,6 +197,7 @@ class BodyReader:
         check(body, len(kept.messages))
         ascii_only = len(text) == len(raw) - start
         end = start + _byte_offset(text, last, ascii_only)
+        self.grown = (messages, kept.messages)  # (before _keep renews `kept` in place)
         self._keep(kept, raw, end, kept.head, messages)
         return body
 
@@ -217,12 +228,19 @@ class BodyReader:
     def _keep(
         self, old: _Kept | None, raw: bytes, end: int, head: dict[str, Any], messages: list[Any]
     ) -> None:
-        if old is not None:  # the conversation moved on: its older parse goes
-            self.kept.pop(id(old.body), None)
+        kept = self.kept
+        # The conversation moved on: its older parse goes.
+        if old is not None and kept.pop(id(old.body), None) is not None:
             self.bytes -= len(old.body)
-        self.kept.pop(id(raw), None)  # (the same request again)
-        self.kept[id(raw)] = _Kept(raw, end, head, messages)
+        again = kept.pop(id(raw), None)  # (the same request again)
+        if again is not None:
+            self.bytes -= len(again.body)
+        if old is not None:  # renewed in place: the conversation's one entry, no new object
+            old.body, old.end, old.head, old.messages = raw, end, head, messages
+            kept[id(raw)] = old
+        else:
+            kept[id(raw)] = _Kept(raw, end, head, messages)
         self.bytes += len(raw)
-        while len(self.kept) > KEPT_BODIES or self.bytes > KEPT_BYTES:
-            _, gone = self.kept.popitem(last=False)
+        while len(kept) > KEPT_BODIES or self.bytes > KEPT_BYTES:
+            gone = kept.pop(next(iter(kept)))  # the least recently read
             self.bytes -= len(gone.body)

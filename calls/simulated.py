@@ -122,11 +122,20 @@ class _Thread:
         # them to the next call. And each one's slot.
         self.last_messages: list[ChatMessage] = []
         self.last_slots: list[int] = []
+        # The previous request's message list as received (the body reader's, whose
+        # requests it grows), and whether the renderer rendered it whole.
+        self.last_raw: Sequence[ChatMessage] | None = None
+        self.rendered = False
+        self.known = 0  # the part of the request being rendered that the renderer had last
 
-    def extends(self, raw: Sequence[ChatMessage]) -> bool:
-        """Whether the request repeats this line's previous request and adds to it: one
-        C-level comparison of the messages (exact, and the only look at the history)."""
+    def extends(self, raw: Sequence[ChatMessage], base: Sequence[ChatMessage] | None) -> bool:
+        """Whether the request repeats this line's previous request and adds to it. The body
+        reader names the list a request grows (`base`, its very messages): when it is this
+        line's previous request, nothing is compared; else one C-level comparison of the
+        messages (exact, and the only look at the history)."""
         known = len(self.last_messages)
+        if base is not None and base is self.last_raw:
+            return bool(known)
         return bool(known) and len(raw) >= known and raw[:known] == self.last_messages
 
     def indices(
@@ -135,14 +144,16 @@ class _Thread:
         organization: _Organization,
         *,
         extends: bool | None = None,
+        base: Sequence[ChatMessage] | None = None,
     ) -> list[int] | None:
         """The slots of a request's messages (None when the arena is full). The part that
         repeats the previous request keeps its slots (`extends`: already compared). A result
         of a parallel tool call has a slot of its own per place among its call's results:
         its tokens depend on it (messages.encode_parallel_result)."""
-        start = (
-            len(self.last_messages) if (self.extends(raw) if extends is None else extends) else 0
-        )
+        if extends is None:
+            extends = self.extends(raw, base)
+        start = len(self.last_messages) if extends else 0
+        rendered, self.rendered = self.rendered, False
         places = _places(raw, start)
         if (
             start
@@ -157,23 +168,28 @@ class _Thread:
             messages, slots = self.last_messages, self.last_slots  # grown in place
         else:
             messages, slots = [], []
+        intern, slot_of = organization.intern, self.slot_of
         for at in range(start, len(raw)):
-            interned = organization.intern(raw[at])
+            interned = intern(raw[at])
             place = places.get(at) if places else None
             key: object = id(interned) if place is None else (id(interned), place)
-            slot = self.slot_of.get(key)
+            slot = slot_of.get(key)
             if slot is None:
-                if self.used == ARENA_SLOTS:
+                slot = self.used
+                if slot == ARENA_SLOTS:
                     self.last_messages, self.last_slots = [], []  # partly grown: start over
+                    self.last_raw = None
                     return None
-                slot = self.slot_of[key] = self.used
+                slot_of[key] = slot
                 self.slots[slot] = interned
                 if place is not None:
                     self.parallel[slot] = place
-                self.used += 1
+                self.used = slot + 1
             messages.append(interned)
             slots.append(slot)
-        self.last_messages, self.last_slots = messages, slots
+        self.last_messages, self.last_slots, self.last_raw = messages, slots, raw
+        # The renderer's previous request is slots[:start] when it rendered the previous one.
+        self.known = start if rendered else 0
         return slots
 
 
@@ -236,14 +252,18 @@ class _Organization:
         return self.messages.setdefault(key, message)
 
     def _thread(
-        self, raw: Sequence[ChatMessage], profile: ModelProfile, cuts: bool
+        self,
+        raw: Sequence[ChatMessage],
+        profile: ModelProfile,
+        cuts: bool,
+        base: Sequence[ChatMessage] | None,
     ) -> tuple[_Thread, list[int]]:
         """The thread its first two messages name, made or renewed when needed, and the
         request's slots in it."""
         head = tuple(id(self.intern(m)) for m in raw[:2])
         key = (profile, cuts, *head)
         thread = self.threads.get(key)
-        slots = thread.indices(raw, self) if thread is not None else None
+        slots = thread.indices(raw, self, base=base) if thread is not None else None
         if thread is None or slots is None:  # a new line, or its arena is full
             thread = _Thread(profile, self.encodings, cuts)
             slots = thread.indices(raw, self)
@@ -261,24 +281,29 @@ class _Organization:
         profile: ModelProfile,
         policy: CachePolicy,
         body: dict[str, Any],
+        base: Sequence[ChatMessage] | None = None,
     ) -> RenderedRequest:
         """The request rendered by the thread of the latest request when it continues it,
         else by the thread its first two messages name (a conversation and its system
-        prompt, usually), made or renewed when needed."""
+        prompt, usually), made or renewed when needed. `base`: the list the request's
+        messages grow, as the body reader read them (the previous request's), if any."""
         cuts = policy.kind == "breakpoints"
         latest, slots = self.latest, None
         # The usual next turn: the same line as the latest request, a bit longer.
         if latest is not None and latest.profile is profile and latest.cuts == cuts:
-            slots = latest.indices(raw, self, extends=True) if latest.extends(raw) else None
+            slots = latest.indices(raw, self, extends=True) if latest.extends(raw, base) else None
         if latest is None or slots is None:
-            latest, slots = self._thread(raw, profile, cuts)
+            latest, slots = self._thread(raw, profile, cuts, base)
         thread = self.latest = latest
-        return thread.renderer.render(
+        rendered = thread.renderer.render(
             slots,
             tools=body.get("tools") or None,
             response_format=body.get("response_format") or None,
             tool_choice=body.get("tool_choice") or None,
+            known=thread.known,
         )
+        thread.rendered = True
+        return rendered
 
 
 class _Endpoint:
@@ -304,7 +329,7 @@ class _Endpoint:
         now: float,
     ) -> CacheResult:
         """Mirrors the engine's analysis (analysis._Simulators.process) for one request."""
-        if not policy.caches:
+        if policy.kind == "none":  # (policy.caches without the property's call)
             return CacheResult(0, MissReason("not_supported", model=str(body.get("model"))))
         options = body.get("prompt_cache_options")
         options = options if isinstance(options, dict) else None
@@ -388,7 +413,8 @@ def simulate_usage(
         organization = state.organizations.get(org_key)
         if organization is None:
             organization = state.organizations[org_key] = _Organization()
-        rendered = organization.render(raw_messages, profile, policy, body)
+        base = organization.bodies.base(raw_messages)
+        rendered = organization.render(raw_messages, profile, policy, body, base)
         outcome = state.process(
             rendered,
             policy=policy,
@@ -398,15 +424,15 @@ def simulate_usage(
             now=now,
         )
     reply = reply_text(profile.encoding, length, seed=_seed(raw_messages))
-    return SimulatedCall(
-        prompt_tokens=rendered.length,
-        cached_tokens=outcome.cached_tokens,
-        completion_tokens=length,
-        write_tokens=outcome.write_tokens if policy.writes_billed else None,
-        reply=reply,
+    return SimulatedCall(  # positional: prompt, cached, completion, write tokens, reply, ...
+        rendered.length,
+        outcome.cached_tokens,
+        length,
+        outcome.write_tokens if policy.writes_billed else None,
+        reply,
         # A reply cut at the request's limit (or ours) ends for "length", as on the API.
-        finish_reason="length" if limit or wanted > MAX_REPLY_TOKENS else "stop",
-        reason=outcome.reason,
+        "length" if limit or wanted > MAX_REPLY_TOKENS else "stop",
+        outcome.reason,
     )
 
 

@@ -254,6 +254,19 @@ class _Rate:
     latest: float = float("-inf")
 
     def admit(self, now: float, limit: int) -> bool:
+        if now >= self.latest:  # in time order (the usual): both lists end before `now`
+            self.latest = now
+            cut = now - RATE_WINDOW_SECONDS
+            seen, served = self.seen, self.served
+            if seen and seen[0] <= cut:
+                del seen[: bisect.bisect_right(seen, cut)]
+            seen.append(now)
+            if served and served[0] <= cut:
+                del served[: bisect.bisect_right(served, cut)]
+            if len(served) >= limit:  # all of them are in the minute up to `now`
+                return False
+            served.append(now)
+            return True
         self.latest = max(self.latest, now)
         for times in (self.seen, self.served):  # older than any window still to come
             del times[: bisect.bisect_right(times, self.latest - RATE_WINDOW_SECONDS)]
@@ -371,7 +384,14 @@ class CacheSimulator:
         live = self._live_prefix(store, blocks, present, now)
         cached = live * self.step // self.hit_step * self.hit_step
         cached = cached if cached >= self.minimum else 0
-        reason = self._reason(store, prompt, blocks, present, live, cached, now)
+        if (
+            live == present
+            and cached
+            and (present == len(blocks) or store.next_after(blocks, present) is None)
+        ):  # the usual: a live hit, and nothing cached past it to have diverged from
+            reason = None
+        else:
+            reason = self._reason(store, prompt, blocks, present, live, cached, now)
         if reason is not None and reason.kind == "cold":
             reason = self._cold(org, prompt_cache_key, route)
         ttl = self.retention_seconds if ttl_seconds is None else ttl_seconds
@@ -401,9 +421,11 @@ class CacheSimulator:
         cached_blocks = store.blocks
         segment: _Segment | None = cached_blocks[blocks[present - 1]]
         while segment is not None:  # toward the prompt's start: a handful of segments
-            if not _live(segment, now):
+            time = segment.time  # _live and _Store.parent inline: once or twice a request
+            if time is not None and not 0 <= now - time <= segment.ttl:
                 break
-            segment = store.parent(segment)
+            parent = segment.parent
+            segment = cached_blocks.get(parent) if parent != ROOT_HASH else None
         else:
             return present
         return _longest(lambda j: _live(cached_blocks[blocks[j]], now), present)
@@ -473,9 +495,11 @@ class CacheSimulator:
                     self._sourced.append(tail)  # as old as the segment it was cut from
                     tail.sourced_in = tip.sourced_in
             segment: _Segment | None = tip
+            cached_blocks = store.blocks
             while segment is not None:  # toward the prompt's start: a hit refreshes it all
                 segment.time, segment.ttl = now, ttl
-                segment = store.parent(segment)
+                parent = segment.parent
+                segment = cached_blocks.get(parent) if parent != ROOT_HASH else None
         if present == len(blocks):
             return
         if tip is not None and tip.end == present and not tip.branched:

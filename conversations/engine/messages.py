@@ -543,8 +543,11 @@ class MessageTokens:
                 return encoded.packed
         elif self._released:  # diagnosis reading back after the analysis: a small LRU
             return _reencode(self.profile, json.dumps(message, sort_keys=True, default=str))
-        elif self._cache is not None:
-            encoded = _cached_encode(self._cache, message, self.profile)
+        elif self._cache is not None:  # _cached_encode inline: a call a message less
+            item = self._cache.get(id(message))
+            if item is None or item[0] is not message:
+                item = self._cache[id(message)] = (message, encode_message(message, self.profile))
+            encoded = item[1]
         else:
             encoded = encode_message(message, self.profile)
         packed = encoded.packed
@@ -585,6 +588,26 @@ class MessageTokens:
         an `early` message (one starting in the first EARLY_TOKENS of a prompt) that is
         itself no longer than EARLY_TOKENS."""
         packed = self._tokens[index]
+        cache = self._cache
+        if packed is None and cache is not None and not self._released:
+            # _encode inline for a message first taken (the manual flow's every message):
+            # nothing stored that is dropped at once, a call less.
+            message = self.messages[index]
+            if index not in self._parallel:
+                item = cache.get(id(message))
+                if item is None or item[0] is not message:
+                    item = cache[id(message)] = (message, encode_message(message, self.profile))
+                encoded = item[1]
+                packed = encoded.packed
+                length = self._length[index] = len(packed) // TOKEN_BYTES
+                self._body[index] = encoded.body
+                unknown = self._unknown[index] = encoded.unknown_images
+                if early and length <= EARLY_TOKENS:
+                    self._early.add(index)
+                    self._tokens[index] = packed
+                elif self.retain:
+                    self._tokens[index] = packed
+                return packed, unknown
         if packed is None:
             packed = self._encode(index)
         if early and self._length[index] <= EARLY_TOKENS:

@@ -389,8 +389,10 @@ class _Chain:
         parent = hashes[-1] if hashes else ROOT_HASH
         parent = hash((parent, self.pending + packed[:need]))
         hashes.append(parent)
-        hash_blocks_into(packed, step, parent, hashes, start=need // TOKEN_BYTES)
-        self.pending = packed[size - (size - need) % (step * TOKEN_BYTES) :]
+        block = step * TOKEN_BYTES
+        if size - need >= block:  # more full blocks (a long message): hashed in one loop
+            hash_blocks_into(packed, step, parent, hashes, start=need // TOKEN_BYTES)
+        self.pending = packed[size - (size - need) % block :]
 
 
 def _marked(message: ChatMessage) -> bool:
@@ -543,6 +545,7 @@ class TranscriptRenderer:
         self._headers: dict[str, bytes] = {"": b""}
         # One chain per tools/format header, so calls that alternate tool sets keep theirs.
         self._chains: dict[str, _Chain] = {}
+        self._latest_key: str | None = None  # the header key of the latest render
 
     def _header(
         self,
@@ -584,7 +587,11 @@ class TranscriptRenderer:
         tools: list[dict[str, Any]] | None = None,
         response_format: dict[str, Any] | None = None,
         tool_choice: object = None,
+        known: int = 0,
     ) -> RenderedRequest:
+        """`known`: the caller vouches that request[:known] is the request of this
+        renderer's previous call (as a conversation that only grows knows it): when that
+        call rendered it whole on the same header, the history is not compared again."""
         if tools or response_format:  # a header, which joins the opening system message
             first = [self.messages.messages[request[0]]] if request else []
             key, header = self._header(tools, response_format, system_tail(first))
@@ -594,14 +601,20 @@ class TranscriptRenderer:
         if chain is None:
             chain = _Chain(key, header, [], [], 0, [], b"", 0, [] if self.cut_points else None)
             chain.feed(header, self.step)
-        keep = _common_prefix(chain.indices, request)
+        if known and known == len(chain.indices) and key == self._latest_key:
+            keep = known  # the previous request, grown: no O(history) comparison
+        else:
+            keep = _common_prefix(chain.indices, request)
+        self._latest_key = None  # (until this render is complete)
         if keep < len(chain.indices):
             self.messages.retain = True  # requests no longer just grow: messages come back
             chain = self._fork(chain, keep)
+        take, append, step = self.messages.take, chain.append, self.step
         for index in request[keep:]:
-            packed, unknown = self.messages.take(index, early=chain.length < EARLY_TOKENS)
-            chain.append(index, packed, unknown, self.step)
+            packed, unknown = take(index, early=chain.length < EARLY_TOKENS)
+            append(index, packed, unknown, step)
         self._chains[key] = chain
+        self._latest_key = key
         priming = self._priming
         if tool_choice is not None:
             priming += pack(forced_call_tokens(tool_choice, self.profile))

@@ -304,6 +304,45 @@ def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPat
     assert len(encoded) == len(set(encoded)) == 8
 
 
+def test_the_next_turn_read_from_bytes_compares_no_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read from the SDK's bytes, a request that grows the previous one is known to repeat
+    it (the body reader gives it the previous request's very messages): neither the line's
+    messages nor the renderer's slots are compared again, and it bills as a fresh render."""
+    from conversations.engine import render as engine_render
+
+    compared: list[int] = []
+    real_prefix = engine_render._common_prefix
+
+    def prefix_spy(a: list[int], b: list[int]) -> int:
+        if a:
+            compared.append(len(a))
+        return real_prefix(a, b)
+
+    real_extends = simulated._Thread.extends
+
+    def extends_spy(thread: Any, raw: Any, base: Any) -> bool:
+        if base is None or base is not thread.last_raw:
+            compared.append(len(raw))
+        return real_extends(thread, raw, base)
+
+    monkeypatch.setattr(engine_render, "_common_prefix", prefix_spy)
+    monkeypatch.setattr(simulated._Thread, "extends", extends_spy)
+    profile = default_profile("gpt-4o")
+    check = protocol._check
+    line: list[dict[str, Any]] = [{"role": "system", "content": "Cite. " * 400}]
+    for turn in range(6):
+        line.append({"role": "user", "content": f"question {turn}: " + "why? " * 30})
+        raw = json.dumps({"model": "gpt-4o", "messages": line}).encode()
+        body = simulated.request_read("o", raw, lambda raw, reader: reader.read(raw, check))
+        call = _billed(body, now=1000.0 + turn, profile=profile)
+        assert call.prompt_tokens == count_request(json.loads(raw)["messages"], profile=profile)
+        line.append({"role": "assistant", "content": call.reply})
+    # Only the first request's messages, with a new line's none.
+    assert compared == [2]
+
+
 @pytest.mark.parametrize("from_bytes", [False, True])
 def test_interleaved_and_edited_conversations_bill_as_a_fresh_render_would(
     from_bytes: bool,

@@ -157,6 +157,26 @@ def test_it_keeps_a_bounded_number_of_bodies(monkeypatch: pytest.MonkeyPatch) ->
     assert reader.bytes == sum(len(k.body) for k in reader.kept.values()) <= 4000
 
 
+def test_its_byte_count_stays_true_when_a_kept_body_is_read_again() -> None:
+    """A body object read again after a later one grew from the same history (a retry of
+    the very bytes) replaces its own entry: the bytes kept count it once."""
+    reader = BodyReader()
+    first = sdk_bytes({"model": "m", "messages": [{"role": "user", "content": "a"}]})
+    grown = sdk_bytes(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+        }
+    )
+    read(reader, first)
+    read(reader, grown)  # renews the entry of the history it grows
+    again = sdk_bytes({"model": "m", "messages": [{"role": "user", "content": "a"}]})
+    read(reader, again)
+    read(reader, grown)  # the same object again, after another entry matched it
+    assert reader.bytes == sum(len(k.body) for k in reader.kept.values())
+    assert sum(k.body is grown for k in reader.kept.values()) == 1
+
+
 _IMAGE = b'{"type":"image_url","image_url":{"url":"https://example.com/a.png","detail":"low"}}'
 _CALL = (
     b'{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function",'

@@ -158,8 +158,9 @@ def test_it_renders_exactly_as_many_tokens_as_it_counts(oracles: Path) -> None:
 
 
 def _check(renderer: TranscriptRenderer, request: list[int], **header: Any) -> None:
+    known = header.pop("known", 0)
     messages = [renderer.messages.messages[i] for i in request]
-    rendered = renderer.render(request, **header)
+    rendered = renderer.render(request, known=known, **header)
     scratch = render_tokens(messages, profile=renderer.profile, **header)
     assert (
         rendered.length
@@ -189,6 +190,35 @@ def test_it_makes_each_prompt_a_prefix_of_the_next(model: str) -> None:
     ]
     for shorter, longer in itertools.pairwise(prompts):
         assert longer[: len(shorter)] == shorter
+
+
+def test_it_trusts_a_known_history_only_for_the_previous_request_on_its_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`known` skips comparing the history with the previous request (a caller that only
+    grows it vouches for it), and only then: after a render on another header, or with a
+    `known` that is not the previous request's length, the history is compared and a wrong
+    `known` changes nothing."""
+    import conversations.engine.render as render_module
+
+    compared: list[int] = []
+    real = render_module._common_prefix
+
+    def spy(a: list[int], b: list[int]) -> int:
+        if a:  # (a render from scratch compares nothing)
+            compared.append(len(a))
+        return real(a, b)
+
+    monkeypatch.setattr(render_module, "_common_prefix", spy)
+    transcript = conversation(8)
+    renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
+    _check(renderer, [0, 1])
+    _check(renderer, [0, 1, 2, 3], known=2)  # the previous request, grown
+    assert compared == []
+    _check(renderer, [0, 1, 2, 3, 4, 5], tools=WEATHER, known=4)  # another header
+    _check(renderer, [0, 1, 2, 3, 4, 5, 6, 7], known=6)  # the latest render was on it
+    _check(renderer, [0, 3, 4, 5], known=3)  # not the previous request's length
+    assert compared == [4, 8]
 
 
 def test_it_renders_windows_tools_and_released_tokens_correctly() -> None:
