@@ -79,22 +79,6 @@ def transcript_sha256(transcript: Transcript) -> str:
     """The digest of one conversation as imported: its messages and, per call, what was
     sent, what came back and what the API reported. Where it was read from, its title and
     its warnings are not content: the same conversation from another file hashes alike."""
-    return transcript_digest(transcript)[0]
-
-
-# The digest's JSON: keys sorted, no spaces, text as it is (not \u-escaped).
-_canonical = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
-
-
-def transcript_digest(transcript: Transcript) -> tuple[str, list[str]]:
-    """transcript_sha256, and the JSON text of each message it hashed. An import writes
-    those texts as the messages' `data` (jsonb: key order and escapes do not survive
-    parsing, so it stores what encoding the dicts again would) instead of encoding every
-    message a second time (0.12-0.16 s of CPU for a 50 MB file).
-
-    The digest is the one json.dumps gives of {"calls", "messages", "model"} with the
-    settings above, assembled from the pieces: a list's items are joined by ",", and the
-    three keys are in sorted order (test_hashing checks both ways agree)."""
     calls = [
         {
             "request": call.request,
@@ -111,16 +95,10 @@ def transcript_digest(transcript: Transcript) -> tuple[str, list[str]]:
         }
         for call in transcript.calls or []
     ]
-    messages = [_canonical(message) for message in transcript.messages]
-    canonical = "".join(
-        (
-            '{"calls":',
-            _canonical(calls if transcript.calls is not None else None),
-            ',"messages":[',
-            ",".join(messages),
-            '],"model":',
-            _canonical(transcript.model),
-            "}",
-        )
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest(), messages
+    content = {
+        "messages": transcript.messages,
+        "calls": calls if transcript.calls is not None else None,
+        "model": transcript.model,
+    }
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -4,17 +4,13 @@ same upload."""
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from conversations.engine.types import Call, Transcript, Usage
-from conversations.hashing import file_sha256, files_sha256, transcript_digest, transcript_sha256
+from conversations.hashing import file_sha256, files_sha256
 from conversations.models import Conversation, ImportStatus
 from conversations.services import imports
 
@@ -91,69 +87,3 @@ def test_it_imports_the_same_content_once_through_the_upload_form(tmp_path: Path
         ("zip", ImportStatus.DUPLICATE),
     ]
     assert Conversation.objects.filter(organization=org).count() == 2
-
-
-def _dumped_digest(transcript: Transcript) -> str:
-    """The digest as it was first written: one json.dumps of the whole content."""
-    calls = [
-        {
-            "request": call.request,
-            "response": call.response,
-            "model": call.model,
-            "tools": call.tools,
-            "response_format": call.response_format,
-            "usage": call.usage.raw if call.usage is not None else None,
-            "id": call.external_id,
-            "at": call.started_at.isoformat() if call.started_at else None,
-            "batch": call.batch,
-            **({"tool_choice": call.tool_choice} if call.tool_choice else {}),
-        }
-        for call in transcript.calls or []
-    ]
-    content = {
-        "messages": transcript.messages,
-        "calls": calls if transcript.calls is not None else None,
-        "model": transcript.model,
-    }
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@pytest.mark.parametrize(
-    "transcript",
-    [
-        Transcript(messages=[]),
-        Transcript(
-            messages=[
-                {"role": "system", "content": 'Réponds en français \\ "cité" \u2028 🙂'},
-                {"role": "user", "content": [{"type": "text", "text": "tab\there"}], "name": "z"},
-                {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "b": 1.5}]},
-            ],
-            model="gpt-4o",
-        ),
-        Transcript(
-            messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-            calls=[
-                Call(
-                    request=[0],
-                    response=1,
-                    model="gpt-4o-mini",
-                    tools=[{"type": "function", "function": {"name": "f"}}],
-                    tool_choice="none",
-                    usage=Usage(5, 1, 6, raw={"prompt_tokens": 5, "completion_tokens": 1}),
-                    started_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
-                    external_id="resp-1",
-                )
-            ],
-        ),
-    ],
-)
-def test_a_transcript_digest_assembled_from_its_messages_is_the_one_dump_digest(
-    transcript: Transcript,
-) -> None:
-    # Digests are stored (Conversation.content_sha256) and compared with later imports':
-    # assembling them from each message's JSON must not change a single one.
-    digest, texts = transcript_digest(transcript)
-    assert digest == _dumped_digest(transcript) == transcript_sha256(transcript)
-    # The texts an import writes as the messages' data are those messages.
-    assert [json.loads(text) for text in texts] == transcript.messages

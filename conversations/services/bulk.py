@@ -55,13 +55,7 @@ def ids_reserve(*, model: type[models.Model], count: int) -> list[int]:
         return sorted(row[0] for row in cursor.fetchall())
 
 
-def rows_copy(
-    *,
-    model: type[models.Model],
-    rows: Sequence[Row],
-    ids: Sequence[int],
-    json_texts: Mapping[str, Sequence[str]] | None = None,
-) -> None:
+def rows_copy(*, model: type[models.Model], rows: Sequence[Row], ids: Sequence[int]) -> None:
     """Write rows given as columns by attribute name, under the ids given, with one COPY.
     Every row has the first row's columns; a column they leave out gets the field's
     default, called per row as Model.__init__ does (a fresh uuid4 code, `created` = now).
@@ -69,10 +63,7 @@ def rows_copy(
     Text format: psycopg turns each Python value (str, int, bool, Decimal, datetime, UUID)
     into the server's text form and the server parses it by the column's type, so a value
     the column refuses fails the COPY as it would fail an INSERT (raised as Django's
-    IntegrityError / DataError, which the import reports).
-
-    `json_texts`: JSON columns whose text the caller already has, by attribute name, one
-    per row in order; written as given instead of the rows' values encoded again."""
+    IntegrityError / DataError, which the import reports)."""
     if not rows:
         return
     pk = model._meta.pk
@@ -87,19 +78,11 @@ def rows_copy(
     # As the ORM writes a JSONField: Python None is SQL NULL, anything else JSON text
     # (without the spaces json.dumps puts after separators: jsonb drops them anyway).
     # One encoder a column, made once: json.dumps would build one per value.
-    texts = json_texts or {}
     encoders = [
         (index, (field.encoder or json.JSONEncoder)(separators=(",", ":")).encode)
         for index, field in enumerate(columns)
-        if isinstance(field, models.JSONField) and field.attname not in texts
+        if isinstance(field, models.JSONField)
     ]
-    given_texts = [
-        (index, texts[field.attname])
-        for index, field in enumerate(columns)
-        if isinstance(field, models.JSONField) and field.attname in texts
-    ]
-    if any(len(column) != len(rows) for _, column in given_texts):
-        raise ValueError(f"{model.__name__}: a JSON text for every row, no more")
     names = [field.attname for field in given]
     # itemgetter of one name returns the value itself, not a 1-tuple.
     values_of = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
@@ -116,13 +99,11 @@ def rows_copy(
         # is built, instead of each side waiting for the other.
         cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy,
     ):
-        for number, (row, id_) in enumerate(zip(rows, ids, strict=True)):
+        for row, id_ in zip(rows, ids, strict=True):
             if len(row) != len(given):  # a column the first row lacks would be lost
                 raise ValueError(f"{model.__name__} rows differ in their columns")
             values = [id_, *values_of(row), *[default() for default in defaults]]
             for index, encode in encoders:
                 if values[index] is not None:
                     values[index] = encode(values[index])
-            for index, column in given_texts:
-                values[index] = column[number]
             copy.write_row(values)

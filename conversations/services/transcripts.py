@@ -27,7 +27,7 @@ from pricing.book import PriceBook
 from ..engine.analysis import ANALYSIS_CHUNK, CacheState, CallAnalysis, analyze
 from ..engine.cache import MissReason as EngineMissReason
 from ..engine.types import Call, Transcript, located_warnings
-from ..hashing import transcript_digest
+from ..hashing import transcript_sha256
 from ..models import (
     Conversation,
     ConversationSource,
@@ -152,9 +152,6 @@ class ChunkRows:
     turn_response: list[int | None] = field(default_factory=list)  # a position in messages
     records: list[Row] = field(default_factory=list)
     record_turn: list[int] = field(default_factory=list)
-    # Each message's `data` as JSON text, from the duplicate check's digest (hashing.
-    # transcript_digest): COPY writes it as it is; the ORM takes the dicts.
-    message_json: list[str] = field(default_factory=list)
 
 
 def _conversation_rows(
@@ -165,7 +162,6 @@ def _conversation_rows(
     book: PriceBook,
     transcript: Transcript,
     digest: str,
-    message_json: list[str],
     results: list[CallAnalysis],
     fallback_time: datetime,
     tags: dict[str, str],
@@ -202,7 +198,6 @@ def _conversation_rows(
             }
         )
     rows.message_conversation.extend([position] * len(transcript.messages))
-    rows.message_json.extend(message_json)
     for n, result in enumerate(results):
         turn = _turn_row(model, n, result)
         response = result.call.response
@@ -248,11 +243,9 @@ def _orm_insert(model: type[models.Model], rows: list[Row]) -> list[int]:
     return [obj.pk for obj in objects]
 
 
-def _copy_insert(
-    model: type[models.Model], rows: list[Row], json_texts: dict[str, list[str]] | None = None
-) -> list[int]:
+def _copy_insert(model: type[models.Model], rows: list[Row]) -> list[int]:
     ids = bulk.ids_reserve(model=model, count=len(rows))
-    bulk.rows_copy(model=model, rows=rows, ids=ids, json_texts=json_texts)
+    bulk.rows_copy(model=model, rows=rows, ids=ids)
     return ids
 
 
@@ -262,18 +255,8 @@ def _rows_orm_write(rows: ChunkRows) -> list[int]:
 
 
 def _rows_copy_write(rows: ChunkRows) -> list[int]:
-    """PostgreSQL: ids reserved from each table's sequence, then one COPY a table; the
-    messages' data as the JSON text their digest was taken from."""
-
-    def insert(model: type[models.Model], table: list[Row]) -> list[int]:
-        texts = {"data": rows.message_json} if model is Message else None
-        return _copy_insert(model, table, texts)
-
-    return _rows_write(rows, insert)
-
-
-# A conversation the import stores: its transcript, digest and messages' JSON text.
-Fresh = tuple[Transcript, str, list[str]]
+    """PostgreSQL: ids reserved from each table's sequence, then one COPY a table."""
+    return _rows_write(rows, _copy_insert)
 
 
 @dataclass
@@ -293,7 +276,7 @@ def _chunk_build(
     organization: Organization,
     job: ImportJob | None,
     book: PriceBook,
-    fresh: list[Fresh],
+    fresh: list[tuple[Transcript, str]],
     now: datetime,
     retention_seconds: int,
     cache: CacheState,
@@ -306,7 +289,7 @@ def _chunk_build(
     rows = ChunkRows()
     with connection.execute_wrapper(_no_queries):
         analysis = analyze(
-            [transcript for transcript, _, _ in fresh],
+            [transcript for transcript, _ in fresh],
             profile_for=book.profile,
             policy_for=book.policy,
             rates_for=partial(book.call_rates, now=now),
@@ -314,7 +297,7 @@ def _chunk_build(
             org=str(organization.code),
             cache=cache,
         )
-        for (transcript, digest, texts), result in zip(fresh, analysis.conversations, strict=True):
+        for (transcript, digest), result in zip(fresh, analysis.conversations, strict=True):
             _conversation_rows(
                 rows=rows,
                 organization=organization,
@@ -322,12 +305,11 @@ def _chunk_build(
                 book=book,
                 transcript=transcript,
                 digest=digest,
-                message_json=texts,
                 results=result.calls,
                 fallback_time=now,
                 tags=tags,
             )
-    return BuiltChunk(transcripts=[transcript for transcript, _, _ in fresh], rows=rows)
+    return BuiltChunk(transcripts=[transcript for transcript, _ in fresh], rows=rows)
 
 
 _ANALYST: ThreadPoolExecutor | None = None
@@ -456,13 +438,11 @@ def _not_yet_imported(
     job: ImportJob | None,
     chunk: list[Transcript],
     totals: ImportTotals,
-) -> list[Fresh]:
-    """The chunk's conversations with their digests and messages' JSON, less those another
-    import stored."""
-    hashed = [transcript_digest(t) for t in chunk]
-    digests = [digest for digest, _ in hashed]
+) -> list[tuple[Transcript, str]]:
+    """The chunk's conversations with their digests, less those another import stored."""
+    digests = [transcript_sha256(t) for t in chunk]
     if job is None:  # not an import (demo data, tests): nothing to compare with
-        return [(t, digest, texts) for t, (digest, texts) in zip(chunk, hashed, strict=True)]
+        return list(zip(chunk, digests, strict=True))
     ids = {key[1] for t in chunk if (key := _dedupe_id(t)) is not None}
     earlier = (
         Conversation.objects.filter(organization=organization)
@@ -475,14 +455,14 @@ def _not_yet_imported(
     for digest, source, external_id in earlier:
         seen_digests.add(digest)
         seen_ids.add((source, external_id))
-    fresh: list[Fresh] = []
-    for transcript, (digest, texts) in zip(chunk, hashed, strict=True):
+    fresh: list[tuple[Transcript, str]] = []
+    for transcript, digest in zip(chunk, digests, strict=True):
         if digest in seen_digests:
             totals.skipped_same_content += 1
         elif _dedupe_id(transcript) in seen_ids:
             totals.skipped_same_id += 1
         else:
-            fresh.append((transcript, digest, texts))
+            fresh.append((transcript, digest))
     return fresh
 
 
