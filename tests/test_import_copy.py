@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from conversations.models import (
@@ -275,3 +275,24 @@ def test_it_refuses_rows_it_would_write_only_in_part() -> None:
             rows=[{"organization_id": org.pk}, {"organization_id": org.pk, "title": "lost"}],
             ids=ids,
         )
+
+
+def test_it_checks_the_keys_to_tables_it_does_not_write_as_each_copy_ends() -> None:
+    org = OrganizationFactory.create()
+    conversation = Conversation.objects.create(organization=org)
+    missing_org, missing_conversation = org.pk + 10_000, conversation.pk + 10_000
+    with bulk.outside_keys_checked_now((Conversation, Message, Turn, UsageRecord)):
+        # A conversation of an organization that does not exist fails at its statement ...
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Conversation.objects.create(organization_id=missing_org)
+        # ... while the keys between the tables an import writes wait for the commit as
+        # before (the savepoint's rollback drops the pending check).
+        with transaction.atomic():
+            Message.objects.create(
+                conversation_id=missing_conversation, index=0, role="user", data={}
+            )
+            transaction.set_rollback(True)
+    # After the block the organization's key is deferred again.
+    with transaction.atomic():
+        Conversation.objects.create(organization_id=missing_org)
+        transaction.set_rollback(True)

@@ -255,8 +255,11 @@ def _rows_orm_write(rows: ChunkRows) -> list[int]:
 
 
 def _rows_copy_write(rows: ChunkRows) -> list[int]:
-    """PostgreSQL: ids reserved from each table's sequence, then one COPY a table."""
-    return _rows_write(rows, _copy_insert)
+    """PostgreSQL: ids reserved from each table's sequence, then one COPY a table, its
+    keys to the organization, price rows and job checked as it ends (bulk.
+    outside_keys_checked_now)."""
+    with bulk.outside_keys_checked_now((Conversation, Message, Turn, UsageRecord)):
+        return _rows_write(rows, _copy_insert)
 
 
 @dataclass
