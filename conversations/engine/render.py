@@ -172,6 +172,10 @@ def structured_reply_tokens(
 # lines 1, 8, 10, 15, 17, 20 and 22, braintrust-py.responses.jsonl line 1,
 # openinference.responses.jsonl lines 3, 10 and 13, braintrust-js.responses.jsonl lines 1-7.
 RESPONSES_TOOLS_SAVING = 6
+# On the gpt-5 family the tools preamble (profiles.tools_preamble, 82 tokens on chat) is not
+# billed: every tools call without earlier rounds was 82 over with it (gpt-5.5:
+# simonw-llm.responses.jsonl lines 3, 7, 10 and 12; gpt-5-mini: pydantic-ai.responses.jsonl
+# line 14), and gpt-5.6-luna's 75 (braintrust-js.responses.jsonl line 11).
 # A json_schema `text.format` costs its name and 5 tokens fewer than chat's response_format:
 # every such call was name + 5 over, 7 for "NumberAnswer" or "MathResponse", 6 for "Format"
 # or "Person" (19 calls of nine sources: braintrust-py.responses.jsonl lines 14-23,
@@ -229,6 +233,8 @@ def encode_tools(
     overhead -= undescribed_first_properties(tools)
     overhead += OPEN_PARAMETERS_TOKENS * open_parameters(tools)
     overhead += profile.undescribed_function_tokens * undescribed_functions(tools)
+    if responses_api and profile.harmony:
+        overhead -= profile.tools_preamble
     if responses:
         overhead -= RESPONSES_TOOLS_SAVING
     elif after_system is not None:
