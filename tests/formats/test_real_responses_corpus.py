@@ -61,7 +61,7 @@ EARLY_WEEKS = "created before 2025-04-01 (the API then billed a prompt the reque
 # (free-form) tools are not rendered either (dd-trace-py.responses.jsonl line 2).
 NON_FUNCTION_TOOL = "declares a built-in or custom tool (its text and results billed unseen)"
 # Input items that name billed content without showing it: item_reference (an earlier item
-# by id, braintrust-js.responses.jsonl lines 2-8), built-in tools' calls and outputs,
+# by id, braintrust-js.responses.jsonl lines 2, 4, 6, 8), built-in tools' calls and outputs,
 # additional_tools, mcp_list_tools (pydantic-ai.responses.jsonl lines 5-7), and reasoning
 # items of the turn in progress (after the last user message), which the API keeps in
 # context, encrypted (simonw-llm.responses.jsonl lines 4-9, before function calls). Reasoning
