@@ -422,6 +422,7 @@ def _request_view(turn: Turn) -> RequestView:
         tools=turn.tools,
         response_format=turn.response_format,
         prompt_cache_key=turn.prompt_cache_key or None,
+        responses_api=turn.responses_api,
     )
 
 

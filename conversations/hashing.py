@@ -92,6 +92,7 @@ def transcript_sha256(transcript: Transcript) -> str:
             "batch": call.batch,
             # only when set, so that digests taken before it was kept stay valid
             **({"tool_choice": call.tool_choice} if call.tool_choice else {}),
+            **({"responses_api": True} if call.responses_api else {}),
         }
         for call in transcript.calls or []
     ]

@@ -301,6 +301,8 @@ class Turn(models.Model):
     response_format = models.JSONField(null=True, blank=True)
     # A tool_choice naming one function, or "none" (they cost prompt tokens; engine render.py).
     tool_choice = models.JSONField(null=True, blank=True)
+    # A Responses API call: its tools and format count differently (engine render.py).
+    responses_api = models.BooleanField(default=False)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     external_id = models.CharField(max_length=300, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

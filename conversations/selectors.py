@@ -568,7 +568,7 @@ def conversation_summary(turns: list[TurnRow]) -> ConversationSummary:
 _TRANSCRIPT_TURN_COLUMNS = (
     "request_ranges", "response__index", "model", "tools", "response_format", "tool_choice",
     "prompt_cache_key", "cache_retention", "cache_options", "service_tier", "started_at",
-    "latency_ms", "max_output_tokens", "is_batch",
+    "latency_ms", "max_output_tokens", "is_batch", "responses_api",
 )  # fmt: skip
 
 
@@ -657,11 +657,12 @@ def conversation_transcript(
             latency_ms=latency_ms,
             max_output_tokens=max_output_tokens,
             batch=batch,
+            responses_api=responses_api,
         )
         for (
             ranges, response, model, tools, response_format, tool_choice, prompt_cache_key,
             cache_retention, cache_options, service_tier, started_at, latency_ms,
-            max_output_tokens, batch,
+            max_output_tokens, batch, responses_api,
         ) in rows
     ]  # fmt: skip
     return Transcript(

@@ -62,7 +62,7 @@ def _conversation(title: str) -> Conversation:
     turns: list[dict[str, Any]] = [
         # Written out of index order: the read orders them.
         dict(index=2, request=[0, 1, 2, 3, 4, 5], response=6, model="gpt-4o-mini", batch=True),
-        dict(index=0, request=[0, 1], response=2, tools=TOOLS, tool_choice="auto"),
+        dict(index=0, request=[0, 1], response=2, tools=TOOLS, tool_choice="auto", responses=True),
         dict(
             index=1,
             request=[0, 1, 2, 3],
@@ -95,6 +95,7 @@ def _conversation(title: str) -> Conversation:
             latency_ms=spec.get("latency_ms", 400 + index),
             max_output_tokens=300 if index == 1 else None,
             is_batch=bool(spec.get("batch", False)),
+            responses_api=bool(spec.get("responses", False)),
         )
     return conversation
 
@@ -117,6 +118,7 @@ def _orm_calls(conversation: Conversation) -> list[Call]:
             latency_ms=turn.latency_ms,
             max_output_tokens=turn.max_output_tokens,
             batch=turn.is_batch,
+            responses_api=turn.responses_api,
         )
         for turn in conversation.turns.select_related("response").order_by("index")
     ]
@@ -157,6 +159,7 @@ def test_the_compiled_read_gives_the_calls_and_figures_of_the_orm_read() -> None
         # Every column came through: no field left at its default.
         assert [c.response for c in expected] == [2, 4, 6, None][:n_calls]
         assert expected[0].tools == TOOLS and expected[1].cache_options == {"mode": "explicit"}
+        assert [c.responses_api for c in expected] == [True, False, False, False][:n_calls]
         assert expected[2].batch and expected[1].max_output_tokens == 300
         messages = list(
             Message.objects.filter(conversation=conversation)

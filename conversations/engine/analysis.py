@@ -296,6 +296,7 @@ def _render_transcript(
             tools=call.tools,
             response_format=call.response_format,
             tool_choice=call.tool_choice,
+            responses_api=call.responses_api,
         )
         completion = renderer.messages.body(call.response) if call.response is not None else 0
         result = CallAnalysis(
@@ -647,6 +648,7 @@ def analyze_next(
         tools=call.tools,
         response_format=call.response_format,
         tool_choice=call.tool_choice,
+        responses_api=call.responses_api,
     )
     result = CallAnalysis(
         conversation=0,

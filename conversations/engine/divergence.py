@@ -60,6 +60,7 @@ class RequestView:
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
     prompt_cache_key: str | None = None
+    responses_api: bool = False  # a Responses API request (render.encode_tools)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +184,18 @@ def compare_requests(left: RequestView, right: RequestView, *, profile: ModelPro
     """Where `right` stops matching `left` (as rendered for the model), what each says from
     there, and why."""
     tokens_l = render_tokens(
-        left.messages, profile=profile, tools=left.tools, response_format=left.response_format
+        left.messages,
+        profile=profile,
+        tools=left.tools,
+        response_format=left.response_format,
+        responses_api=left.responses_api,
     )
     tokens_r = render_tokens(
-        right.messages, profile=profile, tools=right.tools, response_format=right.response_format
+        right.messages,
+        profile=profile,
+        tools=right.tools,
+        response_format=right.response_format,
+        responses_api=right.responses_api,
     )
     token = _first_difference(tokens_l, tokens_r)
     encoding = get_encoding(profile.encoding)

@@ -104,7 +104,13 @@ def project(
         first = [transcript.messages[last.request[0]]] if last.request else []
         after_system = system_tail(first)
         header = len(
-            encode_header(last.tools, last.response_format, profile, after_system=after_system)
+            encode_header(
+                last.tools,
+                last.response_format,
+                profile,
+                after_system=after_system,
+                responses_api=last.responses_api,
+            )
         )
     priming = len(priming_tokens(profile))
     user = _average_body(messages, "user") if user_tokens is None else user_tokens

@@ -46,6 +46,7 @@ from .sequences import (
     FORCED,
     MESSAGE,
     PRIMING,
+    RESULTS,
     START,
     STRUCTURED,
     TOKEN_BYTES,
@@ -157,8 +158,64 @@ def structured_reply_tokens(
     return filler(STRUCTURED, _STRUCTURED_REPLY_TOKENS * replies)
 
 
+# The Responses API (`/v1/responses`) frames function tools and a json_schema format more
+# tightly than Chat Completions on the models that do not use the harmony format (gpt-4o,
+# gpt-4o-mini, gpt-4.1, -nano, computer-use-preview); measured on the corpus's Responses files
+# (tests/formats/test_real_responses_corpus.py). Function tools cost 6 tokens fewer than a chat
+# request's tools as a message of their own, and joining the opening system or developer
+# message (instructions, or a system input item) they save nothing more: 2 fewer than chat's
+# there. Without one, 6 over on every such call of six sources: dd-trace-py.responses.jsonl
+# lines 3-4, otel-python-contrib.responses.jsonl line 4, activeagent.responses.jsonl line 12,
+# openllmetry-js.responses.jsonl lines 3-5, ruby_llm.responses.jsonl line 4,
+# openai-dotnet.responses.jsonl line 11 (5 over: line 6); with one, 2 over on every such
+# call of five: langsmith-sdk.responses.jsonl lines 4, 8 and 10, openllmetry.responses.jsonl
+# lines 1, 8, 10, 15, 17, 20 and 22, braintrust-py.responses.jsonl line 1,
+# openinference.responses.jsonl lines 3, 10 and 13, braintrust-js.responses.jsonl lines 1-7.
+RESPONSES_TOOLS_SAVING = 6
+# On the gpt-5 family the tools preamble (profiles.tools_preamble, 82 tokens on chat) is not
+# billed: every tools call without earlier rounds was 82 over with it (gpt-5.5:
+# simonw-llm.responses.jsonl lines 3, 7, 10 and 12; gpt-5-mini: pydantic-ai.responses.jsonl
+# line 14), and gpt-5.6-luna's 75 (braintrust-js.responses.jsonl line 11).
+# A json_schema `text.format` costs its name and 5 tokens fewer than chat's response_format:
+# every such call was name + 5 over, 7 for "NumberAnswer" or "MathResponse", 6 for "Format"
+# or "Person" (19 calls of nine sources: braintrust-py.responses.jsonl lines 14-23,
+# langsmith-sdk.responses.jsonl lines 16-27, braintrust-js.responses.jsonl line 22,
+# crewai.responses.jsonl line 18, dd-trace-py.responses.jsonl line 5,
+# openai-dotnet.responses.jsonl line 15, openllmetry-js.responses.jsonl line 7,
+# openllmetry.responses.jsonl line 25). Measured only as a message of its own (no
+# instructions, no tools); applied wherever it stands.
+_RESPONSES_FORMAT_SAVING = 3
+
+
+# Each function_call_output item costs one token more than the chat tool message it is read
+# as (formats/responses.py): every single-call round was one short, and n short with n rounds
+# (17 calls of seven sources: langsmith-sdk.responses.jsonl lines 5, 9 and 11,
+# openllmetry.responses.jsonl lines 2, 9, 11, 16, 18, 21 and 23, and lines 3-5 with 2-4 rounds,
+# braintrust-py.responses.jsonl line 2, activeagent.responses.jsonl line 13,
+# logfire.responses.jsonl line 2, openinference.responses.jsonl lines 4 and 14,
+# openai-dotnet.responses.jsonl line 7). Counted after the reply priming, as
+# structured_reply_tokens. Not explained: braintrust-js.responses.jsonl lines 14 and 16,
+# ruby_llm.responses.jsonl line 5 and openllmetry.responses.jsonl line 19, 3, 2 and 3 over
+# with it.
+_RESPONSES_RESULT_TOKENS = 1
+
+
+def responses_result_tokens(
+    messages: Iterable[ChatMessage], profile: ModelProfile, responses_api: bool
+) -> list[int]:
+    """What a Responses API request's tool results add (a per-request suffix)."""
+    if not responses_api or profile.harmony:
+        return []
+    results = sum(1 for message in messages if message.get("role") == "tool")
+    return filler(RESULTS, _RESPONSES_RESULT_TOKENS * results)
+
+
 def encode_tools(
-    tools: list[dict[str, Any]] | None, profile: ModelProfile, *, after_system: str | None = "."
+    tools: list[dict[str, Any]] | None,
+    profile: ModelProfile,
+    *,
+    after_system: str | None = ".",
+    responses_api: bool = False,
 ) -> list[int]:
     """Tool definitions: their namespace text (schemas.py) and the profile's framing.
     `after_system`: the end of the system or developer message the request opens with
@@ -166,16 +223,23 @@ def encode_tools(
     back when the blank line between them is a token of its own. Each function whose first
     property has no description counts one token fewer than its text, each whose parameters
     are open (additionalProperties) OPEN_PARAMETERS_TOKENS more (schemas.py), and each
-    without a description the profile's undescribed_function_tokens more."""
+    without a description the profile's undescribed_function_tokens more. `responses_api`:
+    a Responses API request's tools (RESPONSES_TOOLS_SAVING)."""
     if not tools:
         return []
+    responses = responses_api and not profile.harmony
     text = encode_text(get_encoding(profile.encoding), tools_text(tools))
     overhead = profile.tools_overhead + profile.tools_preamble
     overhead -= undescribed_first_properties(tools)
     overhead += OPEN_PARAMETERS_TOKENS * open_parameters(tools)
     overhead += profile.undescribed_function_tokens * undescribed_functions(tools)
-    if after_system is not None:
+    if responses_api and profile.harmony:
+        overhead -= profile.tools_preamble
+    if responses:
+        overhead -= RESPONSES_TOOLS_SAVING
+    elif after_system is not None:
         overhead -= profile.tools_system_saving
+    if after_system is not None:
         overhead += _separator_tokens(profile.encoding, after_system)
 
     return with_overhead(TOOL, overhead, text, after=True)
@@ -248,10 +312,12 @@ def encode_response_format(
     profile: ModelProfile,
     *,
     after: str | None = None,
+    responses_api: bool = False,
 ) -> list[int]:
     """A json_schema response format: its text (response_format_text) and framing. `after`:
     the end of the text it joins (the system message's or the tools block's), None when it
-    is a message of its own."""
+    is a message of its own. `responses_api`: a Responses API `text.format`
+    (_RESPONSES_FORMAT_SAVING)."""
     if not isinstance(response_format, dict):
         return []
     found = response_format_text(response_format)
@@ -259,7 +325,12 @@ def encode_response_format(
         return []
     text, name = found
     enc = get_encoding(profile.encoding)
-    overhead = 0 if profile.harmony else _FORMAT_TOKENS + len(encode_text(enc, name))
+    if profile.harmony:
+        overhead = 0
+    elif responses_api:
+        overhead = -_RESPONSES_FORMAT_SAVING
+    else:
+        overhead = _FORMAT_TOKENS + len(encode_text(enc, name))
     if after is None:
         overhead += _FORMAT_MESSAGE_TOKENS
     elif after == _TOOLS_END:
@@ -275,11 +346,17 @@ def encode_header(
     profile: ModelProfile,
     *,
     after_system: str | None = ".",
+    responses_api: bool = False,
 ) -> list[int]:
-    """What a request sends before its messages: the tools block, then the response format."""
-    tools_tokens = encode_tools(tools, profile, after_system=after_system)
+    """What a request sends before its messages: the tools block, then the response format.
+    `responses_api`: a Responses API request (its framing differs, encode_tools)."""
+    tools_tokens = encode_tools(
+        tools, profile, after_system=after_system, responses_api=responses_api
+    )
     after = _TOOLS_END if tools_tokens else after_system
-    return tools_tokens + encode_response_format(response_format, profile, after=after)
+    return tools_tokens + encode_response_format(
+        response_format, profile, after=after, responses_api=responses_api
+    )
 
 
 def count_request(
@@ -289,10 +366,20 @@ def count_request(
     tools: list[dict[str, Any]] | None = None,
     response_format: dict[str, Any] | None = None,
     tool_choice: object = None,
+    responses_api: bool = False,
 ) -> int:
-    """Prompt tokens of one chat-completions request (cookbook rules, tools included)."""
+    """Prompt tokens of one chat-completions request (cookbook rules, tools included), or
+    of a Responses API request read as one (`responses_api`)."""
     after_system = system_tail(messages)
-    total = len(encode_header(tools, response_format, profile, after_system=after_system))
+    total = len(
+        encode_header(
+            tools,
+            response_format,
+            profile,
+            after_system=after_system,
+            responses_api=responses_api,
+        )
+    )
     parallel = parallel_results(messages)
     for index, message in enumerate(messages):
         place = parallel.get(index)
@@ -303,6 +390,7 @@ def count_request(
         )
         total += encoded.length
     total += len(structured_reply_tokens(response_format, messages, profile))
+    total += len(responses_result_tokens(messages, profile, responses_api))
     return total + len(priming_tokens(profile)) + len(forced_call_tokens(tool_choice, profile))
 
 
@@ -552,11 +640,22 @@ class TranscriptRenderer:
         tools: list[dict[str, Any]] | None,
         response_format: dict[str, Any] | None,
         after_system: str | None,
+        responses_api: bool,
     ) -> tuple[str, bytes]:
         """Called only with tools or a response format (render checks first)."""
-        key = json.dumps([tools, response_format, after_system], sort_keys=True, default=str)
+        key = json.dumps(
+            [tools, response_format, after_system, *([True] if responses_api else [])],
+            sort_keys=True,
+            default=str,
+        )
         if key not in self._headers:
-            header = encode_header(tools, response_format, self.profile, after_system=after_system)
+            header = encode_header(
+                tools,
+                response_format,
+                self.profile,
+                after_system=after_system,
+                responses_api=responses_api,
+            )
             self._headers[key] = pack(header)
         return key, self._headers[key]
 
@@ -588,13 +687,14 @@ class TranscriptRenderer:
         response_format: dict[str, Any] | None = None,
         tool_choice: object = None,
         known: int = 0,
+        responses_api: bool = False,
     ) -> RenderedRequest:
         """`known`: the caller vouches that request[:known] is the request of this
         renderer's previous call (as a conversation that only grows knows it): when that
         call rendered it whole on the same header, the history is not compared again."""
         if tools or response_format:  # a header, which joins the opening system message
             first = [self.messages.messages[request[0]]] if request else []
-            key, header = self._header(tools, response_format, system_tail(first))
+            key, header = self._header(tools, response_format, system_tail(first), responses_api)
         else:
             key, header = "", b""
         chain = self._chains.get(key)
@@ -621,6 +721,9 @@ class TranscriptRenderer:
         if response_format is not None:
             messages = (self.messages.messages[index] for index in request)
             priming += pack(structured_reply_tokens(response_format, messages, self.profile))
+        if responses_api:
+            messages = (self.messages.messages[index] for index in request)
+            priming += pack(responses_result_tokens(messages, self.profile, responses_api))
         return self._snapshot(chain, priming)
 
     def _snapshot(self, chain: _Chain, priming: bytes) -> RenderedRequest:
@@ -643,6 +746,7 @@ def render_tokens(
     tools: list[dict[str, Any]] | None = None,
     response_format: dict[str, Any] | None = None,
     tool_choice: object = None,
+    responses_api: bool = False,
 ) -> list[int]:
     """The full token sequence of one request (len == count_request)."""
     rendered = TranscriptRenderer(messages, profile).render(
@@ -650,5 +754,6 @@ def render_tokens(
         tools=tools,
         response_format=response_format,
         tool_choice=tool_choice,
+        responses_api=responses_api,
     )
     return list(rendered.source.tokens(0, rendered.length))

@@ -27,6 +27,7 @@ END = -10  # -10, -11, ...: trailing per-message overhead
 PRIMING = -200  # priming, when it cannot be the start of an assistant message
 FORCED = -300  # framing of a reply addressed to a forced function (render.forced_call_tokens)
 STRUCTURED = -400  # earlier structured replies' marks (render.structured_reply_tokens)
+RESULTS = -500  # Responses API tool results' marks (render.responses_result_tokens)
 TOOL = -1_000  # tool-definition framing (the text itself is real tokens)
 # Images and synthetic messages: hashed runs far below the framing ids.
 _HASHED_BASE = -(10**6)

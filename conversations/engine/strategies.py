@@ -32,6 +32,7 @@ from .render import (
     encode_header,
     forced_call_tokens,
     priming_tokens,
+    responses_result_tokens,
     structured_reply_tokens,
     system_tail,
 )
@@ -88,12 +89,18 @@ class _Sizer:
         if not call.tools and not call.response_format:
             return 0
         key = json.dumps(
-            [call.tools, call.response_format, after_system], sort_keys=True, default=str
+            [call.tools, call.response_format, after_system, call.responses_api],
+            sort_keys=True,
+            default=str,
         )
         if key not in self._headers:  # tools repeat on every call: encode them once
             profile = self.messages.profile
             header = encode_header(
-                call.tools, call.response_format, profile, after_system=after_system
+                call.tools,
+                call.response_format,
+                profile,
+                after_system=after_system,
+                responses_api=call.responses_api,
             )
             self._headers[key] = len(header)
         return self._headers[key]
@@ -107,6 +114,9 @@ class _Sizer:
         if call.response_format is not None:
             replies = (self.messages.messages[i] for i in indices)
             total += len(structured_reply_tokens(call.response_format, replies, profile))
+        if call.responses_api:
+            requested = (self.messages.messages[i] for i in indices)
+            total += len(responses_result_tokens(requested, profile, call.responses_api))
         return total + sum(self.messages.length(i) for i in indices)
 
 

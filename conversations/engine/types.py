@@ -51,6 +51,9 @@ class Call:
     # reply is then addressed to it, which costs prompt tokens (render.forced_call_tokens);
     # also "none", which costs one. "auto" and "required" cost nothing and are not kept.
     tool_choice: dict[str, Any] | str | None = None
+    # A Responses API call (`/v1/responses`), read as a chat request: its tools and format
+    # are framed differently (render.encode_tools).
+    responses_api: bool = False
     prompt_cache_key: str | None = None
     service_tier: str | None = None  # from the RESPONSE when known (what was billed)
     started_at: datetime | None = None

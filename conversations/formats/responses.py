@@ -104,6 +104,7 @@ def responses_exchange(
         external_id=text(response.get("id")),
         location=record.location,
         cache_retention=text(body.get("prompt_cache_retention")),
+        responses_api=True,
     )
     previous = text(body.get("previous_response_id")) or text(response.get("previous_response_id"))
     return Exchange(

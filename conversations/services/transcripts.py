@@ -117,6 +117,7 @@ def _turn_row(conversation_model: str, n: int, r: CallAnalysis) -> Row:
         "tools": r.call.tools,
         "response_format": r.call.response_format,
         "tool_choice": r.call.tool_choice,
+        "responses_api": r.call.responses_api,
         "max_output_tokens": r.call.max_output_tokens,
         "external_id": (r.call.external_id or "")[:300],
         "started_at": r.call.started_at,

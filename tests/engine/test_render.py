@@ -502,3 +502,63 @@ def test_it_counts_text_beside_tool_calls_as_a_message_of_its_own() -> None:
     without_text = [*messages[:4], {**messages[4], "content": None}, *messages[5:]]
     text = len(get_encoding(gpt4o.encoding).encode_ordinary(messages[4]["content"]))
     assert count_request(without_text, profile=gpt4o) == 151 - text - 4
+
+
+def _responses_gap(request: dict[str, Any], model: str) -> int:
+    """What a request costs read as a Responses call less the same read as a chat call."""
+    profile = default_profile(model)
+    chat = count_request(profile=profile, **request)
+    return count_request(profile=profile, responses_api=True, **request) - chat
+
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_it_counts_responses_tools_6_fewer_and_2_fewer_beside_instructions() -> None:
+    user: list[ChatMessage] = [{"role": "user", "content": "Weather in Vienna?"}]
+    instructed: list[ChatMessage] = [{"role": "developer", "content": "Be brief."}, *user]
+    assert _responses_gap({"messages": user, "tools": WEATHER}, "gpt-4o-mini") == -6
+    assert _responses_gap({"messages": instructed, "tools": WEATHER}, "gpt-4.1") == -2
+    # the gpt-5 family: no tools preamble, whatever precedes the tools
+    gpt5 = default_profile("gpt-5-mini")
+    assert gpt5.tools_preamble == 82
+    assert _responses_gap({"messages": user, "tools": WEATHER}, "gpt-5-mini") == -82
+    assert _responses_gap({"messages": user}, "gpt-5-mini") == 0
+
+
+def test_it_counts_a_responses_json_schema_format_its_name_and_5_fewer() -> None:
+    schema = {"type": "object", "properties": {"value": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "NumberAnswer", "schema": schema}}
+    user: list[ChatMessage] = [{"role": "user", "content": "12 + 12?"}]
+    name = len(get_encoding("o200k_base").encode("NumberAnswer"))
+    assert _responses_gap({"messages": user, "response_format": fmt}, "gpt-4o-mini") == -(name + 5)
+
+
+def test_it_counts_each_responses_tool_result_one_more() -> None:
+    def round_(n: int) -> list[ChatMessage]:
+        function = {"name": "get_weather", "arguments": '{"city":"Vienna"}'}
+        call = {"id": f"c{n}", "type": "function", "function": function}
+        return [
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"c{n}", "content": "Sunny"},
+        ]
+
+    user: list[ChatMessage] = [{"role": "user", "content": "Weather in Vienna?"}]
+    for rounds in (1, 3):
+        messages = user + [m for n in range(rounds) for m in round_(n)]
+        request = {"messages": messages, "tools": WEATHER}
+        assert _responses_gap(request, "gpt-4o") == rounds - 6
+        profile = default_profile("gpt-4o")
+        rendered = render_tokens(messages, profile=profile, tools=WEATHER, responses_api=True)
+        assert len(rendered) == count_request(
+            messages, profile=profile, tools=WEATHER, responses_api=True
+        )

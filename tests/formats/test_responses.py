@@ -40,6 +40,7 @@ def test_it_imports_every_call_of_a_real_responses_log(path: Path, parse: Parse)
         reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
         assert call.usage.reasoning_tokens == reasoning
         assert call.response is not None  # every corpus call completed or stopped short
+        assert call.responses_api  # counted by the Responses rules (render.py)
 
 
 def test_it_chains_calls_by_previous_response_id_in_the_real_logs(parse: Parse) -> None:
