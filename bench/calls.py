@@ -13,7 +13,11 @@ recorded).
    turns of a --user-words question and a --reply-tokens reply) sent turn after turn to the
    endpoint's per-request code, against the time to tokenize the messages each call adds
    (the floor: encode_message of the previous reply and the new question, fresh copies, the
-   same tokenizer; a call cannot do less than encode its new text); each call's best of
+   same tokenizer: the time to encode the call's new text). The endpoint encodes only what
+   it did not write itself: the previous reply, its own output sent back unchanged, keeps
+   the tokens it was cut with (found by its text, compared byte for byte; the tokens are
+   encode_message's, tests/calls/test_endpoint.py), so a call may take less than encoding
+   all its new text would; the question it always encodes. Each call's best of
    --repeat runs. Whichever of the two is timed first in a call pays the tokenizer's warm-up
    (~2.5 us a call: what the other one then finds in the CPU's caches), so the order
    alternates, call after call and run after run (each call is timed in both orders once
