@@ -18,16 +18,16 @@ recorded).
    the tokens it was cut with (found by its text, compared byte for byte; the tokens are
    encode_message's, tests/calls/test_endpoint.py), so a call may take less than encoding
    all its new text would; the question it always encodes. Each call's best of
-   --repeat runs. Whichever of the two is timed first in a call pays the tokenizer's warm-up
-   (~2.5 us a call: what the other one then finds in the CPU's caches), so the order
-   alternates, call after call and run after run (each call is timed in both orders once
-   --repeat >= 2), and each side's best is then its warm one. The floor used to go first
-   always, and the ratio flattered the endpoint: 2.42-2.60x so, 2.78-3.14x alternated, on
-   the same code (the floor 20-22 us first, 17-19 us second; the endpoint, whose own
-   encoding comes after the read's bookkeeping, gained nothing from going second; warming
-   both sides with the same untimed encode instead measured the same). The timed part is `simulated.request_read` (the body's bytes to the checked
-   body) and `simulated.simulate_usage` (render, cache simulation, the reply's text and the
-   usage): all the endpoint does per request but HTTP and Django (the request and its body
+   --repeat runs. Both sides are timed with the tokenizer equally warm: right before each,
+   the call's new messages (other fresh copies) are encoded untimed, and which of the two
+   goes first alternates call after call and run after run. The floor used to be timed
+   first, cold (~2.5 us a call more than warm), and the ratio flattered the endpoint: 60/120
+   on the same code, 2.42-2.60x so, 2.78-3.14x with the order alternated only. Alternated
+   only, the floor timed second was warmed by whatever the endpoint had encoded just
+   before, so it depended on the endpoint's code (a reply not encoded again left the floor
+   colder, and the ratio lower): with both warmed alike it does not. The timed part is
+   `simulated.request_read` (the body's bytes to the checked body) and
+   `simulated.simulate_usage` (render, cache simulation, the reply's text and the usage): all the endpoint does per request but HTTP and Django (the request and its body
    read off the socket, middleware), the key's check and the model's lookup (selectors),
    the fault headers, the response's JSON and the modelled latency's sleep. The answer's
    dict (protocol.Completion, its id included) is timed apart and counted in the ratio; the
@@ -137,12 +137,17 @@ def _endpoint_run(
         if mode in ("parsed", "shared"):
             body = _parsed(sent, new_strings=mode == "parsed")
         fresh = _parsed(new, new_strings=True)
+        warm = _parsed(new, new_strings=True)
         floor_first = not (turn + run) % 2
         if floor_first:
+            for message in warm:  # the same warm-up before either side: see the docstring
+                encode_message(message, profile)
             started = time.perf_counter()
             for message in fresh:
                 encode_message(message, profile)
             floor.append(time.perf_counter() - started)
+        for message in warm:
+            encode_message(message, profile)
         started = time.perf_counter()
         if mode == "bytes":
             body = simulated.request_read("bench", raw, read)
@@ -165,6 +170,8 @@ def _endpoint_run(
         ).body()
         answer.append(time.perf_counter() - simulated_at)
         if not floor_first:
+            for message in warm:
+                encode_message(message, profile)
             started = time.perf_counter()
             for message in fresh:
                 encode_message(message, profile)
