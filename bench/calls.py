@@ -27,8 +27,9 @@ recorded).
    before, so it depended on the endpoint's code (a reply not encoded again left the floor
    colder, and the ratio lower): with both warmed alike it does not. The timed part is
    `simulated.request_read` (the body's bytes to the checked body) and
-   `simulated.simulate_usage` (render, cache simulation, the reply's text and the usage): all the endpoint does per request but HTTP and Django (the request and its body
-   read off the socket, middleware), the key's check and the model's lookup (selectors),
+   `simulated.simulate_usage` (render, cache simulation, the reply's text and the usage):
+   all the endpoint does per request but HTTP and Django (the request and its body read off
+   the socket, middleware), the key's check and the model's lookup (selectors),
    the fault headers, the response's JSON and the modelled latency's sleep. The answer's
    dict (protocol.Completion, its id included) is timed apart and counted in the ratio; the
    ratio without it is printed too (what the bench timed before it).
