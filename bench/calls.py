@@ -21,11 +21,12 @@ recorded).
    --repeat runs. Both sides are timed with the tokenizer equally warm: right before each,
    the call's new messages (other fresh copies) are encoded untimed, and which of the two
    goes first alternates call after call and run after run. The floor used to be timed
-   first, cold (~2.5 us a call more than warm), and the ratio flattered the endpoint: 60/120
-   on the same code, 2.42-2.60x so, 2.78-3.14x with the order alternated only. Alternated
-   only, the floor timed second was warmed by whatever the endpoint had encoded just
-   before, so it depended on the endpoint's code (a reply not encoded again left the floor
-   colder, and the ratio lower): with both warmed alike it does not. The timed part is
+   first, cold (20-21 us a call at 60/120, warm 16-17), and the ratio flattered the
+   endpoint: on the same code 2.46-2.53x so, 2.96-3.21x now (2.78-3.14x alternated only,
+   in another set of runs). Alternated only, the floor timed second was warmed by
+   whatever the endpoint had encoded just before, so it depended on the endpoint's code (a
+   reply not encoded again left the floor colder, and the ratio lower): with both warmed
+   alike it does not. The timed part is
    `simulated.request_read` (the body's bytes to the checked body) and
    `simulated.simulate_usage` (render, cache simulation, the reply's text and the usage):
    all the endpoint does per request but HTTP and Django (the request and its body read off
