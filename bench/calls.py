@@ -13,11 +13,24 @@ recorded).
    turns of a --user-words question and a --reply-tokens reply) sent turn after turn to the
    endpoint's per-request code, against the time to tokenize the messages each call adds
    (the floor: encode_message of the previous reply and the new question, fresh copies, the
-   same tokenizer; a call cannot do less than encode its new text); each call's best of
-   --repeat runs. The timed part is `simulated.request_read` (the body's bytes to the checked
-   body) and `simulated.simulate_usage` (render, cache simulation, the reply's text and the
-   usage): all the endpoint does per request but HTTP and Django (the request and its body
-   read off the socket, middleware), the key's check and the model's lookup (selectors),
+   same tokenizer: the time to encode the call's new text). The endpoint encodes only what
+   it did not write itself: the previous reply, its own output sent back unchanged, keeps
+   the tokens it was cut with (found by its text, compared byte for byte; the tokens are
+   encode_message's, tests/calls/test_endpoint.py), so a call may take less than encoding
+   all its new text would; the question it always encodes. Each call's best of
+   --repeat runs. Both sides are timed with the tokenizer equally warm: right before each,
+   the call's new messages (other fresh copies) are encoded untimed, and which of the two
+   goes first alternates call after call and run after run. The floor used to be timed
+   first, cold (20-21 us a call at 60/120, warm 16-17), and the ratio flattered the
+   endpoint: on the same code 2.46-2.53x so, 2.96-3.21x now (2.78-3.14x alternated only,
+   in another set of runs). Alternated only, the floor timed second was warmed by
+   whatever the endpoint had encoded just before, so it depended on the endpoint's code (a
+   reply not encoded again left the floor colder, and the ratio lower): with both warmed
+   alike it does not. The timed part is
+   `simulated.request_read` (the body's bytes to the checked body) and
+   `simulated.simulate_usage` (render, cache simulation, the reply's text and the usage):
+   all the endpoint does per request but HTTP and Django (the request and its body read off
+   the socket, middleware), the key's check and the model's lookup (selectors),
    the fault headers, the response's JSON and the modelled latency's sleep. The answer's
    dict (protocol.Completion, its id included) is timed apart and counted in the ratio; the
    ratio without it is printed too (what the bench timed before it).
@@ -92,11 +105,12 @@ MODES = {
 
 
 def _endpoint_run(
-    turns: int, user_words: int, reply_tokens: int, *, mode: str
+    turns: int, user_words: int, reply_tokens: int, *, mode: str, run: int = 0
 ) -> tuple[list[float], list[float], list[float], object]:
     """One conversation sent turn after turn: per call, seconds in the endpoint's part (the
     body read, per `mode`, then simulate_usage), in building the answer (protocol.Completion)
-    and to encode the call's new messages (the floor); and the last call."""
+    and to encode the call's new messages (the floor); and the last call. The floor is timed
+    before the endpoint in calls whose number plus `run` is even, after it in the others."""
     from calls import protocol, simulated
     from conversations.engine.cache_policy import PREFIX_128
     from conversations.engine.messages import encode_message
@@ -125,10 +139,17 @@ def _endpoint_run(
         if mode in ("parsed", "shared"):
             body = _parsed(sent, new_strings=mode == "parsed")
         fresh = _parsed(new, new_strings=True)
-        started = time.perf_counter()
-        for message in fresh:
+        warm = _parsed(new, new_strings=True)
+        floor_first = not (turn + run) % 2
+        if floor_first:
+            for message in warm:  # the same warm-up before either side: see the docstring
+                encode_message(message, profile)
+            started = time.perf_counter()
+            for message in fresh:
+                encode_message(message, profile)
+            floor.append(time.perf_counter() - started)
+        for message in warm:
             encode_message(message, profile)
-        floor.append(time.perf_counter() - started)
         started = time.perf_counter()
         if mode == "bytes":
             body = simulated.request_read("bench", raw, read)
@@ -150,6 +171,13 @@ def _endpoint_run(
             model=body["model"], tier=protocol.service_tier(body), call=call, now=0.0
         ).body()
         answer.append(time.perf_counter() - simulated_at)
+        if not floor_first:
+            for message in warm:
+                encode_message(message, profile)
+            started = time.perf_counter()
+            for message in fresh:
+                encode_message(message, profile)
+            floor.append(time.perf_counter() - started)
         reply = {"role": "assistant", "content": call.reply}
         messages.append(reply)
         new = [reply]
@@ -165,7 +193,10 @@ def endpoint_bench(
     encode_message({"role": "user", "content": "warm up"}, default_profile("gpt-4o"))
     for number, mode in enumerate(modes):
         words = MODES[mode]
-        runs = [_endpoint_run(turns, user_words, reply_tokens, mode=mode) for _ in range(repeat)]
+        runs = [
+            _endpoint_run(turns, user_words, reply_tokens, mode=mode, run=run)
+            for run in range(repeat)
+        ]
         # Each call's best over the runs, for both sides alike: a run on a shared machine is
         # interrupted at random calls, while what a call costs (garbage collections
         # included) comes back at the same call every run.

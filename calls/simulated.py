@@ -30,9 +30,16 @@ from typing import Any
 from conversations.engine.breakpoints import BreakpointSimulator
 from conversations.engine.cache import CacheResult, CacheSimulator, MissReason
 from conversations.engine.cache_policy import CachePolicy
-from conversations.engine.messages import EncodingCache, ParallelResult, parallel_results
+from conversations.engine.messages import (
+    EncodedMessage,
+    EncodingCache,
+    ParallelResult,
+    encode_plain_known,
+    parallel_results,
+)
 from conversations.engine.profiles import ModelProfile
 from conversations.engine.render import RenderedRequest, TranscriptRenderer
+from conversations.engine.sequences import TOKEN_BYTES, pack
 from conversations.engine.types import ChatMessage
 from conversations.engine.vocabulary import get_encoding
 
@@ -47,6 +54,9 @@ ARENA_SLOTS = 4096
 THREADS_PER_ORG = 64
 # Replies longer than this are cut here (finish_reason "length"), whatever was asked.
 MAX_REPLY_TOKENS = 16_384
+# Replies an organization was sent and may send back, their tokens known (the oldest go first
+# past this many: a client that drops them costs no memory).
+WRITTEN_PER_ORG = 1024
 
 _WORDS = (
     "the cache keeps every prefix it has seen for a while so the next request that starts "
@@ -117,6 +127,8 @@ class _Thread:
             self.slots, profile, cache=encodings, cut_points=cut_points, parallel=self.parallel
         )
         self.profile, self.cuts = profile, cut_points
+        # The encodings of this line's profile (a profile hashes 16 fields: looked up once).
+        self.items = encodings.items(profile)
         # The previous request's messages as interned (equal to those it sent, and kept
         # anyway by the arena): holding the request's own dicts instead would leave freeing
         # them to the next call. And each one's slot.
@@ -228,6 +240,12 @@ class _Organization:
     scopes: dict[str, str] = field(default_factory=dict)  # model -> simulator scope
     # Its requests' bodies as parsed, so a re-sent history is compared as bytes, not parsed.
     bodies: BodyReader = field(default_factory=BodyReader)
+    # The replies written to it and not yet sent back, by their text's hash (a few numbers
+    # each, not the text: a reply may be 16,384 tokens): the encodings of the profile that
+    # wrote it, that profile, and the words of its tape it spans.
+    written: dict[
+        int, tuple[dict[int, tuple[ChatMessage, EncodedMessage]], ModelProfile, int, int]
+    ] = field(default_factory=dict)
 
     def scope(self, org_key: str, model: str) -> str:
         """As the analysis: a model's cache is its own (one string per model, kept)."""
@@ -242,14 +260,45 @@ class _Organization:
         if len(self.messages) >= MAX_MESSAGES_PER_ORG:
             self.messages.clear()
             self.threads.clear()
+            self.written.clear()
             self.latest = None
             self.encodings = EncodingCache()
         content = message.get("content")
         if len(message) == 2 and isinstance(content, str):  # the usual {"role", "content"}
-            key: Any = (message.get("role"), content)
-        else:
-            key = json.dumps(message, sort_keys=True, default=str)
-        return self.messages.setdefault(key, message)
+            role = message.get("role")
+            interned = self.messages.setdefault((role, content), message)
+            if role == "assistant" and self.written:
+                self._known(interned, content)
+            return interned
+        return self.messages.setdefault(json.dumps(message, sort_keys=True, default=str), message)
+
+    def _known(self, message: ChatMessage, content: str) -> None:
+        """A reply this endpoint wrote, sent back as an assistant message: its encoding is
+        put in its profile's cache from the tokens it was cut from, not encoded again. Found
+        by its text's hash (cached by the string: interning computed it), then compared
+        with the tape's words byte for byte; another text is encoded as any message is."""
+        known = self.written.pop(hash(content), None)
+        if known is None:
+            return
+        items, profile, start, end = known
+        text, offsets, packed = _tape(profile.encoding)
+        begin = offsets[start]
+        if len(content) != offsets[end] - begin or not text.startswith(content, begin):
+            return
+        encoded = encode_plain_known(
+            "assistant", packed[start * TOKEN_BYTES : end * TOKEN_BYTES], profile
+        )
+        if encoded is not None:
+            items[id(message)] = (message, encoded)
+
+    def wrote(self, reply: str, start: int, end: int, profile: ModelProfile) -> None:
+        """The reply written to the latest request: words start to end of the tape."""
+        latest, written = self.latest, self.written
+        if latest is None or start == end or latest.profile is not profile:
+            return
+        if len(written) >= WRITTEN_PER_ORG:
+            del written[next(iter(written))]  # the oldest
+        written[hash(reply)] = (latest.items, profile, start, end)
 
     def _thread(
         self,
@@ -409,12 +458,14 @@ def simulate_usage(
     length = min(wanted, MAX_REPLY_TOKENS)
     raw_messages: Sequence[ChatMessage] = body["messages"]
     model = str(body.get("model") or "")
+    reply, start, end = _reply(profile.encoding, length, seed=_seed(raw_messages))
     with state.lock:  # the renderer and the simulators are not thread-safe
         organization = state.organizations.get(org_key)
         if organization is None:
             organization = state.organizations[org_key] = _Organization()
         base = organization.bodies.base(raw_messages)
         rendered = organization.render(raw_messages, profile, policy, body, base)
+        organization.wrote(reply, start, end, profile)
         outcome = state.process(
             rendered,
             policy=policy,
@@ -423,7 +474,6 @@ def simulate_usage(
             body=body,
             now=now,
         )
-    reply = reply_text(profile.encoding, length, seed=_seed(raw_messages))
     return SimulatedCall(  # positional: prompt, cached, completion, write tokens, reply, ...
         rendered.length,
         outcome.cached_tokens,
@@ -452,26 +502,43 @@ _TAPE_WORDS = 1 << 15
 
 
 @cache
-def _tape(encoding: str) -> tuple[str, array[int]]:
+def _tape(encoding: str) -> tuple[str, array[int], bytes]:
     """Words, each one token with its leading space in this encoding, in a fixed random order
-    that tokenizes to exactly one token a word (checked): the text, and where each word
-    starts in it (one more offset: the end)."""
+    that tokenizes to exactly one token a word (checked): the text, where each word starts
+    in it (one more offset: the end), and its tokens (packed: word i is token i). Each word
+    is a piece of its own to the tokenizer's split (a space, then letters), so a slice of
+    whole words encodes to the same slice of tokens (tested on many slices)."""
     enc = get_encoding(encoding)
     words = sorted({w for w in _WORDS if len(enc.encode_ordinary(" " + w)) == 1}) or ["the"]
     rng = random.Random(11)
     tape = [" " + rng.choice(words) for _ in range(_TAPE_WORDS + MAX_REPLY_TOKENS)]
     text = "".join(tape)
-    if len(enc.encode_ordinary(text)) != len(tape):  # pragma: no cover
+    tokens = enc.encode_ordinary(text)
+    if len(tokens) != len(tape):  # pragma: no cover
         tape = [" the"] * len(tape)  # a merge across words: the plainest text instead
         text = "".join(tape)
-    return text, array("q", accumulate(map(len, tape), initial=0))
+        tokens = enc.encode_ordinary(text)
+    return text, array("q", accumulate(map(len, tape), initial=0)), pack(tokens)
+
+
+def _reply(encoding: str, tokens: int, *, seed: int) -> tuple[str, int, int]:
+    """A deterministic reply of exactly `tokens` tokens in `encoding` (as a message body),
+    and the words of the tape it spans (its tokens: tape_tokens): the seed picks where on
+    the tape it starts."""
+    if tokens <= 0:
+        return "", 0, 0
+    text, offsets, _ = _tape(encoding)
+    start = seed % _TAPE_WORDS
+    end = start + min(tokens, MAX_REPLY_TOKENS)
+    return text[offsets[start] : offsets[end]], start, end
+
+
+def tape_tokens(encoding: str, start: int, end: int) -> bytes:
+    """The tokens of words start to end of the tape (encode_ordinary's, packed)."""
+    return _tape(encoding)[2][start * TOKEN_BYTES : end * TOKEN_BYTES]
 
 
 def reply_text(encoding: str, tokens: int, *, seed: int) -> str:
     """A deterministic reply of exactly `tokens` tokens in `encoding` (as a message body):
     the seed picks where on the tape it starts."""
-    if tokens <= 0:
-        return ""
-    text, offsets = _tape(encoding)
-    start = seed % _TAPE_WORDS
-    return text[offsets[start] : offsets[start + min(tokens, MAX_REPLY_TOKENS)]]
+    return _reply(encoding, tokens, seed=seed)[0]

@@ -466,6 +466,22 @@ def encode_message(message: ChatMessage, profile: ModelProfile) -> EncodedMessag
     return EncodedMessage(pack(tokens), body=len(body) + len(calls), unknown_images=unknown)
 
 
+def encode_plain_known(
+    role: str, packed_text: bytes, profile: ModelProfile
+) -> EncodedMessage | None:
+    """What encode_message gives {"role": role, "content": text} when the text's tokens
+    (encode_ordinary's, packed) are already known: `packed_text`, which the caller vouches
+    for (the built-in endpoint's own replies, cut from a tape it encoded whole). None where
+    encode_message would not take its plain path (a profile of fewer than 2 tokens per
+    message): the caller encodes then."""
+    if profile.tokens_per_message < 2 or not packed_text:
+        return None
+    opening, closing = _framing_packed(
+        profile.encoding, role, profile.tokens_per_message, profile.harmony
+    )
+    return EncodedMessage(opening + packed_text + closing, len(packed_text) // TOKEN_BYTES)
+
+
 # --- One transcript's messages ------------------------------------------------------------
 
 # Prompts usually diverge early: a shared system prompt, then each conversation's own first

@@ -3,10 +3,12 @@ the engine bills it, per simulated organization, streaming, faults on demand, ke
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -25,6 +27,7 @@ from conversations.engine.cache import CacheSimulator
 from conversations.engine.cache_policy import PREFIX_128
 from conversations.engine.profiles import ModelProfile, default_profile
 from conversations.engine.render import TranscriptRenderer, count_request
+from conversations.engine.sequences import pack
 from conversations.engine.vocabulary import get_encoding
 from conversations.models import Role
 from tests.factories import MembershipFactory, OrganizationFactory
@@ -300,8 +303,78 @@ def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPat
         body = {"model": "gpt-4o", "messages": [dict(m) for m in messages]}
         call = _billed(body, now=1000.0 + turn, profile=profile, reply_tokens=5)
         messages.append({"role": "assistant", "content": call.reply})
-    # Each message encoded once, though the last request sent eight.
-    assert len(encoded) == len(set(encoded)) == 8
+    # Each message encoded once, though the last request sent eight; the endpoint's own
+    # replies never (their tokens are known), and the count is what encoding gives.
+    assert encoded == ["S", "question 0", "question 1", "question 2", "question 3"]
+    assert call.prompt_tokens == count_request(messages[:-1], profile=profile)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4", "o3"])
+def test_a_reply_s_known_tokens_are_what_encoding_it_gives(model: str) -> None:
+    """The tokens a reply is cut with from the tape are encode_ordinary's of its text, and
+    the message built from them is encode_message's, byte for byte: for replies of many
+    lengths starting anywhere on the tape (its ends included), for two encodings and a
+    reasoning model's framing. A profile of under 2 tokens a message gets none."""
+    profile = default_profile(model)
+    enc = get_encoding(profile.encoding)
+    seeds = [0, 1, 7, simulated._TAPE_WORDS - 1, *range(101, 30_000, 997)]
+    lengths = [1, 2, 3, 17, 120, 500, simulated.MAX_REPLY_TOKENS]
+    for seed in seeds:
+        for length in lengths:
+            text, start, end = simulated._reply(profile.encoding, length, seed=seed)
+            packed = simulated.tape_tokens(profile.encoding, start, end)
+            assert packed == pack(enc.encode_ordinary(text))
+            assert len(packed) // 4 == length
+            message = {"role": "assistant", "content": text}
+            known = engine_messages.encode_plain_known("assistant", packed, profile)
+            assert known is not None
+            assert known == engine_messages.encode_message(message, profile)
+    assert simulated._reply(profile.encoding, 0, seed=3) == ("", 0, 0)
+    terse = dataclasses.replace(profile, tokens_per_message=1)
+    assert engine_messages.encode_plain_known("assistant", packed, terse) is None
+
+
+def test_a_reply_sent_back_changed_or_to_another_model_is_encoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a reply sent back unchanged, as an assistant message, to the model that wrote
+    it keeps its known tokens: one changed letter, a trailing space, another role or another
+    encoding's model, and it is encoded like any message; every call bills what a fresh
+    count of its messages gives."""
+    encoded: list[str] = []
+    real = engine_messages.encode_message
+
+    def spy(message: dict[str, Any], profile: Any) -> Any:
+        encoded.append(str(message.get("content")))
+        return real(message, profile)
+
+    monkeypatch.setattr(engine_messages, "encode_message", spy)
+    gpt4o, gpt4 = default_profile("gpt-4o"), default_profile("gpt-4")
+    changes: dict[str, Callable[[str], str]] = {
+        "letter": lambda text: text[:-1] + ("x" if text[-1] != "x" else "y"),
+        "space": lambda text: text + " ",
+        "role": lambda text: text,
+        "model": lambda text: text,
+        "same": lambda text: text,
+    }
+    for turn, (change, edit) in enumerate(changes.items()):
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": f"S{turn}"},
+            {"role": "user", "content": f"question {turn}"},
+        ]
+        first = _billed({"model": "gpt-4o", "messages": messages}, now=1000.0, profile=gpt4o)
+        sent_back = edit(first.reply)
+        role = "user" if change == "role" else "assistant"
+        messages += [{"role": role, "content": sent_back}, {"role": "user", "content": "more"}]
+        profile = gpt4 if change == "model" else gpt4o
+        encoded.clear()
+        body = {"model": "gpt-4" if change == "model" else "gpt-4o", "messages": messages}
+        second = _billed(json.loads(json.dumps(body)), now=1001.0, profile=profile)
+        assert second.prompt_tokens == count_request(messages, profile=profile)
+        if change == "same":
+            assert sent_back not in encoded
+        else:
+            assert sent_back in encoded
 
 
 def test_the_next_turn_read_from_bytes_compares_no_history(
@@ -565,3 +638,19 @@ def test_conversations_of_every_shape_bill_as_a_fresh_render_would(shape: str) -
             assert 0 < call.cached_tokens < fresh.length - 200  # the edit broke the prefix
         if reply and not step.endswith("="):
             line.append({"role": "assistant", "content": call.reply})
+
+
+def test_a_sent_back_text_of_a_written_reply_s_hash_is_checked_against_the_tape() -> None:
+    """Replies written are found by their text's hash, then compared with the tape: a text
+    that only shares the hash (a collision, made here by hand) is not given the tokens."""
+    profile = default_profile("gpt-4o")
+    text, start, end = simulated._reply(profile.encoding, 5, seed=0)
+    organization = simulated._Organization()
+    items = organization.encodings.items(profile)
+    impostor = "an impostor"
+    organization.written[hash(impostor)] = (items, profile, start, end)
+    organization.intern({"role": "assistant", "content": impostor})
+    assert items == {} and organization.written == {}
+    organization.written[hash(text)] = (items, profile, start, end)
+    reply = organization.intern({"role": "assistant", "content": text})
+    assert items[id(reply)] == (reply, engine_messages.encode_message(reply, profile))
