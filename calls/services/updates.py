@@ -6,9 +6,9 @@ answered attempt). Through the ORM each of those built its query and compiled it
 built once per model, columns and condition, and each value is prepared by its field as the
 ORM's update prepares it (`get_db_prep_save`; None as SQL NULL, as the ORM writes it).
 
-Its turn inserts three kinds of rows (the reply's Message, the Turn, its UsageRecords): the
-ORM built a model instance, an insert query and its compiled text for each (~0.5 ms of the
-worker's CPU for the three); `rows_insert` writes every column as the ORM's insert does
+Its turn (and a replayed one) inserts three kinds of rows (the reply's Message, the Turn, its
+UsageRecords): the ORM built a model instance, an insert query and its compiled text for each
+(~0.5 ms of the worker's CPU for the three); `rows_insert` writes every column as the ORM's insert does
 (a field not given takes its default) with a statement built once per model and row count.
 """
 
