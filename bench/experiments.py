@@ -10,6 +10,8 @@ A web server (runserver, threaded) serves the endpoint and a Celery worker (one 
 experiment is one task whose threads replay COSTLAB_EXPERIMENT_PARALLEL conversations at
 once) runs the experiment: CONVERSATIONS stored conversations of TURNS turns each, under two
 variants (gpt-4o full history, gpt-4o-mini window:8), pacing "fast", recorded replies.
+On Linux it also prints the worker's and the web server's CPU per turn (/proc, as
+bench/calls.py reads it; not PostgreSQL's: the replay threads' sessions end with the run).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def main() -> None:
     from django.test import Client
     from django.urls import reverse
 
+    from bench.calls import _cpu_snapshot
     from calls import selectors
     from calls.services import experiments
     from calls.services.connections import ConnectionSettings, connection_create
@@ -160,6 +163,7 @@ def main() -> None:
         print(f"prediction        {experiment.turns_total} calls planned and predicted "
               f"in {predicted:.2f} s")  # fmt: skip
         started = time.perf_counter()
+        cpu_before = _cpu_snapshot(web.pid, worker.pid)
         experiments.experiment_start(experiment=experiment, membership=None, confirmed=True)
         while not experiment.is_finished:
             time.sleep(0.2)
@@ -169,6 +173,12 @@ def main() -> None:
         print(f"run               {progress.turns_done} turns ({progress.turns_failed} failed), "
               f"status {experiment.status}, in {elapsed:.1f} s")  # fmt: skip
         print(f"  turns/s         {progress.turns_done / elapsed:.1f}")
+        if cpu_before and progress.turns_done:
+            cpu_after = _cpu_snapshot(web.pid, worker.pid)
+            print("  per turn        CPU by process, us (other jobs' load excluded)")
+            for name in ("web server (endpoint)", "worker (main)", "worker (children)"):
+                spent = (cpu_after[name] - cpu_before[name]) / progress.turns_done
+                print(f"    {name:<24}{spent * 1e6:8.0f}")
         results = selectors.experiment_results(experiment)
         for result in results:
             same = sum(t.cached_gap == 0 for t in result.turns)

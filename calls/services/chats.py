@@ -48,7 +48,7 @@ from conversations.ranges import request_ranges
 from conversations.selectors import conversation_transcript
 from conversations.services import rollups
 from conversations.services.transcripts import DEFAULT_RETENTION_SECONDS
-from conversations.services.usage import turn_usage_records
+from conversations.services.usage import turn_usage_fields
 from costlab import jobs
 from pricing.book import PriceBook
 
@@ -63,7 +63,7 @@ from .calling import (
     attempt_succeeded,
     chat_completion_call,
 )
-from .updates import row_update
+from .updates import row_update, rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -499,7 +499,7 @@ def _call_succeed(
     *,
     cost: Decimal | None,
     reply: str = "",
-    turn: Turn | None = None,
+    turn_id: int | None = None,
 ) -> None:
     values = {
         "status": CallStatus.SUCCEEDED,
@@ -510,7 +510,7 @@ def _call_succeed(
         "service_tier": (result.service_tier or "")[:20],
         "cost": cost,
         "reply": reply,
-        "turn": turn.pk if turn is not None else None,
+        "turn": turn_id,
         "error": "",
     }
     row_update(model=ApiCall, pk=call.pk, values=values)
@@ -520,11 +520,11 @@ def api_call_fail(*, call_id: int, message: str) -> None:
     """Give up on a call; a chat turn is still recorded, as a request that got no reply
     (its estimate is kept, it is billed nothing)."""
     call = ApiCall.objects.select_related("chat__conversation__organization").get(pk=call_id)
-    turn = None
+    turn_id = None
     if call.purpose == CallPurpose.CHAT and call.chat is not None:
-        turn, _ = _turn_record(call, None)
+        turn_id, _ = _turn_record(call, None)
     ApiCall.objects.filter(pk=call_id, status__in=(CallStatus.PENDING, CallStatus.RUNNING)).update(
-        status=CallStatus.FAILED, finished_at=timezone.now(), error=message[:4000], turn=turn
+        status=CallStatus.FAILED, finished_at=timezone.now(), error=message[:4000], turn_id=turn_id
     )
 
 
@@ -679,9 +679,9 @@ def _analysis(
 
 def _turn_record(
     call: ApiCall, result: CallResult | None, *, messages: list[Any] | None = None
-) -> tuple[Turn | None, Decimal | None]:
+) -> tuple[int | None, Decimal | None]:
     """The turn of this call, written once (a second writer hits the unique constraint and
-    leaves the first one's rows as they are), and what it is billed. `messages`: the
+    leaves the first one's rows as they are): its id, and what it is billed. `messages`: the
     request's messages as the caller read them (index 0 to request_end), if it did. With a
     `result`, the call is marked succeeded in the same transaction as its turn (one commit,
     and no moment where the turn is there but its call still running)."""
@@ -692,64 +692,98 @@ def _turn_record(
     book = price_book(chat.organization)
     analysis, state = _analysis(chat, call, result, book, now, messages)
     at = analysis.call.started_at or now
+    model = call.model[:200]
+    # Statements built once per process (updates.rows_insert), not three ORM inserts: the
+    # rows are written as Model.objects.create / bulk_create wrote them.
+    records = turn_usage_fields(model=model, result=analysis, book=book, at=at)
     try:
         with transaction.atomic():
-            response = None
+            response_id = None
             if result is not None:
-                response = Message.objects.create(
-                    conversation=conversation,
-                    index=call.request_end,
-                    role="assistant",
-                    data={"role": "assistant", "content": result.content},
-                    sent_at=now,
+                [response_id] = rows_insert(
+                    model=Message,
+                    rows=[
+                        {
+                            "conversation_id": conversation.pk,
+                            "index": call.request_end,
+                            "role": "assistant",
+                            "data": {"role": "assistant", "content": result.content},
+                            "sent_at": now,
+                        }
+                    ],
                 )
             reason = analysis.miss_reason
-            turn = Turn.objects.create(
-                conversation=conversation,
-                index=call.index,
-                request_ranges=request_ranges(list(range(call.request_end))),
-                response=response,
-                model=call.model[:200],
-                service_tier=((result.service_tier if result else None) or "")[:20],
-                prompt_cache_key=(chat.prompt_cache_key or "")[:300],
-                max_output_tokens=chat.max_completion_tokens,
-                external_id=(result.response_id if result else "")[:300],
-                started_at=at,
-                latency_ms=result.latency_ms if result else None,
-                estimated_prompt_tokens=analysis.estimated_prompt_tokens,
-                estimated_completion_tokens=analysis.estimated_completion_tokens,
-                simulated_cached_tokens=analysis.simulated_cached_tokens,
-                miss_reason=reason.kind if reason else "",
-                miss_detail=reason.describe()[:300] if reason else "",
-                miss_token=reason.token if reason and reason.kind == "prefix_changed" else None,
-                miss_message=reason.message if reason and reason.kind == "prefix_changed" else None,
-                over_context=analysis.over_context,
+            [turn_id] = rows_insert(
+                model=Turn,
+                rows=[
+                    {
+                        "conversation_id": conversation.pk,
+                        "index": call.index,
+                        "request_ranges": request_ranges(list(range(call.request_end))),
+                        "response_id": response_id,
+                        "model": model,
+                        "service_tier": ((result.service_tier if result else None) or "")[:20],
+                        "prompt_cache_key": (chat.prompt_cache_key or "")[:300],
+                        "max_output_tokens": chat.max_completion_tokens,
+                        "external_id": (result.response_id if result else "")[:300],
+                        "started_at": at,
+                        "latency_ms": result.latency_ms if result else None,
+                        "estimated_prompt_tokens": analysis.estimated_prompt_tokens,
+                        "estimated_completion_tokens": analysis.estimated_completion_tokens,
+                        "simulated_cached_tokens": analysis.simulated_cached_tokens,
+                        "miss_reason": reason.kind if reason else "",
+                        "miss_detail": reason.describe()[:300] if reason else "",
+                        "miss_token": (
+                            reason.token if reason and reason.kind == "prefix_changed" else None
+                        ),
+                        "miss_message": (
+                            reason.message if reason and reason.kind == "prefix_changed" else None
+                        ),
+                        "over_context": analysis.over_context,
+                    }
+                ],
             )
-            records = turn_usage_records(
-                turn=turn, conversation=conversation, result=analysis, book=book, at=at
+            rows_insert(
+                model=UsageRecord,
+                rows=[
+                    {
+                        "turn_id": turn_id,
+                        "organization_id": conversation.organization_id,
+                        "conversation_id": conversation.pk,
+                        **fields,
+                    }
+                    for fields in records
+                ],
             )
-            UsageRecord.objects.bulk_create(records)
-            billed = next((r.cost_total for r in records if r.is_billing), None)
+            billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
             if result is not None:
-                _call_succeed(call, result, cost=billed, turn=turn)
+                _call_succeed(call, result, cost=billed, turn_id=turn_id)
                 attempt_succeeded(result)
             # Last, right before the commit: every call of the organization updates the same
             # organization-day rollup rows, and holds their locks from here to the commit.
             # The fewer statements in between, the sooner the next worker's call goes on.
-            billed_in = [conversation.pk] if any(r.is_billing for r in records) else []
+            billed_in = [conversation.pk] if any(r["is_billing"] for r in records) else []
             rollups.turns_added(
-                organization=chat.organization, turn_ids=[turn.pk], conversation_ids=billed_in
+                organization=chat.organization, turn_ids=[turn_id], conversation_ids=billed_in
             )
             if state is not None:  # kept for the next turn once this one is committed
                 transaction.on_commit(partial(_carried_put, conversation.pk, book, state))
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
-        existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
-        billing = UsageRecord.objects.filter(turn=existing, is_billing=True).first()
+        existing = (
+            Turn.objects.filter(conversation=conversation, index=call.index)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        billing = (
+            UsageRecord.objects.filter(turn_id=existing, is_billing=True).first()
+            if existing is not None
+            else None
+        )
         cost = billing.cost_total if billing else None
         if result is not None:
             with transaction.atomic():
-                _call_succeed(call, result, cost=cost, turn=existing)
+                _call_succeed(call, result, cost=cost, turn_id=existing)
                 attempt_succeeded(result)
         return existing, cost
-    return turn, billed
+    return turn_id, billed

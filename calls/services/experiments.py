@@ -54,7 +54,7 @@ from conversations.models import (
 from conversations.ranges import request_ranges
 from conversations.selectors import conversation_transcript
 from conversations.services import rollups
-from conversations.services.usage import turn_usage_records
+from conversations.services.usage import turn_usage_fields
 from costlab import heartbeat, jobs
 from pricing.book import PriceBook
 
@@ -79,6 +79,7 @@ from .calling import (
     attempt_succeeded,
     chat_completion_call,
 )
+from .updates import rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -859,62 +860,87 @@ def _turn_record(
     analysis = _analysis(replay, step, result, at)
     predicted = step["predicted"]
     response_index = step["response"]
+    variant = replay.variant
+    model = variant.model[:200]
+    # As a chat turn's: statements built once per process (updates.rows_insert).
+    records = turn_usage_fields(model=model, result=analysis, book=run.book, at=at)
     try:
         with transaction.atomic():
-            response = None
+            response_id = None
             if result is not None:
                 item = replay.messages[response_index]
                 if item["produced"]:
                     role = str(item["data"].get("role") or "assistant")
-                    response = Message.objects.create(
-                        conversation=conversation,
-                        index=response_index,
-                        role=role[:20],
-                        data={"role": role, "content": result.content},
-                        sent_at=now,
-                    )
+                    message = {
+                        "conversation_id": conversation.pk,
+                        "index": response_index,
+                        "role": role[:20],
+                        "data": {"role": role, "content": result.content},
+                        "sent_at": now,
+                    }
+                    [response_id] = rows_insert(model=Message, rows=[message])
                 else:
-                    response = Message.objects.get(conversation=conversation, index=response_index)
-            turn = Turn.objects.create(
-                conversation=conversation,
-                index=call.index,
-                request_ranges=request_ranges(list(step["request"])),
-                response=response,
-                model=replay.variant.model[:200],
-                service_tier=((result.service_tier if result else None) or "")[:20],
-                prompt_cache_key=(analysis.call.prompt_cache_key or "")[:300],
-                tools=step.get("tools"),
-                response_format=step.get("response_format"),
-                max_output_tokens=step["max_tokens"],
-                external_id=(result.response_id if result else "")[:300],
-                started_at=at,
-                latency_ms=result.latency_ms if result else None,
-                estimated_prompt_tokens=predicted["prompt_tokens"],
-                estimated_completion_tokens=predicted["completion_tokens"],
-                simulated_cached_tokens=predicted["cached_tokens"],
-                simulated_cache_write_tokens=predicted["write_tokens"],
-                cache_retention=replay.variant.retention[:20],
-                cache_options=replay.variant.cache_options,
-                miss_reason=predicted["miss"],
-                miss_detail=predicted["miss_detail"],
-                over_context=predicted["over_context"],
+                    response_id = Message.objects.values_list("pk", flat=True).get(
+                        conversation=conversation, index=response_index
+                    )
+            turn = {
+                "conversation_id": conversation.pk,
+                "index": call.index,
+                "request_ranges": request_ranges(list(step["request"])),
+                "response_id": response_id,
+                "model": model,
+                "service_tier": ((result.service_tier if result else None) or "")[:20],
+                "prompt_cache_key": (analysis.call.prompt_cache_key or "")[:300],
+                "tools": step.get("tools"),
+                "response_format": step.get("response_format"),
+                "max_output_tokens": step["max_tokens"],
+                "external_id": (result.response_id if result else "")[:300],
+                "started_at": at,
+                "latency_ms": result.latency_ms if result else None,
+                "estimated_prompt_tokens": predicted["prompt_tokens"],
+                "estimated_completion_tokens": predicted["completion_tokens"],
+                "simulated_cached_tokens": predicted["cached_tokens"],
+                "simulated_cache_write_tokens": predicted["write_tokens"],
+                "cache_retention": variant.retention[:20],
+                "cache_options": variant.cache_options,
+                "miss_reason": predicted["miss"],
+                "miss_detail": predicted["miss_detail"],
+                "over_context": predicted["over_context"],
+            }
+            [turn_id] = rows_insert(model=Turn, rows=[turn])
+            owner = {"organization_id": conversation.organization_id}
+            rows_insert(
+                model=UsageRecord,
+                rows=[
+                    {"turn_id": turn_id, "conversation_id": conversation.pk, **owner, **fields}
+                    for fields in records
+                ],
             )
-            records = turn_usage_records(
-                turn=turn, conversation=conversation, result=analysis, book=run.book, at=at
-            )
-            UsageRecord.objects.bulk_create(records)
             # The pages read rollups: the turn's sums join them in its own transaction.
-            rollups.turns_added(organization=conversation.organization, turn_ids=[turn.pk])
-            billed = next((r.cost_total for r in records if r.is_billing), None)
+            billed_in = [conversation.pk] if any(r["is_billing"] for r in records) else []
+            rollups.turns_added(
+                organization=conversation.organization,
+                turn_ids=[turn_id],
+                conversation_ids=billed_in,
+            )
+            billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
             cost = billed if result is not None else None
-            _call_finish(call, result, error, cost=cost, turn=turn)
+            _call_finish(call, result, error, cost=cost, turn_id=turn_id)
     except IntegrityError:
         logger.info("turn %s of replay %s was recorded already", call.index, replay.pk)
-        existing = Turn.objects.filter(conversation=conversation, index=call.index).first()
-        record = UsageRecord.objects.filter(turn=existing, is_billing=True).first()
+        existing = (
+            Turn.objects.filter(conversation=conversation, index=call.index)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        record = (
+            UsageRecord.objects.filter(turn_id=existing, is_billing=True).first()
+            if existing is not None
+            else None
+        )
         cost = record.cost_total if record is not None and result is not None else None
         with transaction.atomic():
-            _call_finish(call, result, error, cost=cost, turn=existing)
+            _call_finish(call, result, error, cost=cost, turn_id=existing)
     return cost
 
 
@@ -924,11 +950,14 @@ def _call_finish(
     error: str,
     *,
     cost: Decimal | None,
-    turn: Turn | None,
+    turn_id: int | None,
 ) -> None:
     if result is None:
         ApiCall.objects.filter(pk=call.pk).update(
-            status=CallStatus.FAILED, finished_at=timezone.now(), error=error[:4000], turn=turn
+            status=CallStatus.FAILED,
+            finished_at=timezone.now(),
+            error=error[:4000],
+            turn_id=turn_id,
         )
         return
     attempt_succeeded(result)
@@ -941,7 +970,7 @@ def _call_finish(
         service_tier=(result.service_tier or "")[:20],
         cost=cost,
         reply=result.content,
-        turn=turn,
+        turn_id=turn_id,
         error="",
     )
 

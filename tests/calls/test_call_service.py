@@ -678,3 +678,87 @@ def test_a_row_update_writes_what_the_orms_update_writes(usage: dict[str, Any] |
     assert (
         updates.row_update(model=ApiCall, pk=by_row.pk, values=again, status_in=("pending",)) == 0
     )
+
+
+def test_rows_insert_writes_what_the_orms_insert_writes() -> None:
+    from django.db import IntegrityError, transaction
+
+    from pricing.models import ModelPrice
+
+    connection = make_connection()
+    by_orm, by_row = (make_chat(connection).conversation for _ in "ab")
+    price = ModelPrice.objects.first()
+    assert price is not None
+    now = timezone.now()
+    message = {"index": 1, "role": "assistant", "data": {"content": "née ✓", "n": [1, None]}}
+    turn: dict[str, Any] = {
+        "index": 0,
+        "request_ranges": [[0, 1]],
+        "model": "gpt-4o",
+        "started_at": now,
+        "latency_ms": None,
+        "estimated_prompt_tokens": 1700,
+        "miss_reason": "prefix_changed",
+        "miss_token": 12,
+        "over_context": True,
+    }
+    reported: dict[str, Any] = {
+        "occurred_at": now,
+        "model": "gpt-4o",
+        "source": "reported",
+        "is_billing": True,
+        "raw": {"prompt_tokens": 1700},
+        "prompt_tokens": 1700,
+        "price_id": price.pk,
+        "cost_total": Decimal("0.000123456789"),
+        "cost_output": None,
+    }
+    estimated = {**reported, "source": "estimated", "is_billing": False, "raw": None}
+    estimated.update(price_id=None, cost_total=None)
+    orm_message = Message.objects.create(conversation=by_orm, **message)
+    orm_turn = Turn.objects.create(conversation=by_orm, response=orm_message, **turn)
+    owner = {"organization_id": by_orm.organization_id}
+    UsageRecord.objects.bulk_create(
+        UsageRecord(turn=orm_turn, conversation=by_orm, **owner, **fields)
+        for fields in (estimated, reported)
+    )
+    [message_id] = updates.rows_insert(
+        model=Message, rows=[{"conversation_id": by_row.pk, **message}]
+    )
+    [turn_id] = updates.rows_insert(
+        model=Turn, rows=[{"conversation": by_row.pk, "response_id": message_id, **turn}]
+    )
+    record_ids = updates.rows_insert(
+        model=UsageRecord,
+        rows=[
+            {"turn_id": turn_id, "conversation_id": by_row.pk, **owner, **fields}
+            for fields in (estimated, reported)
+        ],
+    )
+    assert Turn.objects.get(pk=turn_id).response_id == message_id
+    sources = UsageRecord.objects.filter(pk__in=record_ids).order_by("pk")
+    assert list(sources.values_list("pk", "source")) == list(
+        zip(record_ids, ["estimated", "reported"], strict=True)
+    )
+
+    def rows(model: Any, conversation: Any) -> list[dict[str, Any]]:
+        skip = {"id", "conversation_id", "turn_id", "response_id"}
+        columns = [f.attname for f in model._meta.concrete_fields if f.attname not in skip]
+        written = model.objects.filter(conversation=conversation)
+        if model is Message:
+            written = written.filter(index__gt=0)  # the chat's own system prompt left out
+        return list(written.order_by("pk").values(*columns))
+
+    for model in (Message, Turn, UsageRecord):
+        assert rows(model, by_orm) == rows(model, by_row), model.__name__
+    # The JSON null of a nested value and SQL NULL of a missing one, as the ORM writes them.
+    assert UsageRecord.objects.filter(pk=record_ids[0], raw__isnull=True).exists()
+    assert Turn.objects.filter(pk=turn_id, tools__isnull=True).exists()
+    # A second turn of the same index hits the unique constraint, as the ORM's insert does,
+    # and its transaction leaves nothing behind.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        updates.rows_insert(
+            model=Message, rows=[{"conversation_id": by_row.pk, **message, "index": 2}]
+        )
+        updates.rows_insert(model=Turn, rows=[{"conversation_id": by_row.pk, **turn}])
+    assert Message.objects.filter(conversation=by_row).count() == 2  # the system prompt
