@@ -126,11 +126,14 @@ class PriceBook:
         """The rows matching `model`, in the book's order, each with its rank but the date."""
         found = self._matching.get(model)
         if found is None:
-            found = self._matching[model] = []
+            # Filled before it is stored: threads share a book (a worker's thread pool, the
+            # threaded web server), and one must never read another's half-built list.
+            found = []
             for row in self.rows:
                 spec = _specificity(row, model)
                 if spec is not None:
                     found.append(((1 if row.organization_id else 0, spec[0], spec[1]), row))
+            self._matching[model] = found
         return found
 
     def price(

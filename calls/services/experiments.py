@@ -265,6 +265,9 @@ def _plan(
                 cache_retention=variant.retention or None,
                 cache_options=variant.cache_options,
                 latency_ms=None,
+                # A replay goes out as Chat Completions, whatever API the original used: it
+                # is predicted by chat's framing, as the endpoint will count it.
+                responses_api=False,
             )
         )
     responses = {c.response for c in out if c.response is not None}

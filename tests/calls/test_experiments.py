@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 from pytest_django import Settings
@@ -24,7 +27,11 @@ from calls.models import (
 from calls.services import experiments
 from calls.services.connections import ConnectionSettings, connection_create
 from calls.services.experiments import ExperimentInvalid, variant_parse
+from conversations.engine.profiles import default_profile
+from conversations.engine.render import count_request
+from conversations.engine.types import Call, Transcript
 from conversations.models import Conversation, Membership, Organization, Role
+from conversations.services.transcripts import transcripts_store
 from conversations.templatetags.costlab import usd
 from tests.calls.test_experiments_worker import conversations_stored
 from tests.factories import MembershipFactory
@@ -275,3 +282,43 @@ def test_a_run_that_breaks_fails_and_says_why(monkeypatch: pytest.MonkeyPatch) -
     experiment.refresh_from_db()
     assert experiment.status == ExperimentStatus.FAILED
     assert experiment.error.startswith("the run broke")
+
+
+def test_a_responses_api_conversation_is_predicted_as_the_chat_call_it_is_replayed_as() -> None:
+    """A replay goes out through Chat Completions: its prediction counts chat's framing (a
+    function tool costs 6 tokens more there than in the Responses API on gpt-4o)."""
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    organization = membership.organization
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "order_status",
+            "description": "Where an order is",
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
+    }
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "Where is order 7?"},
+        {"role": "assistant", "content": "It left the warehouse today."},
+    ]
+    call = Call(
+        request=[0], response=1, model="gpt-4o", tools=[tool], responses_api=True,
+        started_at=datetime(2026, 11, 2, tzinfo=UTC),
+    )  # fmt: skip
+    with transaction.atomic():
+        transcripts_store(
+            organization=organization,
+            transcripts=[Transcript(messages=messages, calls=[call], title="r", model="gpt-4o")],
+        )
+    experiment = experiments.experiment_create(
+        organization=organization,
+        user=None,
+        conversations=list(Conversation.objects.filter(organization=organization)),
+        variants=[variant_parse("model=gpt-4o")],
+        connection=connection_of(organization),
+    )
+    [step] = Replay.objects.get(variant__experiment=experiment).plan
+    profile = default_profile("gpt-4o")
+    chat = count_request(messages[:1], profile=profile, tools=[tool])
+    assert count_request(messages[:1], profile=profile, tools=[tool], responses_api=True) != chat
+    assert step["predicted"]["prompt_tokens"] == chat
