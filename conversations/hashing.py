@@ -92,7 +92,9 @@ def transcript_sha256(transcript: Transcript) -> str:
             "batch": call.batch,
             # only when set, so that digests taken before it was kept stay valid
             **({"tool_choice": call.tool_choice} if call.tool_choice else {}),
-            **({"responses_api": True} if call.responses_api else {}),
+            # responses_api is left out: a Responses call differs already by its id and its
+            # usage's keys, and leaving it out keeps valid the digests taken before it was kept
+            # (a file of Responses calls imported then is still found a duplicate now).
         }
         for call in transcript.calls or []
     ]
