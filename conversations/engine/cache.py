@@ -5,6 +5,8 @@ Owns: prompts as chained block hashes, and the simulated cache that answers hit 
 Prompts are compared as chained hashes of 128-token blocks: block i's hash covers every token
 up to the end of block i, so one dict lookup answers "is this whole prefix cached?" and the
 longest cached prefix is a binary search, O(log blocks) per request instead of O(tokens).
+A prompt that extends its store's latest one (a conversation's next call, the usual case)
+skips even that: the segment holding the latest prompt's last block tells what is cached.
 
 Rules simulated: per-organization scope; routing by the first 256 tokens plus
 `prompt_cache_key`; no hit below 1024 tokens; hits in 128-token steps; entries expire after
