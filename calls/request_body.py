@@ -106,13 +106,13 @@ def _rest(text: str, at: int) -> dict[str, Any]:
 
 def _tail(text: str) -> tuple[list[Any], int, dict[str, Any]] | None:
     """The usual rest of a body after a kept prefix, `,{new message},...]` then compact
-    fields `,"name":value...}` or `}`, in two scans: the new messages read as one array
+    fields `,"name":value...}` or `}`, given with its first "," as "[" (decoded so: no
+    other copy), in two scans: the new messages read as one array
     (where it closes tells where the last one ends), the fields as one object. The new
     messages and fields, and where the last message ends; None for another layout (the
     element by element reader then reads it, or refuses it as json.loads would)."""
-    array = "[" + text[1:]  # the same positions as `text`
     try:
-        new, after = _scan(array, 0)
+        new, after = _scan(text, 0)
         if text.startswith(',"', after):
             rest, end = _scan("{" + text[after + 1 :], 0)
             end += after
@@ -184,9 +184,14 @@ class BodyReader:
 
     def _read_on(self, raw: bytes, kept: _Kept, check: BodyCheck) -> dict[str, Any]:
         start = kept.end
-        text = raw[start:].decode()  # the prefix ends after a "}": a character boundary
-        tail = _tail(text) if text.startswith(",{") else None
+        # The prefix ends after a "}": a character boundary. The usual tail is read as an
+        # array: its "," decoded as "[" (the same positions).
+        text, tail = "", None
+        if raw.startswith(b",{", start):
+            text = "[" + raw[start + 1 :].decode()
+            tail = _tail(text)
         if tail is None:  # another layout: element by element
+            text = raw[start:].decode()
             messages = list(kept.messages)
             last, after = _messages_on(text, 0, messages)
             rest = _rest(text, after)

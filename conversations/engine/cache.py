@@ -5,6 +5,8 @@ Owns: prompts as chained block hashes, and the simulated cache that answers hit 
 Prompts are compared as chained hashes of 128-token blocks: block i's hash covers every token
 up to the end of block i, so one dict lookup answers "is this whole prefix cached?" and the
 longest cached prefix is a binary search, O(log blocks) per request instead of O(tokens).
+A prompt that extends its store's latest one (a conversation's next call, the usual case)
+skips even that: the segment holding the latest prompt's last block tells what is cached.
 
 Rules simulated: per-organization scope; routing by the first 256 tokens plus
 `prompt_cache_key`; no hit below 1024 tokens; hits in 128-token steps; entries expire after
@@ -69,7 +71,8 @@ class CachePrompt(Protocol):
     def blocks(self) -> Sequence[int]: ...
 
     def block_list(self) -> list[int]:
-        """The block hashes as a list of the simulator's own (segments keep it)."""
+        """The block hashes as a list the simulator may keep (segments do): its owner may
+        append to it later, never change what is in it."""
         ...
 
     @property
@@ -228,6 +231,8 @@ class _Store:
     blocks: dict[int, _Segment] = field(default_factory=dict)
     # block hash -> the latest segment starting right after it (ROOT_HASH: at the start)
     branches: dict[int, _Segment] = field(default_factory=dict)
+    # The segment holding the last block of the latest prompt stored here.
+    tip: _Segment | None = None
 
     def next_after(self, blocks: list[int], depth: int) -> _Segment | None:
         """The cached segment holding the block that follows blocks[:depth], if any."""
@@ -322,6 +327,10 @@ class CacheSimulator:
     """One simulated prompt cache for any number of organizations. Feed it requests in time
     order; each gets the tokens it would have had cached and, short of a full hit, why."""
 
+    # The shortcut for a prompt that extends its store's latest one (off: every prompt is
+    # searched for, as the tests compare).
+    fast = True
+
     def __init__(
         self,
         retention_seconds: int,
@@ -351,6 +360,8 @@ class CacheSimulator:
         self._route_keys: dict[tuple[str, int], str | None] = {}
         # Set when a request came without a timestamp: no expiry and no rate judgment for it.
         self.timestamps_missing = False
+        # The latest request that got past the rate: (org, key, route, its rate, its store).
+        self._latest: tuple[str, str | None, int, _Rate | None, _Store] | None = None
 
     def process(
         self,
@@ -370,33 +381,67 @@ class CacheSimulator:
         self.timestamps_missing |= now is None
         blocks = prompt.block_list()
         route = blocks[self._routing_block]
+        # The latest request's route, when this one has the same: its rate and store without
+        # building the keys and looking them up, and its key already noted for the route.
+        latest = self._latest
+        if latest is not None and not (
+            latest[2] == route and latest[0] == org and latest[1] == prompt_cache_key and self.fast
+        ):
+            latest = None
+        rate: _Rate | None = None
         if now is not None:
-            rate = self._rates.get((org, prompt_cache_key, route))
+            rate = latest[3] if latest is not None else None
             if rate is None:
-                rate = self._rates[(org, prompt_cache_key, route)] = _Rate()
+                rate = self._rates.get((org, prompt_cache_key, route))
+                if rate is None:
+                    rate = self._rates[(org, prompt_cache_key, route)] = _Rate()
             if not rate.admit(now, self.rpm_limit):  # a cold overflow machine; nothing stored
                 return CacheResult(0, MissReason("overflow", rpm=rate.rpm(now)))
-        store = self._stores.get((org, prompt_cache_key))
+        store = latest[4] if latest is not None else self._stores.get((org, prompt_cache_key))
         if store is None:
             store = self._stores[(org, prompt_cache_key)] = _Store()
-        cached_blocks = store.blocks
-        present = _cached_prefix(blocks, cached_blocks)
-        live = self._live_prefix(store, blocks, present, now)
-        cached = live * self.step // self.hit_step * self.hit_step
-        cached = cached if cached >= self.minimum else 0
+        # The usual next call of a conversation: the store's latest prompt, extended. Its last
+        # block ends a segment that nothing continues (not branched), so exactly its blocks
+        # are cached here, and nothing past them to have diverged from: no search.
+        tip = store.tip
+        end = tip.end if tip is not None and not tip.branched and self.fast else 0
         if (
-            live == present
-            and cached
-            and (present == len(blocks) or store.next_after(blocks, present) is None)
-        ):  # the usual: a live hit, and nothing cached past it to have diverged from
-            reason = None
+            end
+            and end <= len(blocks)
+            and tip is not None
+            and tip.hashes[end - 1] == blocks[end - 1]
+        ):
+            present = end
+            live = self._live_prefix(store, blocks, present, now, tip)
+            cached = live * self.step // self.hit_step * self.hit_step
+            cached = cached if cached >= self.minimum else 0
+            if live == present and cached:
+                reason = None
+            else:
+                reason = self._reason(store, prompt, blocks, present, live, cached, now)
         else:
-            reason = self._reason(store, prompt, blocks, present, live, cached, now)
+            tip = None
+            present = _cached_prefix(blocks, store.blocks)
+            live = self._live_prefix(store, blocks, present, now)
+            cached = live * self.step // self.hit_step * self.hit_step
+            cached = cached if cached >= self.minimum else 0
+            if (
+                live == present
+                and cached
+                and (present == len(blocks) or store.next_after(blocks, present) is None)
+            ):  # the usual: a live hit, and nothing cached past it to have diverged from
+                reason = None
+            else:
+                reason = self._reason(store, prompt, blocks, present, live, cached, now)
         if reason is not None and reason.kind == "cold":
             reason = self._cold(org, prompt_cache_key, route)
         ttl = self.retention_seconds if ttl_seconds is None else ttl_seconds
-        self._remember(store, blocks, prompt.source, present, now, ttl)
-        self._route_keys[(org, route)] = prompt_cache_key
+        store.tip = self._remember(store, blocks, prompt.source, present, now, ttl, tip)
+        if latest is None:
+            self._route_keys[(org, route)] = prompt_cache_key
+            self._latest = (org, prompt_cache_key, route, rate, store)
+        elif latest[3] is not rate:  # (the latest had no timestamp, this one has)
+            self._latest = (org, prompt_cache_key, route, rate, store)
         return CacheResult(cached, reason)
 
     def process_tokens(
@@ -412,14 +457,19 @@ class CacheSimulator:
         return self.process(prompt, org=org, prompt_cache_key=prompt_cache_key, at=at)
 
     def _live_prefix(
-        self, store: _Store, blocks: list[int], present: int, now: float | None
+        self,
+        store: _Store,
+        blocks: list[int],
+        present: int,
+        now: float | None,
+        tip: _Segment | None = None,
     ) -> int:
         """How many of the `present` blocks are still within retention. Blocks share their
         segment's time, so the usual answer (all of them) takes one look per segment."""
         if not present or now is None:
             return present
         cached_blocks = store.blocks
-        segment: _Segment | None = cached_blocks[blocks[present - 1]]
+        segment: _Segment | None = tip if tip is not None else cached_blocks[blocks[present - 1]]
         while segment is not None:  # toward the prompt's start: a handful of segments
             time = segment.time  # _live and _Store.parent inline: once or twice a request
             if time is not None and not 0 <= now - time <= segment.ttl:
@@ -484,11 +534,14 @@ class CacheSimulator:
         present: int,
         now: float | None,
         ttl: float,
-    ) -> None:
-        """Cache every full block of the prompt: refresh the `present` ones, add the rest."""
-        tip: _Segment | None = None
+        tip: _Segment | None = None,
+    ) -> _Segment | None:
+        """Cache every full block of the prompt: refresh the `present` ones, add the rest.
+        `tip`: the segment holding block present - 1, when known. The segment holding the
+        prompt's last block."""
         if present:
-            tip = store.blocks[blocks[present - 1]]
+            if tip is None:
+                tip = store.blocks[blocks[present - 1]]
             if tip.end > present:  # the prompt ends or branches inside: split there
                 tail = _split(store, tip, present)
                 if tail.source is not None:
@@ -501,7 +554,7 @@ class CacheSimulator:
                 parent = segment.parent
                 segment = cached_blocks.get(parent) if parent != ROOT_HASH else None
         if present == len(blocks):
-            return
+            return tip
         if tip is not None and tip.end == present and not tip.branched:
             grow = tip  # the manual flow: the same segment keeps growing
         else:
@@ -515,6 +568,7 @@ class CacheSimulator:
         grow.end, grow.hashes, grow.source, grow.time = len(blocks), blocks, source, now
         grow.ttl = ttl
         store.blocks.update(zip(blocks[present:], repeat(grow)))
+        return grow
 
     def forget_sources(self) -> None:
         """End a generation (an import's chunk): let go of the tokens of prompts not

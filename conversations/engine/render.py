@@ -544,8 +544,16 @@ class RenderedRequest:
         return BlockView(self._hashes, self._full, self._tail)
 
     def block_list(self) -> list[int]:
-        # C-level slice: the chain's list keeps growing with later calls, so it is copied.
-        blocks = self._hashes[: self._full]
+        hashes = self._hashes
+        if not self._tail and len(hashes) == self._full:
+            # The chain's own list, not a copy: a chain's list is only ever appended to (a
+            # fork starts a new one), so what the simulator keeps of it (each segment reads
+            # it below the length it had then) stays true. A copy increfs every block's int,
+            # and dropping the previous one decrefs them: O(history) a call, in memory the
+            # tokenizer has just evicted.
+            return hashes
+        # Later calls append to the chain's list (and the tail is not in it): a copy.
+        blocks = hashes[: self._full]
         blocks += self._tail
         return blocks
 

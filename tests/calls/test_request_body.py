@@ -122,6 +122,7 @@ def test_a_body_after_a_known_history_reads_as_json_loads(tail: bytes) -> None:
         b"]} x",
         b',{"role":"user","content":"x"}',
         b',{"role":1}]}',
+        b',{"role":"user","content":"\xff"}]}',  # not UTF-8 where the tail is decoded
     ],
 )
 def test_a_broken_body_after_a_known_history_is_refused_as_before(tail: bytes) -> None:

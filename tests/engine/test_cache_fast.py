@@ -1,0 +1,97 @@
+"""The simulator's shortcut for a prompt that extends its store's latest one (and reuses the
+latest request's rate and store) gives exactly what the full search gives: the same
+sequences of requests, shortcut on and off, compared result for result."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from conversations.engine.cache import CacheResult, CacheSimulator, PromptBlocks
+from conversations.engine.profiles import default_profile
+from conversations.engine.render import TranscriptRenderer
+
+
+def _both(retention: int = 600, **options: int) -> tuple[CacheSimulator, CacheSimulator]:
+    fast, slow = CacheSimulator(retention, **options), CacheSimulator(retention, **options)
+    slow.fast = False
+    return fast, slow
+
+
+def _same(a: CacheResult, b: CacheResult) -> None:
+    assert (a.cached_tokens, a.reason, a.write_tokens) == (
+        b.cached_tokens,
+        b.reason,
+        b.write_tokens,
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_conversations_match_the_full_search(seed: int) -> None:
+    """Conversations that grow, branch back (a split), resend a shorter prompt, switch keys
+    and organizations, go idle past retention, overflow the rate, or come without a time."""
+    rng = random.Random(seed)
+    fast, slow = _both(retention=300, rpm_limit=4)
+    lines: list[list[int]] = [[rng.randrange(50) for _ in range(1100)] for _ in range(3)]
+    now = 1_000.0
+    hits = kinds = 0
+    seen: set[str] = set()
+    for _ in range(160):
+        line = rng.randrange(len(lines))
+        tokens = lines[line]
+        action = rng.random()
+        if action < 0.55:  # the usual: the line grows
+            tokens.extend(rng.randrange(50) for _ in range(rng.randrange(1, 400)))
+        elif action < 0.7:  # branch back: a new line from a cut of this one
+            cut = rng.randrange(1000, len(tokens) + 1)
+            lines.append(tokens[:cut] + [rng.randrange(50) for _ in range(rng.randrange(300))])
+            tokens = lines[-1]
+        elif action < 0.8:  # a shorter prompt of the same line (ends inside a segment)
+            tokens = tokens[: rng.randrange(1000, len(tokens) + 1)]
+        now += rng.choice([1.0, 5.0, 30.0, 400.0])  # bursts (overflow) and idle (expiry)
+        at = None if rng.random() < 0.05 else now
+        org = rng.choice(["a", "a", "a", "b"])
+        key = rng.choice([None, None, None, "k"])
+        results = [
+            simulator.process(
+                PromptBlocks.from_tokens(tokens), org=org, prompt_cache_key=key, at=at
+            )
+            for simulator in (fast, slow)
+        ]
+        _same(*results)
+        hits += results[0].cached_tokens > 0
+        if results[0].reason is not None:
+            seen.add(results[0].reason.kind)
+        kinds = len(seen)
+    assert hits > 20 and kinds >= 3  # the sequences reach hits and several kinds of miss
+
+
+def test_rendered_requests_share_the_chain_list_and_match() -> None:
+    """A renderer's requests hand the simulator the chain's own list of hashes (not a copy)
+    when no block is closed by reply priming: the chain grows it afterwards, and the hits
+    stay those of the full search on copies."""
+    profile = default_profile("gpt-4o")
+    rng = random.Random(5)
+    words = "cache prompt token model request history cost latency".split()
+    messages: list[dict[str, object]] = [
+        {"role": "system", "content": " ".join(rng.choices(words, k=1500))}
+    ]
+    for _ in range(40):
+        messages.append({"role": "user", "content": " ".join(rng.choices(words, k=60))})
+        messages.append({"role": "assistant", "content": " ".join(rng.choices(words, k=120))})
+    renderer = TranscriptRenderer(messages, profile)  # (a transcript's messages, all known)
+    fast, slow = _both()
+    shared = 0
+    for turn in range(40):
+        rendered = renderer.render(list(range(2 * turn + 2)))
+        blocks = rendered.block_list()
+        shared += blocks is rendered.block_list()
+        copy = PromptBlocks(rendered.length, list(blocks), rendered)
+        _same(
+            fast.process(rendered, at=1_000.0 + 10 * turn),
+            slow.process(copy, at=1_000.0 + 10 * turn),
+        )
+    assert shared > 30  # most calls: no copy
+    final = fast.process(renderer.render(list(range(len(messages)))), at=1_500.0)
+    assert final.cached_tokens > 0 and final.reason is None
