@@ -43,14 +43,14 @@ INSERT INTO conversations_turn
     (conversation_id, index, request_ranges, model, service_tier, prompt_cache_key, end_user,
      api_key, project, is_batch, external_id, started_at, estimated_prompt_tokens, estimated_completion_tokens,
      simulated_cached_tokens, simulated_cache_write_tokens, cache_retention, miss_reason,
-     miss_detail, miss_token, miss_message, over_context)
+     miss_detail, miss_token, miss_message, over_context, responses_api)
 SELECT c.id, t, jsonb_build_array(jsonb_build_array(0, 2 * t + 1)), c.model, '',
        'key-' || (c.id %% 40), 'user-' || (c.id %% 200), 'api-key-' || (c.id %% 3),
        'project-' || (c.id %% 2), false, '',
        c.started_at + t * interval '30 seconds', 1200 + 150 * t, 100, 0, 0, '',
        (ARRAY['cold', 'prefix_changed', 'expired', 'overflow', '', '', '', ''])[1 + (c.id + t) %% 8],
        '', CASE WHEN (c.id + t) %% 8 = 1 THEN 3 + (c.id %% 3) END,
-       CASE WHEN (c.id + t) %% 8 = 1 THEN 0 END, false
+       CASE WHEN (c.id + t) %% 8 = 1 THEN 0 END, false, false
 FROM conversations_conversation c, generate_series(0, %(calls)s - 1) AS t
 WHERE c.organization_id = %(org)s;
 

@@ -153,7 +153,7 @@ INSERT INTO conversations_turn
      prompt_cache_key, is_batch, external_id, started_at, latency_ms,
      estimated_prompt_tokens, estimated_completion_tokens, simulated_cached_tokens,
      cache_retention, simulated_cache_write_tokens, miss_reason, miss_detail, over_context,
-     end_user, api_key, project, miss_message, miss_token)
+     end_user, api_key, project, miss_message, miss_token, responses_api)
 SELECT b.conversation_id, n, jsonb_build_array(jsonb_build_array(0, 2 * n + 2)), msg.id,
        m.name, 'default',
        CASE WHEN hashint(b.g, 17) %% 2 = 0 THEN 'key-' || hashint(b.g, 18) %% 3000 ELSE '' END,
@@ -169,7 +169,8 @@ SELECT b.conversation_id, n, jsonb_build_array(jsonb_build_array(0, 2 * n + 2)),
        'key_' || hashint(b.g, 21) %% 12,
        CASE WHEN hashint(b.g, 22) %% 5 < 3 THEN 'proj_' || hashint(b.g, 23) %% 5 ELSE '' END,
        CASE WHEN t.breaker THEN 0 END,
-       CASE WHEN t.breaker THEN 12 + hashint(b.g, 24) %% 3 END
+       CASE WHEN t.breaker THEN 12 + hashint(b.g, 24) %% 3 END,
+       false
 FROM bench_map b
 JOIN bench_models m ON m.i = b.m
 CROSS JOIN generate_series(0, b.turns - 1) AS n
