@@ -17,7 +17,7 @@ from django.http import Http404
 
 from conversations.engine.cache_policy import CachePolicy
 from conversations.engine.profiles import ModelProfile
-from conversations.models import Message, Organization
+from conversations.models import Conversation, Message, Organization, Turn, UsageRecord
 from conversations.selectors import TurnRow
 from pricing.book import PriceBook
 
@@ -56,6 +56,21 @@ def connection_spend(*, connection: ProviderConnection, since: datetime) -> Deci
         total=Sum("cost")
     )["total"]
     return total or Decimal(0)
+
+
+def turn_recorded(*, conversation: Conversation, index: int) -> tuple[int | None, Decimal | None]:
+    """The turn at `index` that a re-delivered task finds recorded already (the unique
+    constraint refused its own): its id, and its billing record's cost (None when either is
+    missing or unpriced)."""
+    turn_id = (
+        Turn.objects.filter(conversation=conversation, index=index)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if turn_id is None:
+        return None, None
+    billing = UsageRecord.objects.filter(turn_id=turn_id, is_billing=True).first()
+    return turn_id, billing.cost_total if billing is not None else None
 
 
 def connection_tests(connection: ProviderConnection, *, limit: int = 5) -> list[ApiCall]:

@@ -53,7 +53,7 @@ from costlab import jobs
 from pricing.book import PriceBook
 
 from ..models import ApiCall, CallPurpose, CallStatus, Chat, ProviderConnection
-from ..selectors import connection_spend, price_book
+from ..selectors import connection_spend, price_book, turn_recorded
 from .calling import (
     CallFailed,
     CallNotClaimed,
@@ -770,17 +770,7 @@ def _turn_record(
                 transaction.on_commit(partial(_carried_put, conversation.pk, book, state))
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
-        existing = (
-            Turn.objects.filter(conversation=conversation, index=call.index)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        billing = (
-            UsageRecord.objects.filter(turn_id=existing, is_billing=True).first()
-            if existing is not None
-            else None
-        )
-        cost = billing.cost_total if billing else None
+        existing, cost = turn_recorded(conversation=conversation, index=call.index)
         if result is not None:
             with transaction.atomic():
                 _call_succeed(call, result, cost=cost, turn_id=existing)

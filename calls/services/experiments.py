@@ -71,7 +71,7 @@ from ..models import (
     Replay,
     Variant,
 )
-from ..selectors import connection_spend
+from ..selectors import connection_spend, turn_recorded
 from .calling import (
     CallFailed,
     CallResult,
@@ -931,17 +931,8 @@ def _turn_record(
             _call_finish(call, result, error, cost=cost, turn_id=turn_id)
     except IntegrityError:
         logger.info("turn %s of replay %s was recorded already", call.index, replay.pk)
-        existing = (
-            Turn.objects.filter(conversation=conversation, index=call.index)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        record = (
-            UsageRecord.objects.filter(turn_id=existing, is_billing=True).first()
-            if existing is not None
-            else None
-        )
-        cost = record.cost_total if record is not None and result is not None else None
+        existing, billed = turn_recorded(conversation=conversation, index=call.index)
+        cost = billed if result is not None else None
         with transaction.atomic():
             _call_finish(call, result, error, cost=cost, turn_id=existing)
     return cost

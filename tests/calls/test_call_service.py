@@ -138,6 +138,9 @@ def test_it_records_a_turn_once_however_often_its_task_runs() -> None:
     tasks.api_call_run(call.pk)
     call.refresh_from_db()
     assert call.status == CallStatus.SUCCEEDED and call.turn is not None
+    # ...and its cost is the recorded turn's billing record's (selectors.turn_recorded).
+    billing = UsageRecord.objects.get(turn=call.turn, is_billing=True)
+    assert billing.cost_total is not None and call.cost == billing.cost_total
     assert Turn.objects.filter(conversation=chat.conversation).count() == 1
     assert UsageRecord.objects.filter(conversation=chat.conversation).count() == 2
     assert call.attempts.count() == 1
