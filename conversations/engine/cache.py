@@ -72,7 +72,9 @@ class CachePrompt(Protocol):
 
     def block_list(self) -> list[int]:
         """The block hashes as a list the simulator may keep (segments do): its owner may
-        append to it later, never change what is in it."""
+        append to it later, never change what is in it. It may be the renderer's own list,
+        not a copy: no caller may sort, truncate or append to it, or a stored segment's
+        blocks would change under it."""
         ...
 
     @property
