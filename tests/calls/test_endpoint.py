@@ -286,16 +286,22 @@ def test_it_issues_a_working_key_from_the_command(
     assert complete(in_process_client(key=plain), model="gpt-4o", messages=HI).usage is not None
 
 
-def test_it_does_not_re_tokenize_a_re_sent_history(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A growing conversation: each call encodes only the messages it adds."""
-    encoded: list[str] = []
+@pytest.fixture
+def encoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The contents of the messages the engine encodes from now on, in order."""
+    seen: list[str] = []
     real = engine_messages.encode_message
 
     def spy(message: dict[str, Any], profile: Any) -> Any:
-        encoded.append(str(message.get("content")))
+        seen.append(str(message.get("content")))
         return real(message, profile)
 
     monkeypatch.setattr(engine_messages, "encode_message", spy)
+    return seen
+
+
+def test_it_does_not_re_tokenize_a_re_sent_history(encoded: list[str]) -> None:
+    """A growing conversation: each call encodes only the messages it adds."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": "S"}]
     profile = default_profile("gpt-4o")
     for turn in range(4):
@@ -334,21 +340,11 @@ def test_a_reply_s_known_tokens_are_what_encoding_it_gives(model: str) -> None:
     assert engine_messages.encode_plain_known("assistant", packed, terse) is None
 
 
-def test_a_reply_sent_back_changed_or_to_another_model_is_encoded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_reply_sent_back_changed_or_to_another_model_is_encoded(encoded: list[str]) -> None:
     """Only a reply sent back unchanged, as an assistant message, to the model that wrote
     it keeps its known tokens: one changed letter, a trailing space, another role or another
     encoding's model, and it is encoded like any message; every call bills what a fresh
     count of its messages gives."""
-    encoded: list[str] = []
-    real = engine_messages.encode_message
-
-    def spy(message: dict[str, Any], profile: Any) -> Any:
-        encoded.append(str(message.get("content")))
-        return real(message, profile)
-
-    monkeypatch.setattr(engine_messages, "encode_message", spy)
     gpt4o, gpt4 = default_profile("gpt-4o"), default_profile("gpt-4")
     changes: dict[str, Callable[[str], str]] = {
         "letter": lambda text: text[:-1] + ("x" if text[-1] != "x" else "y"),
