@@ -275,6 +275,11 @@ def chat_new(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _chat_context(membership: Membership, code: UUID) -> dict[str, object]:
     chat = selectors.chat_get(organization=membership.organization, code=code)
+    # The pending call is read before the turns: the worker records a turn and finishes its
+    # call in one commit, so a call read as finished has its turn among those read after.
+    # Read the other way round, a commit between the two reads gave a poll with no figures
+    # that stopped polling (286): the figures never came (seen in the browser test).
+    pending = selectors.chat_pending_call(chat)
     turns = conversation_selectors.conversation_turns(chat.conversation)
     return {
         "organization": membership.organization,
@@ -282,7 +287,7 @@ def _chat_context(membership: Membership, code: UUID) -> dict[str, object]:
         "chat": chat,
         "conversation": chat.conversation,
         "entries": selectors.chat_entries(chat, turns),
-        "pending": selectors.chat_pending_call(chat),
+        "pending": pending,
         "summary": conversation_selectors.conversation_summary(turns),
         "turn_figure": charts.conversation_turns_figure(turns),
         "form": MessageForm(),

@@ -20,6 +20,7 @@ from calls.services.connections import (
     connection_api_key,
     connection_create,
 )
+from conversations import selectors as conversation_selectors
 from conversations.models import Conversation, Membership, Organization, Role
 from costlab import jobs
 from tests.factories import MembershipFactory
@@ -216,3 +217,26 @@ def test_it_keeps_the_admins_navigation_on_every_calls_page(
         reverse("experiment_new", args=[slug]),
     ):
         assert f'href="{members}"' in client.get(url).content.decode(), url
+
+
+def test_a_poll_that_misses_the_finished_turn_keeps_polling(
+    client: Client, queued: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker finishes the call in the moment between the page's reads: the poll that
+    read the turns before that commit must not stop polling, or the figures never come."""
+    membership = as_member(client, Role.ANALYST)
+    chat = make_chat(make_connection(membership.organization))
+    chats.chat_message_send(chat=chat, text="Hello there")
+    call = ApiCall.objects.get(chat=chat)
+    real = conversation_selectors.conversation_turns
+
+    def turns_then_worker_commits(conversation: Conversation) -> Any:
+        turns = real(conversation)
+        ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.SUCCEEDED)
+        return turns
+
+    monkeypatch.setattr(conversation_selectors, "conversation_turns", turns_then_worker_commits)
+    url = reverse("chat_detail", args=[membership.organization.slug, chat.code])
+    assert client.get(url, headers={"HX-Request": "true"}).status_code == 200
+    monkeypatch.setattr(conversation_selectors, "conversation_turns", real)
+    assert client.get(url, headers={"HX-Request": "true"}).status_code == 286
