@@ -63,7 +63,7 @@ from .calling import (
     attempt_succeeded,
     chat_completion_call,
 )
-from .updates import row_update, rows_insert
+from .updates import instance_insert, row_update, rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -242,14 +242,34 @@ def _chat_state(chat: Chat, now: datetime) -> dict[str, int]:
     return {str(k)[2:]: int(cast(int, v)) for k, v in state.items()}
 
 
+_lock_statements: dict[str, str] = {}
+
+
+def _chat_lock(chat_id: int) -> None:
+    """`Chat.objects.select_for_update().filter(pk=chat_id)`, its text built once per
+    process (compiling it was ~10 % of the bench's sending CPU, py-spy on bench/calls.py)."""
+    alias = db_connection.alias
+    sql = _lock_statements.get(alias)
+    if sql is None:
+        query = Chat.objects.select_for_update().filter(pk=_CHAT_STAND_IN).values_list("pk")
+        sql, params = query.query.get_compiler(using=alias).as_sql()
+        assert list(params) == [_CHAT_STAND_IN], sql
+        _lock_statements[alias] = sql
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [chat_id])
+
+
 def chat_message_send(*, chat: Chat, text: str) -> ApiCall:
     """Store the user's message and queue the call that answers it."""
     now = timezone.now()
     lost_failed = False
     while True:
         with transaction.atomic():
-            # Locks the chat row: two quick sends cannot both see "no call pending".
-            Chat.objects.select_for_update().filter(pk=chat.pk).values_list("pk").first()
+            # Locks the chat row: two quick sends cannot both see "no call pending". Its own
+            # statement, before the state's: one statement holding both would count with
+            # the snapshot it took before it waited for the lock, blind to the send it
+            # waited for (PostgreSQL's READ COMMITTED).
+            _chat_lock(chat.pk)
             state = _chat_state(chat, now)
             if not state["lost"] or lost_failed:
                 return _message_store(chat, text, now, state)
@@ -263,12 +283,18 @@ def _message_store(chat: Chat, text: str, now: datetime, state: dict[str, int]) 
     if state["waiting"]:
         raise ChatBusy("wait for the reply to the previous message")
     index = state["messages"]
-    Message.objects.create(
-        conversation_id=chat.conversation_id,
-        index=index,
-        role="user",
-        data={"role": "user", "content": text},
-        sent_at=now,
+    # Written by statements built once per process (updates.py), as the ORM's create would.
+    rows_insert(
+        model=Message,
+        rows=[
+            {
+                "conversation_id": chat.conversation_id,
+                "index": index,
+                "role": "user",
+                "data": {"role": "user", "content": text},
+                "sent_at": now,
+            }
+        ],
     )
     if (
         not state["calls"]
@@ -277,15 +303,17 @@ def _message_store(chat: Chat, text: str, now: datetime, state: dict[str, int]) 
         title = " ".join(text.split())[:TITLE_CHARS]
         if title:
             Conversation.objects.filter(pk=chat.conversation_id).update(title=title)
-    call = ApiCall.objects.create(
-        organization_id=chat.organization_id,
-        connection_id=chat.connection_id,
-        purpose=CallPurpose.CHAT,
-        chat=chat,
-        index=state["calls"],
-        request_end=index + 1,
-        model=chat.model,
-        stream=chat.stream,
+    call = instance_insert(
+        ApiCall(
+            organization_id=chat.organization_id,
+            connection_id=chat.connection_id,
+            purpose=CallPurpose.CHAT,
+            chat=chat,
+            index=state["calls"],
+            request_end=index + 1,
+            model=chat.model,
+            stream=chat.stream,
+        )
     )
     jobs.enqueue_on_commit(jobs.CALL_RUN, call.pk)
     return call
@@ -413,6 +441,63 @@ def _claim_deferred(call: ApiCall) -> bool:
     )
 
 
+def _messages_query(conversation_id: int, end: int) -> QuerySet[Any]:
+    messages = Message.objects.filter(conversation_id=conversation_id, index__lt=end)
+    return messages.order_by("index").values_list("data", flat=True)
+
+
+@dataclass(frozen=True)
+class _MessagesRead:
+    """`_messages_query` compiled once per process: its text, the slots of the conversation
+    and the end in its parameters, and the converters of its one column (JSON)."""
+
+    sql: str
+    params: tuple[Any, ...]
+    conversation_slot: int
+    end_slot: int
+    compiler: Any
+    converters: dict[int, Any]
+
+
+_END_STAND_IN = 2**31 - 7
+_messages_reads: dict[str, _MessagesRead | None] = {}
+
+
+def _messages_read() -> _MessagesRead | None:
+    alias = db_connection.alias
+    if alias in _messages_reads:
+        return _messages_reads[alias]
+    queryset = _messages_query(_CHAT_STAND_IN, _END_STAND_IN)
+    compiler = queryset.query.get_compiler(using=queryset.db)
+    sql, params = compiler.as_sql()
+    chat_slots = [i for i, v in enumerate(params) if type(v) is int and v == _CHAT_STAND_IN]
+    end_slots = [i for i, v in enumerate(params) if type(v) is int and v == _END_STAND_IN]
+    read = None
+    if len(chat_slots) == len(end_slots) == 1 and str(_END_STAND_IN) not in sql:
+        columns = [column for column, _, _ in compiler.select[: compiler.col_count]]
+        converters = compiler.get_converters(columns)
+        read = _MessagesRead(sql, tuple(params), chat_slots[0], end_slots[0], compiler, converters)
+    _messages_reads[alias] = read
+    return read
+
+
+def _request_messages(conversation_id: int, end: int) -> list[Any]:
+    """The `data` of the conversation's messages 0 to `end` - 1, in order: the request's
+    messages. One statement compiled once per process (compiling the ORM's filter was ~5 %
+    of a worker's CPU per chat call, py-spy on bench/calls.py)."""
+    read = _messages_read()
+    if read is None:
+        return list(_messages_query(conversation_id, end))
+    params = list(read.params)
+    params[read.conversation_slot], params[read.end_slot] = conversation_id, end
+    with db_connection.cursor() as cursor:
+        cursor.execute(read.sql, params)
+        rows = cursor.fetchall()
+    if read.converters:
+        rows = list(read.compiler.apply_converters(rows, read.converters))
+    return [row[0] for row in rows]
+
+
 def _recorded_turn(call: ApiCall, *, delivered_before: bool) -> int | None:
     """The turn an earlier delivery recorded before it died, if it did. (A call still
     pending when read was never claimed, so it has no turn: no query for it.)"""
@@ -537,11 +622,7 @@ def _chat_turn_run(call: ApiCall, claim: Claim | None, *, delivered_before: bool
             status=CallStatus.SUCCEEDED, turn_id=existing
         )
         return
-    messages = list(
-        chat.conversation.messages.filter(index__lt=call.request_end)
-        .order_by("index")
-        .values_list("data", flat=True)
-    )
+    messages = _request_messages(chat.conversation_id, call.request_end)
     request = ChatRequest(
         model=call.model,
         messages=messages,
@@ -617,11 +698,7 @@ def _analysis(
     index = call.index or 0
     conversation = chat.conversation
     if messages is None:
-        messages = list(
-            conversation.messages.filter(index__lt=call.request_end)
-            .order_by("index")
-            .values_list("data", flat=True)
-        )
+        messages = _request_messages(conversation.pk, call.request_end)
     messages = messages[: call.request_end]
     if result is not None:
         messages.append({"role": "assistant", "content": result.content})

@@ -15,13 +15,14 @@ UsageRecords): the ORM built a model instance, an insert query and its compiled 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, models
 from django.db.models.fields import AutoFieldMixin
 
 _statements: dict[tuple[Any, ...], str] = {}
 _MISSING = object()
+_M = TypeVar("_M", bound=models.Model)
 
 
 def _field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
@@ -126,3 +127,17 @@ def rows_insert(*, model: type[models.Model], rows: Sequence[Mapping[str, Any]])
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [int(row[0]) for row in cursor.fetchall()]
+
+
+def instance_insert(obj: _M) -> _M:
+    """INSERT the unsaved `obj` (built as `Model(...)`, so every field it was not given holds
+    its default) with `rows_insert`'s statement, and give it its primary key and the state
+    the ORM's `save` leaves: what `Model.objects.create` does, minus building and compiling
+    an insert query per call (~0.3 ms of a process's CPU each, py-spy on bench/calls.py)."""
+    model = type(obj)
+    fields, _ = _insert_columns.get(model) or (_insert_fields(model), None)
+    [pk] = rows_insert(model=model, rows=[{f.attname: getattr(obj, f.attname) for f in fields}])
+    obj.pk = pk
+    obj._state.adding = False
+    obj._state.db = connection.alias
+    return obj
