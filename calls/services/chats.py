@@ -63,7 +63,7 @@ from .calling import (
     attempt_succeeded,
     chat_completion_call,
 )
-from .updates import instance_insert, row_update, rows_insert
+from .updates import instance_insert, row_update, rows_fetch, rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -236,9 +236,8 @@ def _chat_state(chat: Chat, now: datetime) -> dict[str, int]:
             params[slot] = chat.pk
         for slot in template.time_slots:
             params[slot] = now - (_NOW_STAND_IN - params[slot])
-        with db_connection.cursor() as cursor:
-            cursor.execute(template.sql, params)
-            state = dict(zip(template.names, cursor.fetchone(), strict=True))
+        [row] = rows_fetch(template.sql, params)
+        state = dict(zip(template.names, row, strict=True))
     return {str(k)[2:]: int(cast(int, v)) for k, v in state.items()}
 
 
@@ -255,8 +254,7 @@ def _chat_lock(chat_id: int) -> None:
         sql, params = query.query.get_compiler(using=alias).as_sql()
         assert list(params) == [_CHAT_STAND_IN], sql
         _lock_statements[alias] = sql
-    with db_connection.cursor() as cursor:
-        cursor.execute(sql, [chat_id])
+    rows_fetch(sql, [chat_id])
 
 
 def chat_message_send(*, chat: Chat, text: str) -> ApiCall:
@@ -381,11 +379,10 @@ class _CompiledRead:
     def get(self, model: Any, pk: int) -> Any:
         params = list(self.params)
         params[self.slot] = pk
-        with db_connection.cursor() as cursor:
-            cursor.execute(self.sql, params)
-            row = cursor.fetchone()
-        if row is None:
+        rows = rows_fetch(self.sql, params)
+        if not rows:
             return None
+        row = rows[0]
         if self.converters:
             row = next(self.compiler.apply_converters([row], self.converters))
         obj = model.from_db(db_connection.alias, list(self.init_list), row[self.fields])
@@ -470,8 +467,10 @@ def _messages_read() -> _MessagesRead | None:
     queryset = _messages_query(_CHAT_STAND_IN, _END_STAND_IN)
     compiler = queryset.query.get_compiler(using=queryset.db)
     sql, params = compiler.as_sql()
-    chat_slots = [i for i, v in enumerate(params) if type(v) is int and v == _CHAT_STAND_IN]
-    end_slots = [i for i, v in enumerate(params) if type(v) is int and v == _END_STAND_IN]
+    # A parameter may come wrapped in its column's type (psycopg's Int4 for the index): an int
+    # still, and given back in the same wrapper (_request_messages).
+    chat_slots = [i for i, v in enumerate(params) if isinstance(v, int) and v == _CHAT_STAND_IN]
+    end_slots = [i for i, v in enumerate(params) if isinstance(v, int) and v == _END_STAND_IN]
     read = None
     if len(chat_slots) == len(end_slots) == 1 and str(_END_STAND_IN) not in sql:
         columns = [column for column, _, _ in compiler.select[: compiler.col_count]]
@@ -489,10 +488,9 @@ def _request_messages(conversation_id: int, end: int) -> list[Any]:
     if read is None:
         return list(_messages_query(conversation_id, end))
     params = list(read.params)
-    params[read.conversation_slot], params[read.end_slot] = conversation_id, end
-    with db_connection.cursor() as cursor:
-        cursor.execute(read.sql, params)
-        rows = cursor.fetchall()
+    for slot, value in ((read.conversation_slot, conversation_id), (read.end_slot, end)):
+        params[slot] = type(params[slot])(value)
+    rows = rows_fetch(read.sql, params)
     if read.converters:
         rows = list(read.compiler.apply_converters(rows, read.converters))
     return [row[0] for row in rows]
