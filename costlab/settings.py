@@ -189,6 +189,25 @@ elif envbool("COSTLAB_DB_PREPARE", "false"):
 # are prepared once per session. Off behind a pooler that cannot keep prepared statements
 # (PgBouncer's transaction mode before 1.21).
 COSTLAB_DB_PREPARE_ROLLUPS = envbool("COSTLAB_DB_PREPARE_ROLLUPS", "true")
+# psycopg converts a statement's text (its %s to $n, split at each) once and keeps the result,
+# but only for statements of up to 4,096 bytes and 50 parameters: a chat call's rollup upserts
+# (up to 12 kB, conversations/services/rollups.py) and its two usage records' insert (~80
+# parameters) were split again each call, ~5 % of a worker's CPU per chat call (py-spy on
+# bench/calls.py). The cache stays psycopg's: 128 statements, least recently used out.
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    from psycopg import _queries as _psycopg_queries
+
+    _psycopg_queries.MAX_CACHED_STATEMENT_LENGTH = max(
+        _psycopg_queries.MAX_CACHED_STATEMENT_LENGTH, 16_384
+    )
+    _psycopg_queries.MAX_CACHED_STATEMENT_PARAMS = max(
+        _psycopg_queries.MAX_CACHED_STATEMENT_PARAMS, 200
+    )
+
+# PostgreSQL: a chat call's reads planned slowest (the worker's claim, the send's state and
+# lock, the request's messages: calls/services/updates.py rows_fetch) are prepared once per
+# session. Off behind such a pooler too.
+COSTLAB_DB_PREPARE_CALLS = envbool("COSTLAB_DB_PREPARE_CALLS", "true")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -33,7 +33,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ..models import ApiCall, AttemptOutcome, CallAttempt, ProviderConnection
 from .budgets import budget_settle, budget_take
 from .connections import connection_api_key
-from .updates import row_update
+from .updates import instance_insert, row_update
 
 logger = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ def chat_completion_call(
         claiming, claim = claim, None
         with transaction.atomic():  # the attempt and its count (and the claim): one commit
             counted = claiming() if claiming is not None else _attempt_count(call)
-            attempt = CallAttempt.objects.create(call=call, number=number) if counted else None
+            attempt = instance_insert(CallAttempt(call=call, number=number)) if counted else None
         if attempt is None:  # not claimed: the transaction wrote nothing
             budget_settle(connection=connection, charged=charged, used=0)
             raise CallNotClaimed

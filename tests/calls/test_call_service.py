@@ -503,6 +503,54 @@ def test_the_claim_reads_the_call_as_the_orm_would() -> None:
     assert chats._claimable_call(first.pk) is None  # finished: nothing to claim
 
 
+def test_the_statements_built_once_write_and_read_as_the_orm_would() -> None:
+    """A send's call row (updates.instance_insert) holds what ApiCall.objects.create writes,
+    column by column; the request's messages read by the statement built once (prepared on
+    PostgreSQL) are the ORM's, in order, JSON decoded alike; the send locks its chat."""
+    chat = make_chat(make_connection())
+    with CaptureQueriesContext(db_connection) as sent:
+        call = chats.chat_message_send(chat=chat, text="first question")
+    assert any('FROM "calls_chat"' in q["sql"] and "FOR UPDATE" in q["sql"] for q in sent) == (
+        db_connection.vendor == "postgresql"
+    )
+    stored = ApiCall.objects.get(pk=call.pk)
+    orm = ApiCall.objects.create(
+        organization_id=chat.organization_id,
+        connection_id=chat.connection_id,
+        purpose=call.purpose,
+        index=5,
+        request_end=call.request_end,
+        model=chat.model,
+        stream=chat.stream,
+    )
+    orm.refresh_from_db()
+    differ = {"id", "code", "requested_at", "index", "chat"}
+    names = [f.attname for f in ApiCall._meta.concrete_fields if f.name not in differ]
+    assert [getattr(stored, n) for n in names] == [getattr(orm, n) for n in names]
+    assert [getattr(call, n) for n in names] == [getattr(stored, n) for n in names]
+    assert (call.code, call.requested_at, call.chat_id) == (
+        stored.code,
+        stored.requested_at,
+        chat.pk,
+    )
+    assert not call._state.adding and call._state.db == stored._state.db
+    Message.objects.create(
+        conversation_id=chat.conversation_id,
+        index=2,
+        role="assistant",
+        data={"role": "assistant", "content": "é ✓", "n": [1, 2.5, None]},
+    )
+    chats._messages_reads.clear()
+    for end in (0, 1, 2, 3, 9):
+        expected = list(
+            Message.objects.filter(conversation_id=chat.conversation_id, index__lt=end)
+            .order_by("index")
+            .values_list("data", flat=True)
+        )
+        assert chats._request_messages(chat.conversation_id, end) == expected
+    assert chats._messages_reads[db_connection.alias] is not None  # the fast path ran
+
+
 def _statement_at(sqls: list[str], *parts: str, start: int = 0) -> int:
     return next(i for i, sql in enumerate(sqls) if i >= start and all(p in sql for p in parts))
 
