@@ -588,3 +588,25 @@ def test_it_regroups_days_when_the_time_zone_changes(org: Organization) -> None:
     assert_exact(org)
     after = {d.day for d in selectors.cost_by_day(org, UsageFilter())}
     assert after != before
+
+
+def test_psycopg_keeps_the_conversion_of_a_rollup_sized_statement() -> None:
+    """costlab/settings.py raises psycopg's limits on the statements whose conversion it keeps
+    (undocumented module attributes). Should an upgrade rename them, the assignment would do
+    nothing and the rollups would be split again every call: this test says so first."""
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg only")
+    from psycopg import _queries
+
+    assert _queries.MAX_CACHED_STATEMENT_LENGTH >= 16_384
+    assert _queries.MAX_CACHED_STATEMENT_PARAMS >= 200
+    query = "SELECT " + ", ".join(["%s::int"] * 150) + " -- " + "x" * 9_000
+    with connection.cursor() as cursor:
+        cursor.execute(query, list(range(150)))
+        assert cursor.fetchone()[149] == 149
+    # Django binds on the client unless told otherwise (COSTLAB_DB_PREPARE): either cache.
+    caches = (_queries._query2pg, _queries._query2pg_client)  # functools.lru_caches
+    cached = [cache.cache_info().hits for cache in caches]
+    with connection.cursor() as cursor:
+        cursor.execute(query, list(range(150)))
+    assert [cache.cache_info().hits for cache in caches] != cached
