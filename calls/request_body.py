@@ -50,6 +50,16 @@ class _Kept:
     end: int  # where its last message ends: the prefix the next request repeats
     head: dict[str, Any]  # the fields before "messages"
     messages: list[Any]
+    # Set once when kept (_kept, _renew), not on each comparison (_match): the prefix as a
+    # view (not a copy), and its last PROBE bytes, from probe_at.
+    prefix: memoryview
+    probe_at: int
+    probe: bytes
+
+
+def _kept(body: bytes, end: int, head: dict[str, Any], messages: list[Any]) -> _Kept:
+    probe_at = end - PROBE if end > PROBE else 0
+    return _Kept(body, end, head, messages, memoryview(body)[:end], probe_at, body[probe_at:end])
 
 
 def _skip(text: str, at: int) -> int:
@@ -104,13 +114,15 @@ def _rest(text: str, at: int) -> dict[str, Any]:
     return rest
 
 
-def _tail(text: str) -> tuple[list[Any], int, dict[str, Any]] | None:
-    """The usual rest of a body after a kept prefix, `,{new message},...]` then compact
-    fields `,"name":value...}` or `}`, given with its first "," as "[" (decoded so: no
-    other copy), in two scans: the new messages read as one array
-    (where it closes tells where the last one ends), the fields as one object. The new
-    messages and fields, and where the last message ends; None for another layout (the
-    element by element reader then reads it, or refuses it as json.loads would)."""
+def _tail(raw: bytes, start: int) -> tuple[list[Any], int, dict[str, Any]] | None:
+    """The usual rest of a body after a kept prefix that ends at `start`: `,{new message},...]`
+    then compact fields `,"name":value...}` or `}`. Read in two scans: the new messages as
+    one array (its first "," decoded as "[": one copy of the tail, and where the array
+    closes tells where the last message ends), the fields as one object. The new messages,
+    where the last one ends (in bytes, in `raw`) and the fields; None for another layout
+    (the element by element reader then reads it, or refuses it as json.loads would)."""
+    # The prefix ends after a "}": a character boundary.
+    text = "[" + raw[start + 1 :].decode()
     try:
         new, after = _scan(text, 0)
         if text.startswith(',"', after):
@@ -129,7 +141,9 @@ def _tail(text: str) -> tuple[list[Any], int, dict[str, Any]] | None:
     last = after - 1  # the "]"; whitespace before it is not the last message's
     while text[last - 1] in _WHITESPACE:
         last -= 1
-    return new, last, rest
+    if len(text) != len(raw) - start:  # not ASCII: the offset in bytes
+        last = len(text[:last].encode())
+    return new, start + last, rest
 
 
 def _byte_offset(text: str, chars: int, ascii_only: bool) -> int:
@@ -173,37 +187,28 @@ class BodyReader:
             return body  # type: ignore[no-any-return]
 
     def _match(self, raw: bytes) -> _Kept | None:
-        size = len(raw)
         for kept in reversed(self.kept.values()):  # the latest first
-            end, body = kept.end, kept.body
-            if size >= end:
-                probe = end - PROBE if end > PROBE else 0
-                if raw[probe:end] == body[probe:end] and raw.startswith(memoryview(body)[:end]):
-                    return kept
+            # (False when raw is shorter: no length to check first)
+            if raw.startswith(kept.probe, kept.probe_at) and raw.startswith(kept.prefix):
+                return kept
         return None
 
     def _read_on(self, raw: bytes, kept: _Kept, check: BodyCheck) -> dict[str, Any]:
         start = kept.end
-        # The prefix ends after a "}": a character boundary. The usual tail is read as an
-        # array: its "," decoded as "[" (the same positions).
-        text, tail = "", None
-        if raw.startswith(b",{", start):
-            text = "[" + raw[start + 1 :].decode()
-            tail = _tail(text)
+        tail = _tail(raw, start) if raw.startswith(b",{", start) else None
         if tail is None:  # another layout: element by element
             text = raw[start:].decode()
             messages = list(kept.messages)
             last, after = _messages_on(text, 0, messages)
             rest = _rest(text, after)
+            end = start + _byte_offset(text, last, len(text) == len(raw) - start)
         else:
-            new, last, rest = tail
+            new, end, rest = tail
             messages = kept.messages + new
         body = {**kept.head, "messages": messages, **rest}
         check(body, len(kept.messages))
-        ascii_only = len(text) == len(raw) - start
-        end = start + _byte_offset(text, last, ascii_only)
-        self.grown = (messages, kept.messages)  # (before _keep renews `kept` in place)
-        self._keep(kept, raw, end, kept.head, messages)
+        self.grown = (messages, kept.messages)  # (before _renew changes `kept` in place)
+        self._renew(kept, raw, end, messages)
         return body
 
     def _read_whole(self, raw: bytes, check: BodyCheck) -> dict[str, Any]:
@@ -227,25 +232,37 @@ class BodyReader:
         check(body, 0)
         if messages:
             end = _byte_offset(text, last, len(text) == len(raw))
-            self._keep(None, raw, end, head, messages)
+            self._add(raw, end, head, messages)
         return body
 
-    def _keep(
-        self, old: _Kept | None, raw: bytes, end: int, head: dict[str, Any], messages: list[Any]
-    ) -> None:
-        kept = self.kept
-        # The conversation moved on: its older parse goes.
-        if old is not None and kept.pop(id(old.body), None) is not None:
-            self.bytes -= len(old.body)
-        again = kept.pop(id(raw), None)  # (the same request again)
+    def _renew(self, kept: _Kept, raw: bytes, end: int, messages: list[Any]) -> None:
+        """The conversation moved on: its entry holds its latest request now, renewed in
+        place (no new object) and moved to the end."""
+        entries = self.kept
+        gone = len(kept.body)
+        del entries[id(kept.body)]
+        again = entries.pop(id(raw), None)  # the same request again, kept by another entry
+        if again is not None:
+            gone += len(again.body)
+        self.bytes += len(raw) - gone
+        # The fields _kept sets.
+        probe_at = end - PROBE if end > PROBE else 0
+        kept.body, kept.end, kept.messages = raw, end, messages
+        kept.prefix, kept.probe_at, kept.probe = memoryview(raw)[:end], probe_at, raw[probe_at:end]
+        entries[id(raw)] = kept
+        if self.bytes > KEPT_BYTES:  # (renewing never adds an entry)
+            self._trim()
+
+    def _add(self, raw: bytes, end: int, head: dict[str, Any], messages: list[Any]) -> None:
+        again = self.kept.pop(id(raw), None)  # the same request again: kept anew
         if again is not None:
             self.bytes -= len(again.body)
-        if old is not None:  # renewed in place: the conversation's one entry, no new object
-            old.body, old.end, old.head, old.messages = raw, end, head, messages
-            kept[id(raw)] = old
-        else:
-            kept[id(raw)] = _Kept(raw, end, head, messages)
+        self.kept[id(raw)] = _kept(raw, end, head, messages)
         self.bytes += len(raw)
+        self._trim()
+
+    def _trim(self) -> None:
+        kept = self.kept
         while len(kept) > KEPT_BODIES or self.bytes > KEPT_BYTES:
             gone = kept.pop(next(iter(kept)))  # the least recently read
             self.bytes -= len(gone.body)
