@@ -25,6 +25,7 @@ FAULTS = ("429", "500", "timeout", "slow")
 SERVICE_TIERS = ("default", "flex", "priority", "scale")
 FINGERPRINT = "fp_costlab"
 WORDS_PER_CHUNK = 4
+_randbits = random.getrandbits
 _PIECES = re.compile(rf"(?:\s*\S+){{1,{WORDS_PER_CHUNK}}}\s*")
 
 
@@ -62,32 +63,41 @@ def request_parse(raw: bytes, *, reader: BodyReader | None = None) -> dict[str, 
 
 def _check(body: Any, start: int) -> None:
     """Refuses a body that is not a request (its messages from `start` on: those before it
-    were checked before)."""
-    if not isinstance(body, dict):
+    were checked before).
+
+    A parsed JSON value is exactly a dict, list, str, int, float, bool or None (no
+    subclass), so `type(x) is` tells what isinstance would, and is cheaper: ~1,800 fewer
+    instructions (valgrind) a body of the endpoint's bench, about a quarter of the check."""
+    if type(body) is not dict:
         raise RequestInvalid("The request body must be a JSON object.")
-    if not isinstance(body.get("model"), str) or not body["model"]:
+    model = body.get("model")
+    if type(model) is not str or not model:
         raise RequestInvalid("you must provide a model parameter", param="model")
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if type(messages) is not list or not messages:
         raise RequestInvalid("'messages' must be a non-empty array.", param="messages")
-    for number in range(start, len(messages)):
-        message = messages[number]
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+    for message in messages[start:]:
+        if type(message) is not dict or type(message.get("role")) is not str:
+            # The first place of this very object: the first message with no role.
+            number = next(n for n in range(start, len(messages)) if messages[n] is message)
             raise RequestInvalid(
                 f"Invalid value for 'messages[{number}]': a message needs a role.",
                 param=f"messages[{number}]",
             )
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise RequestInvalid(
-                f"Invalid '{name}': expected an integer of at least 1.", param=name
-            )
+    # (bool is not int here, as JSON's true is no number.)
+    limit = body.get("max_completion_tokens")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise _limit_invalid("max_completion_tokens")
+    limit = body.get("max_tokens")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise _limit_invalid("max_tokens")
     tier = body.get("service_tier")
     if tier is not None and tier != "auto" and tier not in SERVICE_TIERS:
         raise RequestInvalid(f"Invalid 'service_tier': {tier!r}.", param="service_tier")
+
+
+def _limit_invalid(name: str) -> RequestInvalid:
+    return RequestInvalid(f"Invalid '{name}': expected an integer of at least 1.", param=name)
 
 
 def service_tier(body: dict[str, Any]) -> str:
@@ -116,8 +126,10 @@ class Completion:
         # 24 random hex digits. An id only has to be unique, not secret: the random module
         # (seeded from os.urandom at start, and again in a forked child) gives them without
         # the system call os.urandom makes each time, which cost 4 % of a call's time in the
-        # endpoint's bench (py-spy), more than all of the answer's dict.
-        return cls(f"chatcmpl-{random.randbytes(12).hex()}", int(now), model, tier, call)
+        # endpoint's bench (py-spy), more than all of the answer's dict. getrandbits itself:
+        # randbytes(12) is this very expression, behind a Python frame of its own.
+        hex_id = _randbits(96).to_bytes(12, "little").hex()
+        return cls(f"chatcmpl-{hex_id}", int(now), model, tier, call)
 
     def _base(self, kind: str) -> dict[str, Any]:
         return {

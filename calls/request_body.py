@@ -4,14 +4,16 @@ history it re-sends (design.md 2.9).
 A conversation sends all of its messages again on every call. The parse of a request's body
 is kept as bytes: everything up to the end of its last message. The next request of the
 same conversation starts with exactly those bytes (a byte comparison, memcmp), so it is
-read from there on: its new messages and the fields after them are parsed, the messages
-before are the previous request's objects. The result is what json.loads gives for the
-whole body; anything this reader does not follow (another layout, a duplicated "messages"
-key, whitespace the scan does not expect) is read by json.loads instead.
+read from there on: its new messages are parsed, the messages before are the previous
+request's objects, and so are the fields after them when their text is the previous
+request's again (a conversation's options seldom change). The result is what json.loads
+gives for the whole body; anything this reader does not follow (another layout, a
+duplicated "messages" key, whitespace the scan does not expect) is read by json.loads
+instead.
 
-The bodies read share their objects (messages, fields before them) with the parses kept and
-with later reads: callers never change them. Pure Python, no Django; not thread-safe (the
-caller holds a lock).
+The bodies read share their objects (messages, fields) with the parses kept and with later
+reads: callers never change them. Pure Python, no Django; not thread-safe (the caller holds
+a lock).
 """
 
 from __future__ import annotations
@@ -50,6 +52,28 @@ class _Kept:
     end: int  # where its last message ends: the prefix the next request repeats
     head: dict[str, Any]  # the fields before "messages"
     messages: list[Any]
+    # Its text after the messages' "]", to the end, and their parse: a request that ends with
+    # the same text has the same fields (the usual: a conversation's options do not change).
+    fields: str
+    rest: dict[str, Any]
+    # Set once when kept (_kept, _renew), not on each comparison (_match): the prefix as a
+    # view (not a copy), and its last PROBE bytes, from probe_at.
+    prefix: memoryview
+    probe_at: int
+    probe: bytes
+
+
+def _kept(
+    body: bytes,
+    end: int,
+    head: dict[str, Any],
+    messages: list[Any],
+    fields: str,
+    rest: dict[str, Any],
+) -> _Kept:
+    probe_at = end - PROBE if end > PROBE else 0
+    prefix = memoryview(body)[:end]
+    return _Kept(body, end, head, messages, fields, rest, prefix, probe_at, body[probe_at:end])
 
 
 def _skip(text: str, at: int) -> int:
@@ -104,32 +128,52 @@ def _rest(text: str, at: int) -> dict[str, Any]:
     return rest
 
 
-def _tail(text: str) -> tuple[list[Any], int, dict[str, Any]] | None:
-    """The usual rest of a body after a kept prefix, `,{new message},...]` then compact
-    fields `,"name":value...}` or `}`, given with its first "," as "[" (decoded so: no
-    other copy), in two scans: the new messages read as one array
-    (where it closes tells where the last one ends), the fields as one object. The new
-    messages and fields, and where the last message ends; None for another layout (the
-    element by element reader then reads it, or refuses it as json.loads would)."""
+def _tail(raw: bytes, kept: _Kept) -> tuple[list[Any], int, str, dict[str, Any]] | None:
+    """The usual rest of a body after the prefix `kept` holds: `,{new message},...]` then
+    compact fields `,"name":value...}` or `}`. The new messages are read in one scan, as an
+    array (its first "," decoded as "[": one copy of the tail, and where the array closes
+    tells where the last message ends); the fields are `kept`'s again when their text is,
+    else read in one scan, as an object. The new messages, where the last one ends (in
+    bytes, in `raw`), the fields' text and the fields; None for another layout (the element
+    by element reader then reads it, or refuses it as json.loads would)."""
+    start = kept.end  # after a "}": a character boundary
+    text = "[" + raw[start + 1 :].decode()
     try:
         new, after = _scan(text, 0)
-        if text.startswith(',"', after):
-            rest, end = _scan("{" + text[after + 1 :], 0)
-            end += after
-        elif text.startswith("}", after):
-            rest, end = {}, after + 1
+    except (StopIteration, ValueError):  # not JSON here: told apart on the longer path
+        return None
+    fields, rest = kept.fields, kept.rest
+    if len(text) - after != len(fields) or not text.endswith(fields):
+        fields = text[after:]
+        parsed = _fields(fields)
+        if parsed is None:
+            return None
+        rest = parsed
+    last = after - 1  # the "]"; whitespace before it is not the last message's
+    while text[last - 1] in _WHITESPACE:
+        last -= 1
+    if len(text) != len(raw) - start:  # not ASCII: the offset in bytes
+        last = len(text[:last].encode())
+    return new, start + last, fields, rest
+
+
+def _fields(text: str) -> dict[str, Any] | None:
+    """The fields after the messages' "]" in the usual layout: `,"name":value...}` or `}`;
+    None for another."""
+    try:
+        if text.startswith(',"'):
+            rest, end = _scan("{" + text[1:], 0)
+        elif text.startswith("}"):
+            rest, end = {}, 1
         else:
             return None
-    except (StopIteration, ValueError):  # not JSON here: told apart on the longer path
+    except (StopIteration, ValueError):
         return None
     if end < len(text) and text[end:].strip(_WHITESPACE):
         return None
     if "messages" in rest:  # a second "messages" (json.loads takes it): not followed
         return None
-    last = after - 1  # the "]"; whitespace before it is not the last message's
-    while text[last - 1] in _WHITESPACE:
-        last -= 1
-    return new, last, rest
+    return rest  # type: ignore[no-any-return]
 
 
 def _byte_offset(text: str, chars: int, ascii_only: bool) -> int:
@@ -173,37 +217,28 @@ class BodyReader:
             return body  # type: ignore[no-any-return]
 
     def _match(self, raw: bytes) -> _Kept | None:
-        size = len(raw)
         for kept in reversed(self.kept.values()):  # the latest first
-            end, body = kept.end, kept.body
-            if size >= end:
-                probe = end - PROBE if end > PROBE else 0
-                if raw[probe:end] == body[probe:end] and raw.startswith(memoryview(body)[:end]):
-                    return kept
+            # (False when raw is shorter: no length to check first)
+            if raw.startswith(kept.probe, kept.probe_at) and raw.startswith(kept.prefix):
+                return kept
         return None
 
     def _read_on(self, raw: bytes, kept: _Kept, check: BodyCheck) -> dict[str, Any]:
         start = kept.end
-        # The prefix ends after a "}": a character boundary. The usual tail is read as an
-        # array: its "," decoded as "[" (the same positions).
-        text, tail = "", None
-        if raw.startswith(b",{", start):
-            text = "[" + raw[start + 1 :].decode()
-            tail = _tail(text)
+        tail = _tail(raw, kept) if raw.startswith(b",{", start) else None
         if tail is None:  # another layout: element by element
             text = raw[start:].decode()
             messages = list(kept.messages)
             last, after = _messages_on(text, 0, messages)
-            rest = _rest(text, after)
+            fields, rest = text[after:], _rest(text, after)
+            end = start + _byte_offset(text, last, len(text) == len(raw) - start)
         else:
-            new, last, rest = tail
+            new, end, fields, rest = tail
             messages = kept.messages + new
         body = {**kept.head, "messages": messages, **rest}
         check(body, len(kept.messages))
-        ascii_only = len(text) == len(raw) - start
-        end = start + _byte_offset(text, last, ascii_only)
-        self.grown = (messages, kept.messages)  # (before _keep renews `kept` in place)
-        self._keep(kept, raw, end, kept.head, messages)
+        self.grown = (messages, kept.messages)  # (before _renew changes `kept` in place)
+        self._renew(kept, raw, end, messages, fields, rest)
         return body
 
     def _read_whole(self, raw: bytes, check: BodyCheck) -> dict[str, Any]:
@@ -223,29 +258,52 @@ class BodyReader:
         at = _expect(text, at, "[")
         messages: list[Any] = []
         last, after = _messages_on(text, at, messages)
-        body = {**head, "messages": messages, **_rest(text, after)}
+        rest = _rest(text, after)
+        body = {**head, "messages": messages, **rest}
         check(body, 0)
         if messages:
             end = _byte_offset(text, last, len(text) == len(raw))
-            self._keep(None, raw, end, head, messages)
+            self._add(_kept(raw, end, head, messages, text[after:], rest))
         return body
 
-    def _keep(
-        self, old: _Kept | None, raw: bytes, end: int, head: dict[str, Any], messages: list[Any]
+    def _renew(
+        self,
+        kept: _Kept,
+        raw: bytes,
+        end: int,
+        messages: list[Any],
+        fields: str,
+        rest: dict[str, Any],
     ) -> None:
-        kept = self.kept
-        # The conversation moved on: its older parse goes.
-        if old is not None and kept.pop(id(old.body), None) is not None:
-            self.bytes -= len(old.body)
-        again = kept.pop(id(raw), None)  # (the same request again)
+        """The conversation moved on: its entry holds its latest request now, renewed in
+        place (no new object) and moved to the end."""
+        entries = self.kept
+        gone = len(kept.body)
+        del entries[id(kept.body)]
+        again = entries.pop(id(raw), None)  # the same request again, kept by another entry
+        if again is not None:
+            gone += len(again.body)
+        self.bytes += len(raw) - gone
+        # The fields _kept sets.
+        probe_at = end - PROBE if end > PROBE else 0
+        kept.body, kept.end, kept.messages = raw, end, messages
+        kept.fields, kept.rest = fields, rest
+        kept.prefix, kept.probe_at, kept.probe = memoryview(raw)[:end], probe_at, raw[probe_at:end]
+        entries[id(raw)] = kept
+        if self.bytes > KEPT_BYTES:  # (renewing never adds an entry)
+            self._trim()
+
+    def _add(self, kept: _Kept) -> None:
+        raw = kept.body
+        again = self.kept.pop(id(raw), None)  # the same request again: kept anew
         if again is not None:
             self.bytes -= len(again.body)
-        if old is not None:  # renewed in place: the conversation's one entry, no new object
-            old.body, old.end, old.head, old.messages = raw, end, head, messages
-            kept[id(raw)] = old
-        else:
-            kept[id(raw)] = _Kept(raw, end, head, messages)
+        self.kept[id(raw)] = kept
         self.bytes += len(raw)
+        self._trim()
+
+    def _trim(self) -> None:
+        kept = self.kept
         while len(kept) > KEPT_BODIES or self.bytes > KEPT_BYTES:
             gone = kept.pop(next(iter(kept)))  # the least recently read
             self.bytes -= len(gone.body)

@@ -234,3 +234,50 @@ def test_a_second_messages_field_after_new_messages_is_json_loads_too() -> None:
     assert read(reader, raw[:-2] + b',{"role":"user","content":"z"}]}') == json.loads(
         raw[:-2] + b',{"role":"user","content":"z"}]}'
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "others"),
+    [
+        (
+            b',"max_completion_tokens":120,"stream_options":{"include_usage":true}}',
+            [
+                b',"max_completion_tokens":121,"stream_options":{"include_usage":true}}',
+                b',"max_completion_tokens":120,"stream_options":{"include_usage":true}} ',
+                b',"n":1,"max_completion_tokens":120,"stream_options":{"include_usage":true}}',
+                b',"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}',
+            ],
+        ),
+        (b"}", [b" }", b',"n":1}', b',"messages":[{"role":"user","content":"x"}]}']),
+        (
+            b'  ,  "n" : 2 , "tools":[{"type":"function","function":{"name":"f"}}] }  \n',
+            [
+                b'  ,  "n" : 3 , "tools":[{"type":"function","function":{"name":"f"}}] }  \n',
+                b'  ,  "n" : 2 , "tools":[{"type":"function","function":{"name":"g"}}] }  \n',
+                b',"n":1,  "n" : 2 , "tools":[{"type":"function","function":{"name":"f"}}] }  \n',
+            ],
+        ),
+    ],
+)
+def test_fields_with_the_text_of_the_kept_requests_are_its_parse_and_others_are_read(
+    fields: bytes, others: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request whose text after its messages is the kept request's, byte for byte, has its
+    fields (not parsed again: the same objects); any other text is read, even of the same
+    length or ending the same."""
+    reader = BodyReader()
+    prefix = b'{"model":"gpt-4o","messages":[{"role":"system","content":"S"}'
+    turn = b',{"role":"user","content":"q"}'
+    previous = read(reader, prefix + b"]" + fields)
+    step, kept = 0, fields
+    for other in [fields, *others]:
+        for after in (other, fields):  # read on from another request's fields, and back
+            step += 1
+            raw = prefix + turn * step + b"]" + after
+            parses = Parses(monkeypatch)
+            body = read(reader, raw)
+            assert body == json.loads(raw) and list(body) == list(json.loads(raw))
+            if after == kept:
+                assert parses.chars <= len(turn) + 1  # the new message (and "]") only
+                assert all(body[k] is previous[k] for k in body if k != "messages")
+            kept, previous = after, body
