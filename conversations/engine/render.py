@@ -735,10 +735,12 @@ class TranscriptRenderer:
         return self._snapshot(chain, priming)
 
     def _snapshot(self, chain: _Chain, priming: bytes) -> RenderedRequest:
+        if len(chain.pending) + len(priming) < self.step * TOKEN_BYTES:
+            # Reply priming closes no block (most calls): no list built to be copied.
+            return RenderedRequest(self.messages, chain, priming, ())
         tail: list[int] = []
-        if len(chain.pending) + len(priming) >= self.step * TOKEN_BYTES:
-            parent = chain.hashes[-1] if chain.hashes else ROOT_HASH
-            hash_blocks_into(chain.pending + priming, self.step, parent, tail)
+        parent = chain.hashes[-1] if chain.hashes else ROOT_HASH
+        hash_blocks_into(chain.pending + priming, self.step, parent, tail)
         return RenderedRequest(self.messages, chain, priming, tuple(tail))
 
     def release(self) -> None:

@@ -14,7 +14,12 @@ import pytest
 from conversations.engine.cache import block_hashes
 from conversations.engine.messages import EARLY_TOKENS
 from conversations.engine.profiles import default_profile
-from conversations.engine.render import TranscriptRenderer, count_request, render_tokens
+from conversations.engine.render import (
+    TranscriptRenderer,
+    count_request,
+    priming_tokens,
+    render_tokens,
+)
 from conversations.engine.types import ChatMessage
 from conversations.engine.vocabulary import get_encoding
 
@@ -176,6 +181,26 @@ def test_it_renders_a_growing_conversation_like_from_scratch() -> None:
     renderer = TranscriptRenderer(transcript.messages, default_profile("gpt-4o"))
     for end in range(2, len(transcript.messages), 2):
         _check(renderer, list(range(end)))
+
+
+@pytest.mark.parametrize("step", [4, 5, 7, 16])
+def test_its_blocks_are_as_from_scratch_whether_or_not_reply_priming_closes_one(
+    step: int,
+) -> None:
+    # A call whose reply priming closes no block takes a shortcut (render._snapshot): both
+    # kinds of call, with blocks small enough that each comes up, hash as from scratch.
+    transcript = conversation(15)
+    profile = default_profile("gpt-4o")
+    renderer = TranscriptRenderer(transcript.messages, profile, step=step)
+    priming = len(priming_tokens(profile))
+    closes = set()
+    for end in range(2, len(transcript.messages), 2):
+        rendered = renderer.render(list(range(end)))
+        scratch = render_tokens(transcript.messages[:end], profile=profile)
+        assert list(rendered.blocks) == block_hashes(scratch, step=step)
+        assert rendered.block_list() == block_hashes(scratch, step=step)
+        closes.add(rendered.length // step > (rendered.length - priming) // step)
+    assert closes == {True, False}
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "gpt-5-mini", "o3-mini"])
