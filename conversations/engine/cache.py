@@ -29,6 +29,8 @@ from .sequences import TOKEN_BYTES, pack
 STEP = 128
 ROOT_HASH = 0x5EED  # the parent of block 0
 RATE_WINDOW_SECONDS = 60.0
+# Times a route keeps before the old ones are let go in bulk (_Rate._forget).
+_RATE_BOUND = 32
 
 MissKind = Literal[
     "not_supported", "below_minimum", "cold", "prefix_changed", "expired", "overflow", "batch"
@@ -254,23 +256,25 @@ class _Rate:
     """Requests on one (prefix, key) route over the last minute. The cache machine serves up
     to the limit; the rest overflow, so only served requests count against the limit.
     Times are kept sorted and counted in the minute up to `now`, so a call older than
-    ones already seen (a later chunk of a file: analysis.analyze_chunked) counts right."""
+    ones already seen (a later chunk of a file: analysis.analyze_chunked) counts right.
+    Times older than the minute are only memory: every count bisects its window, so they
+    are let go in bulk, once `seen` outgrows `bound`, not one by one as they age out."""
 
     seen: list[float] = field(default_factory=list)
     served: list[float] = field(default_factory=list)
     latest: float = float("-inf")
+    bound: int = _RATE_BOUND
 
     def admit(self, now: float, limit: int) -> bool:
         if now >= self.latest:  # in time order (the usual): both lists end before `now`
             self.latest = now
-            cut = now - RATE_WINDOW_SECONDS
             seen, served = self.seen, self.served
-            if seen and seen[0] <= cut:
-                del seen[: bisect.bisect_right(seen, cut)]
             seen.append(now)
-            if served and served[0] <= cut:
-                del served[: bisect.bisect_right(served, cut)]
-            if len(served) >= limit:  # all of them are in the minute up to `now`
+            if len(seen) > self.bound:
+                self._forget(now - RATE_WINDOW_SECONDS)
+            # Served in the minute up to `now`: at least `limit` when the limit-th latest is.
+            count = len(served)
+            if count >= limit and (limit < 1 or served[count - limit] > now - RATE_WINDOW_SECONDS):
                 return False
             served.append(now)
             return True
@@ -282,6 +286,14 @@ class _Rate:
             return False
         bisect.insort(self.served, now)
         return True
+
+    def _forget(self, cut: float) -> None:
+        """Let go of the times up to `cut`, a minute before the latest call: no count reads
+        them again (a call older than the latest drops them first). A burst keeps many in
+        the minute: the bound doubles past them, so they are not walked again each call."""
+        for times in (self.seen, self.served):
+            del times[: bisect.bisect_right(times, cut)]
+        self.bound = max(_RATE_BOUND, 2 * len(self.seen))
 
     def rpm(self, now: float) -> int:
         """Requests seen on the route in the minute up to `now`."""

@@ -4,11 +4,19 @@ sequences of requests, shortcut on and off, compared result for result."""
 
 from __future__ import annotations
 
+import bisect
 import random
+from dataclasses import dataclass, field
 
 import pytest
 
-from conversations.engine.cache import CacheResult, CacheSimulator, PromptBlocks
+from conversations.engine.cache import (
+    RATE_WINDOW_SECONDS,
+    CacheResult,
+    CacheSimulator,
+    PromptBlocks,
+    _Rate,
+)
 from conversations.engine.profiles import default_profile
 from conversations.engine.render import TranscriptRenderer
 
@@ -95,3 +103,50 @@ def test_rendered_requests_share_the_chain_list_and_match() -> None:
     assert shared > 30  # most calls: no copy
     final = fast.process(renderer.render(list(range(len(messages)))), at=1_500.0)
     assert final.cached_tokens > 0 and final.reason is None
+
+
+@dataclass
+class _EagerRate:
+    """The route rate as it was: times out of the minute dropped as soon as they are."""
+
+    seen: list[float] = field(default_factory=list)
+    served: list[float] = field(default_factory=list)
+    latest: float = float("-inf")
+
+    def admit(self, now: float, limit: int) -> bool:
+        self.latest = max(self.latest, now)
+        for times in (self.seen, self.served):
+            del times[: bisect.bisect_right(times, self.latest - RATE_WINDOW_SECONDS)]
+        bisect.insort(self.seen, now)
+        if _count(self.served, now) >= limit:
+            return False
+        bisect.insort(self.served, now)
+        return True
+
+    def rpm(self, now: float) -> int:
+        return _count(self.seen, now)
+
+
+def _count(times: list[float], now: float) -> int:
+    return sum(now - RATE_WINDOW_SECONDS < time <= now for time in times)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_rate_lets_old_times_go_late_and_counts_the_same(seed: int) -> None:
+    """The route rate keeps times past the minute until they pile up (not one delete a
+    call): each call is admitted or overflows, at the rpm it reports, as when they were
+    dropped at once, in time order or not (a later chunk's older calls), bursts included."""
+    rng = random.Random(seed)
+    limit = rng.choice([0, 1, 3, 15])
+    rate, eager = _Rate(), _EagerRate()
+    now = 10_000.0
+    admitted = 0
+    for _ in range(3_000):
+        now += rng.choice([0.0, 0.5, 1.0, 4.0, 20.0, 70.0])
+        at = now - rng.choice([0.0, 30.0, 65.0, 500.0]) if rng.random() < 0.1 else now
+        verdict = rate.admit(at, limit)
+        assert verdict == eager.admit(at, limit)
+        assert rate.rpm(at) == eager.rpm(at)
+        admitted += verdict
+    assert limit == 0 or 0 < admitted < 3_000  # some served, some overflowed
+    assert len(rate.seen) <= 4 * (eager.rpm(now) + 32)  # what is kept stays bounded
