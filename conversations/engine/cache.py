@@ -392,16 +392,81 @@ class CacheSimulator:
             short = MissReason("below_minimum", prompt_tokens=prompt.length, minimum=self.minimum)
             return CacheResult(0, short)
         now = at if at is None or type(at) is float else to_seconds(at)  # (the usual: no call)
-        self.timestamps_missing |= now is None
         blocks = prompt.block_list()
         route = blocks[self._routing_block]
-        # The latest request's route, when this one has the same: its rate and store without
-        # building the keys and looking them up, and its key already noted for the route.
+        # The usual next call of a conversation: the latest request's route (its rate and
+        # store without building the keys and looking them up, its key already noted for
+        # the route), a time, and the store's latest prompt extended. That prompt's last
+        # block ends a segment nothing continues (not branched), so exactly its blocks are
+        # cached here, nothing past them to have diverged from: no search. When all of them
+        # are live, the hit is the whole of them. Anything else (nothing has been changed
+        # yet, the rate included) is searched for.
         latest = self._latest
-        if latest is not None and not (
-            latest[2] == route and latest[0] == org and latest[1] == prompt_cache_key and self.fast
+        if latest is None or not (
+            latest[2] == route and latest[0] == org and latest[1] == prompt_cache_key
         ):
-            latest = None
+            return self._search(prompt, blocks, route, org, prompt_cache_key, now, ttl_seconds)
+        rate, store = latest[3], latest[4]
+        tip = store.tip
+        if (
+            rate is None  # (the latest had no time)
+            or now is None
+            or tip is None
+            or tip.branched
+            or (end := tip.end) > len(blocks)
+            or tip.hashes[end - 1] != blocks[end - 1]
+        ):
+            return self._search(
+                prompt, blocks, route, org, prompt_cache_key, now, ttl_seconds, latest
+            )
+        cached_blocks = store.blocks
+        segment: _Segment | None = tip
+        while segment is not None:  # toward the prompt's start: a handful of segments
+            time = segment.time  # (_live and _Store.parent inline)
+            if time is not None and not 0 <= now - time <= segment.ttl:
+                return self._search(
+                    prompt, blocks, route, org, prompt_cache_key, now, ttl_seconds, latest
+                )
+            parent = segment.parent
+            segment = cached_blocks.get(parent) if parent != ROOT_HASH else None
+        cached = end * self.step // self.hit_step * self.hit_step
+        if cached < self.minimum:
+            return self._search(
+                prompt, blocks, route, org, prompt_cache_key, now, ttl_seconds, latest
+            )
+        if not rate.admit(now, self.rpm_limit):  # a cold overflow machine; nothing stored
+            return CacheResult(0, MissReason("overflow", rpm=rate.rpm(now)))
+        # What _remember does for it: refresh the prefix, and the tip grows in place.
+        ttl = self.retention_seconds if ttl_seconds is None else ttl_seconds
+        segment = tip
+        while segment is not None:
+            segment.time, segment.ttl = now, ttl
+            parent = segment.parent
+            segment = cached_blocks.get(parent) if parent != ROOT_HASH else None
+        if end < len(blocks):
+            source = prompt.source
+            if source is not None and (tip.source is None or tip.sourced_in != self._generation):
+                self._sourced.append(tip)  # listed once a generation
+                tip.sourced_in = self._generation
+            tip.end, tip.hashes, tip.source = len(blocks), blocks, source
+            cached_blocks.update(zip(blocks[end:], repeat(tip)))
+        return CacheResult(cached, None)
+
+    def _search(
+        self,
+        prompt: CachePrompt,
+        blocks: list[int],
+        route: int,
+        org: str,
+        prompt_cache_key: str | None,
+        now: float | None,
+        ttl_seconds: float | None,
+        latest: tuple[str, str | None, int, _Rate | None, _Store] | None = None,
+    ) -> CacheResult:
+        """process for any other request: `latest` the latest request's route when it is
+        this one's (or None). The cached prefix is searched for, unless the prompt extends
+        its store's latest one."""
+        self.timestamps_missing |= now is None
         rate: _Rate | None = None
         if now is not None:
             rate = latest[3] if latest is not None else None
@@ -414,9 +479,8 @@ class CacheSimulator:
         store = latest[4] if latest is not None else self._stores.get((org, prompt_cache_key))
         if store is None:
             store = self._stores[(org, prompt_cache_key)] = _Store()
-        # The usual next call of a conversation: the store's latest prompt, extended. Its last
-        # block ends a segment that nothing continues (not branched), so exactly its blocks
-        # are cached here, and nothing past them to have diverged from: no search.
+        # The store's latest prompt, extended (not by the latest request's route, or past
+        # an expired block): as above, no search for what is cached.
         tip = store.tip
         end = tip.end if tip is not None and not tip.branched and self.fast else 0
         if (
@@ -453,7 +517,8 @@ class CacheSimulator:
         store.tip = self._remember(store, blocks, prompt.source, present, now, ttl, tip)
         if latest is None:
             self._route_keys[(org, route)] = prompt_cache_key
-            self._latest = (org, prompt_cache_key, route, rate, store)
+            if self.fast:  # (off: every request is searched for)
+                self._latest = (org, prompt_cache_key, route, rate, store)
         elif latest[3] is not rate:  # (the latest had no timestamp, this one has)
             self._latest = (org, prompt_cache_key, route, rate, store)
         return CacheResult(cached, reason)

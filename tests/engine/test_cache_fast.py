@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -36,17 +37,32 @@ def _same(a: CacheResult, b: CacheResult) -> None:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_random_conversations_match_the_full_search(seed: int) -> None:
+def test_random_conversations_match_the_full_search(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Conversations that grow, branch back (a split), resend a shorter prompt, switch keys
-    and organizations, go idle past retention, overflow the rate, or come without a time."""
+    and organizations, go idle past retention, overflow the rate, or come without a time;
+    with a lifetime of their own or not, hits in 256-token steps or 128, and the tokens of
+    older prompts let go (forget_sources: a divergence is then named by its block)."""
     rng = random.Random(seed)
-    fast, slow = _both(retention=300, rpm_limit=4)
+    fast, slow = _both(retention=300, rpm_limit=4, hit_step=256 if seed % 2 else 128)
+    searched = 0
+    search = fast._search
+
+    def counted(*args: Any) -> CacheResult:
+        nonlocal searched
+        searched += 1
+        return search(*args)
+
+    monkeypatch.setattr(fast, "_search", counted)  # to count the shortcut's calls
     lines: list[list[int]] = [[rng.randrange(50) for _ in range(1100)] for _ in range(3)]
     now = 1_000.0
     hits = kinds = 0
     seen: set[str] = set()
+    line, org, key = 0, "a", None
     for _ in range(160):
-        line = rng.randrange(len(lines))
+        if rng.random() < 0.4:  # else the same conversation goes on, as a chat does
+            line = rng.randrange(len(lines))
         tokens = lines[line]
         action = rng.random()
         if action < 0.55:  # the usual: the line grows
@@ -59,20 +75,31 @@ def test_random_conversations_match_the_full_search(seed: int) -> None:
             tokens = tokens[: rng.randrange(1000, len(tokens) + 1)]
         now += rng.choice([1.0, 5.0, 30.0, 400.0])  # bursts (overflow) and idle (expiry)
         at = None if rng.random() < 0.05 else now
-        org = rng.choice(["a", "a", "a", "b"])
-        key = rng.choice([None, None, None, "k"])
+        if rng.random() < 0.3:
+            org = rng.choice(["a", "a", "a", "b"])
+            key = rng.choice([None, None, None, "k"])
+        ttl = rng.choice([None, None, 100.0, 900.0])
         results = [
             simulator.process(
-                PromptBlocks.from_tokens(tokens), org=org, prompt_cache_key=key, at=at
+                PromptBlocks.from_tokens(tokens),
+                org=org,
+                prompt_cache_key=key,
+                at=at,
+                ttl_seconds=ttl,
             )
             for simulator in (fast, slow)
         ]
         _same(*results)
+        if rng.random() < 0.05:
+            fast.forget_sources()
+            slow.forget_sources()
         hits += results[0].cached_tokens > 0
         if results[0].reason is not None:
             seen.add(results[0].reason.kind)
         kinds = len(seen)
     assert hits > 20 and kinds >= 3  # the sequences reach hits and several kinds of miss
+    assert fast.timestamps_missing == slow.timestamps_missing
+    assert 20 < 160 - searched < 140  # the shortcut is taken, and often not
 
 
 def test_rendered_requests_share_the_chain_list_and_match() -> None:
