@@ -21,7 +21,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Literal, Protocol
 
 from .sequences import TOKEN_BYTES, pack
@@ -449,7 +448,8 @@ class CacheSimulator:
                 self._sourced.append(tip)  # listed once a generation
                 tip.sourced_in = self._generation
             tip.end, tip.hashes, tip.source = len(blocks), blocks, source
-            cached_blocks.update(zip(blocks[end:], repeat(tip)))
+            for block in blocks[end:]:  # (not update(zip(...)): see _remember)
+                cached_blocks[block] = tip
         return CacheResult(cached, None)
 
     def _search(
@@ -646,7 +646,13 @@ class CacheSimulator:
             grow.sourced_in = self._generation
         grow.end, grow.hashes, grow.source, grow.time = len(blocks), blocks, source, now
         grow.ttl = ttl
-        store.blocks.update(zip(blocks[present:], repeat(grow)))
+        # One store a block: cheaper than update(zip(blocks, repeat(grow))), whose zip and
+        # repeat cost more to build than the one or two blocks a call adds cost to store,
+        # and no dearer on long runs (timeit, best of 7, this machine: 2 blocks 0.2-0.25
+        # against 0.6-1.0 us, 200 blocks 6.3-6.4 against 7.4-7.6 us).
+        cached_blocks = store.blocks
+        for block in blocks[present:]:
+            cached_blocks[block] = grow
         return grow
 
     def forget_sources(self) -> None:
@@ -671,7 +677,9 @@ def _split(store: _Store, segment: _Segment, depth: int) -> _Segment:
     parent = segment.hashes[depth - 1]
     tail = _Segment(segment.time, segment.ttl, parent, segment.end, segment.hashes, segment.source)
     tail.branched = segment.branched
-    store.blocks.update(zip(segment.hashes[depth : segment.end], repeat(tail)))
+    blocks = store.blocks
+    for block in segment.hashes[depth : segment.end]:  # (not update(zip(...)): see _remember)
+        blocks[block] = tail
     store.branches.setdefault(parent, tail)  # a newer branch, if any, stays the latest
     segment.end, segment.branched = depth, True
     return tail
