@@ -236,6 +236,21 @@ class _Store:
     branches: dict[int, _Segment] = field(default_factory=dict)
     # The segment holding the last block of the latest prompt stored here.
     tip: _Segment | None = None
+    # Every block of every segment is in `blocks` but the tip's from this depth on: the
+    # shortcut for a conversation's next call grows the tip without storing its new blocks
+    # (a store a block was an eighth of the simulator's instructions in the endpoint
+    # bench); only a request searched for reads them, and it calls index_tip first. None
+    # of them is a segment's parent: only a request searched for makes a branch.
+    indexed: int = 0
+
+    def index_tip(self) -> None:
+        """Put the blocks the tip grew by unindexed in `blocks`: before anything reads it."""
+        tip = self.tip
+        if tip is not None:
+            blocks = self.blocks
+            for block in tip.hashes[self.indexed : tip.end]:
+                blocks[block] = tip
+            self.indexed = tip.end
 
     def next_after(self, blocks: list[int], depth: int) -> _Segment | None:
         """The cached segment holding the block that follows blocks[:depth], if any."""
@@ -447,9 +462,9 @@ class CacheSimulator:
             if source is not None and (tip.source is None or tip.sourced_in != self._generation):
                 self._sourced.append(tip)  # listed once a generation
                 tip.sourced_in = self._generation
+            # Its new blocks are left out of cached_blocks until a request is searched for
+            # (_Store.indexed): in a conversation's run of calls, none is.
             tip.end, tip.hashes, tip.source = len(blocks), blocks, source
-            for block in blocks[end:]:  # (not update(zip(...)): see _remember)
-                cached_blocks[block] = tip
         return CacheResult(cached, None)
 
     def _search(
@@ -479,9 +494,11 @@ class CacheSimulator:
         store = latest[4] if latest is not None else self._stores.get((org, prompt_cache_key))
         if store is None:
             store = self._stores[(org, prompt_cache_key)] = _Store()
+        tip = store.tip
+        if tip is not None and store.indexed < tip.end:  # grown by the shortcut
+            store.index_tip()
         # The store's latest prompt, extended (not by the latest request's route, or past
         # an expired block): as above, no search for what is cached.
-        tip = store.tip
         end = tip.end if tip is not None and not tip.branched and self.fast else 0
         if (
             end
@@ -514,7 +531,8 @@ class CacheSimulator:
         if reason is not None and reason.kind == "cold":
             reason = self._cold(org, prompt_cache_key, route)
         ttl = self.retention_seconds if ttl_seconds is None else ttl_seconds
-        store.tip = self._remember(store, blocks, prompt.source, present, now, ttl, tip)
+        store.tip = tip = self._remember(store, blocks, prompt.source, present, now, ttl, tip)
+        store.indexed = tip.end if tip is not None else 0  # (_remember indexes its blocks)
         if latest is None:
             self._route_keys[(org, route)] = prompt_cache_key
             if self.fast:  # (off: every request is searched for)

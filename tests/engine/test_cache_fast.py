@@ -102,6 +102,23 @@ def test_random_conversations_match_the_full_search(
     assert 20 < 160 - searched < 140  # the shortcut is taken, and often not
 
 
+def test_blocks_the_shortcut_grew_are_found_by_a_branch_inside_them() -> None:
+    """A conversation's run of calls grows its tip without indexing the new blocks; a
+    request searched for afterwards (a branch back inside them) still finds them all."""
+    rng = random.Random(7)
+    tokens = [rng.randrange(50) for _ in range(1100)]
+    fast, slow = _both()
+    for turn in range(6):
+        tokens += [rng.randrange(50) for _ in range(300)]
+        for simulator in (fast, slow):
+            simulator.process(PromptBlocks.from_tokens(tokens), at=100.0 + turn)
+    branch = tokens[:2000] + [99] * 400  # diverges at token 2000, inside the grown part
+    results = [s.process(PromptBlocks.from_tokens(branch), at=110.0) for s in (fast, slow)]
+    _same(*results)
+    assert results[0].cached_tokens == 1920 and results[0].reason is not None
+    assert results[0].reason.token == 2000
+
+
 def test_rendered_requests_share_the_chain_list_and_match() -> None:
     """A renderer's requests hand the simulator the chain's own list of hashes (not a copy)
     when no block is closed by reply priming: the chain grows it afterwards, and the hits
