@@ -281,3 +281,55 @@ def test_fields_with_the_text_of_the_kept_requests_are_its_parse_and_others_are_
                 assert parses.chars <= len(turn) + 1  # the new message (and "]") only
                 assert all(body[k] is previous[k] for k in body if k != "messages")
             kept, previous = after, body
+
+
+def test_the_endpoint_changes_no_body_it_read() -> None:
+    """Bodies share their objects with the reader's kept parses (the messages, the fields
+    before them, and the fields after them when their text repeats), so a later read is
+    json.loads only while nothing the endpoint does with a body changes it: render, the cache
+    simulation and the answer, with tools, a response format and stream options."""
+    import copy
+
+    from calls import simulated
+    from conversations.engine.cache_policy import PREFIX_128
+    from conversations.engine.profiles import default_profile
+
+    simulated.simulate_reset()
+    profile = default_profile("gpt-4o")
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "order_status",
+            "description": "Where an order is",
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
+    }
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You help. " * 300}]
+    for turn in range(6):
+        messages.append({"role": "user", "content": f"Question {turn}: where is order {turn}?"})
+        sent = {
+            "model": "gpt-4o",
+            "messages": messages,
+            "tools": [tool],
+            "response_format": {"type": "json_object"},
+            "stream_options": {"include_usage": True},
+            "max_completion_tokens": 30,
+        }
+        raw = json.dumps(sent, separators=(",", ":")).encode()
+        body = simulated.request_read(
+            "o", raw, lambda data, r: protocol.request_parse(data, reader=r)
+        )
+        before = copy.deepcopy(body)
+        call = simulated.simulate_usage(
+            org_key="o",
+            body=body,
+            now=1_000.0 + turn,
+            profile=profile,
+            policy=PREFIX_128,
+            retention_seconds=600,
+            default_reply_tokens=30,
+        )
+        protocol.Completion.new(model="gpt-4o", tier="default", call=call, now=0.0).body()
+        assert body == before == json.loads(raw)
+        messages.append({"role": "assistant", "content": call.reply})
+    assert call.cached_tokens > 0  # the conversation went the reader's and simulator's way
