@@ -117,7 +117,12 @@ def attempt_succeeded(result: CallResult) -> None:
     one killed mid-request does, and the next delivery's attempt gets the turn)."""
     if result.attempt_id is None:  # not a result of chat_completion_call
         return
-    values = {
+    row_update(model=CallAttempt, pk=result.attempt_id, values=attempt_values(result))
+
+
+def attempt_values(result: CallResult) -> dict[str, Any]:
+    """The columns attempt_succeeded writes to the attempt that got `result`."""
+    return {
         "outcome": AttemptOutcome.OK,
         "status_code": 200,
         "latency_ms": result.latency_ms,
@@ -125,7 +130,6 @@ def attempt_succeeded(result: CallResult) -> None:
         "usage": result.usage,
         "response_id": result.response_id[:200],
     }
-    row_update(model=CallAttempt, pk=result.attempt_id, values=values)
 
 
 class CallNotClaimed(Exception):

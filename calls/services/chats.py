@@ -52,7 +52,7 @@ from conversations.services.usage import turn_usage_fields
 from costlab import jobs
 from pricing.book import PriceBook
 
-from ..models import ApiCall, CallPurpose, CallStatus, Chat, ProviderConnection
+from ..models import ApiCall, CallAttempt, CallPurpose, CallStatus, Chat, ProviderConnection
 from ..selectors import connection_spend, price_book, turn_recorded
 from .calling import (
     CallFailed,
@@ -61,9 +61,19 @@ from .calling import (
     ChatRequest,
     Claim,
     attempt_succeeded,
+    attempt_values,
     chat_completion_call,
 )
-from .updates import instance_insert, row_update, rows_fetch, rows_insert
+from .updates import (
+    Insert,
+    Update,
+    Written,
+    instance_insert,
+    row_update,
+    rows_fetch,
+    rows_insert,
+    rows_write_together,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -576,14 +586,11 @@ def _connection_test_run(call: ApiCall, claim: Claim | None) -> None:
     _call_succeed(call, result, cost=cost, reply=result.content[:2000])
 
 
-def _call_succeed(
-    call: ApiCall,
-    result: CallResult,
-    *,
-    cost: Decimal | None,
-    reply: str = "",
-    turn_id: int | None = None,
-) -> None:
+def _call_succeeded(
+    call: ApiCall, result: CallResult, *, cost: Decimal | None, reply: str = "", turn: Any = None
+) -> Update:
+    """The update that marks `call` answered by `result` (`turn`: its turn's id, or the
+    Written key of the step that writes it)."""
     values = {
         "status": CallStatus.SUCCEEDED,
         "finished_at": timezone.now(),
@@ -593,10 +600,22 @@ def _call_succeed(
         "service_tier": (result.service_tier or "")[:20],
         "cost": cost,
         "reply": reply,
-        "turn": turn_id,
+        "turn": turn,
         "error": "",
     }
-    row_update(model=ApiCall, pk=call.pk, values=values)
+    return Update(ApiCall, call.pk, values)
+
+
+def _call_succeed(
+    call: ApiCall,
+    result: CallResult,
+    *,
+    cost: Decimal | None,
+    reply: str = "",
+    turn_id: int | None = None,
+) -> None:
+    update = _call_succeeded(call, result, cost=cost, reply=reply, turn=turn_id)
+    row_update(model=ApiCall, pk=call.pk, values=update.values)
 
 
 def api_call_fail(*, call_id: int, message: str) -> None:
@@ -768,72 +787,70 @@ def _turn_record(
     analysis, state = _analysis(chat, call, result, book, now, messages)
     at = analysis.call.started_at or now
     model = call.model[:200]
-    # Statements built once per process (updates.rows_insert), not three ORM inserts: the
-    # rows are written as Model.objects.create / bulk_create wrote them.
     records = turn_usage_fields(model=model, result=analysis, book=book, at=at)
     try:
         with transaction.atomic():
-            response_id = None
-            if result is not None:
-                [response_id] = rows_insert(
-                    model=Message,
-                    rows=[
+            reason = analysis.miss_reason
+            turn = {
+                "conversation_id": conversation.pk,
+                "index": call.index,
+                "request_ranges": request_ranges(list(range(call.request_end))),
+                "response_id": None,
+                "model": model,
+                "service_tier": ((result.service_tier if result else None) or "")[:20],
+                "prompt_cache_key": (chat.prompt_cache_key or "")[:300],
+                "max_output_tokens": chat.max_completion_tokens,
+                "external_id": (result.response_id if result else "")[:300],
+                "started_at": at,
+                "latency_ms": result.latency_ms if result else None,
+                "estimated_prompt_tokens": analysis.estimated_prompt_tokens,
+                "estimated_completion_tokens": analysis.estimated_completion_tokens,
+                "simulated_cached_tokens": analysis.simulated_cached_tokens,
+                "miss_reason": reason.kind if reason else "",
+                "miss_detail": reason.describe()[:300] if reason else "",
+                "miss_token": (
+                    reason.token if reason and reason.kind == "prefix_changed" else None
+                ),
+                "miss_message": (
+                    reason.message if reason and reason.kind == "prefix_changed" else None
+                ),
+                "over_context": analysis.over_context,
+            }
+            steps: list[Insert | Update] = []
+            if result is not None:  # the reply, then the turn that points at it
+                reply = {
+                    "conversation_id": conversation.pk,
+                    "index": call.request_end,
+                    "role": "assistant",
+                    "data": {"role": "assistant", "content": result.content},
+                    "sent_at": now,
+                }
+                steps.append(Insert(Message, [reply]))
+                turn["response_id"] = Written(0)
+            turn_step = len(steps)
+            steps.append(Insert(Turn, [turn]))
+            steps.append(
+                Insert(
+                    UsageRecord,
+                    [
                         {
+                            "turn_id": Written(turn_step),
+                            "organization_id": conversation.organization_id,
                             "conversation_id": conversation.pk,
-                            "index": call.request_end,
-                            "role": "assistant",
-                            "data": {"role": "assistant", "content": result.content},
-                            "sent_at": now,
+                            **fields,
                         }
+                        for fields in records
                     ],
                 )
-            reason = analysis.miss_reason
-            [turn_id] = rows_insert(
-                model=Turn,
-                rows=[
-                    {
-                        "conversation_id": conversation.pk,
-                        "index": call.index,
-                        "request_ranges": request_ranges(list(range(call.request_end))),
-                        "response_id": response_id,
-                        "model": model,
-                        "service_tier": ((result.service_tier if result else None) or "")[:20],
-                        "prompt_cache_key": (chat.prompt_cache_key or "")[:300],
-                        "max_output_tokens": chat.max_completion_tokens,
-                        "external_id": (result.response_id if result else "")[:300],
-                        "started_at": at,
-                        "latency_ms": result.latency_ms if result else None,
-                        "estimated_prompt_tokens": analysis.estimated_prompt_tokens,
-                        "estimated_completion_tokens": analysis.estimated_completion_tokens,
-                        "simulated_cached_tokens": analysis.simulated_cached_tokens,
-                        "miss_reason": reason.kind if reason else "",
-                        "miss_detail": reason.describe()[:300] if reason else "",
-                        "miss_token": (
-                            reason.token if reason and reason.kind == "prefix_changed" else None
-                        ),
-                        "miss_message": (
-                            reason.message if reason and reason.kind == "prefix_changed" else None
-                        ),
-                        "over_context": analysis.over_context,
-                    }
-                ],
-            )
-            rows_insert(
-                model=UsageRecord,
-                rows=[
-                    {
-                        "turn_id": turn_id,
-                        "organization_id": conversation.organization_id,
-                        "conversation_id": conversation.pk,
-                        **fields,
-                    }
-                    for fields in records
-                ],
             )
             billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
-            if result is not None:
-                _call_succeed(call, result, cost=billed, turn_id=turn_id)
-                attempt_succeeded(result)
+            if result is not None:  # the call, and the attempt that got its answer, marked
+                steps.append(_call_succeeded(call, result, cost=billed, turn=Written(turn_step)))
+                if result.attempt_id is not None:
+                    steps.append(Update(CallAttempt, result.attempt_id, attempt_values(result)))
+            # One statement on PostgreSQL (updates.rows_write_together): the rows are written
+            # as Model.objects.create / bulk_create / save wrote them.
+            turn_id = rows_write_together(steps)[turn_step]
             # Last, right before the commit: every call of the organization updates the same
             # organization-day rollup rows, and holds their locks from here to the commit.
             # The fewer statements in between, the sooner the next worker's call goes on.

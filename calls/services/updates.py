@@ -15,6 +15,8 @@ UsageRecords): the ORM built a model instance, an insert query and its compiled 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -89,6 +91,18 @@ def _insert_fields(model: type[models.Model]) -> list[models.Field[Any, Any]]:
 _insert_columns: dict[type[models.Model], tuple[list[models.Field[Any, Any]], frozenset[str]]] = {}
 
 
+def _insert_known(
+    model: type[models.Model],
+) -> tuple[list[models.Field[Any, Any]], frozenset[str]]:
+    """The columns an insert writes and the names a row may give them by (kept per model)."""
+    known = _insert_columns.get(model)
+    if known is None:
+        fields = _insert_fields(model)
+        names = frozenset(name for field in fields for name in (field.name, field.attname))
+        known = _insert_columns[model] = (fields, names)
+    return known
+
+
 def rows_insert(*, model: type[models.Model], rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """INSERT `rows` of `model` in one statement and return their primary keys: in the rows'
     order on PostgreSQL (as bulk_create assumes there); SQLite does not promise RETURNING's
@@ -96,12 +110,7 @@ def rows_insert(*, model: type[models.Model], rows: Sequence[Mapping[str, Any]])
     A row gives values by field name or column attribute (`turn` or `turn_id`, the id); a
     field it leaves out takes its default, as `Model.objects.create` would. A unique
     constraint's violation raises IntegrityError (Django's cursor wraps it), as the ORM's."""
-    known = _insert_columns.get(model)
-    if known is None:
-        fields = _insert_fields(model)
-        names = frozenset(name for field in fields for name in (field.name, field.attname))
-        known = _insert_columns[model] = (fields, names)
-    fields, names = known
+    fields, names = _insert_known(model)
     key = (connection.alias, "insert", model, len(rows))
     sql = _statements.get(key)
     if sql is None:
@@ -136,7 +145,7 @@ def instance_insert(obj: _M) -> _M:
     the ORM's `save` leaves: what `Model.objects.create` does, minus building and compiling
     an insert query per call (~0.3 ms of a process's CPU each, py-spy on bench/calls.py)."""
     model = type(obj)
-    fields, _ = _insert_columns.get(model) or (_insert_fields(model), None)
+    fields, _ = _insert_known(model)
     [pk] = rows_insert(model=model, rows=[{f.attname: getattr(obj, f.attname) for f in fields}])
     obj.pk = pk
     obj._state.adding = False
@@ -172,3 +181,146 @@ def rows_fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     if connection.queries_logged:
         connection.queries_log.append({"sql": sql, "time": "0.000"})
     return rows
+
+
+# --- several writes, one statement ------------------------------------------------------------
+# A chat turn writes its reply's Message, the Turn (pointing at that message), the Turn's
+# UsageRecords, and marks its ApiCall and the answered CallAttempt (pointing at the turn):
+# five statements, each a round trip (~0.15 ms of CPU for the worker and PostgreSQL together
+# on a bare `SELECT 1`, bench/calls.py's machine) and a statement for PostgreSQL to parse and
+# plan. On PostgreSQL they are one statement (data-modifying WITH, prepared once per session);
+# elsewhere (SQLite has no INSERT inside WITH) they run one after the other, as before.
+
+
+@dataclass(frozen=True)
+class Written:
+    """The primary key of the first row that step `step` of `rows_write_together` wrote: a
+    value of a later step (a foreign key to that row)."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class Insert:
+    model: type[models.Model]
+    rows: Sequence[Mapping[str, Any]]  # as rows_insert's
+
+
+@dataclass(frozen=True)
+class Update:
+    model: type[models.Model]
+    pk: int
+    values: Mapping[str, Any]  # as row_update's (no increment, no status condition)
+
+
+def _step_shape(step: Insert | Update) -> tuple[Any, ...]:
+    """What shapes a step's statement text: its kind, model, columns, and which values are
+    another step's key (or, for an update, NULL)."""
+    if isinstance(step, Insert):
+        refs = tuple(
+            tuple(sorted((k, v.step) for k, v in row.items() if isinstance(v, Written)))
+            for row in step.rows
+        )
+        return ("insert", step.model, refs)
+    marks = tuple(
+        ("ref", v.step) if isinstance(v, Written) else v is None for v in step.values.values()
+    )
+    return ("update", step.model, tuple(step.values), marks)
+
+
+def _insert_value(field: models.Field[Any, Any], row: Mapping[str, Any]) -> Any:
+    value = row.get(field.attname, _MISSING)
+    if value is _MISSING:
+        value = row.get(field.name, _MISSING)
+    return field.get_default() if value is _MISSING else value
+
+
+def _value_sql(
+    steps: Sequence[Insert | Update], number: int, value: Any, null: bool = False
+) -> str:
+    """A value's place in step `number`'s text: another step's key (a subquery of its
+    RETURNING), NULL, or a parameter."""
+    if isinstance(value, Written):
+        written = steps[value.step].model._meta.pk
+        assert written is not None and value.step < number, "a step reads an earlier one"
+        return f"(SELECT {connection.ops.quote_name(written.column)} FROM s{value.step} LIMIT 1)"
+    return "NULL" if null else "%s"
+
+
+def _together_sql(steps: Sequence[Insert | Update]) -> str:
+    quote = connection.ops.quote_name
+    parts = []
+    selects = []
+    for number, step in enumerate(steps):
+        table = quote(step.model._meta.db_table)
+        pk_field = step.model._meta.pk
+        assert pk_field is not None
+        pk = quote(pk_field.column)
+
+        value_sql = partial(_value_sql, steps, number)
+        if isinstance(step, Insert):
+            fields, _ = _insert_known(step.model)
+            columns = ", ".join(quote(field.column) for field in fields)
+            rows = [
+                "(" + ", ".join(value_sql(_insert_value(f, row)) for f in fields) + ")"
+                for row in step.rows
+            ]
+            body = f"INSERT INTO {table} ({columns}) VALUES {', '.join(rows)} RETURNING {pk}"
+            selects.append(f"(SELECT min({pk}) FROM s{number})")
+        else:
+            sets = [
+                f"{quote(_field(step.model, name).column)} = {value_sql(value, value is None)}"
+                for name, value in step.values.items()
+            ]
+            body = f"UPDATE {table} SET {', '.join(sets)} WHERE {pk} = %s RETURNING {pk}"
+            selects.append(f"(SELECT count(*) FROM s{number})")
+        parts.append(f"s{number} AS ({body})")
+    return f"WITH {', '.join(parts)} SELECT {', '.join(selects)}"
+
+
+def _together_params(steps: Sequence[Insert | Update]) -> list[Any]:
+    params: list[Any] = []
+    for step in steps:
+        if isinstance(step, Insert):
+            fields, names = _insert_known(step.model)
+            for row in step.rows:
+                unknown = row.keys() - names
+                assert not unknown, f"{step.model.__name__} has no columns {sorted(unknown)}"
+                for field in fields:
+                    value = _insert_value(field, row)
+                    if not isinstance(value, Written):
+                        params.append(field.get_db_prep_save(value, connection))
+        else:
+            for name, value in step.values.items():
+                if value is not None and not isinstance(value, Written):
+                    params.append(_field(step.model, name).get_db_prep_save(value, connection))
+            params.append(step.pk)
+    return params
+
+
+def rows_write_together(steps: Sequence[Insert | Update]) -> list[int]:
+    """Write `steps` in order, as rows_insert and row_update would one by one: per step, the
+    key of the first row an Insert wrote, or how many rows an Update changed. A value
+    `Written(n)` is the key step n wrote. On PostgreSQL one statement (prepared once per
+    session, COSTLAB_DB_PREPARE_CALLS); a unique constraint's violation raises IntegrityError
+    and writes nothing, as the first statement to fail would in a transaction."""
+    if connection.vendor != "postgresql":
+        done: list[int] = []
+
+        def resolved(values: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: done[v.step] if isinstance(v, Written) else v for k, v in values.items()}
+
+        for step in steps:
+            if isinstance(step, Insert):
+                rows = [resolved(row) for row in step.rows]
+                done.append(rows_insert(model=step.model, rows=rows)[0])
+            else:
+                values = resolved(step.values)
+                done.append(row_update(model=step.model, pk=step.pk, values=values))
+        return done
+    key = (connection.alias, "together", tuple(_step_shape(step) for step in steps))
+    sql = _statements.get(key)
+    if sql is None:
+        sql = _statements[key] = _together_sql(steps)
+    [row] = rows_fetch(sql, _together_params(steps))
+    return [int(value) for value in row]

@@ -551,6 +551,114 @@ def test_the_statements_built_once_write_and_read_as_the_orm_would() -> None:
     assert chats._messages_reads[db_connection.alias] is not None  # the fast path ran
 
 
+def test_writes_together_are_one_statement_that_writes_all_or_nothing() -> None:
+    """updates.rows_write_together: a reply, the turn pointing at it and the call pointing
+    at the turn are one statement on PostgreSQL (one after the other elsewhere), the keys
+    passed along; a unique violation in a later step leaves none of its rows."""
+    from django.db import IntegrityError, transaction
+
+    chat = make_chat(make_connection())
+    call = chats.chat_message_send(chat=chat, text="first question")
+    reply = {"role": "assistant", "content": "é ✓"}
+    steps: list[updates.Insert | updates.Update] = [
+        updates.Insert(
+            Message,
+            [
+                {
+                    "conversation_id": chat.conversation_id,
+                    "index": call.request_end,
+                    "role": "assistant",
+                    "data": reply,
+                }
+            ],
+        ),
+        updates.Insert(
+            Turn,
+            [
+                {
+                    "conversation_id": chat.conversation_id,
+                    "index": 0,
+                    "request_ranges": [[0, call.request_end]],
+                    "response_id": updates.Written(0),
+                }
+            ],
+        ),
+        updates.Update(
+            ApiCall, call.pk, {"turn": updates.Written(1), "usage": None, "cost": "1.5"}
+        ),
+    ]
+    with CaptureQueriesContext(db_connection) as ran:
+        message_id, turn_id, changed = updates.rows_write_together(steps)
+    assert len(ran) == (1 if db_connection.vendor == "postgresql" else 3)
+    turn = Turn.objects.get(pk=turn_id)
+    assert turn.response_id == message_id and Message.objects.get(pk=message_id).data == reply
+    assert turn.request_ranges == [[0, call.request_end]]
+    assert turn.miss_reason == "" and turn.over_context is False  # defaults, as create's
+    call.refresh_from_db()
+    assert changed == 1 and call.turn_id == turn_id and call.cost == Decimal("1.5")
+    assert call.usage is None
+
+    before = (Message.objects.count(), Turn.objects.count())
+    again = [
+        updates.Insert(
+            Message,
+            [
+                {
+                    "conversation_id": chat.conversation_id,
+                    "index": 9,
+                    "role": "assistant",
+                    "data": reply,
+                }
+            ],
+        ),
+        updates.Insert(
+            Turn,  # the same (conversation, index): the unique constraint says no
+            [
+                {
+                    "conversation_id": chat.conversation_id,
+                    "index": 0,
+                    "request_ranges": [[0, call.request_end]],
+                    "response_id": updates.Written(0),
+                }
+            ],
+        ),
+    ]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        updates.rows_write_together(again)
+    assert (Message.objects.count(), Turn.objects.count()) == before
+
+
+def test_a_turn_is_written_by_one_statement() -> None:
+    """A chat turn's reply, turn, usage records, call and answered attempt: one statement
+    on PostgreSQL (before its rollups), and every row points where the ORM's writes did."""
+    chat = make_chat(make_connection())
+    call = chats.chat_message_send(chat=chat, text="Hello?")
+    with CaptureQueriesContext(db_connection) as ran:
+        tasks.api_call_run(call.pk)
+    sqls = [q["sql"] for q in ran.captured_queries]
+    tables = ("conversations_message", "conversations_turn", "conversations_usagerecord")
+    writes = [
+        i
+        for i, sql in enumerate(sqls)
+        if any(f'INSERT INTO "{t}"' in sql for t in tables) or 'UPDATE "calls_callattempt"' in sql
+    ]
+    if db_connection.vendor == "postgresql":
+        assert len(writes) == 1
+        assert all(
+            part in sqls[writes[0]]
+            for part in (*(f'INSERT INTO "{t}"' for t in tables), 'UPDATE "calls_apicall"')
+        )
+    call.refresh_from_db()
+    turn = Turn.objects.get(conversation_id=chat.conversation_id, index=0)
+    assert call.status == CallStatus.SUCCEEDED and call.turn_id == turn.pk
+    assert turn.response is not None and turn.response.index == call.request_end
+    assert set(UsageRecord.objects.filter(turn=turn).values_list("conversation_id", flat=True)) == {
+        chat.conversation_id
+    }
+    [attempt] = call.attempts.all()
+    assert attempt.outcome == AttemptOutcome.OK and attempt.usage == call.usage
+
+
 def _statement_at(sqls: list[str], *parts: str, start: int = 0) -> int:
     return next(i for i, sql in enumerate(sqls) if i >= start and all(p in sql for p in parts))
 
