@@ -25,7 +25,6 @@ from typing import Any
 
 import openai
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from openai import Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -33,7 +32,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ..models import ApiCall, AttemptOutcome, CallAttempt, ProviderConnection
 from .budgets import budget_settle, budget_take
 from .connections import connection_api_key
-from .updates import instance_insert, row_update
+from .updates import Insert, Update, instance_row, instance_saved, row_update, rows_write_together
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +135,10 @@ class CallNotClaimed(Exception):
     """The call was finished meanwhile (by another delivery of its task): nothing was sent."""
 
 
-# Marks the call running and counts its first attempt, inside that attempt's transaction;
-# False when the call is no longer waiting (chats.api_call_run).
-Claim = Callable[[], bool]
+# The update that marks the call running and counts its first attempt, written with that
+# attempt's row (one statement on PostgreSQL); it changes nothing when the call is no longer
+# waiting (chats.api_call_run).
+Claim = Update
 
 
 class CallFailed(Exception):
@@ -370,11 +370,9 @@ def chat_completion_call(
     last = "no attempt made"
     for number in range(1, attempts + 1):
         charged = _wait_for_budget(connection, request, sleep, deadline)
-        claiming, claim = claim, None
-        with transaction.atomic():  # the attempt and its count (and the claim): one commit
-            counted = claiming() if claiming is not None else _attempt_count(call)
-            attempt = instance_insert(CallAttempt(call=call, number=number)) if counted else None
-        if attempt is None:  # not claimed: the transaction wrote nothing
+        counting, claim = claim or _attempt_count(call), None
+        attempt = _attempt_open(call, number, counting)
+        if attempt is None:  # not claimed: nothing was written
             budget_settle(connection=connection, charged=charged, used=0)
             raise CallNotClaimed
         started = time.monotonic()
@@ -408,9 +406,24 @@ def chat_completion_call(
     raise CallFailed(f"gave up after {attempts} attempts: {last}")
 
 
-def _attempt_count(call: ApiCall) -> bool:
-    row_update(model=ApiCall, pk=call.pk, values={}, increment=("attempt_count",))
-    return True
+def _attempt_count(call: ApiCall) -> Update:
+    return Update(ApiCall, call.pk, {}, increment=("attempt_count",))
+
+
+def _attempt_open(call: ApiCall, number: int, counting: Update) -> CallAttempt | None:
+    """The attempt's row and the update of its call that counts it (and claims the call,
+    the first time), all or nothing: one statement on PostgreSQL, in no transaction of its
+    own (no BEGIN and COMMIT round trips). None when the update changed no row (the call
+    was finished meanwhile); else the call takes the update's values."""
+    attempt = CallAttempt(call=call, number=number)
+    changed, pk = rows_write_together(
+        [counting, Insert(CallAttempt, [instance_row(attempt)], when=0)]
+    )
+    if not changed:
+        return None
+    for name, value in counting.values.items():
+        setattr(call, name, value)
+    return instance_saved(attempt, pk)
 
 
 def _next_wait(verdict: _Verdict, number: int) -> float:

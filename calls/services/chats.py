@@ -417,21 +417,27 @@ def _claimable_call(call_id: int) -> ApiCall | None:
     return cast(ApiCall | None, read.get(ApiCall, call_id))
 
 
-def _claim(call: ApiCall, *, count_attempt: bool = False) -> bool:
-    """Mark the call running, unless it is finished already (a re-delivered task); with
-    `count_attempt`, count its first attempt in the same statement. A call left running by
-    a killed worker is claimed again: the turn's unique constraint, not the claim, makes
-    the recording happen once."""
-    now = timezone.now()
-    if not row_update(
-        model=ApiCall,
-        pk=call.pk,
-        values={"status": CallStatus.RUNNING, "started_at": now},
+def _claim_update(call: ApiCall, *, count_attempt: bool = False) -> Update:
+    """The update that marks the call running, unless it is finished already (a
+    re-delivered task); with `count_attempt`, counting its first attempt too. A call left
+    running by a killed worker is claimed again: the turn's unique constraint, not the
+    claim, makes the recording happen once."""
+    return Update(
+        ApiCall,
+        call.pk,
+        {"status": CallStatus.RUNNING, "started_at": timezone.now()},
         increment=("attempt_count",) if count_attempt else (),
         status_in=_WAITING,
-    ):
+    )
+
+
+def _claim(call: ApiCall) -> bool:
+    """Claim the call now, alone (its own statement and commit); False when it is
+    finished already."""
+    claim = _claim_update(call)
+    if not row_update(model=ApiCall, pk=call.pk, values=claim.values, status_in=claim.status_in):
         return False  # finished meanwhile by another delivery
-    call.status, call.started_at = CallStatus.RUNNING, now
+    call.status, call.started_at = CallStatus.RUNNING, claim.values["started_at"]
     return True
 
 
@@ -522,7 +528,7 @@ def api_call_run(call_id: int) -> None:
     """The task's body: claim the call, make it, record what came of it."""
     call = _claimable_call(call_id)
     delivered_before = call is not None and call.status == CallStatus.RUNNING
-    claim = partial(_claim, call, count_attempt=True) if call and _claim_deferred(call) else None
+    claim = _claim_update(call, count_attempt=True) if call and _claim_deferred(call) else None
     if call is None or (claim is None and not _claim(call)):
         logger.info("call %s is finished already; nothing to do", call_id)
         return

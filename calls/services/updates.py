@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models.fields import AutoFieldMixin
 
 _statements: dict[tuple[Any, ...], str] = {}
@@ -144,9 +144,18 @@ def instance_insert(obj: _M) -> _M:
     its default) with `rows_insert`'s statement, and give it its primary key and the state
     the ORM's `save` leaves: what `Model.objects.create` does, minus building and compiling
     an insert query per call (~0.3 ms of a process's CPU each, py-spy on bench/calls.py)."""
-    model = type(obj)
-    fields, _ = _insert_known(model)
-    [pk] = rows_insert(model=model, rows=[{f.attname: getattr(obj, f.attname) for f in fields}])
+    [pk] = rows_insert(model=type(obj), rows=[instance_row(obj)])
+    return instance_saved(obj, pk)
+
+
+def instance_row(obj: models.Model) -> dict[str, Any]:
+    """The unsaved `obj`'s columns, as a row of rows_insert (or an Insert step)."""
+    fields, _ = _insert_known(type(obj))
+    return {f.attname: getattr(obj, f.attname) for f in fields}
+
+
+def instance_saved(obj: _M, pk: int) -> _M:
+    """`obj`, inserted as row `pk`: its key and the state the ORM's `save` leaves."""
     obj.pk = pk
     obj._state.adding = False
     obj._state.db = connection.alias
@@ -204,13 +213,17 @@ class Written:
 class Insert:
     model: type[models.Model]
     rows: Sequence[Mapping[str, Any]]  # as rows_insert's
+    # Written only if step `when` wrote or changed a row (one row then).
+    when: int | None = None
 
 
 @dataclass(frozen=True)
 class Update:
     model: type[models.Model]
     pk: int
-    values: Mapping[str, Any]  # as row_update's (no increment, no status condition)
+    values: Mapping[str, Any]  # as row_update's arguments
+    increment: tuple[str, ...] = ()
+    status_in: tuple[str, ...] = ()
 
 
 def _step_shape(step: Insert | Update) -> tuple[Any, ...]:
@@ -221,11 +234,11 @@ def _step_shape(step: Insert | Update) -> tuple[Any, ...]:
             tuple(sorted((k, v.step) for k, v in row.items() if isinstance(v, Written)))
             for row in step.rows
         )
-        return ("insert", step.model, refs)
+        return ("insert", step.model, refs, step.when)
     marks = tuple(
         ("ref", v.step) if isinstance(v, Written) else v is None for v in step.values.values()
     )
-    return ("update", step.model, tuple(step.values), marks)
+    return ("update", step.model, tuple(step.values), marks, step.increment, len(step.status_in))
 
 
 def _insert_value(field: models.Field[Any, Any], row: Mapping[str, Any]) -> Any:
@@ -262,17 +275,28 @@ def _together_sql(steps: Sequence[Insert | Update]) -> str:
             fields, _ = _insert_known(step.model)
             columns = ", ".join(quote(field.column) for field in fields)
             rows = [
-                "(" + ", ".join(value_sql(_insert_value(f, row)) for f in fields) + ")"
-                for row in step.rows
+                ", ".join(value_sql(_insert_value(f, row)) for f in fields) for row in step.rows
             ]
-            body = f"INSERT INTO {table} ({columns}) VALUES {', '.join(rows)} RETURNING {pk}"
+            if step.when is None:
+                values = "VALUES " + ", ".join(f"({row})" for row in rows)
+            else:
+                assert len(rows) == 1 and step.when < number, "one row, after its condition"
+                values = f"SELECT {rows[0]} WHERE EXISTS (SELECT FROM s{step.when})"
+            body = f"INSERT INTO {table} ({columns}) {values} RETURNING {pk}"
             selects.append(f"(SELECT min({pk}) FROM s{number})")
         else:
             sets = [
                 f"{quote(_field(step.model, name).column)} = {value_sql(value, value is None)}"
                 for name, value in step.values.items()
             ]
-            body = f"UPDATE {table} SET {', '.join(sets)} WHERE {pk} = %s RETURNING {pk}"
+            for name in step.increment:
+                column = quote(_field(step.model, name).column)
+                sets.append(f"{column} = {column} + 1")
+            where = f"{pk} = %s"
+            if step.status_in:
+                marks = ", ".join(["%s"] * len(step.status_in))
+                where += f" AND {quote(_field(step.model, 'status').column)} IN ({marks})"
+            body = f"UPDATE {table} SET {', '.join(sets)} WHERE {where} RETURNING {pk}"
             selects.append(f"(SELECT count(*) FROM s{number})")
         parts.append(f"s{number} AS ({body})")
     return f"WITH {', '.join(parts)} SELECT {', '.join(selects)}"
@@ -294,33 +318,48 @@ def _together_params(steps: Sequence[Insert | Update]) -> list[Any]:
             for name, value in step.values.items():
                 if value is not None and not isinstance(value, Written):
                     params.append(_field(step.model, name).get_db_prep_save(value, connection))
-            params.append(step.pk)
+            params += [step.pk, *step.status_in]
     return params
 
 
 def rows_write_together(steps: Sequence[Insert | Update]) -> list[int]:
-    """Write `steps` in order, as rows_insert and row_update would one by one: per step, the
-    key of the first row an Insert wrote, or how many rows an Update changed. A value
-    `Written(n)` is the key step n wrote. On PostgreSQL one statement (prepared once per
-    session, COSTLAB_DB_PREPARE_CALLS); a unique constraint's violation raises IntegrityError
-    and writes nothing, as the first statement to fail would in a transaction."""
+    """Write `steps` in order, as rows_insert and row_update would one by one, all or
+    nothing: per step, the key of the first row an Insert wrote (0 when its condition
+    said no), or how many rows an Update changed. A value `Written(n)` is the key step n
+    wrote. On PostgreSQL one statement (prepared once per session, COSTLAB_DB_PREPARE_CALLS;
+    outside a transaction, its own, with no BEGIN and COMMIT round trips); a unique
+    constraint's violation raises IntegrityError and writes nothing."""
     if connection.vendor != "postgresql":
-        done: list[int] = []
-
-        def resolved(values: Mapping[str, Any]) -> dict[str, Any]:
-            return {k: done[v.step] if isinstance(v, Written) else v for k, v in values.items()}
-
-        for step in steps:
-            if isinstance(step, Insert):
-                rows = [resolved(row) for row in step.rows]
-                done.append(rows_insert(model=step.model, rows=rows)[0])
-            else:
-                values = resolved(step.values)
-                done.append(row_update(model=step.model, pk=step.pk, values=values))
-        return done
+        with transaction.atomic():
+            return _one_by_one(steps)
     key = (connection.alias, "together", tuple(_step_shape(step) for step in steps))
     sql = _statements.get(key)
     if sql is None:
         sql = _statements[key] = _together_sql(steps)
     [row] = rows_fetch(sql, _together_params(steps))
-    return [int(value) for value in row]
+    return [int(value or 0) for value in row]
+
+
+def _one_by_one(steps: Sequence[Insert | Update]) -> list[int]:
+    done: list[int] = []
+
+    def resolved(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: done[v.step] if isinstance(v, Written) else v for k, v in values.items()}
+
+    for step in steps:
+        if isinstance(step, Insert):
+            if step.when is not None and not done[step.when]:
+                done.append(0)
+                continue
+            rows = [resolved(row) for row in step.rows]
+            done.append(rows_insert(model=step.model, rows=rows)[0])
+        else:
+            changed = row_update(
+                model=step.model,
+                pk=step.pk,
+                values=resolved(step.values),
+                increment=step.increment,
+                status_in=step.status_in,
+            )
+            done.append(changed)
+    return done
