@@ -59,6 +59,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,21 @@ WORDS = (
 
 def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choices(WORDS, k=words))
+
+
+# The end-to-end chats.
+CHAT_MODEL = "gpt-4o-mini"
+CHAT_REPLY_TOKENS = 60  # max_completion_tokens: the endpoint replies with exactly as many
+CHAT_QUESTION_WORDS = 40
+CHAT_WARM_UP = "hello"  # each chat's first message, before the measured turns
+CHAT_API_KEY = "sk-bench"  # development mode: any key is a caller (calls/selectors.py)
+
+
+def chat_start() -> tuple[random.Random, str]:
+    """The chats' random text: their system prompt, and the generator that then draws each
+    question (CHAT_QUESTION_WORDS words) in the order the questions are sent."""
+    rng = random.Random(5)
+    return rng, "You are ACME's assistant. " + _text(rng, 1200)
 
 
 def _conversation(turns: int, user_words: int) -> tuple[str, list[str]]:
@@ -276,9 +292,11 @@ def _cpu_snapshot(web: int, worker: int) -> dict[str, float]:
     }
 
 
-def _cpu_report(before: dict[str, float], after: dict[str, float], calls: int) -> None:
+def _cpu_report(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:
+    """Prints each process's CPU per call and the database's figures per call; returns them
+    (seconds, and counts, per call; empty where there are no snapshots)."""
     if not before:
-        return
+        return {}
     spent = {name: (after[name] - before[name]) / calls for name in after}
     cpu = {name: value for name, value in spent.items() if not name.startswith("db ")}
     print("  per call        CPU by process, us (other helpers' load on the machine excluded)")
@@ -290,6 +308,7 @@ def _cpu_report(before: dict[str, float], after: dict[str, float], calls: int) -
         f"    sessions {spent['db sessions']:.2f}, commits {spent['db commits']:.1f} per call"
         " (the bench's polls included)"
     )
+    return spent
 
 
 def _free_port() -> int:
@@ -323,7 +342,64 @@ def _vacuum() -> None:
         cursor.execute("VACUUM (ANALYZE)")
 
 
-def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "prefork") -> None:
+def _servers_start(
+    *, port: int, queue: str, app: str, pool: str, concurrency: int, worker_env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The web server (runserver, the endpoint without its modelled latency) and a Celery
+    worker of `app` on its own queue, one command and environment for every run of them
+    (`worker_env`: additions, the worker's only)."""
+    env = {**os.environ, "COSTLAB_ENDPOINT_LATENCY_MS": "0", "CELERY_QUEUE": queue}
+    env["DJANGO_SETTINGS_MODULE"] = "costlab.settings"
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            queue,
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            "--loglevel=WARNING",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,  # `python -m` puts it on the path
+        env={**env, **worker_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return web, worker
+
+
+def _servers_stop(web: subprocess.Popen[bytes], worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    web.terminate()
+    worker.wait(timeout=30)
+    web.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A run of the end-to-end part: calls made, seconds, and what _cpu_report gave per
+    call (empty off Linux)."""
+
+    calls: int
+    seconds: float
+    per_call: dict[str, float]
+
+
+def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "prefork") -> Measured:
     import django
 
     django.setup()
@@ -341,36 +417,8 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
     organization = Organization.objects.create(name="bench calls", slug="bench-calls")
     port = _free_port()
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "COSTLAB_ENDPOINT_LATENCY_MS": "0", "CELERY_QUEUE": queue}
-    env["DJANGO_SETTINGS_MODULE"] = "costlab.settings"
-    web = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "costlab",
-            "worker",
-            "-Q",
-            queue,
-            f"--pool={pool}",
-            f"--concurrency={concurrency}",
-            "--loglevel=WARNING",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    web, worker = _servers_start(
+        port=port, queue=queue, app="costlab", pool=pool, concurrency=concurrency, worker_env={}
     )
     app.conf.task_default_queue = queue
     try:
@@ -379,22 +427,24 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
             organization=organization,
             user=None,
             settings=ConnectionSettings(name="built-in", base_url=f"http://127.0.0.1:{port}/v1"),
-            api_key="sk-bench",
+            api_key=CHAT_API_KEY,
         )
-        rng = random.Random(5)
+        rng, system_prompt = chat_start()
         options = chat_services.ChatOptions(
             connection=connection,
-            model="gpt-4o-mini",
-            system_prompt="You are ACME's assistant. " + _text(rng, 1200),
+            model=CHAT_MODEL,
+            system_prompt=system_prompt,
             stream=False,
-            max_completion_tokens=60,
+            max_completion_tokens=CHAT_REPLY_TOKENS,
         )
         open_chats = [
             chat_services.chat_create(organization=organization, user=None, options=options)
             for _ in range(chats)
         ]
         # One warm-up call per chat: the worker and the server load their vocabularies.
-        waiting = {c.pk: chat_services.chat_message_send(chat=c, text="hello") for c in open_chats}
+        waiting = {
+            c.pk: chat_services.chat_message_send(chat=c, text=CHAT_WARM_UP) for c in open_chats
+        }
         _drain(waiting, ApiCall, CallStatus)
         sent = {c.pk: 1 for c in open_chats}
         cpu_before = _cpu_snapshot(web.pid, worker.pid)
@@ -406,7 +456,8 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
         while done < total:
             for pk, chat in by_pk.items():
                 if pk not in waiting and sent[pk] < turns:
-                    waiting[pk] = chat_services.chat_message_send(chat=chat, text=_text(rng, 40))
+                    text = _text(rng, CHAT_QUESTION_WORDS)
+                    waiting[pk] = chat_services.chat_message_send(chat=chat, text=text)
                     sent[pk] += 1
             finished = _drain(waiting, ApiCall, CallStatus, once=True)
             done += finished
@@ -418,16 +469,14 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
         )
         print(f"  wall time       {elapsed:.1f} s, worker {pool} pool of {concurrency}")
         print(f"  calls/s         {total / elapsed:.1f} (target >= 100)")
-        _cpu_report(cpu_before, cpu_after, total)
+        per_call = _cpu_report(cpu_before, cpu_after, total)
         if failed.exists():
             example: Any = failed.first()
             print(f"  FAILED          {failed.count()} calls, e.g. {example.error!r}")
     finally:
-        worker.terminate()
-        web.terminate()
-        worker.wait(timeout=30)
-        web.wait(timeout=30)
+        _servers_stop(web, worker)
         organization.delete()
+    return Measured(total, elapsed, per_call)
 
 
 POLL_SECONDS = 0.02
@@ -478,6 +527,14 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument(
+        "--skip-floor",
+        action="store_true",
+        help="end to end without its floor (bench/calls_floor.py)",
+    )
+    parser.add_argument(
+        "--floor-only", action="store_true", help="the end-to-end floor alone (no endpoint part)"
+    )
     parser.add_argument("--skip-endpoint", action="store_true")
     args = parser.parse_args()
     if not args.skip_endpoint:
