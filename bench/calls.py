@@ -1,12 +1,15 @@
 """Calls benchmark: the built-in endpoint's own cost per call, and calls per second through the
 whole path (page service -> broker -> worker task -> openai SDK -> HTTP -> endpoint -> turn
-recorded).
+recorded) beside its floor (the same path without costlab's database work).
 
     .venv/bin/python bench/calls.py                       # SQLite + filesystem broker under var/
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/costlab_bench \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/3 .venv/bin/python bench/calls.py --chats 20 --turns 10
 
     .venv/bin/python bench/calls.py --skip-end-to-end --modes bytes   # the endpoint's ratio only
+    DATABASE_URL=... CELERY_BROKER_URL=redis://... .venv/bin/python bench/calls.py --skip-endpoint
+    .venv/bin/python bench/calls.py --skip-endpoint --skip-floor      # end to end, no floor
+    CELERY_BROKER_URL=redis://... .venv/bin/python bench/calls.py --floor-only   # its floor alone
     .venv/bin/python bench/calls.py --skip-end-to-end --modes bytes --user-words 300 --reply-tokens 500
 
 1. Endpoint: a growing conversation (a system prompt of ~1,500 words, then --endpoint-turns
@@ -46,6 +49,22 @@ recorded).
    time per chat, all chats at once. Target: at least 100 calls/s on 2 cores. On Linux it
    also prints each process's CPU per call (bench, web server, worker, PostgreSQL
    backends) and the database's sessions and commits per call: where the time goes.
+   Then its floor (--skip-floor: not; --floor-only: the floor alone, no endpoint part): the
+   same web server, command and environment, and a worker with the same flags of
+   `-A bench.calls_floor`, costlab's app with one bench-only task (bench/calls_floor.py),
+   which makes each call as the real task does (the openai SDK through calls/services/
+   calling.py's request path, one client per process, no retries) with the same request
+   bodies (the same chats, their questions drawn in the order they are sent, the endpoint's
+   replies) and touches no database; it signals each call done by an RPUSH to a Redis list
+   the bench BLPOPs (so the floor needs a Redis broker; it is skipped otherwise). Left:
+   Celery's publish, the worker's main process and child, the SDK, HTTP, and the endpoint
+   (its own key check and model lookup included, cached in its process for seconds: the
+   PostgreSQL backends' CPU is about nothing). It prints the floor's calls/s and CPU per call
+   by process, then both runs' CPU per call side by side and the share of the end-to-end
+   CPU per call above the floor: costlab's own work around the call (the send's rows, the
+   claim, the messages read back, the analysis, the turn, the rollups, their statements in
+   PostgreSQL), and the bench's polls for finished calls (20 ms apart: one statement each,
+   against the floor's BLPOP).
 """
 
 from __future__ import annotations
@@ -59,6 +78,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +96,21 @@ WORDS = (
 
 def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choices(WORDS, k=words))
+
+
+# The end-to-end chats (and the floor's: bench/calls_floor.py builds the same requests).
+CHAT_MODEL = "gpt-4o-mini"
+CHAT_REPLY_TOKENS = 60  # max_completion_tokens: the endpoint replies with exactly as many
+CHAT_QUESTION_WORDS = 40
+CHAT_WARM_UP = "hello"  # each chat's first message, before the measured turns
+CHAT_API_KEY = "sk-bench"  # development mode: any key is a caller (calls/selectors.py)
+
+
+def chat_start() -> tuple[random.Random, str]:
+    """The chats' random text: their system prompt, and the generator that then draws each
+    question (CHAT_QUESTION_WORDS words) in the order the questions are sent."""
+    rng = random.Random(5)
+    return rng, "You are ACME's assistant. " + _text(rng, 1200)
 
 
 def _conversation(turns: int, user_words: int) -> tuple[str, list[str]]:
@@ -276,9 +312,11 @@ def _cpu_snapshot(web: int, worker: int) -> dict[str, float]:
     }
 
 
-def _cpu_report(before: dict[str, float], after: dict[str, float], calls: int) -> None:
+def _cpu_report(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:
+    """Prints each process's CPU per call and the database's figures per call; returns them
+    (seconds, and counts, per call; empty where there are no snapshots)."""
     if not before:
-        return
+        return {}
     spent = {name: (after[name] - before[name]) / calls for name in after}
     cpu = {name: value for name, value in spent.items() if not name.startswith("db ")}
     print("  per call        CPU by process, us (other helpers' load on the machine excluded)")
@@ -290,6 +328,7 @@ def _cpu_report(before: dict[str, float], after: dict[str, float], calls: int) -
         f"    sessions {spent['db sessions']:.2f}, commits {spent['db commits']:.1f} per call"
         " (the bench's polls included)"
     )
+    return spent
 
 
 def _free_port() -> int:
@@ -323,7 +362,64 @@ def _vacuum() -> None:
         cursor.execute("VACUUM (ANALYZE)")
 
 
-def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "prefork") -> None:
+def _servers_start(
+    *, port: int, queue: str, app: str, pool: str, concurrency: int, worker_env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The web server (runserver, the endpoint without its modelled latency) and a Celery
+    worker of `app` on its own queue, one command and environment for every run of them: the
+    end-to-end part's and its floor's (`worker_env`: the floor's additions, the worker's only)."""
+    env = {**os.environ, "COSTLAB_ENDPOINT_LATENCY_MS": "0", "CELERY_QUEUE": queue}
+    env["DJANGO_SETTINGS_MODULE"] = "costlab.settings"
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            queue,
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            "--loglevel=WARNING",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,  # `python -m` puts it on the path: costlab, and bench.calls_floor
+        env={**env, **worker_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return web, worker
+
+
+def _servers_stop(web: subprocess.Popen[bytes], worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    web.terminate()
+    worker.wait(timeout=30)
+    web.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A run of the end-to-end part or of its floor: calls made, seconds, and what
+    _cpu_report gave per call (empty off Linux)."""
+
+    calls: int
+    seconds: float
+    per_call: dict[str, float]
+
+
+def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "prefork") -> Measured:
     import django
 
     django.setup()
@@ -341,36 +437,8 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
     organization = Organization.objects.create(name="bench calls", slug="bench-calls")
     port = _free_port()
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "COSTLAB_ENDPOINT_LATENCY_MS": "0", "CELERY_QUEUE": queue}
-    env["DJANGO_SETTINGS_MODULE"] = "costlab.settings"
-    web = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "costlab",
-            "worker",
-            "-Q",
-            queue,
-            f"--pool={pool}",
-            f"--concurrency={concurrency}",
-            "--loglevel=WARNING",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    web, worker = _servers_start(
+        port=port, queue=queue, app="costlab", pool=pool, concurrency=concurrency, worker_env={}
     )
     app.conf.task_default_queue = queue
     try:
@@ -379,22 +447,24 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
             organization=organization,
             user=None,
             settings=ConnectionSettings(name="built-in", base_url=f"http://127.0.0.1:{port}/v1"),
-            api_key="sk-bench",
+            api_key=CHAT_API_KEY,
         )
-        rng = random.Random(5)
+        rng, system_prompt = chat_start()
         options = chat_services.ChatOptions(
             connection=connection,
-            model="gpt-4o-mini",
-            system_prompt="You are ACME's assistant. " + _text(rng, 1200),
+            model=CHAT_MODEL,
+            system_prompt=system_prompt,
             stream=False,
-            max_completion_tokens=60,
+            max_completion_tokens=CHAT_REPLY_TOKENS,
         )
         open_chats = [
             chat_services.chat_create(organization=organization, user=None, options=options)
             for _ in range(chats)
         ]
         # One warm-up call per chat: the worker and the server load their vocabularies.
-        waiting = {c.pk: chat_services.chat_message_send(chat=c, text="hello") for c in open_chats}
+        waiting = {
+            c.pk: chat_services.chat_message_send(chat=c, text=CHAT_WARM_UP) for c in open_chats
+        }
         _drain(waiting, ApiCall, CallStatus)
         sent = {c.pk: 1 for c in open_chats}
         cpu_before = _cpu_snapshot(web.pid, worker.pid)
@@ -406,7 +476,8 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
         while done < total:
             for pk, chat in by_pk.items():
                 if pk not in waiting and sent[pk] < turns:
-                    waiting[pk] = chat_services.chat_message_send(chat=chat, text=_text(rng, 40))
+                    text = _text(rng, CHAT_QUESTION_WORDS)
+                    waiting[pk] = chat_services.chat_message_send(chat=chat, text=text)
                     sent[pk] += 1
             finished = _drain(waiting, ApiCall, CallStatus, once=True)
             done += finished
@@ -418,16 +489,14 @@ def end_to_end_bench(chats: int, turns: int, concurrency: int, pool: str = "pref
         )
         print(f"  wall time       {elapsed:.1f} s, worker {pool} pool of {concurrency}")
         print(f"  calls/s         {total / elapsed:.1f} (target >= 100)")
-        _cpu_report(cpu_before, cpu_after, total)
+        per_call = _cpu_report(cpu_before, cpu_after, total)
         if failed.exists():
             example: Any = failed.first()
             print(f"  FAILED          {failed.count()} calls, e.g. {example.error!r}")
     finally:
-        worker.terminate()
-        web.terminate()
-        worker.wait(timeout=30)
-        web.wait(timeout=30)
+        _servers_stop(web, worker)
         organization.delete()
+    return Measured(total, elapsed, per_call)
 
 
 POLL_SECONDS = 0.02
@@ -460,6 +529,130 @@ def _drain(waiting: dict[int, Any], api_call: Any, status: Any, once: bool = Fal
     return finished_count
 
 
+FLOOR_WAIT_SECONDS = 60.0
+
+
+def floor_bench(chats: int, turns: int, concurrency: int, pool: str = "prefork") -> Measured | None:
+    """The end-to-end part without costlab's database work (bench/calls_floor.py): the same
+    web server, a worker with the same flags of an app with one task more, the same chats'
+    requests sent one turn at a time per chat, all chats at once. None when the broker is not
+    Redis, through which the calls say they are done."""
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    broker_url = str(settings.CELERY_BROKER_URL)
+    if not broker_url.startswith(("redis://", "rediss://")):
+        print("floor             skipped: its calls report through Redis (CELERY_BROKER_URL)")
+        return None
+    import redis
+
+    from bench import calls_floor
+    from costlab.celery import app
+
+    call_command("migrate", verbosity=0)  # the endpoint's key check and model lookup read rows
+    port = _free_port()
+    queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    done_list = f"{queue}:done"
+    web, worker = _servers_start(
+        port=port,
+        queue=queue,
+        app="bench.calls_floor",
+        pool=pool,
+        concurrency=concurrency,
+        worker_env={
+            calls_floor.BASE_URL_ENV: f"http://127.0.0.1:{port}/v1",
+            calls_floor.API_KEY_ENV: CHAT_API_KEY,
+            calls_floor.DONE_ENV: done_list,
+        },
+    )
+    app.conf.task_default_queue = queue
+    broker = redis.Redis.from_url(broker_url)
+    try:
+        _wait_for(port)
+        rng, _ = chat_start()
+        asked = {chat: [CHAT_WARM_UP] for chat in range(chats)}
+        outcomes: Counter[str] = Counter()
+        # One warm-up call per chat, as end to end: the worker's children and the server load
+        # their vocabularies (a child builds the endpoint's reply tape too: calls_floor.reply).
+        for chat, questions in asked.items():
+            calls_floor.chat_call.delay(chat, questions)
+        for _ in asked:
+            outcomes[_floor_done(broker, done_list, worker)[1]] += 1
+        cpu_before = _cpu_snapshot(web.pid, worker.pid)
+        started = time.perf_counter()
+        waiting: set[int] = set()
+        done = 0
+        total = chats * (turns - 1)
+        while done < total:
+            for chat, questions in asked.items():
+                if chat not in waiting and len(questions) < turns:
+                    questions.append(_text(rng, CHAT_QUESTION_WORDS))
+                    calls_floor.chat_call.delay(chat, questions)
+                    waiting.add(chat)
+            chat, outcome = _floor_done(broker, done_list, worker)
+            waiting.discard(chat)
+            outcomes[outcome] += 1
+            done += 1
+        elapsed = time.perf_counter() - started
+        cpu_after = _cpu_snapshot(web.pid, worker.pid)
+        print(
+            f"floor             {total} calls in {chats} chats x {turns - 1} turns (after a "
+            "warm-up): the same path without costlab's database work (bench/calls_floor.py)"
+        )
+        print(f"  wall time       {elapsed:.1f} s, worker {pool} pool of {concurrency}")
+        print(f"  calls/s         {total / elapsed:.1f}")
+        per_call = _cpu_report(cpu_before, cpu_after, total)
+        wrong = {outcome: n for outcome, n in outcomes.items() if outcome != calls_floor.OK}
+        if wrong:
+            print(f"  NOT AS SENT     {sum(wrong.values())} calls (warm-ups included): {wrong}")
+    finally:
+        _servers_stop(web, worker)
+        broker.delete(done_list)
+        broker.close()
+    return Measured(total, elapsed, per_call)
+
+
+def _floor_done(broker: Any, done_list: str, worker: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """The next floor call to finish: its chat and outcome (bench/calls_floor.py's RPUSH)."""
+    deadline = time.monotonic() + FLOOR_WAIT_SECONDS
+    while True:
+        popped = broker.blpop([done_list], timeout=1)
+        if popped is not None:
+            chat, _, outcome = popped[1].decode().partition(" ")
+            return int(chat), outcome
+        if worker.poll() is not None:
+            raise SystemExit(f"the floor's worker exited ({worker.returncode})")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no floor call finished in {FLOOR_WAIT_SECONDS:.0f} s")
+
+
+def floor_compare(path: Measured, floor: Measured) -> None:
+    """Each process's CPU per call end to end beside the floor's, and the share of the
+    end-to-end CPU per call above the floor."""
+    print(
+        f"end to end / floor  {path.calls / path.seconds:.1f} / {floor.calls / floor.seconds:.1f} "
+        "calls/s"
+    )
+    if not path.per_call or not floor.per_call:
+        return
+    print(f"  per call        CPU by process, us {'end to end':>12}{'floor':>8}{'above':>8}")
+    names = [name for name in path.per_call if not name.startswith("db ")]
+    for name in names:
+        e2e, low = path.per_call[name] * 1e6, floor.per_call[name] * 1e6
+        print(f"    {name:<31}{e2e:12.0f}{low:8.0f}{e2e - low:8.0f}")
+    e2e = sum(path.per_call[name] for name in names) * 1e6
+    low = sum(floor.per_call[name] for name in names) * 1e6
+    print(f"    {'all of them':<31}{e2e:12.0f}{low:8.0f}{e2e - low:8.0f}")
+    print(
+        f"  above the floor {(e2e - low) / e2e:.0%} of the end-to-end CPU per call (costlab's "
+        "database work: sends, claim, messages read, analysis, turn, rollups; and the bench's "
+        "polls)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -478,9 +671,19 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument(
+        "--skip-floor",
+        action="store_true",
+        help="end to end without its floor (bench/calls_floor.py)",
+    )
+    parser.add_argument(
+        "--floor-only", action="store_true", help="the end-to-end floor alone (no endpoint part)"
+    )
     parser.add_argument("--skip-endpoint", action="store_true")
     args = parser.parse_args()
-    if not args.skip_endpoint:
+    if args.floor_only and (args.skip_floor or args.skip_end_to_end):
+        parser.error("--floor-only runs the floor: not with --skip-floor or --skip-end-to-end")
+    if not args.skip_endpoint and not args.floor_only:
         modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
         unknown = [mode for mode in modes if mode not in MODES]
         if unknown:
@@ -492,8 +695,13 @@ def main() -> None:
             repeat=args.repeat,
             modes=modes,
         )
-    if not args.skip_end_to_end:
-        end_to_end_bench(args.chats, args.turns, args.concurrency, args.pool)
+    path = floor = None
+    if not args.skip_end_to_end and not args.floor_only:
+        path = end_to_end_bench(args.chats, args.turns, args.concurrency, args.pool)
+    if not args.skip_end_to_end and not args.skip_floor:
+        floor = floor_bench(args.chats, args.turns, args.concurrency, args.pool)
+    if path is not None and floor is not None:
+        floor_compare(path, floor)
 
 
 if __name__ == "__main__":
