@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -47,6 +48,7 @@ from conversations.models import (
 from conversations.ranges import request_ranges
 from conversations.selectors import conversation_transcript
 from conversations.services import rollups
+from conversations.services.chunk_sums import PriceRates
 from conversations.services.transcripts import DEFAULT_RETENTION_SECONDS
 from conversations.services.usage import turn_usage_fields
 from costlab import jobs
@@ -66,7 +68,10 @@ from .calling import (
 )
 from .updates import (
     Insert,
+    Lock,
+    Step,
     Update,
+    Upsert,
     Written,
     instance_insert,
     row_update,
@@ -794,66 +799,82 @@ def _turn_record(
     at = analysis.call.started_at or now
     model = call.model[:200]
     records = turn_usage_fields(model=model, result=analysis, book=book, at=at)
+    reason = analysis.miss_reason
+    turn = {
+        "conversation_id": conversation.pk,
+        "index": call.index,
+        "request_ranges": request_ranges(list(range(call.request_end))),
+        "response_id": None,
+        "model": model,
+        "service_tier": ((result.service_tier if result else None) or "")[:20],
+        "prompt_cache_key": (chat.prompt_cache_key or "")[:300],
+        "max_output_tokens": chat.max_completion_tokens,
+        "external_id": (result.response_id if result else "")[:300],
+        "started_at": at,
+        "latency_ms": result.latency_ms if result else None,
+        "estimated_prompt_tokens": analysis.estimated_prompt_tokens,
+        "estimated_completion_tokens": analysis.estimated_completion_tokens,
+        "simulated_cached_tokens": analysis.simulated_cached_tokens,
+        "miss_reason": reason.kind if reason else "",
+        "miss_detail": reason.describe()[:300] if reason else "",
+        "miss_token": (reason.token if reason and reason.kind == "prefix_changed" else None),
+        "miss_message": (reason.message if reason and reason.kind == "prefix_changed" else None),
+        "over_context": analysis.over_context,
+    }
+    steps: list[Step] = []
+    if result is not None:  # the reply, then the turn that points at it
+        reply = {
+            "conversation_id": conversation.pk,
+            "index": call.request_end,
+            "role": "assistant",
+            "data": {"role": "assistant", "content": result.content},
+            "sent_at": now,
+        }
+        steps.append(Insert(Message, [reply]))
+        turn["response_id"] = Written(0)
+    turn_step = len(steps)
+    steps.append(Insert(Turn, [turn]))
+    usage_rows = [
+        {
+            "turn_id": Written(turn_step),
+            "organization_id": conversation.organization_id,
+            "conversation_id": conversation.pk,
+            **fields,
+        }
+        for fields in records
+    ]
+    steps.append(Insert(UsageRecord, usage_rows))
+    billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
+    if result is not None:  # the call, and the attempt that got its answer, marked
+        steps.append(_call_succeeded(call, result, cost=billed, turn=Written(turn_step)))
+        if result.attempt_id is not None:
+            steps.append(Update(CallAttempt, result.attempt_id, attempt_values(result)))
+    # On PostgreSQL the turn's rollup sums are added by the same statement (summed here,
+    # rollups.turn_sums): every row of the turn, and its sums, in one statement that is its
+    # own transaction. Elsewhere, or for a turn those sums do not cover, turns_added adds
+    # them from the rows just written, in the transaction that writes them.
+    sums = rollups.turn_sums(
+        organization=chat.organization,
+        conversation=conversation,
+        turn=turn,
+        records=usage_rows,
+        rates=_book_rates(book),
+    )
     try:
+        if sums is not None:
+            steps.append(Lock(sums.lock))
+            steps += [
+                Upsert(t.model, t.keys, t.figures, t.rows, conflict=t.conflict) for t in sums.tables
+            ]
+            # In a caller's transaction, a savepoint: a second writer's IntegrityError
+            # must not end that transaction.
+            inner = transaction.atomic() if db_connection.in_atomic_block else nullcontext()
+            with inner:
+                turn_id = rows_write_together(steps)[turn_step]
+            if state is not None:  # kept for the next turn, now that this one is committed
+                _carried_put(conversation.pk, book, state)
+            return turn_id, billed
         with transaction.atomic():
-            reason = analysis.miss_reason
-            turn = {
-                "conversation_id": conversation.pk,
-                "index": call.index,
-                "request_ranges": request_ranges(list(range(call.request_end))),
-                "response_id": None,
-                "model": model,
-                "service_tier": ((result.service_tier if result else None) or "")[:20],
-                "prompt_cache_key": (chat.prompt_cache_key or "")[:300],
-                "max_output_tokens": chat.max_completion_tokens,
-                "external_id": (result.response_id if result else "")[:300],
-                "started_at": at,
-                "latency_ms": result.latency_ms if result else None,
-                "estimated_prompt_tokens": analysis.estimated_prompt_tokens,
-                "estimated_completion_tokens": analysis.estimated_completion_tokens,
-                "simulated_cached_tokens": analysis.simulated_cached_tokens,
-                "miss_reason": reason.kind if reason else "",
-                "miss_detail": reason.describe()[:300] if reason else "",
-                "miss_token": (
-                    reason.token if reason and reason.kind == "prefix_changed" else None
-                ),
-                "miss_message": (
-                    reason.message if reason and reason.kind == "prefix_changed" else None
-                ),
-                "over_context": analysis.over_context,
-            }
-            steps: list[Insert | Update] = []
-            if result is not None:  # the reply, then the turn that points at it
-                reply = {
-                    "conversation_id": conversation.pk,
-                    "index": call.request_end,
-                    "role": "assistant",
-                    "data": {"role": "assistant", "content": result.content},
-                    "sent_at": now,
-                }
-                steps.append(Insert(Message, [reply]))
-                turn["response_id"] = Written(0)
-            turn_step = len(steps)
-            steps.append(Insert(Turn, [turn]))
-            steps.append(
-                Insert(
-                    UsageRecord,
-                    [
-                        {
-                            "turn_id": Written(turn_step),
-                            "organization_id": conversation.organization_id,
-                            "conversation_id": conversation.pk,
-                            **fields,
-                        }
-                        for fields in records
-                    ],
-                )
-            )
-            billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
-            if result is not None:  # the call, and the attempt that got its answer, marked
-                steps.append(_call_succeeded(call, result, cost=billed, turn=Written(turn_step)))
-                if result.attempt_id is not None:
-                    steps.append(Update(CallAttempt, result.attempt_id, attempt_values(result)))
             # One statement on PostgreSQL (updates.rows_write_together): the rows are written
             # as Model.objects.create / bulk_create / save wrote them.
             turn_id = rows_write_together(steps)[turn_step]
@@ -875,3 +896,23 @@ def _turn_record(
                 attempt_succeeded(result)
         return existing, cost
     return turn_id, billed
+
+
+# Per process, the price rows' figures the rollups' LOST reads, by price book: a book is
+# re-read every BOOK_SECONDS (selectors.price_book), and its rows are the ones its calls
+# were priced with.
+_rates: OrderedDict[int, tuple[PriceBook, PriceRates]] = OrderedDict()
+
+
+def _book_rates(book: PriceBook) -> PriceRates:
+    with _carried_lock:
+        found = _rates.get(id(book))
+    if found is not None and found[0] is book:
+        return found[1]
+    rates = PriceRates()
+    rates.remember(book.rows)
+    with _carried_lock:
+        _rates[id(book)] = (book, rates)
+        while len(_rates) > 8:
+            _rates.popitem(last=False)
+    return rates

@@ -23,6 +23,8 @@ from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models.fields import AutoFieldMixin
 
+from conversations.services.upsert_sql import on_conflict_combine
+
 _statements: dict[tuple[Any, ...], str] = {}
 _MISSING = object()
 _M = TypeVar("_M", bound=models.Model)
@@ -201,10 +203,11 @@ def rows_fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 # elsewhere (SQLite has no INSERT inside WITH) they run one after the other, as before.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Written:
     """The primary key of the first row that step `step` of `rows_write_together` wrote: a
-    value of a later step (a foreign key to that row)."""
+    value of a later step (a foreign key to that row). Ordered, so that sums taking the
+    least or greatest of several (rollups' first and last turn) can hold one."""
 
     step: int
 
@@ -226,9 +229,43 @@ class Update:
     status_in: tuple[str, ...] = ()
 
 
-def _step_shape(step: Insert | Update) -> tuple[Any, ...]:
+@dataclass(frozen=True)
+class Lock:
+    """A shared advisory lock of the transaction (rollup_lock.organization_lock's, taken
+    shared): `keys` are its two 32-bit keys. The steps after it run once it is held."""
+
+    keys: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """Rows added to a sums table (a rollup): each row's `columns` values, the keys first;
+    a row whose keys are there already has its figures combined with the stored ones, each
+    by its kind (upsert_sql.on_conflict_combine; `keys` are the table's unique constraint).
+    Written in key order, once every earlier step is done: writers of one table take its
+    rows in one order, so none waits on another in a cycle."""
+
+    model: type[models.Model]
+    keys: tuple[str, ...]
+    figures: tuple[tuple[str, str], ...]
+    rows: Sequence[Sequence[Any]]
+    conflict: tuple[str, ...] = ()  # the unique constraint's columns, if not all of `keys`
+
+
+Step = Insert | Update | Lock | Upsert
+
+
+def _step_shape(step: Step) -> tuple[Any, ...]:
     """What shapes a step's statement text: its kind, model, columns, and which values are
     another step's key (or, for an update, NULL)."""
+    if isinstance(step, Lock):
+        return ("lock",)
+    if isinstance(step, Upsert):
+        written = tuple(
+            tuple((i, value.step) for i, value in enumerate(row) if isinstance(value, Written))
+            for row in step.rows
+        )
+        return ("upsert", step.model, step.keys, step.figures, step.conflict, written)
     if isinstance(step, Insert):
         refs = tuple(
             tuple(sorted((k, v.step) for k, v in row.items() if isinstance(v, Written)))
@@ -248,23 +285,65 @@ def _insert_value(field: models.Field[Any, Any], row: Mapping[str, Any]) -> Any:
     return field.get_default() if value is _MISSING else value
 
 
-def _value_sql(
-    steps: Sequence[Insert | Update], number: int, value: Any, null: bool = False
-) -> str:
+def _value_sql(steps: Sequence[Step], number: int, value: Any, null: bool = False) -> str:
     """A value's place in step `number`'s text: another step's key (a subquery of its
     RETURNING), NULL, or a parameter."""
     if isinstance(value, Written):
-        written = steps[value.step].model._meta.pk
-        assert written is not None and value.step < number, "a step reads an earlier one"
+        step = steps[value.step]
+        assert isinstance(step, Insert) and value.step < number, "a step reads an earlier insert"
+        written = step.model._meta.pk
+        assert written is not None
         return f"(SELECT {connection.ops.quote_name(written.column)} FROM s{value.step} LIMIT 1)"
     return "NULL" if null else "%s"
 
 
-def _together_sql(steps: Sequence[Insert | Update]) -> str:
+def _upsert_columns(step: Upsert) -> list[models.Field[Any, Any]]:
+    by_column = {field.column: field for field in step.model._meta.concrete_fields}
+    return [by_column[name] for name in (*step.keys, *(name for name, _ in step.figures))]
+
+
+def _upsert_sql(steps: Sequence[Step], number: int, step: Upsert) -> str:
+    """INSERT ... SELECT its rows (each value cast to its column's type: in a VALUES list
+    of its own, a parameter's type is not inferred from the column), in key order, after
+    the step before it (its count, read in the WHERE, makes PostgreSQL finish that step
+    first), ON CONFLICT combining the figures."""
+    quote = connection.ops.quote_name
+    fields = _upsert_columns(step)
+    casts = [f"::{field.db_type(connection)}" for field in fields]
+    rows = [
+        ", ".join(
+            _value_sql(steps, number, value) if isinstance(value, Written) else "%s" + cast
+            for value, cast in zip(row, casts, strict=True)
+        )
+        for row in step.rows
+    ]
+    columns = ", ".join(quote(field.column) for field in fields)
+    after = f" WHERE (SELECT count(*) FROM s{number - 1}) >= 0" if number else ""
+    order = ", ".join(str(i + 1) for i in range(len(step.keys)))
+    combine = on_conflict_combine(
+        step.model._meta.db_table, step.conflict or step.keys, step.figures
+    )
+    return (
+        f"INSERT INTO {quote(step.model._meta.db_table)} ({columns}) "
+        f"SELECT * FROM (VALUES {', '.join(f'({row})' for row in rows)}) AS v"
+        f"{after} ORDER BY {order}{combine} RETURNING 1"
+    )
+
+
+def _together_sql(steps: Sequence[Step]) -> str:
     quote = connection.ops.quote_name
     parts = []
     selects = []
     for number, step in enumerate(steps):
+        if isinstance(step, Lock | Upsert):
+            body = (
+                "SELECT pg_advisory_xact_lock_shared(%s, %s)"
+                if isinstance(step, Lock)
+                else _upsert_sql(steps, number, step)
+            )
+            parts.append(f"s{number} AS ({body})")
+            selects.append(f"(SELECT count(*) FROM s{number})")
+            continue
         table = quote(step.model._meta.db_table)
         pk_field = step.model._meta.pk
         assert pk_field is not None
@@ -302,10 +381,20 @@ def _together_sql(steps: Sequence[Insert | Update]) -> str:
     return f"WITH {', '.join(parts)} SELECT {', '.join(selects)}"
 
 
-def _together_params(steps: Sequence[Insert | Update]) -> list[Any]:
+def _together_params(steps: Sequence[Step]) -> list[Any]:
     params: list[Any] = []
     for step in steps:
-        if isinstance(step, Insert):
+        if isinstance(step, Lock):
+            params += step.keys
+        elif isinstance(step, Upsert):
+            columns = _upsert_columns(step)
+            for values in step.rows:
+                params += [
+                    field.get_db_prep_save(value, connection)
+                    for field, value in zip(columns, values, strict=True)
+                    if not isinstance(value, Written)
+                ]
+        elif isinstance(step, Insert):
             fields, names = _insert_known(step.model)
             for row in step.rows:
                 unknown = row.keys() - names
@@ -322,10 +411,10 @@ def _together_params(steps: Sequence[Insert | Update]) -> list[Any]:
     return params
 
 
-def rows_write_together(steps: Sequence[Insert | Update]) -> list[int]:
+def rows_write_together(steps: Sequence[Step]) -> list[int]:
     """Write `steps` in order, as rows_insert and row_update would one by one, all or
     nothing: per step, the key of the first row an Insert wrote (0 when its condition
-    said no), or how many rows an Update changed. A value `Written(n)` is the key step n
+    said no), or how many rows an Update (or an Upsert) changed. A value `Written(n)` is the key step n
     wrote. On PostgreSQL one statement (prepared once per session, COSTLAB_DB_PREPARE_CALLS;
     outside a transaction, its own, with no BEGIN and COMMIT round trips); a unique
     constraint's violation raises IntegrityError and writes nothing."""
@@ -340,14 +429,20 @@ def rows_write_together(steps: Sequence[Insert | Update]) -> list[int]:
     return [int(value or 0) for value in row]
 
 
-def _one_by_one(steps: Sequence[Insert | Update]) -> list[int]:
+def _one_by_one(steps: Sequence[Step]) -> list[int]:
+    """The steps one statement each, in order (SQLite: one writer at a time, so a Lock has
+    nothing to order and takes nothing)."""
     done: list[int] = []
 
     def resolved(values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: done[v.step] if isinstance(v, Written) else v for k, v in values.items()}
 
     for step in steps:
-        if isinstance(step, Insert):
+        if isinstance(step, Lock):
+            done.append(1)
+        elif isinstance(step, Upsert):
+            done.append(_upsert_plain(step, done))
+        elif isinstance(step, Insert):
             if step.when is not None and not done[step.when]:
                 done.append(0)
                 continue
@@ -363,3 +458,30 @@ def _one_by_one(steps: Sequence[Insert | Update]) -> list[int]:
             )
             done.append(changed)
     return done
+
+
+def _upsert_plain(step: Upsert, done: Sequence[int]) -> int:
+    quote = connection.ops.quote_name
+    fields = _upsert_columns(step)
+    width = len(step.keys)
+    rows = sorted(
+        ([done[v.step] if isinstance(v, Written) else v for v in row] for row in step.rows),
+        key=lambda row: tuple(row[:width]),
+    )
+    marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    columns = ", ".join(quote(field.column) for field in fields)
+    combine = on_conflict_combine(
+        step.model._meta.db_table, step.conflict or step.keys, step.figures
+    )
+    params = [
+        field.get_db_prep_save(value, connection)
+        for row in rows
+        for field, value in zip(fields, row, strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(step.model._meta.db_table)} ({columns}) "
+            f"VALUES {', '.join([marks] * len(rows))}{combine}",
+            params,
+        )
+        return int(cursor.rowcount)

@@ -387,6 +387,16 @@ class PriceRates:
                 input_rate, cached_rate, DEFAULT_STEP if step is None else step
             )
 
+    def remember(self, rows: Iterable[ModelPrice]) -> None:
+        """Rows already in memory (a price book's, its cache policies read with them), so
+        that `load` reads none of them again."""
+        for row in rows:
+            policy = row.cache_policy if row.cache_policy_id is not None else None
+            step = None if policy is None else policy.step_tokens
+            self.known[row.pk] = _Rates.of(
+                row.input_per_1m, row.cached_input_per_1m, DEFAULT_STEP if step is None else step
+            )
+
     def get(self, pk: int | None) -> _Rates | None:
         return None if pk is None else self.known[pk]
 

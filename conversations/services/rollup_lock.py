@@ -27,8 +27,10 @@ def organization_lock(organization_id: int, *, shared: bool) -> None:
         return
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
-        # The two-key form takes 32-bit keys: two organizations may share a lock, which
-        # only makes one wait for the other.
-        cursor.execute(
-            f"SELECT {function}(%s, %s)", [ADVISORY_NAMESPACE, organization_id % (2**31)]
-        )
+        cursor.execute(f"SELECT {function}(%s, %s)", list(organization_lock_keys(organization_id)))
+
+
+def organization_lock_keys(organization_id: int) -> tuple[int, int]:
+    """The two keys of the organization's advisory lock. The two-key form takes 32-bit
+    keys: two organizations may share a lock, which only makes one wait for the other."""
+    return ADVISORY_NAMESPACE, organization_id % (2**31)

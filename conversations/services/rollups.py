@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -61,20 +61,23 @@ from django.db.models.lookups import GreaterThan
 
 from ..breakdowns import LOST, MISSED_TOKENS, OTHER_KEY
 from ..models import (
+    BreakerDay,
     CacheDay,
     CalibrationGap,
     Conversation,
     ConversationDay,
     ConversationTotals,
+    DimensionDay,
     Organization,
+    Turn,
     UsageDay,
     UsageRecord,
     UsageSource,
 )
 from . import chunk_sums, dimension_rollups
 from .rollup_drift import compare, normal
-from .rollup_lock import organization_lock
-from .upsert_sql import ADD, MONEY, on_conflict_combine, quote
+from .rollup_lock import organization_lock, organization_lock_keys
+from .upsert_sql import ADD, EITHER, MONEY, on_conflict_combine, quote
 
 # Ids per statement: well under PostgreSQL's 65,535 parameters.
 ID_BATCH = 5000
@@ -586,6 +589,95 @@ def turns_added(
             return
         for sql, params in statements:
             cursor.execute(sql, params)
+
+
+@dataclass(frozen=True)
+class TableSums:
+    """Rows to add to one rollup table: each row its keys then its figures, combined with
+    a stored row of the same keys by each figure's kind (upsert_sql)."""
+
+    model: type[models.Model]
+    keys: tuple[str, ...]
+    conflict: tuple[str, ...]  # the columns of the table's unique constraint (of `keys`)
+    figures: tuple[tuple[str, str], ...]
+    rows: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class TurnSums:
+    """What one live turn adds to the rollups, summed in Python: the organization's rollup
+    lock to take (shared) first, then the tables in the order every adder takes them."""
+
+    lock: tuple[int, int]
+    tables: list[TableSums]
+
+
+# turns_added's order: the conversation's own rows, DimensionDay and BreakerDay, then the
+# organization-day tables (ORG_DAY_TABLES' order). With each, its unique constraint's
+# columns (conversations/models.py) where they are not all its keys.
+_TURN_SHAPES: tuple[tuple[type[models.Model], chunk_sums.Shape, tuple[str, ...] | None], ...] = (
+    (ConversationDay, chunk_sums.CONVERSATION_DAY, ("conversation_id", "day", "model")),
+    (ConversationTotals, chunk_sums.CONVERSATION_TOTALS, ("conversation_id",)),
+    (DimensionDay, chunk_sums.DIMENSION_DAY, None),
+    (
+        BreakerDay,
+        chunk_sums.BREAKER_DAY,
+        ("conversation_id", "day", "model", "message", "block"),
+    ),
+    (UsageDay, chunk_sums.USAGE_DAY, None),
+    (CalibrationGap, chunk_sums.CALIBRATION_GAP, None),
+    (CacheDay, chunk_sums.CACHE_DAY, None),
+)
+
+
+def _defaults(model: type[models.Model], row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` with every column it leaves out at its default, as the row is stored."""
+    full = {f.attname: f.get_default() for f in model._meta.concrete_fields}
+    full.update(row)
+    return full
+
+
+def turn_sums(
+    *,
+    organization: Organization,
+    conversation: Conversation,
+    turn: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    rates: chunk_sums.PriceRates,
+) -> TurnSums | None:
+    """The sums turns_added would add for one turn about to be written (`turn` and its
+    usage `records` as their columns, by attribute name; `turn_id` may stand for the id it
+    will get), computed from those rows in memory (chunk_sums, as an import's chunk), so
+    that a writer can add them in the statement that writes the turn: no statement reading
+    the new rows back, grouping them and joining their turn and conversation, eight times.
+    None where turns_added must run instead: SQLite (chunk_sums is PostgreSQL's numeric),
+    a turn chunk_sums does not sum exactly, or one with no billing record."""
+    if connection.vendor != "postgresql" or not any(r["is_billing"] for r in records):
+        return None
+    chunk = chunk_sums.ChunkInput(
+        conversations=[{"source": conversation.source, "tags": conversation.tags}],
+        conversation_ids=[conversation.pk],
+        turns=[_defaults(Turn, turn)],
+        turn_conversation=[0],
+        records=[_defaults(UsageRecord, record) for record in records],
+        record_turn=[0] * len(records),
+    )
+    try:
+        shared, own = chunk_sums.chunk_sums(chunk, time_zone=organization.time_zone, rates=rates)
+    except chunk_sums.Unsupported:
+        return None
+    tables = []
+    for model, shape, conflict in _TURN_SHAPES:
+        sums = own if shape.table in own.tables else shared
+        rows = sums.rows(shape)
+        figures = shape.figures
+        if shape is chunk_sums.CONVERSATION_TOTALS:  # and its flag, as own_write has it
+            priced = shape.columns.index("priced_calls")
+            rows = [(*row, row[priced] > 0) for row in rows]
+            figures = (*figures, ("is_priced", EITHER))
+        if rows:
+            tables.append(TableSums(model, shape.keys, conflict or shape.keys, figures, rows))
+    return TurnSums(organization_lock_keys(organization.pk), tables)
 
 
 _PREPARE_WHEN_ASKED = 2**31 - 1

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from django.db import connection
 
 # How a figure combines with the one already stored: added; added where either may be
-# NULL (money: NULL + x = x, as SUM has it); or the least or greatest of the two.
-ADD, MONEY, LEAST, GREATEST = "add", "money", "least", "greatest"
+# NULL (money: NULL + x = x, as SUM has it); the least or greatest of the two; or either
+# (a flag such as ConversationTotals.is_priced, true once one of its calls was priced).
+ADD, MONEY, LEAST, GREATEST, EITHER = "add", "money", "least", "greatest", "either"
 
 
 def quote(name: str) -> str:
@@ -34,6 +35,8 @@ def on_conflict_combine(
             if connection.vendor == "sqlite":
                 function = "min" if kind == LEAST else "max"
             updates.append(f"{quote(column)} = {function}({mine}, {theirs})")
+        elif kind == EITHER:
+            updates.append(f"{quote(column)} = ({mine} OR {theirs})")
         else:
             updates.append(f"{quote(column)} = {mine} + {theirs}")
     keys = ", ".join(quote(k) for k in conflict)

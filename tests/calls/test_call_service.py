@@ -630,8 +630,9 @@ def test_writes_together_are_one_statement_that_writes_all_or_nothing() -> None:
 
 
 def test_a_turn_is_written_by_one_statement() -> None:
-    """A chat turn's reply, turn, usage records, call and answered attempt: one statement
-    on PostgreSQL (before its rollups), and every row points where the ORM's writes did."""
+    """A chat turn's reply, turn, usage records, call and answered attempt, and its sums in
+    every rollup it adds to: one statement on PostgreSQL, and every row points where the
+    ORM's writes did; the rollups equal the raw rows' sums."""
     chat = make_chat(make_connection())
     call = chats.chat_message_send(chat=chat, text="Hello?")
     with CaptureQueriesContext(db_connection) as ran:
@@ -645,10 +646,17 @@ def test_a_turn_is_written_by_one_statement() -> None:
     ]
     if db_connection.vendor == "postgresql":
         assert len(writes) == 1
+        rollup_tables = ("conversationday", "conversationtotals", "dimensionday", "usageday")
         assert all(
             part in sqls[writes[0]]
-            for part in (*(f'INSERT INTO "{t}"' for t in tables), 'UPDATE "calls_apicall"')
+            for part in (
+                *(f'INSERT INTO "{t}"' for t in tables),
+                'UPDATE "calls_apicall"',
+                *(f'INSERT INTO "conversations_{t}"' for t in rollup_tables),
+            )
         )
+        assert not any("conversations_usageday" in sql for sql in sqls[writes[0] + 1 :])
+    assert rollups.organization_drift(organization=chat.organization) == []
     call.refresh_from_db()
     turn = Turn.objects.get(conversation_id=chat.conversation_id, index=0)
     assert call.status == CallStatus.SUCCEEDED and call.turn_id == turn.pk
@@ -727,17 +735,21 @@ def test_a_call_finished_meanwhile_is_not_sent() -> None:
 def test_a_turn_writes_the_organizations_rollup_rows_last_before_its_commit() -> None:
     """Every call of an organization updates the same organization-day rows, and holds their
     locks from its first upsert of one to its commit: nothing else is written in between
-    (the call, its attempt, the conversation's own rollup rows all come before)."""
+    (the call, its attempt, the conversation's own rollup rows all come before). The turn's
+    rows and sums are one statement whose steps run in the order of its text (each upsert
+    waits for the step before it): the order is read off that text."""
     chat = make_chat(make_connection())
     queued = chats.chat_message_send(chat=chat, text="Hello?")
     with CaptureQueriesContext(db_connection) as ran:
         tasks.api_call_run(queued.pk)
-    sqls = [q["sql"] for q in ran.captured_queries]
+    sqls = "\n".join(q["sql"] for q in ran.captured_queries)
     shared = ("usageday", "cacheday", "dimensionday", "breakerday", "calibrationgap")
-    first = _statement_at(sqls, "pg_advisory_xact_lock_shared")
-    rest = "\n".join(sqls[first + 1 :])
+    rest = sqls[sqls.index("pg_advisory_xact_lock_shared") :]
     ends = rest.index("RELEASE SAVEPOINT")
-    hot = min(rest.index(f"conversations_{table}") for table in shared)
+    # Only the tables the turn adds to are written (no prefix breaker, no gap here).
+    written = [f'"conversations_{table}"' for table in shared if f"conversations_{table}" in rest]
+    assert written, rest
+    hot = min(rest.index(table) for table in written)
     assert rest.index("conversations_conversationday") < hot
     assert rest.index("conversations_conversationtotals") < hot
     assert not any(word in rest[hot:ends] for word in ("calls_apicall", "calls_callattempt"))
@@ -929,3 +941,95 @@ def test_rows_insert_writes_what_the_orms_insert_writes() -> None:
         )
         updates.rows_insert(model=Turn, rows=[{"conversation_id": by_row.pk, **turn}])
     assert Message.objects.filter(conversation=by_row).count() == 2  # the system prompt
+
+
+@pytest.mark.skipif(
+    db_connection.vendor != "postgresql",
+    reason="the sums in Python are PostgreSQL's numeric arithmetic; SQLite takes turns_added",
+)
+def test_a_turns_rollup_sums_written_with_it_are_the_raw_rows_sums() -> None:
+    """rollups.turn_sums and updates.Upsert, as a chat turn uses them: turns of a tagged
+    conversation, two breaking the prefix at the same block (BreakerDay's least and
+    greatest turn), estimates off the report (CalibrationGap), one model the price book
+    does not know (its cost NULL), each written with its sums in one statement. Every
+    rollup then equals what the SQL computes from the raw rows (rollups_verify's check)."""
+    from conversations.engine.pricing import buckets_from_counts
+
+    chat = make_chat(make_connection())
+    conversation = chat.conversation
+    conversation.tags = {"team": "support", "tier": None}
+    conversation.save(update_fields=["tags"])
+    organization = chat.organization
+    book = selectors.price_book(organization)
+    now = timezone.now()
+    turns = [  # model, prompt, cached, estimate, miss reason, token, end user, latency
+        ("gpt-4o", 1800, 0, 1790, "cold", None, "ann", 120),
+        ("gpt-4o", 2100, 1792, 2100, "prefix_changed", 1300, "ann", 80),
+        ("gpt-4o", 2400, 0, 2420, "prefix_changed", 1290, "bob", None),
+        ("no-such-model", 900, 0, 900, "cold", None, "", 50),
+    ]
+    turn_ids = []
+    for index, (model, prompt, cached, estimate, reason, token, user, latency) in enumerate(turns):
+        turn = {
+            "conversation_id": conversation.pk,
+            "index": index,
+            "request_ranges": [[0, 1]],
+            "model": model,
+            "started_at": now,
+            "latency_ms": latency,
+            "end_user": user,
+            "estimated_prompt_tokens": estimate,
+            "simulated_cached_tokens": cached,
+            "miss_reason": reason,
+            "miss_token": token,
+            "miss_message": 1 if token is not None else None,
+        }
+        buckets = buckets_from_counts(
+            prompt_tokens=prompt, cached_tokens=cached, completion_tokens=40
+        )
+        priced = book.price(model=model, at=now, buckets=buckets, service_tier=None, batch=False)
+        record = {
+            "turn_id": updates.Written(0),
+            "organization_id": organization.pk,
+            "conversation_id": conversation.pk,
+            "occurred_at": now,
+            "model": model,
+            "source": "reported",
+            "is_billing": True,
+            "prompt_tokens": prompt,
+            "completion_tokens": 40,
+            "total_tokens": prompt + 40,
+            "input_uncached": buckets.input_uncached,
+            "input_cached": cached,
+            "output": 40,
+            "cache_eligible": True,
+            **priced.cost_fields(),
+        }
+        sums = rollups.turn_sums(
+            organization=organization,
+            conversation=conversation,
+            turn=turn,
+            records=[record],
+            rates=chats._book_rates(book),
+        )
+        assert sums is not None
+        steps: list[updates.Step] = [
+            updates.Insert(Turn, [turn]),
+            updates.Insert(UsageRecord, [record]),
+            updates.Lock(sums.lock),
+            *(
+                updates.Upsert(t.model, t.keys, t.figures, t.rows, conflict=t.conflict)
+                for t in sums.tables
+            ),
+        ]
+        turn_ids.append(updates.rows_write_together(steps)[0])
+    assert rollups.organization_drift(organization=organization) == []
+    from conversations.models import BreakerDay, CalibrationGap, DimensionDay
+
+    [breaker] = BreakerDay.objects.filter(conversation=conversation)
+    assert (breaker.calls, breaker.first_turn, breaker.last_turn) == (2, *turn_ids[1:3])
+    assert (breaker.first_token, breaker.last_token) == (1290, 1300)
+    assert CalibrationGap.objects.filter(organization=organization).exclude(gap_permille=0).exists()
+    tags = DimensionDay.objects.filter(organization=organization, kind="tag:team")
+    assert tags.get(model="gpt-4o").calls == 3
+    assert conversation.totals.calls == 4 and conversation.totals.is_priced
