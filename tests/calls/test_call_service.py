@@ -1033,3 +1033,14 @@ def test_a_turns_rollup_sums_written_with_it_are_the_raw_rows_sums() -> None:
     tags = DimensionDay.objects.filter(organization=organization, kind="tag:team")
     assert tags.get(model="gpt-4o").calls == 3
     assert conversation.totals.calls == 4 and conversation.totals.is_priced
+
+
+def test_a_statement_for_the_raw_cursor_numbers_its_placeholders_once() -> None:
+    """updates._numbered: "%s" become $1, $2... in order, "%%" a literal "%"; the text is
+    built once and then reused (rows_fetch runs it through psycopg's RawCursor)."""
+    sql = "SELECT %s, '100%%', x FROM t WHERE a = %s AND b LIKE '%%%%' AND c = %s"
+    numbered = updates._numbered(sql)
+    assert numbered == b"SELECT $1, '100%', x FROM t WHERE a = $2 AND b LIKE '%%' AND c = $3"
+    assert updates._numbered(sql) is numbered
+    if db_connection.vendor == "postgresql":
+        assert updates.rows_fetch("SELECT %s::int + %s::int, '5%%'", [2, 3]) == [(5, "5%")]
