@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import connection, connections, models, transaction
 from django.db.models.fields import AutoFieldMixin
 
 from conversations.services.upsert_sql import on_conflict_combine
@@ -183,20 +183,25 @@ def rows_fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
     import psycopg
+    from psycopg.pq import ExecStatus
 
-    connection.ensure_connection()
-    raw = connection.connection
+    db = connections[connection.alias]  # the connection itself: its proxy costs per use
+    db.ensure_connection()
+    raw = db.connection
     if raw.prepare_threshold is None:
         raw.prepare_threshold = _PREPARE_WHEN_ASKED
     # A raw cursor takes the text as PostgreSQL's ($1, $2...), converted here once per
     # statement: psycopg converts "%s" placeholders on every execute and caches only short
     # statements with few parameters, and a turn's statement (its rows and rollup sums) is
     # neither: its conversion was ~8 % of a worker's samples (py-spy, bench/calls.py).
-    with connection.wrap_database_errors, psycopg.RawCursor(raw) as cursor:
+    with db.wrap_database_errors, psycopg.RawCursor(raw) as cursor:
         cursor.execute(_numbered(sql), params, prepare=True)
-        rows = cursor.fetchall() if cursor.description is not None else []
-    if connection.queries_logged:
-        connection.queries_log.append({"sql": sql, "time": "0.000"})
+        # Whether it returned rows, from its result's status: `description` would build
+        # a Column per column first.
+        result = cursor.pgresult
+        rows = cursor.fetchall() if result and result.status == ExecStatus.TUPLES_OK else []
+    if db.queries_logged:
+        db.queries_log.append({"sql": sql, "time": "0.000"})
     return rows
 
 
@@ -405,19 +410,59 @@ def _together_sql(steps: Sequence[Step]) -> str:
     return f"WITH {', '.join(parts)} SELECT {', '.join(selects)}"
 
 
+# Field classes whose get_db_prep_save gives a value of one exact Python type (or None)
+# back unchanged, on PostgreSQL as on SQLite (an int for the integer fields, a str, a bool):
+# such values skip it. It was ~14 % of a worker's CPU samples, most of it reaching
+# `django.db.connection` (a proxy, a thread-local lookup per use) on each of a turn's
+# ~150 values (py-spy --gil on bench/calls.py).
+_PLAIN_FIELDS: dict[type[models.Field[Any, Any]], type] = {
+    **dict.fromkeys(
+        (
+            models.IntegerField,
+            models.BigIntegerField,
+            models.SmallIntegerField,
+            models.PositiveIntegerField,
+            models.PositiveBigIntegerField,
+            models.PositiveSmallIntegerField,
+            models.AutoField,
+            models.BigAutoField,
+        ),
+        int,
+    ),
+    models.CharField: str,
+    models.TextField: str,
+    models.BooleanField: bool,
+}
+_plain_types: dict[models.Field[Any, Any], type | None] = {}
+
+
+def _plain_type(field: models.Field[Any, Any]) -> type | None:
+    """The Python type whose values `field` stores as they are (see _PLAIN_FIELDS); None
+    when every value goes through get_db_prep_save. A foreign key is its target's."""
+    if field not in _plain_types:
+        target = field.target_field if isinstance(field, models.ForeignKey) else field
+        _plain_types[field] = _PLAIN_FIELDS.get(type(target))
+    return _plain_types[field]
+
+
+def _prepared(field: models.Field[Any, Any], value: Any, db: Any) -> Any:
+    plain = _plain_type(field)
+    if plain is not None and (value is None or type(value) is plain):
+        return value
+    return field.get_db_prep_save(value, db)
+
+
 def _together_params(steps: Sequence[Step]) -> list[Any]:
+    db = connections[connection.alias]  # the connection itself, not its proxy
     params: list[Any] = []
     for step in steps:
         if isinstance(step, Lock):
             params += step.keys
         elif isinstance(step, Upsert):
-            columns = _upsert_columns(step)
+            # Sums (rollups.turn_sums): ints, Decimals, dates, strs, bools and None, which
+            # PostgreSQL's adapters take as they are (only PostgreSQL runs this statement).
             for values in step.rows:
-                params += [
-                    field.get_db_prep_save(value, connection)
-                    for field, value in zip(columns, values, strict=True)
-                    if not isinstance(value, Written)
-                ]
+                params += [value for value in values if not isinstance(value, Written)]
         elif isinstance(step, Insert):
             fields, names = _insert_known(step.model)
             for row in step.rows:
@@ -426,11 +471,11 @@ def _together_params(steps: Sequence[Step]) -> list[Any]:
                 for field in fields:
                     value = _insert_value(field, row)
                     if not isinstance(value, Written):
-                        params.append(field.get_db_prep_save(value, connection))
+                        params.append(_prepared(field, value, db))
         else:
             for name, value in step.values.items():
                 if value is not None and not isinstance(value, Written):
-                    params.append(_field(step.model, name).get_db_prep_save(value, connection))
+                    params.append(_prepared(_field(step.model, name), value, db))
             params += [step.pk, *step.status_in]
     return params
 
