@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -688,13 +689,36 @@ _carried_lock = threading.Lock()
 
 
 def _carried_take(conversation_id: int, book: PriceBook, calls: int) -> ConversationState | None:
-    """The conversation's state if it is the one its call `calls` needs; taken out, so that
-    no other thread uses it meanwhile (it is put back once the turn is committed)."""
+    """The conversation's state if its call `calls` can start from it (it simulated that
+    many calls or fewer, with this book); taken out, so that no other thread uses it
+    meanwhile (it is put back once the turn is committed)."""
     with _carried_lock:
         carried = _carried.pop(conversation_id, None)
-    if carried is None or carried.book is not book or carried.state.calls != calls:
+    if carried is None or carried.book is not book or carried.state.calls > calls:
         return None
     return carried.state
+
+
+def _caught_up(
+    state: ConversationState,
+    conversation: Conversation,
+    messages: list[Any],
+    calls: int,
+    analyse: Callable[..., CallAnalysis | None],
+) -> ConversationState | None:
+    """`state` brought up to the conversation's call `calls`: the turns recorded since it
+    was kept, most often by the worker's other process (with a prefork pool of 2, about
+    every other turn), analysed one by one from it, instead of the whole conversation again
+    (a render and a cache simulation of every call, growing with the chat's length). None
+    where one of them cannot be (analyze_next says which): then the conversation is."""
+    stored = conversation_transcript(conversation, messages=messages)
+    missed = (stored.calls or [])[state.calls : calls]
+    if len(missed) != calls - state.calls:
+        return None
+    for call in missed:
+        if analyse(state, call=call) is None:
+            return None
+    return state
 
 
 def _carried_put(conversation_id: int, book: PriceBook, state: ConversationState) -> None:
@@ -755,6 +779,8 @@ def _analysis(
         rates_for=rates_for,
     )
     state = _carried_take(conversation.pk, book, index)
+    if state is not None and state.calls < index:
+        state = _caught_up(state, conversation, messages, index, next_call)
     analysed = next_call(state) if state is not None else None
     if analysed is None:
         stored = conversation_transcript(conversation, messages=messages)

@@ -26,7 +26,7 @@ from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConn
 from calls.services import calling, chats, updates
 from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
-from conversations.engine.analysis import analyze
+from conversations.engine.analysis import analyze, conversation_start
 from conversations.engine.types import Transcript
 from conversations.models import ConversationSource, Message, Role, Turn, UsageRecord
 from conversations.selectors import UsageFilter, conversation_list, org_totals
@@ -818,6 +818,63 @@ def test_each_turns_estimate_is_the_whole_conversations_analysed_again(
     assert turns[0].simulated_cached_tokens == 0
     assert all(t.simulated_cached_tokens > 0 for t in turns[1:])
     assert rollups.organization_drift(organization=chat.organization) == []
+
+
+def test_a_state_left_behind_catches_up_with_the_turns_recorded_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The worker's other process recorded the chat's latest turns: this process's state,
+    older, analyses those turns one by one (read from the stored conversation) instead of
+    the whole conversation from its start, and records what analysing the whole
+    conversation gives."""
+    chats.carried_forget()
+    started: list[int] = []
+
+    def start(transcript: Transcript, **options: Any) -> Any:
+        started.append(len(transcript.calls or []))
+        return conversation_start(transcript, **options)
+
+    monkeypatch.setattr(chats, "conversation_start", start)
+    chat = make_chat(make_connection(), model="gpt-4o-mini", max_completion_tokens=40)
+    conversation_id = chat.conversation_id
+    left_behind = None
+    for n in range(6):
+        if n == 1:  # turns 1 and 2 by "the other process": this one keeps its state aside
+            left_behind = chats._carried.pop(conversation_id)
+        if n == 3:  # and has it back for turn 3, two turns behind
+            assert left_behind is not None and left_behind.state.calls == 1
+            chats._carried[conversation_id] = left_behind
+        with django_capture_on_commit_callbacks(execute=True):
+            send(chat, f"Question {n}: " + "where is my order? " * (5 + 9 * n))
+    # Analysed from the start: turn 0, then turn 1 (no state here); turn 2 went on from
+    # turn 1's; turn 3 caught up from turn 0's (turns 1 and 2 one by one), and turns 4
+    # and 5 went on from there.
+    assert started == [0, 1]
+    stored = transcript(chat.conversation)
+    book = selectors.price_book(chat.organization)
+    turns = list(Turn.objects.filter(conversation=chat.conversation).order_by("index"))
+    whole = analyze(
+        [Transcript(messages=stored.messages, calls=stored.calls)],
+        profile_for=book.profile,
+        policy_for=book.policy,
+        rates_for=partial(book.call_rates, now=timezone.now()),
+        retention_seconds=DEFAULT_RETENTION_SECONDS,
+        org=str(chat.organization.code),
+    ).conversations[0]
+    assert [
+        (t.estimated_prompt_tokens, t.simulated_cached_tokens, t.miss_reason) for t in turns
+    ] == [
+        (
+            c.estimated_prompt_tokens,
+            c.simulated_cached_tokens,
+            c.miss_reason.kind if c.miss_reason else "",
+        )
+        for c in whole.calls
+    ]
+    assert all(t.simulated_cached_tokens > 0 for t in turns[1:])
+    # The state kept for turn 6 has simulated every call, and summed every cost, once.
+    kept = chats._carried[conversation_id].state
+    assert kept.calls == 6 and kept.cumulative == whole.calls[-1].cumulative_cost
 
 
 @pytest.mark.parametrize("usage", [{"prompt_tokens": 3, "total_tokens": 5}, None])
