@@ -74,7 +74,11 @@ from .updates import (
     Update,
     Upsert,
     Written,
+    insert_select_params,
+    insert_select_sql,
     instance_insert,
+    instance_row,
+    instance_saved,
     row_update,
     rows_fetch,
     rows_insert,
@@ -278,19 +282,133 @@ def chat_message_send(*, chat: Chat, text: str) -> ApiCall:
     now = timezone.now()
     lost_failed = False
     while True:
-        with transaction.atomic():
-            # Locks the chat row: two quick sends cannot both see "no call pending". Its own
-            # statement, before the state's: one statement holding both would count with
-            # the snapshot it took before it waited for the lock, blind to the send it
-            # waited for (PostgreSQL's READ COMMITTED).
-            _chat_lock(chat.pk)
-            state = _chat_state(chat, now)
-            if not state["lost"] or lost_failed:
-                return _message_store(chat, text, now, state)
+        if _send_at_once() is not None:
+            sent = _message_send_at_once(chat, text, now, lost_failed)
+            if sent is not None:
+                return sent
+        else:
+            with transaction.atomic():
+                # Locks the chat row: two quick sends cannot both see "no call pending".
+                # Its own statement, before the state's: one statement holding both would
+                # count with the snapshot it took before it waited for the lock, blind to
+                # the send it waited for (PostgreSQL's READ COMMITTED).
+                _chat_lock(chat.pk)
+                state = _chat_state(chat, now)
+                if not state["lost"] or lost_failed:
+                    return _message_store(chat, text, now, state)
         # Rare: a call whose worker never finished is failed first (its turn recorded as
         # unanswered, outside this transaction), then the send looks again.
         _lost_calls_fail(chat, now)
         lost_failed = True
+
+
+# --- a send in one statement (PostgreSQL) --------------------------------------------------
+# The state, the message, the call and the chat's title, in one statement of its own
+# transaction: no lock. Two sends at once both count the same messages and calls, so both
+# write the same message index: the second one's insert meets the first one's row in the
+# unique index (conversation, index), waits for its commit and fails; it is told the chat
+# is busy, as the lock made it see the first one's call waiting. Six round trips (BEGIN,
+# lock, state, message, call, COMMIT) were one each.
+
+
+@dataclass(frozen=True)
+class _SendAtOnce:
+    sql: str
+    state: _StateTemplate
+
+
+_SEND_AT_ONCE: dict[str, _SendAtOnce | None] = {}
+_MESSAGE_COMPUTED = {"index": "st.n_messages"}
+_CALL_COMPUTED = {"index": "st.n_calls", "request_end": 'm."index" + 1'}
+# A concurrent send's message or call: the constraints two sends of one chat meet.
+_SEND_RACES = ("message_unique_index", "apicall_one_per_chat_turn")
+
+
+def _send_at_once() -> _SendAtOnce | None:
+    alias = db_connection.alias
+    if alias in _SEND_AT_ONCE:
+        return _SEND_AT_ONCE[alias]
+    state = _state_template()
+    found = None
+    if state is not None and db_connection.vendor == "postgresql":
+        quote = db_connection.ops.quote_name
+        message = insert_select_sql(
+            Message, _MESSAGE_COMPUTED, "st WHERE st.n_waiting = 0 AND (st.n_lost = 0 OR %s)"
+        )
+        call = insert_select_sql(ApiCall, _CALL_COMPUTED, "st, m")
+        conversation = quote(Conversation._meta.db_table)
+        turns = quote(Turn._meta.db_table)
+        title = (
+            f"UPDATE {conversation} SET {quote('title')} = %s WHERE {quote('id')} = %s AND %s "
+            "AND EXISTS (SELECT FROM c) AND (SELECT n_calls FROM st) = 0 "
+            f"AND NOT EXISTS (SELECT FROM {turns} WHERE {quote('conversation_id')} = %s) "
+            "RETURNING 1"
+        )
+        found = _SendAtOnce(
+            f"WITH st AS ({state.sql}), m AS ({message} RETURNING {quote('index')}), "
+            f"c AS ({call} RETURNING {quote('id')}), t AS ({title}) "
+            "SELECT st.n_calls, st.n_waiting, st.n_lost, st.n_messages, (SELECT id FROM c), "
+            "(SELECT count(*) FROM t) FROM st",
+            state,
+        )
+    _SEND_AT_ONCE[alias] = found
+    return found
+
+
+def _message_send_at_once(
+    chat: Chat, text: str, now: datetime, lost_failed: bool
+) -> ApiCall | None:
+    """The send as one statement: its call, or None when a lost call must be failed first."""
+    statement = _send_at_once()
+    assert statement is not None
+    template = statement.state
+    state_params = list(template.params)
+    for slot in template.chat_slots:
+        state_params[slot] = chat.pk
+    for slot in template.time_slots:
+        state_params[slot] = now - (_NOW_STAND_IN - state_params[slot])
+    message = {
+        "conversation_id": chat.conversation_id,
+        "role": "user",
+        "data": {"role": "user", "content": text},
+        "sent_at": now,
+    }
+    call = ApiCall(
+        organization_id=chat.organization_id,
+        connection_id=chat.connection_id,
+        purpose=CallPurpose.CHAT,
+        chat=chat,
+        model=chat.model,
+        stream=chat.stream,
+        requested_at=now,
+    )
+    title = " ".join(text.split())[:TITLE_CHARS]
+    params = [
+        *state_params,
+        *insert_select_params(Message, message, _MESSAGE_COMPUTED),
+        lost_failed,
+        *insert_select_params(ApiCall, instance_row(call), _CALL_COMPUTED),
+        title,
+        chat.conversation_id,
+        bool(title),
+        chat.conversation_id,
+    ]
+    try:
+        [(calls, waiting, lost, messages, call_id, _)] = rows_fetch(statement.sql, params)
+    except IntegrityError as error:
+        constraint = getattr(getattr(error.__cause__, "diag", None), "constraint_name", None)
+        if constraint in _SEND_RACES:
+            raise ChatBusy("wait for the reply to the previous message") from error
+        raise
+    if call_id is not None:
+        call.index, call.request_end = calls, messages + 1  # as the statement wrote them
+        saved = instance_saved(call, call_id)
+        jobs.enqueue_on_commit(jobs.CALL_RUN, saved.pk)
+        return saved
+    if lost and not lost_failed:
+        return None  # failed first, then sent again
+    assert waiting
+    raise ChatBusy("wait for the reply to the previous message")
 
 
 def _message_store(chat: Chat, text: str, now: datetime, state: dict[str, int]) -> ApiCall:

@@ -223,6 +223,33 @@ def _numbered(sql: str) -> bytes:
     return found
 
 
+def insert_select_sql(model: type[models.Model], computed: Mapping[str, str], source: str) -> str:
+    """`INSERT INTO <model's table> (<every column an insert writes>) SELECT ... FROM source`:
+    a column named in `computed` takes its SQL expression (read from `source`), every other
+    a parameter (insert_select_params gives them, in order)."""
+    fields, _ = _insert_known(model)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    values = ", ".join(computed.get(field.attname, "%s") for field in fields)
+    return f"INSERT INTO {quote(model._meta.db_table)} ({columns}) SELECT {values} FROM {source}"
+
+
+def insert_select_params(
+    model: type[models.Model], row: Mapping[str, Any], computed: Mapping[str, str]
+) -> list[Any]:
+    """The parameters of insert_select_sql's statement for `row` (as rows_insert's: a
+    column it leaves out takes its default)."""
+    fields, names = _insert_known(model)
+    unknown = row.keys() - names
+    assert not unknown, f"{model.__name__} has no columns {sorted(unknown)}"
+    db = connections[connection.alias]
+    return [
+        _prepared(field, _insert_value(field, row), db)
+        for field in fields
+        if field.attname not in computed
+    ]
+
+
 # --- several writes, one statement ------------------------------------------------------------
 # A chat turn writes its reply's Message, the Turn (pointing at that message), the Turn's
 # UsageRecords, and marks its ApiCall and the answered CallAttempt (pointing at the turn):

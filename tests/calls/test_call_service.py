@@ -346,6 +346,45 @@ def test_it_shares_a_budget_between_workers() -> None:
     assert sorted(results) == [False] * 6 + [True] * 4
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_sends_at_once_store_one_message_and_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two sends to one chat at the same moment (threads, each its own connection): one
+    stores its message and call, the other is told the chat is busy; nothing of it is
+    stored. PostgreSQL's unique indexes decide (one statement, no lock); SQLite's single
+    writer serialises the locking path."""
+    monkeypatch.setattr(jobs, "enqueue", lambda name, *args: None)
+    chat = make_chat(make_connection())
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def sender(n: int) -> None:
+        try:
+            start.wait()
+            try:
+                chats.chat_message_send(chat=chat, text=f"message {n}")
+                outcome = "sent"
+            except chats.ChatBusy:
+                outcome = "busy"
+            with lock:
+                outcomes.append(outcome)
+        finally:
+            db_connection.close()
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["busy"] * 3 + ["sent"]
+    users = Message.objects.filter(conversation=chat.conversation, role="user")
+    assert users.count() == 1
+    [call] = ApiCall.objects.filter(chat=chat)
+    assert (call.index, call.request_end) == (0, users.get().index + 1)
+
+
 def test_it_sets_time_limits_and_late_acks_on_the_call_task(settings: Settings) -> None:
     task = tasks.api_call_run
     assert (task.soft_time_limit, task.time_limit) == (
@@ -504,15 +543,24 @@ def test_the_claim_reads_the_call_as_the_orm_would() -> None:
 
 
 def test_the_statements_built_once_write_and_read_as_the_orm_would() -> None:
-    """A send's call row (updates.instance_insert) holds what ApiCall.objects.create writes,
-    column by column; the request's messages read by the statement built once (prepared on
-    PostgreSQL) are the ORM's, in order, JSON decoded alike; the send locks its chat."""
+    """A send's call row (one statement on PostgreSQL, updates.instance_insert elsewhere)
+    holds what ApiCall.objects.create writes, column by column; the request's messages read
+    by the statement built once (prepared on PostgreSQL) are the ORM's, in order, JSON
+    decoded alike. On PostgreSQL the send is that one statement: no lock, no transaction
+    of its own around it."""
     chat = make_chat(make_connection())
     with CaptureQueriesContext(db_connection) as sent:
         call = chats.chat_message_send(chat=chat, text="first question")
-    assert any('FROM "calls_chat"' in q["sql"] and "FOR UPDATE" in q["sql"] for q in sent) == (
-        db_connection.vendor == "postgresql"
-    )
+    if db_connection.vendor == "postgresql":
+        [statement] = [q["sql"] for q in sent if "SAVEPOINT" not in q["sql"]]
+        for table in ("conversations_message", "calls_apicall", "conversations_conversation"):
+            assert f'"{table}"' in statement
+        assert "FOR UPDATE" not in statement
+        chat.conversation.refresh_from_db()
+        assert chat.conversation.title == "first question"  # the first message names it
+    message = Message.objects.get(conversation=chat.conversation, role="user")
+    assert (message.index, message.data) == (1, {"role": "user", "content": "first question"})
+    assert (call.index, call.request_end) == (0, 2)
     stored = ApiCall.objects.get(pk=call.pk)
     orm = ApiCall.objects.create(
         organization_id=chat.organization_id,
