@@ -12,7 +12,8 @@ other:
   computed by the database from the rows just written (`turns_added` for a recorded call,
   `conversations_added` for an import's chunk on SQLite or through the ORM); on PostgreSQL an
   import's chunk is summed in Python from its rows in memory (`chunk_added`,
-  services/chunk_sums.py) and only the sums are written;
+  services/chunk_sums.py) and only the sums are written, and so is a chat turn's
+  (`turn_sums`, which its writer adds in the statement that writes the turn);
 - changed or deleted rows recompute the keys they touch from the raw rows
   (`conversations_recompute` after re-pricing, `conversations_removed` around a delete);
 - `organization_rebuild` starts over, `organization_drift` compares with the raw rows

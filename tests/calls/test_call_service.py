@@ -1149,3 +1149,18 @@ def test_a_statement_for_the_raw_cursor_numbers_its_placeholders_once() -> None:
     assert updates._numbered(sql) is numbered
     if db_connection.vendor == "postgresql":
         assert updates.rows_fetch("SELECT %s::int + %s::int, '5%%'", [2, 3]) == [(5, "5%")]
+
+
+def test_a_chat_works_with_its_statements_not_prepared(settings: Settings) -> None:
+    """COSTLAB_DB_PREPARE_CALLS off (a pooler that cannot keep prepared statements): the
+    send's and the turn's statements go through Django's cursor, and record the same."""
+    settings.COSTLAB_DB_PREPARE_CALLS = False
+    chat = make_chat(make_connection())
+    calls = [send(chat, f"Question {n}?") for n in range(3)]
+    assert [(c.status, c.index, c.request_end) for c in calls] == [
+        (CallStatus.SUCCEEDED, n, 2 + 2 * n) for n in range(3)
+    ]
+    turns = Turn.objects.filter(conversation=chat.conversation).order_by("index")
+    assert [t.index for t in turns] == [0, 1, 2]
+    assert turns[2].simulated_cached_tokens > 0
+    assert rollups.organization_drift(organization=chat.organization) == []
