@@ -246,17 +246,35 @@ def _state_template() -> _StateTemplate | None:
     return template
 
 
+def _state_params(template: _StateTemplate, chat: Chat, now: datetime) -> list[Any]:
+    params = list(template.params)
+    for slot in template.chat_slots:
+        params[slot] = chat.pk
+    for slot in template.time_slots:
+        params[slot] = now - (_NOW_STAND_IN - params[slot])
+    return params
+
+
+def _chat_call(chat: Chat, now: datetime, **values: Any) -> ApiCall:
+    """The unsaved call that answers a chat's message sent at `now`."""
+    return ApiCall(
+        organization_id=chat.organization_id,
+        connection_id=chat.connection_id,
+        purpose=CallPurpose.CHAT,
+        chat=chat,
+        model=chat.model,
+        stream=chat.stream,
+        requested_at=now,
+        **values,
+    )
+
+
 def _chat_state(chat: Chat, now: datetime) -> dict[str, int]:
     template = _state_template()
     if template is None:  # e.g. SQLite, which passes times as text
         state = dict(_chat_state_query(chat.pk, now).get())
     else:
-        params = list(template.params)
-        for slot in template.chat_slots:
-            params[slot] = chat.pk
-        for slot in template.time_slots:
-            params[slot] = now - (_NOW_STAND_IN - params[slot])
-        [row] = rows_fetch(template.sql, params)
+        [row] = rows_fetch(template.sql, _state_params(template, chat, now))
         state = dict(zip(template.names, row, strict=True))
     return {str(k)[2:]: int(cast(int, v)) for k, v in state.items()}
 
@@ -361,30 +379,16 @@ def _message_send_at_once(
     """The send as one statement: its call, or None when a lost call must be failed first."""
     statement = _send_at_once()
     assert statement is not None
-    template = statement.state
-    state_params = list(template.params)
-    for slot in template.chat_slots:
-        state_params[slot] = chat.pk
-    for slot in template.time_slots:
-        state_params[slot] = now - (_NOW_STAND_IN - state_params[slot])
     message = {
         "conversation_id": chat.conversation_id,
         "role": "user",
         "data": {"role": "user", "content": text},
         "sent_at": now,
     }
-    call = ApiCall(
-        organization_id=chat.organization_id,
-        connection_id=chat.connection_id,
-        purpose=CallPurpose.CHAT,
-        chat=chat,
-        model=chat.model,
-        stream=chat.stream,
-        requested_at=now,
-    )
+    call = _chat_call(chat, now)
     title = " ".join(text.split())[:TITLE_CHARS]
     params = [
-        *state_params,
+        *_state_params(statement.state, chat, now),
         *insert_select_params(Message, message, _MESSAGE_COMPUTED),
         lost_failed,
         *insert_select_params(ApiCall, instance_row(call), _CALL_COMPUTED),
@@ -435,18 +439,7 @@ def _message_store(chat: Chat, text: str, now: datetime, state: dict[str, int]) 
         title = " ".join(text.split())[:TITLE_CHARS]
         if title:
             Conversation.objects.filter(pk=chat.conversation_id).update(title=title)
-    call = instance_insert(
-        ApiCall(
-            organization_id=chat.organization_id,
-            connection_id=chat.connection_id,
-            purpose=CallPurpose.CHAT,
-            chat=chat,
-            index=state["calls"],
-            request_end=index + 1,
-            model=chat.model,
-            stream=chat.stream,
-        )
-    )
+    call = instance_insert(_chat_call(chat, now, index=state["calls"], request_end=index + 1))
     jobs.enqueue_on_commit(jobs.CALL_RUN, call.pk)
     return call
 
