@@ -14,7 +14,6 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -48,8 +47,6 @@ from conversations.models import (
 )
 from conversations.ranges import request_ranges
 from conversations.selectors import conversation_transcript
-from conversations.services import rollups
-from conversations.services.chunk_sums import PriceRates
 from conversations.services.transcripts import DEFAULT_RETENTION_SECONDS
 from conversations.services.usage import turn_usage_fields
 from costlab import jobs
@@ -67,12 +64,11 @@ from .calling import (
     attempt_values,
     chat_completion_call,
 )
+from .turns import turn_write
 from .updates import (
     Insert,
-    Lock,
     Step,
     Update,
-    Upsert,
     Written,
     insert_select_params,
     insert_select_sql,
@@ -82,7 +78,6 @@ from .updates import (
     row_update,
     rows_fetch,
     rows_insert,
-    rows_write_together,
 )
 
 logger = logging.getLogger(__name__)
@@ -986,44 +981,18 @@ def _turn_record(
         steps.append(_call_succeeded(call, result, cost=billed, turn=Written(turn_step)))
         if result.attempt_id is not None:
             steps.append(Update(CallAttempt, result.attempt_id, attempt_values(result)))
-    # On PostgreSQL the turn's rollup sums are added by the same statement (summed here,
-    # rollups.turn_sums): every row of the turn, and its sums, in one statement that is its
-    # own transaction. Elsewhere, or for a turn those sums do not cover, turns_added adds
-    # them from the rows just written, in the transaction that writes them.
-    sums = rollups.turn_sums(
-        organization=chat.organization,
-        conversation=conversation,
-        turn=turn,
-        records=usage_rows,
-        rates=_book_rates(book),
-    )
     try:
-        if sums is not None:
-            steps.append(Lock(sums.lock))
-            steps += [
-                Upsert(t.model, t.keys, t.figures, t.rows, conflict=t.conflict) for t in sums.tables
-            ]
-            # In a caller's transaction, a savepoint: a second writer's IntegrityError
-            # must not end that transaction.
-            inner = transaction.atomic() if db_connection.in_atomic_block else nullcontext()
-            with inner:
-                turn_id = rows_write_together(steps)[turn_step]
-            if state is not None:  # kept for the next turn, now that this one is committed
-                _carried_put(conversation.pk, book, state)
-            return turn_id, billed
-        with transaction.atomic():
-            # One statement on PostgreSQL (updates.rows_write_together): the rows are written
-            # as Model.objects.create / bulk_create / save wrote them.
-            turn_id = rows_write_together(steps)[turn_step]
-            # Last, right before the commit: every call of the organization updates the same
-            # organization-day rollup rows, and holds their locks from here to the commit.
-            # The fewer statements in between, the sooner the next worker's call goes on.
-            billed_in = [conversation.pk] if any(r["is_billing"] for r in records) else []
-            rollups.turns_added(
-                organization=chat.organization, turn_ids=[turn_id], conversation_ids=billed_in
-            )
-            if state is not None:  # kept for the next turn once this one is committed
-                transaction.on_commit(partial(_carried_put, conversation.pk, book, state))
+        # One statement on PostgreSQL, its rollup sums included (turns.turn_write).
+        turn_id = turn_write(
+            organization=chat.organization,
+            conversation=conversation,
+            steps=steps,
+            turn_step=turn_step,
+            usage_rows=usage_rows,
+            book=book,
+        )
+        if state is not None:  # kept for the next turn once this one is committed
+            transaction.on_commit(partial(_carried_put, conversation.pk, book, state))
     except IntegrityError:
         logger.info("turn %s of chat %s was recorded already", call.index, chat.pk)
         existing, cost = turn_recorded(conversation=conversation, index=call.index)
@@ -1033,23 +1002,3 @@ def _turn_record(
                 attempt_succeeded(result)
         return existing, cost
     return turn_id, billed
-
-
-# Per process, the price rows' figures the rollups' LOST reads, by price book: a book is
-# re-read every BOOK_SECONDS (selectors.price_book), and its rows are the ones its calls
-# were priced with.
-_rates: OrderedDict[int, tuple[PriceBook, PriceRates]] = OrderedDict()
-
-
-def _book_rates(book: PriceBook) -> PriceRates:
-    with _carried_lock:
-        found = _rates.get(id(book))
-    if found is not None and found[0] is book:
-        return found[1]
-    rates = PriceRates()
-    rates.remember(book.rows)
-    with _carried_lock:
-        _rates[id(book)] = (book, rates)
-        while len(_rates) > 8:
-            _rates.popitem(last=False)
-    return rates

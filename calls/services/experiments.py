@@ -53,7 +53,6 @@ from conversations.models import (
 )
 from conversations.ranges import request_ranges
 from conversations.selectors import conversation_transcript
-from conversations.services import rollups
 from conversations.services.usage import turn_usage_fields
 from costlab import heartbeat, jobs
 from pricing.book import PriceBook
@@ -61,6 +60,7 @@ from pricing.book import PriceBook
 from ..models import (
     ApiCall,
     CacheKeyPolicy,
+    CallAttempt,
     CallPurpose,
     CallStatus,
     Experiment,
@@ -76,10 +76,11 @@ from .calling import (
     CallFailed,
     CallResult,
     ChatRequest,
-    attempt_succeeded,
+    attempt_values,
     chat_completion_call,
 )
-from .updates import rows_insert
+from .turns import turn_write
+from .updates import Insert, Step, Update, Written, rows_write_together
 
 logger = logging.getLogger(__name__)
 
@@ -865,77 +866,108 @@ def _turn_record(
     response_index = step["response"]
     variant = replay.variant
     model = variant.model[:200]
-    # As a chat turn's: statements built once per process (updates.rows_insert).
     records = turn_usage_fields(model=model, result=analysis, book=run.book, at=at)
-    try:
-        with transaction.atomic():
-            response_id = None
-            if result is not None:
-                item = replay.messages[response_index]
-                if item["produced"]:
-                    role = str(item["data"].get("role") or "assistant")
-                    message = {
-                        "conversation_id": conversation.pk,
-                        "index": response_index,
-                        "role": role[:20],
-                        "data": {"role": role, "content": result.content},
-                        "sent_at": now,
-                    }
-                    [response_id] = rows_insert(model=Message, rows=[message])
-                else:
-                    response_id = Message.objects.values_list("pk", flat=True).get(
-                        conversation=conversation, index=response_index
-                    )
-            turn = {
+    steps: list[Step] = []
+    response_id: Any = None
+    if result is not None:
+        item = replay.messages[response_index]
+        if item["produced"]:
+            role = str(item["data"].get("role") or "assistant")
+            message = {
                 "conversation_id": conversation.pk,
-                "index": call.index,
-                "request_ranges": request_ranges(list(step["request"])),
-                "response_id": response_id,
-                "model": model,
-                "service_tier": ((result.service_tier if result else None) or "")[:20],
-                "prompt_cache_key": (analysis.call.prompt_cache_key or "")[:300],
-                "tools": step.get("tools"),
-                "response_format": step.get("response_format"),
-                "max_output_tokens": step["max_tokens"],
-                "external_id": (result.response_id if result else "")[:300],
-                "started_at": at,
-                "latency_ms": result.latency_ms if result else None,
-                "estimated_prompt_tokens": predicted["prompt_tokens"],
-                "estimated_completion_tokens": predicted["completion_tokens"],
-                "simulated_cached_tokens": predicted["cached_tokens"],
-                "simulated_cache_write_tokens": predicted["write_tokens"],
-                "cache_retention": variant.retention[:20],
-                "cache_options": variant.cache_options,
-                "miss_reason": predicted["miss"],
-                "miss_detail": predicted["miss_detail"],
-                "over_context": predicted["over_context"],
+                "index": response_index,
+                "role": role[:20],
+                "data": {"role": role, "content": result.content},
+                "sent_at": now,
             }
-            [turn_id] = rows_insert(model=Turn, rows=[turn])
-            owner = {"organization_id": conversation.organization_id}
-            rows_insert(
-                model=UsageRecord,
-                rows=[
-                    {"turn_id": turn_id, "conversation_id": conversation.pk, **owner, **fields}
-                    for fields in records
-                ],
+            steps.append(Insert(Message, [message]))
+            response_id = Written(0)
+        else:
+            response_id = Message.objects.values_list("pk", flat=True).get(
+                conversation=conversation, index=response_index
             )
-            # The pages read rollups: the turn's sums join them in its own transaction.
-            billed_in = [conversation.pk] if any(r["is_billing"] for r in records) else []
-            rollups.turns_added(
-                organization=conversation.organization,
-                turn_ids=[turn_id],
-                conversation_ids=billed_in,
-            )
-            billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
-            cost = billed if result is not None else None
-            _call_finish(call, result, error, cost=cost, turn_id=turn_id)
+    turn = {
+        "conversation_id": conversation.pk,
+        "index": call.index,
+        "request_ranges": request_ranges(list(step["request"])),
+        "response_id": response_id,
+        "model": model,
+        "service_tier": ((result.service_tier if result else None) or "")[:20],
+        "prompt_cache_key": (analysis.call.prompt_cache_key or "")[:300],
+        "tools": step.get("tools"),
+        "response_format": step.get("response_format"),
+        "max_output_tokens": step["max_tokens"],
+        "external_id": (result.response_id if result else "")[:300],
+        "started_at": at,
+        "latency_ms": result.latency_ms if result else None,
+        "estimated_prompt_tokens": predicted["prompt_tokens"],
+        "estimated_completion_tokens": predicted["completion_tokens"],
+        "simulated_cached_tokens": predicted["cached_tokens"],
+        "simulated_cache_write_tokens": predicted["write_tokens"],
+        "cache_retention": variant.retention[:20],
+        "cache_options": variant.cache_options,
+        "miss_reason": predicted["miss"],
+        "miss_detail": predicted["miss_detail"],
+        "over_context": predicted["over_context"],
+    }
+    turn_step = len(steps)
+    steps.append(Insert(Turn, [turn]))
+    owner = {"organization_id": conversation.organization_id}
+    usage_rows = [
+        {"turn_id": Written(turn_step), "conversation_id": conversation.pk, **owner, **fields}
+        for fields in records
+    ]
+    steps.append(Insert(UsageRecord, usage_rows))
+    billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
+    cost = billed if result is not None else None
+    steps += _call_finished(call, result, error, cost=cost, turn=Written(turn_step))
+    try:
+        # As a chat turn's: one statement on PostgreSQL, its rollup sums included.
+        turn_write(
+            organization=conversation.organization,
+            conversation=conversation,
+            steps=steps,
+            turn_step=turn_step,
+            usage_rows=usage_rows,
+            book=run.book,
+        )
     except IntegrityError:
         logger.info("turn %s of replay %s was recorded already", call.index, replay.pk)
         existing, billed = turn_recorded(conversation=conversation, index=call.index)
         cost = billed if result is not None else None
-        with transaction.atomic():
-            _call_finish(call, result, error, cost=cost, turn_id=existing)
+        _call_finish(call, result, error, cost=cost, turn_id=existing)
     return cost
+
+
+def _call_finished(
+    call: ApiCall, result: CallResult | None, error: str, *, cost: Decimal | None, turn: Any
+) -> list[Step]:
+    """The steps that write the call's outcome (`turn`: its turn's id, or the Written key
+    of the step that writes it) and, answered, its answering attempt's."""
+    if result is None:
+        values = {
+            "status": CallStatus.FAILED,
+            "finished_at": timezone.now(),
+            "error": error[:4000],
+            "turn": turn,
+        }
+        return [Update(ApiCall, call.pk, values)]
+    values = {
+        "status": CallStatus.SUCCEEDED,
+        "finished_at": timezone.now(),
+        "latency_ms": result.latency_ms,
+        "ttft_ms": result.ttft_ms,
+        "usage": result.usage,
+        "service_tier": (result.service_tier or "")[:20],
+        "cost": cost,
+        "reply": result.content,
+        "turn": turn,
+        "error": "",
+    }
+    steps: list[Step] = [Update(ApiCall, call.pk, values)]
+    if result.attempt_id is not None:
+        steps.append(Update(CallAttempt, result.attempt_id, attempt_values(result)))
+    return steps
 
 
 def _call_finish(
@@ -946,27 +978,8 @@ def _call_finish(
     cost: Decimal | None,
     turn_id: int | None,
 ) -> None:
-    if result is None:
-        ApiCall.objects.filter(pk=call.pk).update(
-            status=CallStatus.FAILED,
-            finished_at=timezone.now(),
-            error=error[:4000],
-            turn_id=turn_id,
-        )
-        return
-    attempt_succeeded(result)
-    ApiCall.objects.filter(pk=call.pk).update(
-        status=CallStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-        latency_ms=result.latency_ms,
-        ttft_ms=result.ttft_ms,
-        usage=result.usage,
-        service_tier=(result.service_tier or "")[:20],
-        cost=cost,
-        reply=result.content,
-        turn_id=turn_id,
-        error="",
-    )
+    """The call's outcome (and its attempt's) written, all or nothing."""
+    rows_write_together(_call_finished(call, result, error, cost=cost, turn=turn_id))
 
 
 def parse_cap(text: str | None) -> Decimal | None:

@@ -26,6 +26,7 @@ from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConn
 from calls.services import calling, chats, updates
 from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
+from calls.services.turns import book_rates
 from conversations.engine.analysis import analyze, conversation_start
 from conversations.engine.types import Transcript
 from conversations.models import ConversationSource, Message, Role, Turn, UsageRecord
@@ -1115,7 +1116,7 @@ def test_a_turns_rollup_sums_written_with_it_are_the_raw_rows_sums() -> None:
             conversation=conversation,
             turn=turn,
             records=[record],
-            rates=chats._book_rates(book),
+            rates=book_rates(book),
         )
         assert sums is not None
         steps: list[updates.Step] = [
