@@ -330,7 +330,7 @@ class _SendAtOnce:
     state: _StateTemplate
 
 
-_SEND_AT_ONCE: dict[str, _SendAtOnce | None] = {}
+_SEND_AT_ONCE: dict[tuple[str, int], _SendAtOnce | None] = {}
 _MESSAGE_COMPUTED = {"index": "st.n_messages"}
 _CALL_COMPUTED = {"index": "st.n_calls", "request_end": 'm."index" + 1'}
 # A concurrent send's message or call: the constraints two sends of one chat meet.
@@ -338,9 +338,10 @@ _SEND_RACES = ("message_unique_index", "apicall_one_per_chat_turn")
 
 
 def _send_at_once() -> _SendAtOnce | None:
-    alias = db_connection.alias
-    if alias in _SEND_AT_ONCE:
-        return _SEND_AT_ONCE[alias]
+    # As the state's template: per database and stale limit (a setting tests change).
+    key = (db_connection.alias, int(settings.COSTLAB_CALL_STALE_SECONDS))
+    if key in _SEND_AT_ONCE:
+        return _SEND_AT_ONCE[key]
     state = _state_template()
     found = None
     if state is not None and db_connection.vendor == "postgresql":
@@ -364,7 +365,7 @@ def _send_at_once() -> _SendAtOnce | None:
             "(SELECT count(*) FROM t) FROM st",
             state,
         )
-    _SEND_AT_ONCE[alias] = found
+    _SEND_AT_ONCE[key] = found
     return found
 
 

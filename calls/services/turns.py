@@ -6,14 +6,13 @@ Turn, its UsageRecords, the call's and attempt's outcome: updates.rows_write_tog
 steps). On PostgreSQL the turn's rollup sums, computed in Python from those rows
 (rollups.turn_sums), are added by the same statement: the organization's rollup lock, then
 one upsert per table in the order every adder takes them. The statement is its own
-transaction. Elsewhere (SQLite), or for a turn turn_sums does not cover, the rows are
+transaction. A tag edit committed between the conversation's read and that statement is
+seen by it (a locking read), and the sums by tag are then recomputed, as the edit does. Elsewhere (SQLite), or for a turn turn_sums does not cover, the rows are
 written and rollups.turns_added adds the sums from them, in one transaction.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -21,11 +20,11 @@ from typing import Any
 from django.db import connection, transaction
 
 from conversations.models import Conversation, Organization
-from conversations.services import rollups
+from conversations.services import dimension_rollups, rollups
 from conversations.services.chunk_sums import PriceRates
 from pricing.book import PriceBook
 
-from .updates import Insert, Lock, Step, Upsert, rows_write_together
+from .updates import Check, Insert, Lock, Step, Upsert, rows_write_together
 
 
 def turn_write(
@@ -48,17 +47,27 @@ def turn_write(
         conversation=conversation,
         turn=turn.rows[0],
         records=usage_rows,
-        rates=book_rates(book),
+        rates=price_rates(book, usage_rows),
     )
     if sums is not None:
+        # The sums by tag are the tags `conversation` was read with. The Check, once the
+        # rollup lock is held, says whether a tag edit committed since: that edit recomputed
+        # its rows without this turn, so they are recomputed again, now with it.
         together = [
             *steps,
             Lock(sums.lock),
+            Check(Conversation, conversation.pk, {"tags": conversation.tags}),
             *(Upsert(t.model, t.keys, t.figures, t.rows, conflict=t.conflict) for t in sums.tables),
         ]
         inner = transaction.atomic() if connection.in_atomic_block else nullcontext()
         with inner:
-            return rows_write_together(together)[turn_step]
+            written = rows_write_together(together)
+        if not written[len(steps) + 1]:
+            with transaction.atomic():
+                dimension_rollups.conversations_retagged(
+                    organization=organization, conversation_ids=[conversation.pk]
+                )
+        return written[turn_step]
     with transaction.atomic():
         turn_id = rows_write_together(steps)[turn_step]
         # Last, right before the commit: every call of the organization updates the same
@@ -70,22 +79,13 @@ def turn_write(
         return turn_id
 
 
-# Per process, the price rows' figures the rollups' LOST reads, by price book: a worker's
-# book is re-read every BOOK_SECONDS (selectors.price_book), an experiment run has its own,
-# and a book's rows are the ones its calls were priced with.
-_rates: OrderedDict[int, tuple[PriceBook, PriceRates]] = OrderedDict()
-_rates_lock = threading.Lock()
-
-
-def book_rates(book: PriceBook) -> PriceRates:
-    with _rates_lock:
-        found = _rates.get(id(book))
-    if found is not None and found[0] is book:
-        return found[1]
+def price_rates(book: PriceBook, usage_rows: Sequence[Mapping[str, Any]]) -> PriceRates:
+    """The figures of the price rows the turn's billing record was priced with, which the
+    rollups' LOST reads: taken from `book`'s rows in memory, the ones its calls were priced
+    with (a row edited since, up to selectors.BOOK_SECONDS ago, as the cost itself). One
+    the book lacks is read from the database (PriceRates.load)."""
+    wanted = {row.get("price_id") for row in usage_rows if row["is_billing"]} - {None}
     rates = PriceRates()
-    rates.remember(book.rows)
-    with _rates_lock:
-        _rates[id(book)] = (book, rates)
-        while len(_rates) > 8:
-            _rates.popitem(last=False)
+    if wanted:
+        rates.remember(row for row in book.rows if row.pk in wanted)
     return rates

@@ -294,6 +294,18 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class Check:
+    """Whether the row `pk` of `model` still holds `values`, read once every earlier step is
+    done and locked FOR SHARE: 1, or 0 when a writer changed it meanwhile. Under READ
+    COMMITTED a locking read finds a row's latest committed version, even one committed
+    after the statement took its snapshot (while it waited for a Lock step, say)."""
+
+    model: type[models.Model]
+    pk: int
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Upsert:
     """Rows added to a sums table (a rollup): each row's `columns` values, the keys first;
     a row whose keys are there already has its figures combined with the stored ones, each
@@ -308,7 +320,7 @@ class Upsert:
     conflict: tuple[str, ...] = ()  # the unique constraint's columns, if not all of `keys`
 
 
-Step = Insert | Update | Lock | Upsert
+Step = Insert | Update | Lock | Check | Upsert
 
 
 def _step_shape(step: Step) -> tuple[Any, ...]:
@@ -316,6 +328,8 @@ def _step_shape(step: Step) -> tuple[Any, ...]:
     another step's key (or, for an update, NULL)."""
     if isinstance(step, Lock):
         return ("lock",)
+    if isinstance(step, Check):
+        return ("check", step.model, tuple(step.values))
     if isinstance(step, Upsert):
         written = tuple(
             tuple((i, value.step) for i, value in enumerate(row) if isinstance(value, Written))
@@ -386,17 +400,30 @@ def _upsert_sql(steps: Sequence[Step], number: int, step: Upsert) -> str:
     )
 
 
+def _check_sql(number: int, step: Check) -> str:
+    quote = connection.ops.quote_name
+    pk = step.model._meta.pk
+    assert pk is not None
+    same = [
+        f"{quote(_field(step.model, name).column)} IS NOT DISTINCT FROM %s" for name in step.values
+    ]
+    after = [f"(SELECT count(*) FROM s{number - 1}) >= 0"] if number else []
+    where = " AND ".join([f"{quote(pk.column)} = %s", *same, *after])
+    return f"SELECT 1 FROM {quote(step.model._meta.db_table)} WHERE {where} FOR SHARE"
+
+
 def _together_sql(steps: Sequence[Step]) -> str:
     quote = connection.ops.quote_name
     parts = []
     selects = []
     for number, step in enumerate(steps):
-        if isinstance(step, Lock | Upsert):
-            body = (
-                "SELECT pg_advisory_xact_lock_shared(%s, %s)"
-                if isinstance(step, Lock)
-                else _upsert_sql(steps, number, step)
-            )
+        if isinstance(step, Lock | Check | Upsert):
+            if isinstance(step, Lock):
+                body = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
+            elif isinstance(step, Check):
+                body = _check_sql(number, step)
+            else:
+                body = _upsert_sql(steps, number, step)
             parts.append(f"s{number} AS ({body})")
             selects.append(f"(SELECT count(*) FROM s{number})")
             continue
@@ -485,6 +512,12 @@ def _together_params(steps: Sequence[Step]) -> list[Any]:
     for step in steps:
         if isinstance(step, Lock):
             params += step.keys
+        elif isinstance(step, Check):
+            params.append(step.pk)
+            params += [
+                _field(step.model, name).get_db_prep_save(value, db)
+                for name, value in step.values.items()
+            ]
         elif isinstance(step, Upsert):
             # Sums (rollups.turn_sums): ints, Decimals, dates, strs, bools and None, which
             # PostgreSQL's adapters take as they are (only PostgreSQL runs this statement).
@@ -536,6 +569,8 @@ def _one_by_one(steps: Sequence[Step]) -> list[int]:
     for step in steps:
         if isinstance(step, Lock):
             done.append(1)
+        elif isinstance(step, Check):
+            done.append(step.model._default_manager.filter(pk=step.pk, **step.values).count())
         elif isinstance(step, Upsert):
             done.append(_upsert_plain(step, done))
         elif isinstance(step, Insert):

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 from django.db import connection as db_connection
+from django.db import transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -26,7 +27,7 @@ from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConn
 from calls.services import calling, chats, updates
 from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
-from calls.services.turns import book_rates
+from calls.services.turns import price_rates
 from conversations.engine.analysis import analyze, conversation_start
 from conversations.engine.types import Transcript
 from conversations.models import ConversationSource, Message, Role, Turn, UsageRecord
@@ -1116,7 +1117,7 @@ def test_a_turns_rollup_sums_written_with_it_are_the_raw_rows_sums() -> None:
             conversation=conversation,
             turn=turn,
             records=[record],
-            rates=book_rates(book),
+            rates=price_rates(book, [record]),
         )
         assert sums is not None
         steps: list[updates.Step] = [
@@ -1165,3 +1166,93 @@ def test_a_chat_works_with_its_statements_not_prepared(settings: Settings) -> No
     assert [t.index for t in turns] == [0, 1, 2]
     assert turns[2].simulated_cached_tokens > 0
     assert rollups.organization_drift(organization=chat.organization) == []
+
+
+def test_a_tag_edit_while_the_reply_is_on_its_way_leaves_the_rollups_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker read the conversation (its tags) when it claimed the call; the tags are
+    edited on the page before the turn is written. The turn's statement sees the edit (its
+    Check) and the sums by tag are recomputed with the turn in them."""
+    from conversations.models import Conversation, DimensionDay
+    from conversations.services.tags import conversation_tags_set
+
+    chat = make_chat(make_connection())
+    send(chat, "First question?")
+    answered = chats._call
+
+    def answered_then_retagged(*args: Any, **kwargs: Any) -> Any:
+        result = answered(*args, **kwargs)
+        conversation = Conversation.objects.get(pk=chat.conversation_id)
+        conversation_tags_set(conversation=conversation, tags={"team": "support"})
+        return result
+
+    monkeypatch.setattr(chats, "_call", answered_then_retagged)
+    send(chat, "Second question?")
+    assert rollups.organization_drift(organization=chat.organization) == []
+    team = DimensionDay.objects.get(organization=chat.organization, kind="tag:team")
+    assert (team.value, team.calls) == ("support", 2)
+
+
+@pytest.mark.skipif(
+    db_connection.vendor != "postgresql", reason="a locking read of a row committed meanwhile"
+)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_tag_edit_committed_while_the_turn_waits_for_the_rollup_lock_is_seen() -> None:
+    """The edit's transaction holds the organization's rollup lock (exclusive) while the
+    worker's turn statement waits for it (shared); the edit commits, then the turn's sums go
+    in. Its Check finds the edited row (READ COMMITTED's locking read), and the sums by tag
+    are recomputed: the rollups equal the raw rows."""
+    from conversations.models import Conversation
+    from conversations.services import dimension_rollups
+    from conversations.services.rollup_lock import ADVISORY_NAMESPACE
+
+    chat = make_chat(make_connection())
+    send(chat, "First question?")
+    call = chats.chat_message_send(chat=chat, text="Second question?")
+    edited = threading.Event()
+    failures: list[BaseException] = []
+
+    def tag_edit() -> None:
+        try:
+            with db_connection.cursor() as cursor, transaction.atomic():
+                Conversation.objects.filter(pk=chat.conversation_id).update(tags={"team": "a"})
+                dimension_rollups.conversations_retagged(
+                    organization=chat.organization, conversation_ids=[chat.conversation_id]
+                )
+                edited.set()
+                for _ in range(400):  # until the turn's statement waits for the lock
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND classid = %s AND NOT granted",
+                        [ADVISORY_NAMESPACE],
+                    )
+                    if cursor.fetchone()[0]:
+                        break
+                    time.sleep(0.025)
+                else:
+                    raise AssertionError("the turn never waited for the rollup lock")
+        except BaseException as error:  # reported by the test's thread
+            failures.append(error)
+            edited.set()
+        finally:
+            db_connection.close()
+
+    editor = threading.Thread(target=tag_edit)
+    editor.start()
+    assert edited.wait(30)
+    tasks.api_call_run(call.pk)  # claims with the tags before the edit, waits, then writes
+    editor.join(30)
+    assert not failures, failures
+    assert rollups.organization_drift(organization=chat.organization) == []
+
+
+def test_the_one_statement_send_follows_the_stale_limit(settings: Settings) -> None:
+    """The send's statement is built per stale limit, as the state's template it holds."""
+    if db_connection.vendor != "postgresql":
+        assert chats._send_at_once() is None  # SQLite sends through the locking path
+        return
+    for seconds in (390, 5):
+        settings.COSTLAB_CALL_STALE_SECONDS = seconds
+        statement = chats._send_at_once()
+        assert statement is not None and statement.state is chats._state_template()
