@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import openai
@@ -29,7 +30,7 @@ from django.utils import timezone
 from openai import Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from ..models import ApiCall, AttemptOutcome, CallAttempt, ProviderConnection
+from ..models import ApiCall, AttemptOutcome, CallAttempt, CallStatus, ProviderConnection
 from .budgets import budget_settle, budget_take
 from .connections import connection_api_key
 from .updates import Insert, Update, instance_row, instance_saved, row_update, rows_write_together
@@ -129,6 +130,27 @@ def attempt_values(result: CallResult) -> dict[str, Any]:
         "usage": result.usage,
         "response_id": result.response_id[:200],
     }
+
+
+def call_succeeded(
+    call: ApiCall, result: CallResult, *, cost: Decimal | None, reply: str = "", turn: Any = None
+) -> Update:
+    """The update that marks `call` answered by `result` (`turn`: its turn's id, or the
+    Written key of the step that writes it; `reply`: the text kept on the call, which a
+    chat turn keeps as its message instead)."""
+    values = {
+        "status": CallStatus.SUCCEEDED,
+        "finished_at": timezone.now(),
+        "latency_ms": result.latency_ms,
+        "ttft_ms": result.ttft_ms,
+        "usage": result.usage,
+        "service_tier": (result.service_tier or "")[:20],
+        "cost": cost,
+        "reply": reply,
+        "turn": turn,
+        "error": "",
+    }
+    return Update(ApiCall, call.pk, values)
 
 
 class CallNotClaimed(Exception):

@@ -62,6 +62,7 @@ from .calling import (
     Claim,
     attempt_succeeded,
     attempt_values,
+    call_succeeded,
     chat_completion_call,
 )
 from .turns import turn_write
@@ -705,26 +706,6 @@ def _connection_test_run(call: ApiCall, claim: Claim | None) -> None:
     _call_succeed(call, result, cost=cost, reply=result.content[:2000])
 
 
-def _call_succeeded(
-    call: ApiCall, result: CallResult, *, cost: Decimal | None, reply: str = "", turn: Any = None
-) -> Update:
-    """The update that marks `call` answered by `result` (`turn`: its turn's id, or the
-    Written key of the step that writes it)."""
-    values = {
-        "status": CallStatus.SUCCEEDED,
-        "finished_at": timezone.now(),
-        "latency_ms": result.latency_ms,
-        "ttft_ms": result.ttft_ms,
-        "usage": result.usage,
-        "service_tier": (result.service_tier or "")[:20],
-        "cost": cost,
-        "reply": reply,
-        "turn": turn,
-        "error": "",
-    }
-    return Update(ApiCall, call.pk, values)
-
-
 def _call_succeed(
     call: ApiCall,
     result: CallResult,
@@ -733,7 +714,7 @@ def _call_succeed(
     reply: str = "",
     turn_id: int | None = None,
 ) -> None:
-    update = _call_succeeded(call, result, cost=cost, reply=reply, turn=turn_id)
+    update = call_succeeded(call, result, cost=cost, reply=reply, turn=turn_id)
     row_update(model=ApiCall, pk=call.pk, values=update.values)
 
 
@@ -979,7 +960,7 @@ def _turn_record(
     steps.append(Insert(UsageRecord, usage_rows))
     billed = next((r["cost_total"] for r in records if r["is_billing"]), None)
     if result is not None:  # the call, and the attempt that got its answer, marked
-        steps.append(_call_succeeded(call, result, cost=billed, turn=Written(turn_step)))
+        steps.append(call_succeeded(call, result, cost=billed, turn=Written(turn_step)))
         if result.attempt_id is not None:
             steps.append(Update(CallAttempt, result.attempt_id, attempt_values(result)))
     try:

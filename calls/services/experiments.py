@@ -77,6 +77,7 @@ from .calling import (
     CallResult,
     ChatRequest,
     attempt_values,
+    call_succeeded,
     chat_completion_call,
 )
 from .turns import turn_write
@@ -952,19 +953,7 @@ def _call_finished(
             "turn": turn,
         }
         return [Update(ApiCall, call.pk, values)]
-    values = {
-        "status": CallStatus.SUCCEEDED,
-        "finished_at": timezone.now(),
-        "latency_ms": result.latency_ms,
-        "ttft_ms": result.ttft_ms,
-        "usage": result.usage,
-        "service_tier": (result.service_tier or "")[:20],
-        "cost": cost,
-        "reply": result.content,
-        "turn": turn,
-        "error": "",
-    }
-    steps: list[Step] = [Update(ApiCall, call.pk, values)]
+    steps: list[Step] = [call_succeeded(call, result, cost=cost, reply=result.content, turn=turn)]
     if result.attempt_id is not None:
         steps.append(Update(CallAttempt, result.attempt_id, attempt_values(result)))
     return steps
