@@ -559,21 +559,18 @@ def rows_write_together(steps: Sequence[Step]) -> list[int]:
 
 
 def _one_by_one(steps: Sequence[Step]) -> list[int]:
-    """The steps one statement each, in order (SQLite: one writer at a time, so a Lock has
-    nothing to order and takes nothing)."""
+    """The steps one statement each, in order (SQLite). Lock, Check and Upsert are
+    PostgreSQL's: only a turn whose sums rollups.turn_sums computed has them, and it computes
+    none elsewhere (SQLite takes rollups.turns_added)."""
     done: list[int] = []
 
     def resolved(values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: done[v.step] if isinstance(v, Written) else v for k, v in values.items()}
 
     for step in steps:
-        if isinstance(step, Lock):
-            done.append(1)
-        elif isinstance(step, Check):
-            done.append(step.model._default_manager.filter(pk=step.pk, **step.values).count())
-        elif isinstance(step, Upsert):
-            done.append(_upsert_plain(step, done))
-        elif isinstance(step, Insert):
+        if isinstance(step, Lock | Check | Upsert):
+            raise NotImplementedError(f"{type(step).__name__} steps run on PostgreSQL only")
+        if isinstance(step, Insert):
             if step.when is not None and not done[step.when]:
                 done.append(0)
                 continue
@@ -589,30 +586,3 @@ def _one_by_one(steps: Sequence[Step]) -> list[int]:
             )
             done.append(changed)
     return done
-
-
-def _upsert_plain(step: Upsert, done: Sequence[int]) -> int:
-    quote = connection.ops.quote_name
-    fields = _upsert_columns(step)
-    width = len(step.keys)
-    rows = sorted(
-        ([done[v.step] if isinstance(v, Written) else v for v in row] for row in step.rows),
-        key=lambda row: tuple(row[:width]),
-    )
-    marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    columns = ", ".join(quote(field.column) for field in fields)
-    combine = on_conflict_combine(
-        step.model._meta.db_table, step.conflict or step.keys, step.figures
-    )
-    params = [
-        field.get_db_prep_save(value, connection)
-        for row in rows
-        for field, value in zip(fields, row, strict=True)
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(step.model._meta.db_table)} ({columns}) "
-            f"VALUES {', '.join([marks] * len(rows))}{combine}",
-            params,
-        )
-        return int(cursor.rowcount)
