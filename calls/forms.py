@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,6 +72,13 @@ class ConnectionForm(forms.Form):
                 "api_key"
             ].help_text = f"Now ending in {connection.api_key_last4}. Leave empty to keep it."
 
+    def full_clean(self) -> None:
+        super().full_clean()
+        if self.is_bound and self.errors and self.data.get(self.add_prefix("api_key")):
+            # The form comes back with its errors, and a password field comes back empty:
+            # say so, or the key typed is lost without a word (kept, it would be rendered).
+            self.fields["api_key"].help_text = "Not shown back: type the key again."
+
     def clean_base_url(self) -> str:
         url = str(self.cleaned_data["base_url"]).strip()
         parts = urlsplit(url)
@@ -110,7 +118,10 @@ class ConnectionForm(forms.Form):
 class ChatForm(forms.Form):
     connection = forms.ModelChoiceField(queryset=ProviderConnection.objects.none())
     model = forms.CharField(
-        max_length=200, required=False, help_text="Empty: the connection's default."
+        max_length=200,
+        required=False,
+        help_text="Empty: the connection's default. The models priced here are suggested.",
+        widget=forms.TextInput(attrs={"list": "priced-models", "autocomplete": "off"}),
     )
     system_prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 5}))
     use_cache_key = forms.BooleanField(
@@ -137,7 +148,15 @@ class MessageForm(forms.Form):
 
 
 class EndpointKeyForm(forms.Form):
-    name = forms.CharField(max_length=100, required=False, help_text="What the key is for.")
+    name = forms.CharField(max_length=100, help_text="What the key is for.")
+    # A token per form shown: the same form sent again (a reload of the page that showed the
+    # new key re-posts it) issues no second key (views.endpoint_keys).
+    once = forms.CharField(max_length=32, required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["once"] = uuid.uuid4().hex
 
 
 VARIANTS_HELP = (

@@ -20,6 +20,7 @@ from conversations.engine.profiles import ModelProfile
 from conversations.models import Conversation, Message, Organization, Turn, UsageRecord
 from conversations.selectors import TurnRow
 from pricing.book import PriceBook
+from pricing.models import ModelPrice
 
 from .models import (
     ApiCall,
@@ -41,6 +42,18 @@ BOOK_SECONDS = 30.0
 
 def connections(organization: Organization) -> list[ProviderConnection]:
     return list(organization.provider_connections.order_by("name"))
+
+
+def priced_models(organization: Organization) -> list[str]:
+    """The model names the organization's price book names exactly (its own rows and the
+    global ones; patterns left out): what a new chat's model field suggests."""
+    names = (
+        ModelPrice.objects.filter(Q(organization__isnull=True) | Q(organization=organization))
+        .exclude(model__contains="*")
+        .values_list("model", flat=True)
+        .distinct()
+    )
+    return sorted(names)
 
 
 def connection_get(*, organization: Organization, code: UUID) -> ProviderConnection:

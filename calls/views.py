@@ -37,7 +37,7 @@ from .forms import (
     ExperimentStartForm,
     MessageForm,
 )
-from .models import ProviderConnection
+from .models import Chat, ProviderConnection
 from .services import chats as chat_services
 from .services import connections as connection_services
 from .services import experiments as experiment_services
@@ -196,10 +196,17 @@ def endpoint_keys(request: HttpRequest, slug: str) -> HttpResponse:
     form = EndpointKeyForm(request.POST or None)
     issued = None
     if request.method == "POST" and form.is_valid():
-        user = request.user if request.user.is_authenticated else None
-        _, issued = connection_services.endpoint_key_issue(
-            organization=organization, name=form.cleaned_data["name"], user=user
-        )
+        if _form_sent_before(request, "endpoint_key_forms", form.cleaned_data["once"]):
+            messages.warning(
+                request,
+                "This form was sent already, and its key was shown once, on the page that "
+                "answered it (only its hash is kept). Issue another key if it was not copied.",
+            )
+        else:
+            user = request.user if request.user.is_authenticated else None
+            _, issued = connection_services.endpoint_key_issue(
+                organization=organization, name=form.cleaned_data["name"], user=user
+            )
         form = EndpointKeyForm()
     context = {
         "organization": organization,
@@ -212,6 +219,23 @@ def endpoint_keys(request: HttpRequest, slug: str) -> HttpResponse:
     response = render(request, "calls/endpoint_keys.html", context)
     response["Cache-Control"] = "no-store"  # the page may hold a new key
     return response
+
+
+# Forms remembered per session as sent: a few dozen tokens, the latest.
+FORMS_REMEMBERED = 32
+
+
+def _form_sent_before(request: HttpRequest, kind: str, once: str) -> bool:
+    """Whether the form with token `once` was sent before in this session (a reload of the
+    page that answered its POST), noting it as sent. A form without a token (a script's
+    POST) is never taken for one sent before."""
+    if not once:
+        return False
+    sent: list[str] = request.session.get(kind, [])
+    if once in sent:
+        return True
+    request.session[kind] = [*sent, once][-FORMS_REMEMBERED:]
+    return False
 
 
 @login_required
@@ -269,6 +293,7 @@ def chat_new(request: HttpRequest, slug: str) -> HttpResponse:
         "membership": membership,
         "form": form,
         "connections": available,
+        "priced_models": selectors.priced_models(organization),
     }
     return render(request, "calls/chat_new.html", context, status=400 if form.errors else 200)
 
@@ -303,8 +328,21 @@ def chat_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse
     context = _chat_context(membership, code)
     if request.htmx and not request.htmx.history_restore_request:
         response = render(request, "calls/chat.html#live", context)
+        if _can_send(membership, context):  # Send is enabled again once the reply is in
+            response.content += _rendered(request, "calls/chat.html#send_button", context)
         return response if context["pending"] else HttpResponseStopPolling(response.content)
     return render(request, "calls/chat.html", context)
+
+
+def _can_send(membership: Membership, context: dict[str, object]) -> bool:
+    chat = context["chat"]
+    assert isinstance(chat, Chat)
+    return membership.can_chat and chat.connection_id is not None
+
+
+def _rendered(request: HttpRequest, template: str, context: dict[str, object]) -> bytes:
+    """A partial out of band (htmx swaps it by its id), beside the response's own part."""
+    return render(request, template, {**context, "button_oob": True, "live_oob": True}).content
 
 
 @login_required
@@ -325,12 +363,19 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
         except chat_services.ChatBusy as busy:
             error, status = str(busy).capitalize() + ".", 409
         else:
+            if request.htmx:  # an empty box, and the live part (the message, then waiting)
+                context = _chat_context(membership, code)
+                response = render(request, "calls/chat.html#send", context)
+                response.content += _rendered(request, "calls/chat.html#live", context)
+                return response
             return redirect("chat_detail", slug=slug, code=chat.code)
-    # The page again, with the message still in the box: a redirect would have emptied it,
-    # and a user who typed while the previous reply was on its way lost what they wrote.
-    messages.error(request, error)
+    # The message stays in the box: a redirect would have emptied it, and a user who typed
+    # while the previous reply was on its way lost what they wrote.
     context = _chat_context(membership, code)
     context["form"] = form
+    if request.htmx:  # htmx swaps a 2xx only: the refusal is said in the box's card
+        return render(request, "calls/chat.html#send", {**context, "send_error": error})
+    messages.error(request, error)
     return render(request, "calls/chat.html", context, status=status)
 
 

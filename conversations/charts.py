@@ -25,8 +25,9 @@ REASON_COLORS = {
 }
 COLORS = {"cached": "#2a9d8f", "uncached": "#e76f51", "output": "#264653", "cost": "#f4a261"}
 BASE_LAYOUT: dict[str, Any] = {
-    "margin": {"l": 60, "r": 60, "t": 30, "b": 40},
-    "legend": {"orientation": "h", "y": -0.2},
+    "margin": {"l": 60, "r": 60, "t": 40, "b": 40},
+    # Above the plot: below it, the x axis's title ran into it on a narrow chart.
+    "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
     "hovermode": "x unified",
     "height": 320,
 }
@@ -116,7 +117,9 @@ def cost_by_day_figure(rows: list[DayCost]) -> Figure:
 def conversation_turns_figure(turns: list[TurnRow]) -> Figure:
     """Per-turn stacked tokens (cached, uncached, output) and the cumulative cost line."""
     x = [t.turn.index + 1 for t in turns]
-    shown = [t.shown for t in turns]
+    # What was billed: a request that got no reply has costlab's estimate of its prompt, but
+    # drawn as a bar it read as tokens paid for, beside a header that counts none.
+    shown = [t.billing for t in turns]
     cumulative: list[float | None] = []
     running = Decimal(0)
     unpriced_seen = False
@@ -175,6 +178,10 @@ def conversation_turns_figure(turns: list[TurnRow]) -> Figure:
                 "side": "right",
                 **MONEY_AXIS,
                 "rangemode": "tozero",
+                # Its own round ticks (and no grid of its own): ticks aligned with the token
+                # axis's gridlines read as "$0.00269, $0.00537".
+                "tickmode": "auto",
+                "showgrid": False,
             },
         },
     }

@@ -524,6 +524,7 @@ def import_jobs(organization: Organization, *, limit: int = 20) -> list[ImportJo
 class ConversationSummary:
     cost: Decimal | None
     unpriced: int
+    billed_turns: int  # turns that got a reply (a request with none was not billed)
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
@@ -554,8 +555,10 @@ def conversation_summary(turns: list[TurnRow]) -> ConversationSummary:
         if t.reported is not None and t.estimated is not None
     ]
     return ConversationSummary(
-        cost=sum(priced, Decimal(0)) if priced else None,
+        # Nothing billed yet costs nothing; billed turns none of which is priced: unknown.
+        cost=sum(priced, Decimal(0)) if priced or not billing else None,
         unpriced=len(billing) - len(priced),
+        billed_turns=len(billing),
         prompt_tokens=sum(r.prompt_tokens for r in billing),
         cached_tokens=sum(r.input_cached for r in billing),
         completion_tokens=sum(r.completion_tokens for r in billing),

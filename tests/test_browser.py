@@ -447,7 +447,7 @@ def test_conversation_page_draws_turns_and_explains_cache_misses(
     for i in range(3):
         expect(rows.nth(i).locator("td").nth(3)).to_have_text("0")
         expect(rows.nth(i).locator("td").nth(7)).to_contain_text("Below the caching minimum")
-    expect(rows.nth(2)).to_contain_text("pending request")
+    expect(rows.nth(2)).to_contain_text("no reply")
     wait_for_charts(page)
     tab.assert_no_js_errors()
 

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from conversations.charts import conversation_turns_figure
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
 from conversations.models import Conversation, ImportJob, ImportStatus, Organization
@@ -126,6 +127,13 @@ def test_it_gives_turn_rows_where_reported_usage_wins_and_a_pending_request_is_u
     summary = conversation_summary(rows)
     assert summary.prompt_tokens == first.prompt_tokens + second.prompt_tokens
     assert pending.prompt_tokens > 0 and summary.reported_turns == 0
+    assert summary.billed_turns == 2
+    # The chart draws what was billed: the request with no reply has no bar.
+    bars = conversation_turns_figure(rows)["data"][:3]
+    assert [sum(bar["y"][n] for bar in bars) for n in range(3)][2] == 0
+    assert bars[1]["y"][0] == first.input_uncached + first.input_cache_write
+    # Nothing billed yet costs nothing (a new chat); billed but unpriced is unknown.
+    assert conversation_summary(rows[2:]).cost == 0 and conversation_summary([]).cost == 0
 
 
 def test_it_shows_the_overview_with_charts_and_the_unpriced_models(

@@ -252,7 +252,7 @@ def _verdict(error: Exception) -> _Verdict:
     if isinstance(error, openai.APITimeoutError):
         return _Verdict(AttemptOutcome.TIMEOUT, True, None, "the request timed out")
     if isinstance(error, openai.APIConnectionError):
-        return _Verdict(AttemptOutcome.CONNECTION_ERROR, True, None, f"connection failed: {error}")
+        return _Verdict(AttemptOutcome.CONNECTION_ERROR, True, None, _connection_failed(error))
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
         message = error.message
@@ -265,6 +265,18 @@ def _verdict(error: Exception) -> _Verdict:
             return _Verdict(AttemptOutcome.SERVER_ERROR, True, status, message)
         return _Verdict(AttemptOutcome.CLIENT_ERROR, False, status, message)
     raise error
+
+
+def _connection_failed(error: openai.APIConnectionError) -> str:
+    """Where the connection went and why it failed: the SDK's own text is only
+    "Connection error.", its cause (httpx's, the system's) says "Connection refused" or a
+    name that does not resolve. The address only: a query string could hold a secret."""
+    cause = error.__cause__ or error.__context__
+    reason = str(cause).strip() if cause is not None else ""
+    request = getattr(error, "request", None)
+    url = getattr(request, "url", None)
+    where = f" to {url.scheme}://{url.netloc.decode()}" if url is not None else ""
+    return f"connection failed{where}: {reason or str(error)}"
 
 
 def backoff_seconds(attempt: int) -> float:

@@ -767,9 +767,9 @@ class _Carried:
 
 # Per process, the analysis state each recent chat's latest turn left (engine.analysis.
 # analyze_next): its next turn, if this process records it, analyses only its own call where
-# it analysed the whole conversation again (work growing with the chat's length). Another
-# process's turn makes the state stale (its call count no longer matches): then the
-# conversation is read and analysed once more, as before. Bounded: a state holds its
+# it analysed the whole conversation again (work growing with the chat's length). Turns
+# another process recorded since are analysed from it one by one (_caught_up); only when
+# that cannot be is the conversation read and analysed whole. Bounded: a state holds its
 # messages' tokens.
 CARRIED_CHATS = 64
 _carried: OrderedDict[int, _Carried] = OrderedDict()

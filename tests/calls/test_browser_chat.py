@@ -67,14 +67,24 @@ def test_a_new_chat_shows_replies_and_per_turn_figures(
         page.click("#chat-new button[type=submit]")
     chat = Chat.objects.get(organization=membership.organization)
     assert page.url.endswith(f"/chats/{chat.code}/")
+    chat_url = page.url
+    # A blank message is refused in the send box's card, the page where it was.
+    page.fill("#send textarea", "   ")
+    page.click("#send button[type=submit]")
+    expect(page.locator("[data-send-error]")).to_have_text("Type a message first.")
+    assert page.url == chat_url
     for turn, question in enumerate(("Where is my order?", "And the invoice?")):
         page.fill("#send textarea", question)
-        with page.expect_navigation():
-            page.click("#send button[type=submit]")
+        page.click("#send button[type=submit]")  # htmx: no navigation
         expect(page.locator(f'[data-role="user"]:has-text("{question}")')).to_be_visible()
         figures = page.locator(f'.figures[data-turn="{turn}"]')
         expect(figures).to_be_visible(timeout=60_000)
         expect(page.locator("[data-waiting]")).to_have_count(0)
+        # The reply is in: the box is empty, and Send is enabled again (out of band).
+        expect(page.locator("#send textarea")).to_have_value("")
+        expect(page.locator("#send-button")).to_be_enabled()
+        expect(page.locator("[data-send-error]")).to_have_count(0)
+    assert page.url == chat_url  # a reload shows the chat, it sends nothing again
     replies = page.locator('[data-role="assistant"] .text')
     expect(replies).to_have_count(2)
     assert all(len(text.split()) == 150 for text in replies.all_inner_texts())

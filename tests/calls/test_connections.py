@@ -194,6 +194,9 @@ def test_it_never_logs_the_key(
     assert caplog.records, "the layers logged nothing: the check would prove nothing"
     assert SECRET not in caplog.text
     assert SECRET not in call.error and not any(SECRET in a.error for a in call.attempts.all())
+    # Where the connection went and the system's reason, not the SDK's bare "Connection error."
+    assert "connection failed to http://127.0.0.1:9: " in call.error
+    assert "refused" in call.error.lower()
 
 
 def test_it_rotates_the_encryption_keys(admin: Membership, settings: Settings) -> None:

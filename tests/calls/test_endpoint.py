@@ -488,6 +488,33 @@ def test_it_issues_a_key_on_its_page_shows_it_once_and_revokes_it(
     assert b"No key issued" in client.get(url).content
 
 
+def test_its_keys_page_issues_no_second_key_when_the_same_form_is_sent_again(
+    client: Client,
+) -> None:
+    membership = MembershipFactory.create(role=Role.ADMIN)
+    client.force_login(membership.user)
+    url = reverse("endpoint_keys", args=[membership.organization.slug])
+    once = re.search(r'name="once" value="(\w+)"', client.get(url).content.decode())
+    assert once is not None
+    form = {"name": "ci", "once": once.group(1)}
+    first = client.post(url, form)
+    assert b"data-issued-key" in first.content
+    # A reload of the page that showed the key posts the same form again.
+    again = client.post(url, form)
+    assert again.status_code == 200 and b"data-issued-key" not in again.content
+    assert b"This form was sent already" in again.content
+    assert EndpointKey.objects.filter(organization=membership.organization).count() == 1
+    # A fresh form (a new token) issues another; a key needs a name.
+    fresh = re.search(r'name="once" value="(\w+)"', again.content.decode())
+    assert fresh is not None and fresh.group(1) != form["once"]
+    assert b"data-issued-key" in client.post(url, {"name": "ci 2", "once": fresh.group(1)}).content
+    nameless = client.post(url, {"name": "", "once": uuid.uuid4().hex})
+    assert (
+        b"data-issued-key" not in nameless.content and b"This field is required" in nameless.content
+    )
+    assert EndpointKey.objects.filter(organization=membership.organization).count() == 2
+
+
 def test_it_throttles_an_address_that_keeps_sending_bad_keys(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ with no inline code, and seed_demo's built-in connection."""
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import pytest
@@ -93,10 +94,21 @@ def test_it_starts_a_chat_and_sends_a_message_through_the_worker(
         reverse("chat_detail", args=[slug, chat.code]), headers={"HX-Request": "true"}
     )
     assert poll.status_code == 200 and b"<html" not in poll.content
+    assert re.search(rb'<button type="submit" id="send-button"\s+disabled', page.content)
+    assert b"{#" not in page.content and b"{%" not in page.content  # no template text shown
     again = client.post(reverse("chat_send", args=[slug, chat.code]), {"text": "Hello? Anyone?"})
     assert again.status_code == 409
     assert b"Wait for the reply" in again.content
     assert b"Hello? Anyone?</textarea>" in again.content  # what was typed is not lost
+    # Through htmx: the send box's card alone, the refusal in it (a 2xx: htmx swaps it).
+    boxed = client.post(
+        reverse("chat_send", args=[slug, chat.code]),
+        {"text": "Hello? Anyone?"},
+        headers={"HX-Request": "true"},
+    )
+    assert boxed.status_code == 200 and b"<html" not in boxed.content
+    assert b'id="send-card"' in boxed.content and b"data-send-error" in boxed.content
+    assert b"Wait for the reply" in boxed.content and b"Hello? Anyone?</textarea>" in boxed.content
     assert conversation.messages.filter(role="user").count() == 1
     # Once the call is over, the poll answers 286: htmx stops polling.
     ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.FAILED, error="boom")
@@ -104,6 +116,22 @@ def test_it_starts_a_chat_and_sends_a_message_through_the_worker(
         reverse("chat_detail", args=[slug, chat.code]), headers={"HX-Request": "true"}
     )
     assert done.status_code == 286 and b"boom" in done.content
+    # Send is enabled again, out of band (the poll's own part is the live one).
+    enabled = re.search(
+        rb'<button type="submit" id="send-button" hx-swap-oob="true"\s*>', done.content
+    )
+    assert enabled is not None
+    # A message sent through htmx: an empty box, and the live part with it, waiting.
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = client.post(
+            reverse("chat_send", args=[slug, chat.code]),
+            {"text": "Second try"},
+            headers={"HX-Request": "true"},
+        )
+    assert sent.status_code == 200 and b"data-send-error" not in sent.content
+    live = sent.content.split(b'id="chat-live"', 1)[1]
+    assert b'hx-swap-oob="true"' in live and b"Second try" in live and b"data-waiting" in live
+    assert conversation.messages.filter(role="user").count() == 2
 
 
 def test_it_keeps_viewers_out_of_chats(client: Client) -> None:
