@@ -50,10 +50,11 @@ def priced_models(organization: Organization) -> list[str]:
     names = (
         ModelPrice.objects.filter(Q(organization__isnull=True) | Q(organization=organization))
         .exclude(model__contains="*")
+        .order_by("model")  # (the model's ordering would make DISTINCT count dates too)
         .values_list("model", flat=True)
         .distinct()
     )
-    return sorted(names)
+    return list(names)
 
 
 def connection_get(*, organization: Organization, code: UUID) -> ProviderConnection:

@@ -12,13 +12,14 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseClientRefresh, HttpResponseStopPolling
 
 from conversations import charts
 from conversations import selectors as conversation_selectors
@@ -196,7 +197,7 @@ def endpoint_keys(request: HttpRequest, slug: str) -> HttpResponse:
     form = EndpointKeyForm(request.POST or None)
     issued = None
     if request.method == "POST" and form.is_valid():
-        if _form_sent_before(request, "endpoint_key_forms", form.cleaned_data["once"]):
+        if _form_sent_before("endpoint_key", form.cleaned_data["once"]):
             messages.warning(
                 request,
                 "This form was sent already, and its key was shown once, on the page that "
@@ -221,21 +222,20 @@ def endpoint_keys(request: HttpRequest, slug: str) -> HttpResponse:
     return response
 
 
-# Forms remembered per session as sent: a few dozen tokens, the latest.
-FORMS_REMEMBERED = 32
+# How long a form's token is remembered as sent: a reload of the page a day later re-posts it.
+FORM_SENT_SECONDS = 86_400
 
 
-def _form_sent_before(request: HttpRequest, kind: str, once: str) -> bool:
-    """Whether the form with token `once` was sent before in this session (a reload of the
-    page that answered its POST), noting it as sent. A form without a token (a script's
-    POST) is never taken for one sent before."""
+def _form_sent_before(kind: str, once: str) -> bool:
+    """Whether the form with token `once` (random, one per form shown) was sent before: a
+    reload of the page that answered its POST, or a second click while the first was on its
+    way. The cache's add() notes it: atomic on Redis (two requests at once, one wins), where
+    a session read then written let both through; the file cache of a one-machine setup
+    checks then writes. A form without a token (a script's POST) is never taken for one sent
+    before."""
     if not once:
         return False
-    sent: list[str] = request.session.get(kind, [])
-    if once in sent:
-        return True
-    request.session[kind] = [*sent, once][-FORMS_REMEMBERED:]
-    return False
+    return not cache.add(f"costlab:form-sent:{kind}:{once}", 1, FORM_SENT_SECONDS)
 
 
 @login_required
@@ -371,10 +371,17 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
             return redirect("chat_detail", slug=slug, code=chat.code)
     # The message stays in the box: a redirect would have emptied it, and a user who typed
     # while the previous reply was on its way lost what they wrote.
+    if request.htmx and chat.connection is None:
+        return HttpResponseClientRefresh()  # the page again: it has no send box now
     context = _chat_context(membership, code)
     context["form"] = form
     if request.htmx:  # htmx swaps a 2xx only: the refusal is said in the box's card
-        return render(request, "calls/chat.html#send", {**context, "send_error": error})
+        response = render(request, "calls/chat.html#send", {**context, "send_error": error})
+        if context["pending"]:
+            # A reply is awaited (sent from another tab, say) and this page may not be
+            # polling: the live part with it starts the poll that enables Send again.
+            response.content += _rendered(request, "calls/chat.html#live", context)
+        return response
     messages.error(request, error)
     return render(request, "calls/chat.html", context, status=status)
 

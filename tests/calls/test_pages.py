@@ -109,6 +109,9 @@ def test_it_starts_a_chat_and_sends_a_message_through_the_worker(
     assert boxed.status_code == 200 and b"<html" not in boxed.content
     assert b'id="send-card"' in boxed.content and b"data-send-error" in boxed.content
     assert b"Wait for the reply" in boxed.content and b"Hello? Anyone?</textarea>" in boxed.content
+    # A page that was not polling (loaded before the call) gets the live part, polling, with it.
+    stale_live = boxed.content.split(b'id="chat-live"', 1)[1]
+    assert b'hx-swap-oob="true"' in stale_live and b'hx-trigger="every 1s"' in stale_live
     assert conversation.messages.filter(role="user").count() == 1
     # Once the call is over, the poll answers 286: htmx stops polling.
     ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.FAILED, error="boom")
@@ -132,6 +135,40 @@ def test_it_starts_a_chat_and_sends_a_message_through_the_worker(
     live = sent.content.split(b'id="chat-live"', 1)[1]
     assert b'hx-swap-oob="true"' in live and b"Second try" in live and b"data-waiting" in live
     assert conversation.messages.filter(role="user").count() == 2
+
+
+def test_a_chat_whose_connection_was_deleted_refreshes_instead_of_offering_its_box(
+    client: Client,
+) -> None:
+    membership = as_member(client, Role.ADMIN)
+    slug = membership.organization.slug
+    connection = make_connection(membership.organization)
+    chat = make_chat(connection)
+    connection.delete()
+    url = reverse("chat_send", args=[slug, chat.code])
+    refused = client.post(url, {"text": "hi"}, headers={"HX-Request": "true"})
+    assert refused.status_code == 200 and refused["HX-Refresh"] == "true"
+    assert b'id="send"' not in refused.content
+    page = client.get(reverse("chat_detail", args=[slug, chat.code]))
+    assert b"a deleted connection" in page.content and b'id="send"' not in page.content
+    assert not ApiCall.objects.filter(chat=chat).exists()
+
+
+def test_a_new_chat_suggests_each_priced_model_once(client: Client) -> None:
+    from pricing.models import ModelPrice
+
+    membership = as_member(client, Role.ADMIN)
+    make_connection(membership.organization)
+    gpt4o = ModelPrice.objects.filter(organization__isnull=True, model="gpt-4o").first()
+    assert gpt4o is not None
+    # A price change: the same model twice in the book.
+    later = ModelPrice.objects.get(pk=gpt4o.pk)
+    later.pk, later.effective_from = None, gpt4o.effective_from.replace(year=2030)
+    later.save()
+    page = client.get(reverse("chat_new", args=[membership.organization.slug])).content.decode()
+    options = re.findall(r'<option value="([^"]+)">', page.split('id="priced-models"', 1)[1])
+    assert options.count("gpt-4o") == 1 and "gpt-4o-mini" in options
+    assert not any("*" in name for name in options)
 
 
 def test_it_keeps_viewers_out_of_chats(client: Client) -> None:
