@@ -26,6 +26,7 @@ from .models import (
     ConversationDay,
     ConversationSource,
     ConversationTotals,
+    DimensionDay,
     ImportJob,
     Membership,
     Organization,
@@ -36,7 +37,7 @@ from .models import (
 )
 from .ranges import request_indexes
 
-RollupT = TypeVar("RollupT", UsageDay, ConversationDay, CalibrationGap)
+RollupT = TypeVar("RollupT", UsageDay, ConversationDay, CalibrationGap, DimensionDay)
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -733,6 +734,24 @@ def _percentile_of(histogram: list[tuple[int, int]], share: float) -> float:
         if seen > rank:
             return permille / 1000
     return histogram[-1][0] / 1000
+
+
+@dataclass(frozen=True)
+class SourceShare:
+    calls: int
+    cost: Decimal | None  # None: none of them priced
+
+
+def replay_share(organization: Organization, filters: UsageFilter) -> SourceShare:
+    """What experiments' replays add to the totals under the filter: real calls, paid for,
+    but not the team's own traffic. Read from the rollups by source (DimensionDay)."""
+    rows = filters.apply_days(
+        DimensionDay.objects.filter(
+            organization=organization, kind="source", value=ConversationSource.REPLAY
+        )
+    )
+    agg = rows.aggregate(calls=Coalesce(Sum("calls"), 0), cost=Sum("cost_total"))
+    return SourceShare(calls=agg["calls"], cost=agg["cost"])
 
 
 def calibration_replayed_calls(organization: Organization, filters: UsageFilter) -> int:

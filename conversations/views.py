@@ -77,6 +77,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "membership": membership,
         "form": form,
         "totals": totals,
+        "replays": selectors.replay_share(organization, filters),
         "calibration": selectors.calibration(organization, filters),
         "calibration_replayed": selectors.calibration_replayed_calls(organization, filters),
         "models": selectors.models_used(organization),

@@ -22,7 +22,7 @@ SORT_COLUMNS = [
     ("turns", "Turns"),
     ("tokens", "Tokens"),
     ("cost", "Cost"),
-    ("created", "Imported"),
+    ("created", "Added"),  # imported, chatted live or replayed
 ]
 
 

@@ -5,6 +5,7 @@ the official SDK, over HTTP, to costlab's own endpoint on a live server."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from collections import Counter
@@ -236,6 +237,11 @@ def test_it_replays_three_conversations_under_two_variants_as_predicted(
     assert str(replays[0].original.code) in detail.content.decode()
     overview = client.get(reverse("org_overview", args=[organization.slug])).content.decode()
     assert "24 of these calls were" in overview
+    # The totals say what the replays add to them: every measured call, at what it cost.
+    share = conversation_selectors.replay_share(organization, filters)
+    measured_cost = sum(Decimal(v["measured"]["cost"]) for v in report["variants"])
+    assert share.calls == 24 and share.cost == measured_cost
+    assert re.search(r"incl\. experiments' replays: \$[\d.]+ in 24 calls", overview)
     csv = client.get(reverse("experiment_csv", args=[organization.slug, experiment.code]))
     lines = b"".join(csv.streaming_content).decode().splitlines()  # type: ignore[attr-defined]
     assert len(lines) == 1 + 24
