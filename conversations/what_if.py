@@ -114,13 +114,18 @@ def forget(conversation: Conversation) -> None:
     cache.delete(cache_key(conversation))
 
 
+# Raised when the way the figures are worked out changes, so that figures cached by an
+# older way are not shown (2: the variants keep each reply's reported output).
+FIGURES_VERSION = 2
+
+
 def _variant(conversation: Conversation, retention: str, book: PriceBook) -> str:
-    """What the figures depend on: the scenario, the price book in force now, and the
-    conversation's calls (a live conversation grows)."""
+    """What the figures depend on: the way they are worked out, the scenario, the price
+    book in force now, and the conversation's calls (a live conversation grows)."""
     turns = conversation.turns.aggregate(n=Count("id"), last=Max("id"))
     messages = conversation.messages.aggregate(n=Count("id"), last=Max("id"))
     state = f"{turns['n']}.{turns['last']}.{messages['n']}.{messages['last']}"
-    return f"{retention}:{book.fingerprint(timezone.now())}:{state}"
+    return f"v{FIGURES_VERSION}:{retention}:{book.fingerprint(timezone.now())}:{state}"
 
 
 def _too_large(conversation: Conversation) -> str | None:

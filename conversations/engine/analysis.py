@@ -402,6 +402,15 @@ def _price(item: _Pending, rates_for: RatesFor) -> None:
     if call.usage is not None:
         result.buckets = buckets_from_usage(call.usage)
         result.cache_source = "reported"
+    elif call.output is not None:  # a simulated variant of a reported call: its reply's output
+        result.buckets = buckets_from_counts(
+            prompt_tokens=result.estimated_prompt_tokens,
+            cached_tokens=result.simulated_cached_tokens,
+            completion_tokens=call.output.completion_tokens,
+            write_tokens=result.simulated_write_tokens,
+            reasoning_tokens=call.output.reasoning_tokens,
+            audio_output_tokens=call.output.audio_tokens,
+        )
     else:
         result.buckets = buckets_from_counts(
             prompt_tokens=result.estimated_prompt_tokens,

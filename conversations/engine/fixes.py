@@ -25,7 +25,7 @@ from .cache import RATE_WINDOW_SECONDS
 from .cache_policy import default_policy
 from .divergence import IDENTIFIER, TIMESTAMP
 from .strategies import compare_strategies
-from .types import Call, ChatMessage, Transcript
+from .types import Call, ChatMessage, Transcript, prompt_simulated
 
 # Conversations longer than this many calls are offered a context strategy.
 LONG_CONVERSATION_CALLS = 30
@@ -78,10 +78,10 @@ def _calls(transcript: Transcript) -> list[Call]:
 
 
 def simulated(transcripts: Sequence[Transcript]) -> list[Transcript]:
-    """The transcripts with reported usage set aside: every figure from the simulator."""
+    """The transcripts with reported usage set aside: every prompt figure from the
+    simulator (the replies' reported output kept)."""
     return [
-        dataclasses.replace(t, calls=[dataclasses.replace(c, usage=None) for c in _calls(t)])
-        for t in transcripts
+        dataclasses.replace(t, calls=[prompt_simulated(c) for c in _calls(t)]) for t in transcripts
     ]
 
 

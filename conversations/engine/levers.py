@@ -18,7 +18,7 @@ from typing import Literal
 
 from .analysis import PolicyFor, ProfileFor, RatesFor, analyze, turns_from_messages
 from .cache_policy import CachePolicy, default_policy
-from .types import Call, ChatMessage, Transcript
+from .types import Call, ChatMessage, Transcript, prompt_simulated
 
 KeyChoice = Literal["recorded", "none", "conversation", "org"]
 
@@ -102,9 +102,8 @@ def _variant(transcript: Transcript, number: int, lever: Lever) -> Transcript:
         if lever.explicit:
             options = {**(options or {}), "mode": "explicit"}
         changed.append(
-            dataclasses.replace(
+            prompt_simulated(  # simulated like every other variant, its reply kept
                 call,
-                usage=None,  # simulated like every other variant
                 prompt_cache_key=key,
                 cache_retention=lever.retention or call.cache_retention,
                 cache_options=options,

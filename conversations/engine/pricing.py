@@ -105,11 +105,25 @@ def buckets_from_usage(usage: Usage) -> Buckets:
 
 
 def buckets_from_counts(
-    *, prompt_tokens: int, cached_tokens: int, completion_tokens: int, write_tokens: int = 0
+    *,
+    prompt_tokens: int,
+    cached_tokens: int,
+    completion_tokens: int,
+    write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    audio_output_tokens: int = 0,
 ) -> Buckets:
     cached = min(cached_tokens, prompt_tokens)
     write = min(write_tokens, prompt_tokens - cached)
-    return Buckets(prompt_tokens - cached - write, cached, write, completion_tokens)
+    reasoning = min(reasoning_tokens, completion_tokens)
+    return Buckets(
+        prompt_tokens - cached - write,
+        cached,
+        write,
+        completion_tokens,
+        reasoning=reasoning,
+        audio_output=min(audio_output_tokens, completion_tokens - reasoning),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from .render import (
     structured_reply_tokens,
     system_tail,
 )
-from .types import Call, ChatMessage, Transcript
+from .types import Call, ChatMessage, Transcript, prompt_simulated
 
 StrategyKind = Literal["full", "window", "trim", "summarize"]
 DEFAULT_SUMMARY_TOKENS = 500
@@ -146,7 +146,7 @@ def _trim(messages: list[ChatMessage], call: Call, budget: int, sizer: _Sizer) -
 
 
 def _strip(call: Call, request: list[int]) -> Call:
-    return dataclasses.replace(call, request=request, usage=None)
+    return prompt_simulated(call, request=request)
 
 
 def _summarize(

@@ -9,6 +9,7 @@ API renders into tokens; keeping them as-is means counting what was actually sen
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,22 @@ class Usage:
     prompt_audio_tokens: int = 0
     completion_audio_tokens: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedOutput:
+    """The output side of a call's reported usage: what its reply was billed for, reasoning
+    and audio included. A variant that simulates the request (a strategy, a lever, a fix)
+    keeps it: the reply is assumed the same, and the text of a reasoning model's reply is a
+    fraction of what it billed (o4-mini: 2,589 output tokens for a short answer)."""
+
+    completion_tokens: int
+    reasoning_tokens: int = 0
+    audio_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> ReportedOutput:
+        return cls(usage.completion_tokens, usage.reasoning_tokens, usage.completion_audio_tokens)
 
 
 @dataclass(slots=True)
@@ -60,6 +77,8 @@ class Call:
     latency_ms: int | None = None
     max_output_tokens: int | None = None
     usage: Usage | None = None  # reported by the API; None when only estimated
+    # A simulated variant of a reported call: its reply's reported output (prompt_simulated).
+    output: ReportedOutput | None = None
     batch: bool = False  # Batch API: batch rates, no caching discount
     external_id: str | None = None  # response id, or batch custom_id
     location: str = ""  # "file.jsonl line 12": where this call came from, for errors
@@ -103,3 +122,11 @@ def located_warnings(transcript: Transcript) -> list[str]:
         return list(transcript.warnings)
     source = _POSITION.sub("", where)
     return [w if w.startswith(source) else f"{where}: {w}" for w in transcript.warnings]
+
+
+def prompt_simulated(call: Call, **changes: Any) -> Call:
+    """`call` with its request side to be simulated (its reported usage set aside) and its
+    reply's reported output kept, with `changes` applied (a strategy's request, a lever's
+    cache key)."""
+    output = ReportedOutput.of(call.usage) if call.usage is not None else call.output
+    return dataclasses.replace(call, usage=None, output=output, **changes)

@@ -105,3 +105,48 @@ def test_it_sends_system_summary_and_recent_messages_after_a_fold(
     ask = plan.transcript.messages[calls[first].request[-1]]
     assert ask["role"] == "user" and "Summarize the conversation above" in str(ask["content"])
     assert calls[first].request[-1] == summary_index - 1
+
+
+def test_a_strategy_keeps_the_reported_output_of_each_reply(
+    profile_for: ProfileFor, rates_for: RatesFor
+) -> None:
+    """A reasoning model bills far more output than its reply's text (an o4-mini call of
+    the corpus: 2,589 output tokens): a strategy changes what is sent, not what comes
+    back, so its figures keep the reported output. Estimated from the text, "full" cost
+    about a quarter of the conversation's real cost."""
+    import dataclasses
+
+    from conversations.engine.analysis import analyze
+    from conversations.engine.levers import LEVERS, compare_levers
+    from conversations.engine.types import Usage
+
+    transcript = conversation(3, system_words=50, reply_words=(10, 20))
+    reported = analyze(
+        [transcript], profile_for=profile_for, rates_for=rates_for, retention_seconds=300
+    )
+    assert transcript.calls is None or transcript.calls == []
+    calls = []
+    for call in reported.conversations[0].calls:
+        usage = Usage(
+            prompt_tokens=call.estimated_prompt_tokens,
+            completion_tokens=2_589,
+            total_tokens=call.estimated_prompt_tokens + 2_589,
+            reasoning_tokens=2_496,
+        )
+        calls.append(dataclasses.replace(call.call, usage=usage))
+    recorded = dataclasses.replace(transcript, calls=calls)
+    as_reported = analyze(
+        [recorded], profile_for=profile_for, rates_for=rates_for, retention_seconds=300
+    ).conversations[0]
+    (full,) = compare_strategies(
+        recorded, ["full"], profile_for=profile_for, rates_for=rates_for, retention_seconds=300
+    )
+    # Short prompts (below the caching minimum): the simulated prompt side is the reported
+    # one, so "full" is the conversation as it was billed, to the digit.
+    assert full.cost == as_reported.totals.cost
+    assert all(c.completion_tokens == 2_589 for c in full.analysis.calls)
+    assert all(c.buckets.reasoning == 2_496 for c in full.analysis.calls)
+    as_recorded = compare_levers(
+        [recorded], LEVERS[:1], profile_for=profile_for, rates_for=rates_for, retention_seconds=300
+    )[0]
+    assert as_recorded.cost == as_reported.totals.cost
