@@ -21,8 +21,18 @@ class UsageFilterForm(forms.Form):
     model = forms.CharField(required=False, max_length=200)
     sort = forms.ChoiceField(required=False, choices=[(s, s) for s in CONVERSATION_SORTS])
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", "it is before From: no end date is applied.")
+        return cleaned
+
     def to_filter(self) -> UsageFilter:
-        data = self.cleaned_data if self.is_valid() else {}
+        """The filter of the fields that are valid: one that is not (a date that is no
+        date) is left out, and the page says so (form.errors), the others still apply."""
+        self.is_valid()
+        data = self.cleaned_data
         return UsageFilter(
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),

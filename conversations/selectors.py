@@ -223,7 +223,8 @@ def org_totals(organization: Organization, filters: UsageFilter) -> OrgTotals:
     return OrgTotals(
         calls=agg["calls"],
         priced_calls=agg["priced_calls"],
-        cost=agg["cost"],
+        # No call under the filter costs nothing; calls none of which is priced: unknown.
+        cost=agg["cost"] if agg["calls"] else Decimal(0),
         cost_uncached=agg["cost_uncached"],
         prompt_tokens=agg["prompt"],
         cached_tokens=agg["cached"],

@@ -85,6 +85,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "day_figure": charts.cost_by_day_figure(by_day),
         "hits_figure": charts.cache_hits_by_day_figure(by_day),
         "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value),
+        "conversations_total": totals.conversations,
         "sort": form.sort_value,
         "query": request.GET.urlencode(),
     }
@@ -100,8 +101,9 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The sortable conversation list alone, for HTMX swaps (it also renders standalone)."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     form = UsageFilterForm(request.GET)
+    filters = form.to_filter()
     conversations = selectors.conversation_list(
-        membership.organization, form.to_filter(), sort=form.sort_value
+        membership.organization, filters, sort=form.sort_value
     )
     return render(
         request,
@@ -110,6 +112,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             "organization": membership.organization,
             "membership": membership,
             "conversations": conversations,
+            "conversations_total": selectors.conversation_count(membership.organization, filters),
             "sort": form.sort_value,
             "form": form,
         },

@@ -164,6 +164,48 @@ def test_it_swaps_only_the_dashboard_for_htmx_and_filters_by_model(
     assert "local model" in html and "expensive" not in html
 
 
+def test_filters_that_match_nothing_say_so_and_cost_nothing(
+    client: Client, org_with_data: Organization
+) -> None:
+    url = reverse("org_overview", args=[org_with_data.slug])
+    html = client.get(url, {"date_from": "2099-01-01"}).content.decode()
+    assert 'data-kpi="cost">$0.00<' in html  # no call: nothing spent, not "unpriced"
+    # No chart drawn empty (Plotly's default axes read as data): a line that says why.
+    for figure in ("model-figure", "day-figure", "hits-figure"):
+        assert f'data-figure-empty="{figure}"' in html and f'id="{figure}"' not in html
+
+
+def test_an_invalid_filter_is_said_and_the_valid_ones_still_apply(
+    client: Client, org_with_data: Organization
+) -> None:
+    url = reverse("org_overview", args=[org_with_data.slug])
+    html = client.get(url, {"date_from": "garbage", "model": "llama-local"}).content.decode()
+    assert "data-filter-errors" in html and "Enter a valid date" in html
+    assert "local model" in html and "expensive" not in html  # the model filter kept
+    inverted = client.get(url, {"date_from": "2024-06-02", "date_to": "2024-06-01"})
+    assert "it is before From" in inverted.content.decode()
+
+
+def test_the_conversation_list_says_when_it_shows_only_the_first_rows(
+    client: Client, org_with_data: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conversations import selectors
+
+    listed = selectors.conversation_list
+    monkeypatch.setattr(
+        selectors,
+        "conversation_list",
+        lambda *args, **kwargs: listed(*args, **{**kwargs, "limit": 1}),
+    )
+    total = selectors.conversation_count(org_with_data, selectors.UsageFilter())
+    assert total > 1
+    html = client.get(reverse("org_overview", args=[org_with_data.slug])).content.decode()
+    assert f"The first 1 of {total}" in html and 'data-shown="1"' in html
+    assert "by=conversation" in html
+    table = client.get(reverse("conversation_table", args=[org_with_data.slug]))
+    assert f"The first 1 of {total}" in table.content.decode()
+
+
 def test_it_gives_a_history_restore_the_whole_page(
     client: Client, org_with_data: Organization
 ) -> None:

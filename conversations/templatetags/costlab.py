@@ -58,10 +58,22 @@ def ratio(part: int | None, whole: int | None) -> str:
 
 @register.simple_tag
 def figure(fig: dict[str, Any], element_id: str) -> str:
-    """A chart placeholder plus its figure as a JSON script (never |safe JSON)."""
+    """A chart placeholder plus its figure as a JSON script (never |safe JSON). A figure
+    with no point says so instead: drawn empty, Plotly's default axes read as data (dates
+    from 1970, ticks by the thousand) and froze the page for seconds."""
+    if not any(_has_points(trace) for trace in fig.get("data", [])):
+        return format_html(
+            '<p class="hint chart-empty" data-figure-empty="{}">Nothing to draw: no calls under '
+            "these filters.</p>",
+            element_id,
+        )
     return format_html(
         '<div class="chart" data-figure="{}"></div>{}', element_id, json_script(fig, element_id)
     )
+
+
+def _has_points(trace: dict[str, Any]) -> bool:
+    return any(len(trace.get(axis) or ()) for axis in ("x", "y", "values", "z"))
 
 
 @register.simple_tag
