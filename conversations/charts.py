@@ -4,7 +4,7 @@ static/js/charts.js draws every [data-figure] element, swapped partials included
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -50,12 +50,40 @@ def day_axis(days: list[str]) -> dict[str, Any]:
     except ValueError:
         return {"type": "category"}  # not ISO dates (a week or month label): as they are
     span = (parsed[-1] - parsed[0]).days + 1 if parsed else 1
+    # The year on the ticks once the days span more than one ("May 27, Sep 15, Jan 4" hid a
+    # turn of the year in a log of 2023 to 2026).
+    years = parsed and parsed[0].year != parsed[-1].year
     return {
         "type": "date",
-        "tickformat": "%b %-d",
+        "tickformat": "%b %-d, %Y" if years else "%b %-d",
         "hoverformat": "%a %b %-d, %Y",
         "dtick": DAY_MS * max(1, math.ceil(span / MAX_DAY_TICKS)),
+        "automargin": True,
     }
+
+
+def broken_at_gaps(days: list[str], *series: list[Any]) -> tuple[list[str], list[list[Any]]]:
+    """Days and their values with a gap (None) after each day not followed by the next one:
+    a line then breaks where there were no calls, where it ran straight across months."""
+    if not days:
+        return days, [list(values) for values in series]
+    out_days: list[str] = []
+    out: list[list[Any]] = [[] for _ in series]
+    previous: date | None = None
+    for at, day in enumerate(days):
+        try:
+            current = date.fromisoformat(day)
+        except ValueError:
+            return days, [list(values) for values in series]  # not days: as they are
+        if previous is not None and (current - previous).days > 1:
+            out_days.append((previous + timedelta(days=1)).isoformat())
+            for values in out:
+                values.append(None)
+        out_days.append(day)
+        for values, source in zip(out, series, strict=True):
+            values.append(source[at])
+        previous = current
+    return out_days, out
 
 
 def label(text: str) -> str:
@@ -83,7 +111,11 @@ def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
                 "marker": {"color": COLORS["output"]},
             }
         ],
-        "layout": {**BASE_LAYOUT, "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS}},
+        "layout": {
+            **BASE_LAYOUT,
+            "xaxis": {"automargin": True},  # long model names whole, not cut at the edge
+            "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
+        },
     }
 
 
@@ -192,13 +224,14 @@ def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
     days = [r.day.isoformat() for r in rows]
     requests = [r.hits / r.eligible if r.eligible else None for r in rows]
     tokens = [r.cached_tokens / r.prompt if r.prompt else None for r in rows]
+    lines, (requests, tokens) = broken_at_gaps(days, requests, tokens)
     return {
         "data": [
             {
                 "type": "scatter",
                 "mode": "lines+markers",
                 "name": "Eligible calls that hit",
-                "x": days,
+                "x": lines,
                 "y": requests,
                 "line": {"color": COLORS["cached"]},
             },
@@ -206,7 +239,7 @@ def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
                 "type": "scatter",
                 "mode": "lines+markers",
                 "name": "Prompt tokens cached",
-                "x": days,
+                "x": lines,
                 "y": tokens,
                 "line": {"color": COLORS["output"], "dash": "dot"},
             },
@@ -262,7 +295,7 @@ def _lost_stack(
         "layout": {
             **BASE_LAYOUT,
             "barmode": "stack",
-            "xaxis": xaxis or {"type": "category"},
+            "xaxis": xaxis or {"type": "category", "automargin": True},
             "yaxis": {"title": {"text": "USD lost"}, **MONEY_AXIS},
         },
     }
@@ -297,7 +330,12 @@ def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
         ],
         "layout": {
             **BASE_LAYOUT,
-            "xaxis": {"title": {"text": label(dimension.label)}, "type": "category"},
+            # automargin: the axis title below the tick labels, not over them
+            "xaxis": {
+                "title": {"text": label(dimension.label)},
+                "type": "category",
+                "automargin": True,
+            },
             "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
         },
     }

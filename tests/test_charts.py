@@ -32,3 +32,14 @@ def test_money_axes_print_decimals_not_si_suffixes() -> None:
     assert turns_layout["yaxis2"]["exponentformat"] == "none"
     assert turns_layout["yaxis2"]["tickprefix"] == "$"
     assert turns_layout["yaxis2"]["automargin"] is True  # wide labels widen the margin
+
+
+def test_days_spanning_years_show_the_year_and_lines_break_over_gaps() -> None:
+    from conversations.charts import broken_at_gaps, day_axis
+
+    assert day_axis(["2023-05-27", "2026-01-04"])["tickformat"] == "%b %-d, %Y"
+    assert day_axis(["2026-01-01", "2026-03-04"])["tickformat"] == "%b %-d"
+    days, (values,) = broken_at_gaps(["2026-01-01", "2026-01-02", "2026-03-01"], [0.5, 0.6, 0.7])
+    assert days == ["2026-01-01", "2026-01-02", "2026-01-03", "2026-03-01"]
+    assert values == [0.5, 0.6, None, 0.7]  # no line drawn across the two months
+    assert broken_at_gaps(["W1", "W2"], [1, 2]) == (["W1", "W2"], [[1, 2]])
