@@ -21,6 +21,7 @@ from django_htmx.middleware import HtmxDetails
 
 from . import breakdowns, cache_report, charts, fix_list, selectors, what_if
 from .csv_export import csv_lines
+from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET
 from .forms import (
     BreakdownForm,
     InviteForm,
@@ -378,6 +379,8 @@ def cache_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             breakdowns.breakdown(organization, slice_, breakdowns.DIMENSIONS["day"], limit=400)
         ),
         "model_figure": charts.lost_by_model_figure(by_model),
+        "hit_rate_target": HIT_RATE_TARGET,
+        "cost_reduction_target": COST_REDUCTION_TARGET,
         "query": request.GET.urlencode(),
     }
     template = "conversations/cache.html"
