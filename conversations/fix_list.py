@@ -134,7 +134,9 @@ def _compute(
     conversations = list(
         Conversation.objects.filter(organization=organization, id__in=ids).order_by("id")
     )
-    transcripts = [selectors.conversation_transcript(c) for c in conversations]
+    transcripts = [
+        selectors.conversation_transcript(c, reported_output=True) for c in conversations
+    ]
     simulation = Simulation(
         profile_for=book.profile,
         policy_for=book.policy,

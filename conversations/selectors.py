@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from .engine.calibration import ModelCalibration
-from .engine.types import Call, Transcript
+from .engine.types import Call, ReportedOutput, Transcript
 from .models import (
     CalibrationGap,
     Conversation,
@@ -636,10 +636,16 @@ def _transcript_turn_rows(conversation_id: int) -> list[tuple[Any, ...]]:
 
 
 def conversation_transcript(
-    conversation: Conversation, *, messages: list[Any] | None = None
+    conversation: Conversation,
+    *,
+    messages: list[Any] | None = None,
+    reported_output: bool = False,
 ) -> Transcript:
     """Rebuild the engine's view of a stored conversation: messages once, calls by index.
-    A caller that has just read the messages (in index order, from 0) passes them in."""
+    A caller that has just read the messages (in index order, from 0) passes them in.
+    `reported_output`: each call whose usage the API reported carries its reply's output
+    (types.ReportedOutput), for what-ifs that simulate the requests and keep the replies;
+    the reported usage itself is never set (the engine would take it as the call's)."""
     if messages is None:
         messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
     # The turns' columns alone, the response by its index: loading each Turn and its response
@@ -670,9 +676,26 @@ def conversation_transcript(
             max_output_tokens, batch, responses_api,
         ) in rows
     ]  # fmt: skip
+    if reported_output:
+        _reported_outputs_set(conversation.pk, calls)
     return Transcript(
         messages=messages, calls=calls, title=conversation.title, model=conversation.model or None
     )
+
+
+def _reported_outputs_set(conversation_id: int, calls: list[Call]) -> None:
+    """Sets each reported call's output from its reported usage record (calls in turn order)."""
+    outputs = {
+        index: ReportedOutput(completion, reasoning)
+        for index, completion, reasoning in UsageRecord.objects.filter(
+            conversation_id=conversation_id, source=UsageSource.REPORTED
+        ).values_list("turn__index", "completion_tokens", "reasoning_tokens")
+    }
+    if not outputs:
+        return
+    indexes = Turn.objects.filter(conversation_id=conversation_id).order_by("index")
+    for call, index in zip(calls, indexes.values_list("index", flat=True), strict=True):
+        call.output = outputs.get(index)
 
 
 def calibration(organization: Organization, filters: UsageFilter) -> list[ModelCalibration]:

@@ -183,7 +183,7 @@ def conversation_what_if(
 
 
 def _compute(conversation: Conversation, *, retention: str, book: PriceBook) -> WhatIf:
-    transcript = selectors.conversation_transcript(conversation)
+    transcript = selectors.conversation_transcript(conversation, reported_output=True)
     now = timezone.now()
     seconds = parse_retention(retention)
 

@@ -176,3 +176,51 @@ def test_it_lets_one_request_at_a_time_compute_a_conversation(
     assert "retention=1h" in html
     assert computed == []
     assert "data-strategy" in page(client, conversation, "1h")
+
+
+def test_its_strategies_keep_each_replys_reported_output() -> None:
+    """A reasoning model's reply bills far more output than its text (o4-mini: 2,589 tokens
+    for a short answer). The what-if simulates the requests and keeps the replies' reported
+    output: with prompts below the caching minimum, "full" and "as recorded" are then the
+    conversation's cost as billed, to the digit (estimated from the text, about a tenth)."""
+    from conversations import selectors
+    from conversations.engine.profiles import default_profile
+    from conversations.engine.render import count_request
+    from conversations.engine.types import Call, Transcript, Usage
+    from conversations.services.transcripts import transcripts_store
+
+    membership = MembershipFactory.create()
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "Answer briefly."}]
+    calls = []
+    for turn in range(3):
+        messages.append({"role": "user", "content": f"Question {turn}?"})
+        # The prompt as reported is the one costlab counts (exact on gpt-4o): only the
+        # output differs from what the text would give.
+        prompt = count_request(messages, profile=default_profile("gpt-4o"))
+        calls.append(
+            Call(
+                request=list(range(len(messages))),
+                response=len(messages),
+                model="gpt-4o",
+                started_at=timezone.now() - timedelta(minutes=10 - turn),
+                usage=Usage(
+                    prompt_tokens=prompt,
+                    completion_tokens=2_589,
+                    total_tokens=prompt + 2_589,
+                    reasoning_tokens=2_560,
+                ),
+            )
+        )
+        messages.append({"role": "assistant", "content": f"Answer {turn}."})
+    transcripts_store(
+        organization=membership.organization,
+        transcripts=[Transcript(messages=messages, calls=calls, model="gpt-4o", external_id="o")],
+    )
+    conversation = Conversation.objects.get(organization=membership.organization)
+    billed = selectors.conversation_summary(selectors.conversation_turns(conversation)).cost
+    figures = what_if.conversation_what_if(conversation)
+    assert isinstance(figures, what_if.WhatIf) and billed is not None
+    full = next(s for s in figures.strategies if s.label == "full")
+    assert full.cost == billed
+    recorded = next(lever for lever in figures.levers if lever.lever.name == "as recorded")
+    assert recorded.cost == billed

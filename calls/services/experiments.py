@@ -262,6 +262,10 @@ def _plan(
                 prompt_cache_key=key,
                 service_tier=None,
                 usage=None,
+                # Predicted from the reply's text, as the replay asks for (max_tokens): the
+                # original's reported output (a reasoning model's reasoning, another model's
+                # reply) is not what the variant will be billed.
+                output=None,
                 batch=False,
                 started_at=anchor + timedelta(seconds=offset),
                 cache_retention=variant.retention or None,

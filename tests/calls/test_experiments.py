@@ -123,6 +123,65 @@ def test_it_predicts_every_variant_and_plans_every_call() -> None:
     assert not Conversation.objects.filter(source="replay").exists()
 
 
+def test_a_replay_is_predicted_for_the_reply_it_asks_for_not_the_originals_billed_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The original's reported output (here a reasoning model's 2,589 tokens) is what the
+    what-if keeps for the original; a replay asks for the recorded reply's length
+    (max_tokens) and is predicted for that, so measured and predicted stay comparable, even
+    from a transcript that carries the reported outputs."""
+    import dataclasses
+    from functools import partial
+
+    from conversations import selectors
+    from conversations.engine.types import Usage
+
+    monkeypatch.setattr(
+        experiments,
+        "conversation_transcript",
+        partial(selectors.conversation_transcript, reported_output=True),
+    )
+
+    predicted = []
+    for reported in (False, True):
+        membership = MembershipFactory.create(role=Role.ANALYST)
+        organization = membership.organization
+        (conversation,) = conversations_stored(organization, count=1, turns=2)
+        if reported:
+            transcript = selectors.conversation_transcript(conversation)
+            calls = [
+                dataclasses.replace(
+                    c, usage=Usage(prompt_tokens=10, completion_tokens=2_589, total_tokens=2_599)
+                )
+                for c in transcript.calls or []
+            ]
+            conversation.delete()
+            with transaction.atomic():
+                transcripts_store(
+                    organization=organization,
+                    transcripts=[dataclasses.replace(transcript, calls=calls, external_id="r")],
+                )
+            conversation = Conversation.objects.get(organization=organization)
+        experiment = experiments.experiment_create(
+            organization=organization,
+            user=None,
+            conversations=[conversation],
+            variants=[variant_parse("model=gpt-4o")],
+            connection=connection_of(organization),
+        )
+        plan = Replay.objects.get(variant__experiment=experiment).plan
+        assert all(s["predicted"]["completion_tokens"] == s["max_tokens"] for s in plan)
+        predicted.append(experiment.variants.get().prediction["cost"])
+        if reported:  # the transcript the experiment read did carry them
+            outputs = [
+                c.output
+                for c in selectors.conversation_transcript(conversation, reported_output=True).calls
+                or []
+            ]
+            assert outputs and all(o is not None and o.completion_tokens == 2_589 for o in outputs)
+    assert predicted[0] == predicted[1]
+
+
 def test_it_refuses_what_it_cannot_run(settings: Settings) -> None:
     membership = MembershipFactory.create(role=Role.ANALYST)
     organization = membership.organization
