@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from pricing.book import PriceBook
 
-from . import selectors
+from . import selectors, what_if
 from .breakdowns import Slice
 from .engine.fixes import Fix, Simulation, find_fixes
 from .models import Conversation, Organization, UsageRecord
@@ -110,7 +110,8 @@ def fix_list(organization: Organization, slice_: Slice) -> FixList | TooLarge | 
     book = PriceBook.for_organization(organization)
     now = timezone.now()
     digest = hashlib.sha256(repr(slice_).encode()).hexdigest()[:20]
-    key = f"fixes:{organization.code}:{digest}:{size['calls']}.{size['last']}"
+    # The figures' version too: a list worked out the older way is not served.
+    key = f"fixes:v{what_if.FIGURES_VERSION}:{organization.code}:{digest}:{size['calls']}.{size['last']}"
     key += f":{book.fingerprint(now)}"
     found: FixList | None = cache.get(key)
     if found is not None:

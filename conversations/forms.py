@@ -15,6 +15,13 @@ SOURCE_CHOICES = list(ConversationSource.choices)
 FORMAT_CHOICES = [("", "Detect automatically")] + [(f, f.replace("_", " ")) for f in FORMATS]
 
 
+def dates_in_order(form: forms.Form, cleaned: dict[str, Any]) -> None:
+    """To before From is said, and no end date is applied (the start still is)."""
+    start, end = cleaned.get("date_from"), cleaned.get("date_to")
+    if start and end and start > end:
+        form.add_error("date_to", "it is before From: no end date is applied.")
+
+
 class UsageFilterForm(forms.Form):
     date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -23,9 +30,7 @@ class UsageFilterForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        start, end = cleaned.get("date_from"), cleaned.get("date_to")
-        if start and end and start > end:
-            self.add_error("date_to", "it is before From: no end date is applied.")
+        dates_in_order(self, cleaned)
         return cleaned
 
     def to_filter(self) -> UsageFilter:
@@ -41,7 +46,8 @@ class UsageFilterForm(forms.Form):
 
     @property
     def sort_value(self) -> str:
-        return (self.cleaned_data.get("sort") if self.is_valid() else None) or "-cost"
+        self.is_valid()  # a valid sort stays when another field is invalid
+        return self.cleaned_data.get("sort") or "-cost"
 
 
 class UploadForm(forms.Form):
@@ -151,6 +157,11 @@ class BreakdownForm(forms.Form):
         if breakdowns.dimension_get(by) is None:
             raise forms.ValidationError(f"Unknown grouping {by!r}.")
         return by
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        dates_in_order(self, cleaned)
+        return cleaned
 
     def _data(self) -> dict[str, Any]:
         """The fields that are valid: one bad filter (shown as an error) drops itself only."""

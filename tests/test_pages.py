@@ -184,6 +184,13 @@ def test_an_invalid_filter_is_said_and_the_valid_ones_still_apply(
     assert "local model" in html and "expensive" not in html  # the model filter kept
     inverted = client.get(url, {"date_from": "2024-06-02", "date_to": "2024-06-01"})
     assert "it is before From" in inverted.content.decode()
+    # A valid sort stays when a date is not one.
+    sorted_ = client.get(url, {"date_from": "garbage", "sort": "title"}).content.decode()
+    assert 'name="sort" value="title"' in sorted_
+    # The breakdown says it too, and applies the start alone.
+    breakdown = reverse("breakdown_page", args=[org_with_data.slug])
+    page = client.get(breakdown, {"date_from": "2024-06-02", "date_to": "2024-06-01"})
+    assert "it is before From" in page.content.decode()
 
 
 def test_the_conversation_list_says_when_it_shows_only_the_first_rows(

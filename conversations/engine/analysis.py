@@ -95,8 +95,10 @@ class CallAnalysis:
 
     @property
     def billed(self) -> bool:
-        """Whether the call counts in costs: it got a reply, or the API reported usage."""
-        return self.call.response is not None or self.call.usage is not None
+        """Whether the call counts in costs: it got a reply, or the API reported usage (a
+        simulated variant of such a call: its reported output)."""
+        call = self.call
+        return call.response is not None or call.usage is not None or call.output is not None
 
     @property
     def reported(self) -> Usage | None:

@@ -91,15 +91,18 @@ def buckets_from_usage(usage: Usage) -> Buckets:
     cached = min(usage.cached_tokens, usage.prompt_tokens)
     write = min(usage.cache_write_tokens or 0, usage.prompt_tokens - cached)
     uncached = usage.prompt_tokens - cached - write
+    # Clamped as buckets_from_counts does: a report with more reasoning than output gave a
+    # negative audio output, and a negative output price where audio has a rate.
+    reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
     return Buckets(
         input_uncached=uncached,
         input_cached=cached,
         input_cache_write=write,
         output=usage.completion_tokens,
-        reasoning=min(usage.reasoning_tokens, usage.completion_tokens),
+        reasoning=reasoning,
         audio_input=min(usage.prompt_audio_tokens, uncached),
-        audio_output=min(
-            usage.completion_audio_tokens, usage.completion_tokens - usage.reasoning_tokens
+        audio_output=max(
+            0, min(usage.completion_audio_tokens, usage.completion_tokens - reasoning)
         ),
     )
 

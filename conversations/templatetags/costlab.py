@@ -63,8 +63,8 @@ def figure(fig: dict[str, Any], element_id: str) -> str:
     from 1970, ticks by the thousand) and froze the page for seconds."""
     if not any(_has_points(trace) for trace in fig.get("data", [])):
         return format_html(
-            '<p class="hint chart-empty" data-figure-empty="{}">Nothing to draw: no calls under '
-            "these filters.</p>",
+            '<p class="hint chart-empty" data-figure-empty="{}">Nothing to draw: no calls '
+            "here.</p>",
             element_id,
         )
     return format_html(

@@ -102,3 +102,28 @@ def test_it_prices_the_no_cache_counterfactual_with_writes_as_plain_input() -> N
     without = price_without_cache(buckets, rates, cost)
     assert without.total == Decimal("0.024")  # 6000 x $4 / 1M: no reads, no writes
     assert without == price_buckets(buckets.without_cache(), rates)
+
+
+def test_a_report_with_more_reasoning_than_output_prices_no_negative_audio() -> None:
+    """Clamped as buckets_from_counts clamps: reasoning at most the output, audio at most
+    what is left of it (a malformed report gave -50 audio tokens and a negative price)."""
+    from conversations.engine.pricing import buckets_from_counts, buckets_from_usage
+    from conversations.engine.types import Usage
+
+    usage = Usage(
+        prompt_tokens=10,
+        completion_tokens=100,
+        total_tokens=110,
+        reasoning_tokens=150,
+        completion_audio_tokens=20,
+    )
+    buckets = buckets_from_usage(usage)
+    assert (buckets.reasoning, buckets.audio_output) == (100, 0)
+    counted = buckets_from_counts(
+        prompt_tokens=10,
+        cached_tokens=0,
+        completion_tokens=100,
+        reasoning_tokens=150,
+        audio_output_tokens=20,
+    )
+    assert (counted.reasoning, counted.audio_output) == (buckets.reasoning, buckets.audio_output)
