@@ -501,7 +501,10 @@ def _problems(changing: dict[str, Any], missing: dict[str, Any]) -> list[KeyProb
     problems = [
         KeyProblem("changing_key", "prompt_cache_key changes: the prefix was cached under another key",
                    changing["calls"], changing["lost"]),
-        KeyProblem("missing_key", "no prompt_cache_key (misses of calls sent without one)",
+        # Not a cause: these calls missed for their own reasons (the table above), and a key
+        # would not have avoided all of them (a conversation's key levers say how many).
+        KeyProblem("missing_key", "misses of calls sent without a prompt_cache_key (for any "
+                   "reason: a key would not have avoided all of them)",
                    missing["calls"], missing["lost"]),
     ]  # fmt: skip
     return [p for p in problems if p.calls]
