@@ -360,6 +360,7 @@ class ConversationRow:
     title: str
     model: str
     created: datetime
+    started_at: datetime | None  # its first call, when the file said (not when it was added)
     cost: Decimal | None  # None when none of its calls is priced
     tokens: int
     turn_count: int
@@ -421,7 +422,7 @@ def conversation_list(
     return [_conversation_row(conversations[row["conversation_id"]], row) for row in top]
 
 
-_CONVERSATION_COLUMNS = ("pk", "code", "title", "model", "created")
+_CONVERSATION_COLUMNS = ("pk", "code", "title", "model", "created", "started_at")
 
 
 def _conversation_row(conversation: dict[str, Any], sums: dict[str, Any]) -> ConversationRow:
@@ -430,6 +431,7 @@ def _conversation_row(conversation: dict[str, Any], sums: dict[str, Any]) -> Con
         title=conversation["title"],
         model=conversation["model"],
         created=conversation["created"],
+        started_at=conversation["started_at"],
         cost=sums["cost"],
         tokens=sums["tokens"],
         turn_count=sums["turn_count"],

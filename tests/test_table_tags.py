@@ -31,7 +31,7 @@ TEMPLATE_ROWS = """{% load costlab %}{% for c in conversations %}
               {{ c.cost|usd }}
             {% endif %}
           </td>
-          <td class="num">{{ c.created|date:"Y-m-d H:i" }}</td>
+          <td class="num">{{ c.created|date:"Y-m-d H:i" }}{% if c.started_at and c.started_at|date:"Y-m-d" != c.created|date:"Y-m-d" %}<small class="est" data-started>calls from {{ c.started_at|date:"Y-m-d" }}</small>{% endif %}</td>
           <td>{{ c.model }}</td>
           <td class="num">{% ratio c.cached c.prompt %}</td>
         </tr>
@@ -44,6 +44,7 @@ def _row(title: str, **changes: object) -> ConversationRow:
         "title": title,
         "model": "gpt-4o",
         "created": datetime(2026, 10, 3, 23, 59, 30, tzinfo=UTC),
+        "started_at": None,
         "cost": Decimal("12.345678"),
         "tokens": 1234567,
         "turn_count": 12,
@@ -66,6 +67,9 @@ ROWS = [
     _row("All unpriced", unpriced=3, cost=None),
     _row("Nothing cached", cached=0, prompt=0, cost=Decimal(0), tokens=0),
     _row("Small cost", cost=Decimal("0.000123"), created=datetime(2026, 3, 8, 9, 1, tzinfo=UTC)),
+    # Calls from another day than the import: said; from the same day (in the zone): not.
+    _row("Last year's log", started_at=datetime(2025, 5, 27, 14, 0, tzinfo=UTC)),
+    _row("Same day", started_at=datetime(2026, 10, 3, 23, 30, tzinfo=UTC)),
 ]
 
 
@@ -85,6 +89,7 @@ def test_the_rows_in_python_render_as_the_template_did(zone: str) -> None:
     assert _normal(after) == _normal(before)
     assert after.count("<tr>") == len(ROWS)
     assert "<script>" not in after and "&lt;script&gt;" in after and "&lt;b&gt;m&lt;/b&gt;" in after
+    assert after.count("data-started") == 1 and "calls from 2025-05-27" in after
 
 
 def test_the_small_filters_match_the_built_ins() -> None:

@@ -76,6 +76,18 @@ def _has_points(trace: dict[str, Any]) -> bool:
     return any(len(trace.get(axis) or ()) for axis in ("x", "y", "values", "z"))
 
 
+def _added_cell(row: Any) -> SafeString:
+    """When the conversation was added, and when its calls began if on another day (an
+    import of last year's log was all "added" today)."""
+    added = minute(row.created)
+    started = row.started_at
+    if started is None or minute(started)[:10] == added[:10]:
+        return format_html("{}", added)
+    return format_html(
+        '{}<small class="est" data-started>calls from {}</small>', added, minute(started)[:10]
+    )
+
+
 @register.simple_tag
 def get_sort_columns() -> list[tuple[str, str]]:
     return SORT_COLUMNS
@@ -194,7 +206,7 @@ def conversation_rows(conversations: list[Any], slug: str) -> SafeString:
                 c.turn_count,
                 intcomma_plain(c.tokens),
                 _cost_cell(c),
-                minute(c.created),
+                _added_cell(c),
                 c.model,
                 ratio(c.cached, c.prompt),
             )
