@@ -306,3 +306,25 @@ def test_it_compares_strategies_and_projects_the_next_turns(client: Client, tmp_
     assert stored is not None
     assert costs["full"] == stored.quantize(Decimal("0.0001"))
     assert "10 more turns" in html and 'value="1h" selected' in html
+
+
+def test_the_imports_list_says_why_a_file_failed_and_what_is_unpriced(
+    client: Client, org_with_data: Organization
+) -> None:
+    failed = ImportJob.objects.create(
+        organization=org_with_data,
+        original_name="broken.jsonl",
+        status=ImportStatus.FAILED,
+        error="broken.jsonl line 3: malformed JSON (Expecting value)",
+    )
+    done = ImportJob.objects.create(
+        organization=org_with_data,
+        original_name="mixed.jsonl",
+        status=ImportStatus.SUCCEEDED,
+        cost=Decimal("0.5"),
+        unpriced_turns=5,
+        warnings=["web search fees are not counted", "another"],
+    )
+    html = client.get(reverse("imports", args=[org_with_data.slug])).content.decode()
+    assert failed.error in html and "data-job-error" in html
+    assert f"{done.unpriced_turns} unpriced turns" in html and "2 warnings" in html
