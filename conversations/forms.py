@@ -12,7 +12,19 @@ from .selectors import CONVERSATION_SORTS, UsageFilter
 from .services.imports import shown_name
 
 SOURCE_CHOICES = list(ConversationSource.choices)
-FORMAT_CHOICES = [("", "Detect automatically")] + [(f, f.replace("_", " ")) for f in FORMATS]
+# What each format is, in the words of the files people have (README, "Importing").
+FORMAT_LABELS = {
+    "chat_json": "Chat JSON: {model, messages}, or a list of them",
+    "chat_jsonl": "Chat JSONL: one {messages} per line",
+    "api_log": "API log: one call (request, response, usage) per line",
+    "batch": "Batch API: the input file, with its output file below",
+    "sharegpt": "ShareGPT conversations",
+    "chatgpt_export": "ChatGPT data export (conversations.json or its zip)",
+    "zip": "A .zip of any of these",
+}
+FORMAT_CHOICES = [("", "Detect automatically")] + [
+    (f, FORMAT_LABELS.get(f, f.replace("_", " "))) for f in FORMATS
+]
 
 
 def dates_in_order(form: forms.Form, cleaned: dict[str, Any]) -> None:
