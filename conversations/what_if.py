@@ -52,10 +52,12 @@ class StrategyFigures:
     cached_share: float | None
     peak_prompt_tokens: int
     over_context_calls: int
+    description: str = ""
 
     @classmethod
     def of(cls, result: StrategyResult) -> StrategyFigures:
         return cls(
+            description=result.strategy.description,
             label=result.strategy.label,
             summary_calls=result.summary_calls,
             calls=result.calls,
@@ -115,8 +117,9 @@ def forget(conversation: Conversation) -> None:
 
 
 # Raised when the way the figures are worked out changes, so that figures cached by an
-# older way are not shown (2: the variants keep each reply's reported output).
-FIGURES_VERSION = 2
+# older way are not shown (2: the variants keep each reply's reported output; 3: each
+# strategy's description).
+FIGURES_VERSION = 3
 
 
 def _variant(conversation: Conversation, retention: str, book: PriceBook) -> str:

@@ -77,6 +77,7 @@ def test_it_computes_the_what_if_once_per_scenario(
 ) -> None:
     first = page(client, conversation)
     assert 'data-strategy="window:8"' in first
+    assert "the system prompt and the last 8 messages" in first  # what it sends, in words
     assert page(client, conversation) == first
     assert computed == ["10m"]
     page(client, conversation, "1h")
@@ -224,3 +225,12 @@ def test_its_strategies_keep_each_replys_reported_output() -> None:
     assert full.cost == billed
     recorded = next(lever for lever in figures.levers if lever.lever.name == "as recorded")
     assert recorded.cost == billed
+
+
+def test_each_strategy_says_what_it_sends() -> None:
+    from conversations.engine.strategies import parse_strategy
+
+    assert parse_strategy("full").description == "every message, as recorded"
+    assert parse_strategy("window:8").description == "the system prompt and the last 8 messages"
+    assert "under 1,803 tokens" in parse_strategy("trim:1803").description
+    assert "summary past 1,803 tokens" in parse_strategy("summarize:1803").description

@@ -53,6 +53,17 @@ class Strategy:
     def label(self) -> str:
         return self.kind if self.kind == "full" else f"{self.kind}:{self.size}"
 
+    @property
+    def description(self) -> str:
+        """What the strategy sends, in words (the label is what a command line takes)."""
+        if self.kind == "full":
+            return "every message, as recorded"
+        if self.kind == "window":
+            return f"the system prompt and the last {self.size:,} messages"
+        if self.kind == "trim":
+            return f"the oldest messages dropped to stay under {self.size:,} tokens"
+        return f"older messages folded into a summary past {self.size:,} tokens"
+
 
 def parse_strategy(text: str, *, summary_tokens: int = DEFAULT_SUMMARY_TOKENS) -> Strategy:
     """Parse "full", "window:8", "trim:6000" or "summarize:8000" (optionally
