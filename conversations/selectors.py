@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import connections, router
-from django.db.models import Case, F, QuerySet, Sum, Value, When
+from django.db.models import Case, F, FilteredRelation, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
@@ -686,18 +686,19 @@ def conversation_transcript(
 
 
 def _reported_outputs_set(conversation_id: int, calls: list[Call]) -> None:
-    """Sets each reported call's output from its reported usage record (calls in turn order)."""
-    outputs = {
-        index: ReportedOutput(completion, reasoning)
-        for index, completion, reasoning in UsageRecord.objects.filter(
-            conversation_id=conversation_id, source=UsageSource.REPORTED
-        ).values_list("turn__index", "completion_tokens", "reasoning_tokens")
-    }
-    if not outputs:
-        return
-    indexes = Turn.objects.filter(conversation_id=conversation_id).order_by("index")
-    for call, index in zip(calls, indexes.values_list("index", flat=True), strict=True):
-        call.output = outputs.get(index)
+    """Sets each reported call's output from its reported usage record (calls in turn
+    order): one query, a row per turn (at most one reported record each, by constraint)."""
+    reported = FilteredRelation(
+        "usage_records", condition=Q(usage_records__source=UsageSource.REPORTED)
+    )
+    rows = (
+        Turn.objects.filter(conversation_id=conversation_id)
+        .annotate(reported=reported)
+        .order_by("index")
+        .values_list("reported__completion_tokens", "reported__reasoning_tokens")
+    )
+    for call, (completion, reasoning) in zip(calls, rows, strict=True):
+        call.output = ReportedOutput(completion, reasoning) if completion is not None else None
 
 
 def calibration(organization: Organization, filters: UsageFilter) -> list[ModelCalibration]:
