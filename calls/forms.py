@@ -77,7 +77,10 @@ class ConnectionForm(forms.Form):
         if self.is_bound and self.errors and self.data.get(self.add_prefix("api_key")):
             # The form comes back with its errors, and a password field comes back empty:
             # say so, or the key typed is lost without a word (kept, it would be rendered).
-            self.fields["api_key"].help_text = "Not shown back: type the key again."
+            # The bound field copied its help text when cleaning made it: set there too.
+            note = "Not shown back: type the key again."
+            self.fields["api_key"].help_text = note
+            self["api_key"].help_text = note
 
     def clean_base_url(self) -> str:
         url = str(self.cleaned_data["base_url"]).strip()

@@ -102,6 +102,8 @@ def test_it_never_renders_the_key_back(client: Client, admin: Membership) -> Non
     bad = client.post(reverse("connection_new", args=[slug]), form_data(base_url="ftp://x"))
     assert bad.status_code == 400
     assert SECRET not in bad.content.decode()
+    # ... and says so, where the key field is: the key typed is not lost without a word.
+    assert "Not shown back: type the key again." in bad.content.decode()
 
 
 def test_it_keeps_the_key_when_the_edit_leaves_it_empty_and_replaces_it_otherwise(
