@@ -6,8 +6,10 @@ PORT ?= 8000
 # Everything make starts is local development: a generated key under var/, no HTTPS.
 # A deployment sets SECRET_KEY instead (README, "Deployment / security").
 export COSTLAB_DEV = true
+# Exits 0 when this machine's Python imports the compiled modules (bin/compile).
+export COMPILED_ACTIVE = from conversations.engine import compiled; raise SystemExit(not compiled.active())
 
-.PHONY: run test lint fmt typecheck check install migrate clean bench
+.PHONY: run test lint fmt typecheck check install compile migrate clean bench
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,16 +19,25 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 install: $(BIN)/.installed
 
+# The endpoint's hot modules built by mypyc into var/compiled/ (conversations/engine/
+# compiled.py); nothing to do when that build is fresh, and the sources run without one.
+compile: install
+	$(BIN)/python bin/compile
+
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
 # Web server and a real Celery worker, on SQLite and a filesystem broker (no server needed).
-run: migrate
+run: migrate compile
 	DEBUG=true PORT=$(PORT) $(BIN)/python manage.py seed_demo
 	DEBUG=true PORT=$(PORT) bin/run
 
-test: install
+# With a compiled build in use, the tests that patch a module's internals were skipped:
+# they run then against the sources (tests/conftest.py).
+test: compile
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	if $(BIN)/python -c "$$COMPILED_ACTIVE"; then \
+	  COSTLAB_COMPILED=off $(BIN)/python -m pytest -n 2 --dist loadgroup -q -m pure_python; fi
 
 lint: install
 	$(BIN)/ruff check .
@@ -43,7 +54,7 @@ typecheck: install
 
 check: lint typecheck test
 
-bench: install
+bench: compile
 	$(BIN)/python bench/engine.py
 
 clean:

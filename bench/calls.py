@@ -683,6 +683,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.floor_only and (args.skip_floor or args.skip_end_to_end):
         parser.error("--floor-only runs the floor: not with --skip-floor or --skip-end-to-end")
+    from conversations.engine import compiled
+
+    print(f"modules           {compiled.status()}")
     if not args.skip_endpoint and not args.floor_only:
         modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
         unknown = [mode for mode in modes if mode not in MODES]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from conversations.engine import compiled
 from conversations.engine.analysis import Analysis, analyze, turns_from_messages
 from conversations.engine.pricing import Rates
 from conversations.engine.profiles import default_profile
@@ -189,6 +190,7 @@ def main() -> None:
         return
     corpus = build_corpus(args.conversations, args.turns)
     messages = sum(len(t.messages) for t in corpus)
+    print(f"modules: {compiled.status()}")
     print(f"corpus: {len(corpus):,} conversations x {args.turns} turns, {messages:,} messages")
     analysis_seconds(corpus[:20], args.retention)  # warm-up: first-run allocations
     rss_before = _rss_mib()

@@ -58,7 +58,7 @@ class _Kept:
     rest: dict[str, Any]
     # Set once when kept (_kept, _renew), not on each comparison (_match): the prefix as a
     # view (not a copy), and its last PROBE bytes, from probe_at.
-    prefix: memoryview
+    prefix: bytes | memoryview  # a view of body (mypyc cannot name memoryview alone here)
     probe_at: int
     probe: bytes
 

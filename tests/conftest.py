@@ -14,12 +14,29 @@ from django.db import connection
 from django.db.backends.base.creation import BaseDatabaseCreation
 from pytest_django import Settings
 
+from conversations.engine import compiled
 from costlab.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
 # Outside material lives beside the checkout (../shared/oracles), in CI too; never copied in.
 ORACLES = ROOT.parent / "shared" / "oracles"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_report_header() -> str:
+    return f"costlab: {compiled.status()}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that patch a module's internals (a spy on a function another module calls)
+    see nothing when that module is compiled: its calls are direct. They run when the
+    sources do, and `make test` runs them again so (COSTLAB_COMPILED=off)."""
+    if not compiled.active():
+        return
+    skip = pytest.mark.skip(reason="patches a module's internals: runs with COSTLAB_COMPILED=off")
+    for item in items:
+        if item.get_closest_marker("pure_python"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

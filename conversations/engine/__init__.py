@@ -1,5 +1,6 @@
 """costlab's analysis engine: pure Python, no Django import (tested and benchmarked alone).
 
+compiled     which modules mypyc may build (bin/compile), and whether a build is used
 types        Transcript, Call, Usage: what parsers produce and the engine reads
 pricing      usage buckets and the money maths
 vocabulary   the tiktoken encodings, read offline from the bpe-openai wheel and hash-checked
@@ -27,3 +28,8 @@ report       analysis_to_json(), render_table()
 Each module imports only modules listed above it (tests/engine/test_layout.py checks it): no
 two modules import each other, and none calls back into the module that called it.
 """
+
+from . import compiled
+
+# A fresh build of the hot modules, if any, is imported in place of their sources.
+compiled.extend(__path__, __name__)

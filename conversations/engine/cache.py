@@ -116,8 +116,8 @@ class PromptBlocks:
 
 
 def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
+    whole = round(seconds)  # (a name of its own: compiled, a variable keeps one type)
+    hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
         return f"{hours}h {minutes:02d}m"

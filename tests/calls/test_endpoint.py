@@ -300,6 +300,7 @@ def encoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+@pytest.mark.pure_python  # spies on calls a compiled module makes directly
 def test_it_does_not_re_tokenize_a_re_sent_history(encoded: list[str]) -> None:
     """A growing conversation: each call encodes only the messages it adds."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": "S"}]
@@ -340,6 +341,7 @@ def test_a_reply_s_known_tokens_are_what_encoding_it_gives(model: str) -> None:
     assert engine_messages.encode_plain_known("assistant", packed, terse) is None
 
 
+@pytest.mark.pure_python  # spies on calls a compiled module makes directly
 def test_a_reply_sent_back_changed_or_to_another_model_is_encoded(encoded: list[str]) -> None:
     """Only a reply sent back unchanged, as an assistant message, to the model that wrote
     it keeps its known tokens: one changed letter, a trailing space, another role or another
@@ -373,6 +375,7 @@ def test_a_reply_sent_back_changed_or_to_another_model_is_encoded(encoded: list[
             assert sent_back in encoded
 
 
+@pytest.mark.pure_python  # spies on calls a compiled module makes directly
 def test_the_next_turn_read_from_bytes_compares_no_history(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

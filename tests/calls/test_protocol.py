@@ -10,6 +10,7 @@ import pytest
 
 from calls import protocol
 from calls.request_body import BodyReader
+from calls.simulated import SimulatedCall
 
 SYSTEM = {"role": "system", "content": "S"}
 USER = {"role": "user", "content": "u"}
@@ -98,8 +99,9 @@ def test_a_request_within_the_checks_is_taken(value: Any, tier: str | None) -> N
 
 
 def test_a_completion_id_is_24_hex_digits_and_new_each_time() -> None:
+    call = SimulatedCall(1, 0, 1, None, "x", "stop", None)
     ids = {
-        protocol.Completion.new(model="m", tier="default", call=None, now=0.0).id  # type: ignore[arg-type]
+        protocol.Completion.new(model="m", tier="default", call=call, now=0.0).id
         for _ in range(100)
     }
     assert len(ids) == 100

@@ -308,6 +308,7 @@ def test_it_marks_transcripts_without_timestamps(
     assert analysis.timestamps_missing
 
 
+@pytest.mark.pure_python  # spies on calls a compiled module makes directly
 def test_it_encodes_each_message_once_and_hashes_each_block_once(
     profile_for: ProfileFor,
     rates_for: RatesFor,

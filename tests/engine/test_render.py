@@ -217,6 +217,7 @@ def test_it_makes_each_prompt_a_prefix_of_the_next(model: str) -> None:
         assert longer[: len(shorter)] == shorter
 
 
+@pytest.mark.pure_python  # spies on calls a compiled module makes directly
 def test_it_trusts_a_known_history_only_for_the_previous_request_on_its_header(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -290,6 +291,7 @@ def test_it_encodes_each_message_at_most_twice_under_a_sliding_window(
     assert len(encoded) <= 2 * len(transcript.messages)
 
 
+@pytest.mark.pure_python  # spies on calls a compiled module makes directly
 def test_it_keeps_the_early_messages_tokens_for_diagnosis_after_release(
     encoded: list[ChatMessage],
 ) -> None:

@@ -1,0 +1,102 @@
+"""The hot modules compiled to C by mypyc, when a build of them is present and fresh.
+
+The built-in endpoint's work per call is mostly small Python steps around the tokenizer
+(design.md 2.9); compiled, they take about a fifth less time (bench/calls.py). `bin/compile`
+(run by `make install`, `make run` and `make test`) builds MODULES into var/compiled/ and
+writes a manifest of the sources it compiled. A package that holds one of them
+(conversations.engine, calls) calls `extend` from its __init__: the build's directory goes
+first on the package's path, so its modules are imported instead of the sources.
+
+Only a fresh build is used: one whose manifest names this Python and, for every module, the
+hash of the source as it is now. A module edited since the build leaves all of them
+interpreted (they call each other directly in C, so all or none) until `bin/compile` runs
+again. COSTLAB_COMPILED=off uses the sources whatever is built (tests that patch a module's
+internals run that way: tests/conftest.py). Everything works without a build, a little
+slower: a machine without a C compiler runs the sources.
+
+Standard library only, no Django: imported first by the engine's package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "var" / "compiled"
+MANIFEST = "manifest.json"
+OFF_VALUES = frozenset({"off", "0", "false", "no"})
+
+# The modules the endpoint's per-call path spends its Python time in (py-spy over
+# bench/calls.py's endpoint part), as paths from the project's root. Each is strictly typed
+# already (mypy --strict), which is what mypyc compiles from.
+MODULES = (
+    "conversations/engine/sequences.py",
+    "conversations/engine/messages.py",
+    "conversations/engine/cache.py",
+    "conversations/engine/render.py",
+    "calls/request_body.py",
+    "calls/simulated.py",
+    "calls/protocol.py",
+)
+
+
+def source_hashes(root: Path = ROOT) -> dict[str, str]:
+    """Each module's source as it is now: its path -> sha256 of its bytes."""
+    return {path: hashlib.sha256((root / path).read_bytes()).hexdigest() for path in MODULES}
+
+
+def python_tag() -> str:
+    """The interpreter a build is for: its extensions load in no other."""
+    return f"{sys.implementation.cache_tag}-{sys.platform}-{sys.version.split()[0]}"
+
+
+def manifest(hashes: dict[str, str]) -> dict[str, object]:
+    return {"python": python_tag(), "modules": hashes}
+
+
+def build_state(build: Path = BUILD, root: Path = ROOT) -> str:
+    """ "fresh", "stale" (built from other sources or for another Python) or "absent"."""
+    try:
+        kept = json.loads((build / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "absent"
+    return "fresh" if kept == manifest(source_hashes(root)) else "stale"
+
+
+def wanted() -> bool:
+    return os.environ.get("COSTLAB_COMPILED", "").strip().lower() not in OFF_VALUES
+
+
+@cache
+def active() -> bool:
+    """Whether this process imports the compiled modules (decided once, at first import)."""
+    return wanted() and build_state() == "fresh"
+
+
+def status() -> str:
+    """In words, for the test run's header, the benchmarks and `bin/compile`."""
+    if active():
+        return f"compiled modules in use ({len(MODULES)}, mypyc, {BUILD.relative_to(ROOT)})"
+    if not wanted():
+        return "compiled modules off (COSTLAB_COMPILED): the sources run"
+    state = build_state()
+    if state == "stale":
+        return "compiled modules stale (a source changed since `bin/compile`): the sources run"
+    return "compiled modules not built (`bin/compile`): the sources run"
+
+
+def extend(package_path: list[str], package: str) -> None:
+    """Puts the build's directory for `package` first on its path, when the build is used.
+    mypyc's shared runtime for the build is a top-level module in the build's root."""
+    if not active():
+        return
+    directory = str(BUILD.joinpath(*package.split(".")))
+    if directory not in package_path:
+        package_path.insert(0, directory)
+    if str(BUILD) not in sys.path:
+        sys.path.append(str(BUILD))
