@@ -7,7 +7,9 @@ answer's dict), without the bench's floor in between.
     .venv/bin/python bench/endpoint_profile.py --lines          # Python lines and calls per call
     .venv/bin/python bench/endpoint_profile.py --runs 10        # wall time per call, best run
 
-Counts do not move with other jobs on a shared machine, unlike times. Instructions per call
+Counts do not move with other jobs on a shared machine, unlike times. --lines counts the
+sources' lines (the compiled modules have none: it turns them off); timings run whatever
+`bin/compile` left (COSTLAB_COMPILED=off: the sources). Instructions per call
 (valgrind's cachegrind; the difference of 3 runs and 1 cancels the start-up):
 
     for n in 1 3; do valgrind --tool=cachegrind --cachegrind-out-file=/tmp/cg.$n \\
@@ -109,6 +111,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up")
     parser.add_argument("--lines", action="store_true", help="count lines, one run, no timing")
     args = parser.parse_args()
+    if args.lines:  # Python lines exist only in the sources (conversations/engine/compiled.py)
+        os.environ["COSTLAB_COMPILED"] = "off"
+    from conversations.engine import compiled
+
+    print(f"modules: {compiled.status()}")
     raws = _requests(args.turns, args.user_words, args.reply_tokens)
     _conversation_run(raws, args.reply_tokens)  # warm-up: vocabularies, the reply tape
     if args.lines:

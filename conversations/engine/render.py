@@ -726,11 +726,11 @@ class TranscriptRenderer:
         priming = self._priming
         if tool_choice is not None:
             priming += pack(forced_call_tokens(tool_choice, self.profile))
-        if response_format is not None:
-            messages = (self.messages.messages[index] for index in request)
+        if response_format is not None:  # (lists, not generators: compiled, mypyc makes lists)
+            messages = [self.messages.messages[index] for index in request]
             priming += pack(structured_reply_tokens(response_format, messages, self.profile))
         if responses_api:
-            messages = (self.messages.messages[index] for index in request)
+            messages = [self.messages.messages[index] for index in request]
             priming += pack(responses_result_tokens(messages, self.profile, responses_api))
         return self._snapshot(chain, priming)
 
