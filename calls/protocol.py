@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from conversations.engine.messages import SYNTHETIC_TOKENS_KEY
+
 from .request_body import BodyReader
 from .simulated import SimulatedCall
 
@@ -76,14 +78,38 @@ def _check(body: Any, start: int) -> None:
     messages = body.get("messages")
     if type(messages) is not list or not messages:
         raise RequestInvalid("'messages' must be a non-empty array.", param="messages")
-    for message in messages[start:]:
+    for number in range(start, len(messages)):
+        message = messages[number]
         if type(message) is not dict or type(message.get("role")) is not str:
-            # The first place of this very object: the first message with no role.
-            number = next(n for n in range(start, len(messages)) if messages[n] is message)
             raise RequestInvalid(
                 f"Invalid value for 'messages[{number}]': a message needs a role.",
                 param=f"messages[{number}]",
             )
+        calls = message.get("tool_calls")
+        if calls is not None and type(calls) is not list:
+            raise _type_invalid(f"messages[{number}].tool_calls", "an array", calls)
+        # The engine's own marker for a message it stands in for by its length (strategies,
+        # projections): from a client, a length to hash through, unbounded.
+        if SYNTHETIC_TOKENS_KEY in message:
+            raise RequestInvalid(
+                f"Unrecognized field 'messages[{number}].{SYNTHETIC_TOKENS_KEY}'.",
+                param=f"messages[{number}].{SYNTHETIC_TOKENS_KEY}",
+            )
+    # The fields the simulation reads, of the types the API accepts (it refuses others with
+    # a 400 too); checked here, since the engine takes them as typed.
+    tools = body.get("tools")
+    if tools is not None:
+        if type(tools) is not list:
+            raise _type_invalid("tools", "an array", tools)
+        for number, tool in enumerate(tools):
+            if type(tool) is not dict:
+                raise _type_invalid(f"tools[{number}]", "an object", tool)
+    response_format = body.get("response_format")
+    if response_format is not None and type(response_format) is not dict:
+        raise _type_invalid("response_format", "an object", response_format)
+    key = body.get("prompt_cache_key")
+    if key is not None and type(key) is not str:
+        raise _type_invalid("prompt_cache_key", "a string", key)
     # (bool is not int here, as JSON's true is no number.)
     limit = body.get("max_completion_tokens")
     if limit is not None and (type(limit) is not int or limit < 1):
@@ -94,6 +120,18 @@ def _check(body: Any, start: int) -> None:
     tier = body.get("service_tier")
     if tier is not None and tier != "auto" and tier not in SERVICE_TIERS:
         raise RequestInvalid(f"Invalid 'service_tier': {tier!r}.", param="service_tier")
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def _type_invalid(param: str, expected: str, value: object) -> RequestInvalid:
+    """As the API words it: "Invalid type for 'tools': expected an array, but got an object
+    instead." """
+    got = _JSON_TYPES.get(type(value), "a number")
+    return RequestInvalid(
+        f"Invalid type for '{param}': expected {expected}, but got {got} instead.", param=param
+    )
 
 
 def _limit_invalid(name: str) -> RequestInvalid:

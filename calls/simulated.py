@@ -499,7 +499,8 @@ def _seed(messages: Sequence[ChatMessage]) -> int:
     last = messages[-1] if messages else {}
     content = last.get("content")
     text = content if isinstance(content, str) else json.dumps(last, sort_keys=True, default=str)
-    return zlib.crc32(text.encode())
+    # (surrogatepass: a lone surrogate, half an emoji, is legal in JSON and reaches here)
+    return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
 # Replies are slices of one long deterministic tape of words per encoding, kept as one string

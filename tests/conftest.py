@@ -27,15 +27,21 @@ def pytest_report_header() -> str:
     return f"costlab: {compiled.status()}"
 
 
+# Fixtures that spy on calls between compiled modules: a test using one is pure_python.
+SPY_FIXTURES = frozenset({"encoded"})
+
+
+@pytest.hookimpl(tryfirst=True)  # (before -m selects by marker)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that patch a module's internals (a spy on a function another module calls)
     see nothing when that module is compiled: its calls are direct. They run when the
     sources do, and `make test` runs them again so (COSTLAB_COMPILED=off)."""
-    if not compiled.active():
-        return
+    active = compiled.active()
     skip = pytest.mark.skip(reason="patches a module's internals: runs with COSTLAB_COMPILED=off")
     for item in items:
-        if item.get_closest_marker("pure_python"):
+        if SPY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pure_python)
+        if active and item.get_closest_marker("pure_python"):
             item.add_marker(skip)
 
 

@@ -2,15 +2,16 @@
 
 The built-in endpoint's work per call is mostly small Python steps around the tokenizer
 (design.md 2.9); compiled, they take about a fifth less time (bench/calls.py). `bin/compile`
-(run by `make install`, `make run` and `make test`) builds MODULES into var/compiled/ and
+(run by `make run`, `make test` and `make bench`) builds MODULES into var/compiled/ and
 writes a manifest of the sources it compiled. A package that holds one of them
 (conversations.engine, calls) calls `extend` from its __init__: the build's directory goes
 first on the package's path, so its modules are imported instead of the sources.
 
-Only a fresh build is used: one whose manifest names this Python and, for every module, the
-hash of the source as it is now. A module edited since the build leaves all of them
-interpreted (they call each other directly in C, so all or none) until `bin/compile` runs
-again. COSTLAB_COMPILED=off uses the sources whatever is built (tests that patch a module's
+Only a fresh build is used: one whose manifest names this Python and mypy, mypy's settings,
+and the hash of each of its inputs as it is now: the modules compiled, the modules they
+import (the engine's: compiled code relies on the types they declare) and bin/compile. An
+input edited since the build leaves all the modules interpreted (they call each other
+directly in C, so all or none) until `bin/compile` runs again. COSTLAB_COMPILED=off uses the sources whatever is built (tests that patch a module's
 internals run that way: tests/conftest.py). Everything works without a build, a little
 slower: a machine without a C compiler runs the sources.
 
@@ -23,12 +24,16 @@ import hashlib
 import json
 import os
 import sys
+import tomllib
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "var" / "compiled"
 MANIFEST = "manifest.json"
+ENGINE = "conversations/engine"
+BUILD_SCRIPT = "bin/compile"
 OFF_VALUES = frozenset({"off", "0", "false", "no"})
 
 # The modules the endpoint's per-call path spends its Python time in (py-spy over
@@ -45,9 +50,37 @@ MODULES = (
 )
 
 
+def _inputs(root: Path) -> list[str]:
+    """What a build depends on: the modules compiled, the engine's others (compiled code
+    assumes the types of what it imports: the calls modules import only the engine and each
+    other), and the build script."""
+    engine = sorted(p.relative_to(root).as_posix() for p in (root / ENGINE).glob("*.py"))
+    return sorted({*MODULES, *engine, BUILD_SCRIPT})
+
+
+def _mypy_settings(root: Path) -> str:
+    """The settings mypyc compiles with: mypy's sections of pyproject.toml."""
+    try:
+        tool = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+    return json.dumps({k: tool.get(k) for k in ("mypy", "django-stubs")}, sort_keys=True)
+
+
+def _mypy_version() -> str:
+    try:
+        return metadata.version("mypy")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 def source_hashes(root: Path = ROOT) -> dict[str, str]:
-    """Each module's source as it is now: its path -> sha256 of its bytes."""
-    return {path: hashlib.sha256((root / path).read_bytes()).hexdigest() for path in MODULES}
+    """Each input as it is now: its path -> sha256 of its bytes."""
+    hashes = {
+        path: hashlib.sha256((root / path).read_bytes()).hexdigest() for path in _inputs(root)
+    }
+    hashes["pyproject.toml [tool.mypy]"] = hashlib.sha256(_mypy_settings(root).encode()).hexdigest()
+    return hashes
 
 
 def python_tag() -> str:
@@ -56,14 +89,22 @@ def python_tag() -> str:
 
 
 def manifest(hashes: dict[str, str]) -> dict[str, object]:
-    return {"python": python_tag(), "modules": hashes}
+    return {"python": python_tag(), "mypy": _mypy_version(), "inputs": hashes}
 
 
-def build_state(build: Path = BUILD, root: Path = ROOT) -> str:
-    """ "fresh", "stale" (built from other sources or for another Python) or "absent"."""
+def _kept_manifest(build: Path) -> dict[str, object] | None:
     try:
         kept = json.loads((build / MANIFEST).read_text())
     except (OSError, ValueError):
+        return None
+    return kept if isinstance(kept, dict) else None
+
+
+def build_state(build: Path = BUILD, root: Path = ROOT) -> str:
+    """ "fresh", "stale" (built from other sources or settings, or for another Python or
+    mypy) or "absent"."""
+    kept = _kept_manifest(build)
+    if kept is None:
         return "absent"
     return "fresh" if kept == manifest(source_hashes(root)) else "stale"
 
@@ -84,10 +125,14 @@ def status() -> str:
         return f"compiled modules in use ({len(MODULES)}, mypyc, {BUILD.relative_to(ROOT)})"
     if not wanted():
         return "compiled modules off (COSTLAB_COMPILED): the sources run"
-    state = build_state()
-    if state == "stale":
-        return "compiled modules stale (a source changed since `bin/compile`): the sources run"
-    return "compiled modules not built (`bin/compile`): the sources run"
+    kept = _kept_manifest(BUILD)
+    if kept is None:
+        return "compiled modules not built (`bin/compile`): the sources run"
+    if kept.get("python") != python_tag() or kept.get("mypy") != _mypy_version():
+        why = "built for another Python or mypy"
+    else:
+        why = "a source or mypy's settings changed since"
+    return f"compiled modules stale ({why}; `bin/compile` builds them): the sources run"
 
 
 def extend(package_path: list[str], package: str) -> None:

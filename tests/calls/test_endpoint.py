@@ -197,6 +197,16 @@ def test_it_refuses_an_unknown_model_and_a_bad_request_in_the_apis_shape(
         complete(sdk, model="gpt-4o", messages=[])
     assert bad.value.param == "messages"
     assert isinstance(bad.value.body, dict) and bad.value.body["type"] == "invalid_request_error"
+    # Fields the simulation reads, of a type the API refuses: a 400 naming the field (the
+    # compiled engine takes them as typed, so unchecked they were a 500).
+    for field, value in (
+        ("tools", {"type": "function"}),
+        ("response_format", "json_object"),
+        ("prompt_cache_key", 42),
+    ):
+        with pytest.raises(openai.BadRequestError) as bad:
+            complete(sdk, model="gpt-4o", messages=HI, extra_body={field: value})
+        assert bad.value.param == field and "Invalid type" in bad.value.message
 
 
 def test_it_answers_a_429_with_retry_after_as_often_as_asked(sdk: openai.OpenAI) -> None:
@@ -680,3 +690,13 @@ def test_a_sent_back_text_of_a_written_reply_s_hash_is_checked_against_the_tape(
     organization.written[hash(text)] = (items, profile, start, end)
     reply = organization.intern({"role": "assistant", "content": text})
     assert items[id(reply)] == (reply, engine_messages.encode_message(reply, profile))
+
+
+def test_a_lone_surrogate_in_the_last_message_is_answered() -> None:
+    """Half an emoji ("\\ud83d" in JSON) is legal in a request: the reply's seed reads it."""
+    raw = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi \\ud83d"}]}'
+    body = protocol.request_parse(raw)
+    call = _billed(body, now=1000.0, profile=default_profile("gpt-4o"), reply_tokens=5)
+    assert call.completion_tokens == 5 and call.reply
+    again = _billed(body, now=1001.0, profile=default_profile("gpt-4o"), reply_tokens=5)
+    assert again.reply == call.reply  # the same seed: a deterministic reply

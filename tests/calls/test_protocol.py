@@ -4,6 +4,7 @@ is read whole or after a known history (where only the new messages are checked)
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -33,6 +34,28 @@ LIMIT_REFUSED = [0, -1, True, False, 1.0, 120.5, "120", [1], {"n": 1}]
 LIMIT_TAKEN = [1, 120, 10**30, None]
 
 
+JSON_TYPE_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+}
+CHECKED_FIELDS = (
+    "max_completion_tokens",
+    "max_tokens",
+    "service_tier",
+    "tools",
+    "response_format",
+    "prompt_cache_key",
+)
+
+
+def _moved_on(text: str) -> str:
+    return re.sub(r"messages\[(\d+)\]", lambda m: f"messages[{int(m.group(1)) + 2}]", text)
+
+
 def _refusal(body: Any, *, reader: BodyReader | None = None) -> tuple[str, str | None]:
     with pytest.raises(protocol.RequestInvalid) as refused:
         protocol.request_parse(json.dumps(body).encode(), reader=reader)
@@ -55,6 +78,31 @@ def _cases() -> list[tuple[Any, str, str | None]]:
         for value in LIMIT_REFUSED:
             message = f"Invalid '{name}': expected an integer of at least 1."
             cases.append(({"model": "m", "messages": [USER], name: value}, message, name))
+    for name, expected, values in (
+        ("tools", "an array", [{"type": "function"}, "f", 1, True]),
+        ("response_format", "an object", ["json_object", [{"type": "json_object"}], 2.5]),
+        ("prompt_cache_key", "a string", [42, True, ["k"], {"k": 1}]),
+    ):
+        for value in values:
+            got = JSON_TYPE_NAMES[type(value)]
+            message = f"Invalid type for '{name}': expected {expected}, but got {got} instead."
+            cases.append(({"model": "m", "messages": [USER], name: value}, message, name))
+    tools = [{"type": "function", "function": {"name": "f"}}, "f"]
+    message = "Invalid type for 'tools[1]': expected an object, but got a string instead."
+    cases.append(({"model": "m", "messages": [USER], "tools": tools}, message, "tools[1]"))
+    for calls in (1, "call", {"id": "c"}):
+        got = JSON_TYPE_NAMES[type(calls)]
+        message = (
+            f"Invalid type for 'messages[1].tool_calls': expected an array, but got {got} instead."
+        )
+        sent = [SYSTEM, {"role": "assistant", "content": None, "tool_calls": calls}]
+        cases.append(({"model": "m", "messages": sent}, message, "messages[1].tool_calls"))
+    # The engine's marker of a message it stands in for: never from a client.
+    sent = [SYSTEM, {"role": "user", "content": "u", "costlab_synthetic_tokens": 10**38}]
+    message = "Unrecognized field 'messages[1].costlab_synthetic_tokens'."
+    cases.append(
+        ({"model": "m", "messages": sent}, message, "messages[1].costlab_synthetic_tokens")
+    )
     for tier in ("fast", "", 1, 0.5, False, ["default"], "Default"):
         body = {"model": "m", "messages": [USER], "service_tier": tier}
         cases.append((body, f"Invalid 'service_tier': {tier!r}.", "service_tier"))
@@ -72,16 +120,14 @@ def test_each_refusal_says_what_is_wrong_whole_or_after_a_known_history(
         # are, and a message is still named by its place in the whole list.
         reader = BodyReader()
         known = {**body, "model": "m", "messages": [SYSTEM, USER]}
-        known.pop("max_completion_tokens", None)
-        known.pop("max_tokens", None)
-        known.pop("service_tier", None)
+        for name in CHECKED_FIELDS:
+            known.pop(name, None)
         protocol.request_parse(json.dumps(known, separators=(",", ":")).encode(), reader=reader)
         grown = {**body, "messages": [SYSTEM, USER, *body["messages"]]}
         raw = json.dumps(grown, separators=(",", ":")).encode()
-        if message.startswith("Invalid value for 'messages["):
-            number = int(message.split("[")[1].split("]")[0]) + 2
-            message = f"Invalid value for 'messages[{number}]': a message needs a role."
-            param = f"messages[{number}]"
+        # (a message named by its place: two places further on)
+        message = _moved_on(message)
+        param = _moved_on(param) if param is not None else None
         with pytest.raises(protocol.RequestInvalid) as refused:
             protocol.request_parse(raw, reader=reader)
         assert (refused.value.message, refused.value.param) == (message, param)

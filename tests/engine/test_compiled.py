@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from conversations.engine import compiled, render
+from conversations.engine import compiled
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """A copy of the compiled modules' sources, as a project root of its own."""
-    for path in compiled.MODULES:
+    for path in [*compiled.MODULES, "bin/compile", "pyproject.toml"]:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(compiled.ROOT / path, tmp_path / path)
+    shutil.copytree(compiled.ROOT / compiled.ENGINE, tmp_path / compiled.ENGINE, dirs_exist_ok=True)
     return tmp_path
 
 
@@ -35,10 +38,27 @@ def test_a_build_of_these_very_sources_for_this_python_is_fresh(tree: Path) -> N
     assert compiled.build_state(build, tree) == "fresh"
 
 
-def test_one_edited_source_makes_the_whole_build_stale(tree: Path) -> None:
+@pytest.mark.parametrize(
+    "edited",
+    [
+        compiled.MODULES[-1],  # compiled
+        "conversations/engine/cache_policy.py",  # imported by compiled ones, not compiled
+        "bin/compile",
+    ],
+)
+def test_one_edited_input_makes_the_whole_build_stale(tree: Path, edited: str) -> None:
     build = _built(tree)
-    source = tree / compiled.MODULES[-1]
+    source = tree / edited
     source.write_text(source.read_text() + "\n# an edit\n")
+    assert compiled.build_state(build, tree) == "stale"
+
+
+def test_mypys_settings_are_an_input_but_not_the_rest_of_pyproject(tree: Path) -> None:
+    build = _built(tree)
+    settings = tree / "pyproject.toml"
+    settings.write_text(settings.read_text() + "\n[tool.other]\nx = 1\n")
+    assert compiled.build_state(build, tree) == "fresh"
+    settings.write_text(settings.read_text().replace("strict = true", "strict = false"))
     assert compiled.build_state(build, tree) == "stale"
 
 
@@ -55,6 +75,7 @@ def test_a_build_for_another_python_is_stale(tree: Path) -> None:
 def test_the_build_goes_first_on_a_package_path_only_when_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
     path = ["/src/calls"]
     monkeypatch.setattr(compiled, "active", lambda: False)
     compiled.extend(path, "calls")
@@ -76,10 +97,14 @@ def test_off_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_modules_in_use_are_the_ones_the_status_names() -> None:
     """Compiled, the modules are the build's extensions; else their sources. CI builds them
     (`make test` runs bin/compile), so there the compiled ones are what is tested."""
-    loaded = Path(render.__file__ or "")
+    for path in compiled.MODULES:
+        name = path.removesuffix(".py").replace("/", ".")
+        loaded = Path(importlib.import_module(name).__file__ or "")
+        if compiled.active():
+            assert loaded.suffix == ".so" and compiled.BUILD in loaded.parents, name
+        else:  # (not an extension left beside the source by a manual mypyc run)
+            assert loaded == compiled.ROOT / path, name
     if compiled.active():
-        assert loaded.suffix == ".so" and compiled.BUILD in loaded.parents
         assert compiled.status().startswith("compiled modules in use")
     else:
-        assert loaded.suffix == ".py"
         assert os.environ.get("CI") != "true" or not compiled.wanted(), compiled.status()
