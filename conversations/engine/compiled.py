@@ -67,7 +67,9 @@ def _mypy_settings(root: Path) -> str:
     return json.dumps({k: tool.get(k) for k in ("mypy", "django-stubs")}, sort_keys=True)
 
 
-def _mypy_version() -> str:
+def mypy_version() -> str:
+    """The installed mypy's (mypyc's) version; "" without it (a deployment that runs a build
+    made elsewhere: a build carries its runtime and needs no mypy)."""
     try:
         return metadata.version("mypy")
     except metadata.PackageNotFoundError:
@@ -89,7 +91,7 @@ def python_tag() -> str:
 
 
 def manifest(hashes: dict[str, str]) -> dict[str, object]:
-    return {"python": python_tag(), "mypy": _mypy_version(), "inputs": hashes}
+    return {"python": python_tag(), "mypy": mypy_version(), "inputs": hashes}
 
 
 def _kept_manifest(build: Path) -> dict[str, object] | None:
@@ -101,12 +103,22 @@ def _kept_manifest(build: Path) -> dict[str, object] | None:
 
 
 def build_state(build: Path = BUILD, root: Path = ROOT) -> str:
-    """ "fresh", "stale" (built from other sources or settings, or for another Python or
-    mypy) or "absent"."""
+    """ "fresh", "stale" (built from other sources or settings, or for another Python) or
+    "absent". Which mypy built it does not matter here: `bin/compile` builds again when
+    another is installed."""
     kept = _kept_manifest(build)
     if kept is None:
         return "absent"
-    return "fresh" if kept == manifest(source_hashes(root)) else "stale"
+    now = manifest(source_hashes(root))
+    fresh = kept.get("python") == now["python"] and kept.get("inputs") == now["inputs"]
+    return "fresh" if fresh else "stale"
+
+
+def built_by(build: Path = BUILD) -> str | None:
+    """The mypy version of the build, if any."""
+    kept = _kept_manifest(build)
+    version = kept.get("mypy") if kept is not None else None
+    return version if isinstance(version, str) else None
 
 
 def wanted() -> bool:
@@ -128,8 +140,8 @@ def status() -> str:
     kept = _kept_manifest(BUILD)
     if kept is None:
         return "compiled modules not built (`bin/compile`): the sources run"
-    if kept.get("python") != python_tag() or kept.get("mypy") != _mypy_version():
-        why = "built for another Python or mypy"
+    if kept.get("python") != python_tag():
+        why = "built for another Python"
     else:
         why = "a source or mypy's settings changed since"
     return f"compiled modules stale ({why}; `bin/compile` builds them): the sources run"

@@ -68,6 +68,12 @@ def test_a_build_for_another_python_is_stale(tree: Path) -> None:
     manifest["python"] = "cpython-310-linux-3.10.0"
     (build / compiled.MANIFEST).write_text(json.dumps(manifest))
     assert compiled.build_state(build, tree) == "stale"
+    # Another mypy built it: still fresh to run (a build carries its own runtime; bin/compile
+    # builds again where another mypy is installed).
+    manifest["python"], manifest["mypy"] = compiled.python_tag(), "0.1"
+    (build / compiled.MANIFEST).write_text(json.dumps(manifest))
+    assert compiled.build_state(build, tree) == "fresh"
+    assert compiled.built_by(build) == "0.1"
     (build / compiled.MANIFEST).write_text("{not json")
     assert compiled.build_state(build, tree) == "absent"
 
