@@ -316,6 +316,7 @@ def _chat_context(membership: Membership, code: UUID) -> dict[str, object]:
         "summary": conversation_selectors.conversation_summary(turns),
         "turn_figure": charts.conversation_turns_figure(turns),
         "form": MessageForm(),
+        "builtin": connection_services.connection_is_builtin(chat.connection),
     }
 
 

@@ -98,8 +98,13 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
+@vary_on_headers(*HTMX_HEADERS)
 def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    """The sortable conversation list alone, for HTMX swaps (it also renders standalone)."""
+    """The sortable conversation list alone, for HTMX swaps. Opened as a page (a link
+    copied, a new tab), it is the overview it belongs to, with the same filters and order:
+    the list alone had no layout, navigation or stylesheet."""
+    if not request.htmx:
+        return org_overview(request, slug)
     membership = selectors.membership_get(user=request.user, slug=slug)
     form = UsageFilterForm(request.GET)
     filters = form.to_filter()
@@ -434,6 +439,9 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         ],
         "models": selectors.models_used(organization),
         "rows": [(row, before.get(row.key) if before is not None else None) for row in rows],
+        # The table's footnotes, only for marks it shows.
+        "any_unpriced": any(row.unpriced for row in rows),
+        "any_costlier": any(r.cost_reduction is not None and r.cost_reduction < 0 for r in rows),
         "totals": breakdowns.slice_totals(organization, current),
         "previous_totals": (
             breakdowns.slice_totals(organization, previous) if previous is not None else None

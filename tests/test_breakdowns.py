@@ -217,3 +217,23 @@ def test_it_tags_a_command_line_import(member: Membership, fixtures: Path) -> No
             "--tag",
             "nope",
         )
+
+
+def test_its_footnotes_explain_only_the_marks_the_table_shows(
+    client: Client, member: Membership
+) -> None:
+    _store(member.organization)
+    client.force_login(member.user)
+    url = reverse("breakdown_page", args=[member.organization.slug])
+    page = client.get(url, {"by": "model"}).content.decode()
+    assert "includes unpriced calls" not in page and "caching cost more than it saved" not in page
+    local = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+    transcripts_store(
+        organization=member.organization,
+        transcripts=[
+            Transcript(messages=local, calls=[_call(T0, "llama-local")], model="llama-local")
+        ],
+    )
+    page = client.get(url, {"by": "model"}).content.decode()
+    assert "* includes unpriced calls." in page and "$0.00*" not in page
+    assert "caching cost more than it saved: cache writes" not in page

@@ -247,6 +247,19 @@ def test_it_stops_htmx_polling_a_finished_job_and_says_it_varies(
         assert "HX-Request" in response.headers["Vary"]
 
 
+def test_the_conversation_table_opened_as_a_page_is_the_overview(
+    client: Client, org_with_data: Organization
+) -> None:
+    url = reverse("conversation_table", args=[org_with_data.slug])
+    page = client.get(url, {"sort": "cost"})
+    html = page.content.decode()
+    assert "<html" in html and 'id="filters"' in html and "HX-Request" in page.headers["Vary"]
+    rows = re.findall(r'/c/[0-9a-f-]+/">([^<]+)</a>', html)
+    assert rows == ["local model", "cheap", "expensive"]  # its order kept
+    fragment = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in fragment and 'id="conversation-table"' in fragment
+
+
 def test_it_sorts_the_conversation_table_partial(
     client: Client, org_with_data: Organization
 ) -> None:

@@ -18,6 +18,7 @@ from calls.services import chats
 from calls.services.connections import (
     BUILTIN_NAME,
     ConnectionSettings,
+    builtin_connection_ensure,
     connection_api_key,
     connection_create,
 )
@@ -152,6 +153,27 @@ def test_a_chat_whose_connection_was_deleted_refreshes_instead_of_offering_its_b
     page = client.get(reverse("chat_detail", args=[slug, chat.code]))
     assert b"a deleted connection" in page.content and b'id="send"' not in page.content
     assert not ApiCall.objects.filter(chat=chat).exists()
+
+
+def test_a_chat_on_the_built_in_connection_says_its_replies_are_placeholders(
+    client: Client,
+) -> None:
+    membership = as_member(client, Role.ADMIN)
+    slug = membership.organization.slug
+    builtin = builtin_connection_ensure(organization=membership.organization, port=8101)
+    page = client.get(reverse("chat_detail", args=[slug, make_chat(builtin).code]))
+    assert b'id="builtin-note"' in page.content and b"placeholder words" in page.content
+    # Another connection, or one named so elsewhere: nothing said.
+    other = client.get(
+        reverse(
+            "chat_detail", args=[slug, make_chat(make_connection(membership.organization)).code]
+        )
+    )
+    assert b'id="builtin-note"' not in other.content
+    builtin.base_url = "https://api.example.com/v1"
+    builtin.save(update_fields=["base_url"])
+    renamed = client.get(reverse("chat_detail", args=[slug, make_chat(builtin).code]))
+    assert b'id="builtin-note"' not in renamed.content
 
 
 def test_a_new_chat_suggests_each_priced_model_once(client: Client) -> None:
