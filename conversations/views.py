@@ -73,6 +73,7 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     filters = form.to_filter()
     totals = selectors.org_totals(organization, filters)
     by_day = selectors.cost_by_day(organization, filters)
+    conversations = selectors.conversation_list(organization, filters, sort=form.sort_value)
     context = {
         "organization": organization,
         "membership": membership,
@@ -85,7 +86,8 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
         "day_figure": charts.cost_by_day_figure(by_day),
         "hits_figure": charts.cache_hits_by_day_figure(by_day),
-        "conversations": selectors.conversation_list(organization, filters, sort=form.sort_value),
+        "conversations": conversations,
+        "conversations_unpriced": any(row.unpriced for row in conversations),
         "conversations_total": totals.conversations,
         "sort": form.sort_value,
         "query": request.GET.urlencode(),
@@ -118,6 +120,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             "organization": membership.organization,
             "membership": membership,
             "conversations": conversations,
+            "conversations_unpriced": any(row.unpriced for row in conversations),
             "conversations_total": selectors.conversation_count(membership.organization, filters),
             "sort": form.sort_value,
             "form": form,

@@ -260,6 +260,19 @@ def test_the_conversation_table_opened_as_a_page_is_the_overview(
     assert "<html" not in fragment and 'id="conversation-table"' in fragment
 
 
+def test_the_unpriced_note_shows_only_beside_an_unpriced_row(
+    client: Client, org_with_data: Organization
+) -> None:
+    url = reverse("org_overview", args=[org_with_data.slug])
+    note = "* includes unpriced calls: the cost shown covers the priced ones only."
+    assert note in client.get(url).content.decode()  # "local model" is unpriced
+    priced = client.get(url, {"model": "gpt-4o"}).content.decode()
+    assert "expensive" in priced and note not in priced
+    table = reverse("conversation_table", args=[org_with_data.slug])
+    fragment = client.get(table, {"model": "llama-local"}, headers={"HX-Request": "true"})
+    assert note in fragment.content.decode()
+
+
 def test_it_sorts_the_conversation_table_partial(
     client: Client, org_with_data: Organization
 ) -> None:
