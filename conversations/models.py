@@ -136,6 +136,8 @@ class ImportJob(models.Model):
     # Conversations of the file already imported from another one, not stored again.
     skipped_conversations = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
+    # How each file was read: [file name, format] (detected, or as asked), in file order.
+    read_as = models.JSONField(default=list, blank=True)
     # Tags given with the upload, set on every conversation the import stores.
     tags = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)

@@ -55,6 +55,7 @@ def parse_files(
     max_ratio: float | None = None,
     on_progress: ProgressCallback | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_format: Callable[[str, str], None] | None = None,
 ) -> Iterator[Transcript]:
     """Yield every Transcript in `paths`, in file order (api_log and batch files last, as
     they are grouped or joined across files).
@@ -67,7 +68,8 @@ def parse_files(
     message too). max_ratio: how many times its compressed size a gzip file or zip member
     may expand to. on_progress(bytes_read, total_bytes): called about once per MB and at
     the end. on_warning(text): hears what concerns a file rather than one conversation
-    (archive members left out, a Batch pair that hardly matches).
+    (archive members left out, a Batch pair that hardly matches). on_format(name, format):
+    hears how each file (each archive member) is read, before any is.
     """
     if format is not None and format not in FORMATS:
         raise ParseError(f"unknown format {format!r} (expected one of {', '.join(FORMATS)})")
@@ -92,6 +94,9 @@ def parse_files(
     plan = [
         (source, *_format_of(source, format, max_bytes, max_record_bytes)) for source in sources
     ]
+    if on_format is not None:
+        for source, kind, _role in plan:
+            on_format(source.name, kind)
     meter = Meter(total=total, max_bytes=max_bytes, on_progress=on_progress)
 
     def records(chosen: list[Source]) -> Iterator[Record]:

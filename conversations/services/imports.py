@@ -150,9 +150,12 @@ def _job_paths(job: ImportJob) -> list[Path]:
     return paths
 
 
-def _job_succeed(owned: QuerySet[ImportJob], job: ImportJob, totals: ImportTotals) -> None:
+def _job_succeed(
+    owned: QuerySet[ImportJob], job: ImportJob, totals: ImportTotals, read_as: list[list[str]]
+) -> None:
     """Record the outcome in the import's transaction, if this attempt still owns the job."""
     done = owned.update(
+        read_as=read_as,
         status=ImportStatus.SUCCEEDED,
         conversations=totals.conversations,
         turns=totals.turns,
@@ -204,6 +207,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             cache.set(progress_key(job), live, timeout=24 * 3600)
 
         file_warnings: list[str] = []
+        read_as: list[list[str]] = []
         try:
             with transaction.atomic():
                 transcripts = parse_files(
@@ -215,6 +219,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                     max_ratio=settings.COSTLAB_MAX_COMPRESSION_RATIO,
                     on_progress=on_progress,
                     on_warning=file_warnings.append,
+                    on_format=lambda name, kind: read_as.append([name, kind]),
                 )
                 totals = transcripts_store(
                     organization=job.organization,
@@ -227,7 +232,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
                 totals.warnings = [*file_warnings, *totals.warnings][:WARNINGS_KEPT]
                 if totals.conversations == 0 and not totals.skipped:
                     raise ImportFailed(f"{job.original_name}: no conversations found in the file")
-                _job_succeed(owned, job, totals)
+                _job_succeed(owned, job, totals, read_as)
         except heartbeat.ClaimLost:
             # Another worker runs the job now; this attempt's writes rolled back.
             logger.warning("import job %s: attempt %s lost its claim", job.id, job.attempts)

@@ -27,6 +27,14 @@ SORT_COLUMNS = [
 
 
 @register.filter
+def format_name(kind: str) -> str:
+    """A transcript format's short name, as the upload form lists it ("Chat JSONL")."""
+    from ..forms import FORMAT_LABELS  # (the forms import services: not at module load)
+
+    return FORMAT_LABELS.get(kind, kind.replace("_", " ")).split(":")[0]
+
+
+@register.filter
 def usd(value: Decimal | str | None) -> str:
     """Money for people: unknown stays unknown, small amounts keep their digits. A string is
     a Decimal kept as text in JSON (an experiment's prediction)."""

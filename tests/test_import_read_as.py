@@ -1,0 +1,64 @@
+"""An import says how it read each file: the format detected (or asked for), per file."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from conversations.models import ImportJob, ImportStatus, Membership, Role
+from conversations.services.imports import import_job_create, import_job_process
+
+from .factories import MembershipFactory
+
+pytestmark = pytest.mark.django_db
+REAL = Path(__file__).parent / "fixtures" / "real"
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def member() -> Membership:
+    return MembershipFactory.create(role=Role.ANALYST)
+
+
+def _imported(member: Membership, name: str, data: bytes, format: str = "") -> ImportJob:
+    upload = SimpleUploadedFile(name, data)
+    job = import_job_create(
+        organization=member.organization, user=member.user, upload=upload, format=format
+    )
+    return import_job_process(job)
+
+
+def test_it_says_the_format_it_detected_for_each_member_of_an_archive(
+    client: Client, member: Membership
+) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(REAL / "braintrust-go.jsonl", "traces/braintrust-go.jsonl")  # a real log
+        zipped.writestr("chat.json", json.dumps(CHAT, indent=2))
+    job = _imported(member, "both.zip", archive.getvalue())
+    assert job.status == ImportStatus.SUCCEEDED
+    assert [kind for _, kind in job.read_as] == ["api_log", "chat_json"]
+    assert all(name.startswith("both.zip") for name, _ in job.read_as), job.read_as
+    client.force_login(member.user)
+    page = client.get(reverse("import_job_detail", args=[member.organization.slug, job.code]))
+    said = page.content.decode().split("data-read-as>", 1)[1].split("</p>", 1)[0]
+    assert said.startswith("Read as API log (both.zip") and "Chat JSON (both.zip" in said
+    assert said.rstrip().endswith("(detected).")
+
+
+def test_a_format_asked_for_is_said_as_asked(client: Client, member: Membership) -> None:
+    job = _imported(member, "chat.txt", json.dumps(CHAT).encode(), format="chat_json")
+    assert job.status == ImportStatus.SUCCEEDED and job.read_as == [["chat.txt", "chat_json"]]
+    client.force_login(member.user)
+    page = client.get(reverse("import_job_detail", args=[member.organization.slug, job.code]))
+    html = page.content.decode()
+    assert "Read as Chat JSON." in html and "(detected)" not in html
+    status = " ".join(html.split("data-job-status>", 1)[1].split("bytes</p>", 1)[0].split())
+    assert status.startswith("Done</b> · Chat JSON ·"), status  # the name, not chat_json
