@@ -150,7 +150,7 @@ def endpoint_key_revoke(*, key: EndpointKey) -> None:
 
 def connection_is_builtin(connection: ProviderConnection | None) -> bool:
     """Whether `connection` is the one builtin_connection_ensure made (its name, and this
-    machine's address): its replies are placeholder words, only their usage is real."""
+    machine's address): its replies are placeholder words, their usage the engine's count."""
     if connection is None or connection.name != BUILTIN_NAME:
         return False
     return urlsplit(connection.base_url).hostname in ("127.0.0.1", "localhost")
