@@ -176,6 +176,14 @@ class ImportJob(models.Model):
     def __str__(self) -> str:
         return f"{self.original_name} ({self.status})"
 
+    def read_as_groups(self) -> list[tuple[str, list[str]]]:
+        """read_as by format, in the order first read; a member named within its upload."""
+        prefix = f"{self.original_name}:"
+        groups: dict[str, list[str]] = {}
+        for name, kind in self.read_as:
+            groups.setdefault(kind, []).append(name.removeprefix(prefix))
+        return list(groups.items())
+
     @property
     def is_finished(self) -> bool:
         return self.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED, ImportStatus.DUPLICATE)

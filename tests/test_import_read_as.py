@@ -49,8 +49,20 @@ def test_it_says_the_format_it_detected_for_each_member_of_an_archive(
     client.force_login(member.user)
     page = client.get(reverse("import_job_detail", args=[member.organization.slug, job.code]))
     said = page.content.decode().split("data-read-as>", 1)[1].split("</p>", 1)[0]
-    assert said.startswith("Read as API log (both.zip") and "Chat JSON (both.zip" in said
-    assert said.rstrip().endswith("(detected).")
+    assert said == (
+        "Read as (detected): API log (traces/braintrust-go.jsonl); Chat JSON (chat.json)."
+    )
+    assert job.read_as_groups() == [
+        ("api_log", ["traces/braintrust-go.jsonl"]),
+        ("chat_json", ["chat.json"]),
+    ]
+
+
+def test_one_file_detected_is_said_in_a_few_words(client: Client, member: Membership) -> None:
+    job = _imported(member, "braintrust-go.jsonl", (REAL / "braintrust-go.jsonl").read_bytes())
+    client.force_login(member.user)
+    page = client.get(reverse("import_job_detail", args=[member.organization.slug, job.code]))
+    assert "data-read-as>Read as API log (detected).</p>" in page.content.decode()
 
 
 def test_a_format_asked_for_is_said_as_asked(client: Client, member: Membership) -> None:
@@ -59,6 +71,6 @@ def test_a_format_asked_for_is_said_as_asked(client: Client, member: Membership)
     client.force_login(member.user)
     page = client.get(reverse("import_job_detail", args=[member.organization.slug, job.code]))
     html = page.content.decode()
-    assert "Read as Chat JSON." in html and "(detected)" not in html
+    assert "data-read-as" not in html  # said once, where the status says the format picked
     status = " ".join(html.split("data-job-status>", 1)[1].split("bytes</p>", 1)[0].split())
     assert status.startswith("Done</b> · Chat JSON ·"), status  # the name, not chat_json
