@@ -6,8 +6,6 @@ PORT ?= 8000
 # Everything make starts is local development: a generated key under var/, no HTTPS.
 # A deployment sets SECRET_KEY instead (README, "Deployment / security").
 export COSTLAB_DEV = true
-# Exits 0 when this machine's Python imports the compiled modules (bin/compile).
-export COMPILED_ACTIVE = from conversations.engine import compiled; raise SystemExit(not compiled.active())
 
 .PHONY: run test lint fmt typecheck check install compile migrate clean bench
 
@@ -36,7 +34,7 @@ run: migrate compile
 # they run then against the sources (tests/conftest.py).
 test: compile
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
-	if $(BIN)/python -c "$$COMPILED_ACTIVE"; then \
+	if $(BIN)/python bin/compile --in-use; then \
 	  COSTLAB_COMPILED=off $(BIN)/python -m pytest -n 2 --dist loadgroup -q -m pure_python; fi
 
 lint: install

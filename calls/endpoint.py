@@ -111,7 +111,7 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
         body = request_read(caller.org_key, raw, _parse)
         fault = protocol.fault_requested(request.headers, org_key=caller.org_key, raw_body=raw)
     except protocol.RequestInvalid as invalid:
-        return _error(invalid.status, invalid.message, param=invalid.param)
+        return _error(invalid.status, invalid.message, param=invalid.param, code=invalid.code)
     model = selectors.endpoint_model(organization_id=caller.organization_id, model=body["model"])
     if model is None:
         return _error(

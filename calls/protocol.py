@@ -32,11 +32,19 @@ _PIECES = re.compile(rf"(?:\s*\S+){{1,{WORDS_PER_CHUNK}}}\s*")
 
 
 class RequestInvalid(Exception):
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int = 400,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.status = status
+        self.code = code
 
 
 def error_body(
@@ -91,9 +99,9 @@ def _check(body: Any, start: int) -> None:
         # The engine's own marker for a message it stands in for by its length (strategies,
         # projections): from a client, a length to hash through, unbounded.
         if SYNTHETIC_TOKENS_KEY in message:
+            param = f"messages[{number}].{SYNTHETIC_TOKENS_KEY}"
             raise RequestInvalid(
-                f"Unrecognized field 'messages[{number}].{SYNTHETIC_TOKENS_KEY}'.",
-                param=f"messages[{number}].{SYNTHETIC_TOKENS_KEY}",
+                f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter"
             )
     # The fields the simulation reads, of the types the API accepts (it refuses others with
     # a 400 too); checked here, since the engine takes them as typed.
@@ -122,15 +130,26 @@ def _check(body: Any, start: int) -> None:
         raise RequestInvalid(f"Invalid 'service_tier': {tier!r}.", param="service_tier")
 
 
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+# A parsed JSON value's type, in the API's words ("... but got a decimal number instead.").
+_JSON_TYPES: dict[type, str] = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a decimal number",
+    type(None): "null",
+}
 
 
 def _type_invalid(param: str, expected: str, value: object) -> RequestInvalid:
     """As the API words it: "Invalid type for 'tools': expected an array, but got an object
-    instead." """
-    got = _JSON_TYPES.get(type(value), "a number")
+    instead." (code invalid_type)."""
+    got = _JSON_TYPES.get(type(value), "a value of another type")
     return RequestInvalid(
-        f"Invalid type for '{param}': expected {expected}, but got {got} instead.", param=param
+        f"Invalid type for '{param}': expected {expected}, but got {got} instead.",
+        param=param,
+        code="invalid_type",
     )
 
 

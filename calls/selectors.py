@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from django.conf import settings
@@ -164,6 +165,30 @@ def endpoint_key_get(*, organization: Organization, code: UUID) -> EndpointKey:
 
 
 # --- The built-in endpoint -----------------------------------------------------------------
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def connection_is_this_server(
+    connection: ProviderConnection | None, *, host: str, port: str
+) -> bool:
+    """Whether `connection` calls costlab's own endpoint on this very server (the request's
+    `host` and `port`, as Django gives them): its replies are then placeholder words. Told
+    by address, not by name: make run's `built-in` may be renamed, and a connection named so
+    may point at a local model server."""
+    if connection is None:
+        return False
+    there = urlsplit(connection.base_url)
+    if there.path.rstrip("/") != "/v1":
+        return False
+    try:
+        their_port = there.port or (443 if there.scheme == "https" else 80)
+    except ValueError:  # a port out of range: not a URL this server answers
+        return False
+    here = urlsplit(f"//{host}")
+    if there.hostname == here.hostname and str(their_port) == port:
+        return True
+    return there.hostname in LOOPBACK and here.hostname in LOOPBACK and str(their_port) == port
 
 
 @dataclass(frozen=True)

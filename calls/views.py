@@ -298,7 +298,7 @@ def chat_new(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "calls/chat_new.html", context, status=400 if form.errors else 200)
 
 
-def _chat_context(membership: Membership, code: UUID) -> dict[str, object]:
+def _chat_context(request: HttpRequest, membership: Membership, code: UUID) -> dict[str, object]:
     chat = selectors.chat_get(organization=membership.organization, code=code)
     # The pending call is read before the turns: the worker records a turn and finishes its
     # call in one commit, so a call read as finished has its turn among those read after.
@@ -316,7 +316,9 @@ def _chat_context(membership: Membership, code: UUID) -> dict[str, object]:
         "summary": conversation_selectors.conversation_summary(turns),
         "turn_figure": charts.conversation_turns_figure(turns),
         "form": MessageForm(),
-        "builtin": connection_services.connection_is_builtin(chat.connection),
+        "builtin": selectors.connection_is_this_server(
+            chat.connection, host=request.get_host(), port=request.get_port()
+        ),
     }
 
 
@@ -326,7 +328,7 @@ def _chat_context(membership: Membership, code: UUID) -> dict[str, object]:
 def chat_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     """The chat; its live part is polled by htmx while a reply is awaited (286 after)."""
     membership = _membership(request, slug)
-    context = _chat_context(membership, code)
+    context = _chat_context(request, membership, code)
     if request.htmx and not request.htmx.history_restore_request:
         response = render(request, "calls/chat.html#live", context)
         if _can_send(membership, context):  # Send is enabled again once the reply is in
@@ -365,7 +367,7 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
             error, status = str(busy).capitalize() + ".", 409
         else:
             if request.htmx:  # an empty box, and the live part (the message, then waiting)
-                context = _chat_context(membership, code)
+                context = _chat_context(request, membership, code)
                 response = render(request, "calls/chat.html#send", context)
                 response.content += _rendered(request, "calls/chat.html#live", context)
                 return response
@@ -374,7 +376,7 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     # while the previous reply was on its way lost what they wrote.
     if request.htmx and chat.connection is None:
         return HttpResponseClientRefresh()  # the page again: it has no send box now
-    context = _chat_context(membership, code)
+    context = _chat_context(request, membership, code)
     context["form"] = form
     if request.htmx:  # htmx swaps a 2xx only: the refusal is said in the box's card
         response = render(request, "calls/chat.html#send", {**context, "send_error": error})

@@ -393,6 +393,11 @@ class BreakdownRow:
     lost: Decimal | None
 
     @property
+    def costlier(self) -> bool:
+        """Caching cost more than it saved (paid writes not read back enough)."""
+        return self.cost_reduction is not None and self.cost_reduction < 0
+
+    @property
     def label(self) -> str:
         if isinstance(self.key, datetime):
             return self.key.date().isoformat()

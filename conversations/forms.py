@@ -22,6 +22,16 @@ FORMAT_LABELS = {
     "chatgpt_export": "ChatGPT data export (conversations.json or its zip)",
     "zip": "A .zip of any of these",
 }
+# Each format's short name, for sentences ("Read as Chat JSONL (detected).").
+FORMAT_NAMES = {
+    "chat_json": "Chat JSON",
+    "chat_jsonl": "Chat JSONL",
+    "api_log": "API log",
+    "batch": "Batch API",
+    "sharegpt": "ShareGPT",
+    "chatgpt_export": "ChatGPT export",
+    "zip": "zip",
+}
 FORMAT_CHOICES = [("", "Detect automatically")] + [
     (f, FORMAT_LABELS.get(f, f.replace("_", " "))) for f in FORMATS
 ]

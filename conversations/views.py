@@ -105,7 +105,7 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The sortable conversation list alone, for HTMX swaps. Opened as a page (a link
     copied, a new tab), it is the overview it belongs to, with the same filters and order:
     the list alone had no layout, navigation or stylesheet."""
-    if not request.htmx:
+    if not wants_fragment(request):  # (a history restore replaces the whole body too)
         return org_overview(request, slug)
     membership = selectors.membership_get(user=request.user, slug=slug)
     form = UsageFilterForm(request.GET)
@@ -444,7 +444,7 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "rows": [(row, before.get(row.key) if before is not None else None) for row in rows],
         # The table's footnotes, only for marks it shows.
         "any_unpriced": any(row.unpriced for row in rows),
-        "any_costlier": any(r.cost_reduction is not None and r.cost_reduction < 0 for r in rows),
+        "any_costlier": any(row.costlier for row in rows),
         "totals": breakdowns.slice_totals(organization, current),
         "previous_totals": (
             breakdowns.slice_totals(organization, previous) if previous is not None else None

@@ -4,9 +4,11 @@ user read from logs."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,14 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
-from conversations.breakdowns import DIMENSIONS, Slice, breakdown, dimension_get, slice_totals
+from conversations.breakdowns import (
+    DIMENSIONS,
+    BreakdownRow,
+    Slice,
+    breakdown,
+    dimension_get,
+    slice_totals,
+)
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
 from conversations.formats import parse_files
@@ -237,3 +246,24 @@ def test_its_footnotes_explain_only_the_marks_the_table_shows(
     page = client.get(url, {"by": "model"}).content.decode()
     assert "* includes unpriced calls." in page and "$0.00*" not in page
     assert "caching cost more than it saved: cache writes" not in page
+
+
+def test_a_row_whose_cache_writes_cost_more_than_they_saved_is_costlier() -> None:
+    row = BreakdownRow(
+        key="gpt-5.6",
+        title=None,
+        calls=2,
+        cost=Decimal("0.12"),
+        cost_uncached=Decimal("0.10"),
+        prompt=2000,
+        cached_tokens=0,
+        completion_tokens=10,
+        eligible=2,
+        hits=0,
+        unpriced=0,
+        lost=None,
+    )
+    assert row.costlier and row.cost_reduction is not None and row.cost_reduction < 0
+    saved = dataclasses.replace(row, cost=Decimal("0.05"))
+    unpriced = dataclasses.replace(row, cost=None)
+    assert not saved.costlier and not unpriced.costlier

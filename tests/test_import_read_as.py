@@ -74,3 +74,15 @@ def test_a_format_asked_for_is_said_as_asked(client: Client, member: Membership)
     assert "data-read-as" not in html  # said once, where the status says the format picked
     status = " ".join(html.split("data-job-status>", 1)[1].split("bytes</p>", 1)[0].split())
     assert status.startswith("Done</b> · Chat JSON ·"), status  # the name, not chat_json
+
+
+def test_a_failed_import_still_says_how_it_read_the_file(
+    client: Client, member: Membership
+) -> None:
+    lines = [json.dumps(CHAT), json.dumps({"model": "gpt-4o", "messages": [{"role": "bot"}]})]
+    job = _imported(member, "bad.jsonl", "\n".join(lines).encode())
+    assert job.status == ImportStatus.FAILED and "line 2" in job.error
+    assert job.read_as == [["bad.jsonl", "chat_jsonl"]]
+    client.force_login(member.user)
+    page = client.get(reverse("import_job_detail", args=[member.organization.slug, job.code]))
+    assert "data-read-as>Read as Chat JSONL (detected).</p>" in page.content.decode()

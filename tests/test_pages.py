@@ -209,8 +209,11 @@ def test_the_conversation_list_says_when_it_shows_only_the_first_rows(
     html = client.get(reverse("org_overview", args=[org_with_data.slug])).content.decode()
     assert f"The first 1 of {total}" in html and 'data-shown="1"' in html
     assert "by=conversation" in html
-    table = client.get(reverse("conversation_table", args=[org_with_data.slug]))
+    table = client.get(
+        reverse("conversation_table", args=[org_with_data.slug]), headers={"HX-Request": "true"}
+    )
     assert f"The first 1 of {total}" in table.content.decode()
+    assert "<html" not in table.content.decode()
 
 
 def test_it_gives_a_history_restore_the_whole_page(
@@ -258,6 +261,10 @@ def test_the_conversation_table_opened_as_a_page_is_the_overview(
     assert rows == ["local model", "cheap", "expensive"]  # its order kept
     fragment = client.get(url, headers={"HX-Request": "true"}).content.decode()
     assert "<html" not in fragment and 'id="conversation-table"' in fragment
+    # Back to it after a swap: htmx asks again for a restore, which replaces the whole body.
+    restore = {"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    restored = client.get(url, {"sort": "cost"}, headers=restore).content.decode()
+    assert "<html" in restored and 'id="filters"' in restored
 
 
 def test_the_unpriced_note_shows_only_beside_an_unpriced_row(

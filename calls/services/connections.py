@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
@@ -146,14 +145,6 @@ def endpoint_key_issue(
 def endpoint_key_revoke(*, key: EndpointKey) -> None:
     EndpointKey.objects.filter(pk=key.pk, revoked__isnull=True).update(revoked=timezone.now())
     endpoint_callers_forget()  # other processes let it go within KEY_CACHE_SECONDS
-
-
-def connection_is_builtin(connection: ProviderConnection | None) -> bool:
-    """Whether `connection` is the one builtin_connection_ensure made (its name, and this
-    machine's address): its replies are placeholder words, their usage the engine's count."""
-    if connection is None or connection.name != BUILTIN_NAME:
-        return False
-    return urlsplit(connection.base_url).hostname in ("127.0.0.1", "localhost")
 
 
 def builtin_connection_ensure(*, organization: Organization, port: int) -> ProviderConnection:

@@ -7,8 +7,8 @@ writes a manifest of the sources it compiled. A package that holds one of them
 (conversations.engine, calls) calls `extend` from its __init__: the build's directory goes
 first on the package's path, so its modules are imported instead of the sources.
 
-Only a fresh build is used: one whose manifest names this Python and mypy, mypy's settings,
-and the hash of each of its inputs as it is now: the modules compiled, the modules they
+Only a fresh build is used: one whose manifest names this Python (and machine), mypy's
+settings, and the hash of each of its inputs as it is now: the modules compiled, the modules they
 import (the engine's: compiled code relies on the types they declare) and bin/compile. An
 input edited since the build leaves all the modules interpreted (they call each other
 directly in C, so all or none) until `bin/compile` runs again. COSTLAB_COMPILED=off uses the sources whatever is built (tests that patch a module's
@@ -23,10 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import sys
-import tomllib
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +59,8 @@ def _inputs(root: Path) -> list[str]:
 
 def _mypy_settings(root: Path) -> str:
     """The settings mypyc compiles with: mypy's sections of pyproject.toml."""
+    import tomllib  # (here, not at the top: most processes never get this far)
+
     try:
         tool = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {})
     except (OSError, tomllib.TOMLDecodeError):
@@ -70,6 +71,8 @@ def _mypy_settings(root: Path) -> str:
 def mypy_version() -> str:
     """The installed mypy's (mypyc's) version; "" without it (a deployment that runs a build
     made elsewhere: a build carries its runtime and needs no mypy)."""
+    from importlib import metadata  # (a scan of the installed packages: only when asked)
+
     try:
         return metadata.version("mypy")
     except metadata.PackageNotFoundError:
@@ -87,7 +90,8 @@ def source_hashes(root: Path = ROOT) -> dict[str, str]:
 
 def python_tag() -> str:
     """The interpreter a build is for: its extensions load in no other."""
-    return f"{sys.implementation.cache_tag}-{sys.platform}-{sys.version.split()[0]}"
+    version = sys.version.split()[0]
+    return f"{sys.implementation.cache_tag}-{sys.platform}-{platform.machine()}-{version}"
 
 
 def manifest(hashes: dict[str, str]) -> dict[str, object]:
@@ -109,8 +113,7 @@ def build_state(build: Path = BUILD, root: Path = ROOT) -> str:
     kept = _kept_manifest(build)
     if kept is None:
         return "absent"
-    now = manifest(source_hashes(root))
-    fresh = kept.get("python") == now["python"] and kept.get("inputs") == now["inputs"]
+    fresh = kept.get("python") == python_tag() and kept.get("inputs") == source_hashes(root)
     return "fresh" if fresh else "stale"
 
 

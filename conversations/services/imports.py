@@ -239,7 +239,8 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             job.refresh_from_db()
             return job
         except (ParseError, ImportFailed) as exc:
-            _fail(job, str(exc), rows=owned)
+            # How the files were read stays: it is what a failure is explained by.
+            _fail(job, str(exc), rows=owned, read_as=read_as)
         except IntegrityError:
             # Another job with the same content won the race: this one is a duplicate.
             previous = _previous_import(job.organization, job.content_sha256)
@@ -270,8 +271,15 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
     return job
 
 
-def _fail(job: ImportJob, error: str, *, rows: QuerySet[ImportJob] | None = None) -> None:
+def _fail(
+    job: ImportJob,
+    error: str,
+    *,
+    rows: QuerySet[ImportJob] | None = None,
+    read_as: list[list[str]] | None = None,
+) -> None:
     (rows if rows is not None else ImportJob.objects.filter(id=job.id)).update(
+        read_as=read_as or [],
         status=ImportStatus.FAILED,
         error=error[:5000],
         finished=timezone.now(),

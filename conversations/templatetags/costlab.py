@@ -15,6 +15,8 @@ from django.utils.html import format_html, format_html_join, json_script
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from ..forms import FORMAT_NAMES
+
 register = template.Library()
 
 SORT_COLUMNS = [
@@ -28,10 +30,8 @@ SORT_COLUMNS = [
 
 @register.filter
 def format_name(kind: str) -> str:
-    """A transcript format's short name, as the upload form lists it ("Chat JSONL")."""
-    from ..forms import FORMAT_LABELS  # (the forms import services: not at module load)
-
-    return FORMAT_LABELS.get(kind, kind.replace("_", " ")).split(":")[0]
+    """A transcript format's short name ("Chat JSONL")."""
+    return FORMAT_NAMES.get(kind, kind.replace("_", " "))
 
 
 @register.filter

@@ -207,6 +207,7 @@ def test_it_refuses_an_unknown_model_and_a_bad_request_in_the_apis_shape(
         with pytest.raises(openai.BadRequestError) as bad:
             complete(sdk, model="gpt-4o", messages=HI, extra_body={field: value})
         assert bad.value.param == field and "Invalid type" in bad.value.message
+        assert bad.value.code == "invalid_type"
 
 
 def test_it_answers_a_429_with_retry_after_as_often_as_asked(sdk: openai.OpenAI) -> None:

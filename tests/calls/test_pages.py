@@ -155,25 +155,35 @@ def test_a_chat_whose_connection_was_deleted_refreshes_instead_of_offering_its_b
     assert not ApiCall.objects.filter(chat=chat).exists()
 
 
-def test_a_chat_on_the_built_in_connection_says_its_replies_are_placeholders(
+def test_a_chat_on_this_servers_own_endpoint_says_its_replies_are_placeholders(
     client: Client,
 ) -> None:
     membership = as_member(client, Role.ADMIN)
     slug = membership.organization.slug
     builtin = builtin_connection_ensure(organization=membership.organization, port=8101)
-    page = client.get(reverse("chat_detail", args=[slug, make_chat(builtin).code]))
-    assert b'id="builtin-note"' in page.content and b"placeholder words" in page.content
-    # Another connection, or one named so elsewhere: nothing said.
-    other = client.get(
-        reverse(
-            "chat_detail", args=[slug, make_chat(make_connection(membership.organization)).code]
-        )
-    )
-    assert b'id="builtin-note"' not in other.content
-    builtin.base_url = "https://api.example.com/v1"
+    chat = make_chat(builtin)
+    url = reverse("chat_detail", args=[slug, chat.code])
+    # The page as make run serves it (127.0.0.1:8101), or through localhost: the note.
+    for host in ("127.0.0.1:8101", "localhost:8101"):
+        page = client.get(url, HTTP_HOST=host, SERVER_PORT="8101")
+        assert b'id="builtin-note"' in page.content and b"placeholder words" in page.content
+    # Served on another port: the connection calls another server, whatever its name.
+    assert b'id="builtin-note"' not in client.get(url, HTTP_HOST="127.0.0.1:8000").content
+    # A connection named "built-in" to a local model server (Ollama's port): no note.
+    builtin.base_url = "http://localhost:11434/v1"
     builtin.save(update_fields=["base_url"])
-    renamed = client.get(reverse("chat_detail", args=[slug, make_chat(builtin).code]))
-    assert b'id="builtin-note"' not in renamed.content
+    page = client.get(url, HTTP_HOST="127.0.0.1:8101", SERVER_PORT="8101")
+    assert b'id="builtin-note"' not in page.content
+    # Another name, pointing at this server: the note (told by address, not by name).
+    other = make_connection(membership.organization)
+    other.base_url = "http://127.0.0.1:8101/v1/"
+    other.save(update_fields=["base_url"])
+    page = client.get(
+        reverse("chat_detail", args=[slug, make_chat(other).code]),
+        HTTP_HOST="127.0.0.1:8101",
+        SERVER_PORT="8101",
+    )
+    assert b'id="builtin-note"' in page.content
 
 
 def test_a_new_chat_suggests_each_priced_model_once(client: Client) -> None:

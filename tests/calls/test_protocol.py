@@ -34,13 +34,16 @@ LIMIT_REFUSED = [0, -1, True, False, 1.0, 120.5, "120", [1], {"n": 1}]
 LIMIT_TAKEN = [1, 120, 10**30, None]
 
 
+# (as OpenAI's errors word them, e.g. "... expected an integer, but got a decimal number
+# instead.": written out here, not read from the module)
 JSON_TYPE_NAMES = {
     dict: "an object",
     list: "an array",
     str: "a string",
     bool: "a boolean",
-    int: "a number",
-    float: "a number",
+    int: "an integer",
+    float: "a decimal number",
+    type(None): "null",
 }
 CHECKED_FIELDS = (
     "max_completion_tokens",
@@ -87,9 +90,11 @@ def _cases() -> list[tuple[Any, str, str | None]]:
             got = JSON_TYPE_NAMES[type(value)]
             message = f"Invalid type for '{name}': expected {expected}, but got {got} instead."
             cases.append(({"model": "m", "messages": [USER], name: value}, message, name))
-    tools = [{"type": "function", "function": {"name": "f"}}, "f"]
-    message = "Invalid type for 'tools[1]': expected an object, but got a string instead."
-    cases.append(({"model": "m", "messages": [USER], "tools": tools}, message, "tools[1]"))
+    for item in ("f", None):
+        tools = [{"type": "function", "function": {"name": "f"}}, item]
+        got = JSON_TYPE_NAMES[type(item)]
+        message = f"Invalid type for 'tools[1]': expected an object, but got {got} instead."
+        cases.append(({"model": "m", "messages": [USER], "tools": tools}, message, "tools[1]"))
     for calls in (1, "call", {"id": "c"}):
         got = JSON_TYPE_NAMES[type(calls)]
         message = (
@@ -99,7 +104,7 @@ def _cases() -> list[tuple[Any, str, str | None]]:
         cases.append(({"model": "m", "messages": sent}, message, "messages[1].tool_calls"))
     # The engine's marker of a message it stands in for: never from a client.
     sent = [SYSTEM, {"role": "user", "content": "u", "costlab_synthetic_tokens": 10**38}]
-    message = "Unrecognized field 'messages[1].costlab_synthetic_tokens'."
+    message = "Unknown parameter: 'messages[1].costlab_synthetic_tokens'."
     cases.append(
         ({"model": "m", "messages": sent}, message, "messages[1].costlab_synthetic_tokens")
     )
@@ -145,7 +150,15 @@ def test_a_request_within_the_checks_is_taken(value: Any, tier: str | None) -> N
 
 
 def test_a_completion_id_is_24_hex_digits_and_new_each_time() -> None:
-    call = SimulatedCall(1, 0, 1, None, "x", "stop", None)
+    call = SimulatedCall(
+        prompt_tokens=1,
+        cached_tokens=0,
+        completion_tokens=1,
+        write_tokens=None,
+        reply="x",
+        finish_reason="stop",
+        reason=None,
+    )
     ids = {
         protocol.Completion.new(model="m", tier="default", call=call, now=0.0).id
         for _ in range(100)
