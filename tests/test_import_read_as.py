@@ -86,3 +86,14 @@ def test_a_failed_import_still_says_how_it_read_the_file(
     client.force_login(member.user)
     page = client.get(reverse("import_job_detail", args=[member.organization.slug, job.code]))
     assert "data-read-as>Read as Chat JSONL (detected).</p>" in page.content.decode()
+
+
+def test_a_file_whose_name_holds_a_plus_is_named_whole(member: Membership) -> None:
+    """Two files' names are joined with " + " in the job's name; one file's is its own."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("chat.json", json.dumps(CHAT, indent=2))
+    job = _imported(member, "q3 + q4.zip", archive.getvalue())
+    assert job.status == ImportStatus.SUCCEEDED
+    assert job.read_as == [["q3 + q4.zip:chat.json", "chat_json"]]
+    assert job.read_as_groups() == [("chat_json", ["chat.json"])]

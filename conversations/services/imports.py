@@ -183,8 +183,10 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             return job
         job = claimed
     paths = paths if paths is not None else _job_paths(job)
-    names = {paths[0]: job.original_name.split(" + ")[0]}
+    # One file: its name whole (a name may hold " + " itself). Two: the names joined.
+    names = {paths[0]: job.original_name}
     if len(paths) > 1:
+        names[paths[0]] = job.original_name.split(" + ")[0]
         names[paths[1]] = job.original_name.split(" + ")[-1]
     owned = heartbeat.owned(ImportJob.objects.all(), pk=job.id, attempt=job.attempts)
     bytes_done = 0
