@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, Q, Sum
 from django.http import Http404
 
@@ -151,6 +152,20 @@ def chat_entries(chat: Chat, turns: list[TurnRow]) -> list[ChatEntry]:
 def chat_pending_call(chat: Chat) -> ApiCall | None:
     """The call still waiting for its reply, if any: a chat sends one message at a time."""
     return chat.calls.filter(status__in=("pending", "running")).order_by("index").first()
+
+
+def reply_partial_key(call_id: int) -> str:
+    """Where a streaming call's text so far is kept (calls/services/partials.py)."""
+    return f"costlab:reply-partial:{call_id}"
+
+
+def reply_partial(call: ApiCall) -> str | None:
+    """The text a streaming call has received so far; None when nothing has come yet (or
+    the call is not streamed). `call` was read from an organization the user belongs to."""
+    if not call.stream:
+        return None
+    text = cache.get(reply_partial_key(call.pk))
+    return text if isinstance(text, str) and text else None
 
 
 def endpoint_keys(organization: Organization) -> list[EndpointKey]:

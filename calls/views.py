@@ -313,6 +313,8 @@ def _chat_context(request: HttpRequest, membership: Membership, code: UUID) -> d
         "conversation": chat.conversation,
         "entries": selectors.chat_entries(chat, turns),
         "pending": pending,
+        # A streamed reply's text so far, shown (and polled faster) until its turn is in.
+        "partial": selectors.reply_partial(pending) if pending is not None else None,
         "summary": conversation_selectors.conversation_summary(turns),
         "turn_figure": charts.conversation_turns_figure(turns),
         "form": MessageForm(),

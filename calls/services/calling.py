@@ -38,6 +38,9 @@ from .updates import Insert, Update, instance_row, instance_saved, row_update, r
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
+# Told a streaming attempt's parts received so far, after each chunk that brought text
+# (calls/services/partials.py ReplyPartial): the chat page shows them as they come.
+Progress = Callable[[list[str]], None]
 CLIENTS_KEPT = 32
 # The longest a call waits in all (budgets, Retry-After, backoff): below the task's soft limit.
 MAX_WAIT_SECONDS = 240.0
@@ -317,7 +320,9 @@ def _post(client: openai.OpenAI, request: ChatRequest) -> Any:
     )
 
 
-def _send(client: openai.OpenAI, request: ChatRequest, started: float) -> tuple[CallResult, int]:
+def _send(
+    client: openai.OpenAI, request: ChatRequest, started: float, progress: Progress | None = None
+) -> tuple[CallResult, int]:
     """One HTTP request; returns the result and the time to its first token (ms)."""
     sent_at = timezone.now()
     if not request.stream:
@@ -352,6 +357,8 @@ def _send(client: openai.OpenAI, request: ChatRequest, started: float) -> tuple[
                 if first is None:
                     first = int((time.monotonic() - started) * 1000)
                 parts.append(choice.delta.content)
+                if progress is not None:
+                    progress(parts)
             finish = choice.finish_reason or finish
     elapsed = int((time.monotonic() - started) * 1000)
     result = CallResult(
@@ -392,12 +399,14 @@ def chat_completion_call(
     max_wait_seconds: float = MAX_WAIT_SECONDS,
     record_success: bool = True,
     claim: Claim | None = None,
+    progress: Progress | None = None,
 ) -> CallResult:
     """Make the call, retrying what can be retried; every attempt becomes a CallAttempt of
     `call`. Raises CallFailed with the API's message when it gives up. `record_success`
     off: the caller marks the answered attempt itself (attempt_succeeded). `claim`: run in
     the first attempt's transaction in place of its count update (one commit for both);
-    raises CallNotClaimed, nothing sent, when it says no."""
+    raises CallNotClaimed, nothing sent, when it says no. `progress`: told the text of a
+    streamed reply as it comes (each attempt from its start)."""
     client = _clients.get(connection)
     deadline = time.monotonic() + max_wait_seconds
     attempts = settings.COSTLAB_CALL_MAX_ATTEMPTS
@@ -411,7 +420,7 @@ def chat_completion_call(
             raise CallNotClaimed
         started = time.monotonic()
         try:
-            result, first = _send(client, request, started)
+            result, first = _send(client, request, started, progress)
         except openai.OpenAIError as error:
             verdict = _verdict(error)
             budget_settle(connection=connection, charged=charged, used=0)

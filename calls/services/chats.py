@@ -60,11 +60,13 @@ from .calling import (
     CallResult,
     ChatRequest,
     Claim,
+    Progress,
     attempt_succeeded,
     attempt_values,
     call_succeeded,
     chat_completion_call,
 )
+from .partials import ReplyPartial
 from .turns import turn_write
 from .updates import (
     Insert,
@@ -662,7 +664,12 @@ def _month_start(now: datetime) -> datetime:
 
 
 def _call(
-    call: ApiCall, request: ChatRequest, *, record_success: bool = True, claim: Claim | None = None
+    call: ApiCall,
+    request: ChatRequest,
+    *,
+    record_success: bool = True,
+    claim: Claim | None = None,
+    progress: Progress | None = None,
 ) -> CallResult:
     connection = call.connection
     if connection is None:
@@ -678,6 +685,7 @@ def _call(
         request=request,
         record_success=record_success,
         claim=claim,
+        progress=progress,
     )
 
 
@@ -747,13 +755,22 @@ def _chat_turn_run(call: ApiCall, claim: Claim | None, *, delivered_before: bool
         prompt_cache_key=chat.prompt_cache_key,
         max_completion_tokens=chat.max_completion_tokens,
     )
+    # A streamed reply's text so far, for the chat page until the turn is recorded.
+    partial = ReplyPartial(call.pk) if call.stream else None
     try:
         # The answered attempt is marked in the turn's transaction (_turn_record).
-        result = _call(call, request, record_success=False, claim=claim)
+        result = _call(call, request, record_success=False, claim=claim, progress=partial)
     except CallFailed as failed:
         api_call_fail(call_id=call.pk, message=failed.message)
+        _partial_clear(partial)
         return
     _turn_record(call, result, messages=messages)  # the call and attempt marked with it
+    _partial_clear(partial)  # after: until the turn is in, the page shows the text so far
+
+
+def _partial_clear(partial: ReplyPartial | None) -> None:
+    if partial is not None and partial.published:
+        partial.clear()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A live chat in a real headless Chromium: a new chat, two messages answered by a real
 worker through costlab's own endpoint, replies and per-turn figures appearing as the page
-polls, and the connection's key nowhere in the HTML."""
+polls, a streamed reply shown as it comes, and the connection's key nowhere in the HTML."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import re
 
 import pytest
 from playwright.sync_api import expect
+from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
 from calls import selectors, simulated
 from calls.models import Chat
+from calls.services.chats import ChatOptions, chat_create
 from calls.services.connections import ConnectionSettings, connection_create
 from conversations.engine.vocabulary import get_encoding
 from conversations.models import Role
@@ -98,4 +100,47 @@ def test_a_new_chat_shows_replies_and_per_turn_figures(
     page.goto(tab.url(f"/o/{slug}/connections/{connection.code}/"))
     html = page.content()
     assert SECRET not in html and SECRET[:-4] not in html and "…4321" in html
+    tab.assert_no_js_errors()
+
+
+def test_a_streamed_reply_shows_as_it_comes(
+    tab: Tab,  # noqa: F811
+    live_server: LiveServer,
+    worker: Worker,
+    allow_async_unsafe: None,  # noqa: F811
+    settings: Settings,
+) -> None:
+    """A slow stream (the endpoint's fault, 150 ms between chunks of a few words): the text
+    received so far shows before the reply ends, then the recorded reply and its figures
+    take its place."""
+    settings.COSTLAB_ENDPOINT_SLOW_CHUNK_MS = 150  # the live server runs in this process
+    get_encoding("o200k_base")
+    simulated.simulate_reset()
+    selectors.endpoint_books_forget()
+    membership = MembershipFactory.create(role=Role.ADMIN)
+    connection = connection_create(
+        organization=membership.organization,
+        user=None,
+        settings=ConnectionSettings(
+            name="slow",
+            base_url=f"{live_server.url}/v1",
+            extra_headers={"X-Costlab-Fault": "slow"},
+        ),
+        api_key=SECRET,
+    )
+    options = ChatOptions(connection=connection, model="gpt-4o-mini", max_completion_tokens=120)
+    chat = chat_create(organization=membership.organization, user=None, options=options)
+    log_in(tab, membership.user.username)
+    page = tab.page
+    page.goto(tab.url(f"/o/{membership.organization.slug}/chats/{chat.code}/"))
+    page.fill("#send textarea", "Tell me a long story.")
+    page.click("#send button[type=submit]")
+    streaming = page.locator("[data-streaming] .text")
+    expect(streaming).not_to_be_empty(timeout=30_000)  # 30 chunks: about 4.5 s of stream
+    so_far = streaming.inner_text()
+    expect(page.locator('.figures[data-turn="0"]')).to_be_visible(timeout=60_000)
+    expect(page.locator("[data-streaming]")).to_have_count(0)
+    reply = page.locator('[data-role="assistant"] .text').inner_text()
+    assert len(reply.split()) == 120 and len(so_far.split()) < 120
+    assert reply.startswith(so_far.strip())
     tab.assert_no_js_errors()

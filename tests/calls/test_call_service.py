@@ -24,7 +24,7 @@ from pytest_django import Settings
 
 from calls import selectors, tasks
 from calls.models import ApiCall, AttemptOutcome, CallStatus, Chat, ProviderConnection
-from calls.services import calling, chats, updates
+from calls.services import calling, chats, partials, updates
 from calls.services.budgets import budget_take
 from calls.services.connections import ConnectionSettings, connection_api_key, connection_create
 from calls.services.turns import price_rates
@@ -291,6 +291,59 @@ def test_it_streams_a_chat_and_measures_the_first_token(settings: Settings) -> N
     assert call.latency_ms - call.ttft_ms >= 150
     reply = Turn.objects.get(conversation=chat.conversation).response
     assert reply is not None and len(reply.text.split()) == 24
+
+
+def test_a_streamed_reply_is_readable_as_it_comes_then_cleared(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes the text received so far where the chat page reads it
+    (selectors.reply_partial), growing chunk after chunk; once the turn is in, it is gone."""
+    settings.COSTLAB_ENDPOINT_SLOW_CHUNK_MS = 40
+    monkeypatch.setattr(partials, "PUBLISH_EVERY_SECONDS", 0.02)
+    connection = make_connection(extra_headers={"X-Costlab-Fault": "slow"})
+    chat = make_chat(connection, stream=True, max_completion_tokens=24)
+    seen: list[tuple[str | None, bool]] = []
+
+    class Watched(partials.ReplyPartial):
+        def __call__(self, parts: list[str]) -> None:  # type: ignore[override]
+            super().__call__(parts)
+            call = ApiCall.objects.get(pk=self.key.rsplit(":", 1)[1])
+            seen.append((selectors.reply_partial(call), call.turn_id is None))
+
+    monkeypatch.setattr(chats, "ReplyPartial", Watched)
+    call = send(chat, "Hello?")
+    reply = Turn.objects.get(conversation=chat.conversation).response
+    assert reply is not None and call.status == CallStatus.SUCCEEDED
+    texts = [text for text, _ in seen]
+    # 24 words come in 6 pieces, written from the second on: each a longer start of the
+    # reply (the first read is before any write), the last whole.
+    assert len(texts) == 6 and texts[0] is None and all(pending for _, pending in seen)
+    assert all(text and reply.text.startswith(text) for text in texts[1:])
+    assert [len(text or "") for text in texts] == sorted({len(text or "") for text in texts})
+    assert texts[-1] == reply.text
+    assert selectors.reply_partial(call) is None  # cleared once the turn was recorded
+
+
+def test_a_reply_partial_writes_at_most_every_quarter_second() -> None:
+    now = [100.0]
+    partial = partials.ReplyPartial(4242, clock=lambda: now[0])
+    call = ApiCall(pk=4242, stream=True)
+    partial(["Hel"])  # a stream that ends within the interval writes nothing
+    now[0] += 0.1
+    partial(["Hel", "lo"])
+    assert selectors.reply_partial(call) is None and not partial.published
+    now[0] += partials.PUBLISH_EVERY_SECONDS
+    partial(["Hel", "lo", " there"])
+    assert selectors.reply_partial(call) == "Hello there"
+    now[0] += 0.1
+    partial(["Hel", "lo", " there", ","])  # too soon after the last write
+    assert selectors.reply_partial(call) == "Hello there"
+    now[0] += 0.01
+    partial(["Re"])  # a retried attempt: its text replaces the last one's at once
+    assert selectors.reply_partial(call) == "Re"
+    assert selectors.reply_partial(ApiCall(pk=4242, stream=False)) is None  # not streamed
+    partial.clear()
+    assert selectors.reply_partial(call) is None
 
 
 def test_it_takes_and_refills_a_connections_budget() -> None:

@@ -14,7 +14,7 @@ from django.urls import reverse
 from pytest_django import Settings
 
 from calls.models import ApiCall, CallStatus, Chat, ProviderConnection
-from calls.services import chats
+from calls.services import chats, partials
 from calls.services.connections import (
     BUILTIN_NAME,
     ConnectionSettings,
@@ -136,6 +136,40 @@ def test_it_starts_a_chat_and_sends_a_message_through_the_worker(
     live = sent.content.split(b'id="chat-live"', 1)[1]
     assert b'hx-swap-oob="true"' in live and b"Second try" in live and b"data-waiting" in live
     assert conversation.messages.filter(role="user").count() == 2
+
+
+def test_a_streamed_reply_shows_as_it_comes_and_polls_faster_meanwhile(
+    client: Client, queued: list[Any]
+) -> None:
+    membership = as_member(client, Role.ANALYST)
+    slug = membership.organization.slug
+    chat = make_chat(make_connection(membership.organization))
+    assert chat.stream  # the form's default
+    call = chats.chat_message_send(chat=chat, text="Tell me <everything>")
+    url = reverse("chat_detail", args=[slug, chat.code])
+    waiting = client.get(url, headers={"HX-Request": "true"}).content
+    assert b"data-waiting" in waiting and b"data-streaming" not in waiting
+    assert b'hx-trigger="every 1s"' in waiting
+    clock = iter((0.0, 1.0))  # the stream's first chunk, then a second later
+    writer = partials.ReplyPartial(call.pk, clock=lambda: next(clock))
+    writer(["Here is "])
+    writer(["Here is ", "<b>what</b>", " I know\nso far"])
+    streaming = client.get(url, headers={"HX-Request": "true"})
+    assert streaming.status_code == 200
+    shown = streaming.content.split(b"data-streaming", 1)[1]  # escaped, its line breaks kept
+    assert b"Here is &lt;b&gt;what&lt;/b&gt; I know<br>so far" in shown
+    assert b"data-waiting" not in streaming.content
+    assert b'hx-trigger="every 500ms"' in streaming.content
+    # The same call of a chat that is not streamed: its text is not read.
+    ApiCall.objects.filter(pk=call.pk).update(stream=False)
+    assert b"data-streaming" not in client.get(url, headers={"HX-Request": "true"}).content
+    # Once the call is over, the recorded reply (here: none) replaces the text so far.
+    ApiCall.objects.filter(pk=call.pk).update(stream=True, status=CallStatus.FAILED, error="x")
+    done = client.get(url, headers={"HX-Request": "true"})
+    assert done.status_code == 286 and b"data-streaming" not in done.content
+    # Another organization's member cannot poll it.
+    as_member(client, Role.ANALYST)
+    assert client.get(url, headers={"HX-Request": "true"}).status_code == 404
 
 
 def test_a_chat_whose_connection_was_deleted_refreshes_instead_of_offering_its_box(
