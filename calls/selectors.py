@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -154,17 +155,33 @@ def chat_pending_call(chat: Chat) -> ApiCall | None:
     return chat.calls.filter(status__in=("pending", "running")).order_by("index").first()
 
 
-def reply_partial_key(call_id: int) -> str:
-    """Where a streaming call's text so far is kept (calls/services/partials.py)."""
-    return f"costlab:reply-partial:{call_id}"
+def reply_partial_key(code: UUID) -> str:
+    """Where a streaming call's text so far is kept (calls/services/partials.py): by the
+    call's public code, unique across installations that share a cache."""
+    return f"costlab:reply-partial:{code}"
 
 
-def reply_partial(call: ApiCall) -> str | None:
-    """The text a streaming call has received so far; None when nothing has come yet (or
-    the call is not streamed). `call` was read from an organization the user belongs to."""
-    if not call.stream:
-        return None
-    text = cache.get(reply_partial_key(call.pk))
+def reply_partial(call: ApiCall, turns: Sequence[TurnRow]) -> str | None:
+    """The text a streaming call has received so far; None when nothing has come yet, the
+    call is not streamed, or `turns` (its chat's, read after `call`) already hold its turn:
+    the worker deletes the text only after that commit. `call` was read from an
+    organization the user belongs to."""
+    recorded = any(row.turn.index == call.index for row in turns)
+    return _partial_text(call) if call.stream and not recorded else None
+
+
+def chat_streaming(chat: Chat) -> tuple[ApiCall | None, str | None]:
+    """A chat's pending call and its text so far (as reply_partial), for the chat page's
+    fast poll: the call and one look at its turn, not the whole chat."""
+    pending = chat_pending_call(chat)
+    if pending is None or not pending.stream or pending.index is None:
+        return pending, None
+    turn = Turn.objects.filter(conversation_id=chat.conversation_id, index=pending.index)
+    return pending, None if turn.exists() else _partial_text(pending)
+
+
+def _partial_text(call: ApiCall) -> str | None:
+    text = cache.get(reply_partial_key(call.code))
     return text if isinstance(text, str) and text else None
 
 

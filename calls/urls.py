@@ -36,6 +36,7 @@ urlpatterns = [
     path("o/<slug:slug>/chats/new/", views.chat_new, name="chat_new"),
     path("o/<slug:slug>/chats/<uuid:code>/", views.chat_detail, name="chat_detail"),
     path("o/<slug:slug>/chats/<uuid:code>/send/", views.chat_send, name="chat_send"),
+    path("o/<slug:slug>/chats/<uuid:code>/streaming/", views.chat_streaming, name="chat_streaming"),
     path("o/<slug:slug>/experiments/", views.experiments, name="experiments"),
     path("o/<slug:slug>/experiments/new/", views.experiment_new, name="experiment_new"),
     path(

@@ -314,7 +314,7 @@ def _chat_context(request: HttpRequest, membership: Membership, code: UUID) -> d
         "entries": selectors.chat_entries(chat, turns),
         "pending": pending,
         # A streamed reply's text so far, shown (and polled faster) until its turn is in.
-        "partial": selectors.reply_partial(pending) if pending is not None else None,
+        "partial": selectors.reply_partial(pending, turns) if pending is not None else None,
         "summary": conversation_selectors.conversation_summary(turns),
         "turn_figure": charts.conversation_turns_figure(turns),
         "form": MessageForm(),
@@ -337,6 +337,20 @@ def chat_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse
             response.content += _rendered(request, "calls/chat.html#send_button", context)
         return response if context["pending"] else HttpResponseStopPolling(response.content)
     return render(request, "calls/chat.html", context)
+
+
+@login_required
+@require_GET
+def chat_streaming(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
+    """A streamed reply's text so far, polled every 500 ms apart from the chat's live part
+    (which re-renders every message and the chart, every second); 286 once no reply is
+    awaited, and the live part's next poll brings the recorded one."""
+    membership = _membership(request, slug)
+    chat = selectors.chat_get(organization=membership.organization, code=code)
+    pending, partial = selectors.chat_streaming(chat)
+    context = {"organization": membership.organization, "chat": chat, "pending": pending}
+    response = render(request, "calls/chat.html#streaming", {**context, "partial": partial})
+    return response if pending is not None else HttpResponseStopPolling(response.content)
 
 
 def _can_send(membership: Membership, context: dict[str, object]) -> bool:

@@ -384,7 +384,13 @@ STATICFILES_FINDERS = [
 CACHE_URL = os.getenv("CACHE_URL", "")
 if CACHE_URL.startswith("redis"):
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            # A Redis that stops answering fails a cache call in seconds, not after the
+            # system's connect timeout (minutes): a streamed chat reply writes to it.
+            "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
+        }
     }
 else:
     CACHES = {

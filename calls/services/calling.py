@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -38,9 +38,10 @@ from .updates import Insert, Update, instance_row, instance_saved, row_update, r
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
-# Told a streaming attempt's parts received so far, after each chunk that brought text
-# (calls/services/partials.py ReplyPartial): the chat page shows them as they come.
-Progress = Callable[[list[str]], None]
+# Told a streaming attempt's parts received so far, after each chunk that brought text, and
+# [] when an attempt failed (calls/services/partials.py ReplyPartial): the chat page shows
+# them as they come.
+Progress = Callable[[Sequence[str]], None]
 CLIENTS_KEPT = 32
 # The longest a call waits in all (budgets, Retry-After, backoff): below the task's soft limit.
 MAX_WAIT_SECONDS = 240.0
@@ -423,6 +424,8 @@ def chat_completion_call(
             result, first = _send(client, request, started, progress)
         except openai.OpenAIError as error:
             verdict = _verdict(error)
+            if progress is not None:
+                progress([])  # a stream cut short: its text is not the reply
             budget_settle(connection=connection, charged=charged, used=0)
             _attempt_fail(attempt, verdict, started)
             last = verdict.message

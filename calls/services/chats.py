@@ -756,21 +756,21 @@ def _chat_turn_run(call: ApiCall, claim: Claim | None, *, delivered_before: bool
         max_completion_tokens=chat.max_completion_tokens,
     )
     # A streamed reply's text so far, for the chat page until the turn is recorded.
-    partial = ReplyPartial(call.pk) if call.stream else None
+    partial = ReplyPartial(call.code) if call.stream else None
+    if partial is not None and delivered_before:
+        partial.clear()  # what the killed delivery had received is not this run's reply
     try:
-        # The answered attempt is marked in the turn's transaction (_turn_record).
-        result = _call(call, request, record_success=False, claim=claim, progress=partial)
-    except CallFailed as failed:
-        api_call_fail(call_id=call.pk, message=failed.message)
-        _partial_clear(partial)
-        return
-    _turn_record(call, result, messages=messages)  # the call and attempt marked with it
-    _partial_clear(partial)  # after: until the turn is in, the page shows the text so far
-
-
-def _partial_clear(partial: ReplyPartial | None) -> None:
-    if partial is not None and partial.published:
-        partial.clear()
+        try:
+            # The answered attempt is marked in the turn's transaction (_turn_record).
+            result = _call(call, request, record_success=False, claim=claim, progress=partial)
+        except CallFailed as failed:
+            api_call_fail(call_id=call.pk, message=failed.message)
+            return
+        _turn_record(call, result, messages=messages)  # the call and attempt marked with it
+    finally:
+        # After the turn's commit: until then the page shows the text so far.
+        if partial is not None and partial.published:
+            partial.clear()
 
 
 @dataclass(frozen=True)

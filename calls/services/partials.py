@@ -3,9 +3,10 @@ chat page can show the reply as it streams (calls.selectors.reply_partial reads 
 
 It lives in Django's cache, not in the database: it is thrown away once the turn is recorded
 with the whole reply, and a row rewritten four times a second per streaming call would cost
-the database more than the call. The cache is one both processes see (Redis, or files under
-var/ in development; settings.CACHES), and an entry outlives a worker that dies mid-stream by
-PARTIAL_SECONDS at most.
+the database more than the call. The cache is one that the web server and the workers both
+see (Redis when CACHE_URL names it, else files under var/; settings.CACHES), keyed by the
+call's public code (two installations sharing a Redis without a key prefix never read each
+other's), and an entry outlives a worker that dies mid-stream by PARTIAL_SECONDS at most.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from uuid import UUID
 
 from django.core.cache import cache
 
@@ -27,35 +29,49 @@ PUBLISH_EVERY_SECONDS = 0.25
 
 
 class ReplyPartial:
-    """Called with a streaming attempt's parts after each chunk: writes their text once the
-    stream has run PUBLISH_EVERY_SECONDS, then at most that often (joined only then: joining
-    on every chunk would be quadratic in the reply). A reply that streams in less time, as
-    the built-in endpoint's do, costs the cache nothing. A retried attempt starts again:
-    the text of the one before is replaced at its first chunk."""
+    """Told a streaming attempt's parts after each chunk (calling.Progress), and [] when an
+    attempt ends without a reply. Writes their text once the attempt's text has streamed
+    for PUBLISH_EVERY_SECONDS, then at most that often (joined only then: joining on every
+    chunk would be quadratic in the reply). A reply that streams faster, as the built-in
+    endpoint's do, costs the cache nothing. [] removes what was written: the page does not
+    show a failed attempt's text while the call waits to retry."""
 
-    def __init__(self, call_id: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.key = reply_partial_key(call_id)
+    def __init__(self, code: UUID, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.key = reply_partial_key(code)
         self.clock = clock
-        self.since: float | None = None  # the attempt's first chunk, then the last write
-        self.parts_seen = 0
+        self.since: float | None = None  # the attempt's first text, then the last write
         self.published = False
+        # After a failed write (the cache is down), none more for this call: each would wait
+        # for the cache inside the stream, and add to the latency costlab records.
+        self.broken = False
 
     def __call__(self, parts: Sequence[str]) -> None:
+        if self.broken:
+            return
+        if not parts:  # the attempt failed: its text is not the reply
+            self.since = None
+            if self.published:
+                self.clear()
+            return
         now = self.clock()
-        restarted = len(parts) < self.parts_seen  # a new attempt's list
-        self.parts_seen = len(parts)
-        if self.since is None or (restarted and not self.published):
+        if self.since is None:
             self.since = now
             return
-        if not restarted and now - self.since < PUBLISH_EVERY_SECONDS:
+        if now - self.since < PUBLISH_EVERY_SECONDS:
             return
-        self.since, self.published = now, True
+        self.since = now
         try:
             cache.set(self.key, "".join(parts), PARTIAL_SECONDS)
         except Exception:  # the page only waits longer; the call itself must not fail
+            self.broken = True
             logger.warning("could not write a streamed reply's text so far", exc_info=True)
+        else:
+            self.published = True
 
     def clear(self) -> None:
+        """Remove the text written (by this run, or by an earlier delivery of the same call
+        that a killed worker left behind)."""
+        self.published = False
         try:
             cache.delete(self.key)
         except Exception:  # it expires anyway

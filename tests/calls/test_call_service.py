@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
+from django.core.cache import cache
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import F
@@ -296,54 +299,106 @@ def test_it_streams_a_chat_and_measures_the_first_token(settings: Settings) -> N
 def test_a_streamed_reply_is_readable_as_it_comes_then_cleared(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker writes the text received so far where the chat page reads it
-    (selectors.reply_partial), growing chunk after chunk; once the turn is in, it is gone."""
+    """The worker writes the text received so far where the chat page reads it, growing
+    chunk after chunk; it is still there when the turn is recorded (the page shows it until
+    then), and gone after."""
     settings.COSTLAB_ENDPOINT_SLOW_CHUNK_MS = 40
     monkeypatch.setattr(partials, "PUBLISH_EVERY_SECONDS", 0.02)
     connection = make_connection(extra_headers={"X-Costlab-Fault": "slow"})
     chat = make_chat(connection, stream=True, max_completion_tokens=24)
-    seen: list[tuple[str | None, bool]] = []
+    seen: list[str | None] = []
+    at_record: list[str | None] = []
 
     class Watched(partials.ReplyPartial):
-        def __call__(self, parts: list[str]) -> None:  # type: ignore[override]
+        def __call__(self, parts: Sequence[str]) -> None:
             super().__call__(parts)
-            call = ApiCall.objects.get(pk=self.key.rsplit(":", 1)[1])
-            seen.append((selectors.reply_partial(call), call.turn_id is None))
+            seen.append(selectors.chat_streaming(chat)[1])
 
+    def turn_record(call: ApiCall, result: Any, **kwargs: Any) -> Any:
+        at_record.append(selectors.chat_streaming(chat)[1])
+        return record(call, result, **kwargs)
+
+    record = chats._turn_record
     monkeypatch.setattr(chats, "ReplyPartial", Watched)
+    monkeypatch.setattr(chats, "_turn_record", turn_record)
     call = send(chat, "Hello?")
     reply = Turn.objects.get(conversation=chat.conversation).response
     assert reply is not None and call.status == CallStatus.SUCCEEDED
-    texts = [text for text, _ in seen]
-    # 24 words come in 6 pieces, written from the second on: each a longer start of the
-    # reply (the first read is before any write), the last whole.
-    assert len(texts) == 6 and texts[0] is None and all(pending for _, pending in seen)
-    assert all(text and reply.text.startswith(text) for text in texts[1:])
-    assert [len(text or "") for text in texts] == sorted({len(text or "") for text in texts})
-    assert texts[-1] == reply.text
-    assert selectors.reply_partial(call) is None  # cleared once the turn was recorded
+    # 24 words come in 6 pieces, written from the second on (the first read is before any
+    # write): each a longer start of the reply, the last whole.
+    assert len(seen) == 6 and seen[0] is None
+    assert all(text and reply.text.startswith(text) for text in seen[1:])
+    assert [len(text or "") for text in seen] == sorted({len(text or "") for text in seen})
+    assert seen[-1] == reply.text and at_record == [reply.text]
+    assert selectors.chat_streaming(chat) == (None, None)
+    assert cache.get(selectors.reply_partial_key(call.code)) is None  # deleted
+
+
+def test_a_failed_streaming_attempt_tells_its_text_is_void(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 500 then a stream: the partial is told [] after the failed attempt (what it wrote
+    is removed while the call waits), then the next attempt's growing parts."""
+    headers = {"X-Costlab-Fault": "500", "X-Costlab-Fault-Times": "1"}
+    chat = make_chat(make_connection(extra_headers=headers), stream=True, max_completion_tokens=8)
+    told: list[int] = []
+
+    class Watched(partials.ReplyPartial):
+        def __call__(self, parts: Sequence[str]) -> None:
+            told.append(len(parts))
+            super().__call__(parts)
+
+    monkeypatch.setattr(chats, "ReplyPartial", Watched)
+    call = send(chat, "Hello?")
+    assert call.status == CallStatus.SUCCEEDED and call.attempt_count == 2
+    assert told[0] == 0 and told[1:] == list(range(1, len(told)))
 
 
 def test_a_reply_partial_writes_at_most_every_quarter_second() -> None:
     now = [100.0]
-    partial = partials.ReplyPartial(4242, clock=lambda: now[0])
-    call = ApiCall(pk=4242, stream=True)
+    code = uuid.uuid4()
+    partial = partials.ReplyPartial(code, clock=lambda: now[0])
+
+    def written() -> str | None:
+        return cast(str | None, cache.get(selectors.reply_partial_key(code)))
+
     partial(["Hel"])  # a stream that ends within the interval writes nothing
     now[0] += 0.1
     partial(["Hel", "lo"])
-    assert selectors.reply_partial(call) is None and not partial.published
+    assert written() is None and not partial.published
     now[0] += partials.PUBLISH_EVERY_SECONDS
     partial(["Hel", "lo", " there"])
-    assert selectors.reply_partial(call) == "Hello there"
+    assert written() == "Hello there"
     now[0] += 0.1
     partial(["Hel", "lo", " there", ","])  # too soon after the last write
-    assert selectors.reply_partial(call) == "Hello there"
-    now[0] += 0.01
-    partial(["Re"])  # a retried attempt: its text replaces the last one's at once
-    assert selectors.reply_partial(call) == "Re"
-    assert selectors.reply_partial(ApiCall(pk=4242, stream=False)) is None  # not streamed
+    assert written() == "Hello there"
+    partial([])  # the attempt failed: its text goes while the call waits to retry
+    assert written() is None and not partial.published
+    partial(["Re"])  # the next attempt's text starts its own interval
+    now[0] += partials.PUBLISH_EVERY_SECONDS
+    partial(["Re", "ply"])
+    assert written() == "Reply"
     partial.clear()
-    assert selectors.reply_partial(call) is None
+    assert written() is None
+
+
+def test_a_reply_partial_stops_writing_when_the_cache_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    partial = partials.ReplyPartial(uuid.uuid4(), clock=lambda: now[0])
+    writes: list[str] = []
+
+    def down(key: str, value: str, timeout: int) -> None:
+        writes.append(value)
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(cache, "set", down)
+    for step in range(5):
+        now[0] += 1
+        partial(["x"] * (step + 1))  # the call goes on: nothing raised
+    assert writes == ["xx"] and partial.broken and not partial.published
+    assert caplog.text.count("could not write") == 1
 
 
 def test_it_takes_and_refills_a_connections_budget() -> None:

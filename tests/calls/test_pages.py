@@ -146,30 +146,38 @@ def test_a_streamed_reply_shows_as_it_comes_and_polls_faster_meanwhile(
     chat = make_chat(make_connection(membership.organization))
     assert chat.stream  # the form's default
     call = chats.chat_message_send(chat=chat, text="Tell me <everything>")
-    url = reverse("chat_detail", args=[slug, chat.code])
-    waiting = client.get(url, headers={"HX-Request": "true"}).content
+    live_url = reverse("chat_detail", args=[slug, chat.code])
+    url = reverse("chat_streaming", args=[slug, chat.code])
+    waiting = client.get(live_url, headers={"HX-Request": "true"}).content
     assert b"data-waiting" in waiting and b"data-streaming" not in waiting
-    assert b'hx-trigger="every 1s"' in waiting
+    # The live part polls every second; the reply's text, on its own, every 500 ms.
+    assert b'hx-trigger="every 1s"' in waiting and b'hx-trigger="every 500ms"' in waiting
+    assert url.encode() in waiting
     clock = iter((0.0, 1.0))  # the stream's first chunk, then a second later
-    writer = partials.ReplyPartial(call.pk, clock=lambda: next(clock))
+    writer = partials.ReplyPartial(call.code, clock=lambda: next(clock))
     writer(["Here is "])
     writer(["Here is ", "<b>what</b>", " I know\nso far"])
-    streaming = client.get(url, headers={"HX-Request": "true"})
-    assert streaming.status_code == 200
-    shown = streaming.content.split(b"data-streaming", 1)[1]  # escaped, its line breaks kept
-    assert b"Here is &lt;b&gt;what&lt;/b&gt; I know<br>so far" in shown
-    assert b"data-waiting" not in streaming.content
-    assert b'hx-trigger="every 500ms"' in streaming.content
-    # The same call of a chat that is not streamed: its text is not read.
-    ApiCall.objects.filter(pk=call.pk).update(stream=False)
-    assert b"data-streaming" not in client.get(url, headers={"HX-Request": "true"}).content
-    # Once the call is over, the recorded reply (here: none) replaces the text so far.
-    ApiCall.objects.filter(pk=call.pk).update(stream=True, status=CallStatus.FAILED, error="x")
-    done = client.get(url, headers={"HX-Request": "true"})
-    assert done.status_code == 286 and b"data-streaming" not in done.content
-    # Another organization's member cannot poll it.
-    as_member(client, Role.ANALYST)
-    assert client.get(url, headers={"HX-Request": "true"}).status_code == 404
+    try:
+        for page in (client.get(url), client.get(live_url, headers={"HX-Request": "true"})):
+            assert page.status_code == 200
+            shown = page.content.split(b"data-streaming", 1)[1]  # escaped, line breaks kept
+            assert b"Here is &lt;b&gt;what&lt;/b&gt; I know<br>so far" in shown
+            assert b"data-waiting" not in page.content
+        fragment = client.get(url).content
+        assert b"<html" not in fragment and b'id="chat-live"' not in fragment
+        # The same call of a chat that is not streamed: its text is not read, no fast poll.
+        ApiCall.objects.filter(pk=call.pk).update(stream=False)
+        plain = client.get(live_url, headers={"HX-Request": "true"}).content
+        assert b"data-streaming" not in plain and b"every 500ms" not in plain
+        # Once the call is over, the fast poll stops (286) and shows nothing more.
+        ApiCall.objects.filter(pk=call.pk).update(stream=True, status=CallStatus.FAILED)
+        done = client.get(url)
+        assert done.status_code == 286 and b"data-streaming" not in done.content
+        # Another organization's member cannot poll it.
+        as_member(client, Role.ANALYST)
+        assert client.get(url).status_code == 404
+    finally:
+        writer.clear()
 
 
 def test_a_chat_whose_connection_was_deleted_refreshes_instead_of_offering_its_box(
