@@ -181,7 +181,11 @@ class ExperimentForm(forms.Form):
         help_text=VARIANTS_HELP,
         initial="model=gpt-4o-mini,strategy=full\nmodel=gpt-4o-mini,strategy=window:8",
     )
-    connection = forms.ModelChoiceField(queryset=ProviderConnection.objects.none())
+    # With several connections none is picked (an experiment spends on it): the empty
+    # choice says so, where "---------" left a walk's user guessing why Predict was refused.
+    connection = forms.ModelChoiceField(
+        queryset=ProviderConnection.objects.none(), empty_label="Choose a connection…"
+    )
     history_mode = forms.ChoiceField(choices=HistoryMode.choices, initial=HistoryMode.RECORDED)
     cap = forms.DecimalField(
         min_value=Decimal("0.0001"),

@@ -155,6 +155,18 @@ def chat_pending_call(chat: Chat) -> ApiCall | None:
     return chat.calls.filter(status__in=("pending", "running")).order_by("index").first()
 
 
+def chat_live_version(chat: Chat, pending: ApiCall | None, *, turns: int | None = None) -> str:
+    """What the chat page's live part shows changes only with this: its turns, and the
+    awaited call's state (its attempts, its status). `turns`: their number when read
+    already. The poll sends it back; an unchanged part is not sent again (nor its chart
+    redrawn, which blanked it each second while a reply was awaited)."""
+    if turns is None:
+        turns = Turn.objects.filter(conversation_id=chat.conversation_id).count()
+    if pending is None:
+        return str(turns)
+    return f"{turns}.{pending.pk}.{pending.status}.{pending.attempt_count}"
+
+
 def reply_partial_key(code: UUID) -> str:
     """Where a streaming call's text so far is kept (calls/services/partials.py): by the
     call's public code, unique across installations that share a cache."""

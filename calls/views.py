@@ -313,6 +313,7 @@ def _chat_context(request: HttpRequest, membership: Membership, code: UUID) -> d
         "conversation": chat.conversation,
         "entries": selectors.chat_entries(chat, turns),
         "pending": pending,
+        "live_version": selectors.chat_live_version(chat, pending, turns=len(turns)),
         # A streamed reply's text so far, shown (and polled faster) until its turn is in.
         "partial": selectors.reply_partial(pending, turns) if pending is not None else None,
         "summary": conversation_selectors.conversation_summary(turns),
@@ -330,13 +331,19 @@ def _chat_context(request: HttpRequest, membership: Membership, code: UUID) -> d
 def chat_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     """The chat; its live part is polled by htmx while a reply is awaited (286 after)."""
     membership = _membership(request, slug)
-    context = _chat_context(request, membership, code)
     if request.htmx and not request.htmx.history_restore_request:
+        seen = request.GET.get("v")
+        if seen is not None:
+            chat = selectors.chat_get(organization=membership.organization, code=code)
+            pending = selectors.chat_pending_call(chat)
+            if pending is not None and seen == selectors.chat_live_version(chat, pending):
+                return HttpResponse(status=204)  # nothing new: htmx swaps nothing
+        context = _chat_context(request, membership, code)
         response = render(request, "calls/chat.html#live", context)
         if _can_send(membership, context):  # Send is enabled again once the reply is in
             response.content += _rendered(request, "calls/chat.html#send_button", context)
         return response if context["pending"] else HttpResponseStopPolling(response.content)
-    return render(request, "calls/chat.html", context)
+    return render(request, "calls/chat.html", _chat_context(request, membership, code))
 
 
 @login_required
@@ -382,10 +389,12 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
         except chat_services.ChatBusy as busy:
             error, status = str(busy).capitalize() + ".", 409
         else:
-            if request.htmx:  # an empty box, and the live part (the message, then waiting)
+            if request.htmx:  # an empty box, the live part (the message, then waiting)
                 context = _chat_context(request, membership, code)
                 response = render(request, "calls/chat.html#send", context)
                 response.content += _rendered(request, "calls/chat.html#live", context)
+                # and the title, which the first message gives the chat
+                response.content += _rendered(request, "calls/chat.html#title", context)
                 return response
             return redirect("chat_detail", slug=slug, code=chat.code)
     # The message stays in the box: a redirect would have emptied it, and a user who typed

@@ -33,7 +33,12 @@ from .breakdowns import (
     same_days,
 )
 from .engine.divergence import Divergence, RequestView, compare_requests
-from .engine.metrics import COST_REDUCTION_TARGET, HIT_RATE_TARGET, LATENCY_REDUCTION_TARGET
+from .engine.metrics import (
+    COST_REDUCTION_TARGET,
+    HIT_RATE_TARGET,
+    LATENCY_REDUCTION_TARGET,
+    latency_gap,
+)
 from .models import BreakerDay, CacheDay, MissReason, Organization, Turn, UsageRecord
 
 NOT_ELIGIBLE = (MissReason.NOT_SUPPORTED, MissReason.BELOW_MINIMUM, MissReason.BATCH)
@@ -95,6 +100,10 @@ class CacheSummary:
         if self.latency_hit_ms is None or not self.latency_miss_ms:
             return None
         return 1 - self.latency_hit_ms / self.latency_miss_ms
+
+    @property
+    def latency_gap(self) -> str | None:
+        return latency_gap(self.latency_hit_ms, self.latency_miss_ms)
 
     @property
     def cached_per_request(self) -> float | None:

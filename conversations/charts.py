@@ -313,18 +313,40 @@ def lost_by_model_figure(rows: list[LostRow]) -> Figure:
     return _lost_stack(rows, lambda r: label(r.model or "(no model)"), models)
 
 
+# A bar's label at most this long: conversation titles (a first message) laid the labels
+# slanting under the bars and left the bars a strip of the chart (seen in a browser walk).
+BAR_LABEL_CHARS = 24
+
+
+def bar_labels(names: list[str], width: int = BAR_LABEL_CHARS) -> list[str]:
+    """Each name cut to `width` characters with an ellipsis, and numbered when two come out
+    the same: a category axis draws equal labels as one bar."""
+    shown: list[str] = []
+    seen: dict[str, int] = {}
+    for name in names:
+        short = name if len(name) <= width else name[: width - 1].rstrip() + "…"
+        seen[short] = seen.get(short, 0) + 1
+        shown.append(short if seen[short] == 1 else f"{short} ({seen[short]})")
+    return shown
+
+
 def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
-    """Cost per group: bars over time for a period dimension, else the groups by cost."""
+    """Cost per group: bars over time for a period dimension, else the groups by cost; a
+    long name cut on the axis, whole in the bar's hover."""
     priced = [r for r in rows if r.cost is not None]
-    names = [label(r.title or r.label) if r.title else label(r.label) for r in priced]
+    names = [r.title or r.label for r in priced]
     return {
         "data": [
             {
                 "type": "bar",
-                "x": names,
+                "x": [label(name) for name in bar_labels(names)],
                 "y": [_money(r.cost) for r in priced],
-                "customdata": [r.calls for r in priced],
-                "hovertemplate": "%{x}: $%{y:.4f} over %{customdata} calls<extra></extra>",
+                "customdata": [
+                    [label(name), r.calls] for name, r in zip(names, priced, strict=True)
+                ],
+                "hovertemplate": (
+                    "%{customdata[0]}: $%{y:.4f} over %{customdata[1]} calls<extra></extra>"
+                ),
                 "marker": {"color": COLORS["output"]},
             }
         ],

@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from .engine.calibration import ModelCalibration
+from .engine.metrics import latency_gap
 from .engine.types import Call, ReportedOutput, Transcript
 from .models import (
     CalibrationGap,
@@ -168,6 +169,10 @@ class OrgTotals:
         if self.latency_hit_ms is None or not self.latency_miss_ms:
             return None
         return 1 - self.latency_hit_ms / self.latency_miss_ms
+
+    @property
+    def latency_gap(self) -> str | None:
+        return latency_gap(self.latency_hit_ms, self.latency_miss_ms)
 
     @property
     def priced_coverage(self) -> float | None:

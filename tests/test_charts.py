@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, timedelta
+from decimal import Decimal
 
-from conversations.charts import DAY_MS, conversation_turns_figure, day_axis
+from conversations.breakdowns import DIMENSIONS, BreakdownRow
+from conversations.charts import (
+    BAR_LABEL_CHARS,
+    DAY_MS,
+    bar_labels,
+    breakdown_figure,
+    conversation_turns_figure,
+    day_axis,
+)
 
 
 def test_a_few_days_get_one_tick_per_day_not_twelve_hour_ticks() -> None:
@@ -43,3 +53,40 @@ def test_days_spanning_years_show_the_year_and_lines_break_over_gaps() -> None:
     assert days == ["2026-01-01", "2026-01-02", "2026-01-03", "2026-03-01"]
     assert values == [0.5, 0.6, None, 0.7]  # no line drawn across the two months
     assert broken_at_gaps(["W1", "W2"], [1, 2]) == (["W1", "W2"], [[1, 2]])
+
+
+def _row(title: str, cost: str) -> BreakdownRow:
+    return BreakdownRow(
+        key=uuid.uuid4(),
+        title=title,
+        calls=3,
+        cost=Decimal(cost),
+        cost_uncached=Decimal(cost),
+        prompt=10,
+        cached_tokens=0,
+        completion_tokens=5,
+        eligible=0,
+        hits=0,
+        unpriced=0,
+        lost=None,
+    )
+
+
+def test_it_cuts_long_bar_labels_and_keeps_equal_ones_apart() -> None:
+    assert bar_labels(["gpt-4o", "x" * 30, "x" * 40, "gpt-4o"], width=10) == [
+        "gpt-4o",
+        "xxxxxxxxx…",
+        "xxxxxxxxx… (2)",
+        "gpt-4o (2)",
+    ]
+
+
+def test_a_breakdown_by_conversation_names_each_bar_whole_in_its_hover() -> None:
+    """Titles are first messages: whole on the axis they left the bars a strip of the chart."""
+    long = "Can you help me <find> the invoice for order 4411, please?"
+    rows = [_row(long, "0.5"), _row("Hello", "0.2")]
+    bars = breakdown_figure(rows, DIMENSIONS["conversation"])["data"][0]
+    assert bars["x"] == ["Can you help me &lt;find&gt;…", "Hello"]
+    assert all(len(x) <= BAR_LABEL_CHARS + 6 for x in bars["x"])  # ("&lt;", "&gt;": +6)
+    assert bars["customdata"][0] == [long.replace("<", "&lt;").replace(">", "&gt;"), 3]
+    assert "%{customdata[0]}" in bars["hovertemplate"]

@@ -110,3 +110,16 @@ def cache_metrics(
         latency_miss_ms=miss_ms,
         latency_reduction=latency_reduction,
     )
+
+
+def latency_gap(hit_ms: float | None, miss_ms: float | None) -> str | None:
+    """Why no latency reduction can be given, in a page's words; None when it can. Only
+    cache-eligible calls are compared (see cache_metrics): a log full of latencies of short
+    prompts still has none to compare, and saying "none recorded" misled."""
+    if hit_ms is not None and miss_ms:
+        return None
+    if hit_ms is None and not miss_ms:
+        return "no eligible call has a recorded latency"
+    if hit_ms is None:
+        return "no eligible call that hit the cache has a recorded latency"
+    return "no eligible call that missed the cache has a recorded latency"

@@ -36,6 +36,8 @@ pytestmark = [
 ]
 
 SECRET = "sk-browser-SECRET-never-in-html-4321"
+# The per-turn chart's element (charts.js draws it; a re-rendered live part replaces it).
+CHART = "document.querySelector('[data-figure=\"turn-figure\"]')"
 POLICY = "You are the support assistant of ACME. " + "Answer politely and cite the policy. " * 200
 
 
@@ -133,14 +135,20 @@ def test_a_streamed_reply_shows_as_it_comes(
     log_in(tab, membership.user.username)
     page = tab.page
     page.goto(tab.url(f"/o/{membership.organization.slug}/chats/{chat.code}/"))
-    page.fill("#send textarea", "Tell me a long story.")
-    page.click("#send button[type=submit]")
     streaming = page.locator("[data-streaming] .text")
-    expect(streaming).not_to_be_empty(timeout=30_000)  # 30 chunks: about 4.5 s of stream
-    so_far = streaming.inner_text()
-    expect(page.locator('.figures[data-turn="0"]')).to_be_visible(timeout=60_000)
-    expect(page.locator("[data-streaming]")).to_have_count(0)
-    reply = page.locator('[data-role="assistant"] .text').inner_text()
-    assert len(reply.split()) == 120 and len(so_far.split()) < 120
-    assert reply.startswith(so_far.strip())
+    for turn, question in enumerate(("Tell me a long story.", "And another one.")):
+        page.fill("#send textarea", question)
+        page.click("#send button[type=submit]")
+        expect(streaming).not_to_be_empty(timeout=30_000)  # 30 chunks: about 4.5 s of stream
+        so_far = streaming.inner_text()
+        if turn:  # the first turn's chart stays as it is while the text streams in
+            assert page.evaluate(f"(window.chartSeen = {CHART}) !== null")
+            page.wait_for_timeout(1_500)  # the live part's poll comes every second
+            assert page.evaluate(f"window.chartSeen === {CHART}")
+            assert len(streaming.inner_text()) > len(so_far)  # still coming in
+        expect(page.locator(f'.figures[data-turn="{turn}"]')).to_be_visible(timeout=60_000)
+        expect(page.locator("[data-streaming]")).to_have_count(0)
+        reply = page.locator('[data-role="assistant"] .text').nth(turn).inner_text()
+        assert len(reply.split()) == 120 and len(so_far.split()) < 120
+        assert reply.startswith(so_far.strip())
     tab.assert_no_js_errors()

@@ -252,8 +252,9 @@ def test_the_new_experiment_page_picks_the_only_connection_and_no_other(client: 
     assert f'<option value="{only.pk}" selected>' in client.get(url).content.decode()
     other = connection_of(organization, name="another")
     page = client.get(url).content.decode()
-    for connection in (only, other):  # two: the user chooses
+    for connection in (only, other):  # two: the user chooses, and is told to
         assert f'<option value="{connection.pk}">' in page
+    assert '<option value="" selected>Choose a connection…</option>' in page
 
 
 def test_the_csv_neutralises_cells_a_spreadsheet_would_run(client: Client) -> None:

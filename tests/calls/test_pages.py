@@ -180,6 +180,49 @@ def test_a_streamed_reply_shows_as_it_comes_and_polls_faster_meanwhile(
         writer.clear()
 
 
+def test_the_chat_poll_sends_nothing_while_nothing_changed(
+    client: Client, queued: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    """Each poll re-rendered the chat and redrew its chart (blank for ~0.1 s, the page
+    jumping, a selection lost, every second): now an unchanged live part answers 204, which
+    htmx does not swap, and the part comes again once a turn or the call's state moves."""
+    membership = as_member(client, Role.ANALYST)
+    slug = membership.organization.slug
+    chat = make_chat(make_connection(membership.organization))
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = client.post(
+            reverse("chat_send", args=[slug, chat.code]),
+            {"text": "Where is my parcel?"},
+            headers={"HX-Request": "true"},
+        )
+    # The first message names the chat: its title comes out of band with the live part.
+    assert re.search(
+        rb'<h1 id="chat-title" hx-swap-oob="true">Where is my parcel\?</h1>', sent.content
+    )
+    poll = re.search(rb'hx-get="([^"]+\?v=[^"]+)"', sent.content)
+    assert poll is not None
+    url = poll.group(1).decode().replace("&amp;", "&")
+    htmx = {"HX-Request": "true"}
+    assert client.get(url, headers=htmx).status_code == 204
+    assert client.get(url, headers=htmx).status_code == 204
+    call = ApiCall.objects.get(chat=chat)
+    ApiCall.objects.filter(pk=call.pk).update(attempt_count=2)  # a retry: said on the page
+    moved = client.get(url, headers=htmx)
+    assert moved.status_code == 200 and b'id="chat-live"' in moved.content
+    again = re.search(rb'hx-get="([^"]+\?v=[^"]+)"', moved.content)
+    assert again is not None and again.group(1).decode() != url
+    assert (
+        client.get(again.group(1).decode().replace("&amp;", "&"), headers=htmx).status_code == 204
+    )
+    # Over: the part with its outcome, and polling stops.
+    ApiCall.objects.filter(pk=call.pk).update(status=CallStatus.FAILED, error="boom")
+    done = client.get(url, headers=htmx)
+    assert done.status_code == 286 and b"boom" in done.content
+    # Another organization's member gets a 404, not a 204.
+    as_member(client, Role.ANALYST)
+    assert client.get(url, headers=htmx).status_code == 404
+
+
 def test_a_chat_whose_connection_was_deleted_refreshes_instead_of_offering_its_box(
     client: Client,
 ) -> None:

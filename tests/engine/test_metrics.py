@@ -12,6 +12,7 @@ from conversations.engine.metrics import (
     HIT_RATE_TARGET,
     LATENCY_REDUCTION_TARGET,
     cache_metrics,
+    latency_gap,
 )
 from conversations.engine.pricing import Cost
 
@@ -68,6 +69,25 @@ def test_it_says_none_when_a_metric_cannot_be_computed() -> None:
     assert metrics.cost_reduction is None and metrics.latency_reduction is None
     empty = cache_metrics([])
     assert empty.token_hit_rate is None and empty.cached_tokens_per_request is None
+
+
+def test_it_says_which_latencies_are_missing_for_a_reduction() -> None:
+    """Latencies of short prompts only (a new chat's) are recorded but not compared: the
+    pages said "no latencies recorded" beside turns showing theirs."""
+    short = cache_metrics([Metered(300, 0, latency_ms=80), Metered(400, 0, latency_ms=95)])
+    assert latency_gap(short.latency_hit_ms, short.latency_miss_ms) == (
+        "no eligible call has a recorded latency"
+    )
+    misses = cache_metrics([Metered(2000, 0, latency_ms=900)])
+    assert latency_gap(misses.latency_hit_ms, misses.latency_miss_ms) == (
+        "no eligible call that hit the cache has a recorded latency"
+    )
+    hits = cache_metrics([Metered(2000, 1920, latency_ms=300)])
+    assert latency_gap(hits.latency_hit_ms, hits.latency_miss_ms) == (
+        "no eligible call that missed the cache has a recorded latency"
+    )
+    both = cache_metrics([Metered(2000, 0, latency_ms=900), Metered(2000, 1920, latency_ms=300)])
+    assert latency_gap(both.latency_hit_ms, both.latency_miss_ms) is None
 
 
 def test_it_keeps_seed_002s_reference_targets() -> None:
