@@ -200,6 +200,7 @@ ORG_URLS: dict[str, OrgUrl] = {
     "chats": OrgUrl(slug, READ),
     "chat_new": OrgUrl(slug, {"GET": EDITORS, "POST": EDITORS}, data=chat_form),
     "chat_detail": OrgUrl(chat, READ),
+    "chat_streaming": OrgUrl(chat, READ),
     "chat_send": OrgUrl(chat, {"POST": EDITORS}, data=lambda w: {"text": "hello"}),
     "endpoint_keys": OrgUrl(
         slug, {"GET": ADMINS, "POST": ADMINS}, data=lambda w: {"name": "theirs"}

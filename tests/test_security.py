@@ -193,6 +193,7 @@ def pages(client: Client) -> dict[str, str]:
         "chats": reverse("chats", args=[slug]),
         "chat_new": reverse("chat_new", args=[slug]),
         "chat_detail": reverse("chat_detail", args=[slug, chat.code]),
+        "chat_streaming": reverse("chat_streaming", args=[slug, chat.code]),
         "endpoint_keys": reverse("endpoint_keys", args=[slug]),
         "experiments": reverse("experiments", args=[slug]),
         "experiment_new": reverse("experiment_new", args=[slug]),
