@@ -88,6 +88,13 @@ class WhatIf:
     projection: ProjectionFigures | None
     projected_turns: int
 
+    @property
+    def levers_alike(self) -> bool:
+        """Every lever comes to the same cost and cache figures (a walk's user took four
+        equal rows for a fault: the page says why they can be equal)."""
+        figures = {(r.cost, r.cached_tokens, r.write_tokens) for r in self.levers}
+        return len(self.levers) > 1 and len(figures) == 1
+
 
 @dataclass(frozen=True)
 class TooLarge:

@@ -339,6 +339,9 @@ def test_it_compares_strategies_and_projects_the_next_turns(client: Client, tmp_
     assert stored is not None
     assert costs["full"] == stored.quantize(Decimal("0.0001"))
     assert "10 more turns" in html and 'value="1h" selected' in html
+    # The levers' note shows exactly when their rows are all alike.
+    rows = re.findall(r'<tr data-lever="[^"]+"><td>[^<]+</td>(.*?)</tr>', html, re.S)
+    assert len(rows) > 1 and ("data-levers-alike" in html) == (len(set(rows)) == 1)
 
 
 def test_the_imports_list_says_why_a_file_failed_and_what_is_unpriced(

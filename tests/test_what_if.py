@@ -234,3 +234,19 @@ def test_each_strategy_says_what_it_sends() -> None:
     assert parse_strategy("window:8").description == "the system prompt and the last 8 messages"
     assert "under 1,803 tokens" in parse_strategy("trim:1803").description
     assert "summary past 1,803 tokens" in parse_strategy("summarize:1803").description
+
+
+def test_it_says_when_every_lever_comes_to_the_same() -> None:
+    from conversations.engine.levers import LEVERS, LeverResult
+
+    def result(lever: Any, cost: str, cached: int) -> LeverResult:
+        return LeverResult(lever, 3, 9_000, cached, 0, Decimal(cost), Decimal("1"), 0.5, 0.6)
+
+    def figures(results: list[LeverResult]) -> what_if.WhatIf:
+        return what_if.WhatIf("5m", "prefix_128", [], results, None, 0)
+
+    alike = [result(lever, "0.0607", 6_000) for lever in LEVERS[:4]]
+    assert figures(alike).levers_alike
+    apart = [*alike[:3], result(LEVERS[3], "0.0500", 7_024)]
+    assert not figures(apart).levers_alike
+    assert not figures(alike[:1]).levers_alike  # one row: nothing to compare
