@@ -529,6 +529,13 @@ def import_jobs(organization: Organization, *, limit: int = 20) -> list[ImportJo
     return list(organization.import_jobs.order_by("-created")[:limit])
 
 
+def imported_without_job(organization: Organization) -> int:
+    """Conversations read as imported that no import job brought (`manage.py seed_demo`'s
+    demo data): the imports page says where they came from, beside an empty list."""
+    imported = (ConversationSource.IMPORT, ConversationSource.API_LOG, ConversationSource.BATCH)
+    return organization.conversations.filter(source__in=imported, import_job__isnull=True).count()
+
+
 @dataclass(frozen=True)
 class ConversationSummary:
     cost: Decimal | None

@@ -204,6 +204,7 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "membership": membership,
         "form": form,
         "jobs": selectors.import_jobs(organization),
+        "without_job": selectors.imported_without_job(organization),
     }
     return render(
         request, "conversations/imports.html", context, status=400 if form.errors else 200

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -342,6 +343,35 @@ def test_it_compares_strategies_and_projects_the_next_turns(client: Client, tmp_
     # The levers' note shows exactly when their rows are all alike.
     rows = re.findall(r'<tr data-lever="[^"]+"><td>[^<]+</td>(.*?)</tr>', html, re.S)
     assert len(rows) > 1 and ("data-levers-alike" in html) == (len(set(rows)) == 1)
+
+
+def test_the_imports_page_says_where_the_demo_conversations_came_from(
+    client: Client, tmp_path: Path
+) -> None:
+    """A walk's user saw "Imported transcript" on the demo's conversations and "Nothing
+    imported yet" on the imports page."""
+    call_command("seed_demo", stdout=io.StringIO())
+    demo = Organization.objects.get(slug="demo")
+    client.force_login(demo.memberships.get().user)
+    stored = demo.conversations.count()  # transcripts and an API log, no live chat yet
+    page = client.get(reverse("imports", args=["demo"])).content.decode()
+    assert "Nothing imported yet." in page
+    assert f"{stored} conversations read as imported came" in page and "seed_demo" in page
+    # A file imported through a job is listed, and not counted there.
+    path = tmp_path / "one.json"
+    path.write_text(
+        json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    )
+    call_command("import_transcripts", str(path), "--org", "demo")
+    page = client.get(reverse("imports", args=["demo"])).content.decode()
+    assert "Nothing imported yet." not in page
+    assert f"{stored} conversations read as imported came" in page
+    other = MembershipFactory.create()
+    client.force_login(other.user)
+    assert (
+        "data-without-job"
+        not in client.get(reverse("imports", args=[other.organization.slug])).content.decode()
+    )
 
 
 def test_the_imports_list_says_why_a_file_failed_and_what_is_unpriced(
