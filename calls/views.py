@@ -6,6 +6,7 @@ other organization); what a role may do is asked of the membership."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from uuid import UUID
 
@@ -504,9 +505,13 @@ def experiment_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
     progress = selectors.experiment_progress(experiment)
     results = selectors.experiment_results(experiment)
     originals = sorted({(t.conversation, t.title) for r in results for t in r.turns})
-    chosen = request.GET.get("conversation") or (originals[0][0] if originals else "")
-    if chosen not in {c for c, _ in originals} and originals:
-        chosen = originals[0][0]
+    # By default the conversation with the most turns: the first by code drew a one-turn
+    # conversation as a single point (a walk's reading); its chart is the one worth opening on.
+    turns = Counter(t.conversation for r in results for t in r.turns)
+    longest = max(originals, key=lambda o: (turns[o[0]], o[1]), default=("", ""))[0]
+    chosen = request.GET.get("conversation") or longest
+    if chosen not in turns:
+        chosen = longest
     estimate = experiment.predicted_spend
     context = {
         "organization": membership.organization,

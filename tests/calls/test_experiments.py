@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -382,3 +383,35 @@ def test_a_responses_api_conversation_is_predicted_as_the_chat_call_it_is_replay
     chat = count_request(messages[:1], profile=profile, tools=[tool])
     assert count_request(messages[:1], profile=profile, tools=[tool], responses_api=True) != chat
     assert step["predicted"]["prompt_tokens"] == chat
+
+
+def test_the_results_chart_opens_on_the_conversation_with_the_most_turns(client: Client) -> None:
+    """It opened on the first conversation by code: often a one-turn one, one point."""
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    organization = membership.organization
+    transcripts = []
+    for name, turns in (("A one-turn chat", 1), ("B four turns", 4), ("C two turns", 2)):
+        messages: list[dict[str, Any]] = [{"role": "system", "content": f"{name}. " * 300}]
+        calls = []
+        for turn in range(turns):
+            messages.append({"role": "user", "content": f"Question {turn}?"})
+            calls.append(Call(request=list(range(len(messages))), response=len(messages)))
+            messages.append({"role": "assistant", "content": f"Answer {turn}."})
+        transcripts.append(Transcript(messages=messages, calls=calls, title=name, model="gpt-4o"))
+    transcripts_store(organization=organization, transcripts=transcripts)
+    stored = list(Conversation.objects.filter(organization=organization).order_by("title"))
+    experiment = experiments.experiment_create(
+        organization=organization,
+        user=None,
+        conversations=stored,
+        variants=[variant_parse("model=gpt-4o")],
+        connection=connection_of(organization),
+    )
+    client.force_login(membership.user)
+    url = reverse("experiment_detail", args=[organization.slug, experiment.code])
+    page = client.get(url).content.decode()
+    selected = re.findall(r'<option value="([^"]+)"\s+selected>', page)
+    assert selected == [str(stored[1].code)]  # "B four turns"
+    shorter = str(stored[0].code)  # asked for: kept
+    asked = client.get(url, {"conversation": shorter}).content.decode()
+    assert re.findall(r'<option value="([^"]+)"\s+selected>', asked) == [shorter]
