@@ -156,15 +156,14 @@ def chat_pending_call(chat: Chat) -> ApiCall | None:
 
 
 def chat_live_version(chat: Chat, pending: ApiCall | None, *, turns: int | None = None) -> str:
-    """What the chat page's live part shows changes only with this: its turns, and the
-    awaited call's state (its attempts, its status). `turns`: their number when read
-    already. The poll sends it back; an unchanged part is not sent again (nor its chart
-    redrawn, which blanked it each second while a reply was awaited)."""
+    """What the chat page's live part shows changes only with this: its turns, and which
+    call is awaited (while awaited, a call shows the same whether queued, running or
+    retried). `turns`: their number when read already. The poll sends it back; an unchanged
+    part is not sent again (nor its chart redrawn, which blanked it each second while a
+    reply was awaited)."""
     if turns is None:
         turns = Turn.objects.filter(conversation_id=chat.conversation_id).count()
-    if pending is None:
-        return str(turns)
-    return f"{turns}.{pending.pk}.{pending.status}.{pending.attempt_count}"
+    return str(turns) if pending is None else f"{turns}.{pending.pk}"
 
 
 def reply_partial_key(code: UUID) -> str:
