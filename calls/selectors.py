@@ -163,7 +163,7 @@ def chat_live_version(chat: Chat, pending: ApiCall | None, *, turns: int | None 
     reply was awaited)."""
     if turns is None:
         turns = Turn.objects.filter(conversation_id=chat.conversation_id).count()
-    return str(turns) if pending is None else f"{turns}.{pending.pk}"
+    return str(turns) if pending is None else f"{turns}.{pending.code}"
 
 
 def reply_partial_key(code: UUID) -> str:

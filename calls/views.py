@@ -330,7 +330,8 @@ def _chat_context(request: HttpRequest, membership: Membership, code: UUID) -> d
 @require_GET
 @vary_on_headers("HX-Request")
 def chat_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
-    """The chat; its live part is polled by htmx while a reply is awaited (286 after)."""
+    """The chat; its live part is polled by htmx while a reply is awaited (286 after), with
+    the version it shows: 204, nothing to swap, while that is unchanged."""
     membership = _membership(request, slug)
     if request.htmx and not request.htmx.history_restore_request:
         seen = request.GET.get("v")
@@ -351,8 +352,8 @@ def chat_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse
 @require_GET
 def chat_streaming(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     """A streamed reply's text so far, polled every 500 ms apart from the chat's live part
-    (which re-renders every message and the chart, every second); 286 once no reply is
-    awaited, and the live part's next poll brings the recorded one."""
+    (every message and the chart, polled every second and sent only when changed); 286 once
+    no reply is awaited, and the live part's next poll brings the recorded one."""
     membership = _membership(request, slug)
     chat = selectors.chat_get(organization=membership.organization, code=code)
     pending, partial = selectors.chat_streaming(chat)
@@ -508,10 +509,10 @@ def experiment_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
     # By default the conversation with the most turns: the first by code drew a one-turn
     # conversation as a single point (a walk's reading); its chart is the one worth opening on.
     turns = Counter(t.conversation for r in results for t in r.turns)
-    longest = max(originals, key=lambda o: (turns[o[0]], o[1]), default=("", ""))[0]
-    chosen = request.GET.get("conversation") or longest
-    if chosen not in turns:
-        chosen = longest
+    longest = min(originals, key=lambda o: (-turns[o[0]], o[1]), default=("", ""))[0]
+    asked = request.GET.get("conversation", "")
+    asked = asked if asked in turns else ""
+    chosen = asked or longest
     estimate = experiment.predicted_spend
     context = {
         "organization": membership.organization,
@@ -522,6 +523,9 @@ def experiment_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
         "results": results,
         "originals": originals,
         "chosen": chosen,
+        # The poll keeps only a choice the user made: a default picked while the run had
+        # few results would stay pinned.
+        "asked": asked,
         "figure": experiment_charts.predicted_vs_measured_figure(results, chosen)
         if chosen
         else None,

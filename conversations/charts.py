@@ -322,11 +322,15 @@ def bar_labels(names: list[str], width: int = BAR_LABEL_CHARS) -> list[str]:
     """Each name cut to `width` characters with an ellipsis, and numbered when two come out
     the same: a category axis draws equal labels as one bar."""
     shown: list[str] = []
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     for name in names:
         short = name if len(name) <= width else name[: width - 1].rstrip() + "…"
-        seen[short] = seen.get(short, 0) + 1
-        shown.append(short if seen[short] == 1 else f"{short} ({seen[short]})")
+        label, number = short, 1
+        while label in taken:  # the next free number ("Hello (2)" may be a name itself)
+            number += 1
+            label = f"{short} ({number})"
+        taken.add(label)
+        shown.append(label)
     return shown
 
 

@@ -79,6 +79,7 @@ def test_it_cuts_long_bar_labels_and_keeps_equal_ones_apart() -> None:
         "xxxxxxxxx… (2)",
         "gpt-4o (2)",
     ]
+    assert bar_labels(["Hello", "Hello", "Hello (2)"]) == ["Hello", "Hello (2)", "Hello (2) (2)"]
 
 
 def test_a_breakdown_by_conversation_names_each_bar_whole_in_its_hover() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -400,6 +401,10 @@ def test_the_results_chart_opens_on_the_conversation_with_the_most_turns(client:
         transcripts.append(Transcript(messages=messages, calls=calls, title=name, model="gpt-4o"))
     transcripts_store(organization=organization, transcripts=transcripts)
     stored = list(Conversation.objects.filter(organization=organization).order_by("title"))
+    # Codes that put the longest last (the first by code was the old default).
+    for conversation, code in zip(stored, ("1" * 32, "f" * 32, "2" * 32), strict=True):
+        Conversation.objects.filter(pk=conversation.pk).update(code=uuid.UUID(code))
+        conversation.code = uuid.UUID(code)
     experiment = experiments.experiment_create(
         organization=organization,
         user=None,
