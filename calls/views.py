@@ -357,8 +357,13 @@ def chat_streaming(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRespo
     membership = _membership(request, slug)
     chat = selectors.chat_get(organization=membership.organization, code=code)
     pending, partial = selectors.chat_streaming(chat)
-    context = {"organization": membership.organization, "chat": chat, "pending": pending}
-    response = render(request, "calls/chat.html#streaming", {**context, "partial": partial})
+    context = {
+        "organization": membership.organization,
+        "chat": chat,
+        "pending": pending,
+        "partial": partial,
+    }
+    response = render(request, "calls/chat.html#streaming", context)
     return response if pending is not None else HttpResponseStopPolling(response.content)
 
 
