@@ -122,6 +122,9 @@ class ImportJob(models.Model):
     file = models.FileField(upload_to=import_upload_path, max_length=500, blank=True)
     second_file = models.FileField(upload_to=import_upload_path, max_length=500, blank=True)
     original_name = models.CharField(max_length=300)
+    # Each file's name as shown, in file order: original_name joins them with " + ", which
+    # a name may hold itself, so it cannot be split back.
+    file_names = models.JSONField(default=list, blank=True)
     format = models.CharField(max_length=20, blank=True, help_text="Empty: detect.")
     size_bytes = models.BigIntegerField(default=0)
     content_sha256 = models.CharField(max_length=64, blank=True)

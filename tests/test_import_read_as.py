@@ -97,3 +97,41 @@ def test_a_file_whose_name_holds_a_plus_is_named_whole(member: Membership) -> No
     assert job.status == ImportStatus.SUCCEEDED
     assert job.read_as == [["q3 + q4.zip:chat.json", "chat_json"]]
     assert job.read_as_groups() == [("chat_json", ["chat.json"])]
+
+
+def test_two_files_whose_names_hold_a_plus_are_each_named_whole(
+    member: Membership, oracles: Path
+) -> None:
+    """The job's name joins the two with " + "; each file keeps its own name, not a split of
+    that (which cut "q3 + q4 in.jsonl" at its own " + ")."""
+    uploads = [
+        SimpleUploadedFile("q3 + q4 in.jsonl", (oracles / name).read_bytes())
+        for name in ("litellm_batch_input_furniture.jsonl", "litellm_batch_output_sample.jsonl")
+    ]
+    uploads[1].name = "q3 + q4 out.jsonl"
+    job = import_job_create(
+        organization=member.organization,
+        user=member.user,
+        upload=uploads[0],
+        second_upload=uploads[1],
+    )
+    assert job.file_names == ["q3 + q4 in.jsonl", "q3 + q4 out.jsonl"]
+    assert job.original_name == "q3 + q4 in.jsonl + q3 + q4 out.jsonl"
+    job = import_job_process(job)
+    assert job.status == ImportStatus.SUCCEEDED, job.error
+    assert [name for name, _ in job.read_as] == ["q3 + q4 in.jsonl", "q3 + q4 out.jsonl"]
+
+
+def test_an_error_in_the_second_file_names_it_whole(member: Membership, oracles: Path) -> None:
+    first = SimpleUploadedFile(
+        "a + b.jsonl", (oracles / "litellm_batch_input_furniture.jsonl").read_bytes()
+    )
+    output = (oracles / "litellm_batch_output_sample.jsonl").read_bytes().rstrip(b"\n")
+    second = SimpleUploadedFile("c + d.jsonl", output + b"\n{not json\n")
+    job = import_job_create(
+        organization=member.organization, user=member.user, upload=first, second_upload=second
+    )
+    job = import_job_process(job)
+    assert job.status == ImportStatus.FAILED
+    broken = len(output.splitlines()) + 1
+    assert job.error.startswith(f"c + d.jsonl line {broken}"), job.error

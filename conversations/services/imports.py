@@ -89,19 +89,19 @@ def import_job_create(
 ) -> ImportJob:
     """Store an upload and queue it. The same content already imported into the org
     creates a job marked duplicate and nothing else. `tags` go on every conversation."""
+    uploads = [upload] if second_upload is None else [upload, second_upload]
+    file_names = [shown_name(u.name or "upload") for u in uploads]
     job = ImportJob(
         organization=organization,
         tags=tags or {},
         created_by_id=user.pk if user.is_authenticated else None,
-        original_name=shown_name(upload.name or "upload"),
+        original_name=" + ".join(file_names)[:300],
+        file_names=file_names,
         format=format,
-        size_bytes=(upload.size or 0) + ((second_upload.size or 0) if second_upload else 0),
+        size_bytes=sum(u.size or 0 for u in uploads),
     )
     paths = [_save_upload(job, "file", upload)]
     if second_upload is not None:
-        job.original_name = (
-            f"{shown_name(upload.name or 'upload')} + {shown_name(second_upload.name or 'upload')}"
-        )[:300]
         paths.append(_save_upload(job, "second_file", second_upload))
     # The content, not the bytes: gzipped, zipped or with CRLF endings, it is the same log.
     job.content_sha256 = _content_sha256(paths)
@@ -150,6 +150,18 @@ def _job_paths(job: ImportJob) -> list[Path]:
     return paths
 
 
+def _display_names(job: ImportJob, paths: list[Path]) -> dict[Path, str]:
+    """Each file's name as errors and "read as" show it: the job's own list of them; a job
+    made before it kept one has only original_name (one file: whole, as a name may hold
+    " + " itself; two: split at the first " + ", the best it can say)."""
+    if len(job.file_names) == len(paths):
+        return dict(zip(paths, job.file_names, strict=True))
+    if len(paths) == 1:
+        return {paths[0]: job.original_name}
+    first, _, second = job.original_name.partition(" + ")
+    return {paths[0]: first, paths[1]: second or first}
+
+
 def _job_succeed(
     owned: QuerySet[ImportJob], job: ImportJob, totals: ImportTotals, read_as: list[list[str]]
 ) -> None:
@@ -183,11 +195,7 @@ def import_job_process(job: ImportJob, *, paths: list[Path] | None = None) -> Im
             return job
         job = claimed
     paths = paths if paths is not None else _job_paths(job)
-    # One file: its name whole (a name may hold " + " itself). Two: the names joined.
-    names = {paths[0]: job.original_name}
-    if len(paths) > 1:
-        names[paths[0]] = job.original_name.split(" + ")[0]
-        names[paths[1]] = job.original_name.split(" + ")[-1]
+    names = _display_names(job, paths)
     owned = heartbeat.owned(ImportJob.objects.all(), pk=job.id, attempt=job.attempts)
     bytes_done = 0
 
@@ -300,11 +308,12 @@ def import_path(
 ) -> ImportJob:
     """The command-line import: the same job, service and guarantees as an upload."""
     digest = _content_sha256(paths)
-    name = " + ".join(shown_name(p.name) for p in paths)
+    file_names = [shown_name(p.name) for p in paths]
     now = timezone.now()
     job = ImportJob.objects.create(
         organization=organization,
-        original_name=name[:300],
+        original_name=" + ".join(file_names)[:300],
+        file_names=file_names,
         format=format,
         size_bytes=sum(p.stat().st_size for p in paths),
         content_sha256=digest,
