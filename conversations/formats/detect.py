@@ -4,12 +4,13 @@ its first JSON record (a gzip file's once decompressed). File names are never tr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from .archive import is_gzip, is_zip, local_source
 from .batch import batch_role
 from .errors import ParseError
-from .records import read_records
+from .records import Record, read_records
 from .sources import Meter, Source, open_metered
 
 _API_LOG_KEYS = {"request", "request_body", "response", "response_body"}
@@ -23,6 +24,15 @@ _EXPECTED = (
 def detect_format(path: Path) -> str:
     """The format name (one of FORMATS) of the file at `path` (gzip: of its content)."""
     return sniff(local_source(path, path.name))[0]
+
+
+def _no_more(records: Iterator[Record]) -> bool:
+    """Whether the records end here. A broken next line is a next line: the parse says
+    what is wrong with it, naming its line."""
+    try:
+        return next(records, None) is None
+    except ParseError:
+        return False
 
 
 def sniff(
@@ -45,6 +55,10 @@ def sniff(
     records = read_records(source, meter, max_record_bytes=max_record_bytes)
     try:
         record = next(records, None)
+        # A file of one line is one JSON document, whichever way it was written: a chat in
+        # it is read as Chat JSON, as the same chat indented is. Only a second line makes
+        # it JSONL (records stop at max_record_bytes, so the peek is bounded too).
+        alone = record is not None and record.unit == "line" and _no_more(records)
     finally:
         records.close()
     if record is None:
@@ -62,7 +76,7 @@ def sniff(
     if keys & _API_LOG_KEYS:
         return "api_log", None
     if "messages" in keys:
-        return ("chat_jsonl" if record.unit == "line" else "chat_json"), None
+        return ("chat_jsonl" if record.unit == "line" and not alone else "chat_json"), None
     if "conversations" in keys:
         return "sharegpt", None
     shown = ", ".join(sorted(keys)[:10]) or "none"

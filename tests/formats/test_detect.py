@@ -60,7 +60,7 @@ def test_it_says_which_keys_it_could_not_place(tmp_path: Path) -> None:
 
 def test_it_detects_the_content_of_a_gzip_file_and_refuses_gzip_twice(tmp_path: Path) -> None:
     path = tmp_path / "chats.jsonl.gz"
-    path.write_bytes(gzip.compress(b'{"messages": []}\n'))
+    path.write_bytes(gzip.compress(b'{"messages": []}\n{"messages": []}\n'))
     assert detect_format(path) == "chat_jsonl"
     twice = tmp_path / "chats.jsonl.gz.gz"
     twice.write_bytes(gzip.compress(path.read_bytes()))
@@ -71,3 +71,21 @@ def test_it_detects_the_content_of_a_gzip_file_and_refuses_gzip_twice(tmp_path: 
 def test_it_says_empty_file(samples: Path) -> None:
     with pytest.raises(ParseError, match="empty file"):
         detect_format(samples / "empty.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # One chat written on one line is one JSON document, as it is indented.
+        ('{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}', "chat_json"),
+        ('{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}\n', "chat_json"),
+        ('{"model": "gpt-4o",\n "messages": [{"role": "user", "content": "hi"}]}', "chat_json"),
+        # A second line, even a broken one (the parse names it), makes it JSONL.
+        ('{"messages": [{"role": "user", "content": "a"}]}\n{"messages": []}\n', "chat_jsonl"),
+        ('{"messages": [{"role": "user", "content": "a"}]}\n{broken\n', "chat_jsonl"),
+    ],
+)
+def test_a_file_of_one_line_is_one_document(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "upload.tmp"
+    path.write_text(text)
+    assert detect_format(path) == expected
