@@ -21,7 +21,7 @@ from typing import ClassVar
 from uuid import UUID
 
 from django.core.cache import cache
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, Max, QuerySet, Sum
 from django.utils import timezone
 
 from pricing.book import PriceBook
@@ -29,7 +29,7 @@ from pricing.book import PriceBook
 from . import selectors, what_if
 from .breakdowns import Slice
 from .engine.fixes import Fix, Simulation, find_fixes
-from .models import Conversation, Organization, UsageRecord
+from .models import Conversation, ConversationTotals, Organization, UsageRecord
 
 MAX_CALLS = 20_000
 RETENTION_SECONDS = 600  # the imports' default scenario: entries live 10 minutes idle
@@ -65,6 +65,11 @@ class FixList:
     items: list[FixItem]
     conversations: int
     calls: int
+    # The same calls as recorded (their billing usage: reported where the API reported it)
+    # beside the simulator's cost of them, every fix's "before": they differ by how far the
+    # simulator's cache hits are from the API's. None: a call of theirs has no price.
+    recorded_cost: Decimal | None
+    simulated_cost: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,8 @@ def fix_list(organization: Organization, slice_: Slice) -> FixList | TooLarge | 
     now = timezone.now()
     digest = hashlib.sha256(repr(slice_).encode()).hexdigest()[:20]
     # The figures' version too: a list worked out the older way is not served.
-    key = f"fixes:v{what_if.FIGURES_VERSION}:{organization.code}:{digest}:{size['calls']}.{size['last']}"
+    # (":2": a list cached before it carried the recorded cost is not served either.)
+    key = f"fixes:v{what_if.FIGURES_VERSION}:2:{organization.code}:{digest}:{size['calls']}.{size['last']}"
     key += f":{book.fingerprint(now)}"
     found: FixList | None = cache.get(key)
     if found is not None:
@@ -150,4 +156,17 @@ def _compute(
         items=[_item(f, conversations) for f in fixes],
         conversations=len(conversations),
         calls=sum(len(t.calls or []) for t in transcripts),
+        recorded_cost=_recorded_cost(organization, conversations),
+        simulated_cost=fixes[0].cost_before if fixes else None,
     )
+
+
+def _recorded_cost(organization: Organization, conversations: list[Conversation]) -> Decimal | None:
+    """What the conversations' calls cost as recorded, off their totals rollup; None when
+    one of them is unpriced (a sum of the priced ones would pass for the whole)."""
+    sums = ConversationTotals.objects.filter(
+        organization=organization, conversation__in=conversations
+    ).aggregate(cost=Sum("cost_total"), calls=Sum("calls"), priced=Sum("priced_calls"))
+    if not sums["calls"] or sums["priced"] != sums["calls"]:
+        return None
+    return sums["cost"]  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
+from django.db.models import Sum
 from django.test import Client
 from django.urls import reverse
 
@@ -26,6 +27,7 @@ from conversations.engine.types import Call, Transcript
 from conversations.fix_list import Busy, FixList, TooLarge, fix_list
 from conversations.models import Membership, Organization, UsageRecord
 from conversations.services.transcripts import transcripts_store
+from conversations.templatetags.costlab import usd
 
 from .factories import MembershipFactory
 
@@ -40,14 +42,16 @@ STATIC = "You are the support assistant of Acme. " + " ".join(
 )
 
 
-def conversation(system: str, at: datetime, *, key: str | None = None, n: int = 0) -> Transcript:
+def conversation(
+    system: str, at: datetime, *, key: str | None = None, n: int = 0, model: str = MODEL
+) -> Transcript:
     messages = [
         {"role": "system", "content": system},
         {"role": "user", "content": "Where is my order?"},
         {"role": "assistant", "content": "It ships today."},
     ]
-    call = Call(request=[0, 1], response=2, model=MODEL, started_at=at, prompt_cache_key=key)
-    return Transcript(messages=messages, calls=[call], title=f"chat {n}", model=MODEL)
+    call = Call(request=[0, 1], response=2, model=model, started_at=at, prompt_cache_key=key)
+    return Transcript(messages=messages, calls=[call], title=f"chat {n}", model=model)
 
 
 def cacheable(prompt_tokens: int) -> int:
@@ -175,6 +179,36 @@ def test_it_recommends_moving_the_timestamp_and_prices_the_fix(member: Membershi
     assert item.saving > 0
     assert item.cost_before is not None and item.cost_after is not None
     assert item.saving == item.cost_before - item.cost_after
+    # Beside the simulated "before", the same calls as recorded (their billing rows).
+    billing = UsageRecord.objects.filter(organization=organization, is_billing=True)
+    assert found.recorded_cost == billing.aggregate(s=Sum("cost_total"))["s"]
+    assert found.simulated_cost == item.cost_before
+
+
+def test_the_fix_list_says_what_the_calls_cost_as_recorded(
+    client: Client, member: Membership
+) -> None:
+    organization = member.organization
+    timestamped_traffic(organization)
+    client.force_login(member.user)
+    html = client.get(reverse("cache_fixes", args=[organization.slug])).content.decode()
+    found = fix_list(organization, Slice())
+    assert isinstance(found, FixList) and found.recorded_cost and found.simulated_cost
+    said = " ".join(html.split("data-baseline>", 1)[1].split("</p>", 1)[0].split())
+    assert said.startswith(
+        f"As recorded, these calls cost {usd(found.recorded_cost)}; the simulator puts them "
+        f"at {usd(found.simulated_cost)}"
+    ), said
+
+
+def test_an_unpriced_call_leaves_the_recorded_cost_unknown(member: Membership) -> None:
+    organization = member.organization
+    timestamped_traffic(organization)
+    unknown = conversation(STATIC, T0 + timedelta(minutes=30), n=100, model="no-price-model")
+    transcripts_store(organization=organization, transcripts=[unknown])
+    found = fix_list(organization, Slice())
+    assert isinstance(found, FixList)
+    assert found.recorded_cost is None
 
 
 def test_it_shows_a_key_at_30_rpm_overflowing_and_what_sharding_it_saves(
