@@ -741,6 +741,10 @@ class ConversationTotals(models.Model):
                 name="convtotals_org_cost",
             ),
             models.Index(
+                fields=["organization", "is_priced", "lost", "conversation"],
+                name="convtotals_org_lost",
+            ),
+            models.Index(
                 fields=["organization", "calls", "conversation"], name="convtotals_org_calls"
             ),
             models.Index(

@@ -345,6 +345,9 @@ def models_used(organization: Organization) -> list[str]:
 CONVERSATION_SORTS: dict[str, tuple[str, ...]] = {
     "cost": ("is_priced", "cost", "conversation_id"),
     "-cost": ("-is_priced", "-cost", "-conversation_id"),
+    # Money lost to cache misses (breakdowns.LOST): NULL exactly when nothing is priced.
+    "lost": ("is_priced", "missed", "conversation_id"),
+    "-lost": ("-is_priced", "-missed", "-conversation_id"),
     "turns": ("turn_count", "conversation_id"),
     "-turns": ("-turn_count", "-conversation_id"),
     "tokens": ("tokens", "conversation_id"),
@@ -367,6 +370,7 @@ class ConversationRow:
     created: datetime
     started_at: datetime | None  # its first call, when the file said (not when it was added)
     cost: Decimal | None  # None when none of its calls is priced
+    lost: Decimal | None  # lost to cache misses (breakdowns.LOST); None as cost
     tokens: int
     turn_count: int
     cached: int
@@ -377,6 +381,7 @@ class ConversationRow:
 # ConversationRow's sums and the rollup columns they come from.
 CONVERSATION_SUMS = {
     "cost": "cost_total",
+    "missed": "lost",  # (a sum may not take the name of the rollup's column)
     "tokens": "total_tokens",
     "turn_count": "calls",
     "cached": "input_cached",
@@ -438,6 +443,7 @@ def _conversation_row(conversation: dict[str, Any], sums: dict[str, Any]) -> Con
         created=conversation["created"],
         started_at=conversation["started_at"],
         cost=sums["cost"],
+        lost=sums["missed"],
         tokens=sums["tokens"],
         turn_count=sums["turn_count"],
         cached=sums["cached"],

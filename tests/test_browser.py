@@ -616,7 +616,7 @@ def test_markup_in_a_model_name_and_a_title_stays_text(
     wait_for_charts(page, "#dashboard")
     row = page.locator("#conversation-table tbody tr").first
     assert row.locator("td").first.inner_text() == TITLE
-    assert row.locator("td").nth(5).inner_text() == MODEL
+    assert row.locator("td").nth(6).inner_text() == MODEL
     chart = page.locator("[data-figure=model-figure]")
     assert MODEL in chart.locator(".xtick text").all_text_contents()
     assert chart.locator("svg a").count() == 0  # Plotly made no link of it

@@ -23,7 +23,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import selectors
+from conversations import breakdowns, selectors
 from conversations.demo import demo_transcripts
 from conversations.engine.calibration import Pair, calibrate
 from conversations.engine.pricing import usage_from_dict
@@ -278,9 +278,9 @@ def _raw_overview(organization: Organization, filters: UsageFilter) -> dict[str,
     """The overview's figures computed in Python from the raw billing records."""
     zone = ZoneInfo(organization.time_zone)
     records = []
-    for r in UsageRecord.objects.filter(organization=organization, is_billing=True).select_related(
-        "turn"
-    ):
+    billing = UsageRecord.objects.filter(organization=organization, is_billing=True)
+    # Each record's money lost to misses, the expression the rollups store the sum of.
+    for r in billing.select_related("turn").annotate(lost_money=breakdowns.LOST):
         day = r.occurred_at.astimezone(zone).date()
         if filters.date_from and day < filters.date_from:
             continue
@@ -365,6 +365,7 @@ def _raw_overview(organization: Organization, filters: UsageFilter) -> dict[str,
         "conversations": {
             Conversation.objects.get(pk=pk).code: (
                 total([r.cost_total for r in group]),
+                total([r.lost_money for r in group]),  # type: ignore[attr-defined]
                 sum(r.total_tokens for r in group),
                 len(group),
                 sum(r.input_cached for r in group),
@@ -380,6 +381,7 @@ def _sort_key(sort: str, row: selectors.ConversationRow) -> tuple[Any, ...]:
     field = sort.lstrip("-")
     value: Any = {
         "cost": (row.cost is not None, row.cost or 0),
+        "lost": (row.lost is not None, row.lost or 0),
         "turns": row.turn_count,
         "tokens": row.tokens,
         "created": row.created,
@@ -435,7 +437,8 @@ def test_the_overview_reads_the_same_numbers_from_rollups_as_from_raw_rows(
     for sort in selectors.CONVERSATION_SORTS:
         rows = selectors.conversation_list(org, filters, sort=sort, limit=1000)
         assert {
-            r.code: (r.cost, r.tokens, r.turn_count, r.cached, r.prompt, r.unpriced) for r in rows
+            r.code: (r.cost, r.lost, r.tokens, r.turn_count, r.cached, r.prompt, r.unpriced)
+            for r in rows
         } == raw["conversations"]
         keys = [_sort_key(sort, r) for r in rows]
         assert keys == sorted(keys, reverse=sort.startswith("-")), sort

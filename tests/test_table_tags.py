@@ -16,7 +16,8 @@ from django.utils import timezone
 from conversations.selectors import ConversationRow
 from conversations.templatetags.costlab import clip, conversation_url, minute
 
-# The rows as overview.html rendered them before conversation_rows.
+# The rows as overview.html rendered them before conversation_rows (and the "lost to misses"
+# cell added since).
 TEMPLATE_ROWS = """{% load costlab %}{% for c in conversations %}
         <tr>
           {% url 'conversation_detail' slug c.code as conversation_url %}
@@ -31,6 +32,7 @@ TEMPLATE_ROWS = """{% load costlab %}{% for c in conversations %}
               {{ c.cost|usd }}
             {% endif %}
           </td>
+          <td class="num" data-lost>{{ c.lost|usd }}</td>
           <td class="num">{{ c.created|date:"Y-m-d H:i" }}{% if c.started_at and c.started_at|date:"Y-m-d" != c.created|date:"Y-m-d" %}<small class="est" data-started>calls from {{ c.started_at|date:"Y-m-d" }}</small>{% endif %}</td>
           <td>{{ c.model }}</td>
           <td class="num">{% ratio c.cached c.prompt %}</td>
@@ -46,6 +48,7 @@ def _row(title: str, **changes: object) -> ConversationRow:
         "created": datetime(2026, 10, 3, 23, 59, 30, tzinfo=UTC),
         "started_at": None,
         "cost": Decimal("12.345678"),
+        "lost": Decimal("0.5"),
         "tokens": 1234567,
         "turn_count": 12,
         "cached": 300,
@@ -64,7 +67,7 @@ ROWS = [
     _row("e\u0301" * 59),  # decomposed accents: counted and normalised as the filter does
     _row("<script>alert('x')</script> & \"quotes\"", model="<b>m</b>"),
     _row("One unpriced call", unpriced=1),
-    _row("All unpriced", unpriced=3, cost=None),
+    _row("All unpriced", unpriced=3, cost=None, lost=None),
     _row("Nothing cached", cached=0, prompt=0, cost=Decimal(0), tokens=0),
     _row("Small cost", cost=Decimal("0.000123"), created=datetime(2026, 3, 8, 9, 1, tzinfo=UTC)),
     # Calls from another day than the import: said; from the same day (in the zone): not.

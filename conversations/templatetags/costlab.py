@@ -24,6 +24,7 @@ SORT_COLUMNS = [
     ("turns", "Turns"),
     ("tokens", "Tokens"),
     ("cost", "Cost"),
+    ("lost", "Lost to misses"),
     ("created", "Added"),  # imported, chatted live or replayed
 ]
 
@@ -182,6 +183,7 @@ def clip(value: Any, length: int) -> str:
 _CONVERSATION_ROW = (
     '<tr>\n  <td><a href="{}">{}</a></td>\n  <td class="num">{}</td>\n'
     '  <td class="num">{}</td>\n  <td class="num" data-cost>{}</td>\n'
+    '  <td class="num" data-lost>{}</td>\n'
     '  <td class="num">{}</td>\n  <td>{}</td>\n  <td class="num">{}</td>\n</tr>'
 )
 
@@ -214,6 +216,7 @@ def conversation_rows(conversations: list[Any], slug: str) -> SafeString:
                 c.turn_count,
                 intcomma_plain(c.tokens),
                 _cost_cell(c),
+                usd(c.lost),
                 _added_cell(c),
                 c.model,
                 ratio(c.cached, c.prompt),
