@@ -400,7 +400,18 @@ def measure() -> dict[str, float]:
             ("overview, 30 days + model", overview, {**month, "model": top_model or ""}, {}),
             ("overview, htmx swap, 30 days", overview, month, {"HX-Request": "true"}),
         ]
-        for sort in ("-cost", "cost", "-tokens", "tokens", "-turns", "turns", "-created", "title"):
+        for sort in (
+            "-cost",
+            "cost",
+            "-lost",
+            "lost",
+            "-tokens",
+            "tokens",
+            "-turns",
+            "turns",
+            "-created",
+            "title",
+        ):
             rows.append(
                 (f"table partial sort={sort}", table, {"sort": sort}, {"HX-Request": "true"})
             )
