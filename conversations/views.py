@@ -32,6 +32,7 @@ from .forms import (
     UsageFilterForm,
     tags_text,
 )
+from .jsonl_export import jsonl_lines
 from .models import Conversation, Organization, Role
 from .services import deletion
 from .services import imports as import_services
@@ -467,8 +468,9 @@ EXPORT_TABLES = ("conversations", "turns")
 @login_required
 @require_GET
 def usage_export(request: HtmxHttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
-    """CSV of a table (conversations, turns) or of a breakdown (`by`), over the filters of
-    the page it was linked from; streamed row by row from a server-side cursor."""
+    """CSV (or JSON Lines: format=jsonl) of a table (conversations, turns) or of a breakdown
+    (`by`), over the filters of the page it was linked from; streamed row by row from a
+    server-side cursor."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     organization = membership.organization
     form = BreakdownForm(request.GET)
@@ -478,6 +480,11 @@ def usage_export(request: HtmxHttpRequest, slug: str) -> HttpResponse | Streamin
             for name, problems in form.errors.items()
         )
         return HttpResponse(f"Bad filters: {errors}", status=400, content_type="text/plain")
+    output = request.GET.get("format", "csv")
+    if output not in ("csv", "jsonl"):
+        return HttpResponse(
+            f"format {output!r}: expected csv or jsonl", status=400, content_type="text/plain"
+        )
     slice_ = form.to_slice(organization.time_zone)
     table = request.GET.get("table", "")
     header: list[str]
@@ -498,7 +505,12 @@ def usage_export(request: HtmxHttpRequest, slug: str) -> HttpResponse | Streamin
             status=400,
             content_type="text/plain",
         )
-    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
-    name = f"{organization.slug}-{slugify(table)}.csv"  # a tag name may hold quotes
+    if output == "jsonl":
+        response = StreamingHttpResponse(
+            jsonl_lines(header, rows), content_type="application/x-ndjson"
+        )
+    else:
+        response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
+    name = f"{organization.slug}-{slugify(table)}.{output}"  # a tag name may hold quotes
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -1,12 +1,14 @@
-"""CSV exports (issue 14): streamed, neutralised against formula injection, the same slice
+"""CSV (and JSON Lines) exports (issue 14): streamed, neutralised against formula injection, the same slice
 as the page, from the browser and from `manage.py export_usage`."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -209,3 +211,67 @@ def test_it_hides_another_organizations_export(client: Client, member: Membershi
     client.force_login(stranger.user)
     url = reverse("usage_export", args=[member.organization.slug])
     assert client.get(url, {"table": "turns"}).status_code == 404
+
+
+def _jsonl(client: Client, organization: Organization, **params: str) -> list[dict[str, Any]]:
+    response = client.get(
+        reverse("usage_export", args=[organization.slug]), {**params, "format": "jsonl"}
+    )
+    assert response.status_code == 200
+    assert isinstance(response, StreamingHttpResponse)
+    assert response["Content-Type"] == "application/x-ndjson"
+    assert response["Content-Disposition"].endswith('.jsonl"')
+    text = b"".join(response.streaming_content).decode()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize(
+    "params", [{"by": "model"}, {"table": "conversations"}, {"table": "turns"}]
+)
+def test_json_lines_hold_the_csv_rows_unneutralised_with_exact_money(
+    client: Client, member: Membership, params: dict[str, str]
+) -> None:
+    """The same rows as the CSV, keyed by its header. Text as it is (no spreadsheet reads
+    it), money as its exact digits, unknown money null."""
+    _store(member.organization)
+    client.force_login(member.user)
+    csv_rows = _rows(_export(client, member.organization, **params))
+    objects = _jsonl(client, member.organization, **params)
+    header = csv_rows[0]
+    assert len(objects) == len(csv_rows) - 1
+    for obj, row in zip(objects, csv_rows[1:], strict=True):
+        assert list(obj) == header
+        for name, cell in zip(header, row, strict=True):
+            value = obj[name]
+            if value is None:
+                assert cell == ""  # unknown: empty in CSV, null here, never 0
+            elif isinstance(value, str):
+                assert cell in (value, neutralise(value)), (name, value, cell)
+            else:
+                assert cell == str(value), (name, value, cell)
+    costs = [obj["cost"] for obj in objects if "cost" in obj]
+    assert any(c is None for c in costs)  # the attack models have no price
+    assert all(c is None or Decimal(c) == Decimal(c.strip()) for c in costs)
+    if "table" not in params:  # by model: the raw model names, attacks included
+        assert {obj["model"] for obj in objects} >= set(ATTACKS)
+
+
+def test_json_lines_from_the_command_line(member: Membership) -> None:
+    _store(member.organization)
+    out = io.StringIO()
+    call_command(
+        "export_usage", "--org", member.organization.slug, "--by", "user", "--format", "jsonl",
+        stdout=out,
+    )  # fmt: skip
+    users = {obj["user"]: obj["calls"] for obj in map(json.loads, out.getvalue().splitlines())}
+    assert users == {"u-1": 5, "u-2": 1}
+
+
+def test_an_unknown_export_format_is_refused(client: Client, member: Membership) -> None:
+    client.force_login(member.user)
+    url = reverse("usage_export", args=[member.organization.slug])
+    response = client.get(url, {"format": "xlsx"})
+    assert response.status_code == 400 and b"expected csv or jsonl" in response.content
+    stranger = MembershipFactory.create()
+    client.force_login(stranger.user)
+    assert client.get(url, {"format": "jsonl", "table": "turns"}).status_code == 404

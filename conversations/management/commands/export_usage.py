@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import breakdowns
 from conversations.csv_export import csv_lines
+from conversations.jsonl_export import jsonl_lines
 from conversations.management.cli import organization_by_slug, require_migrated
 
 BY = (
@@ -24,8 +25,9 @@ def _date(text: str) -> date:
 
 class Command(BaseCommand):
     help = (
-        "Write an organization's usage as CSV on standard output, one row per conversation, "
-        "turn, model, day, prompt_cache_key or end user. Streams: any size fits in memory."
+        "Write an organization's usage as CSV (or JSON Lines) on standard output, one row per "
+        "conversation, turn, model, day, prompt_cache_key or end user. Streams: any size fits "
+        "in memory."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -41,6 +43,12 @@ class Command(BaseCommand):
             help="First day (YYYY-MM-DD, in the organization's time zone).",
         )
         parser.add_argument("--to", dest="date_to", help="Last day, included (YYYY-MM-DD).")
+        parser.add_argument(
+            "--format",
+            choices=("csv", "jsonl"),
+            default="csv",
+            help="csv (default) or jsonl: one JSON object a row, money as exact decimal strings.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_migrated()
@@ -63,5 +71,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--by {by!r}: expected one of {', '.join(BY)} or tag:NAME")
             header = breakdowns.breakdown_export_header(dimension)
             rows = breakdowns.breakdown_export_rows(organization, slice_, dimension)
-        for line in csv_lines(header, rows):
-            self.stdout.write(line, ending="")  # csv ends each line itself (\r\n)
+        lines = (
+            jsonl_lines(header, rows) if options["format"] == "jsonl" else csv_lines(header, rows)
+        )
+        for line in lines:
+            self.stdout.write(line, ending="")  # each line ends itself (csv: \r\n)
