@@ -4,6 +4,7 @@ and a Content Security Policy with no inline script on every page."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -279,3 +280,23 @@ def test_it_sends_the_policy_on_log_in_admin_and_error_pages(client: Client) -> 
         assert_strict_policy(response)
         assert_no_inline_code(response.content.decode())
     assert_strict_policy(client.post(reverse("logout")))
+
+
+def test_the_containers_serve_the_endpoint_from_one_process() -> None:
+    # The built-in endpoint's prompt caches live in the serving process (calls/simulated.py):
+    # with several gunicorn processes a repeated prefix would find a cold cache whenever
+    # another process took the request, and the reported cached tokens would not be the
+    # engine's. Threads share the process's memory.
+    commands = [
+        " ".join(json.loads(line.removeprefix("CMD ")))
+        for line in (ROOT / "docker" / "Dockerfile").read_text().splitlines()
+        if line.startswith("CMD ")
+    ]
+    commands += [
+        line.strip()
+        for line in (ROOT / "docker" / "compose.yaml").read_text().splitlines()
+        if "gunicorn" in line and line.strip().startswith("command:")
+    ]
+    assert len(commands) == 2
+    for command in commands:
+        assert "--workers 1 " in command and re.search(r"--threads ([2-9]|\d\d)", command)
