@@ -344,6 +344,13 @@ class ApiCall(models.Model):
         indexes = [
             # Monthly spend cap: a connection's calls since the first of the month.
             models.Index(fields=["connection", "requested_at"], name="apicall_connection_time"),
+            # A send's check of the chat's calls still waiting (and lost), and the sweep's
+            # look for stale ones: the few calls not finished, not every call ever made.
+            models.Index(
+                fields=["chat"],
+                condition=Q(status__in=["pending", "running"]),
+                name="apicall_waiting",
+            ),
         ]
 
     def __str__(self) -> str:

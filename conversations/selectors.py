@@ -597,18 +597,19 @@ _TRANSCRIPT_TURN_COLUMNS = (
 )  # fmt: skip
 
 
-def _transcript_turns(conversation_id: int) -> QuerySet[Any]:
+def _transcript_turns(conversation_id: int, first: int = 0) -> QuerySet[Any]:
     return (
-        Turn.objects.filter(conversation_id=conversation_id)
+        Turn.objects.filter(conversation_id=conversation_id, index__gte=first)
         .order_by("index")
         .values_list(*_TRANSCRIPT_TURN_COLUMNS)
     )
 
 
-# A stand-in conversation id: the query is compiled once per process and database with it,
-# then run with the real id in its place (compiling it with the ORM cost as much as running
-# it, every turn of every live chat).
+# Stand-ins for the conversation id and the first turn: the query is compiled once per
+# process and database with them, then run with the real values in their places (compiling
+# it with the ORM cost as much as running it, every turn of every live chat).
 _CONVERSATION_STAND_IN = -(2**61) + 13
+_FIRST_STAND_IN = 2**31 - 11
 
 
 @dataclass(frozen=True)
@@ -616,6 +617,7 @@ class _CompiledRows:
     sql: str
     params: tuple[Any, ...]
     slot: int
+    first_slot: int
     compiler: Any
     converters: dict[int, Any]
 
@@ -624,29 +626,37 @@ _transcript_reads: dict[str, _CompiledRows | None] = {}
 
 
 def _compiled_turns(alias: str) -> _CompiledRows | None:
-    """None unless the stand-in is one parameter and nowhere in the SQL text."""
-    queryset = _transcript_turns(_CONVERSATION_STAND_IN)
+    """None unless each stand-in is one parameter and nowhere in the SQL text."""
+    queryset = _transcript_turns(_CONVERSATION_STAND_IN, _FIRST_STAND_IN)
     compiler = queryset.query.get_compiler(using=alias)
     sql, params = compiler.as_sql()
     slots = [i for i, v in enumerate(params) if type(v) is int and v == _CONVERSATION_STAND_IN]
-    if len(slots) != 1 or str(_CONVERSATION_STAND_IN)[1:10] in sql:
+    firsts = [i for i, v in enumerate(params) if isinstance(v, int) and v == _FIRST_STAND_IN]
+    if (
+        len(slots) != 1
+        or len(firsts) != 1
+        or str(_CONVERSATION_STAND_IN)[1:10] in sql
+        or str(_FIRST_STAND_IN) in sql
+    ):
         return None
     columns = [c[0] for c in compiler.select[: compiler.col_count]]
     converters = compiler.get_converters(columns)
-    return _CompiledRows(sql, tuple(params), slots[0], compiler, converters)
+    return _CompiledRows(sql, tuple(params), slots[0], firsts[0], compiler, converters)
 
 
-def _transcript_turn_rows(conversation_id: int) -> list[tuple[Any, ...]]:
-    """The turns' columns (_TRANSCRIPT_TURN_COLUMNS) in index order, converted as the ORM's
-    values_list converts them (JSON decoded)."""
+def _transcript_turn_rows(conversation_id: int, first: int = 0) -> list[tuple[Any, ...]]:
+    """The turns' columns (_TRANSCRIPT_TURN_COLUMNS) in index order from turn `first` on,
+    converted as the ORM's values_list converts them (JSON decoded)."""
     alias = router.db_for_read(Turn)
     if alias not in _transcript_reads:
         _transcript_reads[alias] = _compiled_turns(alias)
     read = _transcript_reads[alias]
     if read is None:
-        return list(_transcript_turns(conversation_id))
+        return list(_transcript_turns(conversation_id, first))
     params = list(read.params)
     params[read.slot] = conversation_id
+    # (the index may come wrapped in its column's type, psycopg's Int4: kept so)
+    params[read.first_slot] = type(params[read.first_slot])(first)
     with connections[alias].cursor() as cursor:
         cursor.execute(read.sql, params)
         rows: list[tuple[Any, ...]] = cursor.fetchall()
@@ -655,24 +665,8 @@ def _transcript_turn_rows(conversation_id: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-def conversation_transcript(
-    conversation: Conversation,
-    *,
-    messages: list[Any] | None = None,
-    reported_output: bool = False,
-) -> Transcript:
-    """Rebuild the engine's view of a stored conversation: messages once, calls by index.
-    A caller that has just read the messages (in index order, from 0) passes them in.
-    `reported_output`: each call whose usage the API reported carries its reply's output
-    (types.ReportedOutput), for what-ifs that simulate the requests and keep the replies;
-    the reported usage itself is never set (the engine would take it as the call's)."""
-    if messages is None:
-        messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
-    # The turns' columns alone, the response by its index: loading each Turn and its response
-    # Message (whose JSON was decoded only to be dropped) was most of a live chat's estimate
-    # per turn, since the chat reads its whole conversation again every turn.
-    rows = _transcript_turn_rows(conversation.pk)
-    calls = [
+def _calls_of(rows: list[tuple[Any, ...]]) -> list[Call]:
+    return [
         Call(
             request=request_indexes(ranges),
             response=response,
@@ -696,6 +690,32 @@ def conversation_transcript(
             max_output_tokens, batch, responses_api,
         ) in rows
     ]  # fmt: skip
+
+
+def conversation_calls_from(conversation: Conversation, first: int) -> list[Call]:
+    """The engine's view of the conversation's calls `first` on, in index order (as
+    conversation_transcript's calls[first:], without reading the turns before): what a
+    live chat's worker has not analysed yet, whatever the chat's length."""
+    return _calls_of(_transcript_turn_rows(conversation.pk, first))
+
+
+def conversation_transcript(
+    conversation: Conversation,
+    *,
+    messages: list[Any] | None = None,
+    reported_output: bool = False,
+) -> Transcript:
+    """Rebuild the engine's view of a stored conversation: messages once, calls by index.
+    A caller that has just read the messages (in index order, from 0) passes them in.
+    `reported_output`: each call whose usage the API reported carries its reply's output
+    (types.ReportedOutput), for what-ifs that simulate the requests and keep the replies;
+    the reported usage itself is never set (the engine would take it as the call's)."""
+    if messages is None:
+        messages = list(conversation.messages.order_by("index").values_list("data", flat=True))
+    # The turns' columns alone, the response by its index: loading each Turn and its response
+    # Message (whose JSON was decoded only to be dropped) was most of a live chat's estimate
+    # per turn, since the chat reads its whole conversation again every turn.
+    calls = _calls_of(_transcript_turn_rows(conversation.pk))
     if reported_output:
         _reported_outputs_set(conversation.pk, calls)
     return Transcript(

@@ -46,7 +46,7 @@ from conversations.models import (
     UsageRecord,
 )
 from conversations.ranges import request_ranges
-from conversations.selectors import conversation_transcript
+from conversations.selectors import conversation_calls_from, conversation_transcript
 from conversations.services.transcripts import DEFAULT_RETENTION_SECONDS
 from conversations.services.usage import turn_usage_fields
 from costlab import jobs
@@ -186,23 +186,35 @@ def api_calls_sweep(*, now: datetime | None = None) -> CallsSwept:
 
 
 def _count(rows: QuerySet[Any], by: str) -> Coalesce:
-    """COUNT(*) of `rows` (filtered on OuterRef(by)) as a scalar subquery."""
+    """COUNT(*) of `rows` (filtered on OuterRef(by)) as a scalar subquery: for the calls
+    still waiting, which an index of their own holds (ApiCall's apicall_waiting)."""
     counted = rows.order_by().values(by).annotate(n=Count("pk")).values("n")
     return Coalesce(Subquery(counted), 0)
 
 
+def _next_index(rows: QuerySet[Any]) -> Coalesce:
+    """One more than the greatest `index` of `rows` (0 for none) as a scalar subquery: the
+    next row's index, found at the end of the rows' unique index in one probe. Counting
+    them visited every call and message the chat had (a page each, most of them), a send's
+    work growing with the chat's length. The same number, as indexes run 0, 1, 2... with
+    none removed (a message or a call goes only with its conversation)."""
+    last = rows.order_by("-index").values("index")[:1]
+    return Coalesce(Subquery(last) + 1, 0)
+
+
 def _chat_state_query(chat_id: int, now: datetime) -> QuerySet[Any]:
-    """What a send checks, in one statement: the chat's calls (all of them, those still
-    waiting for their reply, those lost for good) and its stored messages."""
+    """What a send checks, in one statement: the chat's calls (the next one's index, those
+    still waiting for their reply, those lost for good) and its stored messages (the next
+    one's index)."""
     calls = ApiCall.objects.filter(chat_id=OuterRef("pk"))
     lost = calls.filter(_stale(now), requested_at__lt=now - CALL_GIVE_UP_AFTER)
     waiting = calls.filter(status__in=(CallStatus.PENDING, CallStatus.RUNNING))
     messages = Message.objects.filter(conversation_id=OuterRef("conversation_id"))
     return Chat.objects.filter(pk=chat_id).values(
-        n_calls=_count(calls, "chat_id"),
+        n_calls=_next_index(calls),
         n_waiting=_count(waiting, "chat_id"),
         n_lost=_count(lost, "chat_id"),
-        n_messages=_count(messages, "conversation_id"),
+        n_messages=_next_index(messages),
     )
 
 
@@ -570,24 +582,28 @@ def _claim_deferred(call: ApiCall) -> bool:
     )
 
 
-def _messages_query(conversation_id: int, end: int) -> QuerySet[Any]:
-    messages = Message.objects.filter(conversation_id=conversation_id, index__lt=end)
+def _messages_query(conversation_id: int, start: int, end: int) -> QuerySet[Any]:
+    messages = Message.objects.filter(
+        conversation_id=conversation_id, index__gte=start, index__lt=end
+    )
     return messages.order_by("index").values_list("data", flat=True)
 
 
 @dataclass(frozen=True)
 class _MessagesRead:
-    """`_messages_query` compiled once per process: its text, the slots of the conversation
-    and the end in its parameters, and the converters of its one column (JSON)."""
+    """`_messages_query` compiled once per process: its text, the slots of the conversation,
+    the start and the end in its parameters, and the converters of its one column (JSON)."""
 
     sql: str
     params: tuple[Any, ...]
     conversation_slot: int
+    start_slot: int
     end_slot: int
     compiler: Any
     converters: dict[int, Any]
 
 
+_START_STAND_IN = 2**31 - 9
 _END_STAND_IN = 2**31 - 7
 _messages_reads: dict[str, _MessagesRead | None] = {}
 
@@ -596,36 +612,87 @@ def _messages_read() -> _MessagesRead | None:
     alias = db_connection.alias
     if alias in _messages_reads:
         return _messages_reads[alias]
-    queryset = _messages_query(_CHAT_STAND_IN, _END_STAND_IN)
+    queryset = _messages_query(_CHAT_STAND_IN, _START_STAND_IN, _END_STAND_IN)
     compiler = queryset.query.get_compiler(using=queryset.db)
     sql, params = compiler.as_sql()
     # A parameter may come wrapped in its column's type (psycopg's Int4 for the index): an int
-    # still, and given back in the same wrapper (_request_messages).
-    chat_slots = [i for i, v in enumerate(params) if isinstance(v, int) and v == _CHAT_STAND_IN]
-    end_slots = [i for i, v in enumerate(params) if isinstance(v, int) and v == _END_STAND_IN]
+    # still, and given back in the same wrapper (_messages_between).
+    slots = [
+        [i for i, v in enumerate(params) if isinstance(v, int) and v == stand_in]
+        for stand_in in (_CHAT_STAND_IN, _START_STAND_IN, _END_STAND_IN)
+    ]
     read = None
-    if len(chat_slots) == len(end_slots) == 1 and str(_END_STAND_IN) not in sql:
+    if all(len(found) == 1 for found in slots) and not any(
+        str(stand_in) in sql for stand_in in (_START_STAND_IN, _END_STAND_IN)
+    ):
         columns = [column for column, _, _ in compiler.select[: compiler.col_count]]
         converters = compiler.get_converters(columns)
-        read = _MessagesRead(sql, tuple(params), chat_slots[0], end_slots[0], compiler, converters)
+        [chat], [start], [end] = slots
+        read = _MessagesRead(sql, tuple(params), chat, start, end, compiler, converters)
     _messages_reads[alias] = read
     return read
 
 
-def _request_messages(conversation_id: int, end: int) -> list[Any]:
-    """The `data` of the conversation's messages 0 to `end` - 1, in order: the request's
-    messages. One statement compiled once per process (compiling the ORM's filter was ~5 %
-    of a worker's CPU per chat call, py-spy on bench/calls.py)."""
+def _messages_between(conversation_id: int, start: int, end: int) -> list[Any]:
+    """The `data` of the conversation's messages `start` to `end` - 1, in order. One
+    statement compiled once per process (compiling the ORM's filter was ~5 % of a worker's
+    CPU per chat call, py-spy on bench/calls.py)."""
     read = _messages_read()
     if read is None:
-        return list(_messages_query(conversation_id, end))
+        return list(_messages_query(conversation_id, start, end))
     params = list(read.params)
-    for slot, value in ((read.conversation_slot, conversation_id), (read.end_slot, end)):
+    for slot, value in (
+        (read.conversation_slot, conversation_id),
+        (read.start_slot, start),
+        (read.end_slot, end),
+    ):
         params[slot] = type(params[slot])(value)
     rows = rows_fetch(read.sql, params)
     if read.converters:
         rows = list(read.compiler.apply_converters(rows, read.converters))
     return [row[0] for row in rows]
+
+
+# Per process, the messages of each recent chat as this process last read them: the chat's
+# next call here reads only the messages added since (the previous reply, the new question)
+# where it read its whole history again, a read (and the JSON of every message decoded)
+# growing with the chat's length. The part read before stands: messages are only ever added
+# (an index is never given twice, a row never changed, one goes only with its
+# conversation). Keyed by the conversation's id and code: on SQLite an id can come back
+# after a rollback, a code (a UUID) cannot. Bounded as the carried states are.
+HISTORY_CHATS = 64
+_histories: OrderedDict[tuple[int, Any], list[Any]] = OrderedDict()
+_histories_lock = threading.Lock()
+
+
+def _request_messages(conversation: Conversation, end: int) -> list[Any]:
+    """The `data` of the conversation's messages 0 to `end` - 1, in order: the request's
+    messages (a list of the caller's own)."""
+    key = (conversation.pk, conversation.code)
+    with _histories_lock:
+        known = _histories.pop(key, None)
+    if known is None:
+        messages = _messages_between(conversation.pk, 0, end)
+    elif len(known) < end:
+        added = _messages_between(conversation.pk, len(known), end)
+        if len(added) == end - len(known):
+            messages = [*known, *added]
+        else:  # not what was expected: the whole read again
+            messages = _messages_between(conversation.pk, 0, end)
+    else:
+        messages = known
+    with _histories_lock:
+        _histories[key] = messages
+        _histories.move_to_end(key)
+        while len(_histories) > HISTORY_CHATS:
+            _histories.popitem(last=False)
+    return messages[:end]
+
+
+def histories_forget() -> None:
+    """Drop this process's chat histories (tests)."""
+    with _histories_lock:
+        _histories.clear()
 
 
 def _recorded_turn(call: ApiCall, *, delivered_before: bool) -> int | None:
@@ -747,7 +814,7 @@ def _chat_turn_run(call: ApiCall, claim: Claim | None, *, delivered_before: bool
             status=CallStatus.SUCCEEDED, turn_id=existing
         )
         return
-    messages = _request_messages(chat.conversation_id, call.request_end)
+    messages = _request_messages(chat.conversation, call.request_end)
     request = ChatRequest(
         model=call.model,
         messages=messages,
@@ -807,17 +874,16 @@ def _carried_take(conversation_id: int, book: PriceBook, calls: int) -> Conversa
 def _caught_up(
     state: ConversationState,
     conversation: Conversation,
-    messages: list[Any],
     calls: int,
     analyse: Callable[..., CallAnalysis | None],
 ) -> ConversationState | None:
     """`state` brought up to the conversation's call `calls`: the turns recorded since it
     was kept, most often by the worker's other process (with a prefork pool of 2, about
-    every other turn), analysed one by one from it, instead of the whole conversation again
-    (a render and a cache simulation of every call, growing with the chat's length). None
-    where one of them cannot be (analyze_next says which): then the conversation is."""
-    stored = conversation_transcript(conversation, messages=messages)
-    missed = (stored.calls or [])[state.calls : calls]
+    every other turn), read and analysed one by one from it, instead of the whole
+    conversation again (all its turns read, a render and a cache simulation of every call:
+    work growing with the chat's length). None where one of them cannot be (analyze_next
+    says which): then the conversation is."""
+    missed = conversation_calls_from(conversation, state.calls)[: calls - state.calls]
     if len(missed) != calls - state.calls:
         return None
     for call in missed:
@@ -855,7 +921,7 @@ def _analysis(
     index = call.index or 0
     conversation = chat.conversation
     if messages is None:
-        messages = _request_messages(conversation.pk, call.request_end)
+        messages = _request_messages(conversation, call.request_end)
     messages = messages[: call.request_end]
     if result is not None:
         messages.append({"role": "assistant", "content": result.content})
@@ -885,7 +951,7 @@ def _analysis(
     )
     state = _carried_take(conversation.pk, book, index)
     if state is not None and state.calls < index:
-        state = _caught_up(state, conversation, messages, index, next_call)
+        state = _caught_up(state, conversation, index, next_call)
     analysed = next_call(state) if state is not None else None
     if analysed is None:
         stored = conversation_transcript(conversation, messages=messages)

@@ -705,8 +705,65 @@ def test_the_statements_built_once_write_and_read_as_the_orm_would() -> None:
             .order_by("index")
             .values_list("data", flat=True)
         )
-        assert chats._request_messages(chat.conversation_id, end) == expected
+        chats.histories_forget()
+        assert chats._request_messages(chat.conversation, end) == expected
+        assert chats._messages_between(chat.conversation_id, 1, end) == expected[1:]
     assert chats._messages_reads[db_connection.alias] is not None  # the fast path ran
+
+
+def test_a_chats_next_call_reads_only_the_messages_added_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """chats._request_messages: the process keeps what it read of a chat, and its next call
+    reads the messages after it (not the history again); what it gives is what reading all
+    of them gives, however the chat grew meanwhile."""
+    chat = make_chat(make_connection())
+    conversation = chat.conversation
+    reads: list[tuple[int, int]] = []
+    between = chats._messages_between
+
+    def spied(conversation_id: int, start: int, end: int) -> list[Any]:
+        reads.append((start, end))
+        return between(conversation_id, start, end)
+
+    monkeypatch.setattr(chats, "_messages_between", spied)
+
+    def stored_of(of: Any, end: int) -> list[Any]:
+        rows = Message.objects.filter(conversation=of, index__lt=end)
+        return list(rows.order_by("index").values_list("data", flat=True))
+
+    def stored(end: int) -> list[Any]:
+        return stored_of(conversation, end)
+
+    def add(index: int, role: str) -> None:
+        data = {"role": role, "content": f"message {index}"}
+        Message.objects.create(conversation=conversation, index=index, role=role, data=data)
+
+    chats.histories_forget()
+    first = conversation.messages.count()  # the system prompt's
+    for index in range(first, first + 3):
+        add(index, "user" if index % 2 else "assistant")
+    n = first + 3
+    assert chats._request_messages(conversation, n) == stored(n)
+    add(n, "assistant")
+    add(n + 1, "user")
+    got = chats._request_messages(conversation, n + 2)
+    assert got == stored(n + 2) and len(got) == n + 2
+    assert reads == [(0, n), (n, n + 2)]
+    got.append({"role": "assistant", "content": "a caller's own"})  # not the kept list
+    # An earlier call again (a re-delivery): no read at all.
+    assert chats._request_messages(conversation, 2) == stored(2)
+    assert reads == [(0, n), (n, n + 2)]
+    # Fewer messages than the call expects (not stored yet): all of them read again.
+    assert chats._request_messages(conversation, n + 4) == stored(n + 4) == stored(n + 2)
+    assert reads[2:] == [(n + 2, n + 4), (0, n + 4)]
+    # Another conversation's history is its own, and a process keeps a bounded number.
+    other = make_chat(make_connection(name="other")).conversation
+    assert chats._request_messages(other, 1) == stored_of(other, 1) and len(stored_of(other, 1))
+    assert len(chats._histories) == 2
+    monkeypatch.setattr(chats, "HISTORY_CHATS", 1)
+    chats._request_messages(conversation, n)
+    assert list(chats._histories) == [(conversation.pk, conversation.code)]
 
 
 def test_writes_together_are_one_statement_that_writes_all_or_nothing() -> None:
