@@ -712,7 +712,17 @@ def slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
 
 def raw_slice_totals(organization: Organization, slice_: Slice) -> BreakdownRow:
     row = slice_.records(organization).aggregate(**FIGURES)
-    return BreakdownRow(key=None, title=None, **row)
+    return BreakdownRow(key=None, title=None, **none_billed(row))
+
+
+# Money of a slice with no call: nothing billed costs nothing (known, 0), as the overview's
+# totals say; only billed calls none of which is priced make it unknown.
+NOTHING_BILLED = {"cost": Decimal(0), "cost_uncached": Decimal(0), "lost": Decimal(0)}
+
+
+def none_billed(figures: dict[str, Any]) -> dict[str, Any]:
+    """`figures` of a slice, its money 0 when it has no call (its sums over no row are NULL)."""
+    return figures | NOTHING_BILLED if not figures["calls"] else figures
 
 
 # More tag names than a menu can show: the rest are still reachable by URL.

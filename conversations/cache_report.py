@@ -30,6 +30,7 @@ from .breakdowns import (
     Slice,
     cache_days,
     days_only,
+    none_billed,
     same_days,
 )
 from .engine.divergence import Divergence, RequestView, compare_requests
@@ -152,23 +153,24 @@ def _summary_from(days: QuerySet[CacheDay]) -> CacheSummary:
         .annotate(n=Sum(F("calls") - F("eligible_calls")))
         .order_by()
     }
-    return CacheSummary(
-        calls=agg["calls"],
-        eligible=agg["eligible"],
-        below_minimum=not_eligible.get(MissReason.BELOW_MINIMUM, 0),
-        not_supported=not_eligible.get(MissReason.NOT_SUPPORTED, 0),
-        batch=not_eligible.get(MissReason.BATCH, 0),
-        hits=agg["hits"],
-        prompt_tokens=agg["prompt"],
-        cached_tokens=agg["cached_tokens"],
-        cost=agg["cost"],
-        cost_uncached=agg["cost_uncached"],
-        lost=agg["lost"],
-        missed_tokens=agg["missed_tokens"],
-        unpriced=agg["calls"] - agg["priced"],
-        latency_hit_ms=agg["hit_ms"] / agg["hit_timed"] if agg["hit_timed"] else None,
-        latency_miss_ms=agg["miss_ms"] / agg["miss_timed"] if agg["miss_timed"] else None,
-    )
+    figures = {
+        "calls": agg["calls"],
+        "eligible": agg["eligible"],
+        "below_minimum": not_eligible.get(MissReason.BELOW_MINIMUM, 0),
+        "not_supported": not_eligible.get(MissReason.NOT_SUPPORTED, 0),
+        "batch": not_eligible.get(MissReason.BATCH, 0),
+        "hits": agg["hits"],
+        "prompt_tokens": agg["prompt"],
+        "cached_tokens": agg["cached_tokens"],
+        "cost": agg["cost"],
+        "cost_uncached": agg["cost_uncached"],
+        "lost": agg["lost"],
+        "missed_tokens": agg["missed_tokens"],
+        "unpriced": agg["calls"] - agg["priced"],
+        "latency_hit_ms": agg["hit_ms"] / agg["hit_timed"] if agg["hit_timed"] else None,
+        "latency_miss_ms": agg["miss_ms"] / agg["miss_timed"] if agg["miss_timed"] else None,
+    }
+    return CacheSummary(**none_billed(figures))
 
 
 def _lost_from(days: QuerySet[CacheDay], *group: str) -> list[dict[str, Any]]:
@@ -218,7 +220,7 @@ def raw_cache_summary(organization: Organization, slice_: Slice) -> CacheSummary
         latency_miss_ms=Avg("turn__latency_ms", filter=Q(input_cached=0, cache_eligible=True)),
     )
     agg["prompt_tokens"] = agg.pop("prompt")
-    return CacheSummary(**agg)
+    return CacheSummary(**none_billed(agg))
 
 
 @dataclass(frozen=True)

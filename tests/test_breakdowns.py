@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
+from conversations import breakdowns, cache_report
 from conversations.breakdowns import (
     DIMENSIONS,
     BreakdownRow,
@@ -267,3 +269,26 @@ def test_a_row_whose_cache_writes_cost_more_than_they_saved_is_costlier() -> Non
     saved = dataclasses.replace(row, cost=Decimal("0.05"))
     unpriced = dataclasses.replace(row, cost=None)
     assert not saved.costlier and not unpriced.costlier
+
+
+def test_a_slice_with_no_call_costs_nothing_not_unpriced(
+    client: Client, member: Membership
+) -> None:
+    """A filter nothing matches: $0.00 spent and lost, as the overview says; "unpriced" is
+    for billed calls without a price."""
+    _store(member.organization)
+    client.force_login(member.user)
+    slug = member.organization.slug
+    for view, kpis in (("breakdown_page", ("cost", "lost")), ("cache_page", ())):
+        page = client.get(reverse(view, args=[slug]), {"model": "nothing-like-it"})
+        html = page.content.decode()
+        assert page.status_code == 200 and "unpriced" not in html
+        for kpi in kpis:
+            assert re.search(rf'data-kpi="{kpi}">\$0\.00<', html), kpi
+    empty = Slice(model="nothing-like-it")
+    totals = breakdowns.raw_slice_totals(member.organization, empty)
+    assert (totals.calls, totals.cost, totals.lost) == (0, Decimal(0), Decimal(0))
+    summary = cache_report.raw_cache_summary(member.organization, empty)
+    assert (summary.calls, summary.cost, summary.lost) == (0, Decimal(0), Decimal(0))
+    whole = breakdowns.slice_totals(member.organization, Slice())
+    assert whole.calls and whole.cost and whole.cost > 0
