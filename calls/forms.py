@@ -174,7 +174,12 @@ class ExperimentForm(forms.Form):
     """A new experiment: which conversations (the overview's filtered ones are offered), the
     variants in the command's syntax, the default connection, the history mode and a cap."""
 
-    name = forms.CharField(max_length=200, required=False)
+    name = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Empty: named by when it was made.",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. window:8 on support chats"}),
+    )
     conversations = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
     variants = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),

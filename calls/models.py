@@ -199,6 +199,11 @@ class Experiment(models.Model):
         return self.name or f"experiment {self.code}"
 
     @property
+    def title(self) -> str:
+        """Its name, or when it was made: a list of unnamed experiments read as UUIDs."""
+        return self.name or f"Experiment of {timezone.localtime(self.created):%Y-%m-%d %H:%M}"
+
+    @property
     def is_finished(self) -> bool:
         return self.status in (
             ExperimentStatus.SUCCEEDED,

@@ -420,3 +420,22 @@ def test_the_results_chart_opens_on_the_conversation_with_the_most_turns(client:
     shorter = str(stored[0].code)  # asked for: kept
     asked = client.get(url, {"conversation": shorter}).content.decode()
     assert re.findall(r'<option value="([^"]+)"\s+selected>', asked) == [shorter]
+
+
+def test_an_unnamed_experiment_is_named_by_when_it_was_made(client: Client) -> None:
+    membership = MembershipFactory.create(role=Role.ANALYST)
+    experiment = draft(membership, count=1, turns=1)
+    experiment.name = ""
+    experiment.created = datetime(2026, 11, 30, 14, 5, tzinfo=UTC)
+    experiment.save()
+    client.force_login(membership.user)
+    slug = membership.organization.slug
+    listed = client.get(reverse("experiments", args=[slug])).content.decode()
+    assert ">Experiment of 2026-11-30 14:05</a>" in listed
+    assert f">{experiment.code}</a>" not in listed
+    page = client.get(reverse("experiment_detail", args=[slug, experiment.code])).content.decode()
+    assert "<h1>Experiment of 2026-11-30 14:05</h1>" in page
+    experiment.name = "window on support"
+    experiment.save()
+    listed = client.get(reverse("experiments", args=[slug])).content.decode()
+    assert ">window on support</a>" in listed
