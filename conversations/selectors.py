@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import connections, router
-from django.db.models import Case, F, FilteredRelation, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, F, FilteredRelation, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
@@ -195,6 +195,20 @@ class OrgTotals:
         if not self.cost_uncached or self.cost is None:
             return None
         return float(1 - self.cost / self.cost_uncached)
+
+
+def unpriced_since(organization: Organization, models: list[str]) -> dict[str, date]:
+    """The day (in the organization's zone) of each model's first unpriced call, from the
+    rollup: where a price row must start to price them all (the overview's link)."""
+    rows = (
+        UsageDay.objects.filter(
+            organization=organization, model__in=models, priced_calls__lt=F("calls")
+        )
+        .values("model")
+        .annotate(first=Min("day"))
+        .order_by()
+    )
+    return {row["model"]: row["first"] for row in rows}
 
 
 def _average(total: int | None, count: int | None) -> float | None:

@@ -6,13 +6,16 @@ organization A gets a 404 for anything of organization B, pages and partials ali
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -64,6 +67,25 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "conversations/home.html", {"organizations": organizations})
 
 
+def _unpriced_models(
+    organization: Organization, totals: selectors.OrgTotals, *, links: bool
+) -> list[tuple[str, int, str | None]]:
+    """Each unpriced model, its calls, and (`links`) a link to Django admin's new price row
+    with the model and its start filled in."""
+    if not links or not totals.unpriced_models:
+        return [(model, calls, None) for model, calls in totals.unpriced_models]
+    since = selectors.unpriced_since(organization, [m for m, _ in totals.unpriced_models])
+    add = reverse("admin:pricing_modelprice_add")
+
+    def link(model: str) -> str | None:
+        if model not in since:
+            return None
+        start = (since[model] - timedelta(days=1)).isoformat()
+        return f"{add}?{urlencode({'model': model, 'effective_from': start})}"
+
+    return [(model, calls, link(model)) for model, calls in totals.unpriced_models]
+
+
 @login_required
 @require_GET
 @vary_on_headers(*HTMX_HEADERS)
@@ -80,6 +102,9 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "membership": membership,
         "form": form,
         "totals": totals,
+        # Staff edit the price book (Django admin): each unpriced model links to a new row,
+        # starting a day before its first unpriced call (any time zone's day is covered).
+        "unpriced_models": _unpriced_models(organization, totals, links=request.user.is_staff),
         "replays": selectors.replay_share(organization, filters),
         "calibration": selectors.calibration(organization, filters),
         "calibration_replayed": selectors.calibration_replayed_calls(organization, filters),

@@ -3,12 +3,15 @@ and the log of re-pricings (which the Organization admin's action starts)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.core.validators import DecimalValidator
+from django.http import HttpRequest
+from django.utils.dateparse import parse_date
 from django.utils.html import format_html, format_html_join
 
 from conversations.models import UsageRecord
@@ -137,6 +140,20 @@ class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
     form = ModelPriceForm
     inlines = [PriceRateInline]
     readonly_fields = ("matrix_table",)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """The query's fields, as the admin takes them; `effective_from` given as a day (the
+        overview's link to price an unpriced model) becomes that day's start in UTC (the
+        date and time widgets take a datetime, not its text)."""
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
+        start = initial.get("effective_from")
+        if isinstance(start, str):
+            day = parse_date(start)
+            if day is None:
+                del initial["effective_from"]
+            else:
+                initial["effective_from"] = datetime.combine(day, time.min, tzinfo=UTC)
+        return initial
 
     @admin.display(description="rates a call pays, by tier / band")
     def matrix_table(self, obj: ModelPrice | None) -> str:

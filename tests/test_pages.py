@@ -5,6 +5,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,13 @@ from django.urls import reverse
 from conversations.charts import conversation_turns_figure
 from conversations.engine.pricing import usage_from_dict
 from conversations.engine.types import Call, Transcript
-from conversations.models import Conversation, ImportJob, ImportStatus, Organization
+from conversations.models import (
+    Conversation,
+    ImportJob,
+    ImportStatus,
+    Membership,
+    Organization,
+)
 from conversations.selectors import (
     UsageFilter,
     conversation_list,
@@ -394,3 +401,30 @@ def test_the_imports_list_says_why_a_file_failed_and_what_is_unpriced(
     html = client.get(reverse("imports", args=[org_with_data.slug])).content.decode()
     assert failed.error in html and "data-job-error" in html
     assert f"{done.unpriced_turns} unpriced turns" in html and "2 warnings" in html
+
+
+def test_an_unpriced_model_says_how_to_price_it_and_links_staff_to_its_row(
+    client: Client, org_with_data: Organization
+) -> None:
+    url = reverse("org_overview", args=[org_with_data.slug])
+    html = client.get(url).content.decode()
+    # A member who is not staff: the steps in words, no link into the admin.
+    assert f"manage.py recompute_costs --org {org_with_data.slug}" in html
+    assert "Re-price stored usage" in html
+    assert "data-price-link" not in html and "/admin/" not in html
+    user = Membership.objects.get(organization=org_with_data).user
+    user.is_staff = user.is_superuser = True
+    user.save()
+    client.force_login(user)
+    html = client.get(url).content.decode()
+    link = unescape(first_group(r'<a href="([^"]+)" data-price-link="llama-local">', html))
+    # The llama call was made on 2026-11-03: the row starts the day before.
+    add = reverse("admin:pricing_modelprice_add")
+    assert link == f"{add}?model=llama-local&effective_from=2026-11-02"
+    assert 'data-price-link="gpt-4o"' not in html  # priced
+    form = client.get(link).content.decode()
+    assert 'value="llama-local"' in form
+    assert re.search(r'name="effective_from_0"[^>]*value="2026-11-02"', form) or re.search(
+        r'value="2026-11-02"[^>]*name="effective_from_0"', form
+    )
+    assert client.get(f"{add}?model=x&effective_from=not-a-day").status_code == 200
