@@ -42,9 +42,63 @@ DAY_MS = 86_400_000
 MAX_DAY_TICKS = 12
 
 
-def day_axis(days: list[str]) -> dict[str, Any]:
-    """An x axis of whole days: left to itself, Plotly puts 12-hour ticks ("00:00, 12:00")
-    under a few days of daily points, which reads as if the figures were per hour."""
+# A bar a day stays readable over about three months; over a longer span each is a pixel
+# or two wide (a walk's import of calls from May 2025 to December 2026 drew hairlines), so
+# the overview's days are summed by week past this span, and by month past about two years.
+DAILY_SPAN_DAYS = 92
+WEEKLY_SPAN_DAYS = 731
+# Where a bin starts in the next one's absence: a day, a week, a month later (at most).
+BIN_STEP_DAYS = {"day": 1, "week": 7, "month": 31}
+
+
+def _bin_start(day: date, unit: str) -> date:
+    if unit == "week":
+        return day - timedelta(days=day.weekday())  # from Monday, as the breakdowns' weeks
+    if unit == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _sum_known(values: list[Decimal | None]) -> Decimal | None:
+    """Money summed over days: unknown only where every day's is (as the days' own sums)."""
+    known = [v for v in values if v is not None]
+    return sum(known, Decimal(0)) if known else None
+
+
+def day_bins(rows: list[DayCost]) -> tuple[str, list[DayCost]]:
+    """The overview's days as drawn: a bin ("day", "week" or "month") readable over their
+    span, and the rows summed into it (each bin dated by its first day)."""
+    span = (rows[-1].day - rows[0].day).days + 1 if rows else 0
+    unit = "day" if span <= DAILY_SPAN_DAYS else "week" if span <= WEEKLY_SPAN_DAYS else "month"
+    if unit == "day":
+        return unit, rows
+    groups: dict[date, list[DayCost]] = {}
+    for row in rows:
+        groups.setdefault(_bin_start(row.day, unit), []).append(row)
+    return unit, [
+        DayCost(
+            day=start,
+            cost=_sum_known([r.cost for r in group]),
+            cached=_sum_known([r.cached for r in group]),
+            uncached=sum((r.uncached for r in group), Decimal(0)),
+            output=_sum_known([r.output for r in group]),
+            calls=sum(r.calls for r in group),
+            prompt=sum(r.prompt for r in group),
+            cached_tokens=sum(r.cached_tokens for r in group),
+            eligible=sum(r.eligible for r in group),
+            hits=sum(r.hits for r in group),
+        )
+        for start, group in groups.items()
+    ]
+
+
+_BIN_HOVER = {"day": "%a %b %-d, %Y", "week": "week of %b %-d, %Y", "month": "%B %Y"}
+
+
+def day_axis(days: list[str], unit: str = "day") -> dict[str, Any]:
+    """An x axis of whole days (or of weeks or months, each at its first day): left to
+    itself, Plotly puts 12-hour ticks ("00:00, 12:00") under a few days of daily points,
+    which reads as if the figures were per hour."""
     try:
         parsed = sorted(date.fromisoformat(d) for d in days)
     except ValueError:
@@ -53,18 +107,24 @@ def day_axis(days: list[str]) -> dict[str, Any]:
     # The year on the ticks once the days span more than one ("May 27, Sep 15, Jan 4" hid a
     # turn of the year in a log of 2023 to 2026).
     years = parsed and parsed[0].year != parsed[-1].year
+    step = BIN_STEP_DAYS[unit]
+    ticks = max(1, math.ceil(span / step / MAX_DAY_TICKS))
     return {
         "type": "date",
-        "tickformat": "%b %-d, %Y" if years else "%b %-d",
-        "hoverformat": "%a %b %-d, %Y",
-        "dtick": DAY_MS * max(1, math.ceil(span / MAX_DAY_TICKS)),
+        "tickformat": ("%b %Y" if unit == "month" else "%b %-d, %Y") if years else "%b %-d",
+        "hoverformat": _BIN_HOVER[unit],
+        # Months are not a fixed number of days: Plotly's "M<n>" steps whole months.
+        "dtick": f"M{ticks}" if unit == "month" else DAY_MS * step * ticks,
         "automargin": True,
     }
 
 
-def broken_at_gaps(days: list[str], *series: list[Any]) -> tuple[list[str], list[list[Any]]]:
-    """Days and their values with a gap (None) after each day not followed by the next one:
-    a line then breaks where there were no calls, where it ran straight across months."""
+def broken_at_gaps(
+    days: list[str], *series: list[Any], step_days: int = 1
+) -> tuple[list[str], list[list[Any]]]:
+    """Days and their values with a gap (None) after each day not followed by the next one
+    (`step_days` later at most: a week's or a month's bins): a line then breaks where there
+    were no calls, where it ran straight across months."""
     if not days:
         return days, [list(values) for values in series]
     out_days: list[str] = []
@@ -75,7 +135,7 @@ def broken_at_gaps(days: list[str], *series: list[Any]) -> tuple[list[str], list
             current = date.fromisoformat(day)
         except ValueError:
             return days, [list(values) for values in series]  # not days: as they are
-        if previous is not None and (current - previous).days > 1:
+        if previous is not None and (current - previous).days > step_days:
             out_days.append((previous + timedelta(days=1)).isoformat())
             for values in out:
                 values.append(None)
@@ -119,7 +179,8 @@ def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
     }
 
 
-def cost_by_day_figure(rows: list[DayCost]) -> Figure:
+def cost_by_day_figure(rows: list[DayCost], unit: str = "day") -> Figure:
+    """Cost per day (or per week or month: day_bins), stacked by bucket."""
     days = [r.day.isoformat() for r in rows]
     parts = (
         ("uncached", "Uncached input", [r.uncached for r in rows]),
@@ -140,7 +201,7 @@ def cost_by_day_figure(rows: list[DayCost]) -> Figure:
         "layout": {
             **BASE_LAYOUT,
             "barmode": "stack",
-            "xaxis": day_axis(days),
+            "xaxis": day_axis(days, unit),
             "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
         },
     }
@@ -219,12 +280,15 @@ def conversation_turns_figure(turns: list[TurnRow]) -> Figure:
     }
 
 
-def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
-    """Request- and token-weighted hit rates per day, against the seed's 70 % target."""
+def cache_hits_by_day_figure(rows: list[DayCost], unit: str = "day") -> Figure:
+    """Request- and token-weighted hit rates per day (or week or month: day_bins), against
+    the seed's 70 % target."""
     days = [r.day.isoformat() for r in rows]
     requests = [r.hits / r.eligible if r.eligible else None for r in rows]
     tokens = [r.cached_tokens / r.prompt if r.prompt else None for r in rows]
-    lines, (requests, tokens) = broken_at_gaps(days, requests, tokens)
+    lines, (requests, tokens) = broken_at_gaps(
+        days, requests, tokens, step_days=BIN_STEP_DAYS[unit]
+    )
     return {
         "data": [
             {
@@ -246,7 +310,7 @@ def cache_hits_by_day_figure(rows: list[DayCost]) -> Figure:
         ],
         "layout": {
             **BASE_LAYOUT,
-            "xaxis": day_axis(days),
+            "xaxis": day_axis(days, unit),
             "yaxis": {"tickformat": ".0%", "range": [0, 1.05]},
             "shapes": [
                 {

@@ -95,7 +95,8 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     form = UsageFilterForm(request.GET)
     filters = form.to_filter()
     totals = selectors.org_totals(organization, filters)
-    by_day = selectors.cost_by_day(organization, filters)
+    # Days summed by week or month when there are too many for a bar each.
+    day_bin, day_rows = charts.day_bins(selectors.cost_by_day(organization, filters))
     conversations = selectors.conversation_list(organization, filters, sort=form.sort_value)
     context = {
         "organization": organization,
@@ -110,8 +111,9 @@ def org_overview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "calibration_replayed": selectors.calibration_replayed_calls(organization, filters),
         "models": selectors.models_used(organization),
         "model_figure": charts.cost_by_model_figure(selectors.cost_by_model(organization, filters)),
-        "day_figure": charts.cost_by_day_figure(by_day),
-        "hits_figure": charts.cache_hits_by_day_figure(by_day),
+        "day_bin": day_bin,
+        "day_figure": charts.cost_by_day_figure(day_rows, day_bin),
+        "hits_figure": charts.cache_hits_by_day_figure(day_rows, day_bin),
         "conversations": conversations,
         "conversations_unpriced": any(row.unpriced for row in conversations),
         "conversations_total": totals.conversations,

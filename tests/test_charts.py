@@ -12,9 +12,13 @@ from conversations.charts import (
     DAY_MS,
     bar_labels,
     breakdown_figure,
+    broken_at_gaps,
     conversation_turns_figure,
+    cost_by_day_figure,
     day_axis,
+    day_bins,
 )
+from conversations.selectors import DayCost
 
 
 def test_a_few_days_get_one_tick_per_day_not_twelve_hour_ticks() -> None:
@@ -91,3 +95,62 @@ def test_a_breakdown_by_conversation_names_each_bar_whole_in_its_hover() -> None
     assert all(len(x) <= BAR_LABEL_CHARS + 6 for x in bars["x"])  # ("&lt;", "&gt;": +6)
     assert bars["customdata"][0] == [long.replace("<", "&lt;").replace(">", "&gt;"), 3]
     assert "%{customdata[0]}" in bars["hovertemplate"]
+
+
+def _day(day: date, cost: str | None, calls: int = 1) -> DayCost:
+    money = Decimal(cost) if cost is not None else None
+    return DayCost(
+        day=day,
+        cost=money,
+        cached=money,
+        uncached=Decimal(0),
+        output=None,
+        calls=calls,
+        prompt=100 * calls,
+        cached_tokens=50 * calls,
+        eligible=calls,
+        hits=calls,
+    )
+
+
+def test_a_long_span_of_days_is_drawn_by_week_then_by_month() -> None:
+    start = date(2025, 5, 7)  # a Wednesday
+    quarter = [_day(start + timedelta(days=n), "0.5") for n in range(0, 92, 3)]
+    assert day_bins(quarter) == ("day", quarter)
+    # Calls on a few days over most of a year (a walk's import): a bar a week.
+    sparse = [
+        _day(start, "1.25", calls=2),
+        _day(start + timedelta(days=4), None),  # Sunday: the same week, unpriced
+        _day(start + timedelta(days=5), "2"),  # Monday: the next week
+        _day(start + timedelta(days=300), "3"),
+    ]
+    unit, weeks = day_bins(sparse)
+    assert unit == "week"
+    assert [w.day for w in weeks] == [date(2025, 5, 5), date(2025, 5, 12), date(2026, 3, 2)]
+    assert all(w.day.weekday() == 0 for w in weeks)
+    assert [w.cost for w in weeks] == [Decimal("1.25"), Decimal("2"), Decimal("3")]
+    assert [w.calls for w in weeks] == [3, 1, 1] and weeks[0].prompt == 300
+    assert sum(w.calls for w in weeks) == sum(d.calls for d in sparse)
+    unpriced = day_bins([_day(start, None), _day(start + timedelta(days=200), None)])[1]
+    assert [w.cost for w in unpriced] == [None, None]  # unknown stays unknown, never 0
+    # Over two years: a bar a month, each at its first day.
+    unit, months = day_bins([_day(start, "1"), _day(start + timedelta(days=800), "2")])
+    assert unit == "month" and [m.day for m in months] == [date(2025, 5, 1), date(2027, 7, 1)]
+
+
+def test_weeks_and_months_get_their_own_ticks_and_lines() -> None:
+    weeks = [(date(2025, 5, 5) + timedelta(weeks=n)).isoformat() for n in range(40)]
+    axis = day_axis(weeks, "week")
+    assert axis["dtick"] == 7 * DAY_MS * 4  # ceil(40 weeks / 12) weeks a tick
+    assert axis["hoverformat"].startswith("week of")
+    assert day_axis(["2025-05-01", "2027-07-01"], "month")["dtick"] == "M3"
+    assert day_axis(["2025-05-01", "2027-07-01"], "month")["tickformat"] == "%b %Y"
+    # Consecutive weeks make one line; a week without calls breaks it.
+    days, (values,) = broken_at_gaps(
+        ["2025-05-05", "2025-05-12", "2025-05-26"], [0.1, 0.2, 0.3], step_days=7
+    )
+    assert values == [0.1, 0.2, None, 0.3] and days[2] == "2025-05-13"
+    figure = cost_by_day_figure(
+        day_bins([_day(date(2025, 5, 7), "1"), _day(date(2026, 1, 7), "1")])[1], "week"
+    )
+    assert figure["layout"]["xaxis"]["hoverformat"].startswith("week of")

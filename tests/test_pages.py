@@ -428,3 +428,30 @@ def test_an_unpriced_model_says_how_to_price_it_and_links_staff_to_its_row(
         r'value="2026-11-02"[^>]*name="effective_from_0"', form
     )
     assert client.get(f"{add}?model=x&effective_from=not-a-day").status_code == 200
+
+
+def test_the_overview_draws_a_long_span_by_week(client: Client) -> None:
+    membership = MembershipFactory.create()
+    org = membership.organization
+    hello = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+    transcripts_store(
+        organization=org,
+        transcripts=[
+            Transcript(
+                messages=hello,
+                title=f"day {days}",
+                model="gpt-4o",
+                calls=[Call(request=[0], response=1, started_at=T0 + timedelta(days=days))],
+            )
+            for days in (0, 1, 200)
+        ],
+    )
+    client.force_login(membership.user)
+    url = reverse("org_overview", args=[org.slug])
+    html = client.get(url).content.decode()
+    assert "<h2>Cost by week</h2>" in html and "<h2>Cache hit rate by week</h2>" in html
+    data = json.loads(first_group(r'id="day-figure" type="application/json">(.*?)</script>', html))
+    # T0 (a Monday) and the day after are one week's bar; 200 days later, another.
+    assert data["data"][0]["x"] == ["2026-11-02", "2027-05-17"]
+    html = client.get(url, {"date_from": "2026-11-01", "date_to": "2026-11-30"}).content.decode()
+    assert "<h2>Cost by day</h2>" in html
