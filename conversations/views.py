@@ -36,7 +36,7 @@ from .forms import (
     tags_text,
 )
 from .jsonl_export import jsonl_lines
-from .models import Conversation, Organization, Role
+from .models import Conversation, Membership, Organization, Role
 from .services import deletion
 from .services import imports as import_services
 from .services import members as member_services
@@ -161,6 +161,16 @@ def conversation_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def conversation_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
+    return _conversation_page(request, membership, conversation, _tags_form(conversation))
+
+
+def _conversation_page(
+    request: HttpRequest,
+    membership: Membership,
+    conversation: Conversation,
+    tags_form: TagsForm,
+    status: int = 200,
+) -> HttpResponse:
     turns = selectors.conversation_turns(conversation)
     summary = selectors.conversation_summary(turns)
     context = {
@@ -170,9 +180,9 @@ def conversation_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> Http
         "turns": turns,
         "summary": summary,
         "turn_figure": charts.conversation_turns_figure(turns),
-        "tags_form": _tags_form(conversation),
+        "tags_form": tags_form,
     }
-    return render(request, "conversations/conversation.html", context)
+    return render(request, "conversations/conversation.html", context, status=status)
 
 
 @login_required
@@ -376,9 +386,9 @@ def conversation_tags(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
         return HttpResponse("Viewers cannot change tags.", status=403)
     form = TagsForm(request.POST)
     if not form.is_valid():
-        problems = "; ".join(str(e) for e in form.errors["tags"])
-        messages.error(request, f"Tags not saved: {problems}")
-        return redirect("conversation_detail", slug=slug, code=code)
+        # The page again with what was typed and the error beside it: a redirect lost every
+        # line, the good ones with the bad.
+        return _conversation_page(request, membership, conversation, form, status=400)
     tag_services.conversation_tags_set(conversation=conversation, tags=form.cleaned_data["tags"])
     messages.success(request, "Tags saved.")
     return redirect("conversation_detail", slug=slug, code=code)

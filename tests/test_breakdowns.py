@@ -150,9 +150,13 @@ def test_it_sets_tags_in_the_page(client: Client, member: Membership) -> None:
 
     conversation.refresh_from_db()
     assert conversation.tags == {"team": "search", "env": "prod"}
-    client.post(url, {"tags": "no equals sign"})
+    refused = client.post(url, {"tags": "owner=ana\nno equals sign"})
     conversation.refresh_from_db()
     assert conversation.tags == {"team": "search", "env": "prod"}  # nothing half-stored
+    # The page again, with what was typed (the good line too) and why it was refused.
+    page = refused.content.decode()
+    assert refused.status_code == 400 and 'role="alert"' in page
+    assert "owner=ana\nno equals sign</textarea>" in page and "Line 2" in page
     viewer = MembershipFactory.create(organization=member.organization, role=Role.VIEWER)
     client.force_login(viewer.user)
     assert client.post(url, {"tags": "x=y"}).status_code == 403
