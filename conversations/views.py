@@ -234,8 +234,7 @@ def imports(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 format=form.cleaned_data.get("format") or "",
                 tags=form.cleaned_data.get("tags") or {},
             )
-            if job.duplicate_of_id:
-                messages.info(request, f"{job.original_name} was already imported: nothing new.")
+            # A duplicate's page says so itself, with a link to the first import of it.
             return redirect("import_job_detail", slug=slug, code=job.code)
     context = {
         "organization": organization,

@@ -296,3 +296,23 @@ def test_a_slice_with_no_call_costs_nothing_not_unpriced(
     assert (summary.calls, summary.cost, summary.lost) == (0, Decimal(0), Decimal(0))
     whole = breakdowns.slice_totals(member.organization, Slice())
     assert whole.calls and whole.cost and whole.cost > 0
+
+
+def test_a_duplicate_upload_says_so_once_with_a_link_to_the_first(
+    client: Client, member: Membership
+) -> None:
+    chat = {"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4o"}
+    first = import_job_create(
+        organization=member.organization,
+        user=member.user,
+        upload=SimpleUploadedFile("chat.json", json.dumps(chat).encode()),
+    )
+    import_job_process(first)
+    client.force_login(member.user)
+    url = reverse("imports", args=[member.organization.slug])
+    again = SimpleUploadedFile("again.json", json.dumps(chat).encode())
+    page = client.post(url, {"file": again, "format": ""}, follow=True).content.decode()
+    assert page.count("already imported") == 1 and "nothing new was created" in page
+    first_url = reverse("import_job_detail", args=[member.organization.slug, first.code])
+    assert f'<a href="{first_url}">chat.json</a>' in page
+    assert '<p class="crumbs"><a href="' in client.get(url).content.decode()
