@@ -668,6 +668,41 @@ def _conversation_totals_breakdown(
     ]
 
 
+def previous_shift(current: Slice, previous: Slice, dimension: Dimension) -> int | None:
+    """How many days back a day's (a week's) group lies in the previous period, when the
+    groups line up: days always, weeks when the period is whole weeks (a 10-day period's
+    weeks would pair 3 days with 7), months never (a 30-day period is not a month). None
+    when they do not, or when the period does not start at a local midnight."""
+    if current.start is None or previous.start is None:
+        return None
+    zone = ZoneInfo(current.zone)
+    first, before = _local_day(current.start, zone), _local_day(previous.start, zone)
+    if first is None or before is None:
+        return None
+    days = (first - before).days
+    if dimension.name == "day" or (dimension.name == "week" and days % 7 == 0):
+        return days
+    return None
+
+
+def beside_previous(
+    rows: list[BreakdownRow],
+    before: list[BreakdownRow],
+    dimension: Dimension,
+    shift: int | None,
+) -> list[tuple[BreakdownRow, BreakdownRow | None]]:
+    """Each group beside the same group of the previous period. A model or a tag is the
+    same key; a day is the day `shift` days earlier (its key is another date), and a
+    period that does not line up (shift None) has no partner for any row."""
+    if dimension.name not in PERIOD_KEYS:
+        by_key = {row.key: row for row in before}
+        return [(row, by_key.get(row.key)) for row in rows]
+    if shift is None:
+        return [(row, None) for row in rows]
+    by_day = {row.key.date(): row for row in before}
+    return [(row, by_day.get(row.key.date() - timedelta(days=shift))) for row in rows]
+
+
 def breakdown(
     organization: Organization,
     slice_: Slice,

@@ -398,16 +398,37 @@ def bar_labels(names: list[str], width: int = BAR_LABEL_CHARS) -> list[str]:
     return shown
 
 
-def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
+def breakdown_figure(
+    rows: list[BreakdownRow],
+    dimension: Dimension,
+    before: dict[Any, BreakdownRow | None] | None = None,
+) -> Figure:
     """Cost per group: bars over time for a period dimension, else the groups by cost; a
-    long name cut on the axis, whole in the bar's hover."""
+    long name cut on the axis, whole in the bar's hover. `before` (a row's key to the same
+    group in the previous period) adds that period's bars beside each group."""
     priced = [r for r in rows if r.cost is not None]
     names = [r.title or r.label for r in priced]
-    return {
-        "data": [
+    x = [label(name) for name in bar_labels(names)]
+    previous: list[Figure] = []
+    if before is not None:
+        partners = [before.get(r.key) for r in priced]
+        previous.append(
             {
                 "type": "bar",
-                "x": [label(name) for name in bar_labels(names)],
+                "name": "Previous period",
+                "x": x,
+                "y": [_money(p.cost) if p is not None else None for p in partners],
+                "hovertemplate": "previous period: $%{y:.4f}<extra></extra>",
+                "marker": {"color": "#bbbbbb"},
+            }
+        )
+    return {
+        "data": [
+            *previous,
+            {
+                "name": "This period",
+                "type": "bar",
+                "x": x,
                 "y": [_money(r.cost) for r in priced],
                 "customdata": [
                     [label(name), r.calls] for name, r in zip(names, priced, strict=True)
@@ -416,7 +437,7 @@ def breakdown_figure(rows: list[BreakdownRow], dimension: Dimension) -> Figure:
                     "%{customdata[0]}: $%{y:.4f} over %{customdata[1]} calls<extra></extra>"
                 ),
                 "marker": {"color": COLORS["output"]},
-            }
+            },
         ],
         "layout": {
             **BASE_LAYOUT,

@@ -461,11 +461,17 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     current, previous = _period(organization, form)
     dimension = form.dimension
     rows = breakdowns.breakdown(organization, current, dimension)
-    before = (
-        {row.key: row for row in breakdowns.breakdown(organization, previous, dimension)}
-        if previous is not None
-        else None
-    )
+    shift = None
+    if previous is not None:
+        before = breakdowns.breakdown(organization, previous, dimension)
+        shift = breakdowns.previous_shift(current, previous, dimension)
+        paired = breakdowns.beside_previous(rows, before, dimension, shift)
+    else:
+        paired = [(row, None) for row in rows]
+    dated = dimension.name in breakdowns.PERIOD_KEYS
+    # A day beside the day `shift` days before it; months (or weeks of a period that is
+    # not whole weeks) have no partner, so their column gives way to a hint.
+    previous_column = previous is not None and (not dated or shift is not None)
     context = {
         "organization": organization,
         "membership": membership,
@@ -479,7 +485,9 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             ),
         ],
         "models": selectors.models_used(organization),
-        "rows": [(row, before.get(row.key) if before is not None else None) for row in rows],
+        "rows": paired,
+        "previous_column": previous_column,
+        "previous_shift": shift if dated else None,
         # The table's footnotes, only for marks it shows.
         "any_unpriced": any(row.unpriced for row in rows),
         "any_costlier": any(row.costlier for row in rows),
@@ -489,7 +497,11 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         ),
         "previous": previous,
         "compare_unavailable": form.compare_value and previous is None,
-        "figure": charts.breakdown_figure(rows, dimension),
+        "figure": charts.breakdown_figure(
+            rows,
+            dimension,
+            {row.key: partner for row, partner in paired} if previous_column else None,
+        ),
         "query": request.GET.urlencode(),
     }
     template = "conversations/breakdown.html"

@@ -34,6 +34,7 @@ from conversations.formats import parse_files
 from conversations.models import Conversation, ConversationSource, Membership, Organization, Role
 from conversations.services.imports import import_job_create, import_job_process
 from conversations.services.transcripts import transcripts_store
+from conversations.templatetags.costlab import usd
 
 from .factories import MembershipFactory
 
@@ -137,6 +138,51 @@ def test_it_keeps_filters_in_the_url_and_compares_periods(
     bad = client.get(url, {"tag": "no-equals", "model": "gpt-4o-mini"}).content.decode()
     assert "Write a tag filter as name=value." in bad
     assert 'data-kpi="calls">1<' in bad
+
+
+def test_a_day_or_week_is_compared_with_the_same_one_a_period_earlier(
+    client: Client, member: Membership
+) -> None:
+    """A day's key is its date, so matching keys across two periods paired nothing: every
+    'Previous cost' was a dash. Nov 9 is set beside Nov 2, the week of Nov 9 beside the week
+    of Nov 2; months of a 7-day period have no partner and say so."""
+    _store(member.organization)
+    org = member.organization
+    client.force_login(member.user)
+    url = reverse("breakdown_page", args=[org.slug])
+    week = {"date_from": "2026-11-09", "date_to": "2026-11-15", "compare": "on"}
+    one_call = slice_totals(org, Slice.of_dates(date(2026, 11, 2), date(2026, 11, 2))).cost
+    four_calls = slice_totals(org, Slice.of_dates(date(2026, 11, 2), date(2026, 11, 8))).cost
+    assert one_call is not None and four_calls is not None and four_calls > one_call
+
+    def cells(by: str, query: dict[str, str]) -> list[tuple[str, str, str]]:
+        page = client.get(url, {**query, "by": by}).content.decode()
+        return re.findall(
+            r'data-key="([^"]+)".*?data-previous-cost>([^<]*)<.*?data-change>([^<]*)<',
+            page,
+            re.S,
+        )
+
+    by_day = cells("day", week)
+    assert by_day == [("2026-11-09", usd(one_call), "0.0%")]
+    by_week = cells("week", week)
+    fall = f"{(one_call - four_calls) / four_calls * 100:.1f}%".replace("-", "\u2212")
+    assert by_week == [("2026-11-09", usd(four_calls), fall)]
+    day_page = client.get(url, {**week, "by": "day"}).content.decode()
+    assert "Cost 7 days earlier" in day_page
+    # The chart sets the earlier day's bar beside each day's.
+    figure = json.loads(re.findall(r'id="breakdown-figure"[^>]*>(.*?)</script>', day_page)[0])
+    bars = {trace["name"]: trace["y"] for trace in figure["data"]}
+    assert bars["Previous period"] == [float(one_call)] == bars["This period"]
+    # Ten days: days still pair (Nov 9 with Oct 30, which had nothing), weeks do not.
+    ten = {**week, "date_to": "2026-11-18"}
+    assert cells("day", ten) == [("2026-11-09", "—", "—")]
+    by_month = client.get(url, {**ten, "by": "week"}).content.decode()
+    assert "data-previous-cost" not in by_month and "data-previous-unaligned" in by_month
+    month = client.get(url, {**week, "by": "month"}).content.decode()
+    assert "Months do not line up" in month
+    # A model is the same key in both periods, as before.
+    assert cells("model", week) == [("gpt-4o", usd(one_call * 3), "\u221266.7%")]
 
 
 def test_it_sets_tags_in_the_page(client: Client, member: Membership) -> None:

@@ -55,6 +55,22 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
+@register.simple_tag
+def cost_change(row: Any, before: Any) -> str:
+    """A group's cost against the same group in the previous period, signed: "new" when it
+    cost nothing then, "—" when either side is unpriced (a change from an unknown is not
+    a change) or there is no partner."""
+    now = getattr(row, "cost", None)
+    then = getattr(before, "cost", None)
+    if before is None or now is None or then is None:
+        return "—"
+    if now == then:
+        return "0.0%"
+    if then == 0:
+        return "new"
+    return f"{(now - then) / then * 100:+.1f}%".replace("-", "\u2212")
+
+
 @register.filter
 def intcomma_plain(value: int | None) -> str:
     return "0" if value is None else f"{value:,}"
