@@ -787,7 +787,7 @@ TURN_COLUMNS = (
     ("conversation", "conversation__code"),
     ("title", "conversation__title"),
     ("source", "conversation__source"),
-    ("turn", "turn__index"),
+    ("turn", "turn_number"),
     ("occurred_at", "occurred_at"),
     ("model", "model"),
     ("prompt_cache_key", "turn__prompt_cache_key"),
@@ -812,7 +812,13 @@ TURN_COLUMNS = (
 
 def turn_export_rows(organization: Organization, slice_: Slice) -> Iterator[tuple[Any, ...]]:
     columns = [column for _, column in TURN_COLUMNS]
-    records = slice_.records(organization).order_by("occurred_at", "id").values_list(*columns)
+    records = (
+        slice_.records(organization)
+        .order_by("occurred_at", "id")
+        # Numbered from 1, as the conversation page numbers its turns (stored from 0).
+        .annotate(turn_number=F("turn__index") + 1)
+        .values_list(*columns)
+    )
     yield from records.iterator(chunk_size=2000)
 
 
@@ -880,10 +886,15 @@ BREAKDOWN_COLUMNS = tuple(
 def breakdown_export_rows(
     organization: Organization, slice_: Slice, dimension: Dimension
 ) -> Iterator[tuple[Any, ...]]:
+    titled = dimension.title is not None
     for row in breakdown_rows(organization, slice_, dimension):
         key = row.key.date() if isinstance(row.key, datetime) else row.key
-        yield (key, row.title, *(getattr(row, name) for name in BREAKDOWN_COLUMNS[1:]))
+        figures = (getattr(row, name) for name in BREAKDOWN_COLUMNS[1:])
+        yield (key, row.title, *figures) if titled else (key, *figures)
 
 
 def breakdown_export_header(dimension: Dimension) -> list[str]:
-    return [dimension.name, "title", *BREAKDOWN_COLUMNS[1:]]
+    """The key's column, a title only where the key has one (a conversation's code), then
+    the figures: a title column empty on every row was noise in a model's export."""
+    titled = ["title"] if dimension.title is not None else []
+    return [dimension.name, *titled, *BREAKDOWN_COLUMNS[1:]]

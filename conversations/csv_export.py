@@ -17,6 +17,7 @@ from decimal import Decimal
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 Cell = str | int | float | Decimal | date | datetime | None
+MONEY_PLACES = Decimal("1e-12")  # the DecimalFields' decimal_places
 
 
 def neutralise(text: str) -> str:
@@ -25,13 +26,23 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
+def money_text(value: Decimal) -> str:
+    """Money at the 12 places it is stored with, every row alike: sums came out as "0" on
+    one row and "0.005280000000" on the next."""
+    return f"{value.quantize(MONEY_PLACES):f}"  # not "0E-12"
+
+
 def _cell(value: Cell) -> str:
     if value is None:
         return ""  # unknown (an unpriced cost): empty, never 0
     if isinstance(value, str):
         return neutralise(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as JSON Lines writes it, not Python's True
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return money_text(value)
     return str(value)
 
 

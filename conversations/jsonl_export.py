@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
+from decimal import Decimal
 
-from .csv_export import Cell
+from .csv_export import Cell, money_text
 
 Value = str | int | float | None
 
@@ -22,7 +23,9 @@ def _value(value: Cell) -> Value:
         return value
     if isinstance(value, datetime | date):
         return value.isoformat()
-    return str(value)  # Decimal (exact digits), and a code (UUID) as the CSV writes it
+    if isinstance(value, Decimal):
+        return money_text(value)  # exact digits, as many on every row as the CSV's
+    return str(value)  # a code (UUID), as the CSV writes it
 
 
 def jsonl_lines(header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> Iterator[str]:

@@ -85,7 +85,7 @@ def test_it_neutralises_every_formula_start() -> None:
     assert neutralise("plain =1") == "plain =1"
     lines = "".join(csv_lines(["a", "b", "c"], [("=1", Decimal("-0.5"), None)]))
     # Numbers stay numbers (a negative amount is data); unknown money stays empty.
-    assert _rows(lines) == [["a", "b", "c"], ["'=1", "-0.5", ""]]
+    assert _rows(lines) == [["a", "b", "c"], ["'=1", "-0.500000000000", ""]]
 
 
 def _export(client: Client, organization: Organization, **params: str) -> str:
@@ -155,8 +155,8 @@ def test_it_exports_from_the_command_line(member: Membership) -> None:
     out = io.StringIO()
     call_command("export_usage", "--org", member.organization.slug, "--by", "user", stdout=out)
     rows = _rows(out.getvalue())
-    assert rows[0][:3] == ["user", "title", "calls"]
-    assert {row[0]: row[2] for row in rows[1:]} == {"u-1": "5", "u-2": "1"}
+    assert rows[0][:3] == ["user", "calls", "cost"]
+    assert {row[0]: row[1] for row in rows[1:]} == {"u-1": "5", "u-2": "1"}
 
     out = io.StringIO()
     call_command(
@@ -247,6 +247,8 @@ def test_json_lines_hold_the_csv_rows_unneutralised_with_exact_money(
                 assert cell == ""  # unknown: empty in CSV, null here, never 0
             elif isinstance(value, str):
                 assert cell in (value, neutralise(value)), (name, value, cell)
+            elif isinstance(value, bool):
+                assert cell == str(value).lower(), (name, value, cell)
             else:
                 assert cell == str(value), (name, value, cell)
     costs = [obj["cost"] for obj in objects if "cost" in obj]
@@ -275,3 +277,33 @@ def test_an_unknown_export_format_is_refused(client: Client, member: Membership)
     stranger = MembershipFactory.create()
     client.force_login(stranger.user)
     assert client.get(url, {"format": "jsonl", "table": "turns"}).status_code == 404
+
+
+def test_the_exports_read_as_the_pages_do(client: Client, member: Membership) -> None:
+    """Turns numbered from 1 as on the conversation page, money with the same 12 places on
+    every row (a sum of nothing came out as "0"), booleans as JSON writes them, a title
+    column only where the key has a title, and links with no stray '&' when unfiltered."""
+    _store(member.organization)
+    client.force_login(member.user)
+    turns = _rows(_export(client, member.organization, table="turns"))
+    header = turns[0]
+    assert {row[header.index("turn")] for row in turns[1:]} == {"1"}
+    assert {row[header.index("cache_eligible")] for row in turns[1:]} <= {"true", "false"}
+    money = [
+        row[header.index(name)]
+        for row in turns[1:]
+        for name in ("cost", "cost_without_cache")
+        if row[header.index(name)]
+    ]
+    assert money and all(len(cell.split(".")[1]) == 12 for cell in money), money
+    conversations = _rows(_export(client, member.organization, table="conversations"))
+    lost = conversations[0].index("money_lost_to_misses")
+    assert all(len(row[lost].split(".")[1]) == 12 for row in conversations[1:] if row[lost])
+    by_model = _rows(_export(client, member.organization, by="model"))
+    assert "title" not in by_model[0]
+    by_conversation = _rows(_export(client, member.organization, by="conversation"))
+    assert by_conversation[0][:2] == ["conversation", "title"]
+    page = client.get(reverse("breakdown_page", args=[member.organization.slug]))
+    export = reverse("usage_export", args=[member.organization.slug])
+    assert f'href="{export}?table=turns&amp;format=jsonl"' in page.content.decode()
+    assert "?&amp;" not in page.content.decode()

@@ -149,6 +149,16 @@ def query_with(form: Any, **overrides: Any) -> str:
     return query.urlencode()
 
 
+@register.simple_tag
+def export_url(slug: str, query: str, **params: str) -> str:
+    """The export of the page's filters (`query`, the page's query string) with a table or
+    format set: `?table=turns`, never `?&table=turns` when there is no filter."""
+    merged = QueryDict(query, mutable=True)
+    for key, value in params.items():
+        merged[key] = value
+    return f"{reverse('usage_export', args=[slug])}?{merged.urlencode()}"
+
+
 @register.filter
 def length_of_ranges(ranges: list[list[int]]) -> int:
     return sum(end - start for start, end in ranges)
