@@ -139,14 +139,28 @@ class Slice:
         return records
 
 
-# The tokens of a call that the cache could have served: its prompt down to the policy's
-# step, for eligible calls only (below the minimum or on a model without caching nothing is
-# cacheable, so nothing is lost). A breakpoint model caches exact lengths; its step of 1
-# in the policy row keeps that exact.
+# MissReason.describe() of a cold miss whose prefix the cache held under another key.
+OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
+
+# The tokens of a call that the cache could have served, for eligible calls only (below the
+# minimum or on a model without caching nothing is cacheable, so nothing is lost):
+# - where the simulator found nothing that cost it a hit (no miss reason, or the cold first
+#   sight of its prefix), what the cache held for it (Turn.simulated_cached_tokens): the
+#   rest of its prompt had never been sent (a turn's new message and the last reply), so no
+#   cache could have held it. Counting it "lost" put money on every partial hit of a
+#   well-cached chat (a turn of 2,077 tokens reading 1,920, all the turn before had left);
+# - where it found a cause (the prefix changed or expired, an overflow, a prefix cached
+#   under another key), its prompt down to the policy's step: what a kept prefix would
+#   have let it read, at most (its own new tokens included, an upper bound).
+# A breakpoint model caches exact lengths; its step of 1 in the policy row keeps that exact.
 _STEP = Coalesce(F("price__cache_policy__step_tokens"), Value(DEFAULT_STEP))
+UNAVOIDABLE = Q(turn__miss_reason="") | (
+    Q(turn__miss_reason="cold") & ~Q(turn__miss_detail__startswith=OTHER_KEY)
+)
 CACHEABLE = Case(
-    When(cache_eligible=True, then=F("prompt_tokens") / _STEP * _STEP),
-    default=Value(0),
+    When(cache_eligible=False, then=Value(0)),
+    When(UNAVOIDABLE, then=F("turn__simulated_cached_tokens")),
+    default=F("prompt_tokens") / _STEP * _STEP,
     output_field=IntegerField(),
 )
 MISSED_TOKENS = Greatest(CACHEABLE - F("input_cached"), Value(0), output_field=IntegerField())
@@ -179,9 +193,6 @@ LOST = Case(
     ),
     output_field=MONEY,
 )
-
-# MissReason.describe() of a cold miss whose prefix the cache held under another key.
-OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
 
 # Figures every breakdown row carries, aggregated in the database.
 FIGURES: dict[str, Any] = {

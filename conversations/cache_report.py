@@ -43,13 +43,15 @@ from .engine.metrics import (
 from .models import BreakerDay, CacheDay, MissReason, Organization, Turn, UsageRecord
 
 NOT_ELIGIBLE = (MissReason.NOT_SUPPORTED, MissReason.BELOW_MINIMUM, MissReason.BATCH)
-NO_REASON = "partial"  # a hit that fell short of the cacheable prefix with no reason given
+# A call the simulator found no cause of a miss for that lost tokens all the same: the API
+# reported fewer cached tokens than the simulator had the cache hold (breakdowns.CACHEABLE).
+NO_REASON = "partial"
 
 
 def reason_label(reason: str) -> str:
     if reason in MissReason.values:
         return str(MissReason(reason).label)
-    return "Partial hit" if reason in ("", NO_REASON) else reason
+    return "Cached less than predicted" if reason in ("", NO_REASON) else reason
 
 
 def _in(value: float | None, band: tuple[float, float]) -> bool | None:

@@ -116,10 +116,9 @@ def test_it_prices_each_miss_reason_on_the_cache_page(client: Client, member: Me
 
     by_reason = {row.reason: row for row in lost_by_reason(organization, Slice())}
 
-    # The first static call is cold; the other 59 read its whole cacheable prefix.
-    assert set(by_reason) == {"cold", "prefix_changed"}
-    assert by_reason["cold"].calls == 1
-    assert by_reason["cold"].lost == cacheable(static_prompt) * LOST_PER_TOKEN
+    # The first static call is cold, the first sight of its prefix: no cache could have
+    # held it, so it lost nothing. The other 59 read its whole cacheable prefix.
+    assert set(by_reason) == {"prefix_changed"}
     assert by_reason["prefix_changed"].calls == 40
     assert by_reason["prefix_changed"].missed_tokens == 40 * cacheable(stamped_prompt)
     summary = cache_summary(organization, Slice())
@@ -127,9 +126,7 @@ def test_it_prices_each_miss_reason_on_the_cache_page(client: Client, member: Me
     assert summary.hit_rate_requests == pytest.approx(0.59)
     assert summary.hit_rate_met is False  # below the seed's 70 % line
     assert summary.cached_per_request == pytest.approx(59 * cacheable(static_prompt) / 100)
-    assert summary.lost == (cacheable(static_prompt) + 40 * cacheable(stamped_prompt)) * (
-        LOST_PER_TOKEN
-    )
+    assert summary.lost == 40 * cacheable(stamped_prompt) * LOST_PER_TOKEN
 
     client.force_login(member.user)
     page = client.get(reverse("cache_page", args=[organization.slug])).content.decode()
@@ -230,7 +227,7 @@ def test_it_shows_a_key_at_30_rpm_overflowing_and_what_sharding_it_saves(
     by_reason = {row.reason: row for row in lost_by_reason(organization, Slice())}
     assert by_reason["overflow"].calls == 30
     assert by_reason["overflow"].lost == 30 * tokens * LOST_PER_TOKEN
-    assert by_reason["cold"].calls == 1
+    assert "cold" not in by_reason  # the first call: nothing it could have read
 
     rates = key_rates(transcripts)
     assert (rates[0].key, rates[0].peak_rpm) == ("support", 30)
@@ -277,3 +274,60 @@ def test_it_bounds_the_fix_list(member: Membership, monkeypatch: pytest.MonkeyPa
     # Another request holds the lock: this one says so instead of computing it twice.
     monkeypatch.setattr(cache, "add", lambda *args, **kwargs: False)
     assert fix_list(organization, Slice()) == Busy()
+
+
+def _chat(turns: int, *, pause_before: int | None = None) -> Transcript:
+    """One conversation re-sending its history, a turn every 20 s (2 hours before turn
+    `pause_before`): each turn adds a 300-odd token question."""
+    messages: list[dict[str, str]] = [{"role": "system", "content": STATIC}]
+    calls = []
+    at = T0
+    for n in range(turns):
+        at += timedelta(hours=2) if n == pause_before else timedelta(seconds=20)
+        question = f"Question {n}: " + " ".join(f"detail {n}-{i} of the order" for i in range(60))
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": "ok"}]
+        last = len(messages) - 1
+        calls.append(
+            Call(
+                request=list(range(last)),
+                response=last,
+                model=MODEL,
+                started_at=at,
+                prompt_cache_key="chat",
+            )
+        )
+    return Transcript(messages=messages, calls=calls, title="growing chat", model=MODEL)
+
+
+def _billing(organization: Organization) -> list[tuple[int, int]]:
+    records = UsageRecord.objects.filter(organization=organization, is_billing=True)
+    return list(records.order_by("turn__index").values_list("prompt_tokens", "input_cached"))
+
+
+def test_a_well_cached_chat_loses_nothing_to_its_new_tokens(member: Membership) -> None:
+    """Each turn of a chat reads all the turn before it left in the cache; the rest of its
+    prompt (its new question, the last reply) was never sent, so no cache could have held
+    it. Counted as lost (its prompt to the step, less what it read), 4 partial hits lost
+    money a kept prefix could never have saved."""
+    organization = member.organization
+    transcripts_store(organization=organization, transcripts=[_chat(5)])
+    calls = _billing(organization)
+    assert calls[0][1] == 0 and all(cached > 0 for _, cached in calls[1:])  # partial hits
+    assert all(cacheable(prompt) > cached for prompt, cached in calls[1:])
+
+    assert lost_by_reason(organization, Slice()) == []
+    assert cache_summary(organization, Slice()).lost == 0
+
+
+def test_a_chat_resumed_after_the_cache_expired_loses_its_prefix(member: Membership) -> None:
+    """The same chat with 2 hours before its last turn: that turn's cache had expired, and
+    it loses what a live cache would have served (its prompt to the step, at most)."""
+    organization = member.organization
+    transcripts_store(organization=organization, transcripts=[_chat(5, pause_before=4)])
+    prompt, cached = _billing(organization)[4]
+    assert cached == 0
+
+    by_reason = {row.reason: row for row in lost_by_reason(organization, Slice())}
+    assert set(by_reason) == {"expired"}
+    assert by_reason["expired"].lost == cacheable(prompt) * LOST_PER_TOKEN
+    assert cache_summary(organization, Slice()).lost == cacheable(prompt) * LOST_PER_TOKEN

@@ -22,22 +22,14 @@ BACKFILL = "UPDATE conversations_conversationtotals SET " + ", ".join(
 
 
 def rollups_fill(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """Existing usage gets its rollups (moved here from 0014, which built them with the
-    service as the code has it: this is the first migration where the schema matches it
-    again; if a later migration changes these tables, this step moves there). A database
-    whose rollups 0014 built already (DimensionDay has rows) only needs the new
-    ConversationTotals columns: summed from ConversationDay, not rebuilt from every usage
-    row."""
-    from conversations.models import Organization
-    from conversations.services.rollups import organization_rebuild
-
+    """Existing rollups get the new ConversationTotals columns, summed from ConversationDay.
+    A database without rollups yet has them built from every usage row by the latest
+    migration that rebuilds them with the service as the code has it (0020): the service
+    reads today's schema, which only the latest migration's state matches."""
     if not apps.get_model("conversations", "UsageRecord").objects.exists():
         return
     if apps.get_model("conversations", "DimensionDay").objects.exists():
         schema_editor.execute(BACKFILL)
-        return
-    for organization in Organization.objects.only("id", "time_zone"):
-        organization_rebuild(organization=organization)
 
 
 class Migration(migrations.Migration):

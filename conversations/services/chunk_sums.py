@@ -141,11 +141,19 @@ def _lost(
     cost_total: Decimal | None,
     uncached_cost: Decimal | None,
     uncached: int,
+    unavoidable: bool,
+    simulated_cached: int,
 ) -> tuple[Decimal | None, int]:
     """breakdowns.LOST and MISSED_TOKENS of one record (`cost_total` and `uncached_cost`
-    as their numeric(24, 12) columns store them)."""
+    as their numeric(24, 12) columns store them; `unavoidable` is breakdowns.UNAVOIDABLE
+    of its turn, `simulated_cached` the turn's simulated_cached_tokens)."""
     step = rates.step if rates is not None else DEFAULT_STEP
-    cacheable = int(prompt / step) * step if eligible else 0
+    if not eligible:
+        cacheable = 0
+    elif unavoidable:
+        cacheable = simulated_cached
+    else:
+        cacheable = int(prompt / step) * step
     missed = max(cacheable - cached, 0)
     if cost_total is None:
         return None, missed
@@ -542,6 +550,8 @@ def _record_add(
             hit_ms, hit_calls = latency, 1
         elif cached == 0 and eligible:
             miss_ms, miss_calls = latency, 1
+    miss_reason = turn["miss_reason"]
+    other_key_cold = miss_reason == "cold" and str(turn["miss_detail"]).startswith(OTHER_KEY)
     lost, missed_tokens = _lost(
         rates,
         eligible=eligible,
@@ -550,6 +560,8 @@ def _record_add(
         cost_total=cost_total,
         uncached_cost=cost_input_uncached,
         uncached=record["input_uncached"],
+        unavoidable=miss_reason == "" or (miss_reason == "cold" and not other_key_cold),
+        simulated_cached=turn["simulated_cached_tokens"],
     )
     breakdown = [
         1, priced, 1 if eligible else 0, eligible_hit, prompt, cached, completion,
@@ -572,8 +584,7 @@ def _record_add(
         ]
     )  # fmt: skip
     missed = eligible and missed_tokens > 0
-    miss_reason = turn["miss_reason"]
-    other_key = missed and miss_reason == "cold" and str(turn["miss_detail"]).startswith(OTHER_KEY)
+    other_key = missed and other_key_cold
     no_key = missed and turn["prompt_cache_key"] == ""
     tables.cache[(organization_id, day, model, miss_reason)].append(
         [
