@@ -385,6 +385,9 @@ def test_sort_headers_reorder_rows_and_the_url_keeps_sort_and_filters(
     expect(page.locator("#conversation-table a[data-sort=cost]")).to_contain_text("▲")
     click_sort("cost", "-cost")
     assert table_costs(page) == costs
+    click_sort("title", "title")  # a name's first click reads A to Z
+    assert table_titles(page) == sorted(before)
+    expect(page.locator("#conversation-table a[data-sort=title]")).to_contain_text("▲")
     click_sort("title", "-title")
     assert table_titles(page) == sorted(before, reverse=True)
     assert page.evaluate("window.__marker") == 1

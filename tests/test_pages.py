@@ -297,6 +297,17 @@ def test_it_sorts_the_conversation_table_partial(
     assert rows == ["local model", "cheap", "expensive"]  # unpriced first when ascending
 
 
+def test_a_first_click_sorts_names_from_a_and_figures_from_the_biggest() -> None:
+    from conversations.templatetags.costlab import sort_toggle
+
+    assert sort_toggle("title", "-cost") == "title"
+    assert sort_toggle("title", "title") == "-title"
+    assert sort_toggle("title", "-title") == "title"
+    assert sort_toggle("cost", "title") == "-cost"
+    assert sort_toggle("cost", "-cost") == "cost"
+    assert sort_toggle("created", "cost") == "-created"
+
+
 def test_it_shows_reported_and_estimated_usage_on_the_conversation_page(
     client: Client, org_with_data: Organization
 ) -> None:

@@ -118,12 +118,16 @@ def get_sort_columns() -> list[tuple[str, str]]:
     return SORT_COLUMNS
 
 
+# Columns a first click sorts A to Z: names. Figures and dates sort biggest, newest first.
+ASCENDING_FIRST = frozenset({"title"})
+
+
 @register.filter
 def sort_toggle(key: str, current: str) -> str:
-    """Clicking the current sort column flips its direction; a new column sorts descending."""
-    if current == f"-{key}":
-        return key
-    return f"-{key}"
+    """Clicking the current sort column flips its direction; a new column sorts its first
+    way (a name from A, a figure from the biggest: a first click on Conversation went Z to A)."""
+    first, second = (key, f"-{key}") if key in ASCENDING_FIRST else (f"-{key}", key)
+    return second if current == first else first
 
 
 @register.simple_tag
