@@ -181,8 +181,16 @@ def _conversation_page(
         "summary": summary,
         "turn_figure": charts.conversation_turns_figure(turns),
         "tags_form": tags_form,
+        # The what-if's scenario, from the URL its select wrote (HX-Replace-Url below), so
+        # a reload or a shared link shows the retention that was chosen.
+        "retention": _retention(request) if "retention" in request.GET else None,
     }
     return render(request, "conversations/conversation.html", context, status=status)
+
+
+def _retention(request: HttpRequest) -> str:
+    retention = request.GET.get("retention", what_if.DEFAULT_RETENTION)
+    return retention if retention in what_if.RETENTION_SCENARIOS else what_if.DEFAULT_RETENTION
 
 
 @login_required
@@ -191,16 +199,20 @@ def conversation_what_if(request: HtmxHttpRequest, slug: str, code: UUID) -> Htt
     """Projection and strategy comparison, loaded after the page so it never slows it."""
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
-    retention = request.GET.get("retention", what_if.DEFAULT_RETENTION)
-    if retention not in what_if.RETENTION_SCENARIOS:
-        retention = what_if.DEFAULT_RETENTION
+    retention = _retention(request)
     context = {
         "organization": membership.organization,
         "conversation": conversation,
         "what_if": what_if.conversation_what_if(conversation, retention=retention),
         "retention_scenarios": what_if.RETENTION_SCENARIOS,
     }
-    return render(request, "conversations/conversation.html#what-if", context)
+    response = render(request, "conversations/conversation.html#what-if", context)
+    if request.htmx and "retention" in request.GET:
+        # The page's address keeps the choice (replaced, not pushed: a scenario is not a
+        # page to go Back to), so a reload shows it again rather than the default.
+        page = reverse("conversation_detail", args=[slug, code])
+        response["HX-Replace-Url"] = f"{page}?{urlencode({'retention': retention})}"
+    return response
 
 
 @login_required

@@ -441,6 +441,18 @@ def test_conversation_page_draws_turns_and_explains_cache_misses(
     cached_kpi = page.locator(".kpi:has(span:text-is('Cached')) strong").inner_text()
     assert cached_kpi.endswith("%") and float(cached_kpi[:-1]) > 50
 
+    # The what-if's retention scenario stays in the address: a reload shows it again.
+    page.wait_for_selector("#what-if select[name=retention]")
+    with page.expect_response(lambda r: "retention=1h" in r.url):
+        page.select_option("#what-if select[name=retention]", "1h")
+    wait_until(page, "new URLSearchParams(location.search).get('retention') === '1h'")
+    page.reload()
+    page.wait_for_selector("#what-if #strategies")
+    expect(page.locator("#what-if select[name=retention]")).to_have_value("1h")
+    page.go_back()  # replaced, not pushed: one Back leads to the overview
+    expect(page.locator("#conversation-table")).to_be_visible()
+    page.go_forward()
+
     # The small chat: every call is below the caching minimum, and it says so.
     page.go_back()
     with page.expect_navigation():

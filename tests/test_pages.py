@@ -337,7 +337,14 @@ def test_it_compares_strategies_and_projects_the_next_turns(client: Client, tmp_
     call_command("import_transcripts", str(path), "--org", org.slug)
     conversation = Conversation.objects.get(organization=org)
     url = reverse("conversation_what_if", args=[org.slug, conversation.code])
-    html = client.get(url, {"retention": "1h"}, headers={"HX-Request": "true"}).content.decode()
+    response = client.get(url, {"retention": "1h"}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    # The page's address keeps the scenario, and the page loads it again from there.
+    page_url = reverse("conversation_detail", args=[org.slug, conversation.code])
+    assert response["HX-Replace-Url"] == f"{page_url}?retention=1h"
+    reloaded = client.get(page_url, {"retention": "1h"}).content.decode()
+    assert f'hx-get="{url}?retention=1h"' in reloaded
+    assert f'hx-get="{url}"' in client.get(page_url).content.decode()
     costs = {
         label: Decimal(cost.replace("$", "").replace(",", ""))
         for label, cost in re.findall(
