@@ -226,7 +226,7 @@ def conversation_turns_figure(turns: list[TurnRow]) -> Figure:
             running += record.cost_total
         # Once a turn is unpriced the running total is unknown: say so with a gap.
         cumulative.append(None if unpriced_seen else float(running))
-    return {
+    figure: Figure = {
         "data": [
             {
                 "type": "bar",
@@ -278,6 +278,24 @@ def conversation_turns_figure(turns: list[TurnRow]) -> Figure:
             },
         },
     }
+    if shown and all(value is None for value in cumulative):
+        # Unknown from the first turn: no line to draw, and an empty dollar axis read as
+        # "costs nothing". The chart says why instead.
+        figure["data"].pop()
+        del figure["layout"]["yaxis2"]
+        figure["layout"]["annotations"] = [
+            {
+                "text": "No cost line: the first call's model has no price",
+                "xref": "paper",
+                "yref": "paper",
+                "x": 1,
+                "y": 1,
+                "xanchor": "right",
+                "yanchor": "bottom",
+                "showarrow": False,
+            }
+        ]
+    return figure
 
 
 def cache_hits_by_day_figure(rows: list[DayCost], unit: str = "day") -> Figure:

@@ -144,6 +144,25 @@ def test_it_gives_turn_rows_where_reported_usage_wins_and_a_pending_request_is_u
     assert conversation_summary(rows[2:]).cost == 0 and conversation_summary([]).cost == 0
 
 
+def test_an_unpriced_conversations_chart_draws_no_empty_dollar_axis(
+    org_with_data: Organization,
+) -> None:
+    unpriced = conversation_turns(Conversation.objects.get(title="local model"))
+    assert unpriced and all(
+        r.billing is not None and r.billing.cost_total is None for r in unpriced
+    )
+    figure = conversation_turns_figure(unpriced)
+    assert [trace["name"] for trace in figure["data"]] == [
+        "Cached input",
+        "Uncached input",
+        "Output",
+    ]
+    assert "yaxis2" not in figure["layout"]
+    assert "has no price" in figure["layout"]["annotations"][0]["text"]
+    priced = conversation_turns_figure(conversation_turns(Conversation.objects.get(title="cheap")))
+    assert priced["data"][-1]["name"] == "Cumulative cost" and "annotations" not in priced["layout"]
+
+
 def test_it_shows_the_overview_with_charts_and_the_unpriced_models(
     client: Client, org_with_data: Organization
 ) -> None:
