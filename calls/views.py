@@ -500,6 +500,20 @@ def experiment_new(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "calls/experiment_new.html", context, status=400 if form.errors else 200)
 
 
+def _chart_choices(originals: list[tuple[str, str]], turns: Counter[str]) -> list[tuple[str, str]]:
+    """The chart's conversations by title, each with its number of turns, and its code's
+    start where two share a title: ordered by code, two "Imported transcript" read alike."""
+    titles = Counter(title for _, title in originals)
+    choices = []
+    for code, title in sorted(originals, key=lambda o: (o[1].casefold(), o[0])):
+        count = turns[code]
+        label = f"{title or code} ({count} turn{'s' if count != 1 else ''})"
+        if title and titles[title] > 1:
+            label += f" #{code[:8]}"
+        choices.append((code, label))
+    return choices
+
+
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
@@ -526,7 +540,7 @@ def experiment_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
         "variants": experiment.variants.select_related("connection"),
         "progress": progress,
         "results": results,
-        "originals": originals,
+        "originals": _chart_choices(originals, turns),
         "chosen": chosen,
         # The poll keeps only a choice the user made: a default picked while the run had
         # few results would stay pinned.

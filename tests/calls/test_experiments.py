@@ -417,6 +417,9 @@ def test_the_results_chart_opens_on_the_conversation_with_the_most_turns(client:
     page = client.get(url).content.decode()
     selected = re.findall(r'<option value="([^"]+)"\s+selected>', page)
     assert selected == [str(stored[1].code)]  # "B four turns"
+    # Listed by title (they were by code), each with its turns.
+    labels = re.findall(r'<option value="[^"]+"\s*(?:selected)?>([^<]+)</option>', page)
+    assert labels == ["A one-turn chat (1 turn)", "B four turns (4 turns)", "C two turns (2 turns)"]
     shorter = str(stored[0].code)  # asked for: kept
     asked = client.get(url, {"conversation": shorter}).content.decode()
     assert re.findall(r'<option value="([^"]+)"\s+selected>', asked) == [shorter]
@@ -439,3 +442,21 @@ def test_an_unnamed_experiment_is_named_by_when_it_was_made(client: Client) -> N
     experiment.save()
     listed = client.get(reverse("experiments", args=[slug])).content.decode()
     assert ">window on support</a>" in listed
+
+
+def test_two_conversations_of_one_title_are_told_apart_in_the_chart_picker() -> None:
+    from collections import Counter
+
+    from calls.views import _chart_choices
+
+    originals = [
+        ("b" * 32, "Imported transcript"),
+        ("a" * 32, "Imported transcript"),
+        ("c" * 32, "x"),
+    ]
+    turns = Counter({"a" * 32: 3, "b" * 32: 1, "c" * 32: 2})
+    assert _chart_choices(originals, turns) == [
+        ("a" * 32, "Imported transcript (3 turns) #aaaaaaaa"),
+        ("b" * 32, "Imported transcript (1 turn) #bbbbbbbb"),
+        ("c" * 32, "x (2 turns)"),
+    ]
