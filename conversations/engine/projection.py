@@ -3,7 +3,7 @@
 Owns: the cost of the next N turns of one conversation.
 
 Every future turn re-sends everything, so turn t's prompt is turn t-1's prompt plus one
-assistant reply and one user message (their sizes default to the conversation's averages).
+assistant reply and one user message (their sizes default to the conversation's medians).
 Caching: turn t's prompt starts with turn t-1's whole prompt (reply priming is the start of
 the assistant message), so it hits the 128-token floor of turn t-1's prompt when that is at
 least 1024 tokens and the gap between turns is within retention.
@@ -47,9 +47,11 @@ class Projection:
     cost_no_cache: Decimal | None
 
 
-def _average_body(messages: MessageTokens, role: str) -> int:
+def _typical_body(messages: MessageTokens, role: str) -> int:
+    """The median content size of a role's messages: a question after a pasted document
+    is the size of the others, and the mean made every future question half a document."""
     sizes = [messages.body(i) for i, m in enumerate(messages.messages) if m.get("role") == role]
-    return round(sum(sizes) / len(sizes)) if sizes else 0
+    return round(statistics.median(sizes)) if sizes else 0
 
 
 def _message_overhead(role: str, profile: ModelProfile) -> int:
@@ -113,8 +115,8 @@ def project(
             )
         )
     priming = len(priming_tokens(profile))
-    user = _average_body(messages, "user") if user_tokens is None else user_tokens
-    reply = _average_body(messages, "assistant") if assistant_tokens is None else assistant_tokens
+    user = _typical_body(messages, "user") if user_tokens is None else user_tokens
+    reply = _typical_body(messages, "assistant") if assistant_tokens is None else assistant_tokens
     user_message = user + _message_overhead("user", profile)
     reply_message = reply + _message_overhead("assistant", profile)
     gap = _median_gap(transcript, calls) if gap_seconds is None else gap_seconds

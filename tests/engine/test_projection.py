@@ -73,3 +73,18 @@ def test_it_prices_the_projection_in_decimal() -> None:
         conversation(2), 1, profile=default_profile("gpt-4o"), rates=GPT_4O, retention_seconds=300
     )
     assert isinstance(projection.cost, Decimal)
+
+
+def test_a_pasted_document_does_not_make_every_future_question_one() -> None:
+    """The next questions are the conversation's typical (median) size: with one question
+    of 3,000 words among short ones, the mean made each projected question ~600 tokens."""
+    transcript = conversation(6, gap_seconds=30, user_words=(20, 20))
+    first_question = transcript.messages[1]
+    first_question["content"] = " ".join(["document"] * 3000)
+    profile = default_profile("gpt-4o")
+    projection = project(transcript, 3, profile=profile, rates=GPT_4O, retention_seconds=300)
+    others = [
+        count_request([m], profile=profile) for m in transcript.messages[3::2]
+    ]  # each a short question, with its overhead
+    assert projection.user_tokens <= max(others)
+    assert projection.user_tokens < 100
