@@ -125,8 +125,8 @@ def forget(conversation: Conversation) -> None:
 
 # Raised when the way the figures are worked out changes, so that figures cached by an
 # older way are not shown (2: the variants keep each reply's reported output; 3: each
-# strategy's description).
-FIGURES_VERSION = 3
+# strategy's description; 4: the projection's next turns at the median message sizes).
+FIGURES_VERSION = 4
 
 
 def _variant(conversation: Conversation, retention: str, book: PriceBook) -> str:
