@@ -345,6 +345,7 @@ DIMENSIONS: dict[str, Dimension] = {
     )
 }
 TAG_PREFIX = "tag:"
+BREAKDOWN_LIMIT = 200  # groups a breakdown page shows
 
 
 class _MemberText(Func):
@@ -696,22 +697,77 @@ def previous_shift(current: Slice, previous: Slice, dimension: Dimension) -> int
     return None
 
 
+def _nothing(key: Any, title: str | None) -> BreakdownRow:
+    """A group with no call in its period: every figure 0, money known to be $0."""
+    return BreakdownRow(
+        key=key,
+        title=title,
+        calls=0,
+        cost=Decimal(0),
+        cost_uncached=Decimal(0),
+        prompt=0,
+        cached_tokens=0,
+        completion_tokens=0,
+        eligible=0,
+        hits=0,
+        unpriced=0,
+        lost=Decimal(0),
+    )
+
+
 def beside_previous(
     rows: list[BreakdownRow],
     before: list[BreakdownRow],
     dimension: Dimension,
     shift: int | None,
+    *,
+    zone: str = "UTC",
+    limit: int = BREAKDOWN_LIMIT,
 ) -> list[tuple[BreakdownRow, BreakdownRow | None]]:
     """Each group beside the same group of the previous period. A model or a tag is the
     same key; a day is the day `shift` days earlier (its key is another date), and a
-    period that does not line up (shift None) has no partner for any row."""
-    if dimension.name not in PERIOD_KEYS:
-        by_key = {row.key: row for row in before}
-        return [(row, by_key.get(row.key)) for row in rows]
-    if shift is None:
+    period that does not line up (shift None) has no partner for any row.
+
+    Where both lists are whole (fewer than `limit` groups each), a group missing from one
+    had no call in that period: it is set beside an empty row ($0), and a group of the
+    previous period alone is listed too (after the others; days in their place), so the
+    rows add up to both periods' totals. A cut list leaves a missing partner unknown."""
+    whole = len(rows) < limit and len(before) < limit
+    if dimension.name in PERIOD_KEYS and shift is None:
         return [(row, None) for row in rows]
-    by_day = {row.key.date(): row for row in before}
-    return [(row, by_day.get(row.key.date() - timedelta(days=shift))) for row in rows]
+    if dimension.name in PERIOD_KEYS:
+        assert shift is not None
+
+        def key_of(row: BreakdownRow) -> Any:
+            return row.key.date()
+
+        def now_key(row: BreakdownRow) -> Any:
+            return day_start(row.key.date() + timedelta(days=shift), zone)
+
+        then_of: dict[Any, BreakdownRow] = {
+            row.key.date() + timedelta(days=shift): row for row in before
+        }
+    else:
+
+        def key_of(row: BreakdownRow) -> Any:
+            return row.key
+
+        def now_key(row: BreakdownRow) -> Any:
+            return row.key
+
+        then_of = {row.key: row for row in before}
+    paired: list[tuple[BreakdownRow, BreakdownRow | None]] = [
+        (row, then_of.get(key_of(row)) or (_nothing(row.key, row.title) if whole else None))
+        for row in rows
+    ]
+    if whole:
+        seen = {key_of(row) for row in rows}
+        gone = [(_nothing(now_key(then), then.title), then) for k, then in then_of.items()
+                if k not in seen]  # fmt: skip
+        paired += gone
+        if dimension.name in PERIOD_KEYS:
+            paired.sort(key=lambda pair: pair[0].key)
+    return paired
 
 
 def breakdown(
@@ -720,7 +776,7 @@ def breakdown(
     dimension: Dimension,
     *,
     sort: str = "cost",
-    limit: int = 200,
+    limit: int = BREAKDOWN_LIMIT,
 ) -> list[BreakdownRow]:
     """The first `limit` groups: from a rollup where one holds the slice (whole days of
     the organization, at most a model filter and one other), else one GROUP BY over the

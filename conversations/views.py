@@ -477,7 +477,7 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if previous is not None:
         before = breakdowns.breakdown(organization, previous, dimension)
         shift = breakdowns.previous_shift(current, previous, dimension)
-        paired = breakdowns.beside_previous(rows, before, dimension, shift)
+        paired = breakdowns.beside_previous(rows, before, dimension, shift, zone=current.zone)
     else:
         paired = [(row, None) for row in rows]
     dated = dimension.name in breakdowns.PERIOD_KEYS
@@ -510,7 +510,7 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "previous": previous,
         "compare_unavailable": form.compare_value and previous is None,
         "figure": charts.breakdown_figure(
-            rows,
+            [row for row, _ in paired],
             dimension,
             {row.key: partner for row, partner in paired} if previous_column else None,
         ),

@@ -128,7 +128,11 @@ def test_it_keeps_filters_in_the_url_and_compares_periods(
     page = client.get(url, query).content.decode()
 
     assert 'data-previous="calls">previous period 4<' in page
-    assert 'data-key="gpt-4o"' in page and 'data-key="gpt-4o-mini"' not in page
+    # gpt-4o-mini was used the week before only: listed with no call this week.
+    assert re.findall(r'data-key="([^"]+)">.*?data-calls>(\d+)<', page, re.S) == [
+        ("gpt-4o", "1"),
+        ("gpt-4o-mini", "0"),
+    ]
     # The export links carry the same filters.
     assert "date_from=2026-11-09&amp;date_to=2026-11-15" in page
     fragment = client.get(url, {**query, "tag": "team=b"}, headers={"HX-Request": "true"})
@@ -163,8 +167,19 @@ def test_a_day_or_week_is_compared_with_the_same_one_a_period_earlier(
             re.S,
         )
 
+    def cost_on(day: int) -> Decimal:
+        cost = slice_totals(org, Slice.of_dates(date(2026, 11, day), date(2026, 11, day))).cost
+        assert cost is not None
+        return cost
+
     by_day = cells("day", week)
-    assert by_day == [("2026-11-09", usd(one_call), "0.0%")]
+    # Nov 10-12 had no call, Nov 3-5 had: listed, $0 now, so the rows add up to both periods.
+    gone = "\u2212100.0%"
+    assert by_day == [
+        ("2026-11-09", usd(one_call), "0.0%"),
+        *((f"2026-11-{day + 7}", usd(cost_on(day)), gone) for day in (3, 4, 5)),
+    ]
+    assert sum(cost_on(day) for day in (2, 3, 4, 5)) == four_calls
     by_week = cells("week", week)
     fall = f"{(one_call - four_calls) / four_calls * 100:.1f}%".replace("-", "\u2212")
     assert by_week == [("2026-11-09", usd(four_calls), fall)]
@@ -173,16 +188,21 @@ def test_a_day_or_week_is_compared_with_the_same_one_a_period_earlier(
     # The chart sets the earlier day's bar beside each day's.
     figure = json.loads(re.findall(r'id="breakdown-figure"[^>]*>(.*?)</script>', day_page)[0])
     bars = {trace["name"]: trace["y"] for trace in figure["data"]}
-    assert bars["Previous period"] == [float(one_call)] == bars["This period"]
+    assert bars["Previous period"] == [float(cost_on(day)) for day in (2, 3, 4, 5)]
+    assert bars["This period"] == [float(one_call), 0, 0, 0]
     # Ten days: days still pair (Nov 9 with Oct 30, which had nothing), weeks do not.
     ten = {**week, "date_to": "2026-11-18"}
-    assert cells("day", ten) == [("2026-11-09", "—", "—")]
+    assert cells("day", ten)[0] == ("2026-11-09", "$0.00", "new")
     by_month = client.get(url, {**ten, "by": "week"}).content.decode()
     assert "data-previous-cost" not in by_month and "data-previous-unaligned" in by_month
     month = client.get(url, {**week, "by": "month"}).content.decode()
     assert "Months do not line up" in month
     # A model is the same key in both periods, as before.
-    assert cells("model", week) == [("gpt-4o", usd(one_call * 3), "\u221266.7%")]
+    # gpt-4o-mini was used before only: listed at $0 now, where it was left out.
+    assert cells("model", week) == [
+        ("gpt-4o", usd(one_call * 3), "\u221266.7%"),
+        ("gpt-4o-mini", usd(cost_on(4)), gone),
+    ]
 
 
 def test_it_sets_tags_in_the_page(client: Client, member: Membership) -> None:
@@ -362,3 +382,17 @@ def test_a_duplicate_upload_says_so_once_with_a_link_to_the_first(
     first_url = reverse("import_job_detail", args=[member.organization.slug, first.code])
     assert f'<a href="{first_url}">chat.json</a>' in page
     assert '<p class="crumbs"><a href="' in client.get(url).content.decode()
+
+
+def test_a_change_says_new_unpriced_or_unknown_apart() -> None:
+    from conversations.templatetags.costlab import cost_change
+
+    def row(cost: Decimal | None) -> BreakdownRow:
+        return BreakdownRow("k", None, 1, cost, cost, 1, 0, 1, 1, 0, 0, Decimal(0))
+
+    assert cost_change(row(Decimal(2)), row(Decimal(0))) == "new"
+    assert cost_change(row(Decimal(0)), row(Decimal(4))) == "\u2212100.0%"
+    assert cost_change(row(Decimal(3)), row(Decimal(2))) == "+50.0%"
+    assert cost_change(row(None), row(Decimal(2))) == "unpriced"
+    assert cost_change(row(Decimal(2)), row(None)) == "unpriced"
+    assert cost_change(row(Decimal(2)), None) == "—"  # a partner past the list's limit

@@ -58,12 +58,13 @@ def pct(value: float | None) -> str:
 @register.simple_tag
 def cost_change(row: Any, before: Any) -> str:
     """A group's cost against the same group in the previous period, signed: "new" when it
-    cost nothing then, "—" when either side is unpriced (a change from an unknown is not
-    a change) or there is no partner."""
-    now = getattr(row, "cost", None)
-    then = getattr(before, "cost", None)
-    if before is None or now is None or then is None:
+    cost nothing then, "unpriced" when either side is (a change from an unknown is not a
+    change), "—" when its partner is not known (a list cut at its limit)."""
+    if before is None:
         return "—"
+    now, then = row.cost, before.cost
+    if now is None or then is None:
+        return "unpriced"
     if now == then:
         return "0.0%"
     if then == 0:
