@@ -144,23 +144,27 @@ OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
 
 # The tokens of a call that the cache could have served, for eligible calls only (below the
 # minimum or on a model without caching nothing is cacheable, so nothing is lost):
-# - where the simulator found nothing that cost it a hit (no miss reason, or the cold first
-#   sight of its prefix), what the cache held for it (Turn.simulated_cached_tokens): the
-#   rest of its prompt had never been sent (a turn's new message and the last reply), so no
-#   cache could have held it. Counting it "lost" put money on every partial hit of a
-#   well-cached chat (a turn of 2,077 tokens reading 1,920, all the turn before had left);
-# - where it found a cause (the prefix changed or expired, an overflow, a prefix cached
-#   under another key), its prompt down to the policy's step: what a kept prefix would
-#   have let it read, at most (its own new tokens included, an upper bound).
+# - where the simulator found a cause that cost it a hit (its prefix changed, expired or
+#   overflowed, or was cached under another prompt_cache_key): its prompt down to the
+#   policy's step, what a kept prefix would have let it read at most (its own new tokens
+#   included: an upper bound);
+# - anywhere else (no miss reason, a cold first sight of its prefix, a prompt the simulator
+#   put below the minimum, a model or a Batch call without caching): what the simulator had
+#   the cache hold for it (Turn.simulated_cached_tokens). The rest of its prompt had never
+#   been sent (a turn's new message and the last reply), so no cache could have held it:
+#   counting it lost put money on every partial hit of a well-cached chat (a turn of 2,077
+#   tokens reading the 1,920 the turn before had left). A reported call that read less
+#   than the simulator's hit loses the difference.
 # A breakpoint model caches exact lengths; its step of 1 in the policy row keeps that exact.
 _STEP = Coalesce(F("price__cache_policy__step_tokens"), Value(DEFAULT_STEP))
-UNAVOIDABLE = Q(turn__miss_reason="") | (
-    Q(turn__miss_reason="cold") & ~Q(turn__miss_detail__startswith=OTHER_KEY)
+AVOIDABLE_KINDS = ("prefix_changed", "expired", "overflow")
+AVOIDABLE = Q(turn__miss_reason__in=AVOIDABLE_KINDS) | (
+    Q(turn__miss_reason="cold") & Q(turn__miss_detail__startswith=OTHER_KEY)
 )
 CACHEABLE = Case(
     When(cache_eligible=False, then=Value(0)),
-    When(UNAVOIDABLE, then=F("turn__simulated_cached_tokens")),
-    default=F("prompt_tokens") / _STEP * _STEP,
+    When(AVOIDABLE, then=F("prompt_tokens") / _STEP * _STEP),
+    default=F("turn__simulated_cached_tokens"),
     output_field=IntegerField(),
 )
 MISSED_TOKENS = Greatest(CACHEABLE - F("input_cached"), Value(0), output_field=IntegerField())

@@ -238,6 +238,10 @@ class LostRow:
 
     @property
     def label(self) -> str:
+        if self.reason == MissReason.COLD:
+            # The only cold misses that lose money (breakdowns.CACHEABLE): a first sight
+            # loses nothing, so "First sight" above money lost read as a contradiction.
+            return "Cold: prefix cached under another prompt_cache_key"
         return reason_label(self.reason)
 
 

@@ -55,17 +55,21 @@ MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4", "llama-local", ""]
 
 def _transcripts(rng: random.Random, count: int) -> list[Transcript]:
     """Conversations over ten days and six models (one unknown, one unnamed), reported
-    usage with and without cache hits and latency, estimate-only turns, pending requests."""
+    usage with and without cache hits and latency, estimate-only turns, pending requests;
+    system prompts short and long (below and above the caching minimum), and some turns
+    after an hour's pause (their cache expired: a miss that loses money)."""
     result = []
     for n in range(count):
         model = rng.choice(MODELS)
         start = T0 + timedelta(hours=rng.randrange(240) if n else 0, minutes=rng.randrange(60))
-        messages: list[dict[str, Any]] = [{"role": "system", "content": "Policy. " * 200}]
+        system = "Policy. " * rng.choice([200, 700])
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
         calls = []
+        pause = rng.random() < 0.4
         for k in range(rng.randint(1, 5)):
             messages.append({"role": "user", "content": f"question {n}.{k} " * rng.randint(1, 30)})
             messages.append({"role": "assistant", "content": "answer " * rng.randint(1, 40)})
-            at = start + timedelta(minutes=3 * k)
+            at = start + timedelta(minutes=3 * k + (60 if pause and k >= 2 else 0))
             reported = None
             if rng.random() < 0.7:
                 prompt = rng.randint(200, 5000)

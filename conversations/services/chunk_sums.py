@@ -33,7 +33,7 @@ from psycopg import sql
 
 from pricing.models import ModelPrice
 
-from ..breakdowns import DEFAULT_STEP, OTHER_KEY
+from ..breakdowns import AVOIDABLE_KINDS, DEFAULT_STEP, OTHER_KEY
 from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import MissReason, UsageSource
 from .upsert_sql import ADD, GREATEST, LEAST, MONEY, on_conflict_combine, quote
@@ -141,19 +141,19 @@ def _lost(
     cost_total: Decimal | None,
     uncached_cost: Decimal | None,
     uncached: int,
-    unavoidable: bool,
+    avoidable: bool,
     simulated_cached: int,
 ) -> tuple[Decimal | None, int]:
     """breakdowns.LOST and MISSED_TOKENS of one record (`cost_total` and `uncached_cost`
-    as their numeric(24, 12) columns store them; `unavoidable` is breakdowns.UNAVOIDABLE
-    of its turn, `simulated_cached` the turn's simulated_cached_tokens)."""
+    as their numeric(24, 12) columns store them; `avoidable` is breakdowns.AVOIDABLE of
+    its turn, `simulated_cached` the turn's simulated_cached_tokens)."""
     step = rates.step if rates is not None else DEFAULT_STEP
     if not eligible:
         cacheable = 0
-    elif unavoidable:
-        cacheable = simulated_cached
-    else:
+    elif avoidable:
         cacheable = int(prompt / step) * step
+    else:
+        cacheable = simulated_cached
     missed = max(cacheable - cached, 0)
     if cost_total is None:
         return None, missed
@@ -560,7 +560,7 @@ def _record_add(
         cost_total=cost_total,
         uncached_cost=cost_input_uncached,
         uncached=record["input_uncached"],
-        unavoidable=miss_reason == "" or (miss_reason == "cold" and not other_key_cold),
+        avoidable=miss_reason in AVOIDABLE_KINDS or other_key_cold,
         simulated_cached=turn["simulated_cached_tokens"],
     )
     breakdown = [
