@@ -878,6 +878,8 @@ TURN_COLUMNS = (
     ("miss_reason", "turn__miss_reason"),
     ("miss_detail", "turn__miss_detail"),
     ("latency_ms", "turn__latency_ms"),
+    # What the call lost to a cache miss (LOST): the money the cache page sums, per call.
+    ("money_lost_to_misses", "lost_money"),
 )
 
 
@@ -887,7 +889,7 @@ def turn_export_rows(organization: Organization, slice_: Slice) -> Iterator[tupl
         slice_.records(organization)
         .order_by("occurred_at", "id")
         # Numbered from 1, as the conversation page numbers its turns (stored from 0).
-        .annotate(turn_number=F("turn__index") + 1)
+        .annotate(turn_number=F("turn__index") + 1, lost_money=LOST)
         .values_list(*columns)
     )
     yield from records.iterator(chunk_size=2000)

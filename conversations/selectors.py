@@ -525,6 +525,16 @@ class TurnRow:
         shown = self.shown
         return shown if shown is not None and shown.is_billing else None
 
+    @property
+    def cached_short(self) -> int:
+        """Tokens the API cached short of the simulator's hit, on a call the simulator
+        found no miss for: what the cache page counts lost as "Cached less than
+        predicted" (breakdowns.CACHEABLE). 0 elsewhere."""
+        reported = self.reported
+        if reported is None or not reported.cache_eligible or self.turn.miss_reason:
+            return 0
+        return max(self.turn.simulated_cached_tokens - reported.input_cached, 0)
+
 
 def conversation_turns(conversation: Conversation) -> list[TurnRow]:
     turns = (

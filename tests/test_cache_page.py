@@ -331,3 +331,49 @@ def test_a_chat_resumed_after_the_cache_expired_loses_its_prefix(member: Members
     assert set(by_reason) == {"expired"}
     assert by_reason["expired"].lost == cacheable(prompt) * LOST_PER_TOKEN
     assert cache_summary(organization, Slice()).lost == cacheable(prompt) * LOST_PER_TOKEN
+
+
+def test_a_call_the_api_cached_less_than_predicted_is_traced_to_its_turn(
+    client: Client, member: Membership
+) -> None:
+    """The second call of a chat reports no cached token where the simulator had the cache
+    serve what the first left: that difference is lost ("Cached less than predicted"), the
+    turn says so on the conversation page, and the calls export carries it per call."""
+    from conversations.engine.pricing import usage_from_dict
+
+    organization = member.organization
+    chat = _chat(3)
+    assert chat.calls is not None
+    chat.calls[1].usage = usage_from_dict(
+        {
+            "prompt_tokens": 2500,
+            "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+    )
+    transcripts_store(organization=organization, transcripts=[chat])
+    second = UsageRecord.objects.get(organization=organization, is_billing=True, turn__index=1)
+    predicted = second.turn.simulated_cached_tokens
+    assert predicted > 0 and second.input_cached == 0 and second.turn.miss_reason == ""
+
+    (row,) = lost_by_reason(organization, Slice())
+    assert (row.label, row.calls, row.missed_tokens) == ("Cached less than predicted", 1, predicted)
+    assert row.lost == predicted * LOST_PER_TOKEN
+
+    client.force_login(member.user)
+    page = client.get(
+        reverse("conversation_detail", args=[organization.slug, second.conversation.code])
+    ).content.decode()
+    assert page.count("data-cached-short") == 1
+    assert f"the API cached {predicted:,} tokens fewer" in page
+    export = client.get(
+        reverse("usage_export", args=[organization.slug]), {"table": "turns", "format": "jsonl"}
+    )
+    import json
+
+    from django.http import StreamingHttpResponse
+
+    assert isinstance(export, StreamingHttpResponse)
+    calls = [json.loads(line) for line in b"".join(export.streaming_content).splitlines()]
+    lost = {call["turn"]: call["money_lost_to_misses"] for call in calls}
+    assert Decimal(lost[2]) == row.lost and Decimal(lost[1]) == Decimal(lost[3]) == 0
