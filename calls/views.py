@@ -26,7 +26,7 @@ from conversations import charts
 from conversations import selectors as conversation_selectors
 from conversations.csv_export import Cell, csv_lines
 from conversations.forms import UsageFilterForm
-from conversations.models import ConversationSource, Membership
+from conversations.models import ConversationSource, Membership, Organization
 from conversations.views import HtmxHttpRequest
 
 from . import charts as experiment_charts
@@ -425,21 +425,34 @@ def chat_send(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpResponse:
 
 
 def _candidates(request: HttpRequest, membership: Membership) -> list[tuple[str, str]]:
-    """The conversations offered: on GET the overview's filtered ones (its query string),
-    on POST those submitted that are the organization's (never a replay)."""
+    """The conversations offered: the overview's filtered ones (its query string, which a
+    POST keeps in the form's address), and on POST those submitted that are the
+    organization's too (never a replay)."""
     organization = membership.organization
     limit = settings.COSTLAB_EXPERIMENT_MAX_CONVERSATIONS
-    if request.method == "POST":
-        codes = []
-        for code in request.POST.getlist("conversations"):
-            try:
-                codes.append(UUID(code))
-            except ValueError:
-                continue
-        chosen = organization.conversations.filter(code__in=codes).exclude(
-            source=ConversationSource.REPLAY
-        )
-        return [(str(c.code), c.title or str(c.code)) for c in chosen]
+    offered = _filtered_candidates(request, organization, limit)
+    if request.method != "POST":
+        return offered
+    # The form posts to its own address, filters included: a refused form offers the same
+    # list again (with only the checked ones it offered nothing to check after "none").
+    codes = []
+    for code in request.POST.getlist("conversations"):
+        try:
+            codes.append(UUID(code))
+        except ValueError:
+            continue
+    known = {code for code, _ in offered}
+    chosen = organization.conversations.filter(code__in=codes).exclude(
+        source=ConversationSource.REPLAY
+    )
+    return offered + [
+        (str(c.code), c.title or str(c.code)) for c in chosen if str(c.code) not in known
+    ]
+
+
+def _filtered_candidates(
+    request: HttpRequest, organization: Organization, limit: int
+) -> list[tuple[str, str]]:
     filters = UsageFilterForm(request.GET).to_filter()
     rows = conversation_selectors.conversation_list(organization, filters, limit=limit * 2)
     replays = set(
@@ -527,7 +540,10 @@ def experiment_detail(request: HtmxHttpRequest, slug: str, code: UUID) -> HttpRe
     originals = sorted({(t.conversation, t.title) for r in results for t in r.turns})
     # By default the conversation with the most turns: the first by code drew a one-turn
     # conversation as a single point (a walk's reading); its chart is the one worth opening on.
-    turns = Counter(t.conversation for r in results for t in r.turns)
+    # Each turn once: every variant replays it (counted per variant, a 2-turn chat read 6).
+    turns = Counter(conversation for conversation, _ in {
+        (t.conversation, t.index) for r in results for t in r.turns
+    })  # fmt: skip
     longest = min(originals, key=lambda o: (-turns[o[0]], o[1]), default=("", ""))[0]
     asked = request.GET.get("conversation", "")
     asked = asked if asked in turns else ""
@@ -617,7 +633,7 @@ def experiment_csv(request: HttpRequest, slug: str, code: UUID) -> StreamingHttp
                     result.label,
                     t.conversation,
                     t.title,
-                    t.index,
+                    t.index + 1,  # from 1, as the chart and the usage exports number turns
                     t.status,
                     t.predicted_prompt_tokens,
                     t.measured_prompt_tokens,

@@ -240,6 +240,11 @@ def test_the_new_experiment_page_offers_the_overviews_filtered_conversations(
     assert (
         client.get(url + "?model=gpt-3.5-turbo").content.decode().count('name="conversations"') == 0
     )
+    # Predict with none checked: refused, and the same two are offered again to check
+    # (the list held only the checked ones: none).
+    refused = client.post(url + "?model=gpt-4o", {"variants": "model=gpt-4o-mini"})
+    assert refused.status_code == 400
+    assert refused.content.decode().count('name="conversations"') == 2
     viewer = MembershipFactory.create(organization=organization, role=Role.VIEWER)
     client.force_login(viewer.user)
     assert client.get(url).status_code == 403
@@ -275,6 +280,7 @@ def test_the_csv_neutralises_cells_a_spreadsheet_would_run(client: Client) -> No
     rows = list(csv.reader(io.StringIO(body)))
     assert rows[0][:4] == ["variant", "conversation", "title", "turn"]
     assert len(rows) == 1 + 2
+    assert [row[3] for row in rows[1:]] == ["1", "2"]  # from 1, as the chart and exports
     for row in rows[1:]:
         assert row[0] == "'@SUM(A1)"
         assert row[2] == '\'=HYPERLINK("http://evil.example","x")'
@@ -409,7 +415,8 @@ def test_the_results_chart_opens_on_the_conversation_with_the_most_turns(client:
         organization=organization,
         user=None,
         conversations=stored,
-        variants=[variant_parse("model=gpt-4o")],
+        # Two variants replay each turn twice: a turn still counts once in the picker.
+        variants=[variant_parse("model=gpt-4o"), variant_parse("model=gpt-4o-mini")],
         connection=connection_of(organization),
     )
     client.force_login(membership.user)
