@@ -15,7 +15,7 @@ usage rows in Python, and the export streams read through a server-side cursor.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -954,20 +954,64 @@ def conversation_export_rows(
 BREAKDOWN_COLUMNS = tuple(
     name for name in (f.name for f in fields(BreakdownRow)) if name not in ("title",)
 )
+# A breakdown's figures under the names the conversations' and calls' files give them: a
+# program joining two exports read `prompt` in one and `prompt_tokens` in the other.
+EXPORT_NAMES = {
+    "calls": "calls",
+    "cost": "cost",
+    "cost_uncached": "cost_without_cache",
+    "prompt": "prompt_tokens",
+    "cached_tokens": "cached_tokens",
+    "completion_tokens": "completion_tokens",
+    "eligible": "eligible_calls",
+    "hits": "hit_calls",
+    "unpriced": "unpriced_calls",
+    "lost": "money_lost_to_misses",
+}
+PREVIOUS_COLUMNS = ("previous_cost", "previous_calls")
+
+
+def compared(current: Slice, previous: Slice | None, dimension: Dimension) -> bool:
+    """Whether a breakdown has a previous period to set beside it: a comparison asked for,
+    with groups that line up (not months; weeks of whole weeks)."""
+    if previous is None:
+        return False
+    return dimension.name not in PERIOD_KEYS or (
+        previous_shift(current, previous, dimension) is not None
+    )
 
 
 def breakdown_export_rows(
-    organization: Organization, slice_: Slice, dimension: Dimension
+    organization: Organization,
+    slice_: Slice,
+    dimension: Dimension,
+    previous: Slice | None = None,
 ) -> Iterator[tuple[Any, ...]]:
+    """Every group; with `previous` (when `compared`), its previous cost and calls beside
+    it, and the previous period's groups alone listed too, as the page lists them."""
     titled = dimension.title is not None
-    for row in breakdown_rows(organization, slice_, dimension):
+    rows: Iterable[tuple[BreakdownRow, BreakdownRow | None]]
+    if previous is not None and compared(slice_, previous, dimension):
+        # Both whole: an export has no limit (the groups, not the calls, are in memory).
+        current = list(breakdown_rows(organization, slice_, dimension))
+        before = list(breakdown_rows(organization, previous, dimension))
+        shift = previous_shift(slice_, previous, dimension)
+        limit = max(len(current), len(before)) + 1
+        rows = beside_previous(current, before, dimension, shift, zone=slice_.zone, limit=limit)
+    else:
+        previous = None
+        rows = ((row, None) for row in breakdown_rows(organization, slice_, dimension))
+    for row, then in rows:
         key = row.key.date() if isinstance(row.key, datetime) else row.key
-        figures = (getattr(row, name) for name in BREAKDOWN_COLUMNS[1:])
+        figures = [getattr(row, name) for name in BREAKDOWN_COLUMNS[1:]]
+        if previous is not None:
+            figures += [then.cost, then.calls] if then is not None else [None, None]
         yield (key, row.title, *figures) if titled else (key, *figures)
 
 
-def breakdown_export_header(dimension: Dimension) -> list[str]:
+def breakdown_export_header(dimension: Dimension, *, with_previous: bool = False) -> list[str]:
     """The key's column, a title only where the key has one (a conversation's code), then
     the figures: a title column empty on every row was noise in a model's export."""
     titled = ["title"] if dimension.title is not None else []
-    return [dimension.name, *titled, *BREAKDOWN_COLUMNS[1:]]
+    names = [EXPORT_NAMES[name] for name in BREAKDOWN_COLUMNS[1:]]
+    return [dimension.name, *titled, *names, *(PREVIOUS_COLUMNS if with_previous else ())]

@@ -557,8 +557,12 @@ def usage_export(request: HtmxHttpRequest, slug: str) -> HttpResponse | Streamin
         rows = breakdowns.conversation_export_rows(organization, slice_)
     elif table in ("", "breakdown"):
         table = form.dimension.name.replace(":", "-")
-        header = breakdowns.breakdown_export_header(form.dimension)
-        rows = breakdowns.breakdown_export_rows(organization, slice_, form.dimension)
+        previous = slice_.previous() if form.compare_value else None
+        header = breakdowns.breakdown_export_header(
+            form.dimension,
+            with_previous=breakdowns.compared(slice_, previous, form.dimension),
+        )
+        rows = breakdowns.breakdown_export_rows(organization, slice_, form.dimension, previous)
     else:
         return HttpResponse(
             f"table {table!r}: expected conversations, turns or breakdown",

@@ -4,6 +4,7 @@ user read from logs."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
@@ -396,3 +397,53 @@ def test_a_change_says_new_unpriced_or_unknown_apart() -> None:
     assert cost_change(row(None), row(Decimal(2))) == "unpriced"
     assert cost_change(row(Decimal(2)), row(None)) == "unpriced"
     assert cost_change(row(Decimal(2)), None) == "—"  # a partner past the list's limit
+
+
+def test_a_compared_breakdown_exports_the_previous_period_beside_it(
+    client: Client, member: Membership
+) -> None:
+    """The export of a compared table carries what the page shows: each group's previous
+    cost and calls, the previous period's groups alone included; figures named as in the
+    conversations' and calls' files."""
+    _store(member.organization)
+    org = member.organization
+    client.force_login(member.user)
+    url = reverse("usage_export", args=[org.slug])
+    week = {"date_from": "2026-11-09", "date_to": "2026-11-15", "compare": "on"}
+    rows = list(csv.reader(io.StringIO(b"".join(client.get(url, {**week, "by": "model"}).streaming_content).decode())))  # type: ignore[attr-defined]  # fmt: skip
+    header = rows[0]
+    assert header[:4] == ["model", "calls", "cost", "cost_without_cache"]
+    assert header[-4:] == [
+        "unpriced_calls",
+        "money_lost_to_misses",
+        "previous_cost",
+        "previous_calls",
+    ]
+    by_model = {row[0]: dict(zip(header, row, strict=True)) for row in rows[1:]}
+    assert set(by_model) == {"gpt-4o", "gpt-4o-mini"}
+    assert (by_model["gpt-4o"]["calls"], by_model["gpt-4o"]["previous_calls"]) == ("1", "3")
+    assert (by_model["gpt-4o-mini"]["calls"], by_model["gpt-4o-mini"]["previous_calls"]) == (
+        "0",
+        "1",
+    )
+    previous = slice_totals(org, Slice.of_dates(date(2026, 11, 2), date(2026, 11, 8))).cost
+    assert sum(Decimal(row["previous_cost"]) for row in by_model.values()) == previous
+    # Months do not line up with a 7-day period: no previous columns.
+    months = client.get(url, {**week, "by": "month"})
+    first = b"".join(months.streaming_content).decode().splitlines()[0]  # type: ignore[attr-defined]
+    assert "previous_cost" not in first
+
+
+def test_the_command_line_exports_a_comparison_too(member: Membership) -> None:
+    _store(member.organization)
+    out = io.StringIO()
+    slug = member.organization.slug
+    call_command(
+        "export_usage", "--org", slug, "--by", "model", "--from", "2026-11-09", "--to",
+        "2026-11-15", "--compare", stdout=out,
+    )  # fmt: skip
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0][-2:] == ["previous_cost", "previous_calls"]
+    assert {row[0]: row[-1] for row in rows[1:]} == {"gpt-4o": "3", "gpt-4o-mini": "1"}
+    with pytest.raises(CommandError, match="--compare needs --from and --to"):
+        call_command("export_usage", "--org", slug, "--by", "model", "--compare")

@@ -44,6 +44,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--to", dest="date_to", help="Last day, included (YYYY-MM-DD).")
         parser.add_argument(
+            "--compare",
+            action="store_true",
+            help="A breakdown (--by model, day, ...) with the previous period's cost and calls "
+            "beside each group (the period of the same length before --from; needs --to).",
+        )
+        parser.add_argument(
             "--format",
             choices=("csv", "jsonl"),
             default="csv",
@@ -69,8 +75,13 @@ class Command(BaseCommand):
             dimension = breakdowns.dimension_get(by)
             if dimension is None or (by not in BY and not by.startswith(breakdowns.TAG_PREFIX)):
                 raise CommandError(f"--by {by!r}: expected one of {', '.join(BY)} or tag:NAME")
-            header = breakdowns.breakdown_export_header(dimension)
-            rows = breakdowns.breakdown_export_rows(organization, slice_, dimension)
+            previous = slice_.previous() if options["compare"] else None
+            if options["compare"] and previous is None:
+                raise CommandError("--compare needs --from and --to")
+            header = breakdowns.breakdown_export_header(
+                dimension, with_previous=breakdowns.compared(slice_, previous, dimension)
+            )
+            rows = breakdowns.breakdown_export_rows(organization, slice_, dimension, previous)
         lines = (
             jsonl_lines(header, rows) if options["format"] == "jsonl" else csv_lines(header, rows)
         )
