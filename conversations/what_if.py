@@ -13,7 +13,7 @@ at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from typing import ClassVar
@@ -28,7 +28,7 @@ from pricing.book import PriceBook, rates_for
 
 from . import selectors
 from .engine.cache import parse_retention
-from .engine.levers import LeverResult, applicable_levers, compare_levers
+from .engine.levers import LEVERS, LeverResult, applicable_levers, compare_levers, lever_left_out
 from .engine.projection import project
 from .engine.strategies import StrategyResult, compare_strategies
 from .models import Conversation
@@ -87,6 +87,9 @@ class WhatIf:
     levers: list[LeverResult]
     projection: ProjectionFigures | None
     projected_turns: int
+    # Levers not tried, each with why: "all levers alike" read as "retention cannot help"
+    # on a model that is simply not offered extended retention.
+    levers_left_out: list[str] = field(default_factory=list)
 
     @property
     def levers_alike(self) -> bool:
@@ -125,8 +128,9 @@ def forget(conversation: Conversation) -> None:
 
 # Raised when the way the figures are worked out changes, so that figures cached by an
 # older way are not shown (2: the variants keep each reply's reported output; 3: each
-# strategy's description; 4: the projection's next turns at the median message sizes).
-FIGURES_VERSION = 4
+# strategy's description; 4: the projection's next turns at the median message sizes; 5:
+# the levers left out, and why).
+FIGURES_VERSION = 5
 
 
 def _variant(conversation: Conversation, retention: str, book: PriceBook) -> str:
@@ -242,9 +246,10 @@ def _compute(conversation: Conversation, *, retention: str, book: PriceBook) -> 
             last_prompt_tokens=projected.turns[-1].prompt_tokens if projected.turns else 0,
         )
     policy = book.policy(model)
+    tried = applicable_levers(policy)
     levers = compare_levers(
         [transcript],
-        applicable_levers(policy),
+        tried,
         profile_for=book.profile,
         policy_for=book.policy,
         rates_for=call_rates,
@@ -258,4 +263,5 @@ def _compute(conversation: Conversation, *, retention: str, book: PriceBook) -> 
         strategies=[StrategyFigures.of(s) for s in full + others],
         projection=projection,
         projected_turns=PROJECTED_TURNS,
+        levers_left_out=[lever_left_out(lever, policy) for lever in LEVERS if lever not in tried],
     )

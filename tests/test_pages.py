@@ -384,6 +384,13 @@ def test_it_compares_strategies_and_projects_the_next_turns(client: Client, tmp_
     assert stored is not None
     assert costs["full"] == stored.quantize(Decimal("0.0001"))
     assert "10 more turns" in html and 'value="1h" selected' in html
+    # gpt-4o is not offered extended retention, nor caches by breakpoints: both say so.
+    left_out = re.findall(r"<span data-lever-left-out>([^<]+)</span>", html)
+    assert left_out == [
+        "extended retention (24h): not offered under the prefix_128 cache rules",
+        "explicit breakpoint after the system prompt: only for models that cache by "
+        "breakpoints (GPT-5.6 on)",
+    ]
     # The levers' note shows exactly when their rows are all alike.
     rows = re.findall(r'<tr data-lever="[^"]+"><td>[^<]+</td>(.*?)</tr>', html, re.S)
     assert len(rows) > 1 and ("data-levers-alike" in html) == (len(set(rows)) == 1)

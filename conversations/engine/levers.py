@@ -54,6 +54,15 @@ def applicable_levers(policy: CachePolicy) -> list[Lever]:
     ]
 
 
+def lever_left_out(lever: Lever, policy: CachePolicy) -> str:
+    """Why `applicable_levers` leaves `lever` out for a model of this policy, in a line."""
+    if not policy.caches:
+        return f"{lever.name}: the model has no prompt caching"
+    if lever.retention and not policy.extended_retention:
+        return f"{lever.name}: not offered under the {policy.name} cache rules"
+    return f"{lever.name}: only for models that cache by breakpoints (GPT-5.6 on)"
+
+
 @dataclass(frozen=True, slots=True)
 class LeverResult:
     lever: Lever
