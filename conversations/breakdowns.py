@@ -423,6 +423,13 @@ class BreakdownRow:
             return str(ConversationSource(self.key).label)
         return str(self.key)
 
+    def label_by(self, dimension: str) -> str:
+        """The label as a page shows it: a month as "Jan 2026" (as the overview's charts
+        name it), not the date of its first day; anything else as `label`."""
+        if dimension == "month" and isinstance(self.key, datetime):
+            return self.key.strftime("%b %Y")
+        return self.label
+
     @property
     def hit_rate_requests(self) -> float | None:
         return self.hits / self.eligible if self.eligible else None

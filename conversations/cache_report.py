@@ -54,8 +54,14 @@ def reason_label(reason: str) -> str:
     return "Cached less than predicted" if reason in ("", NO_REASON) else reason
 
 
-def _in(value: float | None, band: tuple[float, float]) -> bool | None:
-    return None if value is None else band[0] <= value <= band[1]
+def band_place(value: float | None, band: tuple[float, float]) -> str | None:
+    """Where a reduction stands against the seed's reference band: "below", "inside" or
+    "above" (better than the band: it said "outside", read as a failure). None: no value."""
+    if value is None:
+        return None
+    if value < band[0]:
+        return "below"
+    return "inside" if value <= band[1] else "above"
 
 
 @dataclass(frozen=True)
@@ -118,12 +124,12 @@ class CacheSummary:
         return None if rate is None else rate >= HIT_RATE_TARGET
 
     @property
-    def cost_in_band(self) -> bool | None:
-        return _in(self.cost_reduction, COST_REDUCTION_TARGET)
+    def cost_band(self) -> str | None:
+        return band_place(self.cost_reduction, COST_REDUCTION_TARGET)
 
     @property
-    def latency_in_band(self) -> bool | None:
-        return _in(self.latency_reduction, LATENCY_REDUCTION_TARGET)
+    def latency_band(self) -> str | None:
+        return band_place(self.latency_reduction, LATENCY_REDUCTION_TARGET)
 
 
 # Rollup reads --------------------------------------------------------------------------------

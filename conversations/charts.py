@@ -425,7 +425,7 @@ def breakdown_figure(
     long name cut on the axis, whole in the bar's hover. `before` (a row's key to the same
     group in the previous period) adds that period's bars beside each group."""
     priced = [r for r in rows if r.cost is not None]
-    names = [r.title or r.label for r in priced]
+    names = [r.title or r.label_by(dimension.name) for r in priced]
     x = [label(name) for name in bar_labels(names)]
     previous: list[Figure] = []
     if before is not None:

@@ -198,6 +198,7 @@ def test_a_day_or_week_is_compared_with_the_same_one_a_period_earlier(
     assert "data-previous-cost" not in by_month and "data-previous-unaligned" in by_month
     month = client.get(url, {**week, "by": "month"}).content.decode()
     assert "Months do not line up" in month
+    assert "<td>Nov 2026</td>" in month  # as the overview names a month, not "2026-11-01"
     # A model is the same key in both periods, as before.
     # gpt-4o-mini was used before only: listed at $0 now, where it was left out.
     assert cells("model", week) == [

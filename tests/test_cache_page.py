@@ -377,3 +377,17 @@ def test_a_call_the_api_cached_less_than_predicted_is_traced_to_its_turn(
     calls = [json.loads(line) for line in b"".join(export.streaming_content).splitlines()]
     lost = {call["turn"]: call["money_lost_to_misses"] for call in calls}
     assert Decimal(lost[2]) == row.lost and Decimal(lost[1]) == Decimal(lost[3]) == 0
+
+
+def test_a_reduction_above_its_band_reads_as_better_not_as_outside() -> None:
+    from conversations.cache_report import band_place
+
+    band = (0.6, 0.8)
+    assert [band_place(v, band) for v in (None, 0.2, 0.6, 0.7, 0.8, 0.839)] == [
+        None,
+        "below",
+        "inside",
+        "inside",
+        "inside",
+        "above",
+    ]

@@ -73,6 +73,12 @@ def cost_change(row: Any, before: Any) -> str:
 
 
 @register.filter
+def label_by(row: Any, dimension: str) -> str:
+    """A breakdown row's label as the page shows it (BreakdownRow.label_by)."""
+    return str(row.label_by(dimension))
+
+
+@register.filter
 def intcomma_plain(value: int | None) -> str:
     return "0" if value is None else f"{value:,}"
 
