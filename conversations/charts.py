@@ -400,6 +400,9 @@ def lost_by_model_figure(rows: list[LostRow]) -> Figure:
 BAR_LABEL_CHARS = 24
 
 
+CHART_GROUPS = 30  # bars a breakdown's chart draws for groups that are not periods
+
+
 def bar_labels(names: list[str], width: int = BAR_LABEL_CHARS) -> list[str]:
     """Each name cut to `width` characters with an ellipsis, and numbered when two come out
     the same: a category axis draws equal labels as one bar."""
@@ -425,8 +428,18 @@ def breakdown_figure(
     long name cut on the axis, whole in the bar's hover. `before` (a row's key to the same
     group in the previous period) adds that period's bars beside each group."""
     priced = [r for r in rows if r.cost is not None]
+    dated = dimension.period is not None
+    title = None
+    if not dated and len(priced) > CHART_GROUPS:
+        # Hundreds of hairline bars under unreadable labels: the costliest, and say so.
+        title = f"The {CHART_GROUPS} costliest of {len(priced):,} (all in the table)"
+        priced = sorted(priced, key=lambda r: -(r.cost or 0))[:CHART_GROUPS]
     names = [r.title or r.label_by(dimension.name) for r in priced]
-    x = [label(name) for name in bar_labels(names)]
+    # Days, weeks and months on a date axis: on a category one, days weeks apart sat side
+    # by side as if in a row.
+    x = [r.key.date().isoformat() for r in priced] if dated else [
+        label(name) for name in bar_labels(names)
+    ]  # fmt: skip
     previous: list[Figure] = []
     if before is not None:
         partners = [before.get(r.key) for r in priced]
@@ -459,10 +472,16 @@ def breakdown_figure(
         ],
         "layout": {
             **BASE_LAYOUT,
+            **({"title": {"text": title, "font": {"size": 13}}} if title else {}),
             # automargin: the axis title below the tick labels, not over them
             "xaxis": {
                 "title": {"text": label(dimension.label)},
-                "type": "category",
+                "type": "date" if dated else "category",
+                **(
+                    {"tickformat": "%b %Y" if dimension.name == "month" else "%b %-d, %Y"}
+                    if dated
+                    else {}
+                ),
                 "automargin": True,
             },
             "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},

@@ -100,3 +100,37 @@ def test_it_keeps_two_breakdown_filters_in_the_url_and_goes_back(
     page.go_back()
     expect(page.locator("#breakdown-table tbody tr[data-key=k0]")).to_have_count(1)
     tab.assert_no_js_errors()
+
+
+def test_a_compared_breakdown_by_day_draws_both_periods_on_a_date_axis(
+    tab: Tab,  # noqa: F811
+    allow_async_unsafe: None,  # noqa: F811
+) -> None:
+    """Two days a week apart and the week before them: each day beside the same day a week
+    earlier, grey bars for the earlier week, dates spaced as dates."""
+    membership = MembershipFactory.create()
+    slug = membership.organization.slug
+    days = [0, 2, 7, 9]  # T0 is Mon Nov 2: two calls each week
+    transcripts_store(
+        organization=membership.organization,
+        transcripts=[conversation(STATIC, T0 + timedelta(days=d), n=d) for d in days],
+    )
+    log_in(tab, membership.user.username)
+    page = tab.page
+    page.goto(
+        tab.url(f"/o/{slug}/breakdown/?by=day&date_from=2026-11-09&date_to=2026-11-15&compare=on")
+    )
+    wait_for_charts(page, "#breakdown-body")
+    expect(page.locator("#breakdown-table tbody tr")).to_have_count(2)
+    expect(page.locator("#breakdown-table thead")).to_contain_text("Cost 7 days earlier")
+    for row in range(2):
+        expect(
+            page.locator("#breakdown-table tbody tr").nth(row).locator("[data-change]")
+        ).to_have_text("0.0%")
+    chart = page.locator("[data-figure=breakdown-figure]")
+    assert (
+        page.evaluate("document.querySelector('[data-figure=breakdown-figure]').layout.xaxis.type")
+        == "date"
+    )
+    assert chart.locator(".barlayer .trace").count() == 2
+    tab.assert_no_js_errors()

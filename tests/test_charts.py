@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
@@ -154,3 +155,23 @@ def test_weeks_and_months_get_their_own_ticks_and_lines() -> None:
         day_bins([_day(date(2025, 5, 7), "1"), _day(date(2026, 1, 7), "1")])[1], "week"
     )
     assert figure["layout"]["xaxis"]["hoverformat"].startswith("week of")
+
+
+def test_a_breakdown_chart_draws_the_costliest_30_groups_and_dates_on_a_date_axis() -> None:
+    """200 conversations drew 200 hairline bars; days weeks apart sat side by side on a
+    category axis."""
+    rows = [_row(f"conversation {n}", f"0.{n:03d}") for n in range(1, 201)]
+    figure = breakdown_figure(rows, DIMENSIONS["conversation"])
+    bars = figure["data"][0]
+    assert len(bars["x"]) == 30 and bars["x"][0] == "conversation 200"
+    assert figure["layout"]["title"]["text"] == "The 30 costliest of 200 (all in the table)"
+    assert "title" not in breakdown_figure(rows[:30], DIMENSIONS["conversation"])["layout"]
+
+    from datetime import UTC, datetime
+
+    days = [
+        dataclasses.replace(_row("", "0.5"), key=datetime(2026, 11, d, tzinfo=UTC)) for d in (1, 20)
+    ]
+    by_day = breakdown_figure(days, DIMENSIONS["day"])
+    assert by_day["data"][0]["x"] == ["2026-11-01", "2026-11-20"]
+    assert by_day["layout"]["xaxis"]["type"] == "date"
