@@ -48,7 +48,7 @@ CAUSES = {
     "response_format": "response_format changes",
     "cache_key": "prompt_cache_key changes",
     "missing_cache_key": "no prompt_cache_key",
-    "message_changed": "an earlier message differs",
+    "message_changed": "a message differs from the request before",
 }
 
 
@@ -70,6 +70,7 @@ class Side:
 
     before: str
     differing: str
+    after: str = ""  # the end of the window both sides share again (not marked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,16 @@ def _message_causes(a: Sequence[ChatMessage], b: Sequence[ChatMessage]) -> tuple
     return None, ""
 
 
+def _shared_end(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens the two windows end alike (at least one stays marked on each): a
+    timestamp's window goes on into the text after it ("Z. You are the support"), which
+    was marked as if it differed."""
+    n = 0
+    while n < min(len(a), len(b)) - 1 and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 def _first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
     for index, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
@@ -201,9 +212,15 @@ def compare_requests(left: RequestView, right: RequestView, *, profile: ModelPro
     encoding = get_encoding(profile.encoding)
     at = token if token is not None else min(len(tokens_l), len(tokens_r))
     before = decode(encoding, tokens_l[max(0, at - CONTEXT_TOKENS) : at])
+    windows = [tokens[at : at + CONTEXT_TOKENS] for tokens in (tokens_l, tokens_r)]
+    same = _shared_end(*windows)
     sides = [
-        Side(before, decode(encoding, tokens[at : at + CONTEXT_TOKENS]))
-        for tokens in (tokens_l, tokens_r)
+        Side(
+            before,
+            decode(encoding, window[: len(window) - same]),
+            decode(encoding, window[len(window) - same :]),
+        )
+        for window in windows
     ]
     causes = _tool_causes(left.tools, right.tools)
     if _canonical(left.response_format) != _canonical(right.response_format):

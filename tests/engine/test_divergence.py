@@ -35,6 +35,10 @@ def test_it_names_a_timestamp_and_shows_the_framing_around_it() -> None:
     assert divergence.left.before == "system<|message|>Now: 2026-11-02 "  # 12 tokens
     assert divergence.left.differing.startswith("09")
     assert divergence.right.differing.startswith("10")
+    # Only what differs is marked: the rules after the time are the same on both sides.
+    assert (divergence.left.differing, divergence.right.differing) == ("09:00", "10:30")
+    assert divergence.left.after == divergence.right.after
+    assert divergence.left.after.startswith(". ") and RULES.startswith(divergence.left.after[2:])
 
 
 def test_it_names_tool_order_schema_format_and_keys() -> None:
