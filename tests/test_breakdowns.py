@@ -384,6 +384,11 @@ def test_a_duplicate_upload_says_so_once_with_a_link_to_the_first(
     first_url = reverse("import_job_detail", args=[member.organization.slug, first.code])
     assert f'<a href="{first_url}">chat.json</a>' in page
     assert '<p class="crumbs"><a href="' in client.get(url).content.decode()
+    # A bad tag line refuses the form, and says the file must be chosen again.
+    bad = SimpleUploadedFile("third.json", json.dumps(chat).encode())
+    refused = client.post(url, {"file": bad, "format": "", "tags": "no equals"})
+    assert refused.status_code == 400 and "data-choose-again" in refused.content.decode()
+    assert "data-choose-again" not in client.get(url).content.decode()
 
 
 def test_a_change_says_new_unpriced_or_unknown_apart() -> None:
