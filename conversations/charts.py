@@ -158,8 +158,15 @@ def _money(value: Decimal | None) -> float | None:
     return float(value) if value is not None else None
 
 
+# Models past which the overview's cost-by-model bars lie down: 30 model names slanted
+# under upright bars squashed the bars to a strip (a walk's reading).
+UPRIGHT_MODELS = 8
+
+
 def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
     priced = [r for r in rows if r.cost is not None]
+    if len(priced) > UPRIGHT_MODELS:
+        return _models_lying(priced)
     return {
         "data": [
             {
@@ -175,6 +182,31 @@ def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
             **BASE_LAYOUT,
             "xaxis": {"automargin": True},  # long model names whole, not cut at the edge
             "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
+        },
+    }
+
+
+def _models_lying(priced: list[ModelCost]) -> Figure:
+    """Horizontal bars, the costliest on top, a row per model: names read level."""
+    ordered = sorted(priced, key=lambda r: r.cost or 0)
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "orientation": "h",
+                "y": [label(r.model or "(no model)") for r in ordered],
+                "x": [_money(r.cost) for r in ordered],
+                "customdata": [r.calls for r in ordered],
+                "hovertemplate": "%{y}: $%{x:.4f} over %{customdata} calls<extra></extra>",
+                "marker": {"color": COLORS["output"]},
+            }
+        ],
+        "layout": {
+            **BASE_LAYOUT,
+            "height": max(320, 60 + 22 * len(ordered)),
+            "hovermode": "closest",
+            "yaxis": {"automargin": True, "type": "category"},
+            "xaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
         },
     }
 

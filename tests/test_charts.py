@@ -175,3 +175,20 @@ def test_a_breakdown_chart_draws_the_costliest_30_groups_and_dates_on_a_date_axi
     by_day = breakdown_figure(days, DIMENSIONS["day"])
     assert by_day["data"][0]["x"] == ["2026-11-01", "2026-11-20"]
     assert by_day["layout"]["xaxis"]["type"] == "date"
+
+
+def test_many_models_lie_down_costliest_on_top() -> None:
+    from conversations.charts import UPRIGHT_MODELS, cost_by_model_figure
+    from conversations.selectors import ModelCost
+
+    def model(name: str, cost: str) -> ModelCost:
+        return ModelCost(model=name, cost=Decimal(cost), calls=1, tokens=10, unpriced=0)
+
+    few = cost_by_model_figure([model("a", "1"), model("b", "2")])
+    assert "orientation" not in few["data"][0]
+    many = [model(f"model-{n}", f"{n}.5") for n in range(UPRIGHT_MODELS + 22)]
+    figure = cost_by_model_figure(many)
+    bars = figure["data"][0]
+    assert bars["orientation"] == "h" and len(bars["y"]) == 30
+    assert bars["y"][-1] == "model-29" and bars["x"][-1] == 29.5  # on top: the costliest
+    assert figure["layout"]["height"] >= 22 * 30
