@@ -183,7 +183,8 @@ def _conversation_page(
         "tags_form": tags_form,
         # The what-if's scenario, from the URL its select wrote (HX-Replace-Url below), so
         # a reload or a shared link shows the retention that was chosen.
-        "retention": _retention(request) if "retention" in request.GET else None,
+        # As asked: the what-if says so when it is not a scenario (and corrects the URL).
+        "retention": request.GET.get("retention") or None,
     }
     return render(request, "conversations/conversation.html", context, status=status)
 
@@ -200,11 +201,14 @@ def conversation_what_if(request: HtmxHttpRequest, slug: str, code: UUID) -> Htt
     membership = selectors.membership_get(user=request.user, slug=slug)
     conversation = selectors.conversation_get(organization=membership.organization, code=code)
     retention = _retention(request)
+    asked = request.GET.get("retention")
     context = {
         "organization": membership.organization,
         "conversation": conversation,
         "what_if": what_if.conversation_what_if(conversation, retention=retention),
         "retention_scenarios": what_if.RETENTION_SCENARIOS,
+        # A scenario from a hand-edited link: said, not silently replaced by the default.
+        "retention_refused": asked if asked is not None and asked != retention else None,
     }
     response = render(request, "conversations/conversation.html#what-if", context)
     if request.htmx and "retention" in request.GET:

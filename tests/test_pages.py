@@ -364,6 +364,9 @@ def test_it_compares_strategies_and_projects_the_next_turns(client: Client, tmp_
     reloaded = client.get(page_url, {"retention": "1h"}).content.decode()
     assert f'hx-get="{url}?retention=1h"' in reloaded
     assert f'hx-get="{url}"' in client.get(page_url).content.decode()
+    bogus = client.get(url, {"retention": "bogus"}, headers={"HX-Request": "true"})
+    assert "“bogus” is not one of these" in bogus.content.decode()
+    assert "data-retention-refused" not in html
     costs = {
         label: Decimal(cost.replace("$", "").replace(",", ""))
         for label, cost in re.findall(
