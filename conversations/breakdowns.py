@@ -156,15 +156,12 @@ OTHER_KEY = "cold: this prefix was cached under prompt_cache_key"
 #   tokens reading the 1,920 the turn before had left). A reported call that read less
 #   than the simulator's hit loses the difference.
 # A breakpoint model caches exact lengths; its step of 1 in the policy row keeps that exact.
+# The record's cache_ceiling holds which (NULL: the first; services/usage.py writes it).
 _STEP = Coalesce(F("price__cache_policy__step_tokens"), Value(DEFAULT_STEP))
-AVOIDABLE_KINDS = ("prefix_changed", "expired", "overflow")
-AVOIDABLE = Q(turn__miss_reason__in=AVOIDABLE_KINDS) | (
-    Q(turn__miss_reason="cold") & Q(turn__miss_detail__startswith=OTHER_KEY)
-)
 CACHEABLE = Case(
     When(cache_eligible=False, then=Value(0)),
-    When(AVOIDABLE, then=F("prompt_tokens") / _STEP * _STEP),
-    default=F("turn__simulated_cached_tokens"),
+    When(cache_ceiling__isnull=True, then=F("prompt_tokens") / _STEP * _STEP),
+    default=F("cache_ceiling"),
     output_field=IntegerField(),
 )
 MISSED_TOKENS = Greatest(CACHEABLE - F("input_cached"), Value(0), output_field=IntegerField())

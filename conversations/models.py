@@ -400,6 +400,11 @@ class UsageRecord(models.Model):
     # Whether the call could hit: its model caches and its prompt reaches the policy's
     # minimum. Hit rates count eligible calls only (design.md 2.6: gpt-4 is never a miss).
     cache_eligible = models.BooleanField(default=False)
+    # The most a cache could have served this call (breakdowns.CACHEABLE): what the
+    # simulator had it hold, for a call with no cause of a miss a fix could remove; NULL
+    # where one cost it a hit (its prompt to the policy's step counts then). Kept here, not
+    # read from the turn: a join to Turn made every raw read of money lost 2-3x slower.
+    cache_ceiling = models.PositiveIntegerField(null=True, blank=True)
 
     price = models.ForeignKey(
         "pricing.ModelPrice", models.PROTECT, null=True, blank=True, related_name="+"

@@ -33,7 +33,7 @@ from psycopg import sql
 
 from pricing.models import ModelPrice
 
-from ..breakdowns import AVOIDABLE_KINDS, DEFAULT_STEP, OTHER_KEY
+from ..breakdowns import DEFAULT_STEP, OTHER_KEY
 from ..cache_report import BLOCK, TOOLS_MESSAGE
 from ..models import MissReason, UsageSource
 from .upsert_sql import ADD, GREATEST, LEAST, MONEY, on_conflict_combine, quote
@@ -141,19 +141,17 @@ def _lost(
     cost_total: Decimal | None,
     uncached_cost: Decimal | None,
     uncached: int,
-    avoidable: bool,
-    simulated_cached: int,
+    ceiling: int | None,
 ) -> tuple[Decimal | None, int]:
     """breakdowns.LOST and MISSED_TOKENS of one record (`cost_total` and `uncached_cost`
-    as their numeric(24, 12) columns store them; `avoidable` is breakdowns.AVOIDABLE of
-    its turn, `simulated_cached` the turn's simulated_cached_tokens)."""
+    as their numeric(24, 12) columns store them; `ceiling` its cache_ceiling)."""
     step = rates.step if rates is not None else DEFAULT_STEP
     if not eligible:
         cacheable = 0
-    elif avoidable:
+    elif ceiling is None:
         cacheable = int(prompt / step) * step
     else:
-        cacheable = simulated_cached
+        cacheable = ceiling
     missed = max(cacheable - cached, 0)
     if cost_total is None:
         return None, missed
@@ -560,8 +558,7 @@ def _record_add(
         cost_total=cost_total,
         uncached_cost=cost_input_uncached,
         uncached=record["input_uncached"],
-        avoidable=miss_reason in AVOIDABLE_KINDS or other_key_cold,
-        simulated_cached=turn["simulated_cached_tokens"],
+        ceiling=record["cache_ceiling"],
     )
     breakdown = [
         1, priced, 1 if eligible else 0, eligible_hit, prompt, cached, completion,

@@ -28,6 +28,7 @@ def usage_record_fields(
     at: datetime,
     billing: bool,
     cache_eligible: bool,
+    cache_ceiling: int | None = None,
 ) -> dict[str, Any]:
     """A record's columns by attribute name, less its turn, conversation and organization:
     the import writes them as plain rows (services/bulk.py), other writers as instances."""
@@ -48,8 +49,26 @@ def usage_record_fields(
         "output": buckets.output,
         # A call that read cached tokens was eligible, whatever the policy says.
         "cache_eligible": cache_eligible or buckets.input_cached > 0,
+        "cache_ceiling": cache_ceiling,
         **priced.cost_fields(),
     }
+
+
+# Causes of a miss a fix could remove (breakdowns.CACHEABLE): the call's prompt to the
+# policy's step counts as cacheable. Any other call could read what the simulator had the
+# cache hold, no more: the rest of its prompt had never been sent.
+AVOIDABLE_KINDS = ("prefix_changed", "expired", "overflow")
+
+
+def cache_ceiling(result: CallAnalysis) -> int | None:
+    """A record's cache_ceiling: None where a cause a fix could remove cost the call a
+    hit, else the tokens the simulator had the cache serve it."""
+    reason = result.miss_reason
+    if reason is not None and (
+        reason.kind in AVOIDABLE_KINDS or (reason.kind == "cold" and reason.other_key_seen)
+    ):
+        return None
+    return result.simulated_cached_tokens
 
 
 def turn_usage_fields(
@@ -92,6 +111,7 @@ def turn_usage_fields(
             extended_retention=is_extended(call.cache_retention),
         )
 
+    ceiling = cache_ceiling(result)
     estimated_buckets = buckets_from_counts(
         prompt_tokens=result.estimated_prompt_tokens,
         cached_tokens=result.simulated_cached_tokens,
@@ -112,6 +132,7 @@ def turn_usage_fields(
         at=at,
         billing=reported is None and not result.pending,
         cache_eligible=result.cache_eligible,
+        cache_ceiling=ceiling,
     )
     if reported is None:
         return [estimated]
@@ -129,6 +150,7 @@ def turn_usage_fields(
         at=at,
         billing=True,
         cache_eligible=result.cache_eligible,
+        cache_ceiling=ceiling,
     )
     return [estimated, record]
 
