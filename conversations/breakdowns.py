@@ -461,7 +461,9 @@ def breakdown_query(
         records = records.annotate(title=dimension.title)
         names.append("title")
     order = SORTS["key"] if dimension.name in ("day", "week", "month") else SORTS[sort]
-    return records.values(*names).annotate(**FIGURES).order_by(order, "key")
+    # Ties by key, NULLs last there too: SQLite put the untagged group first among equals,
+    # where the rollup path (and PostgreSQL) put it last.
+    return records.values(*names).annotate(**FIGURES).order_by(order, SORTS["key"])
 
 
 def breakdown_rows(
