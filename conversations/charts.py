@@ -164,51 +164,37 @@ UPRIGHT_MODELS = 8
 
 
 def cost_by_model_figure(rows: list[ModelCost]) -> Figure:
+    """Cost per model: upright bars, or past UPRIGHT_MODELS horizontal ones, a row per model
+    and the costliest on top, so that their names read level."""
     priced = [r for r in rows if r.cost is not None]
-    if len(priced) > UPRIGHT_MODELS:
-        return _models_lying(priced)
-    return {
-        "data": [
-            {
-                "type": "bar",
-                "x": [label(r.model or "(no model)") for r in priced],
-                "y": [_money(r.cost) for r in priced],
-                "customdata": [r.calls for r in priced],
-                "hovertemplate": "%{x}: $%{y:.4f} over %{customdata} calls<extra></extra>",
-                "marker": {"color": COLORS["output"]},
-            }
-        ],
-        "layout": {
-            **BASE_LAYOUT,
-            "xaxis": {"automargin": True},  # long model names whole, not cut at the edge
-            "yaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
-        },
+    lying = len(priced) > UPRIGHT_MODELS
+    if lying:
+        priced = sorted(priced, key=lambda r: r.cost or 0)
+    names = [label(r.model or "(no model)") for r in priced]
+    costs = [_money(r.cost) for r in priced]
+    # Names on the category axis, money on the value one: x and y swap when the bars lie.
+    names_axis, money_axis = ("y", "x") if lying else ("x", "y")
+    bars: Figure = {
+        "type": "bar",
+        names_axis: names,
+        money_axis: costs,
+        "customdata": [r.calls for r in priced],
+        "hovertemplate": (
+            f"%{{{names_axis}}}: $%{{{money_axis}:.4f}} over %{{customdata}} calls<extra></extra>"
+        ),
+        "marker": {"color": COLORS["output"]},
     }
-
-
-def _models_lying(priced: list[ModelCost]) -> Figure:
-    """Horizontal bars, the costliest on top, a row per model: names read level."""
-    ordered = sorted(priced, key=lambda r: r.cost or 0)
-    return {
-        "data": [
-            {
-                "type": "bar",
-                "orientation": "h",
-                "y": [label(r.model or "(no model)") for r in ordered],
-                "x": [_money(r.cost) for r in ordered],
-                "customdata": [r.calls for r in ordered],
-                "hovertemplate": "%{y}: $%{x:.4f} over %{customdata} calls<extra></extra>",
-                "marker": {"color": COLORS["output"]},
-            }
-        ],
-        "layout": {
-            **BASE_LAYOUT,
-            "height": max(320, 60 + 22 * len(ordered)),
-            "hovermode": "closest",
-            "yaxis": {"automargin": True, "type": "category"},
-            "xaxis": {"title": {"text": "USD"}, **MONEY_AXIS},
-        },
+    layout: Figure = {
+        **BASE_LAYOUT,
+        # automargin: long model names whole, not cut at the edge
+        f"{names_axis}axis": {"automargin": True},
+        f"{money_axis}axis": {"title": {"text": "USD"}, **MONEY_AXIS},
     }
+    if lying:
+        bars["orientation"] = "h"
+        layout["yaxis"]["type"] = "category"
+        layout |= {"height": max(320, 60 + 22 * len(priced)), "hovermode": "closest"}
+    return {"data": [bars], "layout": layout}
 
 
 def cost_by_day_figure(rows: list[DayCost], unit: str = "day") -> Figure:

@@ -487,7 +487,7 @@ def breakdown_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     dated = dimension.name in breakdowns.PERIOD_KEYS
     # A day beside the day `shift` days before it; months (or weeks of a period that is
     # not whole weeks) have no partner, so their column gives way to a hint.
-    previous_column = previous is not None and (not dated or shift is not None)
+    previous_column = breakdowns.compared(current, previous, dimension)
     context = {
         "organization": organization,
         "membership": membership,
